@@ -1,0 +1,209 @@
+// The nftables objects netpol writes, as value types: one table of family inet with its chains,
+// rules, sets, verdict maps and elements.
+//
+// Rules are not free-form: a rule is a short list of typed matches from the small vocabulary the
+// compiler needs, plus a verdict and a comment. Each match kind has exactly one nft text form
+// (engine/nft/render.cc) and one netlink bytecode form (engine/netlink), so what we write is what
+// `nft list table` prints back.
+#ifndef NETPOL_ENGINE_NFT_PROGRAM_H_
+#define NETPOL_ENGINE_NFT_PROGRAM_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "engine/model/ip.h"
+
+namespace netpol::nft {
+
+// nft's maximum object name length (NFT_NAME_MAXLEN - 1, the kernel's limit is 256 bytes but
+// nft tables/chains/sets are conventionally kept short; we budget 63 so names stay readable).
+inline constexpr size_t kMaxNameLength = 63;
+
+// A field of a set key (nft data types). Sizes in the kernel register layout: addresses 4/16
+// bytes, inet_proto 1 byte and inet_service 2 bytes, each padded to 4 inside a concatenation.
+enum class FieldType { kIpv4Addr, kIpv6Addr, kInetProto, kInetService };
+
+// The packet data a rule loads.
+enum class Selector {
+  kIpSaddr,    // ip saddr (implies meta nfproto ipv4)
+  kIpDaddr,    // ip daddr
+  kIp6Saddr,   // ip6 saddr (implies meta nfproto ipv6)
+  kIp6Daddr,   // ip6 daddr
+  kL4Proto,    // meta l4proto
+  kThDport,    // th dport (transport header bytes 2-3)
+};
+FieldType SelectorType(Selector s);
+
+struct Verdict {
+  enum class Kind { kAccept, kDrop, kReturn, kJump, kGoto };
+  Kind kind = Kind::kAccept;
+  std::string chain;  // kJump/kGoto only
+  static Verdict Accept() { return {Kind::kAccept, ""}; }
+  static Verdict Drop() { return {Kind::kDrop, ""}; }
+  static Verdict Return() { return {Kind::kReturn, ""}; }
+  static Verdict Jump(std::string c) { return {Kind::kJump, std::move(c)}; }
+  static Verdict Goto(std::string c) { return {Kind::kGoto, std::move(c)}; }
+  friend bool operator==(const Verdict& a, const Verdict& b) {
+    return a.kind == b.kind && a.chain == b.chain;
+  }
+  friend bool operator<(const Verdict& a, const Verdict& b) {
+    if (a.kind != b.kind) return a.kind < b.kind;
+    return a.chain < b.chain;
+  }
+};
+
+// ---- rule matches ----
+
+// `ct state <states>`: matches when the connection's state is any of the flagged ones.
+struct CtStateMatch {
+  bool established = false, related = false, invalid = false, new_ = false, untracked = false;
+  friend bool operator==(const CtStateMatch& a, const CtStateMatch& b) {
+    return a.established == b.established && a.related == b.related && a.invalid == b.invalid &&
+           a.new_ == b.new_ && a.untracked == b.untracked;
+  }
+};
+
+// `meta nfproto ipv4|ipv6`.
+struct NfProtoMatch {
+  Family family = Family::kV4;
+  friend bool operator==(const NfProtoMatch& a, const NfProtoMatch& b) { return a.family == b.family; }
+};
+
+// `meta l4proto ipv6-icmp icmpv6 type lo-hi` (lo == hi: a single type).
+struct Icmpv6TypeMatch {
+  uint8_t lo = 0, hi = 0;
+  friend bool operator==(const Icmpv6TypeMatch& a, const Icmpv6TypeMatch& b) {
+    return a.lo == b.lo && a.hi == b.hi;
+  }
+};
+
+// `<sel> . <sel> ... @set` (a set lookup; negated: `!= @set`) or, when the named set is a
+// verdict map, `<sel> . ... vmap @map` (the rule's own verdict must then be empty).
+struct LookupMatch {
+  std::vector<Selector> key;
+  std::string set;
+  bool vmap = false;
+  bool negate = false;  // sets only
+  friend bool operator==(const LookupMatch& a, const LookupMatch& b) {
+    return a.key == b.key && a.set == b.set && a.vmap == b.vmap && a.negate == b.negate;
+  }
+};
+
+// `iifname "<name>"` / `oifname "<name>"` (exact name; a trailing '*' is a prefix match).
+struct IfnameMatch {
+  bool input = true;  // iifname when true, oifname otherwise
+  std::string name;
+  friend bool operator==(const IfnameMatch& a, const IfnameMatch& b) {
+    return a.input == b.input && a.name == b.name;
+  }
+};
+
+// `fib saddr type local` / `fib daddr type local`: the address is one of this host's own.
+struct FibLocalMatch {
+  bool saddr = true;
+  friend bool operator==(const FibLocalMatch& a, const FibLocalMatch& b) { return a.saddr == b.saddr; }
+};
+
+using Match =
+    std::variant<CtStateMatch, NfProtoMatch, Icmpv6TypeMatch, LookupMatch, IfnameMatch, FibLocalMatch>;
+
+struct Rule {
+  std::vector<Match> matches;       // ANDed, in order
+  bool counter = false;             // `counter` before the verdict
+  std::optional<Verdict> verdict;   // absent for vmap rules and pure counters
+  std::string comment;              // required by the compiler: names the policy and rule
+  friend bool operator==(const Rule& a, const Rule& b) {
+    return a.matches == b.matches && a.counter == b.counter && a.verdict == b.verdict &&
+           a.comment == b.comment;
+  }
+};
+
+enum class Hook { kPrerouting, kInput, kForward, kOutput, kPostrouting };
+
+struct BaseChainSpec {
+  Hook hook = Hook::kForward;
+  int priority = 0;             // numeric priority; 0 == filter
+  bool policy_drop = false;     // base chain policy (accept unless set)
+  friend bool operator==(const BaseChainSpec& a, const BaseChainSpec& b) {
+    return a.hook == b.hook && a.priority == b.priority && a.policy_drop == b.policy_drop;
+  }
+};
+
+struct Chain {
+  std::string name;
+  std::optional<BaseChainSpec> base;  // set for base chains (type filter)
+  std::string comment;
+  std::vector<Rule> rules;
+  friend bool operator==(const Chain& a, const Chain& b) {
+    return a.name == b.name && a.base == b.base && a.comment == b.comment && a.rules == b.rules;
+  }
+};
+
+// A set or, when `vmap`, a verdict map. Interval sets with several key fields are nft's
+// concatenated interval sets (the kernel's pipapo backend); single-field interval sets are not
+// used by netpol (the writer rejects them) so every element is a key (and key_end) pair.
+struct Set {
+  std::string name;
+  std::vector<FieldType> key;
+  bool interval = false;
+  bool vmap = false;
+  std::string comment;
+  friend bool operator==(const Set& a, const Set& b) {
+    return a.name == b.name && a.key == b.key && a.interval == b.interval && a.vmap == b.vmap &&
+           a.comment == b.comment;
+  }
+};
+
+// One field of an element key: an address range or a number range (lo == hi: a single value).
+// For non-interval sets lo == hi always.
+struct FieldValue {
+  IpAddr addr_lo, addr_hi;  // kIpv4Addr / kIpv6Addr
+  uint32_t lo = 0, hi = 0;  // kInetProto (0-255) / kInetService (0-65535)
+  friend bool operator==(const FieldValue& a, const FieldValue& b) {
+    return a.addr_lo == b.addr_lo && a.addr_hi == b.addr_hi && a.lo == b.lo && a.hi == b.hi;
+  }
+  friend bool operator<(const FieldValue& a, const FieldValue& b) {
+    if (a.addr_lo != b.addr_lo) return a.addr_lo < b.addr_lo;
+    if (a.addr_hi != b.addr_hi) return a.addr_hi < b.addr_hi;
+    if (a.lo != b.lo) return a.lo < b.lo;
+    return a.hi < b.hi;
+  }
+  static FieldValue Addr(const IpAddr& a) { return {a, a, 0, 0}; }
+  static FieldValue AddrRange(const IpAddr& lo, const IpAddr& hi) { return {lo, hi, 0, 0}; }
+  static FieldValue Num(uint32_t v) { return {{}, {}, v, v}; }
+  static FieldValue NumRange(uint32_t lo, uint32_t hi) { return {{}, {}, lo, hi}; }
+};
+
+struct Element {
+  std::vector<FieldValue> key;     // one per set key field
+  std::optional<Verdict> verdict;  // verdict maps only
+  std::string comment;             // optional, e.g. the pod a dispatch entry belongs to
+  // Elements are identified by key alone (as the kernel does); verdict/comment are payload.
+  friend bool operator<(const Element& a, const Element& b) { return a.key < b.key; }
+  friend bool operator==(const Element& a, const Element& b) {
+    return a.key == b.key && a.verdict == b.verdict && a.comment == b.comment;
+  }
+};
+
+// The whole table: what the compiler produces and what a dump reads back. Chains and sets are
+// kept sorted by name in maps; elements per set sorted by key. Chain order in the table does not
+// matter to the kernel, rule order inside a chain does.
+struct Program {
+  std::string table;  // family is always inet
+  std::string comment;
+  std::map<std::string, Chain> chains;
+  std::map<std::string, Set> sets;
+  std::map<std::string, std::vector<Element>> elements;  // set name -> sorted elements
+  friend bool operator==(const Program& a, const Program& b) {
+    return a.table == b.table && a.chains == b.chains && a.sets == b.sets &&
+           a.elements == b.elements;
+  }
+};
+
+}  // namespace netpol::nft
+
+#endif  // NETPOL_ENGINE_NFT_PROGRAM_H_
