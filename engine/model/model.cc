@@ -1,0 +1,48 @@
+// Small behaviour of the model value types.
+#include "engine/model/model.h"
+
+namespace netpol {
+
+const char* ProtocolName(Protocol p) {
+  switch (p) {
+    case Protocol::kTCP:
+      return "TCP";
+    case Protocol::kUDP:
+      return "UDP";
+    case Protocol::kSCTP:
+      return "SCTP";
+  }
+  return "UNKNOWN";  // not reachable for values built by the loader
+}
+
+std::optional<int32_t> Pod::ResolvePort(const std::string& name, Protocol protocol) const {
+  if (name.empty()) return std::nullopt;
+  for (const ContainerPort& p : ports) {
+    if (p.name == name && p.protocol == protocol) return p.container_port;
+  }
+  return std::nullopt;
+}
+
+const Namespace* State::FindNamespace(const std::string& name) const {
+  auto it = namespaces.find(name);
+  return it == namespaces.end() ? nullptr : &it->second;
+}
+
+const Pod* State::FindPod(const std::string& key) const {
+  auto it = pods.find(key);
+  return it == pods.end() ? nullptr : &it->second;
+}
+
+// Linear in the number of pods: State keeps no address index so that it stays a plain value.
+// Callers that look up many addresses should build their own map.
+const Pod* State::FindPodByIp(const IpAddr& a) const {
+  for (const auto& [key, pod] : pods) {
+    if (pod.host_network) continue;
+    for (const IpAddr& ip : pod.ips) {
+      if (ip == a) return &pod;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace netpol
