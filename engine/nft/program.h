@@ -15,6 +15,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "engine/model/ip.h"
 
 namespace netpol::nft {
@@ -29,12 +30,12 @@ enum class FieldType { kIpv4Addr, kIpv6Addr, kInetProto, kInetService };
 
 // The packet data a rule loads.
 enum class Selector {
-  kIpSaddr,    // ip saddr (implies meta nfproto ipv4)
-  kIpDaddr,    // ip daddr
-  kIp6Saddr,   // ip6 saddr (implies meta nfproto ipv6)
-  kIp6Daddr,   // ip6 daddr
-  kL4Proto,    // meta l4proto
-  kThDport,    // th dport (transport header bytes 2-3)
+  kIpSaddr,   // ip saddr (implies meta nfproto ipv4)
+  kIpDaddr,   // ip daddr
+  kIp6Saddr,  // ip6 saddr (implies meta nfproto ipv6)
+  kIp6Daddr,  // ip6 daddr
+  kL4Proto,   // meta l4proto
+  kThDport,   // th dport (transport header bytes 2-3)
 };
 FieldType SelectorType(Selector s);
 
@@ -70,10 +71,14 @@ struct CtStateMatch {
 // `meta nfproto ipv4|ipv6`.
 struct NfProtoMatch {
   Family family = Family::kV4;
-  friend bool operator==(const NfProtoMatch& a, const NfProtoMatch& b) { return a.family == b.family; }
+  friend bool operator==(const NfProtoMatch& a, const NfProtoMatch& b) {
+    return a.family == b.family;
+  }
 };
 
-// `meta l4proto ipv6-icmp icmpv6 type lo-hi` (lo == hi: a single type).
+// `meta l4proto ipv6-icmp icmpv6 type lo-hi` (lo == hi: a single type). Encoded exactly as
+// written: an l4proto comparison, then the type byte (cmp eq, or cmp gte + cmp lte for a range);
+// no nfproto comparison is implied. `nft list` prints it as `icmpv6 type <name|lo-hi>`.
 struct Icmpv6TypeMatch {
   uint8_t lo = 0, hi = 0;
   friend bool operator==(const Icmpv6TypeMatch& a, const Icmpv6TypeMatch& b) {
@@ -83,6 +88,12 @@ struct Icmpv6TypeMatch {
 
 // `<sel> . <sel> ... @set` (a set lookup; negated: `!= @set`) or, when the named set is a
 // verdict map, `<sel> . ... vmap @map` (the rule's own verdict must then be empty).
+//
+// Encoding contract (what `nft` itself generates, so text and netlink agree): an ip/ip6 selector
+// needs `meta nfproto ipv4|ipv6` first. The writer emits that comparison right before the first
+// selector load of the lookup unless an NfProtoMatch of the same family appears earlier in the
+// rule (then no second one is emitted). A vmap lookup must be the rule's last match, with no
+// rule verdict, no counter and no negation.
 struct LookupMatch {
   std::vector<Selector> key;
   std::string set;
@@ -105,17 +116,19 @@ struct IfnameMatch {
 // `fib saddr type local` / `fib daddr type local`: the address is one of this host's own.
 struct FibLocalMatch {
   bool saddr = true;
-  friend bool operator==(const FibLocalMatch& a, const FibLocalMatch& b) { return a.saddr == b.saddr; }
+  friend bool operator==(const FibLocalMatch& a, const FibLocalMatch& b) {
+    return a.saddr == b.saddr;
+  }
 };
 
-using Match =
-    std::variant<CtStateMatch, NfProtoMatch, Icmpv6TypeMatch, LookupMatch, IfnameMatch, FibLocalMatch>;
+using Match = std::variant<CtStateMatch, NfProtoMatch, Icmpv6TypeMatch, LookupMatch, IfnameMatch,
+                           FibLocalMatch>;
 
 struct Rule {
-  std::vector<Match> matches;       // ANDed, in order
-  bool counter = false;             // `counter` before the verdict
-  std::optional<Verdict> verdict;   // absent for vmap rules and pure counters
-  std::string comment;              // required by the compiler: names the policy and rule
+  std::vector<Match> matches;      // ANDed, in order
+  bool counter = false;            // `counter` before the verdict
+  std::optional<Verdict> verdict;  // absent for vmap rules and pure counters
+  std::string comment;             // required by the compiler: names the policy and rule
   friend bool operator==(const Rule& a, const Rule& b) {
     return a.matches == b.matches && a.counter == b.counter && a.verdict == b.verdict &&
            a.comment == b.comment;
@@ -126,8 +139,8 @@ enum class Hook { kPrerouting, kInput, kForward, kOutput, kPostrouting };
 
 struct BaseChainSpec {
   Hook hook = Hook::kForward;
-  int priority = 0;             // numeric priority; 0 == filter
-  bool policy_drop = false;     // base chain policy (accept unless set)
+  int priority = 0;          // numeric priority; 0 == filter
+  bool policy_drop = false;  // base chain policy (accept unless set)
   friend bool operator==(const BaseChainSpec& a, const BaseChainSpec& b) {
     return a.hook == b.hook && a.priority == b.priority && a.policy_drop == b.policy_drop;
   }
@@ -189,6 +202,11 @@ struct Element {
   }
 };
 
+// Names of tables, chains and sets: 1..kMaxNameLength characters of [A-Za-z0-9_.-], starting
+// with a letter, and not an nft keyword (nft's parser cannot read e.g. a chain called `fwd`).
+// Comments: at most kMaxCommentLength bytes, printable ASCII without '"'.
+inline constexpr size_t kMaxCommentLength = 128;  // nft's NFTNL_UDATA_COMMENT_MAXLEN
+
 // The whole table: what the compiler produces and what a dump reads back. Chains and sets are
 // kept sorted by name in maps; elements per set sorted by key. Chain order in the table does not
 // matter to the kernel, rule order inside a chain does.
@@ -203,6 +221,21 @@ struct Program {
            a.elements == b.elements;
   }
 };
+
+// Returns OK when `name` is a valid table, chain or set name (see above); the error names `what`
+// ("chain", "set", "table") and the name.
+absl::Status ValidateObjectName(const char* what, const std::string& name);
+// The words nft 1.0.6 reads as keywords where a name is expected (`fwd`, `icmp`, `counter`, ...).
+const std::vector<std::string>& NftKeywords();
+
+// Returns the nft name of a key field type: ipv4_addr, ipv6_addr, inet_proto, inet_service.
+const char* FieldTypeName(FieldType t);
+
+// Puts `program` in the form Backend::Dump returns: every element vector sorted by key and
+// sets without elements absent from `elements`. Program::operator== is exact, so compare
+// canonical forms (Diff treats a missing and an empty element list alike).
+void Canonicalize(Program* program);
+Program Canonical(Program program);
 
 }  // namespace netpol::nft
 

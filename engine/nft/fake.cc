@@ -1,0 +1,668 @@
+// FakeBackend: the kernel's nf_tables transaction semantics over value types.
+#include "engine/nft/fake.h"
+
+#include <algorithm>
+#include <functional>
+#include <optional>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/util/status_macros.h"
+
+namespace netpol::nft {
+namespace {
+
+using TableState = FakeBackend::TableState;
+using SetState = FakeBackend::SetState;
+
+// strerror texts of the errnos the kernel returns for these conditions, so that messages read
+// like the real backend's.
+constexpr char kExists[] = "File exists";                    // EEXIST
+constexpr char kNoEntry[] = "No such file or directory";     // ENOENT
+constexpr char kBusy[] = "Device or resource busy";          // EBUSY
+constexpr char kNotSupported[] = "Operation not supported";  // EOPNOTSUPP
+constexpr char kLoop[] = "Too many links";                   // ELOOP/EMLINK as nft reports them
+
+// Largest key of a set: NFT_DATA_VALUE_MAXLEN, with every field padded to a 4-byte register.
+constexpr size_t kMaxKeyBytes = 64;
+// IFNAMSIZ - 1.
+constexpr size_t kMaxIfnameLength = 15;
+
+absl::Status ValidateComment(const std::string& what, const std::string& comment) {
+  if (comment.size() > kMaxCommentLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": comment longer than ", kMaxCommentLength, " bytes"));
+  }
+  for (char c : comment) {
+    if (c < 0x20 || c > 0x7e || c == '"') {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": comment may hold printable ASCII except '\"' only"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+size_t FieldBytes(FieldType t) {
+  return t == FieldType::kIpv4Addr ? 4 : t == FieldType::kIpv6Addr ? 16 : 4;  // padded
+}
+
+absl::Status ValidateSetDef(const Set& s) {
+  RETURN_IF_ERROR(ValidateObjectName("set", s.name));
+  RETURN_IF_ERROR(ValidateComment(absl::StrCat("set ", s.name), s.comment));
+  if (s.key.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("set ", s.name, ": key has no fields"));
+  }
+  size_t bytes = 0;
+  for (FieldType t : s.key) bytes += FieldBytes(t);
+  if (bytes > kMaxKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("set ", s.name, ": key ", RenderKeyType(s.key),
+                                                   " is longer than ", kMaxKeyBytes, " bytes"));
+  }
+  if (s.interval && s.key.size() < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "set ", s.name,
+        ": single-field interval sets are not supported (netpol uses concatenated interval "
+        "sets only)"));
+  }
+  return absl::OkStatus();
+}
+
+bool IsJumpOrGoto(const Verdict& v) {
+  return v.kind == Verdict::Kind::kJump || v.kind == Verdict::Kind::kGoto;
+}
+
+absl::Status ValidateTarget(const TableState& t, const Verdict& v, const std::string& what) {
+  if (!IsJumpOrGoto(v)) {
+    if (!v.chain.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": verdict ", RenderVerdict(v), " names chain ", v.chain));
+    }
+    return absl::OkStatus();
+  }
+  auto it = t.chains.find(v.chain);
+  if (it == t.chains.end()) {
+    return absl::NotFoundError(absl::StrCat(what, ": ", RenderVerdict(v), ": chain ", v.chain,
+                                            " does not exist: ", kNoEntry));
+  }
+  if (it->second.base.has_value()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, ": ", RenderVerdict(v), ": cannot jump to base chain: ", kNotSupported));
+  }
+  return absl::OkStatus();
+}
+
+std::string SelectorsText(const std::vector<Selector>& key) {
+  std::vector<FieldType> types;
+  for (Selector s : key) types.push_back(SelectorType(s));
+  Rule r;
+  LookupMatch m;
+  m.key = key;
+  m.set = "x";
+  r.matches.push_back(m);
+  std::string text = RenderRule(r);
+  return text.substr(0, text.size() - std::string(" @x").size());
+}
+
+std::optional<Family> SelectorFamily(Selector s) {
+  switch (s) {
+    case Selector::kIpSaddr:
+    case Selector::kIpDaddr:
+      return Family::kV4;
+    case Selector::kIp6Saddr:
+    case Selector::kIp6Daddr:
+      return Family::kV6;
+    default:
+      return std::nullopt;
+  }
+}
+
+// nft refuses rules whose protocols conflict: ip and ip6 selectors together, or a `meta nfproto`
+// followed by a selector of the other family ("conflicting protocols specified").
+absl::Status ValidateFamilies(const Rule& rule, const std::string& what) {
+  std::optional<Family> selectors, nfproto;
+  for (const Match& m : rule.matches) {
+    if (const auto* nf = std::get_if<NfProtoMatch>(&m)) {
+      nfproto = nf->family;
+      continue;
+    }
+    const auto* lk = std::get_if<LookupMatch>(&m);
+    if (lk == nullptr) continue;
+    for (Selector s : lk->key) {
+      std::optional<Family> f = SelectorFamily(s);
+      if (!f.has_value()) continue;
+      if ((selectors.has_value() && *selectors != *f) || (nfproto.has_value() && *nfproto != *f)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": conflicting protocols (ip and ip6) in one rule"));
+      }
+      selectors = f;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRule(const TableState& t, const std::string& chain, const Rule& rule) {
+  const std::string what = absl::StrCat("rule \"", RenderRule(rule), "\"");
+  if (rule.matches.empty() && !rule.counter && !rule.verdict.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": rule has no statements"));
+  }
+  RETURN_IF_ERROR(ValidateComment(what, rule.comment));
+  for (size_t i = 0; i < rule.matches.size(); ++i) {
+    const Match& m = rule.matches[i];
+    const std::string mwhat = absl::StrCat(what, ": match ", i);
+    if (const auto* ct = std::get_if<CtStateMatch>(&m)) {
+      if (!ct->established && !ct->related && !ct->invalid && !ct->new_ && !ct->untracked) {
+        return absl::InvalidArgumentError(absl::StrCat(mwhat, ": ct state without states"));
+      }
+    } else if (const auto* ic = std::get_if<Icmpv6TypeMatch>(&m)) {
+      if (ic->lo > ic->hi) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(mwhat, ": icmpv6 type range ", ic->lo, "-", ic->hi, " is reversed"));
+      }
+    } else if (const auto* ifn = std::get_if<IfnameMatch>(&m)) {
+      size_t star = ifn->name.find('*');
+      if (ifn->name.empty() || ifn->name.size() > kMaxIfnameLength || ifn->name == "*" ||
+          (star != std::string::npos && star != ifn->name.size() - 1) ||
+          ifn->name.find('"') != std::string::npos) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            mwhat, ": interface name \"", ifn->name, "\" must be 1..", kMaxIfnameLength,
+            " characters without '\"', with '*' only as a trailing wildcard"));
+      }
+    } else if (const auto* lk = std::get_if<LookupMatch>(&m)) {
+      if (lk->key.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(mwhat, ": lookup without key"));
+      }
+      auto it = t.sets.find(lk->set);
+      if (it == t.sets.end()) {
+        return absl::NotFoundError(
+            absl::StrCat(mwhat, ": set ", lk->set, " does not exist: ", kNoEntry));
+      }
+      const Set& def = it->second.def;
+      std::vector<FieldType> types;
+      for (Selector s : lk->key) types.push_back(SelectorType(s));
+      if (types != def.key) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(mwhat, ": key ", SelectorsText(lk->key), " (", RenderKeyType(types),
+                         ") does not match set ", lk->set, " type ", RenderKeyType(def.key)));
+      }
+      if (lk->vmap) {
+        if (!def.vmap) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(mwhat, ": vmap lookup in ", lk->set, ", which is not a verdict map"));
+        }
+        if (i + 1 != rule.matches.size()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(mwhat, ": a vmap lookup must be the rule's last match"));
+        }
+        if (rule.verdict.has_value() || rule.counter || lk->negate) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(mwhat, ": a vmap lookup takes no rule verdict, counter or negation"));
+        }
+      }
+    }
+  }
+  RETURN_IF_ERROR(ValidateFamilies(rule, what));
+  if (rule.verdict.has_value()) RETURN_IF_ERROR(ValidateTarget(t, *rule.verdict, what));
+  (void)chain;
+  return absl::OkStatus();
+}
+
+absl::Status ValidateElement(const TableState& t, const Set& set, const Element& e) {
+  const std::string what = RenderElement(set, e);
+  if (e.key.size() != set.key.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": key has ", e.key.size(),
+                                                   " fields, set type ", RenderKeyType(set.key),
+                                                   " has ", set.key.size()));
+  }
+  for (size_t i = 0; i < e.key.size(); ++i) {
+    const FieldValue& v = e.key[i];
+    const std::string fwhat =
+        absl::StrCat(what, ": field ", i, " (", FieldTypeName(set.key[i]), ")");
+    switch (set.key[i]) {
+      case FieldType::kIpv4Addr:
+      case FieldType::kIpv6Addr: {
+        Family f = set.key[i] == FieldType::kIpv4Addr ? Family::kV4 : Family::kV6;
+        if (v.addr_lo.family != f || v.addr_hi.family != f) {
+          return absl::InvalidArgumentError(absl::StrCat(fwhat, ": address of the wrong family"));
+        }
+        if (v.lo != 0 || v.hi != 0) {
+          return absl::InvalidArgumentError(absl::StrCat(fwhat, ": number set on an address"));
+        }
+        if (v.addr_hi < v.addr_lo) {
+          return absl::InvalidArgumentError(absl::StrCat(fwhat, ": range is reversed"));
+        }
+        if (!set.interval && v.addr_lo != v.addr_hi) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(fwhat, ": range in a set without intervals"));
+        }
+        break;
+      }
+      case FieldType::kInetProto:
+      case FieldType::kInetService: {
+        uint32_t max = set.key[i] == FieldType::kInetProto ? 255 : 65535;
+        if (v.addr_lo != IpAddr{} || v.addr_hi != IpAddr{}) {
+          return absl::InvalidArgumentError(absl::StrCat(fwhat, ": address set on a number"));
+        }
+        if (v.hi > max || v.lo > v.hi) {
+          return absl::InvalidArgumentError(absl::StrCat(fwhat, ": range ", v.lo, "-", v.hi,
+                                                         " outside 0..", max, " or reversed"));
+        }
+        if (!set.interval && v.lo != v.hi) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(fwhat, ": range in a set without intervals"));
+        }
+        break;
+      }
+    }
+  }
+  if (set.vmap && !e.verdict.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": verdict map element without verdict"));
+  }
+  if (!set.vmap && e.verdict.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": verdict on an element of a plain set"));
+  }
+  if (e.verdict.has_value()) RETURN_IF_ERROR(ValidateTarget(t, *e.verdict, what));
+  return ValidateComment(what, e.comment);
+}
+
+bool Overlaps(const std::vector<FieldValue>& a, const std::vector<FieldValue>& b,
+              const std::vector<FieldType>& types) {
+  for (size_t i = 0; i < types.size(); ++i) {
+    bool addr = types[i] == FieldType::kIpv4Addr || types[i] == FieldType::kIpv6Addr;
+    bool disjoint = addr ? (a[i].addr_hi < b[i].addr_lo || b[i].addr_hi < a[i].addr_lo)
+                         : (a[i].hi < b[i].lo || b[i].hi < a[i].lo);
+    if (disjoint) return false;
+  }
+  return true;
+}
+
+// Returns where `chain` is referenced from (rules of other chains, verdict-map elements), or
+// an empty string.
+std::string ChainReferrer(const TableState& t, const std::string& chain) {
+  auto names = [&](const std::optional<Verdict>& v) {
+    return v.has_value() && IsJumpOrGoto(*v) && v->chain == chain;
+  };
+  for (const auto& [name, c] : t.chains) {
+    if (name == chain) continue;
+    for (const Rule& r : c.rules) {
+      if (names(r.verdict)) return absl::StrCat("rule \"", RenderRule(r), "\" in chain ", name);
+    }
+  }
+  for (const auto& [name, s] : t.sets) {
+    for (const auto& [key, e] : s.elements) {
+      if (names(e.verdict)) {
+        return absl::StrCat("element ", RenderElement(s.def, e), " of map ", name);
+      }
+    }
+  }
+  return "";
+}
+
+std::string SetReferrer(const TableState& t, const std::string& set) {
+  for (const auto& [name, c] : t.chains) {
+    for (const Rule& r : c.rules) {
+      for (const Match& m : r.matches) {
+        const auto* lk = std::get_if<LookupMatch>(&m);
+        if (lk != nullptr && lk->set == set) {
+          return absl::StrCat("rule \"", RenderRule(r), "\" in chain ", name);
+        }
+      }
+    }
+  }
+  return "";
+}
+
+absl::Status ApplyTable(std::optional<TableState>* state, const std::string& table,
+                        const Command& c) {
+  switch (c.verb) {
+    case Verb::kAdd:
+      if (!state->has_value()) {
+        RETURN_IF_ERROR(ValidateComment(absl::StrCat("table ", table), c.comment));
+        state->emplace();
+        (*state)->comment = c.comment;
+      }
+      return absl::OkStatus();
+    case Verb::kCreate:
+      if (state->has_value()) return absl::AlreadyExistsError(kExists);
+      RETURN_IF_ERROR(ValidateComment(absl::StrCat("table ", table), c.comment));
+      state->emplace();
+      (*state)->comment = c.comment;
+      return absl::OkStatus();
+    case Verb::kFlush:
+      if (!state->has_value()) return absl::NotFoundError(kNoEntry);
+      for (auto& [name, chain] : (*state)->chains) chain.rules.clear();
+      return absl::OkStatus();
+    case Verb::kDelete:
+      if (!state->has_value()) return absl::NotFoundError(kNoEntry);
+      state->reset();
+      return absl::OkStatus();
+    case Verb::kDestroy:
+      state->reset();
+      return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError("unknown verb");
+}
+
+absl::Status ApplyChain(TableState& t, const Command& c) {
+  const Chain& in = c.chain;
+  auto it = t.chains.find(in.name);
+  switch (c.verb) {
+    case Verb::kAdd:
+    case Verb::kCreate: {
+      RETURN_IF_ERROR(ValidateObjectName("chain", in.name));
+      RETURN_IF_ERROR(ValidateComment(absl::StrCat("chain ", in.name), in.comment));
+      if (!in.rules.empty()) {
+        return absl::InvalidArgumentError("chain command carries rules; add them with kRule");
+      }
+      if (it == t.chains.end()) {
+        Chain chain = in;
+        t.chains.emplace(in.name, std::move(chain));
+        return absl::OkStatus();
+      }
+      if (c.verb == Verb::kCreate) return absl::AlreadyExistsError(kExists);
+      if (!in.base.has_value()) return absl::OkStatus();  // nothing to update
+      const auto& old = it->second.base;
+      if (!old.has_value() || old->hook != in.base->hook || old->priority != in.base->priority) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("chain exists with another type, hook or priority: ", kNotSupported));
+      }
+      it->second.base->policy_drop = in.base->policy_drop;  // the kernel updates the policy
+      return absl::OkStatus();
+    }
+    case Verb::kFlush:
+      if (it == t.chains.end()) return absl::NotFoundError(kNoEntry);
+      it->second.rules.clear();
+      return absl::OkStatus();
+    case Verb::kDelete:
+    case Verb::kDestroy: {
+      if (it == t.chains.end()) {
+        return c.verb == Verb::kDestroy ? absl::OkStatus() : absl::NotFoundError(kNoEntry);
+      }
+      std::string ref = ChainReferrer(t, in.name);
+      if (!ref.empty()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("still referenced by ", ref, ": ", kBusy));
+      }
+      t.chains.erase(it);
+      return absl::OkStatus();
+    }
+  }
+  return absl::InvalidArgumentError("unknown verb");
+}
+
+absl::Status ApplyRule(TableState& t, const Command& c) {
+  if (c.verb != Verb::kAdd) {
+    return absl::InvalidArgumentError(
+        "rules support add only (netpol never edits single rules; flush the chain instead)");
+  }
+  auto it = t.chains.find(c.chain.name);
+  if (it == t.chains.end()) return absl::NotFoundError(kNoEntry);
+  RETURN_IF_ERROR(ValidateRule(t, c.chain.name, c.rule));
+  it->second.rules.push_back(c.rule);
+  return absl::OkStatus();
+}
+
+absl::Status ApplySet(TableState& t, const Command& c) {
+  auto it = t.sets.find(c.set.name);
+  switch (c.verb) {
+    case Verb::kAdd:
+    case Verb::kCreate:
+      RETURN_IF_ERROR(ValidateSetDef(c.set));
+      if (it == t.sets.end()) {
+        t.sets.emplace(c.set.name, SetState{c.set, {}});
+        return absl::OkStatus();
+      }
+      if (c.verb == Verb::kCreate) return absl::AlreadyExistsError(kExists);
+      if (!(it->second.def == c.set)) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("set exists with another definition: ", kExists));
+      }
+      return absl::OkStatus();
+    case Verb::kFlush:
+      if (it == t.sets.end()) return absl::NotFoundError(kNoEntry);
+      it->second.elements.clear();
+      return absl::OkStatus();
+    case Verb::kDelete:
+    case Verb::kDestroy: {
+      if (it == t.sets.end()) {
+        return c.verb == Verb::kDestroy ? absl::OkStatus() : absl::NotFoundError(kNoEntry);
+      }
+      std::string ref = SetReferrer(t, c.set.name);
+      if (!ref.empty()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("still referenced by ", ref, ": ", kBusy));
+      }
+      t.sets.erase(it);
+      return absl::OkStatus();
+    }
+  }
+  return absl::InvalidArgumentError("unknown verb");
+}
+
+absl::Status ApplyElements(TableState& t, const Command& c) {
+  if (c.verb == Verb::kFlush) {
+    return absl::InvalidArgumentError("flush applies to sets, not elements");
+  }
+  auto it = t.sets.find(c.set.name);
+  if (it == t.sets.end()) {
+    return absl::NotFoundError(absl::StrCat("set does not exist: ", kNoEntry));
+  }
+  SetState& s = it->second;
+  for (const Element& e : c.elements) {
+    const std::string what = RenderElement(s.def, e);
+    if (c.verb == Verb::kDelete || c.verb == Verb::kDestroy) {
+      if (e.key.size() != s.def.key.size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": key has ", e.key.size(), " fields, set has ", s.def.key.size()));
+      }
+      auto eit = s.elements.find(e.key);
+      if (eit == s.elements.end()) {
+        if (c.verb == Verb::kDestroy) continue;
+        return absl::NotFoundError(absl::StrCat(what, ": ", kNoEntry));
+      }
+      s.elements.erase(eit);
+      continue;
+    }
+    RETURN_IF_ERROR(ValidateElement(t, s.def, e));
+    auto eit = s.elements.find(e.key);
+    if (eit != s.elements.end()) {
+      if (c.verb == Verb::kCreate)
+        return absl::AlreadyExistsError(absl::StrCat(what, ": ", kExists));
+      if (!(eit->second.verdict == e.verdict)) {
+        return absl::AlreadyExistsError(
+            absl::StrCat(what, ": ", kExists, " (key exists with another verdict)"));
+      }
+      continue;  // the kernel keeps the existing element, comment included
+    }
+    if (s.def.interval) {
+      for (const auto& [key, old] : s.elements) {
+        if (Overlaps(key, e.key, s.def.key)) {
+          return absl::AlreadyExistsError(
+              absl::StrCat(what, ": overlaps element ", RenderElement(s.def, old), ": ", kExists));
+        }
+      }
+    }
+    s.elements.emplace(e.key, e);
+  }
+  return absl::OkStatus();
+}
+
+// Returns an error when following jumps, gotos and verdict maps can lead from a chain back to
+// itself (the kernel refuses such a commit with ELOOP).
+absl::Status CheckLoops(const TableState& t) {
+  std::map<std::string, std::set<std::string>> edges;
+  for (const auto& [name, c] : t.chains) {
+    auto& out = edges[name];
+    for (const Rule& r : c.rules) {
+      if (r.verdict.has_value() && IsJumpOrGoto(*r.verdict)) out.insert(r.verdict->chain);
+      for (const Match& m : r.matches) {
+        const auto* lk = std::get_if<LookupMatch>(&m);
+        if (lk == nullptr || !lk->vmap) continue;
+        auto sit = t.sets.find(lk->set);
+        if (sit == t.sets.end()) continue;
+        for (const auto& [key, e] : sit->second.elements) {
+          if (e.verdict.has_value() && IsJumpOrGoto(*e.verdict)) out.insert(e.verdict->chain);
+        }
+      }
+    }
+  }
+  enum Color { kWhite, kGrey, kBlack };
+  std::map<std::string, Color> color;
+  std::vector<std::string> path;
+  std::string cycle;
+  std::function<bool(const std::string&)> visit = [&](const std::string& n) {
+    color[n] = kGrey;
+    path.push_back(n);
+    for (const std::string& next : edges[n]) {
+      if (color[next] == kGrey) {
+        auto start = std::find(path.begin(), path.end(), next);
+        std::vector<std::string> loop(start, path.end());
+        loop.push_back(next);
+        cycle = absl::StrJoin(loop, " -> ");
+        return true;
+      }
+      if (color[next] == kWhite && visit(next)) return true;
+    }
+    path.pop_back();
+    color[n] = kBlack;
+    return false;
+  };
+  for (const auto& [name, c] : t.chains) {
+    if (color[name] == kWhite && visit(name)) {
+      return absl::FailedPreconditionError(absl::StrCat("jump loop ", cycle, ": ", kLoop));
+    }
+  }
+  return absl::OkStatus();
+}
+
+Program ToProgram(const std::string& table, const TableState& t) {
+  Program p;
+  p.table = table;
+  p.comment = t.comment;
+  p.chains = t.chains;
+  for (const auto& [name, s] : t.sets) {
+    p.sets[name] = s.def;
+    if (s.elements.empty()) continue;
+    auto& out = p.elements[name];
+    for (const auto& [key, e] : s.elements) out.push_back(e);
+  }
+  return p;
+}
+
+}  // namespace
+
+absl::Status FakeBackend::Commit(const Transaction& tx) {
+  ++commit_count_;
+  if (auto f = failures_.find(commit_count_); f != failures_.end()) {
+    absl::Status s = f->second;
+    failures_.erase(f);
+    return s;
+  }
+  const std::string& table = tx.table();
+  RETURN_IF_ERROR(ValidateObjectName("table", table));
+  std::optional<TableState> state;
+  if (auto it = tables_.find(table); it != tables_.end()) state = it->second;  // work on a copy
+  const auto& commands = tx.commands();
+  for (size_t i = 0; i < commands.size(); ++i) {
+    const Command& c = commands[i];
+    absl::Status s;
+    if (c.kind == ObjectKind::kTable) {
+      s = ApplyTable(&state, table, c);
+    } else if (!state.has_value()) {
+      s = absl::NotFoundError(absl::StrCat("table inet ", table, " does not exist: ", kNoEntry));
+    } else {
+      switch (c.kind) {
+        case ObjectKind::kChain:
+          s = ApplyChain(*state, c);
+          break;
+        case ObjectKind::kRule:
+          s = ApplyRule(*state, c);
+          break;
+        case ObjectKind::kSet:
+          s = ApplySet(*state, c);
+          break;
+        case ObjectKind::kElement:
+          s = ApplyElements(*state, c);
+          break;
+        case ObjectKind::kTable:
+          break;
+      }
+    }
+    if (!s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(DescribeCommand(table, c), ": ", s.message()));
+    }
+  }
+  if (state.has_value()) {
+    absl::Status s = CheckLoops(*state);
+    if (!s.ok())
+      return absl::Status(s.code(), absl::StrCat("commit table inet ", table, ": ", s.message()));
+    tables_[table] = std::move(*state);
+  } else {
+    tables_.erase(table);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Program> FakeBackend::Dump(const std::string& table) {
+  auto it = tables_.find(table);
+  if (it == tables_.end()) {
+    return absl::NotFoundError(absl::StrCat("table inet ", table, ": ", kNoEntry));
+  }
+  return ToProgram(table, it->second);
+}
+
+void FakeBackend::FailCommit(int n, absl::Status status) {
+  failures_[commit_count_ + n] = std::move(status);
+}
+
+std::vector<std::string> FakeBackend::Tables() const {
+  std::vector<std::string> out;
+  for (const auto& [name, t] : tables_) out.push_back(name);
+  return out;
+}
+
+absl::StatusOr<std::string> FakeBackend::Render(const std::string& table,
+                                                const RenderOptions& options) const {
+  auto it = tables_.find(table);
+  if (it == tables_.end()) {
+    return absl::NotFoundError(absl::StrCat("table inet ", table, ": ", kNoEntry));
+  }
+  return RenderProgram(ToProgram(table, it->second), options);
+}
+
+absl::Status ValidateProgram(const Program& program) {
+  for (const auto& [name, chain] : program.chains) {
+    if (name != chain.name) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("program ", program.table, ": chains[", name, "] is named ", chain.name));
+    }
+  }
+  for (const auto& [name, set] : program.sets) {
+    if (name != set.name) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("program ", program.table, ": sets[", name, "] is named ", set.name));
+    }
+  }
+  for (const auto& [name, elements] : program.elements) {
+    auto sit = program.sets.find(name);
+    if (sit == program.sets.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("program ", program.table, ": elements[", name, "]: no such set"));
+    }
+    std::set<std::vector<FieldValue>> keys;
+    for (const Element& e : elements) {
+      if (!keys.insert(e.key).second) {
+        return absl::InvalidArgumentError(absl::StrCat("program ", program.table, ": elements[",
+                                                       name, "]: duplicate key ",
+                                                       RenderElement(sit->second, e)));
+      }
+    }
+  }
+  FakeBackend fake;
+  Transaction tx(program.table);
+  tx.AddProgram(program);
+  return fake.Commit(tx);
+}
+
+}  // namespace netpol::nft
