@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -99,7 +100,9 @@ std::string IpAddr::ToString() const {
     return absl::StrFormat("%d.%d.%d.%d", bytes[0], bytes[1], bytes[2], bytes[3]);
   }
   uint16_t groups[8];
-  for (int i = 0; i < 8; ++i) groups[i] = static_cast<uint16_t>(bytes[2 * i] << 8 | bytes[2 * i + 1]);
+  for (int i = 0; i < 8; ++i) {
+    groups[i] = static_cast<uint16_t>(bytes[2 * i] << 8 | bytes[2 * i + 1]);
+  }
   // IPv4-mapped addresses print in mixed notation (RFC 5952 section 5).
   bool mapped = true;
   for (int i = 0; i < 5; ++i) mapped = mapped && groups[i] == 0;

@@ -46,8 +46,7 @@ TEST(IpAddrTest, ParseAndPrint) {
       {"v6 any", "::", true, "::"},
       {"v6 uppercase and leading zeros", "2001:0DB8:0000:0000:0000:0000:0000:0001", true,
        "2001:db8::1"},
-      {"v6 single zero group not compressed", "2001:db8:0:1:1:1:1:1", true,
-       "2001:db8:0:1:1:1:1:1"},
+      {"v6 single zero group not compressed", "2001:db8:0:1:1:1:1:1", true, "2001:db8:0:1:1:1:1:1"},
       {"v6 longest run compressed", "2001:0:0:1:0:0:0:1", true, "2001:0:0:1::1"},
       {"v6 first of tied runs compressed", "2001:db8:0:0:1:0:0:1", true, "2001:db8::1:0:0:1"},
       {"v6 trailing run", "fe80:1::", true, "fe80:1::"},
@@ -73,7 +72,9 @@ TEST(IpAddrTest, ParseAndPrint) {
       // Canonical text parses back to the same address.
       EXPECT_EQ(A(a->ToString()), *a) << c.name;
     }
-    if (!a.ok()) EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument) << c.name;
+    if (!a.ok()) {
+      EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument) << c.name;
+    }
   }
 }
 
@@ -121,8 +122,9 @@ TEST(CidrTest, Parse) {
       {"v6", "2001:DB8::/32", "2001:db8::/32", true},
       {"v6 all", "::/0", "::/0", true},
       {"v6 host", "::1/128", "::1/128", true},
-      {"v4 host bits", "10.0.0.1/8", "invalid CIDR \"10.0.0.1/8\": host bits set (did you mean "
-                                     "\"10.0.0.0/8\"?)",
+      {"v4 host bits", "10.0.0.1/8",
+       "invalid CIDR \"10.0.0.1/8\": host bits set (did you mean "
+       "\"10.0.0.0/8\"?)",
        false},
       {"v6 host bits", "2001:db8::1/64",
        "invalid CIDR \"2001:db8::1/64\": host bits set (did you mean \"2001:db8::/64\"?)", false},
@@ -183,7 +185,9 @@ TEST(CidrMinusTest, Table) {
   const std::vector<MinusCase> cases = {
       {"no excepts", "10.0.0.0/8", {}, {"10.0.0.0-10.255.255.255"}},
       {"host cidr", "10.0.0.1/32", {}, {"10.0.0.1"}},
-      {"hole in the middle", "10.0.0.0/24", {"10.0.0.64/26"},
+      {"hole in the middle",
+       "10.0.0.0/24",
+       {"10.0.0.64/26"},
        {"10.0.0.0-10.0.0.63", "10.0.0.128-10.0.0.255"}},
       {"hole at start", "10.0.0.0/24", {"10.0.0.0/25"}, {"10.0.0.128-10.0.0.255"}},
       {"hole at end", "10.0.0.0/24", {"10.0.0.128/25"}, {"10.0.0.0-10.0.0.127"}},
@@ -193,25 +197,41 @@ TEST(CidrMinusTest, Table) {
       {"except outside cidr ignored", "10.0.0.0/24", {"192.168.0.0/16"}, {"10.0.0.0-10.0.0.255"}},
       {"other family ignored", "10.0.0.0/24", {"::/0"}, {"10.0.0.0-10.0.0.255"}},
       {"nested excepts", "10.0.0.0/16", {"10.0.1.0/24", "10.0.1.128/25", "10.0.0.0/8"}, {}},
-      {"nested excepts inside", "10.0.0.0/16", {"10.0.1.128/25", "10.0.1.0/24"},
+      {"nested excepts inside",
+       "10.0.0.0/16",
+       {"10.0.1.128/25", "10.0.1.0/24"},
        {"10.0.0.0-10.0.0.255", "10.0.2.0-10.0.255.255"}},
-      {"adjacent excepts", "10.0.0.0/24", {"10.0.0.16/28", "10.0.0.32/28"},
+      {"adjacent excepts",
+       "10.0.0.0/24",
+       {"10.0.0.16/28", "10.0.0.32/28"},
        {"10.0.0.0-10.0.0.15", "10.0.0.48-10.0.0.255"}},
-      {"duplicate excepts", "10.0.0.0/24", {"10.0.0.16/28", "10.0.0.16/28"},
+      {"duplicate excepts",
+       "10.0.0.0/24",
+       {"10.0.0.16/28", "10.0.0.16/28"},
        {"10.0.0.0-10.0.0.15", "10.0.0.32-10.0.0.255"}},
-      {"unsorted host excepts", "10.0.0.0/29", {"10.0.0.5/32", "10.0.0.1/32", "10.0.0.3/32"},
+      {"unsorted host excepts",
+       "10.0.0.0/29",
+       {"10.0.0.5/32", "10.0.0.1/32", "10.0.0.3/32"},
        {"10.0.0.0", "10.0.0.2", "10.0.0.4", "10.0.0.6-10.0.0.7"}},
       {"all hosts except last", "10.0.0.0/30", {"10.0.0.0/31", "10.0.0.2/32"}, {"10.0.0.3"}},
       {"whole v4 space minus one", "0.0.0.0/0", {"0.0.0.0/32"}, {"0.0.0.1-255.255.255.255"}},
-      {"whole v4 space minus last", "0.0.0.0/0", {"255.255.255.255/32"},
+      {"whole v4 space minus last",
+       "0.0.0.0/0",
+       {"255.255.255.255/32"},
        {"0.0.0.0-255.255.255.254"}},
-      {"v6 hole", "2001:db8::/32", {"2001:db8:1::/48"},
+      {"v6 hole",
+       "2001:db8::/32",
+       {"2001:db8:1::/48"},
        {"2001:db8::-2001:db8:0:ffff:ffff:ffff:ffff:ffff",
         "2001:db8:2::-2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"}},
       {"v6 everything except", "::/0", {"::/1", "8000::/1"}, {}},
-      {"v6 whole space minus last", "::/0", {"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"},
+      {"v6 whole space minus last",
+       "::/0",
+       {"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"},
        {"::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"}},
-      {"v6 v4 except ignored", "fd00::/8", {"10.0.0.0/8"},
+      {"v6 v4 except ignored",
+       "fd00::/8",
+       {"10.0.0.0/8"},
        {"fd00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"}},
   };
   for (const MinusCase& c : cases) {
