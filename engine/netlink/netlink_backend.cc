@@ -20,6 +20,7 @@
 #include "engine/netlink/decode.h"
 #include "engine/netlink/encode.h"
 #include "engine/netlink/netlink_socket.h"
+#include "engine/netlink/request.h"
 #include "engine/util/status_macros.h"
 
 namespace netpol::netlink {
@@ -30,121 +31,8 @@ namespace {
 // skb's true size (about 1 KiB for an ACK), not the 36 bytes of payload.
 constexpr size_t kAckBudgetBytes = 2048;
 constexpr size_t kBaseReceiveBytes = 1 << 20;
-// Room for one request message (a GET with a couple of names).
-constexpr size_t kRequestBytes = 4096;
 // Sequence numbers restart before they could wrap.
 constexpr uint32_t kMaxSeq = 1u << 30;
-
-absl::StatusCode CodeForErrno(int err) {
-  switch (err) {
-    case ENOENT:
-      return absl::StatusCode::kNotFound;
-    case EEXIST:
-      return absl::StatusCode::kAlreadyExists;
-    case EBUSY:
-    case EOPNOTSUPP:
-      return absl::StatusCode::kFailedPrecondition;
-    case EINVAL:
-    case ERANGE:
-    case E2BIG:
-    case EOVERFLOW:
-    case ENAMETOOLONG:
-    case ELOOP:
-    case EMLINK:
-      return absl::StatusCode::kInvalidArgument;
-    case EPERM:
-    case EACCES:
-      return absl::StatusCode::kPermissionDenied;
-    case ENOSPC:
-    case ENFILE:
-      return absl::StatusCode::kResourceExhausted;
-    case ENOMEM:
-    case ENOBUFS:
-    case EAGAIN:
-    case EINTR:
-      return absl::StatusCode::kUnavailable;
-    default:
-      return absl::StatusCode::kUnknown;
-  }
-}
-
-// A parsed NLMSG_ERROR message.
-struct KernelError {
-  uint32_t seq = 0;
-  int error = 0;                   // positive errno; 0 for an ACK
-  std::optional<uint32_t> offset;  // NLMSGERR_ATTR_OFFS
-  std::string message;             // NLMSGERR_ATTR_MSG
-};
-
-int ExtAckCb(const struct nlattr* attr, void* data) {
-  auto* e = static_cast<KernelError*>(data);
-  switch (mnl_attr_get_type(attr)) {
-    case NLMSGERR_ATTR_MSG:
-      if (mnl_attr_validate(attr, MNL_TYPE_NUL_STRING) >= 0) e->message = mnl_attr_get_str(attr);
-      break;
-    case NLMSGERR_ATTR_OFFS:
-      if (mnl_attr_validate(attr, MNL_TYPE_U32) >= 0) e->offset = mnl_attr_get_u32(attr);
-      break;
-    default:
-      break;
-  }
-  return MNL_CB_OK;
-}
-
-std::optional<KernelError> ParseError(const nlmsghdr* nlh) {
-  if (nlh->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) return std::nullopt;
-  const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
-  KernelError e;
-  e.seq = err->msg.nlmsg_seq;
-  e.error = -err->error;
-  if (nlh->nlmsg_flags & NLM_F_ACK_TLVS) {
-    // The TLVs follow the echoed request: only its header when the ACK is capped.
-    size_t echoed = (nlh->nlmsg_flags & NLM_F_CAPPED) ? sizeof(nlmsghdr) : err->msg.nlmsg_len;
-    size_t off = NLMSG_HDRLEN + sizeof(int) + NLMSG_ALIGN(echoed);
-    if (off < nlh->nlmsg_len) {
-      mnl_attr_parse_payload(reinterpret_cast<const char*>(nlh) + off, nlh->nlmsg_len - off,
-                             ExtAckCb, &e);
-    }
-  }
-  return e;
-}
-
-absl::Status ErrnoStatus(const std::string& what, int err) {
-  return absl::Status(CodeForErrno(err), absl::StrCat(what, ": ", strerror(err)));
-}
-
-// Sends one request and feeds every reply message to `on_msg` until the final ACK (single
-// requests) or NLMSG_DONE (dumps). A kernel error becomes a Status with the errno's code.
-absl::Status Request(NetlinkSocket* sock, uint32_t seq, uint16_t type, bool dump, int timeout_ms,
-                     const std::function<void(nlmsghdr*)>& payload,
-                     const std::function<absl::Status(const nlmsghdr*)>& on_msg,
-                     bool* interrupted) {
-  char buf[kRequestBytes];
-  uint16_t flags = dump ? NLM_F_DUMP : NLM_F_ACK;
-  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, type, NFPROTO_INET, flags, seq);
-  if (payload) payload(nlh);
-  RETURN_IF_ERROR(sock->Send(nlh, nlh->nlmsg_len));
-  std::vector<char> rx;
-  for (;;) {
-    RETURN_IF_ERROR(sock->Receive(&rx, timeout_ms));
-    int len = static_cast<int>(rx.size());
-    for (const nlmsghdr* m = reinterpret_cast<const nlmsghdr*>(rx.data()); mnl_nlmsg_ok(m, len);
-         m = mnl_nlmsg_next(m, &len)) {
-      if (m->nlmsg_seq != seq) continue;  // a late reply to an abandoned request
-      if (m->nlmsg_flags & NLM_F_DUMP_INTR) *interrupted = true;
-      if (m->nlmsg_type == NLMSG_DONE) return absl::OkStatus();
-      if (m->nlmsg_type == NLMSG_ERROR) {
-        std::optional<KernelError> e = ParseError(m);
-        if (!e) return absl::UnavailableError("netlink: truncated error message");
-        if (e->error != 0) return ErrnoStatus("netlink request", e->error);
-        if (!dump) return absl::OkStatus();
-        continue;
-      }
-      if (m->nlmsg_type == NLMSG_NOOP) continue;
-      RETURN_IF_ERROR(on_msg(m));
-    }
-  }
-}
 
 }  // namespace
 
@@ -152,6 +40,8 @@ NetlinkBackend::NetlinkBackend(NetlinkBackendOptions options, std::unique_ptr<Ne
     : options_(options), socket_(std::move(socket)) {}
 
 NetlinkBackend::~NetlinkBackend() = default;
+
+uint32_t NetlinkBackend::port_id() const { return socket_ != nullptr ? socket_->port_id() : 0; }
 
 absl::StatusOr<std::unique_ptr<NetlinkBackend>> NetlinkBackend::Create(
     NetlinkBackendOptions options) {

@@ -69,6 +69,14 @@ class NetlinkBackend : public nft::Backend {
 
   const CommitStats& last_commit() const { return last_commit_; }
 
+  // The netlink port id of the socket commits go out on, 0 while there is none. The kernel
+  // stamps it on the change notifications of every batch this backend commits
+  // (ChangeMonitor's Change::port_id), which is how a monitor tells our own commits from
+  // others'. It changes only when a socket failure (an Unavailable result) replaced the
+  // socket; changes committed on an earlier socket then count as foreign, which is safe: the
+  // caller re-checks the table, as it must after an Unavailable commit anyway.
+  uint32_t port_id() const;
+
  private:
   explicit NetlinkBackend(NetlinkBackendOptions options, std::unique_ptr<NetlinkSocket> socket);
 

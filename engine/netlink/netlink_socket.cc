@@ -1,5 +1,6 @@
 #include "engine/netlink/netlink_socket.h"
 
+#include <errno.h>
 #include <linux/netlink.h>
 #include <string.h>
 
@@ -82,6 +83,44 @@ absl::Status NetlinkSocket::Send(const void* data, size_t len) {
         absl::StrCat("netlink socket: sendmsg sent ", r.value, " of ", len, " bytes"));
   }
   return absl::OkStatus();
+}
+
+absl::Status NetlinkSocket::JoinGroup(unsigned int group) {
+  int value = static_cast<int>(group);
+  SyscallResult r =
+      sys_->SetSockOpt(fd_, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &value, sizeof(value));
+  if (!r.ok()) return SyscallError("setsockopt(NETLINK_ADD_MEMBERSHIP)", r);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> NetlinkSocket::WaitReadable(int timeout_ms) {
+  for (;;) {
+    struct pollfd pfd = {fd_, POLLIN, 0};
+    SyscallResult p = sys_->Poll(&pfd, 1, timeout_ms);
+    if (!p.ok()) {
+      if (p.error == EINTR) continue;
+      return SyscallError("poll", p);
+    }
+    return p.value > 0;
+  }
+}
+
+SyscallResult NetlinkSocket::ReceiveNow(std::vector<char>* buf) {
+  buf->resize(kReceiveBufferBytes);
+  SyscallResult r;
+  do {
+    r = sys_->Recv(fd_, buf->data(), buf->size(), MSG_DONTWAIT | MSG_TRUNC);
+  } while (!r.ok() && r.error == EINTR);
+  if (!r.ok()) {
+    buf->clear();
+    return r;
+  }
+  if (static_cast<size_t>(r.value) > buf->size()) {
+    buf->clear();
+    return {-1, EMSGSIZE};
+  }
+  buf->resize(static_cast<size_t>(r.value));
+  return r;
 }
 
 absl::Status NetlinkSocket::Receive(std::vector<char>* buf, int timeout_ms) {

@@ -29,6 +29,11 @@ class NetlinkSocket {
 
   // The port id the kernel assigned at bind; replies carry it.
   uint32_t port_id() const { return port_id_; }
+  // The file descriptor, for poll(); owned by the socket.
+  int fd() const { return fd_; }
+
+  // Subscribes to the multicast group `group` (NETLINK_ADD_MEMBERSHIP, e.g. NFNLGRP_NFTABLES).
+  absl::Status JoinGroup(unsigned int group);
 
   // Grows the send / receive buffer to at least `bytes` (SO_*BUFFORCE, falling back to the
   // unprivileged option). Never shrinks.
@@ -42,6 +47,15 @@ class NetlinkSocket {
   // Unavailable when nothing arrives in time or on socket errors (ENOBUFS means the kernel
   // dropped replies because the receive buffer was full).
   absl::Status Receive(std::vector<char>* buf, int timeout_ms);
+
+  // Waits up to `timeout_ms` (0: not at all, negative: forever) until a datagram or a socket
+  // error is pending; false on timeout.
+  absl::StatusOr<bool> WaitReadable(int timeout_ms);
+  // Reads one datagram into `buf` (resized to its length) without waiting and returns recv's
+  // raw outcome: the length, or the errno (EAGAIN: nothing queued; ENOBUFS: the kernel dropped
+  // messages because the receive buffer was full; EMSGSIZE: a datagram larger than the
+  // 256 KiB this socket accepts, which is discarded).
+  SyscallResult ReceiveNow(std::vector<char>* buf);
 
  private:
   NetlinkSocket(NetlinkSyscalls* sys, int fd) : sys_(sys), fd_(fd) {}

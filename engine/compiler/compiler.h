@@ -1,0 +1,70 @@
+// The compiler: a State (namespaces, pods, NetworkPolicies) and the node it
+// runs on in, one nftables Program out. Pure and deterministic: the same input
+// gives a byte-identical RenderProgram, no I/O, no clock, no randomness.
+//
+// The layout of the Program (base chains, dispatch maps, group chains, set
+// kinds, names and priorities) is described in engine/compiler/RULESET.md,
+// which is the contract other components may rely on. In short: base chains
+// `forward` and `input` accept established traffic, then dispatch by pod
+// address through verdict maps into one chain per group of local pods that
+// share the same policies; a group chain decides the union of its policies'
+// rules with a fixed handful of set lookups and ends in `drop`; "allowed" is
+// `return`.
+//
+// Incremental friendliness: which chains, rules and sets exist depends only on
+// the policies and on the groups of local pods (the policy set selecting them,
+// plus their named-port resolution for ingress). A pod that comes or goes
+// without creating or emptying a group changes set and map elements only.
+#ifndef NETPOL_ENGINE_COMPILER_COMPILER_H_
+#define NETPOL_ENGINE_COMPILER_COMPILER_H_
+
+#include <set>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/model/model.h"
+#include "engine/nft/program.h"
+
+namespace netpol::compiler {
+
+// Fixed object names of the layout (see RULESET.md).
+inline constexpr char kDefaultTable[] = "netpol";
+inline constexpr char kForwardChain[] = "forward";
+inline constexpr char kInputChain[] = "input";
+inline constexpr char kIngressDispatchV4[] = "ingress-dispatch-v4";
+inline constexpr char kIngressDispatchV6[] = "ingress-dispatch-v6";
+inline constexpr char kEgressDispatchV4[] = "egress-dispatch-v4";
+inline constexpr char kEgressDispatchV6[] = "egress-dispatch-v6";
+inline constexpr char kSelfV4[] = "self-v4";
+inline constexpr char kSelfV6[] = "self-v6";
+// Base chain priority: nft's `filter` (0), i.e. after conntrack (-200) and
+// after DNAT (dstnat, -100), so rules see the real pod address behind a
+// Service.
+inline constexpr int kBaseChainPriority = 0;
+
+struct CompileOptions {
+  // The table to fill (family inet). Must be a valid nft identifier of at most
+  // nft::kMaxNameLength characters.
+  std::string table = kDefaultTable;
+  // Pods whose spec.nodeName equals this (non-empty) name are local: policies
+  // are enforced for them here. Empty: only `attached_pods` are local.
+  std::string node_name;
+  // Keys ("namespace/name") of pods a CNI attached to this node, local even
+  // before their nodeName is known. Unknown keys are ignored.
+  std::set<std::string> attached_pods;
+};
+
+// Compiles `state` into the desired Program for the node described by `opts`.
+// Errors: InvalidArgument for a bad table name, or for policy/pod data the
+// compiler cannot express (a port outside 1-65535, endPort below port, ...),
+// naming the object and field path, e.g. `networkpolicy x/a:
+// spec.ingress[0].ports[1].endPort: must be >= port`.
+absl::StatusOr<nft::Program> Compile(const State& state, const CompileOptions& opts);
+
+// Returns whether `pod` is enforced on the node of `opts` (local and not
+// hostNetwork).
+bool IsLocalPod(const Pod& pod, const CompileOptions& opts);
+
+}  // namespace netpol::compiler
+
+#endif  // NETPOL_ENGINE_COMPILER_COMPILER_H_

@@ -1,0 +1,868 @@
+// Golden nft text for representative policies, and the layout's promises:
+// determinism, shared groups, element-only pod churn, names and comments within
+// nft's limits, errors.
+#include "engine/compiler/compiler.h"
+
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "engine/compiler/testutil.h"
+#include "engine/compiler/tracer.h"
+#include "engine/nft/fake.h"
+#include "engine/nft/transaction.h"
+#include "gtest/gtest.h"
+
+namespace netpol::compiler {
+namespace {
+
+using testing::Add;
+using testing::BlockPeer;
+using testing::Ip;
+using testing::MakeNamespace;
+using testing::MakePod;
+using testing::NamedPort;
+using testing::NamespacePeer;
+using testing::PodPeer;
+using testing::Sel;
+using testing::TcpPort;
+
+constexpr char kNode[] = "node-1";
+
+CompileOptions Opts() {
+  CompileOptions o;
+  o.node_name = kNode;
+  return o;
+}
+
+nft::Program MustCompile(const State& s, const CompileOptions& o = Opts()) {
+  absl::StatusOr<nft::Program> p = Compile(s, o);
+  EXPECT_TRUE(p.ok()) << p.status();
+  if (!p.ok()) return nft::Program();
+  absl::Status valid = nft::ValidateProgram(*p);
+  EXPECT_TRUE(valid.ok()) << valid;
+  return *std::move(p);
+}
+
+// Renders only what policies add to the static skeleton: group chains and their
+// sets, and the dispatch maps and self sets with their elements.
+std::string RenderGroups(const nft::Program& p) {
+  nft::Program q = p;
+  q.chains.erase(kForwardChain);
+  q.chains.erase(kInputChain);
+  return nft::RenderProgram(q);
+}
+
+NetworkPolicy Policy(const std::string& ns, const std::string& name, LabelSelector pods,
+                     bool ingress, bool egress) {
+  NetworkPolicy p;
+  p.namespace_name = ns;
+  p.name = name;
+  p.pod_selector = std::move(pods);
+  p.ingress_type = ingress;
+  p.egress_type = egress;
+  return p;
+}
+
+ContainerPort CPort(const std::string& name, int32_t port, Protocol proto = Protocol::kTCP) {
+  ContainerPort c;
+  c.name = name;
+  c.container_port = port;
+  c.protocol = proto;
+  return c;
+}
+
+// Two namespaces: x (web pods on this node, a db pod remote), y (team=blue, a
+// client).
+State BaseState() {
+  State s;
+  Add(&s, MakeNamespace("x", {{"team", "red"}}));
+  Add(&s, MakeNamespace("y", {{"team", "blue"}}));
+  Add(&s, MakePod("x", "web-1", {{"app", "web"}}, kNode, {"10.0.0.2", "fd00::2"},
+                  {CPort("http", 8080)}));
+  Add(&s, MakePod("x", "db", {{"app", "db"}}, "node-2", {"10.0.1.3"}, {CPort("pg", 5432)}));
+  Add(&s, MakePod("y", "client", {{"app", "client"}}, "node-2", {"10.0.1.4", "fd00::1:4"}));
+  return s;
+}
+
+struct GoldenCase {
+  std::string name;
+  std::function<void(State*)> setup;
+  std::string want;  // RenderGroups text
+};
+
+class GoldenTest : public ::testing::TestWithParam<GoldenCase> {};
+
+TEST_P(GoldenTest, RendersExpectedGroups) {
+  State s = BaseState();
+  GetParam().setup(&s);
+  nft::Program p = MustCompile(s);
+  EXPECT_EQ(RenderGroups(p), GetParam().want) << "actual:\n" << RenderGroups(p);
+}
+
+Rule From(std::vector<Peer> peers, std::vector<PolicyPort> ports = {}) {
+  Rule r;
+  r.peers = std::move(peers);
+  r.ports = std::move(ports);
+  return r;
+}
+
+PolicyPort Port(Protocol proto, int32_t port, std::optional<int32_t> end = std::nullopt) {
+  PolicyPort p;
+  p.protocol = proto;
+  p.port = port;
+  p.end_port = end;
+  return p;
+}
+
+const GoldenCase kGolden[] = {
+    {"DefaultDenyIngress", [](State* s) { Add(s, Policy("x", "deny", Sel({}), true, false)); },
+     R"(table inet netpol {
+	comment "Kubernetes NetworkPolicy for node node-1, managed by netpol"
+	map egress-dispatch-v4 {
+		type ipv4_addr : verdict
+		comment "egress dispatch: local isolated pod -> its group chain"
+	}
+
+	map egress-dispatch-v6 {
+		type ipv6_addr : verdict
+		comment "egress dispatch: local isolated pod -> its group chain"
+	}
+
+	map ingress-dispatch-v4 {
+		type ipv4_addr : verdict
+		comment "ingress dispatch: local isolated pod -> its group chain"
+		elements = { 10.0.0.2 comment "x/web-1" : jump in-x_deny-3d13b7da }
+	}
+
+	map ingress-dispatch-v6 {
+		type ipv6_addr : verdict
+		comment "ingress dispatch: local isolated pod -> its group chain"
+		elements = { fd00::2 comment "x/web-1" : jump in-x_deny-3d13b7da }
+	}
+
+	set self-v4 {
+		type ipv4_addr . ipv4_addr
+		comment "local isolated pods: address . same address"
+		elements = { 10.0.0.2 . 10.0.0.2 }
+	}
+
+	set self-v6 {
+		type ipv6_addr . ipv6_addr
+		comment "local isolated pods: address . same address"
+		elements = { fd00::2 . fd00::2 }
+	}
+
+	chain in-x_deny-3d13b7da {
+		comment "ingress of pods selected by x/deny"
+		drop comment "no ingress rule of x/deny"
+	}
+}
+)"},
+    {"AllowFromNamespaceSelector",
+     [](State* s) {
+       NetworkPolicy p = Policy("x", "allow-blue", Sel({{"app", "web"}}), true, false);
+       p.ingress.push_back(From({NamespacePeer(Sel({{"team", "blue"}}))}));
+       Add(s, p);
+     },
+     R"(table inet netpol {
+	comment "Kubernetes NetworkPolicy for node node-1, managed by netpol"
+	map egress-dispatch-v4 {
+		type ipv4_addr : verdict
+		comment "egress dispatch: local isolated pod -> its group chain"
+	}
+
+	map egress-dispatch-v6 {
+		type ipv6_addr : verdict
+		comment "egress dispatch: local isolated pod -> its group chain"
+	}
+
+	set in-x_allow-blue-265ea362-a4 {
+		type ipv4_addr
+		comment "peer pods, any port: x/allow-blue ingress[0]"
+		elements = { 10.0.1.4 }
+	}
+
+	set in-x_allow-blue-265ea362-a6 {
+		type ipv6_addr
+		comment "peer pods, any port: x/allow-blue ingress[0]"
+		elements = { fd00::1:4 }
+	}
+
+	map ingress-dispatch-v4 {
+		type ipv4_addr : verdict
+		comment "ingress dispatch: local isolated pod -> its group chain"
+		elements = { 10.0.0.2 comment "x/web-1" : jump in-x_allow-blue-265ea362 }
+	}
+
+	map ingress-dispatch-v6 {
+		type ipv6_addr : verdict
+		comment "ingress dispatch: local isolated pod -> its group chain"
+		elements = { fd00::2 comment "x/web-1" : jump in-x_allow-blue-265ea362 }
+	}
+
+	set self-v4 {
+		type ipv4_addr . ipv4_addr
+		comment "local isolated pods: address . same address"
+		elements = { 10.0.0.2 . 10.0.0.2 }
+	}
+
+	set self-v6 {
+		type ipv6_addr . ipv6_addr
+		comment "local isolated pods: address . same address"
+		elements = { fd00::2 . fd00::2 }
+	}
+
+	chain in-x_allow-blue-265ea362 {
+		comment "ingress of pods selected by x/allow-blue"
+		ip saddr @in-x_allow-blue-265ea362-a4 return comment "x/allow-blue ingress[0]"
+		ip6 saddr @in-x_allow-blue-265ea362-a6 return comment "x/allow-blue ingress[0]"
+		drop comment "no ingress rule of x/allow-blue"
+	}
+}
+)"},
+    {"IpBlockWithExceptBothFamilies",
+     [](State* s) {
+       NetworkPolicy p = Policy("x", "blocks", Sel({{"app", "web"}}), true, false);
+       p.ingress.push_back(From(
+           {BlockPeer("10.0.0.0/16", {"10.0.1.0/24"}), BlockPeer("fd00::/64", {"fd00::1:0/112"})},
+           {TcpPort(443)}));
+       Add(s, p);
+     },
+     R"(table inet netpol {
+	comment "Kubernetes NetworkPolicy for node node-1, managed by netpol"
+	map egress-dispatch-v4 {
+		type ipv4_addr : verdict
+		comment "egress dispatch: local isolated pod -> its group chain"
+	}
+
+	map egress-dispatch-v6 {
+		type ipv6_addr : verdict
+		comment "egress dispatch: local isolated pod -> its group chain"
+	}
+
+	set in-x_blocks-528861d3-rp4 {
+		type ipv4_addr . inet_proto . inet_service
+		flags interval
+		comment "peer ranges . port ranges: x/blocks ingress[0]"
+		elements = { 10.0.0.0/24 . tcp . 443,
+			     10.0.2.0-10.0.255.255 . tcp . 443 }
+	}
+
+	set in-x_blocks-528861d3-rp6 {
+		type ipv6_addr . inet_proto . inet_service
+		flags interval
+		comment "peer ranges . port ranges: x/blocks ingress[0]"
+		elements = { fd00::/112 . tcp . 443,
+			     fd00::2:0-fd00::ffff:ffff:ffff:ffff . tcp . 443 }
+	}
+
+	map ingress-dispatch-v4 {
+		type ipv4_addr : verdict
+		comment "ingress dispatch: local isolated pod -> its group chain"
+		elements = { 10.0.0.2 comment "x/web-1" : jump in-x_blocks-528861d3 }
+	}
+
+	map ingress-dispatch-v6 {
+		type ipv6_addr : verdict
+		comment "ingress dispatch: local isolated pod -> its group chain"
+		elements = { fd00::2 comment "x/web-1" : jump in-x_blocks-528861d3 }
+	}
+
+	set self-v4 {
+		type ipv4_addr . ipv4_addr
+		comment "local isolated pods: address . same address"
+		elements = { 10.0.0.2 . 10.0.0.2 }
+	}
+
+	set self-v6 {
+		type ipv6_addr . ipv6_addr
+		comment "local isolated pods: address . same address"
+		elements = { fd00::2 . fd00::2 }
+	}
+
+	chain in-x_blocks-528861d3 {
+		comment "ingress of pods selected by x/blocks"
+		ip saddr . meta l4proto . th dport @in-x_blocks-528861d3-rp4 return comment "x/blocks ingress[0]"
+		ip6 saddr . meta l4proto . th dport @in-x_blocks-528861d3-rp6 return comment "x/blocks ingress[0]"
+		drop comment "no ingress rule of x/blocks"
+	}
+}
+)"},
+    {"NamedPortResolvedOnTheLocalPod",
+     [](State* s) {
+       NetworkPolicy p = Policy("x", "http", Sel({{"app", "web"}}), true, false);
+       Peer peer = PodPeer(Sel({{"app", "client"}}));
+       peer.namespace_selector = Sel({});
+       p.ingress.push_back(From({peer}, {NamedPort("http")}));
+       Add(s, p);
+     },
+     R"(table inet netpol {
+	comment "Kubernetes NetworkPolicy for node node-1, managed by netpol"
+	map egress-dispatch-v4 {
+		type ipv4_addr : verdict
+		comment "egress dispatch: local isolated pod -> its group chain"
+	}
+
+	map egress-dispatch-v6 {
+		type ipv6_addr : verdict
+		comment "egress dispatch: local isolated pod -> its group chain"
+	}
+
+	set in-x_http-0fa0d875-p4 {
+		type ipv4_addr . inet_proto . inet_service
+		comment "peer pods . port: x/http ingress[0]"
+		elements = { 10.0.1.4 . tcp . 8080 }
+	}
+
+	set in-x_http-0fa0d875-p6 {
+		type ipv6_addr . inet_proto . inet_service
+		comment "peer pods . port: x/http ingress[0]"
+		elements = { fd00::1:4 . tcp . 8080 }
+	}
+
+	map ingress-dispatch-v4 {
+		type ipv4_addr : verdict
+		comment "ingress dispatch: local isolated pod -> its group chain"
+		elements = { 10.0.0.2 comment "x/web-1" : jump in-x_http-0fa0d875 }
+	}
+
+	map ingress-dispatch-v6 {
+		type ipv6_addr : verdict
+		comment "ingress dispatch: local isolated pod -> its group chain"
+		elements = { fd00::2 comment "x/web-1" : jump in-x_http-0fa0d875 }
+	}
+
+	set self-v4 {
+		type ipv4_addr . ipv4_addr
+		comment "local isolated pods: address . same address"
+		elements = { 10.0.0.2 . 10.0.0.2 }
+	}
+
+	set self-v6 {
+		type ipv6_addr . ipv6_addr
+		comment "local isolated pods: address . same address"
+		elements = { fd00::2 . fd00::2 }
+	}
+
+	chain in-x_http-0fa0d875 {
+		comment "ingress (http/TCP=8080) of pods selected by x/http"
+		ip saddr . meta l4proto . th dport @in-x_http-0fa0d875-p4 return comment "x/http ingress[0]"
+		ip6 saddr . meta l4proto . th dport @in-x_http-0fa0d875-p6 return comment "x/http ingress[0]"
+		drop comment "no ingress rule of x/http"
+	}
+}
+)"},
+    {"EndPortRange",
+     [](State* s) {
+       NetworkPolicy p = Policy("x", "range", Sel({{"app", "web"}}), true, false);
+       p.ingress.push_back(From({BlockPeer("10.0.1.0/24"), PodPeer(Sel({{"app", "db"}}))},
+                                {Port(Protocol::kTCP, 8000, 9000)}));
+       Add(s, p);
+     },
+     R"(table inet netpol {
+	comment "Kubernetes NetworkPolicy for node node-1, managed by netpol"
+	map egress-dispatch-v4 {
+		type ipv4_addr : verdict
+		comment "egress dispatch: local isolated pod -> its group chain"
+	}
+
+	map egress-dispatch-v6 {
+		type ipv6_addr : verdict
+		comment "egress dispatch: local isolated pod -> its group chain"
+	}
+
+	set in-x_range-5ae1f209-rp4 {
+		type ipv4_addr . inet_proto . inet_service
+		flags interval
+		comment "peer ranges . port ranges: x/range ingress[0]"
+		elements = { 10.0.1.0/24 . tcp . 8000-9000 }
+	}
+
+	set in-x_range-5ae1f209-rp6 {
+		type ipv6_addr . inet_proto . inet_service
+		flags interval
+		comment "peer ranges . port ranges: x/range ingress[0]"
+	}
+
+	map ingress-dispatch-v4 {
+		type ipv4_addr : verdict
+		comment "ingress dispatch: local isolated pod -> its group chain"
+		elements = { 10.0.0.2 comment "x/web-1" : jump in-x_range-5ae1f209 }
+	}
+
+	map ingress-dispatch-v6 {
+		type ipv6_addr : verdict
+		comment "ingress dispatch: local isolated pod -> its group chain"
+		elements = { fd00::2 comment "x/web-1" : jump in-x_range-5ae1f209 }
+	}
+
+	set self-v4 {
+		type ipv4_addr . ipv4_addr
+		comment "local isolated pods: address . same address"
+		elements = { 10.0.0.2 . 10.0.0.2 }
+	}
+
+	set self-v6 {
+		type ipv6_addr . ipv6_addr
+		comment "local isolated pods: address . same address"
+		elements = { fd00::2 . fd00::2 }
+	}
+
+	chain in-x_range-5ae1f209 {
+		comment "ingress of pods selected by x/range"
+		ip saddr . meta l4proto . th dport @in-x_range-5ae1f209-rp4 return comment "x/range ingress[0]"
+		ip6 saddr . meta l4proto . th dport @in-x_range-5ae1f209-rp6 return comment "x/range ingress[0]"
+		drop comment "no ingress rule of x/range"
+	}
+}
+)"},
+    {"EgressToDns",
+     [](State* s) {
+       Add(s, MakeNamespace("kube-system"));
+       Add(s, MakePod("kube-system", "coredns", {{"k8s-app", "kube-dns"}}, "node-2",
+                      {"10.0.1.10", "fd00::1:a"}, {CPort("dns", 53, Protocol::kUDP)}));
+       NetworkPolicy p = Policy("x", "dns-only", Sel({{"app", "web"}}), false, true);
+       Peer dns = PodPeer(Sel({{"k8s-app", "kube-dns"}}));
+       dns.namespace_selector = Sel({{kNamespaceNameLabel, "kube-system"}});
+       p.egress.push_back(From({dns}, {Port(Protocol::kUDP, 53), Port(Protocol::kTCP, 53)}));
+       Add(s, p);
+     },
+     R"(table inet netpol {
+	comment "Kubernetes NetworkPolicy for node node-1, managed by netpol"
+	set eg-x_dns-only-158fad40-p4 {
+		type ipv4_addr . inet_proto . inet_service
+		comment "peer pods . port: x/dns-only egress[0]"
+		elements = { 10.0.1.10 . tcp . 53,
+			     10.0.1.10 . udp . 53 }
+	}
+
+	set eg-x_dns-only-158fad40-p6 {
+		type ipv6_addr . inet_proto . inet_service
+		comment "peer pods . port: x/dns-only egress[0]"
+		elements = { fd00::1:a . tcp . 53,
+			     fd00::1:a . udp . 53 }
+	}
+
+	map egress-dispatch-v4 {
+		type ipv4_addr : verdict
+		comment "egress dispatch: local isolated pod -> its group chain"
+		elements = { 10.0.0.2 comment "x/web-1" : jump eg-x_dns-only-158fad40 }
+	}
+
+	map egress-dispatch-v6 {
+		type ipv6_addr : verdict
+		comment "egress dispatch: local isolated pod -> its group chain"
+		elements = { fd00::2 comment "x/web-1" : jump eg-x_dns-only-158fad40 }
+	}
+
+	map ingress-dispatch-v4 {
+		type ipv4_addr : verdict
+		comment "ingress dispatch: local isolated pod -> its group chain"
+	}
+
+	map ingress-dispatch-v6 {
+		type ipv6_addr : verdict
+		comment "ingress dispatch: local isolated pod -> its group chain"
+	}
+
+	set self-v4 {
+		type ipv4_addr . ipv4_addr
+		comment "local isolated pods: address . same address"
+		elements = { 10.0.0.2 . 10.0.0.2 }
+	}
+
+	set self-v6 {
+		type ipv6_addr . ipv6_addr
+		comment "local isolated pods: address . same address"
+		elements = { fd00::2 . fd00::2 }
+	}
+
+	chain eg-x_dns-only-158fad40 {
+		comment "egress of pods selected by x/dns-only"
+		ip daddr . meta l4proto . th dport @eg-x_dns-only-158fad40-p4 return comment "x/dns-only egress[0]"
+		ip6 daddr . meta l4proto . th dport @eg-x_dns-only-158fad40-p6 return comment "x/dns-only egress[0]"
+		drop comment "no egress rule of x/dns-only"
+	}
+}
+)"},
+    {"TwoPodsShareAGroup",
+     [](State* s) {
+       Add(s, MakePod("x", "web-2", {{"app", "web"}}, kNode, {"10.0.0.5"}, {CPort("http", 8080)}));
+       NetworkPolicy p = Policy("x", "web-80", Sel({{"app", "web"}}), true, false);
+       p.ingress.push_back(From({}, {TcpPort(80)}));
+       Add(s, p);
+     },
+     R"(table inet netpol {
+	comment "Kubernetes NetworkPolicy for node node-1, managed by netpol"
+	map egress-dispatch-v4 {
+		type ipv4_addr : verdict
+		comment "egress dispatch: local isolated pod -> its group chain"
+	}
+
+	map egress-dispatch-v6 {
+		type ipv6_addr : verdict
+		comment "egress dispatch: local isolated pod -> its group chain"
+	}
+
+	set in-x_web-80-768ca5a8-x {
+		type inet_proto . inet_service
+		comment "any peer, port: x/web-80 ingress[0]"
+		elements = { tcp . 80 }
+	}
+
+	map ingress-dispatch-v4 {
+		type ipv4_addr : verdict
+		comment "ingress dispatch: local isolated pod -> its group chain"
+		elements = { 10.0.0.2 comment "x/web-1" : jump in-x_web-80-768ca5a8, 10.0.0.5 comment "x/web-2" : jump in-x_web-80-768ca5a8 }
+	}
+
+	map ingress-dispatch-v6 {
+		type ipv6_addr : verdict
+		comment "ingress dispatch: local isolated pod -> its group chain"
+		elements = { fd00::2 comment "x/web-1" : jump in-x_web-80-768ca5a8 }
+	}
+
+	set self-v4 {
+		type ipv4_addr . ipv4_addr
+		comment "local isolated pods: address . same address"
+		elements = { 10.0.0.2 . 10.0.0.2,
+			     10.0.0.5 . 10.0.0.5 }
+	}
+
+	set self-v6 {
+		type ipv6_addr . ipv6_addr
+		comment "local isolated pods: address . same address"
+		elements = { fd00::2 . fd00::2 }
+	}
+
+	chain in-x_web-80-768ca5a8 {
+		comment "ingress of pods selected by x/web-80"
+		meta l4proto . th dport @in-x_web-80-768ca5a8-x return comment "x/web-80 ingress[0]"
+		drop comment "no ingress rule of x/web-80"
+	}
+}
+)"},
+    {"DifferentNamedPortResolutionDoesNotShare",
+     [](State* s) {
+       Add(s, MakePod("x", "web-2", {{"app", "web"}}, kNode, {"10.0.0.5"}, {CPort("http", 9090)}));
+       NetworkPolicy p = Policy("x", "http-any", Sel({{"app", "web"}}), true, false);
+       p.ingress.push_back(From({}, {NamedPort("http")}));
+       Add(s, p);
+     },
+     R"(table inet netpol {
+	comment "Kubernetes NetworkPolicy for node node-1, managed by netpol"
+	map egress-dispatch-v4 {
+		type ipv4_addr : verdict
+		comment "egress dispatch: local isolated pod -> its group chain"
+	}
+
+	map egress-dispatch-v6 {
+		type ipv6_addr : verdict
+		comment "egress dispatch: local isolated pod -> its group chain"
+	}
+
+	set in-x_http-any-0dc510a9-x {
+		type inet_proto . inet_service
+		comment "any peer, port: x/http-any ingress[0]"
+		elements = { tcp . 9090 }
+	}
+
+	set in-x_http-any-411de772-x {
+		type inet_proto . inet_service
+		comment "any peer, port: x/http-any ingress[0]"
+		elements = { tcp . 8080 }
+	}
+
+	map ingress-dispatch-v4 {
+		type ipv4_addr : verdict
+		comment "ingress dispatch: local isolated pod -> its group chain"
+		elements = { 10.0.0.2 comment "x/web-1" : jump in-x_http-any-411de772, 10.0.0.5 comment "x/web-2" : jump in-x_http-any-0dc510a9 }
+	}
+
+	map ingress-dispatch-v6 {
+		type ipv6_addr : verdict
+		comment "ingress dispatch: local isolated pod -> its group chain"
+		elements = { fd00::2 comment "x/web-1" : jump in-x_http-any-411de772 }
+	}
+
+	set self-v4 {
+		type ipv4_addr . ipv4_addr
+		comment "local isolated pods: address . same address"
+		elements = { 10.0.0.2 . 10.0.0.2,
+			     10.0.0.5 . 10.0.0.5 }
+	}
+
+	set self-v6 {
+		type ipv6_addr . ipv6_addr
+		comment "local isolated pods: address . same address"
+		elements = { fd00::2 . fd00::2 }
+	}
+
+	chain in-x_http-any-0dc510a9 {
+		comment "ingress (http/TCP=9090) of pods selected by x/http-any"
+		meta l4proto . th dport @in-x_http-any-0dc510a9-x return comment "x/http-any ingress[0]"
+		drop comment "no ingress rule of x/http-any"
+	}
+
+	chain in-x_http-any-411de772 {
+		comment "ingress (http/TCP=8080) of pods selected by x/http-any"
+		meta l4proto . th dport @in-x_http-any-411de772-x return comment "x/http-any ingress[0]"
+		drop comment "no ingress rule of x/http-any"
+	}
+}
+)"},
+};
+
+INSTANTIATE_TEST_SUITE_P(Golden, GoldenTest, ::testing::ValuesIn(kGolden),
+                         [](const auto& info) { return info.param.name; });
+
+// ---- the layout's promises ----
+
+// Everything but elements: chains (with rules) and set definitions.
+void ExpectSameStructure(const nft::Program& a, const nft::Program& b, const std::string& label) {
+  EXPECT_EQ(a.chains, b.chains) << label;
+  EXPECT_EQ(a.sets, b.sets) << label;
+}
+
+TEST(CompilerTest, SameStateSameBytes) {
+  for (uint32_t seed = 1; seed <= 50; ++seed) {
+    State s = testing::RandomState(seed);
+    CompileOptions o;
+    o.node_name = "n1";
+    std::string first = nft::RenderProgram(MustCompile(s, o));
+    State copy;  // rebuilt in reverse insertion order
+    for (auto it = s.policies.rbegin(); it != s.policies.rend(); ++it) Add(&copy, it->second);
+    for (auto it = s.pods.rbegin(); it != s.pods.rend(); ++it) Add(&copy, it->second);
+    for (auto it = s.namespaces.rbegin(); it != s.namespaces.rend(); ++it) Add(&copy, it->second);
+    EXPECT_EQ(nft::RenderProgram(MustCompile(copy, o)), first) << "seed " << seed;
+    EXPECT_EQ(nft::RenderProgram(MustCompile(s, o)), first) << "seed " << seed;
+  }
+}
+
+TEST(CompilerTest, RandomStatesCompileToValidPrograms) {
+  for (uint32_t seed = 1; seed <= 300; ++seed) {
+    State s = testing::RandomState(seed);
+    for (const char* node : {"n1", "n2"}) {
+      CompileOptions o;
+      o.node_name = node;
+      absl::StatusOr<nft::Program> p = Compile(s, o);
+      ASSERT_TRUE(p.ok()) << "seed " << seed << ": " << p.status();
+      absl::Status valid = nft::ValidateProgram(*p);  // names, comments, no overlapping intervals
+      ASSERT_TRUE(valid.ok()) << "seed " << seed << ": " << valid;
+    }
+  }
+}
+
+TEST(CompilerTest, PodJoiningOrLeavingAGroupChangesElementsOnly) {
+  int checked = 0;
+  for (uint32_t seed = 1; seed <= 200; ++seed) {
+    State s = testing::RandomState(seed);
+    CompileOptions o;
+    o.node_name = "n1";
+    nft::Program before = MustCompile(s, o);
+    // A twin of every local pod (same labels and ports, so the same groups),
+    // and a remote pod.
+    State grown = s;
+    int n = 0;
+    for (const auto& [key, pod] : s.pods) {
+      if (pod.host_network || pod.node_name != "n1") continue;
+      Pod twin = pod;
+      twin.name += "-twin";
+      twin.ips.clear();
+      ++n;
+      for (const IpAddr& ip : pod.ips) {
+        twin.ips.push_back(ip.family == Family::kV4 ? Ip(absl::StrCat("10.0.9.", n))
+                                                    : Ip(absl::StrCat("fd00::9:", n)));
+      }
+      Add(&grown, twin);
+    }
+    Add(&grown, MakePod("b", "remote-new", {{"app", "web"}, {"tier", "fe"}}, "n2",
+                        {"10.0.1.200", "fd00::1:200"}, {CPort("http", 80)}));
+    nft::Program after = MustCompile(grown, o);
+    ExpectSameStructure(before, after, absl::StrCat("seed ", seed, " (pods added)"));
+    // And back: removing them restores the exact program.
+    EXPECT_EQ(nft::RenderProgram(MustCompile(s, o)), nft::RenderProgram(before));
+    if (before.elements != after.elements) ++checked;
+  }
+  EXPECT_GT(checked, 100);  // most seeds really changed elements
+}
+
+TEST(CompilerTest, ChainLengthIsBoundedWhateverThePolicyCount) {
+  State s = BaseState();
+  for (int i = 0; i < 200; ++i) {
+    NetworkPolicy p = Policy("x", absl::StrCat("p", i), Sel({{"app", "web"}}), true, true);
+    p.ingress.push_back(From({PodPeer(Sel({{"app", absl::StrCat("c", i)}}))}, {TcpPort(1000 + i)}));
+    p.ingress.push_back(From({BlockPeer(absl::StrCat("172.16.", i, ".0/24"))},
+                             {Port(Protocol::kUDP, 2000, 2000 + i)}));
+    p.ingress.push_back(From({}, {NamedPort("http")}));
+    p.egress.push_back(From({NamespacePeer(Sel({{"team", "blue"}}))}));
+    Add(&s, p);
+  }
+  nft::Program p = MustCompile(s);
+  int group_chains = 0;
+  for (const auto& [name, chain] : p.chains) {
+    if (chain.base) continue;
+    ++group_chains;
+    // 4 set kinds x 2 families + 2 any-peer kinds + drop.
+    EXPECT_LE(chain.rules.size(), 11u) << name;
+    EXPECT_LE(chain.comment.size(), nft::kMaxCommentLength);
+  }
+  EXPECT_EQ(group_chains, 2);  // one ingress, one egress group
+}
+
+TEST(CompilerTest, LongNamesStayWithinTheBudget) {
+  State s;
+  const std::string ns(63, 'n');
+  const std::string name(253, 'p');
+  Add(&s, MakeNamespace(ns));
+  Add(&s, MakePod(ns, "a", {}, kNode, {"10.0.0.2", "fd00::2"}));
+  NetworkPolicy p = Policy(ns, name, Sel({}), true, true);
+  p.ingress.push_back(From({BlockPeer("10.0.0.0/8")}));
+  p.egress.push_back(From({PodPeer(Sel({}))}, {Port(Protocol::kTCP, 1, 2)}));
+  Add(&s, p);
+  nft::Program prog = MustCompile(s);  // ValidateProgram checks every name and comment
+  EXPECT_EQ(prog.chains.size(), 4u);
+  for (const auto& [n, set] : prog.sets) EXPECT_LE(n.size(), nft::kMaxNameLength) << n;
+}
+
+TEST(CompilerTest, AttachedPodsAreLocalHostNetworkPodsNeverAre) {
+  State s = BaseState();
+  Pod host = MakePod("x", "host", {{"app", "web"}}, kNode, {"192.168.0.1"});
+  host.host_network = true;
+  Add(&s, host);
+  Add(&s, MakePod("x", "pending", {{"app", "web"}}, "", {"10.0.0.9"}));
+  Add(&s, Policy("x", "deny", Sel({{"app", "web"}}), true, false));
+  CompileOptions o = Opts();
+  nft::Program p = MustCompile(s, o);
+  ASSERT_EQ(p.elements[kIngressDispatchV4].size(), 1u);  // web-1 only
+  o.attached_pods = {"x/pending", "x/host", "x/unknown"};
+  p = MustCompile(s, o);
+  ASSERT_EQ(p.elements[kIngressDispatchV4].size(),
+            2u);  // web-1 and the attached pod
+  EXPECT_EQ(p.elements[kIngressDispatchV4][1].comment, "x/pending");
+}
+
+TEST(CompilerTest, HostNetworkPodsAreNoSelectorPeers) {
+  State s = BaseState();
+  Pod host = MakePod("y", "host", {{"app", "client"}}, "node-2", {"192.168.0.2"});
+  host.host_network = true;
+  Add(&s, host);
+  NetworkPolicy p = Policy("x", "from-y", Sel({}), true, false);
+  p.ingress.push_back(From({NamespacePeer(Sel({{"team", "blue"}}))}));
+  Add(&s, p);
+  nft::Program prog = MustCompile(s);
+  for (const auto& [name, els] : prog.elements) {
+    for (const nft::Element& e : els) {
+      EXPECT_NE(e.key[0].addr_lo, Ip("192.168.0.2")) << name;
+    }
+  }
+}
+
+TEST(CompilerTest, EgressNamedPortOnIpBlockResolvesPerPodInsideTheBlock) {
+  State s = BaseState();
+  Add(&s, MakePod("y", "api", {}, "node-2", {"10.0.1.7"}, {CPort("http", 8443)}));
+  Add(&s, MakePod("y", "outside", {}, "node-2", {"10.0.2.7"}, {CPort("http", 8000)}));
+  NetworkPolicy p = Policy("x", "to-block", Sel({{"app", "web"}}), false, true);
+  p.egress.push_back(From({BlockPeer("10.0.1.0/24", {"10.0.1.4/32"})}, {NamedPort("http")}));
+  Add(&s, p);
+  nft::Program prog = MustCompile(s);
+  std::string set;
+  for (const auto& [name, def] : prog.sets) {
+    if (name.rfind("eg-", 0) == 0 && name.size() > 3 && name.substr(name.size() - 3) == "-p4") {
+      set = name;
+    }
+  }
+  ASSERT_FALSE(set.empty());
+  ASSERT_EQ(prog.elements[set].size(),
+            1u);  // api: inside, has http; client: excepted; outside
+  EXPECT_EQ(nft::RenderElement(prog.sets[set], prog.elements[set][0]), "10.0.1.7 . tcp . 8443");
+}
+
+TEST(CompilerTest, PodsWithoutAnAddressOfAFamilyContributeNothingThere) {
+  State s = BaseState();  // db has no IPv6 address
+  NetworkPolicy p = Policy("x", "from-db", Sel({{"app", "web"}}), true, false);
+  p.ingress.push_back(From({PodPeer(Sel({{"app", "db"}}))}));
+  Add(&s, p);
+  nft::Program prog = MustCompile(s);
+  for (const auto& [name, def] : prog.sets) {
+    if (name.size() > 3 && name.substr(name.size() - 3) == "-a6") {
+      EXPECT_EQ(prog.elements.count(name), 0u) << name;
+    }
+  }
+}
+
+struct ErrorCase {
+  std::string name;
+  std::function<void(State*, CompileOptions*)> setup;
+  std::string want;
+};
+
+class CompileErrorTest : public ::testing::TestWithParam<ErrorCase> {};
+
+TEST_P(CompileErrorTest, NamesObjectAndField) {
+  State s = BaseState();
+  CompileOptions o = Opts();
+  GetParam().setup(&s, &o);
+  absl::StatusOr<nft::Program> p = Compile(s, o);
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p.status().message(), GetParam().want);
+}
+
+const ErrorCase kErrors[] = {
+    {"EndPortBelowPort",
+     [](State* s, CompileOptions*) {
+       NetworkPolicy p = Policy("x", "bad", Sel({}), true, false);
+       p.ingress.push_back(From({}, {TcpPort(80), Port(Protocol::kTCP, 90, 85)}));
+       Add(s, p);
+     },
+     "networkpolicy x/bad: spec.ingress[0].ports[1].endPort: must be >= port"},
+    {"PortOutOfRange",
+     [](State* s, CompileOptions*) {
+       NetworkPolicy p = Policy("x", "bad", Sel({}), false, true);
+       p.egress.push_back(From({}));
+       p.egress.push_back(From({}, {TcpPort(70000)}));
+       Add(s, p);
+     },
+     "networkpolicy x/bad: spec.egress[1].ports[0].port: must be between 1 and "
+     "65535"},
+    {"EndPortWithoutPort",
+     [](State* s, CompileOptions*) {
+       NetworkPolicy p = Policy("x", "bad", Sel({}), true, false);
+       PolicyPort pp;
+       pp.end_port = 90;
+       p.ingress.push_back(From({}, {pp}));
+       Add(s, p);
+     },
+     "networkpolicy x/bad: spec.ingress[0].ports[0].endPort: requires port"},
+    {"BadProtocol",
+     [](State* s, CompileOptions*) {
+       NetworkPolicy p = Policy("x", "bad", Sel({}), true, false);
+       PolicyPort pp;
+       pp.protocol = static_cast<Protocol>(1);
+       p.ingress.push_back(From({}, {pp}));
+       Add(s, p);
+     },
+     "networkpolicy x/bad: spec.ingress[0].ports[0].protocol: must be TCP, UDP "
+     "or SCTP"},
+    {"BadTableName", [](State*, CompileOptions* o) { o->table = "1bad"; },
+     "table name \"1bad\": must start with a letter, use only letters, digits, "
+     "'-', '_' and "
+     "'.', and be at most 63 characters"},
+    {"ContainerPortOutOfRange",
+     [](State* s, CompileOptions*) {
+       s->pods["x/web-1"].ports[0].container_port = 0;
+       NetworkPolicy p = Policy("x", "named", Sel({}), true, false);
+       p.ingress.push_back(From({}, {NamedPort("http")}));
+       Add(s, p);
+     },
+     "pod x/web-1: containerPort http/TCP = 0: must be between 1 and 65535"},
+};
+
+INSTANTIATE_TEST_SUITE_P(Errors, CompileErrorTest, ::testing::ValuesIn(kErrors),
+                         [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace netpol::compiler

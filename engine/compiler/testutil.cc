@@ -1,0 +1,282 @@
+#include "engine/compiler/testutil.h"
+
+#include <cstdlib>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+
+namespace netpol::compiler::testing {
+
+IpAddr Ip(const std::string& text) {
+  absl::StatusOr<IpAddr> a = IpAddr::Parse(text);
+  if (!a.ok()) {
+    std::cerr << "bad address in test: " << text << "\n";
+    std::abort();
+  }
+  return *a;
+}
+
+Cidr CidrOf(const std::string& text) {
+  absl::StatusOr<Cidr> c = Cidr::Parse(text);
+  if (!c.ok()) {
+    std::cerr << "bad CIDR in test: " << text << "\n";
+    std::abort();
+  }
+  return *c;
+}
+
+Namespace MakeNamespace(const std::string& name, Labels labels) {
+  Namespace ns;
+  ns.name = name;
+  ns.labels = std::move(labels);
+  ns.labels[kNamespaceNameLabel] = name;
+  return ns;
+}
+
+Pod MakePod(const std::string& ns, const std::string& name, Labels labels, const std::string& node,
+            const std::vector<std::string>& ips, std::vector<ContainerPort> ports) {
+  Pod p;
+  p.namespace_name = ns;
+  p.name = name;
+  p.labels = std::move(labels);
+  p.node_name = node;
+  for (const std::string& ip : ips) p.ips.push_back(Ip(ip));
+  p.ports = std::move(ports);
+  return p;
+}
+
+LabelSelector Sel(Labels match_labels) {
+  LabelSelector s;
+  s.match_labels = std::move(match_labels);
+  return s;
+}
+
+PolicyPort TcpPort(int32_t port) {
+  PolicyPort p;
+  p.port = port;
+  return p;
+}
+
+PolicyPort NamedPort(const std::string& name, Protocol protocol) {
+  PolicyPort p;
+  p.protocol = protocol;
+  p.named_port = name;
+  return p;
+}
+
+Peer PodPeer(LabelSelector pods) {
+  Peer p;
+  p.pod_selector = std::move(pods);
+  return p;
+}
+
+Peer NamespacePeer(LabelSelector namespaces) {
+  Peer p;
+  p.namespace_selector = std::move(namespaces);
+  return p;
+}
+
+Peer BlockPeer(const std::string& cidr, const std::vector<std::string>& except) {
+  Peer p;
+  IPBlock b;
+  b.cidr = CidrOf(cidr);
+  for (const std::string& e : except) b.except.push_back(CidrOf(e));
+  p.ip_block = std::move(b);
+  return p;
+}
+
+void Add(State* state, Namespace ns) { state->namespaces[ns.name] = std::move(ns); }
+void Add(State* state, Pod pod) { state->pods[pod.Key()] = std::move(pod); }
+void Add(State* state, NetworkPolicy policy) { state->policies[policy.Key()] = std::move(policy); }
+
+uint64_t Rng::Next() {
+  uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+int Rng::Uniform(int n) { return static_cast<int>(Next() % static_cast<uint64_t>(n)); }
+
+IpAddr NodeAddr(int node, Family family) {
+  return family == Family::kV4 ? Ip(absl::StrCat("192.168.0.", node + 1))
+                               : Ip(absl::StrCat("fd00:ffff::", node + 1));
+}
+
+namespace {
+
+const std::vector<std::string> kNamespaces = {"a", "b", "c"};
+const std::vector<std::string> kApps = {"web", "db", "api"};
+const std::vector<std::string> kPortNames = {"http", "metrics", "dns"};
+const std::vector<int32_t> kPortNumbers = {53, 80, 8080, 9090};
+
+LabelSelector RandomPodSelector(Rng& rng) {
+  LabelSelector s;
+  switch (rng.Uniform(6)) {
+    case 0:
+      break;  // {}: every pod
+    case 1:
+    case 2:
+      s.match_labels["app"] = rng.Pick(kApps);
+      break;
+    case 3: {
+      LabelSelectorRequirement r;
+      r.key = "tier";
+      r.op = LabelSelectorRequirement::Op::kIn;
+      r.values = {"fe"};
+      s.match_expressions.push_back(r);
+      break;
+    }
+    case 4: {
+      LabelSelectorRequirement r;
+      r.key = "app";
+      r.op = LabelSelectorRequirement::Op::kNotIn;
+      r.values = {rng.Pick(kApps)};
+      s.match_expressions.push_back(r);
+      break;
+    }
+    default: {
+      LabelSelectorRequirement r;
+      r.key = "tier";
+      r.op = rng.Chance(50) ? LabelSelectorRequirement::Op::kExists
+                            : LabelSelectorRequirement::Op::kDoesNotExist;
+      s.match_expressions.push_back(r);
+      break;
+    }
+  }
+  return s;
+}
+
+LabelSelector RandomNamespaceSelector(Rng& rng) {
+  LabelSelector s;
+  switch (rng.Uniform(3)) {
+    case 0:
+      break;
+    case 1:
+      s.match_labels["team"] = rng.Chance(50) ? "red" : "blue";
+      break;
+    default:
+      s.match_labels[kNamespaceNameLabel] = rng.Pick(kNamespaces);
+      break;
+  }
+  return s;
+}
+
+Peer RandomPeer(Rng& rng) {
+  static const std::vector<std::pair<std::string, std::vector<std::string>>> kBlocks = {
+      {"10.0.0.0/16", {"10.0.1.0/24"}}, {"10.0.0.0/24", {}},    {"10.0.1.0/28", {"10.0.1.4/30"}},
+      {"0.0.0.0/0", {"10.0.0.0/8"}},    {"192.168.0.0/24", {}}, {"203.0.113.0/24", {}},
+      {"fd00::/64", {"fd00::1:0/112"}}, {"::/0", {}},           {"fd00::1:0/124", {}},
+  };
+  switch (rng.Uniform(5)) {
+    case 0:
+      return PodPeer(RandomPodSelector(rng));
+    case 1:
+      return NamespacePeer(RandomNamespaceSelector(rng));
+    case 2: {
+      Peer p = PodPeer(RandomPodSelector(rng));
+      p.namespace_selector = RandomNamespaceSelector(rng);
+      return p;
+    }
+    default: {
+      const auto& b = rng.Pick(kBlocks);
+      return BlockPeer(b.first, b.second);
+    }
+  }
+}
+
+PolicyPort RandomPort(Rng& rng) {
+  PolicyPort p;
+  int proto = rng.Uniform(10);
+  p.protocol = proto < 6 ? Protocol::kTCP : proto < 9 ? Protocol::kUDP : Protocol::kSCTP;
+  switch (rng.Uniform(6)) {
+    case 0:
+    case 1:
+      p.port = rng.Pick(kPortNumbers);
+      break;
+    case 2:
+    case 3:
+      p.named_port = rng.Pick(kPortNames);
+      break;
+    case 4:
+      p.port = rng.Chance(50) ? 80 : 50;
+      p.end_port = *p.port == 80 ? 8080 : 60;
+      break;
+    default:
+      break;  // every port of the protocol
+  }
+  return p;
+}
+
+Rule RandomRule(Rng& rng) {
+  Rule r;
+  int ports = rng.Uniform(4);  // 0 (any port) is common on purpose
+  for (int i = 0; i < ports && i < 2; ++i) r.ports.push_back(RandomPort(rng));
+  int peers = rng.Uniform(4);
+  for (int i = 0; i < peers && i < 2; ++i) r.peers.push_back(RandomPeer(rng));
+  return r;
+}
+
+}  // namespace
+
+State RandomState(uint32_t seed, const RandomStateOptions& options) {
+  Rng rng(seed * 0x100000001b3ULL + 7);
+  State state;
+  for (const std::string& name : kNamespaces) {
+    Labels labels;
+    if (rng.Chance(70)) labels["team"] = rng.Chance(50) ? "red" : "blue";
+    Add(&state, MakeNamespace(name, labels));
+  }
+  int pods = options.min_pods + rng.Uniform(options.max_pods - options.min_pods + 1);
+  for (int i = 0; i < pods; ++i) {
+    Labels labels;
+    if (rng.Chance(80)) labels["app"] = rng.Pick(kApps);
+    if (rng.Chance(50)) labels["tier"] = rng.Chance(50) ? "fe" : "be";
+    int node = rng.Uniform(2);
+    std::vector<std::string> ips;
+    bool host = rng.Chance(10);
+    if (host) {
+      ips = {NodeAddr(node, Family::kV4).ToString(), NodeAddr(node, Family::kV6).ToString()};
+    } else {
+      int mode = rng.Uniform(10);
+      if (mode < 7) ips.push_back(absl::StrCat("10.0.", node, ".", i + 1));
+      if (mode >= 4 && mode < 9) ips.push_back(absl::StrCat("fd00::", node, ":", i + 1));
+    }
+    std::vector<ContainerPort> ports;
+    std::vector<std::string> names = kPortNames;
+    int nports = rng.Uniform(3);
+    for (int k = 0; k < nports; ++k) {
+      ContainerPort cp;
+      cp.name = names[k];
+      if (rng.Chance(50)) cp.name = names[(k + 1) % names.size()];
+      bool dup = false;
+      for (const ContainerPort& o : ports) dup = dup || o.name == cp.name;
+      if (dup) continue;
+      cp.container_port = rng.Pick(kPortNumbers);
+      cp.protocol = rng.Chance(75) ? Protocol::kTCP : Protocol::kUDP;
+      ports.push_back(cp);
+    }
+    Pod pod = MakePod(rng.Pick(kNamespaces), absl::StrCat("p", i), labels, node == 0 ? "n1" : "n2",
+                      ips, ports);
+    pod.host_network = host;
+    Add(&state, std::move(pod));
+  }
+  int policies =
+      options.min_policies + rng.Uniform(options.max_policies - options.min_policies + 1);
+  for (int i = 0; i < policies; ++i) {
+    NetworkPolicy p;
+    p.namespace_name = rng.Pick(kNamespaces);
+    p.name = absl::StrCat("pol", i);
+    p.pod_selector = RandomPodSelector(rng);
+    int types = rng.Uniform(10);
+    p.ingress_type = types < 7;
+    p.egress_type = types >= 4;
+    int nin = rng.Uniform(4), neg = rng.Uniform(4);
+    for (int k = 0; k < nin; ++k) p.ingress.push_back(RandomRule(rng));
+    for (int k = 0; k < neg; ++k) p.egress.push_back(RandomRule(rng));
+    Add(&state, std::move(p));
+  }
+  return state;
+}
+
+}  // namespace netpol::compiler::testing

@@ -1,0 +1,66 @@
+// Test helpers: terse builders for model objects and a seeded random State
+// generator shared by the compiler's tests.
+#ifndef NETPOL_ENGINE_COMPILER_TESTUTIL_H_
+#define NETPOL_ENGINE_COMPILER_TESTUTIL_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/model/model.h"
+
+namespace netpol::compiler::testing {
+
+IpAddr Ip(const std::string& text);    // dies on bad text (tests only)
+Cidr CidrOf(const std::string& text);  // likewise
+
+Namespace MakeNamespace(const std::string& name, Labels labels = {});
+Pod MakePod(const std::string& ns, const std::string& name, Labels labels, const std::string& node,
+            const std::vector<std::string>& ips, std::vector<ContainerPort> ports = {});
+LabelSelector Sel(Labels match_labels);
+
+PolicyPort TcpPort(int32_t port);
+PolicyPort NamedPort(const std::string& name, Protocol protocol = Protocol::kTCP);
+Peer PodPeer(LabelSelector pods);
+Peer NamespacePeer(LabelSelector namespaces);
+Peer BlockPeer(const std::string& cidr, const std::vector<std::string>& except = {});
+
+void Add(State* state, Namespace ns);
+void Add(State* state, Pod pod);
+void Add(State* state, NetworkPolicy policy);
+
+// A seeded random cluster of two nodes ("n1": pods 10.0.0.x / fd00::x, node
+// address 192.168.0.1 / fd00:ffff::1; "n2": 10.0.1.x / fd00::1:x, 192.168.0.2 /
+// fd00:ffff::2), three namespaces, 4-10 pods (some single-stack, some without
+// addresses, some hostNetwork with their node's addresses, named container
+// ports) and 1-5 policies drawing on every feature: selectors with expressions,
+// namespace selectors, ipBlocks with excepts in both families, numeric, named,
+// endPort and protocol-only ports, empty rules and empty rule lists.
+struct RandomStateOptions {
+  int min_pods = 4, max_pods = 10;
+  int min_policies = 1, max_policies = 5;
+};
+State RandomState(uint32_t seed, const RandomStateOptions& options = {});
+
+// The node addresses RandomState uses: index 0 = "n1", 1 = "n2".
+IpAddr NodeAddr(int node, Family family);
+
+// A small deterministic generator (splitmix64), identical on every platform.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : state_(seed) {}
+  uint64_t Next();
+  int Uniform(int n);  // [0, n)
+  bool Chance(int percent) { return Uniform(100) < percent; }
+  template <typename T>
+  const T& Pick(const std::vector<T>& v) {
+    return v[Uniform(static_cast<int>(v.size()))];
+  }
+
+ private:
+  uint64_t state_;
+};
+
+}  // namespace netpol::compiler::testing
+
+#endif  // NETPOL_ENGINE_COMPILER_TESTUTIL_H_
