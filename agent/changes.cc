@@ -1,0 +1,117 @@
+// State transitions for Apply and Delete. See changes.h.
+#include "agent/changes.h"
+
+#include <set>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "agent/convert.h"
+
+namespace netpol::agent {
+namespace {
+
+template <typename T>
+v1::Action Put(std::map<std::string, T>* map, const std::string& key, const T& value) {
+  auto it = map->find(key);
+  if (it == map->end()) {
+    map->emplace(key, value);
+    return v1::CREATED;
+  }
+  if (it->second == value) return v1::UNCHANGED;
+  it->second = value;
+  return v1::CONFIGURED;
+}
+
+template <typename T>
+uint64_t EraseNamespace(std::map<std::string, T>* map, const std::string& ns) {
+  uint64_t n = 0;
+  const std::string prefix = ns + "/";
+  for (auto it = map->lower_bound(prefix); it != map->end() && it->first.rfind(prefix, 0) == 0;) {
+    it = map->erase(it);
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+ChangeResult ApplyObjects(const State& base, const std::vector<Object>& objects) {
+  ChangeResult out;
+  out.state = base;
+  for (const Object& o : objects) {
+    v1::Action action;
+    if (const Namespace* ns = o.AsNamespace()) {
+      action = Put(&out.state.namespaces, ns->name, *ns);
+    } else if (const Pod* pod = o.AsPod()) {
+      action = Put(&out.state.pods, pod->Key(), *pod);
+    } else {
+      const NetworkPolicy* np = o.AsNetworkPolicy();
+      action = Put(&out.state.policies, np->Key(), *np);
+    }
+    if (action != v1::UNCHANGED) ++out.objects_changed;
+    v1::ObjectResult r;
+    *r.mutable_ref() = RefOf(o);
+    r.set_action(action);
+    out.results.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::StatusOr<ChangeResult> DeleteObjects(const State& base,
+                                           const std::vector<v1::ObjectRef>& refs,
+                                           bool ignore_not_found) {
+  ChangeResult out;
+  out.state = base;
+  // Namespaces this request deleted: their pods and policies went with them, so naming those
+  // later in the same request (as `delete -f` of a file holding the namespace does) is fine.
+  std::set<std::string> cascaded;
+  for (size_t i = 0; i < refs.size(); ++i) {
+    const v1::ObjectRef& ref = refs[i];
+    if (KindName(ref.kind()) == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("refs[", i, "].kind: required (NAMESPACE, POD or NETWORK_POLICY)"));
+    }
+    if (ref.name().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("refs[", i, "].name: required"));
+    }
+    v1::ObjectRef r = ref;
+    if (r.kind() == v1::NAMESPACE) {
+      r.clear_namespace_();
+    } else if (r.namespace_().empty()) {
+      r.set_namespace_("default");
+    }
+    const std::string key = KeyOf(r);
+    size_t erased = 0;
+    switch (r.kind()) {
+      case v1::NAMESPACE:
+        erased = out.state.namespaces.erase(key);
+        if (erased) {
+          out.objects_changed += EraseNamespace(&out.state.pods, key);
+          out.objects_changed += EraseNamespace(&out.state.policies, key);
+        }
+        break;
+      case v1::POD:
+        erased = out.state.pods.erase(key);
+        break;
+      default:
+        erased = out.state.policies.erase(key);
+        break;
+    }
+    const bool gone_with_namespace = !erased && r.kind() != v1::NAMESPACE &&
+                                     cascaded.count(r.namespace_()) &&
+                                     (r.kind() == v1::POD ? base.pods.count(key)
+                                                          : base.policies.count(key));
+    if (r.kind() == v1::NAMESPACE && erased) cascaded.insert(key);
+    if (!erased && !gone_with_namespace && !ignore_not_found) {
+      return absl::NotFoundError(absl::StrCat(RefString(r), ": not found"));
+    }
+    out.objects_changed += erased;
+    v1::ObjectResult res;
+    *res.mutable_ref() = r;
+    res.set_action(erased || gone_with_namespace ? v1::DELETED : v1::UNCHANGED);
+    out.results.push_back(std::move(res));
+  }
+  return out;
+}
+
+}  // namespace netpol::agent

@@ -1,0 +1,139 @@
+// Model <-> netpol.v1 conversions: round trips and validation of client-sent objects.
+#include "agent/convert.h"
+
+#include "engine/model/loader.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+
+namespace netpol::agent {
+namespace {
+
+using google::protobuf::RepeatedPtrField;
+
+constexpr char kManifests[] = R"(
+apiVersion: v1
+kind: Namespace
+metadata: {name: x, labels: {team: a}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {app: web}}
+spec:
+  nodeName: n1
+  hostNetwork: false
+  containers:
+  - name: main
+    ports: [{name: http, containerPort: 8080}, {containerPort: 53, protocol: UDP}]
+status: {podIPs: [{ip: 10.0.0.1}, {ip: "fd00::1"}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow, namespace: x}
+spec:
+  podSelector: {matchExpressions: [{key: app, operator: NotIn, values: [db]}, {key: t, operator: Exists}]}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from:
+    - podSelector: {}
+      namespaceSelector: {matchLabels: {team: a}}
+    - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}
+    ports: [{port: http}, {port: 80, endPort: 90, protocol: SCTP}, {protocol: UDP}]
+  egress:
+  - {}
+)";
+
+std::vector<Object> Sample() {
+  auto r = LoadYaml(kManifests);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r->objects;
+}
+
+TEST(ConvertTest, TrustedRoundTrip) {
+  for (const Object& o : Sample()) {
+    auto back = FromApiTrusted(ToApi(o));
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_TRUE(*back == o) << o.Ref();
+  }
+}
+
+TEST(ConvertTest, ValidatedRoundTripThroughTheLoader) {
+  RepeatedPtrField<v1::Object> api;
+  for (const Object& o : Sample()) *api.Add() = ToApi(o);
+  auto back = ParseApiObjects(api, "objects");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, Sample());
+}
+
+TEST(ConvertTest, JsonReadsLikeKubernetes) {
+  std::string json;
+  ASSERT_TRUE(google::protobuf::util::MessageToJsonString(ToApi(Sample()[2]), &json).ok());
+  for (const char* needle :
+       {"\"podSelector\":{}", "\"namespaceSelector\":{\"matchLabels\":{\"team\":\"a\"}}",
+        "\"policyTypes\":[\"Ingress\",\"Egress\"]", "\"operator\":\"NotIn\"",
+        "\"ipBlock\":{\"cidr\":\"10.0.0.0/8\",\"except\":[\"10.1.0.0/16\"]}",
+        "\"namedPort\":\"http\"", "\"port\":80", "\"endPort\":90", "\"protocol\":\"SCTP\""}) {
+    EXPECT_NE(json.find(needle), std::string::npos) << needle << " in " << json;
+  }
+  ASSERT_TRUE(google::protobuf::util::MessageToJsonString(ToApi(Sample()[1]), &json).ok());
+  for (const char* needle : {"\"podIPs\":[{\"ip\":\"10.0.0.1\"},{\"ip\":\"fd00::1\"}]",
+                             "\"podIP\":\"10.0.0.1\"", "\"nodeName\":\"n1\"",
+                             "\"containerPort\":8080"}) {
+    EXPECT_NE(json.find(needle), std::string::npos) << needle << " in " << json;
+  }
+}
+
+struct BadCase {
+  const char* name;
+  const char* json;      // one v1::Object
+  const char* message;   // expected substring of the error
+};
+
+class BadObjectTest : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(BadObjectTest, InvalidArgumentWithFieldPath) {
+  RepeatedPtrField<v1::Object> api;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(GetParam().json, api.Add()).ok());
+  auto r = ParseApiObjects(api, "objects");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find(GetParam().message), std::string::npos) << r.status();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, BadObjectTest,
+    ::testing::Values(
+        BadCase{"EndPortBelowPort",
+                R"({"networkPolicy": {"metadata": {"name": "p", "namespace": "x"}, "spec":
+                   {"podSelector": {}, "ingress": [{"ports": [{"port": 80}, {"port": 90, "endPort": 80}]}]}}})",
+                "networkpolicy x/p: spec.ingress[0].ports[1].endPort"},
+        BadCase{"BadCidr",
+                R"({"networkPolicy": {"metadata": {"name": "p", "namespace": "x"}, "spec":
+                   {"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.1/8"}}]}]}}})",
+                "spec.egress[0].to[0].ipBlock.cidr"},
+        BadCase{"MissingOperator",
+                R"({"networkPolicy": {"metadata": {"name": "p", "namespace": "x"}, "spec":
+                   {"podSelector": {"matchExpressions": [{"key": "a"}]}}}})",
+                "spec.podSelector.matchExpressions[0]"},
+        BadCase{"BadPodIp",
+                R"({"pod": {"metadata": {"name": "a", "namespace": "x"}, "status": {"podIP": "10.0.0.300"}}})",
+                "pod x/a: status.podIP"},
+        BadCase{"BadName", R"({"namespace": {"metadata": {"name": "Not_A_Name"}}})",
+                "metadata.name"},
+        BadCase{"Empty", R"({})", "no object"}),
+    [](const ::testing::TestParamInfo<BadCase>& info) { return info.param.name; });
+
+TEST(ConvertTest, Names) {
+  v1::ObjectRef ref;
+  ref.set_kind(v1::NETWORK_POLICY);
+  ref.set_namespace_("x");
+  ref.set_name("deny-all");
+  EXPECT_EQ(KubectlName(ref), "networkpolicy.networking.k8s.io/deny-all");
+  EXPECT_EQ(RefString(ref), "networkpolicy x/deny-all");
+  EXPECT_EQ(KeyOf(ref), "x/deny-all");
+  ref.set_kind(v1::NAMESPACE);
+  EXPECT_EQ(KubectlName(ref), "namespace/deny-all");
+  EXPECT_EQ(KeyOf(ref), "deny-all");
+}
+
+}  // namespace
+}  // namespace netpol::agent

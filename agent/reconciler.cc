@@ -1,0 +1,277 @@
+// The reconciler. See reconciler.h.
+#include "agent/reconciler.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "agent/log.h"
+#include "engine/nft/diff.h"
+
+namespace netpol::agent {
+namespace {
+
+// Names the first difference between two canonical programs, for the drift log line.
+std::string DescribeDrift(const nft::Program& want, const nft::Program& got) {
+  for (const auto& [name, chain] : want.chains) {
+    auto it = got.chains.find(name);
+    if (it == got.chains.end()) return "chain " + name + " missing";
+    if (!(it->second == chain)) return "chain " + name + " differs";
+  }
+  for (const auto& [name, chain] : got.chains) {
+    if (!want.chains.count(name)) return "unexpected chain " + name;
+  }
+  for (const auto& [name, set] : want.sets) {
+    auto it = got.sets.find(name);
+    if (it == got.sets.end()) return "set " + name + " missing";
+    if (!(it->second == set)) return "set " + name + " differs";
+  }
+  for (const auto& [name, set] : got.sets) {
+    if (!want.sets.count(name)) return "unexpected set " + name;
+  }
+  for (const auto& [name, elems] : want.elements) {
+    auto it = got.elements.find(name);
+    size_t have = it == got.elements.end() ? 0 : it->second.size();
+    if (it == got.elements.end() || !(it->second == elems)) {
+      return absl::StrCat("elements of ", name, " differ (", have, " in the kernel, ",
+                          elems.size(), " expected)");
+    }
+  }
+  for (const auto& [name, elems] : got.elements) {
+    if (!want.elements.count(name)) return "unexpected elements in " + name;
+  }
+  return "table differs";
+}
+
+}  // namespace
+
+const char* SyncKindName(SyncKind kind) {
+  switch (kind) {
+    case SyncKind::kNone:
+      return "none";
+    case SyncKind::kFull:
+      return "full";
+    case SyncKind::kIncremental:
+      return "incremental";
+    case SyncKind::kCheck:
+      return "check";
+    case SyncKind::kRepair:
+      return "repair";
+  }
+  return "unknown";
+}
+
+Reconciler::Reconciler(nft::Backend* backend, SnapshotSource source, ReconcilerOptions options)
+    : backend_(backend), source_(std::move(source)), options_(std::move(options)) {}
+
+Reconciler::~Reconciler() { Stop(); }
+
+void Reconciler::Start() {
+  absl::MutexLock l(&mu_);
+  if (worker_.joinable() || stopping_) return;
+  worker_ = std::thread([this] { Run(); });
+}
+
+void Reconciler::Stop() {
+  {
+    absl::MutexLock l(&mu_);
+    stopping_ = true;
+  }
+  if (worker_.joinable() && worker_.get_id() != std::this_thread::get_id()) worker_.join();
+}
+
+void Reconciler::Notify() {
+  absl::MutexLock l(&mu_);
+  dirty_ = true;
+}
+
+void Reconciler::Offer(uint64_t generation, std::shared_ptr<const nft::Program> program) {
+  absl::MutexLock l(&mu_);
+  if (generation >= offered_generation_) {
+    offered_generation_ = generation;
+    offered_ = std::move(program);
+  }
+}
+
+absl::Status Reconciler::WaitFor(uint64_t generation, absl::Duration timeout) {
+  absl::MutexLock l(&mu_);
+  auto done = [this, generation]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || (status_.syncs > 0 && status_.attempted_generation >= generation);
+  };
+  if (!mu_.AwaitWithTimeout(absl::Condition(&done), timeout)) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "generation ", generation, " not in the kernel after ", absl::FormatDuration(timeout),
+        " (applied: ", status_.applied_generation, ")"));
+  }
+  if (status_.synced_once && status_.applied_generation >= generation) return absl::OkStatus();
+  if (stopping_) return absl::UnavailableError("the agent is shutting down");
+  if (!status_.last_error.ok()) return status_.last_error;
+  return absl::UnavailableError(absl::StrCat("generation ", generation, " is not applied yet"));
+}
+
+absl::Status Reconciler::SyncNow() {
+  absl::MutexLock s(&sync_mu_);
+  return SyncLocked(SyncKind::kNone);
+}
+
+absl::Status Reconciler::SyncLocked(SyncKind forced) {
+  const Snapshot snap = source_();
+  bool full;
+  std::shared_ptr<const nft::Program> committed, program;
+  {
+    absl::MutexLock l(&mu_);
+    full = need_full_ || forced == SyncKind::kRepair || committed_ == nullptr;
+    committed = committed_;
+    if (!full && status_.synced_once && status_.applied_generation == snap.generation) {
+      return absl::OkStatus();
+    }
+    if (offered_ != nullptr && offered_generation_ == snap.generation) program = offered_;
+  }
+  const absl::Time start = absl::Now();
+  absl::Status st;
+  if (program == nullptr) {
+    absl::StatusOr<nft::Program> compiled = compiler::Compile(*snap.state, options_.compile);
+    if (compiled.ok()) {
+      program = std::make_shared<const nft::Program>(*std::move(compiled));
+    } else {
+      st = compiled.status();
+    }
+  }
+  SyncKind kind = full ? (forced == SyncKind::kRepair ? SyncKind::kRepair : SyncKind::kFull)
+                       : SyncKind::kIncremental;
+  nft::Transaction tx(options_.compile.table);
+  if (st.ok()) {
+    tx = full ? nft::FullReplace(*program) : nft::Diff(*committed, *program);
+    if (!tx.empty()) st = backend_->Commit(tx);
+    if (!st.ok() && kind == SyncKind::kIncremental) {
+      // An incremental transaction may fail when the kernel drifted from the committed
+      // program; a full replace does not depend on what is there.
+      LogWarning(absl::StrCat("incremental sync of generation ", snap.generation,
+                              " failed: ", st.message(), "; retrying as a full sync"));
+      kind = SyncKind::kFull;
+      tx = nft::FullReplace(*program);
+      st = backend_->Commit(tx);
+    }
+  }
+  const absl::Duration took = absl::Now() - start;
+
+  uint64_t objects_changed = snap.changes - std::min(snap.changes, last_changes_);
+  {
+    absl::MutexLock l(&mu_);
+    ++status_.syncs;
+    status_.attempted_generation = std::max(status_.attempted_generation, snap.generation);
+    status_.last_sync_time = absl::Now();
+    status_.last_sync_duration = took;
+    status_.last_sync_kind = kind;
+    if (st.ok()) {
+      committed_ = program;
+      status_.applied_generation = snap.generation;
+      status_.synced_once = true;
+      status_.last_error = absl::OkStatus();
+      if (!tx.empty()) ++status_.transactions;
+      if (kind == SyncKind::kRepair) ++status_.repairs;
+      need_full_ = false;
+    } else {
+      ++status_.failures;
+      status_.last_error = st;
+      need_full_ = true;
+    }
+  }
+  if (st.ok()) last_changes_ = snap.changes;
+  std::string line = absl::StrFormat(
+      "sync kind=%s generation=%d objects_changed=%d elements_changed=%d commands=%d "
+      "duration=%s",
+      SyncKindName(kind), snap.generation, objects_changed, tx.ElementCount(), tx.size(),
+      absl::FormatDuration(took));
+  if (st.ok()) {
+    LogInfo(line);
+  } else {
+    LogError(absl::StrCat(line, " error=", st.ToString()));
+  }
+  return st;
+}
+
+absl::Status Reconciler::CheckNow() {
+  absl::MutexLock s(&sync_mu_);
+  std::shared_ptr<const nft::Program> committed;
+  {
+    absl::MutexLock l(&mu_);
+    if (!need_full_) committed = committed_;
+  }
+  if (committed == nullptr) return SyncLocked(SyncKind::kNone);
+  absl::StatusOr<nft::Program> dumped = backend_->Dump(options_.compile.table);
+  std::string drift;
+  if (absl::IsNotFound(dumped.status())) {
+    drift = "table " + options_.compile.table + " missing";
+  } else if (!dumped.ok()) {
+    LogWarning(absl::StrCat("drift check: cannot read table ", options_.compile.table, ": ",
+                            dumped.status().ToString()));
+    return dumped.status();
+  } else {
+    nft::Program want = nft::Canonical(*committed);
+    nft::Program got = nft::Canonical(*std::move(dumped));
+    if (!(want == got)) drift = DescribeDrift(want, got);
+  }
+  if (drift.empty()) return absl::OkStatus();
+  LogWarning(absl::StrCat("drift check: ", drift, "; repairing with a full sync"));
+  return SyncLocked(SyncKind::kRepair);
+}
+
+nft::Transaction Reconciler::Plan(const nft::Program& next) const {
+  absl::MutexLock l(&mu_);
+  if (need_full_ || committed_ == nullptr) return nft::FullReplace(next);
+  return nft::Diff(*committed_, next);
+}
+
+SyncStatus Reconciler::status() const {
+  absl::MutexLock l(&mu_);
+  return status_;
+}
+
+std::shared_ptr<const nft::Program> Reconciler::committed() const {
+  absl::MutexLock l(&mu_);
+  return committed_;
+}
+
+absl::StatusOr<nft::Program> Reconciler::DumpKernel() {
+  absl::MutexLock s(&sync_mu_);
+  return backend_->Dump(options_.compile.table);
+}
+
+void Reconciler::Run() {
+  const bool checks =
+      options_.check_interval > absl::ZeroDuration() && options_.check_interval != absl::InfiniteDuration();
+  absl::Time next_check = checks ? absl::Now() + options_.check_interval : absl::InfiniteFuture();
+  for (;;) {
+    bool dirty = false, retry = false;
+    {
+      absl::MutexLock l(&mu_);
+      absl::Time deadline = next_check;
+      const bool failing = !status_.last_error.ok() || !status_.synced_once;
+      if (failing) deadline = std::min(deadline, status_.last_sync_time + options_.retry_interval);
+      auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return dirty_ || stopping_; };
+      mu_.AwaitWithDeadline(absl::Condition(&wake), deadline);
+      if (stopping_) return;
+      dirty = dirty_;
+      retry = failing && absl::Now() >= status_.last_sync_time + options_.retry_interval;
+    }
+    if (dirty) {
+      absl::SleepFor(options_.debounce);
+      {
+        absl::MutexLock l(&mu_);
+        dirty_ = false;
+      }
+      SyncNow().IgnoreError();  // recorded in status_ and logged
+    } else if (retry) {
+      SyncNow().IgnoreError();
+    }
+    if (checks && absl::Now() >= next_check) {
+      CheckNow().IgnoreError();
+      next_check = absl::Now() + options_.check_interval;
+    }
+  }
+}
+
+}  // namespace netpol::agent

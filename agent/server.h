@@ -1,0 +1,61 @@
+// The agent's gRPC server: netpol.v1 ObjectService, QueryService and StatusService over the
+// AgentService, plus server reflection and grpc.health.v1.
+//
+// Listeners: `unix:///path` (the socket is created mode 0600, its directory 0755 when missing)
+// or `host:port` (TCP; TLS when a certificate and key are configured).
+// Authorization: writes (Apply, Delete) are served on Unix sockets and to TLS clients that
+// presented a certificate signed by the configured client CA; every other caller may only read
+// (Get, List, queries, status, health, reflection) and gets PERMISSION_DENIED for writes.
+// Readiness: until the first sync committed, every RPC but Status and WaitForGeneration returns
+// UNAVAILABLE and health reports NOT_SERVING.
+#ifndef NETPOL_AGENT_SERVER_H_
+#define NETPOL_AGENT_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "agent/service.h"
+#include "grpcpp/server.h"
+
+namespace netpol::agent {
+
+struct ServerOptions {
+  // Listen addresses: "unix:///run/netpol/agent.sock", "127.0.0.1:9090", "[::]:9090".
+  std::vector<std::string> listen;
+  // PEM files for TCP listeners. Cert and key enable TLS; the client CA additionally lets
+  // clients with a certificate it signed write.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string client_ca_file;
+  // The longest a write waits for its kernel commit before DEADLINE_EXCEEDED (the client's
+  // own deadline applies when shorter).
+  absl::Duration write_timeout = absl::Seconds(60);
+};
+
+class Server {
+ public:
+  // Starts serving `service` (not owned; must outlive the server). Health starts NOT_SERVING.
+  // Errors: InvalidArgument for bad options, FailedPrecondition when a listener cannot bind
+  // or a PEM file cannot be read.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(AgentService* service,
+                                                       const ServerOptions& options);
+  ~Server();
+
+  // Sets grpc.health.v1 status of "" and of every netpol service.
+  void SetServing(bool serving);
+  // Stops accepting calls and waits up to `grace` for running ones.
+  void Shutdown(absl::Duration grace);
+
+  class Impl;
+
+ private:
+  explicit Server(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace netpol::agent
+
+#endif  // NETPOL_AGENT_SERVER_H_

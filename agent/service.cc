@@ -1,0 +1,395 @@
+// The agent's API semantics. See service.h.
+#include "agent/service.h"
+
+#include <algorithm>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "agent/convert.h"
+#include "agent/program_view.h"
+#include "engine/compiler/compiler.h"
+#include "engine/eval/eval.h"
+#include "engine/model/loader.h"
+#include "engine/util/status_macros.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace netpol::agent {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+// "namespace/name", or "name" in namespace default (as kubectl).
+std::string PodKey(const std::string& text) {
+  if (text.find('/') == std::string::npos) return "default/" + text;
+  return text;
+}
+
+void CountProgram(const nft::Program& p, v1::ProgramCounts* out) {
+  out->set_chains(static_cast<int64_t>(p.chains.size()));
+  out->set_sets(static_cast<int64_t>(p.sets.size()));
+  int64_t rules = 0, elements = 0;
+  for (const auto& [n, c] : p.chains) rules += static_cast<int64_t>(c.rules.size());
+  for (const auto& [n, e] : p.elements) elements += static_cast<int64_t>(e.size());
+  out->set_rules(rules);
+  out->set_elements(elements);
+}
+
+v1::SideDecision SideToApi(const SideDecision& d) {
+  v1::SideDecision out;
+  out.set_subject(d.subject);
+  out.set_isolated(d.isolated);
+  for (const std::string& p : d.isolating_policies) out.add_isolating_policies(p);
+  for (const RuleRef& r : d.allowing_rules) {
+    v1::RuleRef* o = out.add_allowing_rules();
+    o->set_policy(r.policy);
+    o->set_rule(r.rule);
+  }
+  out.set_allowed(d.allowed);
+  out.set_explanation(d.explanation);
+  return out;
+}
+
+absl::Status WithField(const absl::Status& s, absl::string_view field) {
+  return absl::Status(s.code(), absl::StrCat(field, ": ", s.message()));
+}
+
+}  // namespace
+
+AgentService::AgentService(Store* store, Reconciler* reconciler)
+    : store_(store), reconciler_(reconciler) {}
+
+bool AgentService::Ready() const { return reconciler_->status().synced_once; }
+
+absl::StatusOr<std::vector<Object>> AgentService::LoadObjects(
+    const google::protobuf::RepeatedPtrField<v1::Object>& objects,
+    const google::protobuf::RepeatedPtrField<v1::Manifest>& manifests) const {
+  ASSIGN_OR_RETURN(std::vector<Object> out, ParseApiObjects(objects, "objects"));
+  for (int i = 0; i < manifests.size(); ++i) {
+    LoadOptions options;
+    options.source = manifests[i].source().empty() ? absl::StrCat("manifests[", i, "]")
+                                                   : manifests[i].source();
+    if (!manifests[i].default_namespace().empty()) {
+      options.default_namespace = manifests[i].default_namespace();
+    }
+    ASSIGN_OR_RETURN(LoadResult loaded, LoadYaml(manifests[i].text(), options));
+    for (Object& o : loaded.objects) out.push_back(std::move(o));
+  }
+  return out;
+}
+
+template <typename Response>
+absl::Status AgentService::Write(const Mutate& mutate, bool dry_run, absl::Duration timeout,
+                                 Response* response) {
+  const compiler::CompileOptions& copts = reconciler_->options().compile;
+  if (dry_run) {
+    Snapshot snap = store_->Current();
+    ASSIGN_OR_RETURN(ChangeResult change, mutate(*snap.state));
+    ASSIGN_OR_RETURN(nft::Program program, compiler::Compile(change.state, copts));
+    for (v1::ObjectResult& r : change.results) *response->add_results() = std::move(r);
+    response->set_generation(snap.generation);
+    std::shared_ptr<const nft::Program> committed = reconciler_->committed();
+    nft::Transaction tx = reconciler_->Plan(program);
+    v1::Plan* plan = response->mutable_plan();
+    plan->set_nft_changes(tx.ToNftText());
+    plan->set_element_changes(static_cast<int64_t>(tx.ElementCount()));
+    for (const std::string& pod : AffectedPods(*snap.state, committed.get(), change.state, program)) {
+      plan->add_affected_pods(pod);
+    }
+    return absl::OkStatus();
+  }
+  std::vector<v1::ObjectResult> results;
+  std::shared_ptr<const nft::Program> program;
+  ASSIGN_OR_RETURN(
+      Snapshot snap,
+      store_->Update([&](const State& base) -> absl::StatusOr<std::optional<Store::Change>> {
+        ASSIGN_OR_RETURN(ChangeResult change, mutate(base));
+        results = std::move(change.results);
+        if (change.objects_changed == 0) return std::nullopt;
+        // Compiling before storing keeps input the compiler rejects out of the store.
+        ASSIGN_OR_RETURN(nft::Program p, compiler::Compile(change.state, copts));
+        program = std::make_shared<const nft::Program>(std::move(p));
+        return Store::Change{std::move(change.state), change.objects_changed};
+      }));
+  if (program != nullptr) {
+    reconciler_->Offer(snap.generation, program);
+    reconciler_->Notify();
+  }
+  RETURN_IF_ERROR(reconciler_->WaitFor(snap.generation, timeout));
+  for (v1::ObjectResult& r : results) *response->add_results() = std::move(r);
+  response->set_generation(snap.generation);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::ApplyResponse> AgentService::Apply(const v1::ApplyRequest& request,
+                                                      absl::Duration timeout) {
+  ASSIGN_OR_RETURN(std::vector<Object> objects,
+                   LoadObjects(request.objects(), request.manifests()));
+  if (objects.empty()) {
+    return absl::InvalidArgumentError("no objects: set objects or manifests");
+  }
+  v1::ApplyResponse response;
+  RETURN_IF_ERROR(Write(
+      [&](const State& base) -> absl::StatusOr<ChangeResult> {
+        return ApplyObjects(base, objects);
+      },
+      request.dry_run(), timeout, &response));
+  return response;
+}
+
+absl::StatusOr<v1::DeleteResponse> AgentService::Delete(const v1::DeleteRequest& request,
+                                                        absl::Duration timeout) {
+  std::vector<v1::ObjectRef> refs(request.refs().begin(), request.refs().end());
+  ASSIGN_OR_RETURN(std::vector<Object> objects,
+                   LoadObjects(google::protobuf::RepeatedPtrField<v1::Object>(),
+                               request.manifests()));
+  for (const Object& o : objects) refs.push_back(RefOf(o));
+  if (refs.empty()) return absl::InvalidArgumentError("no objects: set refs or manifests");
+  v1::DeleteResponse response;
+  RETURN_IF_ERROR(Write(
+      [&](const State& base) { return DeleteObjects(base, refs, request.ignore_not_found()); },
+      request.dry_run(), timeout, &response));
+  return response;
+}
+
+absl::StatusOr<v1::GetResponse> AgentService::Get(const v1::GetRequest& request) const {
+  v1::ObjectRef ref = request.ref();
+  if (KindName(ref.kind()) == nullptr) {
+    return absl::InvalidArgumentError("ref.kind: required (NAMESPACE, POD or NETWORK_POLICY)");
+  }
+  if (ref.name().empty()) return absl::InvalidArgumentError("ref.name: required");
+  if (ref.kind() != v1::NAMESPACE && ref.namespace_().empty()) ref.set_namespace_("default");
+  Snapshot snap = store_->Current();
+  const State& st = *snap.state;
+  const std::string key = KeyOf(ref);
+  v1::GetResponse out;
+  switch (ref.kind()) {
+    case v1::NAMESPACE:
+      if (const Namespace* ns = st.FindNamespace(key)) {
+        *out.mutable_object()->mutable_namespace_() = ToApi(*ns);
+        return out;
+      }
+      break;
+    case v1::POD:
+      if (const Pod* pod = st.FindPod(key)) {
+        *out.mutable_object()->mutable_pod() = ToApi(*pod);
+        return out;
+      }
+      break;
+    default: {
+      auto it = st.policies.find(key);
+      if (it != st.policies.end()) {
+        *out.mutable_object()->mutable_network_policy() = ToApi(it->second);
+        return out;
+      }
+    }
+  }
+  return absl::NotFoundError(absl::StrCat(RefString(ref), ": not found"));
+}
+
+absl::StatusOr<v1::ListResponse> AgentService::List(const v1::ListRequest& request) const {
+  if (KindName(request.kind()) == nullptr) {
+    return absl::InvalidArgumentError("kind: required (NAMESPACE, POD or NETWORK_POLICY)");
+  }
+  Snapshot snap = store_->Current();
+  const State& st = *snap.state;
+  v1::ListResponse out;
+  out.set_generation(snap.generation);
+  const std::string& ns = request.namespace_();
+  auto in_ns = [&ns](const std::string& object_ns) { return ns.empty() || object_ns == ns; };
+  switch (request.kind()) {
+    case v1::NAMESPACE:
+      for (const auto& [k, n] : st.namespaces) *out.add_objects()->mutable_namespace_() = ToApi(n);
+      break;
+    case v1::POD:
+      for (const auto& [k, p] : st.pods) {
+        if (in_ns(p.namespace_name)) *out.add_objects()->mutable_pod() = ToApi(p);
+      }
+      break;
+    default:
+      for (const auto& [k, p] : st.policies) {
+        if (in_ns(p.namespace_name)) *out.add_objects()->mutable_network_policy() = ToApi(p);
+      }
+      break;
+  }
+  return out;
+}
+
+absl::StatusOr<v1::CheckResponse> AgentService::Check(const v1::CheckRequest& request) const {
+  Snapshot snap = store_->Current();
+  const State& st = *snap.state;
+  std::optional<Family> family;
+  if (request.ip_family() == "IPv6") {
+    family = Family::kV6;
+  } else if (request.ip_family() == "IPv4") {
+    family = Family::kV4;
+  } else if (!request.ip_family().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ipFamily: \"", request.ip_family(), "\": must be IPv4 or IPv6"));
+  }
+  std::optional<Family> address_family;
+  auto endpoint = [&](const v1::Endpoint& e, const char* field,
+                      bool source) -> absl::StatusOr<Endpoint> {
+    switch (e.endpoint_case()) {
+      case v1::Endpoint::kPod: {
+        const Pod* pod = st.FindPod(PodKey(e.pod()));
+        if (pod == nullptr) {
+          return absl::NotFoundError(
+              absl::StrCat(field, ".pod: pod ", PodKey(e.pod()), ": not found"));
+        }
+        return Endpoint::ForPod(*pod);
+      }
+      case v1::Endpoint::kAddress: {
+        absl::StatusOr<IpAddr> a = IpAddr::Parse(e.address());
+        if (!a.ok()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(field, ".address: ", a.status().message()));
+        }
+        if (address_family && *address_family != a->family) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(field, ".address: mixes IPv4 and IPv6 with the other end"));
+        }
+        address_family = a->family;
+        return Endpoint::ForAddress(*a);
+      }
+      case v1::Endpoint::kNode:
+        if (!source) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(field, ".node: only the source may be the node"));
+        }
+        return Endpoint::ForNode();
+      case v1::Endpoint::ENDPOINT_NOT_SET:
+        break;
+    }
+    return absl::InvalidArgumentError(absl::StrCat(field, ": required (pod, address or node)"));
+  };
+  ASSIGN_OR_RETURN(Endpoint src, endpoint(request.source(), "source", true));
+  ASSIGN_OR_RETURN(Endpoint dst, endpoint(request.destination(), "destination", false));
+  if (address_family && family && *family != *address_family) {
+    return absl::InvalidArgumentError("ipFamily: does not match the address given");
+  }
+  if (request.port() < 1 || request.port() > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("port: ", request.port(), ": must be between 1 and 65535"));
+  }
+  const Family f = address_family ? *address_family : family.value_or(Family::kV4);
+  Decision d = Decide(st, src, dst, f, FromApi(request.protocol()), request.port());
+  v1::CheckResponse out;
+  out.set_verdict(!d.applicable ? v1::NOT_APPLICABLE : d.allowed ? v1::ALLOWED : v1::DENIED);
+  out.set_reason(d.reason);
+  *out.mutable_egress() = SideToApi(d.egress);
+  *out.mutable_ingress() = SideToApi(d.ingress);
+  out.set_explanation(d.Explain());
+  return out;
+}
+
+absl::StatusOr<v1::ExplainPodResponse> AgentService::ExplainPod(
+    const v1::ExplainPodRequest& request) const {
+  if (request.pod().empty()) return absl::InvalidArgumentError("pod: required (namespace/name)");
+  Snapshot snap = store_->Current();
+  const State& st = *snap.state;
+  const Pod* pod = st.FindPod(PodKey(request.pod()));
+  if (pod == nullptr) {
+    return absl::NotFoundError(absl::StrCat("pod ", PodKey(request.pod()), ": not found"));
+  }
+  v1::ExplainPodResponse out;
+  *out.mutable_pod() = ToApi(*pod);
+  out.set_local(compiler::IsLocalPod(*pod, reconciler_->options().compile));
+  for (const std::string& p : PoliciesSelecting(st, *pod, Direction::kIngress)) {
+    out.add_ingress_policies(p);
+  }
+  for (const std::string& p : PoliciesSelecting(st, *pod, Direction::kEgress)) {
+    out.add_egress_policies(p);
+  }
+  for (const ContainerPort& p : pod->ports) {
+    if (p.name.empty()) continue;
+    v1::NamedPort* np = out.add_named_ports();
+    np->set_name(p.name);
+    np->set_protocol(ToApi(p.protocol));
+    np->set_port(p.container_port);
+  }
+  if (std::shared_ptr<const nft::Program> program = reconciler_->committed()) {
+    std::vector<std::string> chains = PodChains(*program, *pod);
+    for (const std::string& c : chains) out.add_chains(c);
+    if (!chains.empty()) out.set_nft_text(nft::RenderProgram(SubProgram(*program, chains)));
+  }
+  return out;
+}
+
+absl::StatusOr<v1::RenderResponse> AgentService::Render(const v1::RenderRequest& request) const {
+  v1::RenderResponse out;
+  out.set_generation(reconciler_->status().applied_generation);
+  if (request.source() == v1::RenderRequest::KERNEL) {
+    absl::StatusOr<nft::Program> dumped = reconciler_->DumpKernel();
+    if (!dumped.ok()) return WithField(dumped.status(), "reading the table from the kernel");
+    out.set_nft_text(nft::RenderProgram(*dumped));
+    return out;
+  }
+  std::shared_ptr<const nft::Program> program = reconciler_->committed();
+  if (program == nullptr) return absl::UnavailableError("no program committed yet");
+  out.set_nft_text(nft::RenderProgram(*program));
+  return out;
+}
+
+v1::StatusResponse AgentService::Status() const {
+  const compiler::CompileOptions& copts = reconciler_->options().compile;
+  Snapshot snap = store_->Current();
+  SyncStatus s = reconciler_->status();
+  v1::StatusResponse out;
+  out.set_node_name(copts.node_name);
+  out.set_table(copts.table);
+  out.set_serving(s.synced_once);
+  out.set_generation(snap.generation);
+  out.set_applied_generation(s.applied_generation);
+  if (s.last_sync_time != absl::InfinitePast()) {
+    *out.mutable_last_sync_time() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(s.last_sync_time));
+    *out.mutable_last_sync_duration() =
+        TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(s.last_sync_duration));
+  }
+  switch (s.last_sync_kind) {
+    case SyncKind::kFull:
+    case SyncKind::kRepair:
+      out.set_last_sync_kind(v1::FULL);
+      break;
+    case SyncKind::kIncremental:
+      out.set_last_sync_kind(v1::INCREMENTAL);
+      break;
+    case SyncKind::kCheck:
+      out.set_last_sync_kind(v1::CHECK);
+      break;
+    case SyncKind::kNone:
+      break;
+  }
+  if (!s.last_error.ok()) out.set_last_error(s.last_error.ToString());
+  const State& st = *snap.state;
+  v1::ObjectCounts* objects = out.mutable_objects();
+  objects->set_namespaces(static_cast<int64_t>(st.namespaces.size()));
+  objects->set_pods(static_cast<int64_t>(st.pods.size()));
+  objects->set_network_policies(static_cast<int64_t>(st.policies.size()));
+  int64_t local = 0;
+  for (const auto& [k, pod] : st.pods) local += compiler::IsLocalPod(pod, copts) ? 1 : 0;
+  objects->set_local_pods(local);
+  if (std::shared_ptr<const nft::Program> program = reconciler_->committed()) {
+    CountProgram(*program, out.mutable_program());
+  }
+  out.set_syncs(s.syncs);
+  out.set_sync_failures(s.failures);
+  return out;
+}
+
+absl::StatusOr<v1::StatusResponse> AgentService::WaitForGeneration(
+    const v1::WaitForGenerationRequest& request, absl::Duration max_timeout) const {
+  absl::Duration timeout = absl::Seconds(30);
+  if (request.has_timeout()) {
+    if (request.timeout().seconds() < 0 || request.timeout().nanos() < 0) {
+      return absl::InvalidArgumentError("timeout: must not be negative");
+    }
+    timeout = absl::Seconds(request.timeout().seconds()) + absl::Nanoseconds(request.timeout().nanos());
+  }
+  timeout = std::min(timeout, max_timeout);
+  RETURN_IF_ERROR(reconciler_->WaitFor(request.generation(), timeout));
+  return Status();
+}
+
+}  // namespace netpol::agent

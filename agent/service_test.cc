@@ -1,0 +1,303 @@
+// AgentService over a real Store (temporary directory), a running Reconciler and
+// nft::FakeBackend: every RPC's semantics without gRPC or root.
+#include "agent/service.h"
+
+#include <cstdlib>
+#include <memory>
+
+#include "agent/convert.h"
+#include "engine/nft/fake.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+
+namespace netpol::agent {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr char kShop[] = R"(apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec:
+  nodeName: node-1
+  containers: [{name: main, ports: [{name: http, containerPort: 8080}]}]
+status: {podIP: 10.1.0.10}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop, labels: {app: client}}
+spec: {nodeName: node-1}
+status: {podIP: 10.1.0.11}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: other, namespace: shop, labels: {app: other}}
+spec: {nodeName: node-2}
+status: {podIP: 10.2.0.5}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-ingress, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: http}]
+)";
+
+constexpr absl::Duration kTimeout = absl::Seconds(30);
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/netpol-service-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    auto store = Store::Open(dir_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    ReconcilerOptions o;
+    o.compile.node_name = "node-1";
+    o.debounce = absl::ZeroDuration();
+    o.check_interval = absl::ZeroDuration();
+    Store* s = store_.get();
+    reconciler_ = std::make_unique<Reconciler>(&fake_, [s] { return s->Current(); }, o);
+    service_ = std::make_unique<AgentService>(store_.get(), reconciler_.get());
+    EXPECT_FALSE(service_->Ready());
+    ASSERT_TRUE(reconciler_->SyncNow().ok());
+    reconciler_->Start();
+    EXPECT_TRUE(service_->Ready());
+  }
+  void TearDown() override {
+    reconciler_->Stop();
+    std::system(("rm -rf " + dir_).c_str());
+  }
+
+  v1::ApplyResponse MustApply(const std::string& yaml, bool dry_run = false) {
+    v1::ApplyRequest req;
+    req.add_manifests()->set_text(yaml);
+    req.mutable_manifests(0)->set_source("shop.yaml");
+    req.set_dry_run(dry_run);
+    auto r = service_->Apply(req, kTimeout);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : v1::ApplyResponse();
+  }
+  std::string Kernel() {
+    auto t = fake_.Render("netpol");
+    return t.ok() ? *t : std::string(t.status().message());
+  }
+
+  std::string dir_;
+  nft::FakeBackend fake_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Reconciler> reconciler_;
+  std::unique_ptr<AgentService> service_;
+};
+
+std::vector<std::string> Words(const google::protobuf::RepeatedPtrField<v1::ObjectResult>& rs) {
+  std::vector<std::string> out;
+  for (const auto& r : rs) {
+    out.push_back(KubectlName(r.ref()) + " " + v1::Action_Name(r.action()));
+  }
+  return out;
+}
+
+TEST_F(ServiceTest, ApplyIsInTheKernelWhenItReturns) {
+  v1::ApplyResponse r = MustApply(kShop);
+  EXPECT_THAT(Words(r.results()),
+              ElementsAre("namespace/shop CREATED", "pod/web CREATED", "pod/client CREATED",
+                          "pod/other CREATED", "networkpolicy.networking.k8s.io/web-ingress CREATED"));
+  EXPECT_EQ(r.generation(), 1u);
+  EXPECT_EQ(reconciler_->status().applied_generation, 1u);
+  EXPECT_THAT(Kernel(), HasSubstr("10.1.0.11 . tcp . 8080"));  // client may reach web:http
+  v1::ApplyResponse again = MustApply(kShop);
+  EXPECT_EQ(again.generation(), 1u);
+  EXPECT_EQ(again.results(0).action(), v1::UNCHANGED);
+}
+
+TEST_F(ServiceTest, ObjectsAndManifestsTogetherAreOneChange) {
+  v1::ApplyRequest req;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
+                  R"({"objects": [{"namespace": {"metadata": {"name": "a"}}}],
+                      "manifests": [{"text": "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n"}]})",
+                  &req)
+                  .ok());
+  auto r = service_->Apply(req, kTimeout);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->generation(), 1u);
+  EXPECT_EQ(r->results_size(), 2);
+}
+
+TEST_F(ServiceTest, InvalidInputChangesNothing) {
+  MustApply(kShop);
+  const std::string before = Kernel();
+  v1::ApplyRequest req;
+  req.add_manifests()->set_text(R"(apiVersion: v1
+kind: Namespace
+metadata: {name: fine}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: broken, namespace: shop}
+spec:
+  podSelector: {matchExpressions: [{key: a, operator: In}]}
+)");
+  auto r = service_->Apply(req, kTimeout);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr("manifests[0]: networkpolicy shop/broken: spec.podSelector.matchExpressions[0]"));
+  EXPECT_EQ(store_->Current().generation, 1u);
+  EXPECT_EQ(store_->Current().state->namespaces.count("fine"), 0u);
+  EXPECT_EQ(Kernel(), before);
+  EXPECT_EQ(service_->Apply(v1::ApplyRequest(), kTimeout).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ServiceTest, DryRunReturnsThePlanAndChangesNothing) {
+  MustApply(kShop);
+  const std::string before = Kernel();
+  v1::ApplyResponse r = MustApply(R"(apiVersion: v1
+kind: Pod
+metadata: {name: client-2, namespace: shop, labels: {app: client}}
+spec: {nodeName: node-1}
+status: {podIP: 10.1.0.12}
+)", /*dry_run=*/true);
+  EXPECT_THAT(Words(r.results()), ElementsAre("pod/client-2 CREATED"));
+  EXPECT_THAT(r.plan().nft_changes(), HasSubstr("10.1.0.12 . tcp . 8080"));
+  EXPECT_GT(r.plan().element_changes(), 0);
+  EXPECT_THAT(r.plan().affected_pods(), ElementsAre("shop/web"));
+  EXPECT_EQ(store_->Current().generation, 1u);
+  EXPECT_EQ(Kernel(), before);
+  // A pod on another node changes nothing here.
+  v1::ApplyResponse remote = MustApply(R"(apiVersion: v1
+kind: Pod
+metadata: {name: far, namespace: shop, labels: {app: far}}
+spec: {nodeName: node-9}
+status: {podIP: 10.9.0.1}
+)", true);
+  EXPECT_EQ(remote.plan().nft_changes(), "");
+  EXPECT_TRUE(remote.plan().affected_pods().empty());
+}
+
+TEST_F(ServiceTest, DeleteCascadesAndMissingIsNotFound) {
+  MustApply(kShop);
+  v1::DeleteRequest req;
+  req.add_refs()->set_kind(v1::NAMESPACE);
+  req.mutable_refs(0)->set_name("nope");
+  EXPECT_EQ(service_->Delete(req, kTimeout).status().code(), absl::StatusCode::kNotFound);
+  req.mutable_refs(0)->set_name("shop");
+  auto r = service_->Delete(req, kTimeout);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(Words(r->results()), ElementsAre("namespace/shop DELETED"));
+  EXPECT_TRUE(store_->Current().state->pods.empty());
+  EXPECT_THAT(Kernel(), ::testing::Not(HasSubstr("10.1.0.10")));
+}
+
+TEST_F(ServiceTest, GetListCheckExplainStatus) {
+  MustApply(kShop);
+  v1::GetRequest get;
+  get.mutable_ref()->set_kind(v1::POD);
+  get.mutable_ref()->set_namespace_("shop");
+  get.mutable_ref()->set_name("web");
+  auto got = service_->Get(get);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->object().pod().status().pod_ip(), "10.1.0.10");
+  get.mutable_ref()->set_name("nobody");
+  EXPECT_EQ(service_->Get(get).status().message(), "pod shop/nobody: not found");
+
+  v1::ListRequest list;
+  list.set_kind(v1::NETWORK_POLICY);
+  auto listed = service_->List(list);
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->objects_size(), 1);
+  list.set_namespace_("elsewhere");
+  EXPECT_EQ(service_->List(list)->objects_size(), 0);
+  EXPECT_EQ(service_->List(v1::ListRequest()).status().code(), absl::StatusCode::kInvalidArgument);
+
+  v1::CheckRequest check;
+  check.mutable_source()->set_pod("shop/client");
+  check.mutable_destination()->set_pod("shop/web");
+  check.set_port(8080);
+  auto c = service_->Check(check);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->verdict(), v1::ALLOWED);
+  check.mutable_source()->set_address("192.0.2.1");
+  EXPECT_EQ(service_->Check(check)->verdict(), v1::DENIED);
+  check.mutable_source()->set_node(true);
+  EXPECT_EQ(service_->Check(check)->verdict(), v1::ALLOWED);
+  check.mutable_source()->set_address("not-an-ip");
+  EXPECT_THAT(std::string(service_->Check(check).status().message()), HasSubstr("source.address"));
+  check.mutable_source()->set_pod("shop/client");
+  check.set_port(0);
+  EXPECT_EQ(service_->Check(check).status().code(), absl::StatusCode::kInvalidArgument);
+
+  v1::ExplainPodRequest explain;
+  explain.set_pod("shop/web");
+  auto e = service_->ExplainPod(explain);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_TRUE(e->local());
+  EXPECT_THAT(e->ingress_policies(), ElementsAre("shop/web-ingress"));
+  ASSERT_FALSE(e->chains().empty());
+  EXPECT_THAT(e->nft_text(), HasSubstr("chain " + e->chains(0)));
+  explain.set_pod("shop/other");
+  auto other = service_->ExplainPod(explain);
+  EXPECT_FALSE(other->local());
+  EXPECT_TRUE(other->chains().empty());
+
+  v1::StatusResponse s = service_->Status();
+  EXPECT_TRUE(s.serving());
+  EXPECT_EQ(s.node_name(), "node-1");
+  EXPECT_EQ(s.generation(), 1u);
+  EXPECT_EQ(s.applied_generation(), 1u);
+  EXPECT_EQ(s.objects().local_pods(), 2);
+  EXPECT_EQ(s.objects().network_policies(), 1);
+  EXPECT_GT(s.program().chains(), 0);
+  EXPECT_TRUE(s.has_last_sync_time());
+
+  v1::RenderRequest render;
+  auto committed = service_->Render(render);
+  ASSERT_TRUE(committed.ok());
+  render.set_source(v1::RenderRequest::KERNEL);
+  auto kernel = service_->Render(render);
+  ASSERT_TRUE(kernel.ok());
+  EXPECT_EQ(committed->nft_text(), kernel->nft_text());
+
+  v1::WaitForGenerationRequest wait;
+  wait.set_generation(1);
+  EXPECT_TRUE(service_->WaitForGeneration(wait, kTimeout).ok());
+  wait.set_generation(7);
+  wait.mutable_timeout()->set_nanos(1000000);
+  EXPECT_EQ(service_->WaitForGeneration(wait, kTimeout).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST_F(ServiceTest, KernelFailureIsReportedToTheWriter) {
+  MustApply(kShop);
+  fake_.FailCommit(1, absl::FailedPreconditionError("kernel lacks pipapo"));
+  fake_.FailCommit(2, absl::FailedPreconditionError("kernel lacks pipapo"));
+  v1::ApplyRequest req;
+  // A new local client changes the kernel (an element of web's peer set).
+  req.add_manifests()->set_text(
+      "apiVersion: v1\nkind: Pod\nmetadata: {name: c2, namespace: shop, labels: {app: client}}\n"
+      "spec: {nodeName: node-1}\nstatus: {podIP: 10.1.0.12}\n");
+  auto r = service_->Apply(req, kTimeout);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(service_->Status().last_error(), HasSubstr("pipapo"));
+  EXPECT_THAT(Kernel(), ::testing::Not(HasSubstr("10.1.0.12")));
+  // The worker retries with a full sync; the next write succeeds and carries both.
+  req.mutable_manifests(0)->set_text(
+      "apiVersion: v1\nkind: Pod\nmetadata: {name: c3, namespace: shop, labels: {app: client}}\n"
+      "spec: {nodeName: node-1}\nstatus: {podIP: 10.1.0.13}\n");
+  ASSERT_TRUE(service_->Apply(req, kTimeout).ok());
+  EXPECT_THAT(Kernel(), HasSubstr("10.1.0.12"));
+  EXPECT_THAT(Kernel(), HasSubstr("10.1.0.13"));
+}
+
+}  // namespace
+}  // namespace netpol::agent

@@ -1,0 +1,96 @@
+// netpolctl's connection to the agent. See client.h.
+#include "cli/client.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+
+namespace netpol::cli {
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": cannot read"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Create(const ClientOptions& options) {
+  std::unique_ptr<Client> c(new Client());
+  c->server_ = options.server;
+  if (c->server_.empty()) {
+    const char* env = std::getenv("NETPOL_SERVER");
+    if (env != nullptr && *env != '\0') c->server_ = env;
+  }
+  if (c->server_.empty()) {
+    c->server_ = kDefaultServer;
+    c->server_from_default_ = true;
+  }
+  c->timeout_ = options.timeout;
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (!absl::StartsWith(c->server_, "unix:") && !options.tls_ca_file.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    absl::StatusOr<std::string> ca = ReadFile(options.tls_ca_file, "--tls-ca");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+    if (!options.tls_cert_file.empty()) {
+      absl::StatusOr<std::string> cert = ReadFile(options.tls_cert_file, "--tls-cert");
+      if (!cert.ok()) return cert.status();
+      absl::StatusOr<std::string> key = ReadFile(options.tls_key_file, "--tls-key");
+      if (!key.ok()) return key.status();
+      ssl.pem_cert_chain = *cert;
+      ssl.pem_private_key = *key;
+    }
+    creds = grpc::SslCredentials(ssl);
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(256 << 20);  // render / list of a large cluster
+  c->channel_ = grpc::CreateCustomChannel(c->server_, creds, args);
+  c->objects_ = v1::ObjectService::NewStub(c->channel_);
+  c->queries_ = v1::QueryService::NewStub(c->channel_);
+  c->status_ = v1::StatusService::NewStub(c->channel_);
+  return c;
+}
+
+std::unique_ptr<grpc::ClientContext> Client::Context() const {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+  return ctx;
+}
+
+absl::Status Client::Explain(const grpc::Status& status) const {
+  const std::string msg = status.error_message();
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+      if (absl::StrContains(msg, "starting")) {
+        return absl::UnavailableError(absl::StrCat(
+            msg, "\nThe agent at ", server_, " is up but not ready; retry shortly."));
+      }
+      return absl::UnavailableError(absl::StrCat(
+          "cannot reach netpol-agent at ", server_,
+          server_from_default_ ? " (the default; set --server or NETPOL_SERVER to use another)"
+                               : "",
+          ": ", msg,
+          "\nIs the agent running? Start it as root, e.g.\n"
+          "  netpol-agent --node-name=$(hostname) --listen=",
+          absl::StartsWith(server_, "unix:") ? server_ : std::string(kDefaultServer),
+          "\nor point --server / NETPOL_SERVER at the address it listens on."));
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return absl::PermissionDeniedError(absl::StrCat(
+          msg, "\nUse the agent's Unix socket (--server=", kDefaultServer,
+          ") or TLS with a client certificate (--tls-ca, --tls-cert, --tls-key)."));
+    default:
+      return absl::Status(static_cast<absl::StatusCode>(status.error_code()), msg);
+  }
+}
+
+}  // namespace netpol::cli

@@ -1,0 +1,564 @@
+// netpolctl's commands. See commands.h.
+#include "cli/commands.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "agent/convert.h"
+#include "engine/model/ip.h"
+#include "engine/model/loader.h"
+#include "engine/selector/selector.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace netpol::cli {
+namespace {
+
+using agent::KubectlName;
+
+// Exit codes.
+constexpr int kOk = 0;
+constexpr int kFailed = 1;
+constexpr int kUsage = 2;
+
+int Error(std::ostream& err, const absl::Status& s, int code = kFailed) {
+  err << "error: " << s.message() << "\n";
+  return code;
+}
+
+int UsageError(std::ostream& err, const std::string& message) {
+  err << "error: " << message << "\nRun 'netpolctl --help' for usage.\n";
+  return kUsage;
+}
+
+absl::StatusOr<std::string> ReadStream(std::istream& in) {
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Collects the manifests named by -f: files, directories (their *.yaml, *.yml and *.json,
+// sorted, not recursive) and "-" (stdin).
+absl::StatusOr<std::vector<v1::Manifest>> ReadManifests(const std::vector<std::string>& files,
+                                                        std::istream& in) {
+  std::vector<v1::Manifest> out;
+  auto read_file = [&out](const std::string& path) -> absl::Status {
+    std::ifstream f(path);
+    if (!f) return absl::NotFoundError(absl::StrCat("the path \"", path, "\" cannot be read"));
+    v1::Manifest m;
+    m.set_source(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    m.set_text(ss.str());
+    out.push_back(std::move(m));
+    return absl::OkStatus();
+  };
+  for (const std::string& path : files) {
+    if (path == "-") {
+      absl::StatusOr<std::string> text = ReadStream(in);
+      if (!text.ok()) return text.status();
+      v1::Manifest m;
+      m.set_source("-");
+      m.set_text(*text);
+      out.push_back(std::move(m));
+      continue;
+    }
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) {
+      return absl::NotFoundError(absl::StrCat("the path \"", path, "\" does not exist"));
+    }
+    if (!S_ISDIR(st.st_mode)) {
+      absl::Status s = read_file(path);
+      if (!s.ok()) return s;
+      continue;
+    }
+    std::vector<std::string> names;
+    if (DIR* d = ::opendir(path.c_str())) {
+      while (struct dirent* e = ::readdir(d)) {
+        std::string name = e->d_name;
+        if (absl::EndsWith(name, ".yaml") || absl::EndsWith(name, ".yml") ||
+            absl::EndsWith(name, ".json")) {
+          names.push_back(name);
+        }
+      }
+      ::closedir(d);
+    }
+    std::sort(names.begin(), names.end());
+    if (names.empty()) {
+      return absl::NotFoundError(
+          absl::StrCat("no .yaml, .yml or .json files in directory \"", path, "\""));
+    }
+    for (const std::string& name : names) {
+      absl::Status s = read_file(path + "/" + name);
+      if (!s.ok()) return s;
+    }
+  }
+  if (out.empty()) return absl::InvalidArgumentError("must specify -f FILE, DIR or -");
+  return out;
+}
+
+const char* ActionWord(v1::Action a) {
+  switch (a) {
+    case v1::CREATED:
+      return "created";
+    case v1::CONFIGURED:
+      return "configured";
+    case v1::UNCHANGED:
+      return "unchanged";
+    case v1::DELETED:
+      return "deleted";
+    default:
+      return "unknown";
+  }
+}
+
+void PrintResults(const google::protobuf::RepeatedPtrField<v1::ObjectResult>& results,
+                  bool dry_run, std::ostream& out) {
+  for (const v1::ObjectResult& r : results) {
+    out << KubectlName(r.ref()) << " " << ActionWord(r.action()) << (dry_run ? " (dry run)" : "")
+        << "\n";
+  }
+}
+
+absl::StatusOr<v1::Kind> ParseKind(std::string word) {
+  word = absl::AsciiStrToLower(word);
+  if (word == "namespaces" || word == "namespace" || word == "ns") return v1::NAMESPACE;
+  if (word == "pods" || word == "pod" || word == "po") return v1::POD;
+  if (word == "networkpolicies" || word == "networkpolicy" || word == "netpol" ||
+      word == "netpols" || word == "np" || word == "networkpolicies.networking.k8s.io") {
+    return v1::NETWORK_POLICY;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "the server doesn't have a resource type \"", word,
+      "\" (use namespaces, pods or networkpolicies)"));
+}
+
+// Prints rows as kubectl does: left-aligned columns separated by three spaces.
+void PrintTable(const std::vector<std::vector<std::string>>& rows, std::ostream& out) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    if (widths.size() < row.size()) widths.resize(row.size(), 0);
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 3, ' ');
+    }
+    out << line << "\n";
+  }
+}
+
+std::string LabelsString(const Labels& labels) {
+  if (labels.empty()) return "<none>";
+  std::vector<std::string> parts;
+  for (const auto& [k, v] : labels) parts.push_back(k + "=" + v);
+  return absl::StrJoin(parts, ",");
+}
+
+std::string JoinOrNone(const std::vector<std::string>& items) {
+  return items.empty() ? "<none>" : absl::StrJoin(items, ",");
+}
+
+std::string PrettyJson(const std::string& json) {
+  google::protobuf::Struct s;
+  if (!google::protobuf::util::JsonStringToMessage(json, &s).ok()) return json;
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.add_whitespace = true;
+  std::string out;
+  google::protobuf::util::MessageToJsonString(s, &out, opts);
+  return out;
+}
+
+int PrintObjects(const std::vector<v1::Object>& api, bool single, const CommandOptions& opts,
+                 v1::Kind kind, std::ostream& out, std::ostream& err) {
+  std::vector<Object> objects;
+  for (const v1::Object& o : api) {
+    absl::StatusOr<Object> m = agent::FromApiTrusted(o);
+    if (!m.ok()) return Error(err, m.status());
+    objects.push_back(*std::move(m));
+  }
+  if (opts.output == "yaml") {
+    out << (single ? ToYaml(objects[0]) : ToYaml(objects));
+    return kOk;
+  }
+  if (opts.output == "json") {
+    std::vector<const v1::Object*> ptrs;
+    for (const v1::Object& o : api) ptrs.push_back(&o);
+    absl::StatusOr<std::string> json = agent::ApiObjectsToJson(ptrs);
+    if (!json.ok()) return Error(err, json.status());
+    std::string text = PrettyJson(*json);
+    if (single) {
+      google::protobuf::Struct list;
+      google::protobuf::util::JsonStringToMessage(*json, &list);
+      const auto& items = list.fields().at("items").list_value().values(0);
+      google::protobuf::util::JsonPrintOptions p;
+      p.add_whitespace = true;
+      text.clear();
+      google::protobuf::util::MessageToJsonString(items.struct_value(), &text, p);
+    }
+    out << text;
+    return kOk;
+  }
+  if (!opts.output.empty() && opts.output != "wide") {
+    return UsageError(err, absl::StrCat("unknown output format \"", opts.output,
+                                        "\" (use yaml, json or wide)"));
+  }
+  if (objects.empty()) {
+    err << "No resources found" << (opts.namespace_name.empty() ? "" : " in " + opts.namespace_name + " namespace") << ".\n";
+    return kOk;
+  }
+  const bool wide = opts.output == "wide";
+  const bool ns_column = kind != v1::NAMESPACE && opts.namespace_name.empty();
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> header;
+  if (ns_column) header.push_back("NAMESPACE");
+  header.push_back("NAME");
+  switch (kind) {
+    case v1::NAMESPACE:
+      header.push_back("LABELS");
+      break;
+    case v1::POD:
+      header.insert(header.end(), {"NODE", "IP"});
+      if (wide) header.insert(header.end(), {"IPS", "HOSTNETWORK", "PORTS", "LABELS"});
+      break;
+    default:
+      header.insert(header.end(), {"POD-SELECTOR", "POLICY-TYPES"});
+      if (wide) header.insert(header.end(), {"INGRESS-RULES", "EGRESS-RULES"});
+      break;
+  }
+  rows.push_back(header);
+  for (const Object& o : objects) {
+    std::vector<std::string> row;
+    if (ns_column) row.push_back(o.NamespaceName());
+    row.push_back(o.Name());
+    if (const Namespace* ns = o.AsNamespace()) {
+      row.push_back(LabelsString(ns->labels));
+    } else if (const Pod* pod = o.AsPod()) {
+      row.push_back(pod->node_name.empty() ? "<none>" : pod->node_name);
+      row.push_back(pod->ips.empty() ? "<none>" : pod->ips[0].ToString());
+      if (wide) {
+        std::vector<std::string> ips, ports;
+        for (const IpAddr& ip : pod->ips) ips.push_back(ip.ToString());
+        for (const ContainerPort& p : pod->ports) {
+          ports.push_back(absl::StrCat(p.name.empty() ? "" : p.name + ":", p.container_port, "/",
+                                       ProtocolName(p.protocol)));
+        }
+        row.push_back(JoinOrNone(ips));
+        row.push_back(pod->host_network ? "true" : "false");
+        row.push_back(JoinOrNone(ports));
+        row.push_back(LabelsString(pod->labels));
+      }
+    } else if (const NetworkPolicy* np = o.AsNetworkPolicy()) {
+      row.push_back(SelectorString(np->pod_selector));
+      std::vector<std::string> types;
+      if (np->ingress_type) types.push_back("Ingress");
+      if (np->egress_type) types.push_back("Egress");
+      row.push_back(JoinOrNone(types));
+      if (wide) {
+        row.push_back(absl::StrCat(np->ingress.size()));
+        row.push_back(absl::StrCat(np->egress.size()));
+      }
+    }
+    rows.push_back(row);
+  }
+  PrintTable(rows, out);
+  return kOk;
+}
+
+int Apply(Client& c, const CommandOptions& opts, bool dry_run, bool diff, std::istream& in,
+          std::ostream& out, std::ostream& err) {
+  // diff: 1 means "there are changes", so errors exit 2.
+  const int fail = diff ? kUsage : kFailed;
+  absl::StatusOr<std::vector<v1::Manifest>> manifests = ReadManifests(opts.files, in);
+  if (!manifests.ok()) return Error(err, manifests.status(), fail);
+  v1::ApplyRequest req;
+  for (v1::Manifest& m : *manifests) {
+    m.set_default_namespace(opts.namespace_name);
+    *req.add_manifests() = std::move(m);
+  }
+  req.set_dry_run(dry_run);
+  v1::ApplyResponse resp;
+  grpc::Status st = c.objects().Apply(c.Context().get(), req, &resp);
+  if (!st.ok()) return Error(err, c.Explain(st), fail);
+  PrintResults(resp.results(), dry_run && !diff, out);
+  if (!diff) return kOk;
+  bool changes = !resp.plan().nft_changes().empty();
+  for (const v1::ObjectResult& r : resp.results()) changes |= r.action() != v1::UNCHANGED;
+  out << "--- nft changes (" << resp.plan().element_changes() << " element changes)\n"
+      << (resp.plan().nft_changes().empty() ? "(none)\n" : resp.plan().nft_changes());
+  if (!resp.plan().nft_changes().empty() && resp.plan().nft_changes().back() != '\n') out << "\n";
+  out << "--- affected pods\n";
+  if (resp.plan().affected_pods().empty()) out << "(none)\n";
+  for (const std::string& p : resp.plan().affected_pods()) out << p << "\n";
+  return changes ? kFailed : kOk;
+}
+
+int Delete(Client& c, const std::vector<std::string>& args, const CommandOptions& opts,
+           std::istream& in, std::ostream& out, std::ostream& err) {
+  v1::DeleteRequest req;
+  req.set_dry_run(opts.dry_run);
+  req.set_ignore_not_found(opts.ignore_not_found);
+  if (!opts.files.empty()) {
+    if (args.size() > 1) return UsageError(err, "use either -f or KIND NAME, not both");
+    absl::StatusOr<std::vector<v1::Manifest>> manifests = ReadManifests(opts.files, in);
+    if (!manifests.ok()) return Error(err, manifests.status());
+    for (v1::Manifest& m : *manifests) {
+      m.set_default_namespace(opts.namespace_name);
+      *req.add_manifests() = std::move(m);
+    }
+  } else {
+    if (args.size() < 3) return UsageError(err, "delete needs -f FILE or KIND NAME...");
+    absl::StatusOr<v1::Kind> kind = ParseKind(args[1]);
+    if (!kind.ok()) return UsageError(err, std::string(kind.status().message()));
+    for (size_t i = 2; i < args.size(); ++i) {
+      v1::ObjectRef* ref = req.add_refs();
+      ref->set_kind(*kind);
+      ref->set_name(args[i]);
+      if (*kind != v1::NAMESPACE) {
+        ref->set_namespace_(opts.namespace_name.empty() ? "default" : opts.namespace_name);
+      }
+    }
+  }
+  v1::DeleteResponse resp;
+  grpc::Status st = c.objects().Delete(c.Context().get(), req, &resp);
+  if (!st.ok()) return Error(err, c.Explain(st));
+  PrintResults(resp.results(), opts.dry_run, out);
+  return kOk;
+}
+
+int Get(Client& c, const std::vector<std::string>& args, const CommandOptions& opts,
+        std::ostream& out, std::ostream& err) {
+  if (args.size() < 2) return UsageError(err, "get needs a kind: namespaces, pods or networkpolicies");
+  if (args.size() > 3) return UsageError(err, "get takes a kind and at most one name");
+  absl::StatusOr<v1::Kind> kind = ParseKind(args[1]);
+  if (!kind.ok()) return UsageError(err, std::string(kind.status().message()));
+  std::vector<v1::Object> objects;
+  if (args.size() == 3) {
+    v1::GetRequest req;
+    req.mutable_ref()->set_kind(*kind);
+    req.mutable_ref()->set_name(args[2]);
+    if (*kind != v1::NAMESPACE) {
+      req.mutable_ref()->set_namespace_(opts.namespace_name.empty() ? "default"
+                                                                   : opts.namespace_name);
+    }
+    v1::GetResponse resp;
+    grpc::Status st = c.objects().Get(c.Context().get(), req, &resp);
+    if (!st.ok()) return Error(err, c.Explain(st));
+    objects.push_back(resp.object());
+    CommandOptions o = opts;
+    if (o.namespace_name.empty()) o.namespace_name = req.ref().namespace_();
+    return PrintObjects(objects, true, o, *kind, out, err);
+  }
+  v1::ListRequest req;
+  req.set_kind(*kind);
+  req.set_namespace_(opts.namespace_name);
+  v1::ListResponse resp;
+  grpc::Status st = c.objects().List(c.Context().get(), req, &resp);
+  if (!st.ok()) return Error(err, c.Explain(st));
+  objects.assign(resp.objects().begin(), resp.objects().end());
+  return PrintObjects(objects, false, opts, *kind, out, err);
+}
+
+int Status(Client& c, std::ostream& out, std::ostream& err) {
+  v1::StatusResponse s;
+  grpc::Status st = c.status().Status(c.Context().get(), v1::StatusRequest(), &s);
+  if (!st.ok()) return Error(err, c.Explain(st));
+  using google::protobuf::util::TimeUtil;
+  std::string last_sync = "never";
+  if (s.has_last_sync_time()) {
+    const char* kind = s.last_sync_kind() == v1::FULL          ? "full"
+                       : s.last_sync_kind() == v1::INCREMENTAL ? "incremental"
+                                                               : "check";
+    last_sync = absl::StrCat(kind, " at ", TimeUtil::ToString(s.last_sync_time()), ", took ",
+                             absl::FormatDuration(absl::Nanoseconds(
+                                 TimeUtil::DurationToNanoseconds(s.last_sync_duration()))));
+  }
+  PrintTable(
+      {
+          {"Agent:", c.server()},
+          {"Node:", s.node_name()},
+          {"Table:", "inet " + s.table()},
+          {"Serving:", s.serving() ? "yes" : "no (starting: the first sync has not committed)"},
+          {"Generation:", absl::StrCat(s.generation(), " (in the kernel: ",
+                                       s.applied_generation(), ")")},
+          {"Last sync:", last_sync},
+          {"Last error:", s.last_error().empty() ? "none" : s.last_error()},
+          {"Objects:", absl::StrCat(s.objects().namespaces(), " namespaces, ", s.objects().pods(),
+                                    " pods (", s.objects().local_pods(), " local), ",
+                                    s.objects().network_policies(), " networkpolicies")},
+          {"Program:", absl::StrCat(s.program().chains(), " chains, ", s.program().rules(),
+                                    " rules, ", s.program().sets(), " sets, ",
+                                    s.program().elements(), " elements")},
+          {"Syncs:", absl::StrCat(s.syncs(), " (", s.sync_failures(), " failed)")},
+      },
+      out);
+  return s.serving() && s.last_error().empty() ? kOk : kFailed;
+}
+
+absl::StatusOr<v1::Endpoint> ParseEndpoint(const std::string& text, const char* flag,
+                                           const std::string& ns) {
+  v1::Endpoint e;
+  if (text.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " is required: NAMESPACE/POD, POD (in -n or default), an IP address, "
+                           "or node"));
+  }
+  if (text == "node") {
+    e.set_node(true);
+  } else if (IpAddr::Parse(text).ok()) {
+    e.set_address(text);
+  } else if (text.find('/') != std::string::npos) {
+    e.set_pod(text);
+  } else {
+    e.set_pod((ns.empty() ? "default" : ns) + "/" + text);
+  }
+  return e;
+}
+
+void PrintSide(const char* title, const v1::SideDecision& s, std::ostream& out) {
+  out << title << (s.allowed() ? "allowed" : "denied") << ": " << s.explanation() << "\n";
+}
+
+int Check(Client& c, const CommandOptions& opts, std::ostream& out, std::ostream& err) {
+  v1::CheckRequest req;
+  absl::StatusOr<v1::Endpoint> from = ParseEndpoint(opts.from, "--from", opts.namespace_name);
+  if (!from.ok()) return UsageError(err, std::string(from.status().message()));
+  absl::StatusOr<v1::Endpoint> to = ParseEndpoint(opts.to, "--to", opts.namespace_name);
+  if (!to.ok()) return UsageError(err, std::string(to.status().message()));
+  if (opts.port <= 0) return UsageError(err, "--port is required (1-65535)");
+  v1::Protocol proto;
+  if (!v1::Protocol_Parse(absl::AsciiStrToUpper(opts.protocol), &proto) ||
+      proto == v1::PROTOCOL_UNSPECIFIED) {
+    return UsageError(err, absl::StrCat("--protocol ", opts.protocol, ": use TCP, UDP or SCTP"));
+  }
+  *req.mutable_source() = *from;
+  *req.mutable_destination() = *to;
+  req.set_port(opts.port);
+  req.set_protocol(proto);
+  req.set_ip_family(opts.ip_family);
+  v1::CheckResponse resp;
+  grpc::Status st = c.queries().Check(c.Context().get(), req, &resp);
+  if (!st.ok()) return Error(err, c.Explain(st), kUsage);
+  out << resp.explanation();
+  if (!resp.explanation().empty() && resp.explanation().back() != '\n') out << "\n";
+  switch (resp.verdict()) {
+    case v1::ALLOWED:
+      return kOk;
+    case v1::DENIED:
+      return kFailed;
+    default:
+      return kUsage;
+  }
+}
+
+int Explain(Client& c, const std::vector<std::string>& args, const CommandOptions& opts,
+            std::ostream& out, std::ostream& err) {
+  if (args.size() != 3 || ParseKind(args[1]).value_or(v1::KIND_UNSPECIFIED) != v1::POD) {
+    return UsageError(err, "usage: netpolctl explain pod NAMESPACE/NAME");
+  }
+  v1::ExplainPodRequest req;
+  req.set_pod(args[2].find('/') == std::string::npos
+                  ? (opts.namespace_name.empty() ? "default" : opts.namespace_name) + "/" + args[2]
+                  : args[2]);
+  v1::ExplainPodResponse resp;
+  grpc::Status st = c.queries().ExplainPod(c.Context().get(), req, &resp);
+  if (!st.ok()) return Error(err, c.Explain(st));
+  std::vector<std::string> ports, ips;
+  for (const v1::NamedPort& p : resp.named_ports()) {
+    ports.push_back(absl::StrCat(p.name(), "=", p.port(), "/", v1::Protocol_Name(p.protocol())));
+  }
+  for (const v1::PodIP& ip : resp.pod().status().pod_ips()) ips.push_back(ip.ip());
+  std::vector<std::string> in_pol(resp.ingress_policies().begin(), resp.ingress_policies().end());
+  std::vector<std::string> eg_pol(resp.egress_policies().begin(), resp.egress_policies().end());
+  std::vector<std::string> chains(resp.chains().begin(), resp.chains().end());
+  PrintTable(
+      {
+          {"Pod:", req.pod()},
+          {"Node:", resp.pod().spec().node_name().empty() ? "<none>" : resp.pod().spec().node_name()},
+          {"Enforced here:", resp.local() ? "yes" : "no (not on this node, or hostNetwork)"},
+          {"IPs:", JoinOrNone(ips)},
+          {"Ingress policies:", JoinOrNone(in_pol)},
+          {"Egress policies:", JoinOrNone(eg_pol)},
+          {"Named ports:", JoinOrNone(ports)},
+          {"Chains:", JoinOrNone(chains)},
+      },
+      out);
+  if (!resp.nft_text().empty()) out << "\n" << resp.nft_text();
+  return kOk;
+}
+
+int Render(Client& c, const CommandOptions& opts, std::ostream& out, std::ostream& err) {
+  v1::RenderRequest req;
+  req.set_source(opts.kernel ? v1::RenderRequest::KERNEL : v1::RenderRequest::COMMITTED);
+  v1::RenderResponse resp;
+  grpc::Status st = c.queries().Render(c.Context().get(), req, &resp);
+  if (!st.ok()) return Error(err, c.Explain(st));
+  out << resp.nft_text();
+  return kOk;
+}
+
+}  // namespace
+
+std::string Usage() {
+  return R"(netpolctl: talk to netpol-agent, the node's NetworkPolicy enforcer.
+
+Usage:
+  netpolctl apply -f FILE|DIR|- [--dry-run]   create or update objects (Namespace, Pod,
+                                              NetworkPolicy, List); returns once enforced
+  netpolctl delete -f FILE|DIR|-              delete the objects the files name
+  netpolctl delete KIND NAME... [-n NS]       (namespaces also delete their pods and policies)
+  netpolctl get KIND [NAME] [-n NS] [-o wide|yaml|json]
+                                              KIND: namespaces|ns, pods|po, networkpolicies|netpol
+                                              (without -n: every namespace)
+  netpolctl status                            exit 0 only when serving and the last sync succeeded
+  netpolctl check --from SRC --to DST --port P [--protocol TCP|UDP|SCTP] [--ip-family IPv6]
+                                              SRC/DST: NS/POD, POD (in -n or default), an IP, or
+                                              node (source only); exit 0 allowed, 1 denied,
+                                              2 not applicable or error
+  netpolctl explain pod NS/NAME               policies, chains and named ports of a pod
+  netpolctl render [--kernel]                 the nftables program (as committed, or read back)
+  netpolctl diff -f FILE|DIR|-                what applying would change (exit 1 when anything)
+
+Connection: --server=unix:///run/netpol/agent.sock (default) or host:port, or $NETPOL_SERVER;
+over TCP, --tls-ca=CA.pem enables TLS and --tls-cert/--tls-key authenticate (writes need them).
+)";
+}
+
+int Run(Client& client, const std::vector<std::string>& args, const CommandOptions& options,
+        std::istream& in, std::ostream& out, std::ostream& err) {
+  if (args.empty()) {
+    err << Usage();
+    return kUsage;
+  }
+  const std::string& cmd = args[0];
+  if (cmd == "apply") {
+    if (args.size() != 1) return UsageError(err, "apply takes only -f");
+    return Apply(client, options, options.dry_run, false, in, out, err);
+  }
+  if (cmd == "diff") {
+    if (args.size() != 1) return UsageError(err, "diff takes only -f");
+    return Apply(client, options, true, true, in, out, err);
+  }
+  if (cmd == "delete") return Delete(client, args, options, in, out, err);
+  if (cmd == "get") return Get(client, args, options, out, err);
+  if (cmd == "status") return Status(client, out, err);
+  if (cmd == "check") return Check(client, options, out, err);
+  if (cmd == "explain") return Explain(client, args, options, out, err);
+  if (cmd == "render") return Render(client, options, out, err);
+  return UsageError(err, absl::StrCat("unknown command \"", cmd, "\""));
+}
+
+}  // namespace netpol::cli
