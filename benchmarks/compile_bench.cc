@@ -1,0 +1,198 @@
+// In-process benchmarks of the engine on the issue-9 tiers: full compile (time, ns per emitted
+// element, peak extra memory), Diff, and incremental events (event -> transaction: the model
+// change, a full Compile and the Diff against the previous program), p50/p99 per event kind.
+//
+//   bazel run -c opt //benchmarks:compile_bench -- --tiers=T1,T2,T3,T4 \
+//       --benchmark_counters_tabular=true --benchmark_out=compile.json
+//
+// Flags (besides Google Benchmark's --benchmark_*):
+//   --tiers=T1,T2,T3,T4     tiers (and variants, e.g. T2-dense) to run
+//   --events=1000           events per incremental family (add+delete pairs count as two)
+//   --event_budget_s=60     cap on one family's run: fewer events when one compile is slow
+//   --peak_memory=true      measure a compile's peak extra RSS in a forked child
+// Tiers are generated and compiled once before the benchmarks run; T4's compile therefore
+// runs a handful of times in all, not in a long loop.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "benchmark/benchmark.h"
+#include "benchmarks/bench_util.h"
+#include "engine/compiler/compiler.h"
+#include "engine/nft/diff.h"
+
+ABSL_FLAG(std::string, tiers, "T1,T2,T3,T4", "comma-separated tiers");
+ABSL_FLAG(int, events, 1000, "events per incremental family");
+ABSL_FLAG(double, event_budget_s, 60, "time cap per incremental family and tier");
+ABSL_FLAG(bool, peak_memory, true, "measure a compile's peak extra RSS in a forked child");
+
+namespace netpol::bench {
+namespace {
+
+void CompileOnce(const void* arg) {
+  const TierData* t = static_cast<const TierData*>(arg);
+  absl::StatusOr<nft::Program> p = compiler::Compile(t->state, MeasuredNodeOptions());
+  benchmark::DoNotOptimize(p);
+}
+
+void BM_Compile(benchmark::State& st, const TierData* tier) {
+  const ProgramCounts counts = Count(tier->program);
+  double cpu = 0;
+  for (auto _ : st) {
+    const double c0 = ThreadCpuSeconds();
+    absl::StatusOr<nft::Program> p = compiler::Compile(tier->state, MeasuredNodeOptions());
+    cpu += ThreadCpuSeconds() - c0;
+    if (!p.ok()) {
+      st.SkipWithError(std::string(p.status().message()).c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(p);
+  }
+  st.counters["chains"] = counts.chains;
+  st.counters["rules"] = counts.rules;
+  st.counters["sets"] = counts.sets;
+  st.counters["elements"] = counts.elements;
+  st.counters["emitted"] = counts.Emitted();
+  // CPU time per emitted element (rules + set elements): the machine is shared, so wall time
+  // includes other processes' work.
+  st.counters["cpu_ns_per_element"] =
+      cpu * 1e9 / (static_cast<double>(st.iterations()) * std::max<size_t>(1, counts.Emitted()));
+  st.counters["cpu_ms"] = cpu * 1e3 / static_cast<double>(st.iterations());
+  st.counters["pods"] = tier->state.pods.size();
+  st.counters["policies"] = tier->state.policies.size();
+  if (absl::GetFlag(FLAGS_peak_memory)) {
+    absl::StatusOr<size_t> extra = PeakExtraBytes(&CompileOnce, tier);
+    if (extra.ok()) st.counters["peak_extra_MB"] = *extra / 1048576.0;
+  }
+  st.counters["process_peak_MB"] = PeakRssBytes() / 1048576.0;
+}
+
+// Diff between the tier's program and the one after one local pod joined.
+void BM_DiffEvent(benchmark::State& st, const TierData* tier) {
+  State s = tier->state;
+  Pod pod = EventPod(s, 0, kMeasuredNode, tier->spec.dual_stack);
+  s.pods[pod.Key()] = pod;
+  absl::StatusOr<nft::Program> after = compiler::Compile(s, MeasuredNodeOptions());
+  if (!after.ok()) {
+    st.SkipWithError(std::string(after.status().message()).c_str());
+    return;
+  }
+  size_t commands = 0, elements = 0;
+  for (auto _ : st) {
+    nft::Transaction tx = nft::Diff(tier->program, *after);
+    commands = tx.size();
+    elements = tx.ElementCount();
+    benchmark::DoNotOptimize(tx);
+  }
+  st.counters["commands"] = commands;
+  st.counters["tx_elements"] = elements;
+}
+
+// Diff from an empty table to the whole program (what a cold start sends) and FullReplace.
+void BM_DiffFull(benchmark::State& st, const TierData* tier) {
+  nft::Program empty;
+  empty.table = tier->program.table;
+  size_t commands = 0, elements = 0;
+  for (auto _ : st) {
+    nft::Transaction tx = nft::Diff(empty, tier->program);
+    commands = tx.size();
+    elements = tx.ElementCount();
+    benchmark::DoNotOptimize(tx);
+  }
+  st.counters["commands"] = commands;
+  st.counters["tx_elements"] = elements;
+}
+
+int EventsFor(const TierData* tier) {
+  int events = absl::GetFlag(FLAGS_events);
+  const double per_event = std::max(tier->compile_seconds, 1e-6);
+  const int budget = static_cast<int>(absl::GetFlag(FLAGS_event_budget_s) / per_event);
+  events = std::max(2, std::min(events, budget));
+  return events - events % 2;  // whole pairs
+}
+
+void BM_Incremental(benchmark::State& st, const TierData* tier, EventFamily family) {
+  const int events = EventsFor(tier);
+  std::map<EventKind, std::vector<double>> by_kind, cpu_by_kind;
+  std::vector<double> commands;
+  for (auto _ : st) {
+    absl::StatusOr<std::vector<EventTiming>> timings = RunEvents(*tier, family, events, nullptr);
+    if (!timings.ok()) {
+      st.SkipWithError(std::string(timings.status().message()).c_str());
+      return;
+    }
+    double total = 0;
+    for (const EventTiming& t : *timings) {
+      by_kind[t.kind].push_back(t.compile_diff_us);
+      cpu_by_kind[t.kind].push_back(t.compile_diff_cpu_us);
+      commands.push_back(static_cast<double>(t.commands));
+      total += t.compile_diff_us;
+    }
+    st.SetIterationTime(total / 1e6 / timings->size());  // per event
+  }
+  for (const auto& [kind, us] : by_kind) {
+    const std::string k = EventKindName(kind);
+    st.counters[k + "_p50_us"] = Percentile(us, 0.50);
+    st.counters[k + "_p99_us"] = Percentile(us, 0.99);
+    st.counters[k + "_max_us"] = Percentile(us, 1.0);
+    st.counters[k + "_n"] = us.size();
+    st.counters[k + "_cpu_p50_us"] = Percentile(cpu_by_kind[kind], 0.50);
+    st.counters[k + "_cpu_p99_us"] = Percentile(cpu_by_kind[kind], 0.99);
+  }
+  st.counters["tx_commands_p50"] = Percentile(commands, 0.5);
+}
+
+}  // namespace
+}  // namespace netpol::bench
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  absl::ParseCommandLine(argc, argv);
+  using namespace netpol::bench;  // NOLINT: main only
+  const std::vector<std::string> tiers =
+      absl::StrSplit(absl::GetFlag(FLAGS_tiers), ',', absl::SkipEmpty());
+  for (const std::string& name : tiers) {
+    auto t0 = std::chrono::steady_clock::now();
+    absl::StatusOr<const TierData*> tier = Tier(name);
+    if (!tier.ok()) {
+      fprintf(stderr, "compile_bench: %s\n", std::string(tier.status().message()).c_str());
+      return 1;
+    }
+    fprintf(stderr,
+            "compile_bench: %s generated and compiled in %.2fs (compile %.3fs wall, %.3fs cpu)\n",
+            name.c_str(), SecondsSince(t0), (*tier)->compile_seconds,
+            (*tier)->compile_cpu_seconds);
+    const TierData* t = *tier;
+    const bool slow = t->compile_seconds > 0.5;
+    auto* c = benchmark::RegisterBenchmark(("BM_Compile/" + name).c_str(), BM_Compile, t)
+                  ->Unit(benchmark::kMillisecond);
+    if (slow) c->Iterations(1);
+    benchmark::RegisterBenchmark(("BM_DiffEvent/" + name).c_str(), BM_DiffEvent, t)
+        ->Unit(benchmark::kMicrosecond);
+    auto* f = benchmark::RegisterBenchmark(("BM_DiffFull/" + name).c_str(), BM_DiffFull, t)
+                  ->Unit(benchmark::kMillisecond);
+    if (slow) f->Iterations(1);
+    const std::pair<const char*, EventFamily> families[] = {
+        {"pod_churn", EventFamily::kPodChurn},
+        {"relabel", EventFamily::kRelabel},
+        {"policy_churn", EventFamily::kPolicyChurn}};
+    for (const auto& [fname, family] : families) {
+      benchmark::RegisterBenchmark(
+          absl::StrCat("BM_Incremental/", name, "/", fname).c_str(),
+          [t, family = family](benchmark::State& st) { BM_Incremental(st, t, family); })
+          ->Iterations(1)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+    }
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,342 @@
+#!/usr/bin/python3
+"""The datapath benchmark: new TCP connections between two pods on one node, under four rulesets.
+
+In a lab (tests/lab: a node namespace with bridge cni0 and br_netfilter, one namespace per pod)
+with two pods, dp-client/client (10.244.1.17) and dp-server/server (10.244.1.18), the client runs
+`connbench connect` against `connbench serve` on TCP 8080 in the server. A connection's latency
+is its blocking connect(): SYN out, SYN-ACK back, as the client sees it; the SYN crosses the
+node's forward hook, where the ruleset under test sits. For each policy count N (all N policies
+select the server; exactly one, the last, allows the client on 8080; see
+benchmarks/workload/workload.h DatapathState) it measures, interleaved round by round:
+
+  none      no table at all (no conntrack either)
+  accept    an accept-all inet table on the same hooks (forward, input; priority 0) with
+            `ct state established,related accept`: the fixed cost of a table plus conntrack
+  iptables  the iptables + ipset ruleset an iptables engine installs for the same state
+            (benchmarks/datapath/iptables_layout.h), via iptables-restore and ipset restore
+  netpol    netpol's table, committed by netpol-enforce
+
+Each round runs every mode once, in an order rotated per round, so slow drifts of a shared
+machine spread over all modes. Every mode must connect every time; with N > 0 a connection to a
+port no policy allows (81) must fail under iptables and netpol, which proves the rules filter.
+
+Output (in --out): results.csv (one row per measurement), latencies-<N>-<mode>.txt (every
+latency, all rounds), summary.json (pooled per N and mode, and the ratios). It prints the
+summary table. Only the lab's own namespaces are touched, never the host's firewall.
+
+    sudo /usr/bin/python3 benchmarks/datapath/run.py --bin bazel-bin --out /tmp/datapath
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
+
+import lab  # noqa: E402
+
+MODES = ("none", "accept", "iptables", "netpol")
+PORT = 8080
+BLOCKED_PORT = 81  # the lab's pod server listens here; no policy allows it
+NODE = "node-1"
+CLIENT = lab.PodSpec("dp-client", "client", "10.244.1.17", "fd00:10:244:1::11")
+SERVER = lab.PodSpec("dp-server", "server", "10.244.1.18", "fd00:10:244:1::12")
+ACCEPT_TABLE = "npbench_accept"
+ACCEPT_NFT = """table inet %s {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    ct state established,related accept
+  }
+  chain input {
+    type filter hook input priority 0; policy accept;
+    ct state established,related accept
+  }
+}
+""" % ACCEPT_TABLE
+EMPTY_FILTER = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+
+
+def quantile(values, q):
+    """Nearest-rank quantile, as the C++ benchmarks compute it."""
+    if not values:
+        return 0.0
+    v = sorted(values)
+    rank = min(max(int(math.ceil(q * len(v))), 1), len(v))
+    return v[rank - 1]
+
+
+class Bench:
+    def __init__(self, args, the_lab, out):
+        self.args = args
+        self.lab = the_lab
+        self.out = out
+        self.iptables_used = False
+        self.ipt_restore = "iptables-%s-restore" % args.iptables
+
+    def node(self, argv, input=None, check=True, timeout=600):
+        return self.lab.node_exec(argv, input=input, check=check, timeout=timeout)
+
+    # ---- rulesets
+
+    def teardown(self):
+        """Removes whatever ruleset a mode installed in the node namespace."""
+        self.node(["nft", "delete", "table", "inet", "netpol"], check=False)
+        self.node(["nft", "delete", "table", "inet", ACCEPT_TABLE], check=False)
+        if self.iptables_used:
+            # A restore without --noflush empties the table and deletes every user chain; then
+            # the sets are no longer referenced and can go.
+            self.node([self.ipt_restore], input=EMPTY_FILTER)
+            self.node(["ipset", "destroy"], check=False)
+            if self.args.iptables == "nft":
+                self.node(["nft", "delete", "table", "ip", "filter"], check=False)
+
+    def setup(self, mode, n):
+        t0 = time.monotonic()
+        if mode == "accept":
+            self.lab.nft(ACCEPT_NFT)
+        elif mode == "iptables":
+            self.iptables_used = True
+            self.node(["ipset", "restore", "-file", self.files[n]["ipset"]])
+            with open(self.files[n]["iptables"]) as f:
+                self.node([self.ipt_restore], input=f.read())
+        elif mode == "netpol":
+            self.node([self.args.enforce, "--state", self.files[n]["state"], "--node", NODE,
+                       "--table", "netpol"])
+        return time.monotonic() - t0
+
+    # ---- inputs
+
+    def prepare(self, n):
+        d = os.path.join(self.out, "inputs")
+        os.makedirs(d, exist_ok=True)
+        state = os.path.join(d, "state-%d.yaml" % n)
+        lab.run([self.args.workload, "--datapath_policies", str(n), "--background_pods",
+                 str(self.args.background_pods), "--seed", str(self.args.seed), "--out", state])
+        ipset, ipt = os.path.join(d, "ipset-%d.txt" % n), os.path.join(d, "iptables-%d.txt" % n)
+        counts = json.loads(lab.run([self.args.layout, "--state", state, "--node", NODE,
+                                     "--ipset_out", ipset, "--iptables_out", ipt]).stdout)
+        return {"state": state, "ipset": ipset, "iptables": ipt, "layout": counts}
+
+    # ---- measuring
+
+    def client(self, port, count, warmup, timeout_ms, raw=None):
+        pod = self.lab.pods[CLIENT.key]
+        argv = ["ip", "netns", "exec", pod.netns, self.args.connbench, "connect", "--addr",
+                SERVER.ipv4, "--port", str(port), "--count", str(count), "--warmup", str(warmup),
+                "--timeout_ms", str(timeout_ms), "--max_seconds", str(self.args.max_seconds)]
+        if raw:
+            argv += ["--raw", raw]
+        cp = lab.run(argv, check=False, timeout=self.args.max_seconds + 120)
+        try:
+            return json.loads(cp.stdout)
+        except ValueError:
+            raise lab.LabError("connbench connect: exit %d: %s" % (cp.returncode, cp.stderr))
+
+    def run(self):
+        a = self.args
+        self.files = {}
+        for n in a.policies:
+            self.files[n] = self.prepare(n)
+            print("N=%d: iptables layout %s" % (n, self.files[n]["layout"]), flush=True)
+        rows = []
+        latencies = {}
+        csv_path = os.path.join(self.out, "results.csv")
+        with open(csv_path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["policies", "mode", "round", "setup_s", "count", "ok", "failed", "p50_us",
+                        "p90_us", "p99_us", "mean_us", "conns_per_s", "blocked_port_refused"])
+            for n in a.policies:
+                for r in range(a.rounds):
+                    order = list(a.modes[r % len(a.modes):]) + list(a.modes[:r % len(a.modes)])
+                    for mode in order:
+                        self.teardown()
+                        setup_s = self.setup(mode, n)
+                        self.lab.flush_conntrack()
+                        raw = os.path.join(self.out, "raw.txt")
+                        res = self.client(PORT, a.connects, a.warmup, 1000, raw)
+                        with open(raw) as rf:
+                            latencies.setdefault((n, mode), []).extend(
+                                float(x) for x in rf.read().split())
+                        # The filter must filter: a port no policy allows stays closed.
+                        blocked = ""
+                        if n > 0 and mode in ("iptables", "netpol"):
+                            probe = self.client(BLOCKED_PORT, 1, 0, 300)
+                            blocked = "yes" if probe["ok"] == 0 else "NO"
+                        row = [n, mode, r, "%.3f" % setup_s, res["count"], res["ok"],
+                               res["failed"], res["p50_us"], res["p90_us"], res["p99_us"],
+                               res["mean_us"], res["conns_per_s"], blocked]
+                        w.writerow(row)
+                        f.flush()
+                        rows.append(dict(zip(["policies", "mode", "round", "setup_s", "count",
+                                              "ok", "failed", "p50_us", "p90_us", "p99_us",
+                                              "mean_us", "conns_per_s", "blocked"], row)))
+                        print("N=%-6d round %d %-9s setup %7.3fs  p50 %8.1fus  p99 %8.1fus  "
+                              "%7.0f conn/s  failed %d%s" % (
+                                  n, r, mode, setup_s, res["p50_us"], res["p99_us"],
+                                  res["conns_per_s"], res["failed"],
+                                  "  blocked-port-closed=%s" % blocked if blocked else ""),
+                              flush=True)
+            self.teardown()
+        for (n, mode), values in latencies.items():
+            with open(os.path.join(self.out, "latencies-%d-%s.txt" % (n, mode)), "w") as lf:
+                lf.write("\n".join("%.2f" % v for v in values) + "\n")
+        return self.summarize(rows, latencies)
+
+    def summarize(self, rows, latencies):
+        summary = {"machine": machine(), "args": {k: v for k, v in vars(self.args).items()},
+                   "results": {}}
+        for n in self.args.policies:
+            per = {}
+            for mode in self.args.modes:
+                mine = [r for r in rows if r["policies"] == n and r["mode"] == mode]
+                values = latencies.get((n, mode), [])
+                rates = [r["conns_per_s"] for r in mine]
+                per[mode] = {
+                    "p50_us": quantile(values, 0.5), "p99_us": quantile(values, 0.99),
+                    "mean_us": sum(values) / len(values) if values else 0,
+                    "connections": len(values),
+                    "failed": sum(r["failed"] for r in mine),
+                    "conns_per_s": quantile(rates, 0.5),
+                    "setup_s": quantile([float(r["setup_s"]) for r in mine], 0.5),
+                    "blocked_port_closed": all(r["blocked"] in ("", "yes") for r in mine),
+                    "layout": self.files[n]["layout"] if mode == "iptables" else None,
+                }
+            ratios = {}
+            if "netpol" in per and "none" in per and per["none"]["p50_us"]:
+                ratios["netpol_added_us"] = per["netpol"]["p50_us"] - per["none"]["p50_us"]
+                ratios["netpol_over_none"] = per["netpol"]["p50_us"] / per["none"]["p50_us"]
+            if "netpol" in per and "accept" in per and per["accept"]["p50_us"]:
+                ratios["netpol_over_accept"] = per["netpol"]["p50_us"] / per["accept"]["p50_us"]
+            if "iptables" in per and "netpol" in per and per["netpol"]["p50_us"]:
+                ratios["iptables_over_netpol"] = per["iptables"]["p50_us"] / per["netpol"]["p50_us"]
+                none = per.get("none", {}).get("p50_us", 0)
+                added_ipt = per["iptables"]["p50_us"] - none
+                added_np = per["netpol"]["p50_us"] - none
+                if added_np > 0:
+                    ratios["iptables_added_over_netpol_added"] = added_ipt / added_np
+            summary["results"][str(n)] = {"modes": per, "ratios": ratios}
+        with open(os.path.join(self.out, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        print_summary(summary)
+        return summary
+
+
+def machine():
+    def read(path):
+        try:
+            with open(path) as f:
+                return f.read()
+        except OSError:
+            return ""
+    model = [l.split(":", 1)[1].strip() for l in read("/proc/cpuinfo").splitlines()
+             if l.startswith("model name")]
+    return {"kernel": os.uname().release, "cpus": os.cpu_count(),
+            "cpu": model[0] if model else "?", "loadavg": read("/proc/loadavg").strip()}
+
+
+def print_summary(summary):
+    modes = list(next(iter(summary["results"].values()))["modes"]) if summary["results"] else []
+    print("\nconnect latency p50 / p99 (us), connections/s; machine: %s" % summary["machine"])
+    print("%8s " % "policies" + "".join("%26s" % m for m in modes) +
+          "  netpol-none  ipt/netpol")
+    for n, res in summary["results"].items():
+        line = "%8s " % n
+        for m in modes:
+            d = res["modes"][m]
+            line += "%26s" % ("%.1f / %.1f, %.0f/s%s" % (d["p50_us"], d["p99_us"], d["conns_per_s"],
+                                                      "" if d["failed"] == 0 else " FAIL"))
+        r = res["ratios"]
+        line += "  %+10.1fus" % r.get("netpol_added_us", float("nan"))
+        line += "  %9.2fx" % r.get("iptables_over_netpol", float("nan"))
+        print(line)
+
+
+def default_bin(args, name, rel):
+    explicit = getattr(args, name)
+    if explicit:
+        return os.path.abspath(explicit)
+    return os.path.abspath(os.path.join(args.bin, rel))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--policies", default="0,100,1000,10000,20000",
+                    help="comma-separated policy counts")
+    ap.add_argument("--modes", default=",".join(MODES), help="subset of " + ",".join(MODES))
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per policy count")
+    ap.add_argument("--connects", type=int, default=1000, help="connections per measurement")
+    ap.add_argument("--warmup", type=int, default=50, help="untimed connections first")
+    ap.add_argument("--max-seconds", type=float, default=20.0,
+                    help="cap on one measurement (slow rulesets measure fewer connections)")
+    ap.add_argument("--background-pods", type=int, default=1000,
+                    help="pods on other nodes (fill the peer sets)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--iptables", choices=("legacy", "nft"), default="legacy",
+                    help="iptables backend for the iptables mode")
+    ap.add_argument("--out", default="", help="output directory (default: a new temp dir)")
+    ap.add_argument("--bin", default=os.path.join(ROOT, "bazel-bin"),
+                    help="Bazel's bin directory holding the tools")
+    ap.add_argument("--enforce", default=os.environ.get("NETPOL_ENFORCE", ""))
+    ap.add_argument("--workload", default="")
+    ap.add_argument("--layout", default="")
+    ap.add_argument("--connbench", default="")
+    args = ap.parse_args(argv)
+    args.policies = [int(x) for x in args.policies.split(",") if x.strip()]
+    args.modes = [m for m in args.modes.split(",") if m]
+    for m in args.modes:
+        if m not in MODES:
+            ap.error("--modes: unknown mode %r" % m)
+    if any(n < 0 for n in args.policies):
+        ap.error("--policies: counts must be >= 0")
+    args.enforce = default_bin(args, "enforce", "tests/tools/netpol-enforce")
+    args.workload = default_bin(args, "workload", "benchmarks/workload/netpol-workload")
+    args.layout = default_bin(args, "layout", "benchmarks/datapath/netpol-iptables-layout")
+    args.connbench = default_bin(args, "connbench", "benchmarks/datapath/connbench")
+    tools = [args.workload, args.layout, args.connbench]
+    if "netpol" in args.modes:
+        tools.append(args.enforce)
+    for tool in tools:
+        if not os.access(tool, os.X_OK):
+            print("run.py: %s: not built (bazel build -c opt //benchmarks/... "
+                  "//tests/tools:netpol-enforce)" % tool, file=sys.stderr)
+            return 1
+    lab.require_root("the datapath benchmark")
+    out = args.out or tempfile.mkdtemp(prefix="netpol-datapath-",
+                                       dir=os.environ.get("TEST_TMPDIR") or None)
+    os.makedirs(out, exist_ok=True)
+    print("output: %s" % out, flush=True)
+    model = lab.Model(pods=[CLIENT, SERVER], node=NODE)
+    summary = None
+    with lab.Lab(model) as the_lab:
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", the_lab.pods[SERVER.key].netns, args.connbench, "serve",
+             "--port", str(PORT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            line = server.stdout.readline().strip()
+            if line != "READY":
+                raise lab.LabError("connbench serve did not start (said %r)" % line)
+            summary = Bench(args, the_lab, out).run()
+        finally:
+            server.stdin.close()
+            server.kill()
+            server.wait()
+    print("output: %s" % out)
+    broken = ["N=%s %s" % (n, m) for n, res in summary["results"].items()
+              for m, d in res["modes"].items() if d["failed"] or not d["blocked_port_closed"]]
+    if broken:
+        print("run.py: FAILED: connections failed or a blocked port was open: %s"
+              % ", ".join(broken), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
