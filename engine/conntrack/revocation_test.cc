@@ -1,0 +1,463 @@
+// RevocationFilters over compiled programs and their Diffs, StillAllowed, and Revoke's
+// selection logic over an in-memory conntrack table.
+#include "engine/conntrack/revocation.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/compiler/compiler.h"
+#include "engine/conntrack/conntrack.h"
+#include "engine/model/loader.h"
+#include "engine/nft/diff.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace netpol::conntrack {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+IpAddr Ip(const std::string& s) {
+  absl::StatusOr<IpAddr> a = IpAddr::Parse(s);
+  EXPECT_TRUE(a.ok()) << s;
+  return a.ok() ? *a : IpAddr();
+}
+
+Flow Tcp(const std::string& src, const std::string& dst, uint16_t dport, uint8_t proto = 6) {
+  Flow f;
+  f.src = Ip(src);
+  f.dst = Ip(dst);
+  f.family = f.src.family;
+  f.l4proto = proto;
+  f.has_ports = true;
+  f.sport = 40000;
+  f.dport = dport;
+  return f;
+}
+
+Flow Icmp(const std::string& src, const std::string& dst) {
+  Flow f;
+  f.src = Ip(src);
+  f.dst = Ip(dst);
+  f.family = f.src.family;
+  f.l4proto = f.family == Family::kV4 ? 1 : 58;
+  f.icmp_type = f.family == Family::kV4 ? 8 : 128;
+  return f;
+}
+
+// Pods a and b are on node n1 (local), c on n2. Policies are added per case.
+constexpr char kCluster[] = R"(
+apiVersion: v1
+kind: Namespace
+metadata: {name: x}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: x, name: a, labels: {app: a}}
+spec:
+  nodeName: n1
+  containers:
+  - name: main
+    ports: [{name: http, containerPort: 8080}]
+status:
+  podIPs: [{ip: 10.0.0.2}, {ip: "fd00::2"}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: x, name: b, labels: {app: b}}
+spec: {nodeName: n1}
+status:
+  podIPs: [{ip: 10.0.0.3}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: x, name: c, labels: {app: c}}
+spec:
+  nodeName: n2
+  containers:
+  - name: main
+    ports: [{name: pg, containerPort: 5432}]
+status:
+  podIPs: [{ip: 10.0.1.4}, {ip: "fd00::1:4"}]
+)";
+
+constexpr char kAllowB80[] = R"(
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: x, name: web}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: b}}}]
+    ports: [{port: 80}]
+)";
+
+constexpr char kAllowB81[] = R"(
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: x, name: web}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: b}}}]
+    ports: [{port: 81}]
+)";
+
+constexpr char kRelabelB[] = R"(
+apiVersion: v1
+kind: Pod
+metadata: {namespace: x, name: b, labels: {app: other}}
+spec: {nodeName: n1}
+status:
+  podIPs: [{ip: 10.0.0.3}]
+)";
+
+constexpr char kBlock[] = R"(
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: x, name: block}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  ingress:
+  - from: [{ipBlock: {cidr: 192.168.0.0/16}}]
+    ports: [{port: 443}]
+)";
+
+constexpr char kBlockExcept[] = R"(
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: x, name: block}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  ingress:
+  - from: [{ipBlock: {cidr: 192.168.0.0/16, except: [192.168.7.0/24]}}]
+    ports: [{port: 443}]
+)";
+
+constexpr char kEgressToC[] = R"(
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: x, name: out}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{podSelector: {matchLabels: {app: c}}}]
+    ports: [{port: pg}]
+)";
+
+constexpr char kEgressNone[] = R"(
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: x, name: out}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  policyTypes: [Egress]
+)";
+
+constexpr char kIsolateB[] = R"(
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: x, name: deny-b}
+spec:
+  podSelector: {matchLabels: {app: b}}
+)";
+
+constexpr char kAllowB81ToA2[] = R"(
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: x, name: web2}
+spec:
+  podSelector: {matchLabels: {app: a2}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: b}}}]
+    ports: [{port: 81}]
+)";
+
+constexpr char kRelabelA[] = R"(
+apiVersion: v1
+kind: Pod
+metadata: {namespace: x, name: a, labels: {app: a2}}
+spec:
+  nodeName: n1
+  containers:
+  - name: main
+    ports: [{name: http, containerPort: 8080}]
+status:
+  podIPs: [{ip: 10.0.0.2}, {ip: "fd00::2"}]
+)";
+
+nft::Program CompileYaml(const std::vector<std::string>& docs) {
+  State state;
+  for (const std::string& doc : docs) {
+    absl::StatusOr<LoadResult> loaded = LoadYaml(doc);
+    EXPECT_TRUE(loaded.ok()) << loaded.status();
+    if (!loaded.ok()) continue;
+    for (const Object& o : loaded->objects) Upsert(o, &state);
+  }
+  compiler::CompileOptions options;
+  options.node_name = "n1";
+  absl::StatusOr<nft::Program> program = compiler::Compile(state, options);
+  EXPECT_TRUE(program.ok()) << program.status();
+  return program.ok() ? *program : nft::Program();
+}
+
+std::vector<std::string> Texts(const std::vector<FlowFilter>& filters) {
+  std::vector<std::string> out;
+  for (const FlowFilter& f : filters) out.push_back(f.ToString());
+  return out;
+}
+
+struct Case {
+  std::string name;
+  std::vector<std::string> before, after;  // documents applied in order
+  std::vector<std::string> filters;        // FlowFilter::ToString, sorted
+  std::vector<Flow> revoked;               // flows the new program denies
+  std::vector<Flow> kept;                  // flows matched by a filter that stay allowed
+};
+
+std::vector<Case> Cases() {
+  return {
+      {"peer loses its label: its element of the ingress set goes",
+       {kCluster, kAllowB80},
+       {kCluster, kAllowB80, kRelabelB},
+       {"10.0.0.3 -> 10.0.0.2 tcp dport 80"},
+       {Tcp("10.0.0.3", "10.0.0.2", 80)},
+       {}},
+      {"port changes from 80 to 81",
+       {kCluster, kAllowB80},
+       {kCluster, kAllowB81},
+       {"10.0.0.3 -> 10.0.0.2 tcp dport 80"},
+       {Tcp("10.0.0.3", "10.0.0.2", 80)},
+       {}},
+      {"except carved out of an ipBlock: the old range is a candidate, the tracer decides",
+       {kCluster, kBlock},
+       {kCluster, kBlockExcept},
+       {"192.168.0.0-192.168.255.255 -> 10.0.0.2 tcp dport 443"},
+       {Tcp("192.168.7.9", "10.0.0.2", 443)},
+       {Tcp("192.168.1.1", "10.0.0.2", 443)}},
+      {"egress rule removed: the chain's rules change, so every flow from the pod is a candidate",
+       {kCluster, kEgressToC},
+       {kCluster, kEgressNone},
+       {"10.0.0.2 -> any any", "10.0.0.2 -> 10.0.1.4 tcp dport 5432", "fd00::2 -> any any",
+        "fd00::2 -> fd00::1:4 tcp dport 5432"},
+       {Tcp("10.0.0.2", "10.0.1.4", 5432), Tcp("fd00::2", "fd00::1:4", 5432)},
+       {}},
+      {"pod newly isolated: every flow to it is a candidate",
+       {kCluster, kAllowB80},
+       {kCluster, kAllowB80, kIsolateB},
+       {"any -> 10.0.0.3 any"},
+       {Tcp("10.0.0.2", "10.0.0.3", 22), Icmp("10.0.1.4", "10.0.0.3")},
+       {}},
+      {"policy deleted: candidates everywhere, but the pod is no longer isolated: all kept",
+       {kCluster, kAllowB80},
+       {kCluster},
+       {"any -> 10.0.0.2 any", "10.0.0.2 -> 10.0.0.2 any", "10.0.0.3 -> 10.0.0.2 tcp dport 80",
+        "any -> fd00::2 any", "fd00::2 -> fd00::2 any"},
+       {},
+       {Tcp("10.0.0.3", "10.0.0.2", 80), Tcp("10.0.1.4", "10.0.0.2", 22)}},
+      {"pod moves to another group: its dispatch entry is re-pointed",
+       {kCluster, kAllowB80, kAllowB81ToA2},
+       {kCluster, kAllowB80, kAllowB81ToA2, kRelabelA},
+       {"any -> 10.0.0.2 any", "10.0.0.3 -> 10.0.0.2 tcp dport 80", "any -> fd00::2 any"},
+       {Tcp("10.0.0.3", "10.0.0.2", 80)},
+       {Tcp("10.0.0.3", "10.0.0.2", 81)}},
+      {"unrelated pod change: no filters",
+       {kCluster, kAllowB80},
+       {kCluster, kAllowB80, R"(
+apiVersion: v1
+kind: Pod
+metadata: {namespace: x, name: d, labels: {app: d}}
+spec: {nodeName: n2}
+status:
+  podIPs: [{ip: 10.0.1.9}]
+)"},
+       {},
+       {},
+       {}},
+  };
+}
+
+TEST(RevocationFilters, Table) {
+  for (const Case& c : Cases()) {
+    SCOPED_TRACE(c.name);
+    const nft::Program before = CompileYaml(c.before);
+    const nft::Program after = CompileYaml(c.after);
+    const nft::Transaction tx = nft::Diff(before, after);
+    const std::vector<FlowFilter> filters = RevocationFilters(before, tx);
+    EXPECT_EQ(Texts(filters), c.filters) << tx.ToNftText();
+    for (const FlowFilter& f : filters) EXPECT_FALSE(f.reason.empty()) << f.ToString();
+    for (const Flow& f : c.revoked) {
+      bool matched = false;
+      for (const FlowFilter& filter : filters) matched = matched || filter.Matches(f);
+      EXPECT_TRUE(matched) << f.ToString();
+      EXPECT_FALSE(StillAllowed(after, f)) << f.ToString();
+      EXPECT_TRUE(StillAllowed(before, f)) << f.ToString() << " was not allowed before";
+    }
+    for (const Flow& f : c.kept) {
+      bool matched = false;
+      for (const FlowFilter& filter : filters) matched = matched || filter.Matches(f);
+      EXPECT_TRUE(matched) << f.ToString();
+      EXPECT_TRUE(StillAllowed(after, f)) << f.ToString();
+    }
+  }
+}
+
+TEST(RevocationFilters, FullReplaceMakesEveryIsolatedPodACandidate) {
+  const nft::Program before = CompileYaml({kCluster, kAllowB80, kEgressToC});
+  const nft::Program after = CompileYaml({kCluster, kAllowB81, kEgressToC});
+  const std::vector<FlowFilter> filters = RevocationFilters(before, nft::FullReplace(after));
+  EXPECT_THAT(Texts(filters), ::testing::IsSupersetOf({"10.0.0.2 -> any any", "any -> 10.0.0.2 any",
+                                                       "fd00::2 -> any any", "any -> fd00::2 any"}));
+  EXPECT_FALSE(StillAllowed(after, Tcp("10.0.0.3", "10.0.0.2", 80)));
+  EXPECT_TRUE(StillAllowed(after, Tcp("10.0.0.3", "10.0.0.2", 81)));
+  EXPECT_TRUE(StillAllowed(after, Tcp("10.0.0.2", "10.0.1.4", 5432)));
+}
+
+TEST(RevocationFilters, OtherTableContributesNothing) {
+  const nft::Program before = CompileYaml({kCluster, kAllowB80});
+  const nft::Program after = CompileYaml({kCluster, kAllowB81});
+  const nft::Transaction diff = nft::Diff(before, after);
+  ASSERT_FALSE(RevocationFilters(before, diff).empty());
+  nft::Transaction tx("elsewhere");
+  for (const nft::Command& c : diff.commands()) tx.Append(c);
+  EXPECT_THAT(RevocationFilters(before, tx), IsEmpty());
+}
+
+TEST(FlowFilter, Matches) {
+  const FlowFilter any = FlowFilter::Any(Ip("10.0.0.1"), Ip("10.0.0.2"));
+  EXPECT_TRUE(any.Matches(Tcp("10.0.0.1", "10.0.0.2", 80)));
+  EXPECT_TRUE(any.Matches(Icmp("10.0.0.1", "10.0.0.2")));
+  EXPECT_FALSE(any.Matches(Tcp("10.0.0.2", "10.0.0.1", 80))) << "direction matters";
+  EXPECT_FALSE(any.Matches(Tcp("fd00::1", "fd00::2", 80)));
+
+  FlowFilter ports = any;
+  ports.proto_lo = ports.proto_hi = 6;
+  ports.dport_lo = 80;
+  ports.dport_hi = 90;
+  EXPECT_TRUE(ports.Matches(Tcp("10.0.0.1", "10.0.0.2", 80)));
+  EXPECT_TRUE(ports.Matches(Tcp("10.0.0.1", "10.0.0.2", 90)));
+  EXPECT_FALSE(ports.Matches(Tcp("10.0.0.1", "10.0.0.2", 91)));
+  EXPECT_FALSE(ports.Matches(Tcp("10.0.0.1", "10.0.0.2", 80, 17)));
+  EXPECT_FALSE(ports.Matches(Icmp("10.0.0.1", "10.0.0.2"))) << "a port range needs ports";
+  EXPECT_EQ(ports.ToString(), "10.0.0.1 -> 10.0.0.2 tcp dport 80-90");
+
+  FlowFilter range = FlowFilter::AnyTo(Ip("fd00::2"));
+  range.src_lo = Ip("fd00::10");
+  range.src_hi = Ip("fd00::1f");
+  EXPECT_TRUE(range.Matches(Tcp("fd00::10", "fd00::2", 1)));
+  EXPECT_TRUE(range.Matches(Tcp("fd00::1f", "fd00::2", 1)));
+  EXPECT_FALSE(range.Matches(Tcp("fd00::20", "fd00::2", 1)));
+  EXPECT_EQ(range.ToString(), "fd00::10-fd00::1f -> fd00::2 any");
+}
+
+TEST(Flow, ToString) {
+  EXPECT_EQ(Tcp("10.0.0.1", "10.0.0.2", 80).ToString(), "tcp 10.0.0.1:40000 -> 10.0.0.2:80");
+  EXPECT_EQ(Tcp("fd00::1", "fd00::2", 53, 17).ToString(), "udp [fd00::1]:40000 -> [fd00::2]:53");
+  EXPECT_EQ(Icmp("10.0.0.1", "10.0.0.2").ToString(), "icmp 10.0.0.1 -> 10.0.0.2");
+}
+
+// ---- Revoke over an in-memory table ----
+
+class FakeTable : public Table {
+ public:
+  std::vector<Entry> entries;
+  std::map<std::string, absl::Status> delete_errors;  // by flow text
+  std::vector<Family> dumped;
+
+  absl::StatusOr<std::vector<Entry>> Dump(Family family) override {
+    dumped.push_back(family);
+    if (!dump_error.ok()) return dump_error;
+    std::vector<Entry> out;
+    for (const Entry& e : entries) {
+      if (e.flow.family == family) out.push_back(e);
+    }
+    return out;
+  }
+  absl::Status Delete(const Entry& entry) override {
+    auto err = delete_errors.find(entry.flow.ToString());
+    if (err != delete_errors.end()) return err->second;
+    for (auto it = entries.begin(); it != entries.end(); ++it) {
+      if (it->flow.ToString() == entry.flow.ToString()) {
+        entries.erase(it);
+        return absl::OkStatus();
+      }
+    }
+    return absl::NotFoundError("gone");
+  }
+  absl::Status dump_error;
+};
+
+Entry E(const Flow& f) {
+  Entry e;
+  e.flow = f;
+  e.orig_src = f.src;
+  e.orig_dst = f.dst;
+  e.orig_sport = f.sport;
+  e.orig_dport = f.dport;
+  return e;
+}
+
+std::vector<std::string> FlowTexts(const std::vector<Flow>& flows) {
+  std::vector<std::string> out;
+  for (const Flow& f : flows) out.push_back(f.ToString());
+  return out;
+}
+
+TEST(Revoke, DeletesOnlyMatchingEntries) {
+  FakeTable table;
+  table.entries = {E(Tcp("10.0.0.3", "10.0.0.2", 80)), E(Tcp("10.0.0.3", "10.0.0.2", 81)),
+                   E(Tcp("10.0.0.2", "10.0.0.3", 80)), E(Tcp("fd00::3", "fd00::2", 80))};
+  FlowFilter f = FlowFilter::Any(Ip("10.0.0.3"), Ip("10.0.0.2"));
+  f.proto_lo = f.proto_hi = 6;
+  f.dport_lo = f.dport_hi = 80;
+  absl::StatusOr<RevokeReport> r = Revoke(&table, {f}, RevokeOptions{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(FlowTexts(r->deleted), ElementsAre("tcp 10.0.0.3:40000 -> 10.0.0.2:80"));
+  EXPECT_EQ(r->scanned, 3u) << "only the IPv4 table is listed";
+  EXPECT_THAT(table.dumped, ElementsAre(Family::kV4));
+  EXPECT_EQ(table.entries.size(), 3u);
+}
+
+TEST(Revoke, KeepHostSourcesVanishedAndErrors) {
+  FakeTable table;
+  table.entries = {E(Tcp("10.0.0.3", "10.0.0.2", 80)), E(Tcp("10.0.0.4", "10.0.0.2", 80)),
+                   E(Tcp("192.168.0.1", "10.0.0.2", 80)), E(Tcp("10.0.0.5", "10.0.0.2", 80)),
+                   E(Tcp("10.0.0.6", "10.0.0.2", 80))};
+  table.delete_errors["tcp 10.0.0.5:40000 -> 10.0.0.2:80"] = absl::UnavailableError("ENOBUFS");
+  table.delete_errors["tcp 10.0.0.6:40000 -> 10.0.0.2:80"] = absl::NotFoundError("expired");
+  RevokeOptions options;
+  options.host_addresses = {Ip("192.168.0.1")};
+  options.keep = [](const Flow& f) { return f.src == Ip("10.0.0.4"); };
+  absl::StatusOr<RevokeReport> r = Revoke(&table, {FlowFilter::AnyTo(Ip("10.0.0.2"))}, options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(FlowTexts(r->deleted), ElementsAre("tcp 10.0.0.3:40000 -> 10.0.0.2:80"));
+  EXPECT_EQ(r->matched, 4u) << "the host's own flow is never a match";
+  EXPECT_EQ(r->kept, 1u);
+  EXPECT_EQ(r->vanished, 1u);
+  EXPECT_THAT(r->errors, ElementsAre("tcp 10.0.0.5:40000 -> 10.0.0.2:80: ENOBUFS"));
+}
+
+TEST(Revoke, DumpErrorIsReturned) {
+  FakeTable table;
+  table.dump_error = absl::PermissionDeniedError("conntrack: listing IPv4 entries: EPERM");
+  absl::StatusOr<RevokeReport> r =
+      Revoke(&table, {FlowFilter::AnyTo(Ip("10.0.0.2"))}, RevokeOptions{});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied);
+}
+
+TEST(Revoke, NoFiltersListsNothing) {
+  FakeTable table;
+  table.entries = {E(Tcp("10.0.0.3", "10.0.0.2", 80))};
+  absl::StatusOr<RevokeReport> r = Revoke(&table, {}, RevokeOptions{});
+  ASSERT_TRUE(r.ok());
+  EXPECT_THAT(table.dumped, IsEmpty());
+  EXPECT_EQ(table.entries.size(), 1u);
+}
+
+}  // namespace
+}  // namespace netpol::conntrack
