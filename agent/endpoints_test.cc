@@ -1,0 +1,336 @@
+// The EndpointService semantics over a real Store and attachments file (temporary directory),
+// a running Reconciler and nft::FakeBackend, next to the AgentService that serves API writes.
+#include "agent/endpoints.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "agent/service.h"
+#include "engine/nft/fake.h"
+#include "engine/nft/transaction.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace netpol::agent {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr absl::Duration kTimeout = absl::Seconds(30);
+
+// Namespace shop: default deny for ingress, and web accepts client on 8080. The pods are known
+// by labels only (no node, no addresses): what the API knows before the runtime starts them.
+constexpr char kShop[] = R"(apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop, labels: {app: client}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny, namespace: shop}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-ingress, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: 8080}]
+)";
+
+class EndpointsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/netpol-endpoints-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    Start();
+  }
+  void TearDown() override {
+    Stop();
+    std::system(("rm -rf " + dir_).c_str());
+  }
+
+  void Start() {
+    auto store = Store::Open(dir_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    auto endpoints = Endpoints::Open(dir_);
+    ASSERT_TRUE(endpoints.ok()) << endpoints.status();
+    endpoints_ = *std::move(endpoints);
+    ReconcilerOptions o;
+    o.compile.node_name = "node-1";
+    o.debounce = absl::ZeroDuration();
+    o.check_interval = absl::ZeroDuration();
+    Endpoints* e = endpoints_.get();
+    o.attached_pods = [e] { return AttachedPods(*e->Current()); };
+    Store* s = store_.get();
+    reconciler_ = std::make_unique<Reconciler>(&fake_, [s] { return s->Current(); }, o);
+    service_ = std::make_unique<AgentService>(store_.get(), reconciler_.get());
+    service_->set_endpoints(endpoints_.get());
+    api_ = std::make_unique<EndpointApi>(store_.get(), reconciler_.get(), endpoints_.get());
+    ASSERT_TRUE(reconciler_->SyncNow().ok());
+    reconciler_->Start();
+  }
+  void Stop() {
+    if (reconciler_) reconciler_->Stop();
+    api_.reset();
+    service_.reset();
+    reconciler_.reset();
+    endpoints_.reset();
+    store_.reset();
+  }
+
+  void Apply(const std::string& yaml) {
+    v1::ApplyRequest req;
+    req.add_manifests()->set_text(yaml);
+    auto r = service_->Apply(req, kTimeout);
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+
+  static v1::AttachRequest Req(const std::string& id, const std::string& ns,
+                               const std::string& name, std::vector<std::string> ips) {
+    v1::AttachRequest r;
+    v1::Attachment* a = r.mutable_attachment();
+    a->set_container_id(id);
+    a->set_netns("/var/run/netns/" + id);
+    a->set_interface("eth0");
+    a->set_pod_namespace(ns);
+    a->set_pod_name(name);
+    for (const std::string& ip : ips) a->add_ips(ip);
+    return r;
+  }
+
+  v1::AttachResponse MustAttach(const v1::AttachRequest& req) {
+    auto r = api_->Attach(req, kTimeout);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : v1::AttachResponse();
+  }
+
+  std::string Kernel() {
+    auto t = fake_.Render("netpol");
+    return t.ok() ? *t : std::string(t.status().message());
+  }
+
+  std::string dir_;
+  nft::FakeBackend fake_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Endpoints> endpoints_;
+  std::unique_ptr<Reconciler> reconciler_;
+  std::unique_ptr<AgentService> service_;
+  std::unique_ptr<EndpointApi> api_;
+};
+
+TEST_F(EndpointsTest, AttachIsEnforcedWhenItReturns) {
+  Apply(kShop);
+  EXPECT_THAT(Kernel(), Not(HasSubstr("10.244.1.5")));
+  v1::AttachResponse web = MustAttach(Req("c-web", "shop", "web", {"10.244.1.5"}));
+  EXPECT_TRUE(web.pod_known());
+  EXPECT_EQ(reconciler_->status().applied_generation, web.generation());
+  // web is local through its attachment (no nodeName) and isolated: dispatched.
+  EXPECT_THAT(Kernel(), HasSubstr("10.244.1.5 comment \"shop/web\""));
+  MustAttach(Req("c-client", "shop", "client", {"10.244.1.6"}));
+  EXPECT_THAT(Kernel(), HasSubstr("10.244.1.6 . tcp . 8080"));  // client may reach web
+  // An unknown pod is enforced with no labels: default deny holds, web's allow does not.
+  v1::AttachResponse stranger = MustAttach(Req("c-x", "shop", "stranger", {"10.244.1.7"}));
+  EXPECT_FALSE(stranger.pod_known());
+  EXPECT_THAT(Kernel(), HasSubstr("10.244.1.7 comment \"shop/stranger\""));
+  EXPECT_THAT(Kernel(), Not(HasSubstr("10.244.1.7 . tcp . 8080")));
+  // Its labels arrive: the allow applies. The API's pod has no addresses; the attachment's stay.
+  Apply("apiVersion: v1\nkind: Pod\nmetadata: {name: stranger, namespace: shop, labels: {app: client}}\n");
+  EXPECT_THAT(Kernel(), HasSubstr("10.244.1.7 . tcp . 8080"));
+  auto pod = service_->Get([] {
+    v1::GetRequest g;
+    g.mutable_ref()->set_kind(v1::POD);
+    g.mutable_ref()->set_namespace_("shop");
+    g.mutable_ref()->set_name("stranger");
+    return g;
+  }());
+  ASSERT_TRUE(pod.ok());
+  EXPECT_EQ(pod->object().pod().status().pod_ips_size(), 1);
+  // Status counts attached pods as local.
+  EXPECT_EQ(service_->Status().objects().local_pods(), 3);
+}
+
+TEST_F(EndpointsTest, RepeatedAttachIsANoOp) {
+  Apply(kShop);
+  v1::AttachResponse a = MustAttach(Req("c-web", "shop", "web", {"10.244.1.5"}));
+  v1::AttachResponse b = MustAttach(Req("c-web", "shop", "web", {"10.244.1.5"}));
+  EXPECT_EQ(a.generation(), b.generation());
+}
+
+TEST_F(EndpointsTest, DetachRemovesTheElementsAndIsIdempotent) {
+  Apply(kShop);
+  MustAttach(Req("c-web", "shop", "web", {"10.244.1.5", "fd00::5"}));
+  ASSERT_THAT(Kernel(), HasSubstr("fd00::5"));
+  v1::DetachRequest d;
+  d.set_container_id("c-web");
+  auto r = api_->Detach(d, kTimeout);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->found());
+  EXPECT_THAT(Kernel(), Not(HasSubstr("10.244.1.5")));
+  EXPECT_THAT(Kernel(), Not(HasSubstr("fd00::5")));
+  r = api_->Detach(d, kTimeout);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->found());
+  d.set_container_id("never-attached");
+  EXPECT_TRUE(api_->Detach(d, kTimeout).ok());
+  d.clear_container_id();
+  EXPECT_TRUE(absl::IsInvalidArgument(api_->Detach(d, kTimeout).status()));
+}
+
+TEST_F(EndpointsTest, AReusedAddressGetsTheNewPodsPolicies) {
+  Apply(kShop);
+  MustAttach(Req("c-web", "shop", "web", {"10.244.1.5"}));
+  MustAttach(Req("c-client", "shop", "client", {"10.244.1.6"}));
+  ASSERT_THAT(Kernel(), HasSubstr("10.244.1.6 . tcp . 8080"));
+  // client's DEL never came; a pod with no labels gets its address.
+  v1::AttachResponse r = MustAttach(Req("c-new", "shop", "newcomer", {"10.244.1.6"}));
+  EXPECT_THAT(r.replaced_container_ids(), ElementsAre("c-client"));
+  EXPECT_THAT(Kernel(), Not(HasSubstr("10.244.1.6 . tcp . 8080")));
+  EXPECT_THAT(Kernel(), HasSubstr("10.244.1.6 comment \"shop/newcomer\""));
+}
+
+TEST_F(EndpointsTest, ConcurrentAttachesAllReturnEnforced) {
+  Apply(kShop);
+  constexpr int kPods = 16;
+  std::vector<std::thread> threads;
+  std::vector<absl::Status> results(kPods);
+  for (int i = 0; i < kPods; ++i) {
+    threads.emplace_back([this, i, &results] {
+      auto r = api_->Attach(Req(absl::StrCat("c", i), "shop", absl::StrCat("p", i),
+                                {absl::StrCat("10.244.2.", i + 1)}),
+                            kTimeout);
+      // Each one is in the kernel when its own call returns.
+      if (r.ok() && reconciler_->status().applied_generation < r->generation()) {
+        results[i] = absl::InternalError("returned before its generation was applied");
+      } else {
+        results[i] = r.status();
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int i = 0; i < kPods; ++i) EXPECT_TRUE(results[i].ok()) << i << ": " << results[i];
+  for (int i = 0; i < kPods; ++i) {
+    EXPECT_THAT(Kernel(), HasSubstr(absl::StrCat("10.244.2.", i + 1, " comment \"shop/p", i)));
+  }
+  EXPECT_EQ(endpoints_->Current()->size(), static_cast<size_t>(kPods));
+}
+
+TEST_F(EndpointsTest, BadAttachChangesNothing) {
+  v1::AttachRequest req = Req("c-web", "shop", "web", {"10.244.1.300"});
+  auto r = api_->Attach(req, kTimeout);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(r.status()));
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("attachment.ips[0]"));
+  EXPECT_TRUE(endpoints_->Current()->empty());
+  EXPECT_EQ(store_->Current().generation, 0u);
+  EXPECT_TRUE(absl::IsInvalidArgument(api_->Attach(v1::AttachRequest(), kTimeout).status()));
+}
+
+TEST_F(EndpointsTest, AttachmentsSurviveARestartAndStaleOnesAreDropped) {
+  Apply(kShop);
+  MustAttach(Req("c-web", "shop", "web", {"10.244.1.5"}));
+  MustAttach(Req("c-x", "shop", "stranger", {"10.244.1.7"}));
+  Stop();
+  // On disk.
+  std::ifstream in(dir_ + "/" + Endpoints::kFileName);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto decoded = Endpoints::Decode(bytes);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->size(), 2u);
+  Start();
+  EXPECT_EQ(endpoints_->Current()->size(), 2u);
+  // The stranger's netns is gone.
+  reconciler_->Stop();
+  auto dropped = ReconcileAtStart(store_.get(), endpoints_.get(),
+                                  [](const Attachment& a) { return a.container_id != "c-x"; });
+  ASSERT_TRUE(dropped.ok()) << dropped.status();
+  EXPECT_THAT(*dropped, ElementsAre("c-x"));
+  EXPECT_EQ(store_->Current().state->FindPod("shop/stranger"), nullptr);
+  ASSERT_TRUE(reconciler_->SyncNow().ok());
+  EXPECT_THAT(Kernel(), Not(HasSubstr("10.244.1.7")));
+  EXPECT_THAT(Kernel(), HasSubstr("10.244.1.5"));
+}
+
+TEST_F(EndpointsTest, DamagedAttachmentsFileIsRefused) {
+  std::string good = Endpoints::Encode({});
+  EXPECT_TRUE(Endpoints::Decode(good).ok());
+  EXPECT_TRUE(absl::IsDataLoss(Endpoints::Decode("garbage").status()));
+  std::string torn = Endpoints::Encode([] {
+    Attachments a;
+    Attachment x;
+    x.container_id = "c";
+    x.netns = "/n";
+    x.pod_namespace = "a";
+    x.pod_name = "b";
+    x.ips = {*IpAddr::Parse("10.0.0.1")};
+    a["c"] = x;
+    return a;
+  }());
+  torn.pop_back();
+  EXPECT_THAT(std::string(Endpoints::Decode(torn).status().message()), HasSubstr("truncated"));
+  Stop();
+  std::ofstream(dir_ + "/" + Endpoints::kFileName) << "netpol-attachments 1 3 00000000\nabc";
+  auto e = Endpoints::Open(dir_);
+  ASSERT_FALSE(e.ok());
+  EXPECT_THAT(std::string(e.status().message()), HasSubstr("attachments.pb: attachments file checksum"));
+  std::remove((dir_ + "/" + Endpoints::kFileName).c_str());
+  Start();
+}
+
+TEST_F(EndpointsTest, ListVerifiesTheKernel) {
+  Apply(kShop);
+  MustAttach(Req("c-web", "shop", "web", {"10.244.1.5"}));
+  MustAttach(Req("c-open", "other", "open", {"10.244.1.9"}));  // no policy: nothing to dispatch
+  v1::ListAttachmentsRequest req;
+  req.set_verify(true);
+  auto r = api_->List(req);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->attachments_size(), 2);
+  EXPECT_EQ(r->attachments(0).attachment().container_id(), "c-open");
+  EXPECT_EQ(r->attachments(0).pod(), "other/open");
+  for (const auto& st : r->attachments()) EXPECT_TRUE(st.verified()) << st.problem();
+  // Someone deletes web's dispatch element from the kernel.
+  std::shared_ptr<const nft::Program> committed = reconciler_->committed();
+  const nft::Set& map = committed->sets.at("ingress-dispatch-v4");
+  std::vector<nft::Element> web;
+  for (const nft::Element& e : committed->elements.at("ingress-dispatch-v4")) {
+    if (e.key[0].addr_lo == *IpAddr::Parse("10.244.1.5")) web.push_back(e);
+  }
+  ASSERT_EQ(web.size(), 1u);
+  nft::Transaction tx("netpol");
+  tx.DeleteElements(map, web);
+  ASSERT_TRUE(fake_.Commit(tx).ok());
+  req.set_container_id("c-web");
+  r = api_->List(req);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->attachments_size(), 1);
+  EXPECT_FALSE(r->attachments(0).verified());
+  EXPECT_THAT(r->attachments(0).problem(),
+              HasSubstr("dispatch of 10.244.1.5 in the kernel: none; committed: "
+                        "ingress-dispatch-v4 10.244.1.5 -> in-"));
+  req.set_container_id("c-open");
+  r = api_->List(req);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->attachments(0).verified()) << r->attachments(0).problem();
+  req.set_container_id("nope");
+  EXPECT_TRUE(absl::IsNotFound(api_->List(req).status()));
+}
+
+}  // namespace
+}  // namespace netpol::agent
