@@ -8,8 +8,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
@@ -21,13 +23,18 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "agent/drift_watcher.h"
+#include "agent/endpoints.h"
+#include "agent/etcd/datastore.h"
 #include "agent/log.h"
 #include "agent/metrics.h"
 #include "agent/reconciler.h"
+#include "agent/revoker.h"
 #include "agent/server.h"
 #include "agent/service.h"
 #include "agent/store.h"
 #include "engine/compiler/compiler.h"
+#include "engine/netlink/change_monitor.h"
 #include "engine/netlink/netlink_backend.h"
 
 ABSL_FLAG(std::string, node_name, "",
@@ -45,6 +52,22 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM certificate for TCP listeners (enables
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert");
 ABSL_FLAG(std::string, client_ca, "",
           "PEM CA: TCP clients presenting a certificate it signed may write");
+ABSL_FLAG(std::string, datastore, "",
+          "Where the objects live: empty for the embedded store in --state-dir (one node), or "
+          "etcd://HOST:PORT[,HOST:PORT...] for a shared etcd (many nodes; see docs/etcd.md)");
+ABSL_FLAG(std::string, etcd_prefix, "/netpol/v1/", "Key prefix of the objects in etcd");
+ABSL_FLAG(std::string, etcd_cacert, "", "PEM CA that signed etcd's server certificates (TLS)");
+ABSL_FLAG(std::string, etcd_cert, "", "PEM client certificate for etcd (TLS client auth)");
+ABSL_FLAG(std::string, etcd_key, "", "PEM private key of --etcd-cert");
+ABSL_FLAG(absl::Duration, etcd_keepalive, absl::Seconds(10),
+          "Ping etcd connections this often and drop one unanswered for as long, so a lost "
+          "watch is noticed (etcd refuses pings more often than its --grpc-keepalive-min-time)");
+ABSL_FLAG(bool, watch_changes, true,
+          "Follow nf_tables change notifications and repair the table at once when anything "
+          "else changes it (the periodic check still runs)");
+ABSL_FLAG(bool, revoke_connections, true,
+          "After a change, delete the conntrack entries of established flows it denies "
+          "(targeted; flows that stay allowed are untouched)");
 ABSL_FLAG(absl::Duration, check_interval, absl::Seconds(60),
           "How often to compare the kernel's table with the expected program and repair drift "
           "(0 disables)");
@@ -115,14 +138,67 @@ int main(int argc, char** argv) {
     return Fail("--node-name", absl::InvalidArgumentError("empty and no hostname to default to"));
   }
 
-  // 1. The store. A damaged file stops us here, before the kernel is touched.
+  // 1. The store. A damaged file stops us here, before the kernel is touched. With etcd, the
+  //    objects come from the first list; the state directory keeps the node's attachments.
   const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
-  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(state_dir);
-  if (!store.ok()) return Fail("cannot load the object store", store.status());
-  Snapshot first = (*store)->Current();
-  LogInfo(absl::StrCat("loaded ", (*store)->path(), ": generation ", first.generation, ", ",
-                       first.state->namespaces.size(), " namespaces, ", first.state->pods.size(),
-                       " pods, ", first.state->policies.size(), " policies"));
+  std::unique_ptr<Datastore> store_owner;
+  etcd::EtcdDatastore* etcd_store = nullptr;
+  if (absl::GetFlag(FLAGS_datastore).empty()) {
+    absl::StatusOr<std::unique_ptr<Store>> opened = Store::Open(state_dir);
+    if (!opened.ok()) return Fail("cannot load the object store", opened.status());
+    Snapshot first = (*opened)->Current();
+    LogInfo(absl::StrCat("loaded ", (*opened)->path(), ": generation ", first.generation, ", ",
+                         first.state->namespaces.size(), " namespaces, ",
+                         first.state->pods.size(), " pods, ", first.state->policies.size(),
+                         " policies"));
+    store_owner = *std::move(opened);
+  } else {
+    etcd::DatastoreOptions eopts;
+    absl::StatusOr<std::vector<std::string>> endpoints =
+        etcd::ParseEtcdUrl(absl::GetFlag(FLAGS_datastore));
+    if (!endpoints.ok()) return Fail("--datastore", endpoints.status());
+    eopts.client.endpoints = *endpoints;
+    eopts.client.ca_file = absl::GetFlag(FLAGS_etcd_cacert);
+    eopts.client.cert_file = absl::GetFlag(FLAGS_etcd_cert);
+    eopts.client.key_file = absl::GetFlag(FLAGS_etcd_key);
+    eopts.client.keepalive_time = absl::GetFlag(FLAGS_etcd_keepalive);
+    eopts.client.keepalive_timeout = absl::GetFlag(FLAGS_etcd_keepalive);
+    eopts.prefix = absl::GetFlag(FLAGS_etcd_prefix);
+    absl::StatusOr<std::unique_ptr<etcd::EtcdDatastore>> created =
+        etcd::EtcdDatastore::Create(eopts);
+    if (!created.ok()) return Fail("--datastore", created.status());
+    if (::mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return Fail("cannot create the state directory " + state_dir,
+                  absl::Status(absl::ErrnoToStatusCode(errno), std::strerror(errno)));
+    }
+    etcd_store = created->get();
+    store_owner = *std::move(created);
+    LogInfo(absl::StrCat("datastore: etcd ", absl::GetFlag(FLAGS_datastore), " prefix ",
+                         eopts.prefix));
+  }
+  Datastore* store_ptr = store_owner.get();
+
+  // 1b. The node's CNI attachments. Those whose network namespace is gone (their DEL came while
+  //     the agent was down) are dropped before the first sync; the others are re-asserted.
+  absl::StatusOr<std::unique_ptr<Endpoints>> endpoints = Endpoints::Open(state_dir);
+  if (!endpoints.ok()) return Fail("cannot load the CNI attachments", endpoints.status());
+  auto reconcile_attachments = [&]() -> absl::Status {
+    absl::StatusOr<std::vector<std::string>> dropped =
+        ReconcileAtStart(store_ptr, endpoints->get());
+    if (!dropped.ok()) return dropped.status();
+    LogInfo(absl::StrCat("loaded ", (*endpoints)->path(), ": ",
+                         (*endpoints)->Current()->size(), " attachments",
+                         dropped->empty() ? ""
+                                          : absl::StrCat(" (dropped ", dropped->size(),
+                                                         " whose netns is gone: ",
+                                                         absl::StrJoin(*dropped, ", "), ")")));
+    return absl::OkStatus();
+  };
+  // With etcd this waits for the first list (step 4).
+  if (etcd_store == nullptr) {
+    absl::Status st = reconcile_attachments();
+    if (!st.ok()) return Fail("cannot reconcile the CNI attachments", st);
+  }
 
   // 2. The kernel.
   absl::StatusOr<std::unique_ptr<netlink::NetlinkBackend>> backend =
@@ -133,9 +209,20 @@ int main(int argc, char** argv) {
   ropts.compile.table = absl::GetFlag(FLAGS_table);
   ropts.compile.node_name = node;
   ropts.check_interval = absl::GetFlag(FLAGS_check_interval);
-  Store* store_ptr = store->get();
+  Endpoints* endpoints_ptr = endpoints->get();
+  ropts.attached_pods = [endpoints_ptr] { return AttachedPods(*endpoints_ptr->Current()); };
+  // Established connections a change denies are cut before the change is acknowledged.
+  Revoker revoker;
+  if (absl::GetFlag(FLAGS_revoke_connections)) {
+    ropts.after_commit = [&revoker](const nft::Program* before, const nft::Transaction& tx,
+                                    const nft::Program& after) {
+      revoker.AfterCommit(before, tx, after);
+    };
+  }
   Reconciler reconciler(backend->get(), [store_ptr] { return store_ptr->Current(); }, ropts);
   AgentService service(store_ptr, &reconciler);
+  service.set_endpoints(endpoints_ptr);
+  EndpointApi endpoint_api(store_ptr, &reconciler, endpoints_ptr);
 
   // 3. The API (UNAVAILABLE / NOT_SERVING until the first sync).
   ServerOptions sopts;
@@ -143,6 +230,7 @@ int main(int argc, char** argv) {
   sopts.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   sopts.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   sopts.client_ca_file = absl::GetFlag(FLAGS_client_ca);
+  sopts.endpoints = &endpoint_api;
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(&service, sopts);
   if (!server.ok()) return Fail("cannot start the gRPC server", server.status());
   std::unique_ptr<MetricsServer> metrics;
@@ -156,13 +244,51 @@ int main(int argc, char** argv) {
                        " listening on ", absl::StrJoin(sopts.listen, ", ")));
 
   // 4. The first sync replaces whatever table is there in one transaction; on failure the
-  //    worker retries and the API stays UNAVAILABLE with the error in Status.
-  absl::Status first_sync = reconciler.SyncNow();
-  if (!first_sync.ok()) {
-    LogError(absl::StrCat("first sync failed (retrying): ", first_sync.ToString()));
-  }
-  reconciler.Start();
+  //    worker retries and the API stays UNAVAILABLE with the error in Status. With etcd it
+  //    waits for the first list: until then the kernel keeps whatever table it has.
   std::atomic<bool> stopping{false};
+  // Drift repair on notification: the monitor subscribes now, before the first sync, so no
+  // change after it goes unseen; the watcher starts with the reconciler.
+  std::unique_ptr<netlink::ChangeMonitor> monitor;
+  std::unique_ptr<DriftWatcher> watcher;
+  if (absl::GetFlag(FLAGS_watch_changes)) {
+    absl::StatusOr<std::unique_ptr<netlink::ChangeMonitor>> m =
+        netlink::ChangeMonitor::Create(ropts.compile.table);
+    if (m.ok()) {
+      monitor = *std::move(m);
+      netlink::ChangeMonitor* mon = monitor.get();
+      watcher = std::make_unique<DriftWatcher>(
+          [mon](int timeout_ms) { return mon->ReadChanges(timeout_ms); },
+          (*backend)->port_id(), [&reconciler] { return reconciler.CheckNow(); });
+    } else {
+      LogWarning(absl::StrCat("cannot follow nf_tables changes (periodic checks only): ",
+                              m.status().ToString()));
+    }
+  }
+  auto start_syncing = [&] {
+    absl::Status first_sync = reconciler.SyncNow();
+    if (!first_sync.ok()) {
+      LogError(absl::StrCat("first sync failed (retrying): ", first_sync.ToString()));
+    }
+    reconciler.Start();
+    if (watcher != nullptr) watcher->Start();
+  };
+  std::thread etcd_starter;
+  if (etcd_store == nullptr) {
+    start_syncing();
+  } else {
+    etcd_store->SetListener([&reconciler] { reconciler.Notify(); });
+    etcd_store->Start();
+    etcd_starter = std::thread([&] {
+      while (!stopping.load() && !etcd_store->WaitSynced(absl::Seconds(10))) {
+        LogWarning("etcd: no list yet; the kernel keeps its table as it is until one arrives");
+      }
+      if (stopping.load()) return;
+      absl::Status st = reconcile_attachments();
+      if (!st.ok()) LogError(absl::StrCat("cannot reconcile the CNI attachments: ", st.ToString()));
+      start_syncing();
+    });
+  }
   std::thread ready([&] {
     while (!stopping.load()) {
       if (service.Ready()) {
@@ -179,6 +305,7 @@ int main(int argc, char** argv) {
   LogInfo(absl::StrCat("received signal ", sig, ": stopping; the rules stay in the kernel"));
   stopping.store(true);
   ready.join();
+  if (etcd_starter.joinable()) etcd_starter.detach();  // may wait for etcd; _Exit ends it
   (*server)->SetServing(false);
   (*server)->Shutdown(absl::Seconds(5));
   // Exit without waiting for a sync in flight: a kernel transaction is atomic and the store

@@ -111,6 +111,14 @@ absl::Status Reconciler::WaitFor(uint64_t generation, absl::Duration timeout) {
   return absl::UnavailableError(absl::StrCat("generation ", generation, " is not applied yet"));
 }
 
+compiler::CompileOptions Reconciler::CompileOptionsNow() const {
+  compiler::CompileOptions out = options_.compile;
+  if (options_.attached_pods) {
+    for (const std::string& key : options_.attached_pods()) out.attached_pods.insert(key);
+  }
+  return out;
+}
+
 absl::Status Reconciler::SyncNow() {
   absl::MutexLock s(&sync_mu_);
   return SyncLocked(SyncKind::kNone);
@@ -132,7 +140,7 @@ absl::Status Reconciler::SyncLocked(SyncKind forced) {
   const absl::Time start = absl::Now();
   absl::Status st;
   if (program == nullptr) {
-    absl::StatusOr<nft::Program> compiled = compiler::Compile(*snap.state, options_.compile);
+    absl::StatusOr<nft::Program> compiled = compiler::Compile(*snap.state, CompileOptionsNow());
     if (compiled.ok()) {
       program = std::make_shared<const nft::Program>(*std::move(compiled));
     } else {
@@ -154,6 +162,9 @@ absl::Status Reconciler::SyncLocked(SyncKind forced) {
       tx = nft::FullReplace(*program);
       st = backend_->Commit(tx);
     }
+  }
+  if (st.ok() && !tx.empty() && options_.after_commit) {
+    options_.after_commit(committed.get(), tx, *program);
   }
   const absl::Duration took = absl::Now() - start;
 

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -49,6 +50,16 @@ struct ReconcilerOptions {
   absl::Duration check_interval = absl::Seconds(60);
   // Delay before retrying a failed sync.
   absl::Duration retry_interval = absl::Seconds(2);
+  // Keys of the pods a CNI attached to this node right now (agent/endpoints.h), added to
+  // compile.attached_pods at every compile. Unset: none.
+  std::function<std::set<std::string>()> attached_pods;
+  // Called after each committed non-empty transaction, before the sync is acknowledged (so
+  // WaitFor returns after it): `before` is the program committed until now (null after a
+  // start), `tx` what was committed, `after` the new program. The agent revokes the
+  // conntrack entries of flows the change denies here (agent/revoker.h). Unset: nothing.
+  std::function<void(const nft::Program* before, const nft::Transaction& tx,
+                     const nft::Program& after)>
+      after_commit;
 };
 
 struct SyncStatus {
@@ -108,6 +119,8 @@ class Reconciler {
   // Reads the table back from the kernel.
   absl::StatusOr<nft::Program> DumpKernel();
   const ReconcilerOptions& options() const { return options_; }
+  // options().compile with the currently attached pods: what a compile now must use.
+  compiler::CompileOptions CompileOptionsNow() const;
 
  private:
   void Run();

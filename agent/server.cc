@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "api/netpol/v1/endpoint_service.grpc.pb.h"
 #include "api/netpol/v1/object_service.grpc.pb.h"
 #include "api/netpol/v1/query_service.grpc.pb.h"
 #include "api/netpol/v1/status_service.grpc.pb.h"
@@ -33,6 +34,7 @@ constexpr int kMaxReceiveBytes = 16 << 20;
 constexpr int kMaxSendBytes = 256 << 20;
 
 const char* const kServiceNames[] = {
+    "netpol.v1.EndpointService",
     "netpol.v1.ObjectService",
     "netpol.v1.QueryService",
     "netpol.v1.StatusService",
@@ -151,6 +153,35 @@ class StatusServiceImpl final : public v1::StatusService::Service {
   AgentService* const s_;
 };
 
+class EndpointServiceImpl final : public v1::EndpointService::Service {
+ public:
+  EndpointServiceImpl(AgentService* s, EndpointApi* api, absl::Duration write_timeout)
+      : s_(s), api_(api), write_timeout_(write_timeout) {}
+
+  grpc::Status Attach(grpc::ServerContext* ctx, const v1::AttachRequest* req,
+                      v1::AttachResponse* resp) override {
+    if (!MayWrite(ctx)) return WriteDenied(ctx);
+    if (!s_->Ready()) return NotReady();
+    return Reply(api_->Attach(*req, WriteTimeout(ctx, write_timeout_)), resp);
+  }
+  grpc::Status Detach(grpc::ServerContext* ctx, const v1::DetachRequest* req,
+                      v1::DetachResponse* resp) override {
+    if (!MayWrite(ctx)) return WriteDenied(ctx);
+    if (!s_->Ready()) return NotReady();
+    return Reply(api_->Detach(*req, WriteTimeout(ctx, write_timeout_)), resp);
+  }
+  grpc::Status List(grpc::ServerContext*, const v1::ListAttachmentsRequest* req,
+                    v1::ListAttachmentsResponse* resp) override {
+    if (!s_->Ready()) return NotReady();
+    return Reply(api_->List(*req), resp);
+  }
+
+ private:
+  AgentService* const s_;
+  EndpointApi* const api_;
+  const absl::Duration write_timeout_;
+};
+
 absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
   std::ifstream in(path);
   if (!in) {
@@ -209,6 +240,7 @@ class Server::Impl {
   std::unique_ptr<ObjectServiceImpl> objects;
   std::unique_ptr<QueryServiceImpl> queries;
   std::unique_ptr<StatusServiceImpl> status;
+  std::unique_ptr<EndpointServiceImpl> endpoints;
   std::unique_ptr<grpc::Server> server;
   std::vector<std::string> unix_paths;
 };
@@ -253,6 +285,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(AgentService* service,
   impl->objects = std::make_unique<ObjectServiceImpl>(service, options.write_timeout);
   impl->queries = std::make_unique<QueryServiceImpl>(service);
   impl->status = std::make_unique<StatusServiceImpl>(service);
+  if (options.endpoints != nullptr) {
+    impl->endpoints = std::make_unique<EndpointServiceImpl>(service, options.endpoints,
+                                                            options.write_timeout);
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -282,6 +318,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(AgentService* service,
   builder.RegisterService(impl->objects.get());
   builder.RegisterService(impl->queries.get());
   builder.RegisterService(impl->status.get());
+  if (impl->endpoints != nullptr) builder.RegisterService(impl->endpoints.get());
   impl->server = builder.BuildAndStart();
   if (impl->server == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -1,5 +1,6 @@
 // The agent's gRPC server: netpol.v1 ObjectService, QueryService and StatusService over the
-// AgentService, plus server reflection and grpc.health.v1.
+// AgentService, EndpointService over the EndpointApi, plus server reflection and
+// grpc.health.v1.
 //
 // Listeners: `unix:///path` (the socket is created mode 0600, its directory 0755 when missing)
 // or `host:port` (TCP; TLS when a certificate and key are configured).
@@ -17,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "agent/endpoints.h"
 #include "agent/service.h"
 #include "grpcpp/server.h"
 
@@ -33,6 +35,9 @@ struct ServerOptions {
   // The longest a write waits for its kernel commit before DEADLINE_EXCEEDED (the client's
   // own deadline applies when shorter).
   absl::Duration write_timeout = absl::Seconds(60);
+  // Serves netpol.v1.EndpointService (CNI attachments) when set; not owned, must outlive the
+  // server. Attach and Detach are writes (Unix socket or TLS client certificate).
+  EndpointApi* endpoints = nullptr;
 };
 
 class Server {

@@ -57,7 +57,7 @@ absl::Status WithField(const absl::Status& s, absl::string_view field) {
 
 }  // namespace
 
-AgentService::AgentService(Store* store, Reconciler* reconciler)
+AgentService::AgentService(Datastore* store, Reconciler* reconciler)
     : store_(store), reconciler_(reconciler) {}
 
 bool AgentService::Ready() const { return reconciler_->status().synced_once; }
@@ -65,6 +65,13 @@ bool AgentService::Ready() const { return reconciler_->status().synced_once; }
 absl::StatusOr<std::vector<Object>> AgentService::LoadObjects(
     const google::protobuf::RepeatedPtrField<v1::Object>& objects,
     const google::protobuf::RepeatedPtrField<v1::Manifest>& manifests) const {
+  // Bounded work per request: checked before parsing (messages) and while loading (YAML).
+  if (objects.size() > kMaxObjectsPerRequest || manifests.size() > kMaxObjectsPerRequest) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "request holds ", std::max(objects.size(), manifests.size()),
+        objects.size() > kMaxObjectsPerRequest ? " objects" : " manifests", "; at most ",
+        kMaxObjectsPerRequest, " per request: split the change"));
+  }
   ASSIGN_OR_RETURN(std::vector<Object> out, ParseApiObjects(objects, "objects"));
   for (int i = 0; i < manifests.size(); ++i) {
     LoadOptions options;
@@ -75,6 +82,12 @@ absl::StatusOr<std::vector<Object>> AgentService::LoadObjects(
     }
     ASSIGN_OR_RETURN(LoadResult loaded, LoadYaml(manifests[i].text(), options));
     for (Object& o : loaded.objects) out.push_back(std::move(o));
+    if (out.size() > static_cast<size_t>(kMaxObjectsPerRequest)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "request holds more than ", kMaxObjectsPerRequest, " objects (", options.source,
+          " brings the count to ", out.size(), "); at most ", kMaxObjectsPerRequest,
+          " per request: split the change"));
+    }
   }
   return out;
 }
@@ -82,10 +95,11 @@ absl::StatusOr<std::vector<Object>> AgentService::LoadObjects(
 template <typename Response>
 absl::Status AgentService::Write(const Mutate& mutate, bool dry_run, absl::Duration timeout,
                                  Response* response) {
-  const compiler::CompileOptions& copts = reconciler_->options().compile;
+  const compiler::CompileOptions copts = reconciler_->CompileOptionsNow();
   if (dry_run) {
     Snapshot snap = store_->Current();
     ASSIGN_OR_RETURN(ChangeResult change, mutate(*snap.state));
+    if (endpoints_ != nullptr) OverlayAttachments(*endpoints_->Current(), &change.state);
     ASSIGN_OR_RETURN(nft::Program program, compiler::Compile(change.state, copts));
     for (v1::ObjectResult& r : change.results) *response->add_results() = std::move(r);
     response->set_generation(snap.generation);
@@ -105,6 +119,10 @@ absl::Status AgentService::Write(const Mutate& mutate, bool dry_run, absl::Durat
       Snapshot snap,
       store_->Update([&](const State& base) -> absl::StatusOr<std::optional<Store::Change>> {
         ASSIGN_OR_RETURN(ChangeResult change, mutate(base));
+        // CNI attachments keep their pods' addresses whatever the API wrote (attachments.h).
+        if (endpoints_ != nullptr) {
+          change.objects_changed += OverlayAttachments(*endpoints_->Current(), &change.state);
+        }
         results = std::move(change.results);
         if (change.objects_changed == 0) return std::nullopt;
         // Compiling before storing keeps input the compiler rejects out of the store.
@@ -113,7 +131,7 @@ absl::Status AgentService::Write(const Mutate& mutate, bool dry_run, absl::Durat
         return Store::Change{std::move(change.state), change.objects_changed};
       }));
   if (program != nullptr) {
-    reconciler_->Offer(snap.generation, program);
+    if (store_->UpdateIsExact()) reconciler_->Offer(snap.generation, program);
     reconciler_->Notify();
   }
   RETURN_IF_ERROR(reconciler_->WaitFor(snap.generation, timeout));
@@ -295,7 +313,7 @@ absl::StatusOr<v1::ExplainPodResponse> AgentService::ExplainPod(
   }
   v1::ExplainPodResponse out;
   *out.mutable_pod() = ToApi(*pod);
-  out.set_local(compiler::IsLocalPod(*pod, reconciler_->options().compile));
+  out.set_local(compiler::IsLocalPod(*pod, reconciler_->CompileOptionsNow()));
   for (const std::string& p : PoliciesSelecting(st, *pod, Direction::kIngress)) {
     out.add_ingress_policies(p);
   }
@@ -333,7 +351,7 @@ absl::StatusOr<v1::RenderResponse> AgentService::Render(const v1::RenderRequest&
 }
 
 v1::StatusResponse AgentService::Status() const {
-  const compiler::CompileOptions& copts = reconciler_->options().compile;
+  const compiler::CompileOptions copts = reconciler_->CompileOptionsNow();
   Snapshot snap = store_->Current();
   SyncStatus s = reconciler_->status();
   v1::StatusResponse out;

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "agent/changes.h"
+#include "agent/endpoints.h"
 #include "agent/reconciler.h"
 #include "agent/store.h"
 #include "api/netpol/v1/object_service.pb.h"
@@ -26,10 +27,20 @@
 
 namespace netpol::agent {
 
+// Objects (or manifests) one Apply or Delete may carry; beyond: RESOURCE_EXHAUSTED. Requests
+// are also bounded in bytes by the server (16 MiB, server.cc) and each manifest by the loader
+// (kMaxLoadBytes); labels and selectors by the validator's Kubernetes limits.
+inline constexpr int kMaxObjectsPerRequest = 100000;
+
 class AgentService {
  public:
-  // `store` and `reconciler` are not owned and must outlive the service.
-  AgentService(Store* store, Reconciler* reconciler);
+  // `store` (the embedded Store or the etcd datastore) and `reconciler` are not owned and must
+  // outlive the service.
+  AgentService(Datastore* store, Reconciler* reconciler);
+
+  // Makes writes keep the addresses of CNI-attached pods (OverlayAttachments). `endpoints` is
+  // not owned, may be null (no attachments) and must outlive the service; set before serving.
+  void set_endpoints(const Endpoints* endpoints) { endpoints_ = endpoints; }
 
   // True once the first sync committed.
   bool Ready() const;
@@ -61,8 +72,9 @@ class AgentService {
   absl::Status Write(const Mutate& mutate, bool dry_run, absl::Duration timeout,
                      Response* response);
 
-  Store* const store_;
+  Datastore* const store_;
   Reconciler* const reconciler_;
+  const Endpoints* endpoints_ = nullptr;
 };
 
 }  // namespace netpol::agent

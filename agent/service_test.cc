@@ -299,5 +299,41 @@ TEST_F(ServiceTest, KernelFailureIsReportedToTheWriter) {
   EXPECT_THAT(Kernel(), HasSubstr("10.1.0.13"));
 }
 
+TEST_F(ServiceTest, RequestsBeyondTheLimitsAreRefusedWithAClearError) {
+  // Too many manifests: refused before any is parsed.
+  v1::ApplyRequest many;
+  for (int i = 0; i <= kMaxObjectsPerRequest; ++i) many.add_manifests();
+  auto r = service_->Apply(many, kTimeout);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("at most 100000 per request"));
+  // Too many objects in YAML: refused while loading, nothing stored.
+  std::string yaml;
+  for (int i = 0; i <= kMaxObjectsPerRequest; ++i) {
+    absl::StrAppend(&yaml, "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: n", i, "}\n");
+  }
+  v1::ApplyRequest big;
+  big.add_manifests()->set_text(yaml);
+  big.mutable_manifests(0)->set_source("big.yaml");
+  r = service_->Apply(big, kTimeout);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("big.yaml"));
+  EXPECT_EQ(store_->Current().generation, 0u);
+  // A label value beyond Kubernetes' 63 characters: INVALID_ARGUMENT naming the field.
+  v1::ApplyRequest label;
+  label.add_manifests()->set_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {k: " +
+                                  std::string(64, 'v') + "}}\n");
+  r = service_->Apply(label, kTimeout);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("metadata.labels"));
+  // A selector value beyond it too.
+  v1::ApplyRequest sel;
+  sel.add_manifests()->set_text(
+      "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: "
+      "default}\nspec:\n  podSelector: {matchLabels: {app: " + std::string(64, 'x') + "}}\n");
+  r = service_->Apply(sel, kTimeout);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("spec.podSelector.matchLabels"));
+}
+
 }  // namespace
 }  // namespace netpol::agent

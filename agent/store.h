@@ -34,7 +34,31 @@ struct Snapshot {
   uint64_t changes = 0;
 };
 
-class Store {
+// Where the agent's objects live: the embedded Store below (one node) or the shared etcd
+// datastore (agent/etcd, many nodes). The service reads snapshots and writes through Update.
+class Datastore {
+ public:
+  virtual ~Datastore() = default;
+
+  // The result of a mutation function: the new State and how many objects it changed, or
+  // nullopt when nothing changes.
+  struct Change {
+    State state;
+    uint64_t objects_changed = 0;
+  };
+  using Mutation = std::function<absl::StatusOr<std::optional<Change>>(const State&)>;
+
+  virtual Snapshot Current() const = 0;
+  // Runs `mutate` on the current State and stores its Change; returns a snapshot that holds it
+  // (the current one when nothing changed). Errors from `mutate` are returned unchanged.
+  virtual absl::StatusOr<Snapshot> Update(const Mutation& mutate) = 0;
+  // True when the snapshot Update returns holds exactly the State `mutate` produced, so a
+  // program compiled from that State is the program of the returned generation. False for a
+  // shared datastore, where other writers' changes may land in the same snapshot.
+  virtual bool UpdateIsExact() const { return true; }
+};
+
+class Store : public Datastore {
  public:
   // The file name inside the state directory.
   static constexpr char kFileName[] = "state.pb";
@@ -49,21 +73,14 @@ class Store {
   static std::string Encode(const State& state, uint64_t generation);
   static absl::StatusOr<std::pair<State, uint64_t>> Decode(const std::string& bytes);
 
-  Snapshot Current() const ABSL_LOCKS_EXCLUDED(mu_);
-
-  // The result of a mutation function: the new State and how many objects it changed, or
-  // nullopt when nothing changes.
-  struct Change {
-    State state;
-    uint64_t objects_changed = 0;
-  };
-  using Mutation = std::function<absl::StatusOr<std::optional<Change>>(const State&)>;
+  Snapshot Current() const override ABSL_LOCKS_EXCLUDED(mu_);
 
   // Runs `mutate` on the current State with writers serialized; when it returns a Change,
   // persists it as the next generation (see the durability contract) and publishes it.
   // Returns the snapshot after the update (the current one when nothing changed). Errors from
   // `mutate` are returned unchanged; a write error leaves the store at its previous generation.
-  absl::StatusOr<Snapshot> Update(const Mutation& mutate) ABSL_LOCKS_EXCLUDED(write_mu_, mu_);
+  absl::StatusOr<Snapshot> Update(const Mutation& mutate) override
+      ABSL_LOCKS_EXCLUDED(write_mu_, mu_);
 
   const std::string& path() const { return path_; }
 

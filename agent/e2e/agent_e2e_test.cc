@@ -516,7 +516,8 @@ TEST_F(AgentTest, MetricsFollowTheStatus) {
 }
 
 TEST_F(AgentTest, PeriodicCheckRepairsDriftAndLeavesAFaithfulTableAlone) {
-  StartAgent({"--check-interval=200ms"});
+  // Notifications off: this checks the periodic path alone (drift_e2e_test the other).
+  StartAgent({"--check-interval=200ms", "--watch-changes=false"});
   WaitServing();
   v1::ApplyResponse applied;
   ASSERT_TRUE(Apply(*Objects(), ManifestRequest("shop.yaml", kShop), &applied).ok());

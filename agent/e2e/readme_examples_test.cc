@@ -14,6 +14,7 @@
 #include "agent/e2e/fixture.h"
 #include "agent/e2e/grpc_raw.h"
 #include "agent/e2e/grpc_wire.pb.h"
+#include "api/netpol/v1/endpoint_service.pb.h"
 #include "api/netpol/v1/object_service.pb.h"
 #include "api/netpol/v1/query_service.pb.h"
 #include "api/netpol/v1/status_service.pb.h"
@@ -126,6 +127,7 @@ TEST_F(AgentTest, ReadmeExamples) {
   ASSERT_NE(v1::ApplyRequest::descriptor(), nullptr);
   ASSERT_NE(v1::CheckRequest::descriptor(), nullptr);
   ASSERT_NE(v1::StatusRequest::descriptor(), nullptr);
+  ASSERT_NE(v1::AttachRequest::descriptor(), nullptr);
   ASSERT_NE(HealthCheckRequest::descriptor(), nullptr);
   google::protobuf::DynamicMessageFactory factory(pool);
 
@@ -229,8 +231,8 @@ TEST_F(AgentTest, ReadmeExamples) {
   EXPECT_GE(calls, 15);
   EXPECT_GE(checked_fragments, 5);
   // Every RPC of the API has an example.
-  for (const char* service :
-       {"netpol.v1.ObjectService", "netpol.v1.QueryService", "netpol.v1.StatusService"}) {
+  for (const char* service : {"netpol.v1.EndpointService", "netpol.v1.ObjectService",
+                              "netpol.v1.QueryService", "netpol.v1.StatusService"}) {
     const google::protobuf::ServiceDescriptor* svc = pool->FindServiceByName(service);
     ASSERT_NE(svc, nullptr);
     for (int i = 0; i < svc->method_count(); ++i) {

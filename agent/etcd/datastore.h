@@ -1,0 +1,148 @@
+// The etcd datastore: the agent's objects live in a shared etcd cluster (many nodes, one truth)
+// instead of the embedded Store (agent/store.h).
+//
+// Reads. A watcher thread lists every key under the prefix at one revision, decodes it
+// (agent/etcd/keys.h) into a State and publishes it as a Snapshot whose generation is that etcd
+// revision; it then watches the prefix from the next revision and publishes each batch of
+// events, with the generation set to the revision of the newest event. So the generation a
+// node reports (Status, WaitForGeneration) is the etcd revision its kernel enforces, the same
+// number on every node for the same content.
+//   * The watch lost (etcd down, restarted, a network failure): the last snapshot stays
+//     published, the kernel keeps enforcing it, and the watcher reconnects with backoff and
+//     resumes from the next revision.
+//   * Resuming is impossible (etcd compacted past it, the endpoint is another cluster, the
+//     revision went backwards): the watcher re-lists and publishes the new State as a whole.
+//   * A key whose value does not decode is left out of the State and logged (the State is
+//     always a function of what etcd holds, identical on every node).
+//
+// Writes. Update runs the mutation on the newest snapshot, turns the difference between the
+// two States into ONE etcd transaction (a put or delete per changed object; deleting a
+// namespace deletes its pods' and policies' key ranges) guarded by compares: every key written
+// must still have the mod_revision this node saw (0: absent), and a deleted namespace's ranges
+// must hold no key newer than the snapshot. When a compare fails (a concurrent writer), the
+// node waits until its watch has seen the conflicting change and runs the mutation again on
+// the new State, so no update is lost and nothing is half applied. A successful transaction
+// returns once this node's watch has published its revision. etcd unreachable: Unavailable,
+// nothing stored.
+//
+// Thread safety: all public methods are thread-safe.
+#ifndef NETPOL_AGENT_ETCD_DATASTORE_H_
+#define NETPOL_AGENT_ETCD_DATASTORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "agent/etcd/client.h"
+#include "agent/etcd/keys.h"
+#include "agent/store.h"
+
+namespace netpol::agent::etcd {
+
+struct DatastoreOptions {
+  ClientOptions client;
+  // Key prefix of every object (see keys.h).
+  std::string prefix = kDefaultPrefix;
+  // How long a successful write waits for this node's watch to deliver its revision.
+  absl::Duration write_timeout = absl::Seconds(30);
+  // Transactions tried per write when compares keep failing (concurrent writers). Two writers
+  // hammering one object each win about half the rounds, so losing 32 in a row is
+  // practically impossible; Aborted when it happens (nothing stored).
+  int max_write_attempts = 32;
+  // Backoff between reconnection attempts, doubling from min to max.
+  absl::Duration retry_min = absl::Milliseconds(200);
+  absl::Duration retry_max = absl::Seconds(3);
+};
+
+struct DatastoreStatus {
+  std::string endpoints;
+  bool synced = false;        // a list has been published
+  bool watching = false;      // a watch stream is established now
+  int64_t revision = 0;       // the etcd revision this node's view is complete up to
+  int64_t generation = 0;     // the revision of the published snapshot
+  uint64_t cluster_id = 0;
+  absl::Status last_error;    // the latest list/watch failure (OK once watching again)
+  absl::Time last_error_time = absl::InfinitePast();
+  int64_t lists = 0;          // full lists (the first one, then every re-list)
+  int64_t watch_losses = 0;   // watch streams that ended with an error
+  int64_t compactions = 0;    // re-lists because etcd compacted past the watch
+  int64_t conflicts = 0;      // write transactions whose compares failed
+  int64_t invalid_keys = 0;   // keys left out of the State now
+};
+
+class EtcdDatastore : public Datastore {
+ public:
+  // Checks the options and prepares the client; does not connect. InvalidArgument/NotFound.
+  static absl::StatusOr<std::unique_ptr<EtcdDatastore>> Create(DatastoreOptions options);
+  ~EtcdDatastore() override;
+
+  // `on_change` is called (from the watcher thread, no lock held) after each new snapshot is
+  // published. Set it before Start().
+  void SetListener(std::function<void()> on_change);
+  // Starts the watcher thread. Stop() ends it (a blocked write returns Unavailable).
+  void Start();
+  void Stop();
+  // Blocks until the first list has been published; false after `timeout`.
+  bool WaitSynced(absl::Duration timeout) const;
+
+  // Before the first list: an empty State at generation 0.
+  Snapshot Current() const override;
+  absl::StatusOr<Snapshot> Update(const Mutation& mutate) override;
+  bool UpdateIsExact() const override { return false; }
+
+  DatastoreStatus status() const;
+  Client* client() { return client_.get(); }
+  const KeyLayout& layout() const { return layout_; }
+
+ private:
+  // What the watcher has built: the snapshot, and each key's mod_revision (every key under the
+  // prefix, invalid ones included, so writes compare against what etcd really holds).
+  struct View {
+    Snapshot snapshot;
+    std::shared_ptr<const std::map<std::string, int64_t>> revisions;
+    std::shared_ptr<const std::map<std::string, std::string>> invalid;  // key -> error
+    int64_t revision = 0;
+    uint64_t cluster_id = 0;
+  };
+
+  EtcdDatastore(DatastoreOptions options, std::unique_ptr<Client> client, KeyLayout layout);
+  void Run();
+  // Lists the prefix and publishes it. Returns the list error, if any.
+  absl::Status ListAndPublish();
+  // Applies one watch response's events to the view and publishes it.
+  void ApplyEvents(const etcdserverpb::WatchResponse& response);
+  void Publish(View view);
+  void RecordError(const absl::Status& status, const std::string& what);
+  // Sleeps up to `d` unless stopping. False when stopping.
+  bool Pause(absl::Duration d);
+  // Waits until the view is complete up to `revision`. False on timeout or stop.
+  bool WaitForRevision(int64_t revision, absl::Duration timeout) const;
+  View CurrentView() const;
+  // Builds the guarded transaction turning `base` into `next`.
+  etcdserverpb::TxnRequest BuildTxn(const View& base, const State& next) const;
+
+  const DatastoreOptions options_;
+  const std::unique_ptr<Client> client_;
+  const KeyLayout layout_;
+  const std::string range_end_;
+
+  absl::Mutex write_mu_;  // serializes this node's writes (fewer self-inflicted conflicts)
+  mutable absl::Mutex mu_;
+  View view_ ABSL_GUARDED_BY(mu_);
+  DatastoreStatus status_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  WatchStream* watch_ ABSL_GUARDED_BY(mu_) = nullptr;  // the stream the watcher reads now
+  std::function<void()> on_change_;
+  std::thread worker_;
+};
+
+}  // namespace netpol::agent::etcd
+
+#endif  // NETPOL_AGENT_ETCD_DATASTORE_H_

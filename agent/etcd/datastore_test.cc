@@ -1,0 +1,437 @@
+// The etcd datastore against a real etcd (Debian's /usr/bin/etcd on 127.0.0.1): list and
+// watch, one guarded transaction per write, concurrent writers on two "nodes", etcd down and
+// back, compaction past a watch, values that do not decode.
+#include "agent/etcd/datastore.h"
+
+#include <stdlib.h>
+
+#include <atomic>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "agent/etcd/etcd_process.h"
+#include "engine/model/loader.h"
+#include "gtest/gtest.h"
+
+namespace netpol::agent::etcd {
+namespace {
+
+constexpr char kObjects[] = R"(
+apiVersion: v1
+kind: Namespace
+metadata: {name: x, labels: {n: "0"}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {app: web}}
+spec: {nodeName: node-1}
+status: {podIPs: [{ip: 10.244.1.2}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: x, labels: {app: db}}
+spec: {nodeName: node-2}
+status: {podIPs: [{ip: 10.244.2.2}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: x}
+spec: {podSelector: {}}
+)";
+
+std::vector<Object> Objects(const std::string& yaml = kObjects) {
+  auto loaded = LoadYaml(yaml);
+  EXPECT_TRUE(loaded.ok()) << loaded.status();
+  return loaded.ok() ? loaded->objects : std::vector<Object>{};
+}
+
+// A mutation upserting `objects`.
+Datastore::Mutation Apply(std::vector<Object> objects) {
+  return [objects](const State& base) -> absl::StatusOr<std::optional<Datastore::Change>> {
+    Datastore::Change c{base, 0};
+    for (const Object& o : objects) {
+      Upsert(o, &c.state);
+      ++c.objects_changed;
+    }
+    return c;
+  };
+}
+
+template <typename Pred>
+bool Eventually(Pred pred, absl::Duration timeout = absl::Seconds(20)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (pred()) return true;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return pred();
+}
+
+// A temporary directory, removed with everything in it at the end of the test.
+std::string TempDir(const char* name) {
+  const char* tmp = getenv("TEST_TMPDIR");
+  std::string base = absl::StrCat(tmp ? tmp : "/tmp", "/", name, "XXXXXX");
+  EXPECT_NE(mkdtemp(base.data()), nullptr);
+  return base;
+}
+
+class DatastoreTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    raw_.reset();
+    etcd_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  void SetUp() override {
+    dir_ = TempDir("etcd");
+    absl::StatusOr<std::unique_ptr<EtcdProcess>> etcd = EtcdProcess::Start(dir_);
+    if (absl::IsFailedPrecondition(etcd.status())) GTEST_SKIP() << etcd.status();
+    ASSERT_TRUE(etcd.ok()) << etcd.status();
+    etcd_ = *std::move(etcd);
+    raw_ = NewStore();  // its client writes "by hand", as etcdctl would
+  }
+
+  DatastoreOptions Options() {
+    DatastoreOptions o;
+    o.client.endpoints = {etcd_->endpoint()};
+    o.client.request_timeout = absl::Seconds(2);
+    o.client.keepalive_time = absl::Seconds(1);
+    o.client.keepalive_timeout = absl::Seconds(1);
+    o.write_timeout = absl::Seconds(10);
+    o.retry_min = absl::Milliseconds(50);
+    o.retry_max = absl::Milliseconds(500);
+    return o;
+  }
+
+  std::unique_ptr<EtcdDatastore> NewStore(DatastoreOptions o) {
+    absl::StatusOr<std::unique_ptr<EtcdDatastore>> ds = EtcdDatastore::Create(o);
+    EXPECT_TRUE(ds.ok()) << ds.status();
+    return ds.ok() ? *std::move(ds) : nullptr;
+  }
+  std::unique_ptr<EtcdDatastore> NewStore() { return NewStore(Options()); }
+
+  std::unique_ptr<EtcdDatastore> Started(DatastoreOptions o) {
+    std::unique_ptr<EtcdDatastore> ds = NewStore(o);
+    ds->Start();
+    EXPECT_TRUE(ds->WaitSynced(absl::Seconds(20)));
+    return ds;
+  }
+  std::unique_ptr<EtcdDatastore> Started() { return Started(Options()); }
+
+  // Puts a raw value; returns the revision.
+  int64_t Put(const std::string& key, const std::string& value) {
+    etcdserverpb::TxnRequest txn;
+    auto* put = txn.add_success()->mutable_request_put();
+    put->set_key(key);
+    put->set_value(value);
+    auto r = raw_->client()->Txn(txn);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->header().revision() : 0;
+  }
+  int64_t Delete(const std::string& key) {
+    etcdserverpb::TxnRequest txn;
+    txn.add_success()->mutable_request_delete_range()->set_key(key);
+    auto r = raw_->client()->Txn(txn);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->header().revision() : 0;
+  }
+  etcdserverpb::RangeResponse Get(const std::string& key, bool prefix = false) {
+    etcdserverpb::RangeRequest req;
+    req.set_key(key);
+    if (prefix) req.set_range_end(PrefixEnd(key));
+    auto r = raw_->client()->Range(req);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : etcdserverpb::RangeResponse();
+  }
+
+  std::string dir_;
+  std::unique_ptr<EtcdProcess> etcd_;
+  std::unique_ptr<EtcdDatastore> raw_;
+};
+
+TEST_F(DatastoreTest, ListsThenFollowsTheWatchWithRevisionsAsGenerations) {
+  const std::vector<Object> objects = Objects();
+  KeyLayout l = *KeyLayout::Create(kDefaultPrefix);
+  Put(l.KeyOf(objects[0]), KeyLayout::Encode(objects[0]));
+  Put(l.KeyOf(objects[1]), KeyLayout::Encode(objects[1]));
+  const int64_t listed = Put("/netpol/v1/pods/x/broken", "kind: Pod\nmetadata: {name: other}\n");
+  Put("/elsewhere/key", "not ours");
+
+  std::unique_ptr<EtcdDatastore> ds = Started();
+  Snapshot s = ds->Current();
+  EXPECT_GE(s.generation, static_cast<uint64_t>(listed + 1));  // the list's revision
+  EXPECT_EQ(s.state->namespaces.size(), 1u);
+  ASSERT_EQ(s.state->pods.size(), 1u) << "the broken key is left out";
+  EXPECT_EQ(ds->status().invalid_keys, 1);
+
+  // A policy put by hand arrives with its revision as the generation.
+  const int64_t rev = Put(l.KeyOf(objects[3]), KeyLayout::Encode(objects[3]));
+  ASSERT_TRUE(Eventually([&] { return ds->Current().generation == static_cast<uint64_t>(rev); }));
+  EXPECT_EQ(ds->Current().state->policies.count("x/deny"), 1u);
+
+  // Fixing the broken key brings it in; deleting the pod takes it out.
+  Put("/netpol/v1/pods/x/broken", "apiVersion: v1\nkind: Pod\nmetadata: {name: broken}\n");
+  const int64_t del = Delete(l.KeyOf(objects[1]));
+  ASSERT_TRUE(Eventually([&] { return ds->Current().generation == static_cast<uint64_t>(del); }));
+  EXPECT_EQ(ds->Current().state->pods.count("x/broken"), 1u);
+  EXPECT_EQ(ds->Current().state->pods.count("x/a"), 0u);
+  EXPECT_EQ(ds->status().invalid_keys, 0);
+}
+
+TEST_F(DatastoreTest, UpdateIsOneTransactionAndReachesTheOtherNode) {
+  std::unique_ptr<EtcdDatastore> a = Started();
+  std::unique_ptr<EtcdDatastore> b = Started();
+  absl::StatusOr<Snapshot> s = a->Update(Apply(Objects()));
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->state->pods.size(), 2u);
+  // Every key carries the same mod_revision: the generation returned.
+  etcdserverpb::RangeResponse all = Get("/netpol/v1/", true);
+  ASSERT_EQ(all.kvs_size(), 4);
+  for (const auto& kv : all.kvs()) {
+    EXPECT_EQ(kv.mod_revision(), static_cast<int64_t>(s->generation)) << kv.key();
+  }
+  ASSERT_TRUE(Eventually([&] { return b->Current().generation == s->generation; }));
+  EXPECT_TRUE(*b->Current().state == *s->state);
+
+  // No change: no transaction, same generation.
+  absl::StatusOr<Snapshot> same = b->Update(Apply(Objects()));
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->generation, s->generation);
+  EXPECT_EQ(Get("/netpol/v1/", true).header().revision(), static_cast<int64_t>(s->generation));
+}
+
+TEST_F(DatastoreTest, DeletingANamespaceRemovesItsObjectsInOneRevision) {
+  std::unique_ptr<EtcdDatastore> a = Started();
+  ASSERT_TRUE(a->Update(Apply(Objects())).ok());
+  absl::StatusOr<Snapshot> s =
+      a->Update([](const State& base) -> absl::StatusOr<std::optional<Datastore::Change>> {
+        Datastore::Change c{base, 4};
+        c.state.namespaces.erase("x");
+        c.state.pods.clear();
+        c.state.policies.clear();
+        return c;
+      });
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->state->pods.empty());
+  EXPECT_EQ(Get("/netpol/v1/", true).kvs_size(), 0);
+  EXPECT_EQ(Get("/netpol/v1/", true).header().revision(), static_cast<int64_t>(s->generation));
+}
+
+// Read-modify-write from two nodes at once: every increment survives.
+TEST_F(DatastoreTest, ConcurrentWritersLoseNoUpdate) {
+  std::unique_ptr<EtcdDatastore> a = Started();
+  std::unique_ptr<EtcdDatastore> b = Started();
+  ASSERT_TRUE(a->Update(Apply(Objects())).ok());
+  ASSERT_TRUE(Eventually([&] { return b->Current().state->namespaces.count("x") == 1; }));
+  auto increment = [](const State& base) -> absl::StatusOr<std::optional<Datastore::Change>> {
+    Datastore::Change c{base, 1};
+    Namespace& ns = c.state.namespaces.at("x");
+    int n = 0;
+    EXPECT_TRUE(absl::SimpleAtoi(ns.labels["n"], &n));
+    ns.labels["n"] = absl::StrCat(n + 1);
+    return c;
+  };
+  constexpr int kEach = 15;
+  std::atomic<int> applied{0};
+  auto writer = [&](EtcdDatastore* ds) {
+    for (int i = 0; i < kEach; ++i) {
+      absl::StatusOr<Snapshot> s = ds->Update(increment);
+      if (s.ok()) {
+        ++applied;
+      } else {
+        // Only a write that gave up may be missing, and it says so.
+        EXPECT_EQ(s.status().code(), absl::StatusCode::kAborted) << s.status();
+      }
+    }
+  };
+  std::thread ta(writer, a.get()), tb(writer, b.get());
+  ta.join();
+  tb.join();
+  EXPECT_GE(applied.load(), 2 * kEach - 1);
+  const int64_t last = Get("/netpol/v1/", true).header().revision();
+  for (EtcdDatastore* ds : {a.get(), b.get()}) {
+    ASSERT_TRUE(Eventually([&] { return ds->Current().generation == static_cast<uint64_t>(last); }));
+    // Every acknowledged increment is there, and nothing else.
+    EXPECT_EQ(ds->Current().state->namespaces.at("x").labels.at("n"), absl::StrCat(applied.load()));
+  }
+  std::cerr << "conflicts: " << a->status().conflicts + b->status().conflicts << "\n";
+}
+
+// Two writers replace the same two objects with different content at once: the result is one
+// writer's version of both, the same on both nodes.
+TEST_F(DatastoreTest, ConflictingWritersEndWithOneWholeVersionEverywhere) {
+  std::unique_ptr<EtcdDatastore> a = Started();
+  std::unique_ptr<EtcdDatastore> b = Started();
+  ASSERT_TRUE(a->Update(Apply(Objects())).ok());
+  ASSERT_TRUE(Eventually([&] { return b->Current().state->pods.size() == 2; }));
+  for (int round = 0; round < 5; ++round) {
+    auto version = [round](const std::string& who) {
+      return Objects(absl::StrCat(
+          "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: {v: ", who,
+          round, "}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: x, "
+          "labels: {v: ", who, round, "}}\n"));
+    };
+    std::thread ta([&] { EXPECT_TRUE(a->Update(Apply(version("a"))).ok()); });
+    std::thread tb([&] { EXPECT_TRUE(b->Update(Apply(version("b"))).ok()); });
+    ta.join();
+    tb.join();
+    const int64_t last = Get("/netpol/v1/", true).header().revision();
+    for (EtcdDatastore* ds : {a.get(), b.get()}) {
+      ASSERT_TRUE(Eventually([&] { return ds->Current().generation == static_cast<uint64_t>(last); }));
+    }
+    const State& sa = *a->Current().state;
+    EXPECT_TRUE(sa == *b->Current().state) << "round " << round;
+    const std::string va = sa.pods.at("x/a").labels.at("v");
+    EXPECT_EQ(sa.pods.at("x/b").labels.at("v"), va) << "half of each writer, round " << round;
+    EXPECT_TRUE(va == absl::StrCat("a", round) || va == absl::StrCat("b", round)) << va;
+  }
+}
+
+TEST_F(DatastoreTest, EtcdDownRefusesWritesKeepsStateAndRecovers) {
+  std::unique_ptr<EtcdDatastore> a = Started();
+  std::unique_ptr<EtcdDatastore> b = Started();
+  absl::StatusOr<Snapshot> before = a->Update(Apply(Objects()));
+  ASSERT_TRUE(before.ok()) << before.status();
+  ASSERT_TRUE(Eventually([&] { return b->Current().generation == before->generation; }));
+
+  etcd_->Kill();
+  ASSERT_TRUE(Eventually([&] { return !a->status().watching; }));
+  absl::StatusOr<Snapshot> refused = a->Update(Apply(Objects(
+      "apiVersion: v1\nkind: Namespace\nmetadata: {name: yy}\n")));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
+  EXPECT_NE(refused.status().message().find("the change was not stored"), std::string::npos)
+      << refused.status();
+  EXPECT_NE(refused.status().message().find(absl::StrCat("revision ", before->generation)),
+            std::string::npos)
+      << refused.status();
+  // The last state stays published.
+  EXPECT_EQ(a->Current().generation, before->generation);
+  EXPECT_TRUE(*a->Current().state == *before->state);
+  EXPECT_FALSE(a->status().last_error.ok());
+
+  ASSERT_TRUE(etcd_->Restart().ok());
+  absl::StatusOr<Snapshot> after;
+  ASSERT_TRUE(Eventually([&] {
+    after = b->Update(Apply(Objects("apiVersion: v1\nkind: Namespace\nmetadata: {name: yy}\n")));
+    return after.ok();
+  }));
+  ASSERT_TRUE(Eventually([&] { return a->Current().generation == after->generation; }));
+  EXPECT_EQ(a->Current().state->namespaces.count("yy"), 1u);
+  EXPECT_TRUE(a->status().last_error.ok());
+  EXPECT_GE(a->status().watch_losses, 1);
+}
+
+TEST_F(DatastoreTest, CompactionPastTheWatchRelists) {
+  DatastoreOptions slow = Options();
+  // A long pause before reconnecting leaves time to write and compact while it is away.
+  slow.retry_min = slow.retry_max = absl::Seconds(6);
+  std::unique_ptr<EtcdDatastore> a = Started(slow);
+  absl::StatusOr<Snapshot> s = a->Update(Apply(Objects()));
+  ASSERT_TRUE(s.ok()) << s.status();
+
+  etcd_->Kill();
+  ASSERT_TRUE(Eventually([&] { return !a->status().watching; }));
+  ASSERT_TRUE(etcd_->Restart().ok());
+  Put("/netpol/v1/namespaces/z", "apiVersion: v1\nkind: Namespace\nmetadata: {name: z}\n");
+  const int64_t last = Delete("/netpol/v1/pods/x/a");
+  ASSERT_TRUE(raw_->client()->Compact(last).ok());
+  ASSERT_FALSE(a->status().watching) << "reconnected before the compaction; raise the pause";
+
+  ASSERT_TRUE(Eventually([&] { return a->Current().generation >= static_cast<uint64_t>(last); }));
+  const State& st = *a->Current().state;
+  EXPECT_EQ(st.namespaces.count("z"), 1u);
+  EXPECT_EQ(st.pods.count("x/a"), 0u);
+  EXPECT_EQ(a->status().compactions, 1);
+  EXPECT_EQ(a->status().lists, 2);
+}
+
+TEST_F(DatastoreTest, WritesBeforeTheFirstListAreUnavailable) {
+  DatastoreOptions o = Options();
+  o.client.endpoints = {"127.0.0.1:1"};  // nothing listens there
+  std::unique_ptr<EtcdDatastore> ds = NewStore(o);
+  ds->Start();
+  EXPECT_FALSE(ds->WaitSynced(absl::Milliseconds(300)));
+  absl::StatusOr<Snapshot> s = ds->Update(Apply(Objects()));
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(s.status().message().find("not reached yet"), std::string::npos) << s.status();
+  EXPECT_EQ(ds->Current().generation, 0u);
+}
+
+TEST_F(DatastoreTest, TheNextEndpointServesWhenOneIsDead) {
+  DatastoreOptions o = Options();
+  o.client.endpoints = {"127.0.0.1:1", etcd_->endpoint()};  // nothing listens on port 1
+  std::unique_ptr<EtcdDatastore> a = Started(o);
+  absl::StatusOr<Snapshot> s = a->Update(Apply(Objects()));
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE(Eventually([&] { return a->Current().generation == s->generation; }));
+  EXPECT_EQ(a->status().endpoints, "127.0.0.1:1," + etcd_->endpoint());
+}
+
+TEST_F(DatastoreTest, OverwritingAnInvalidKeyWorks) {
+  Put("/netpol/v1/namespaces/x", "garbage: [");
+  std::unique_ptr<EtcdDatastore> a = Started();
+  EXPECT_EQ(a->status().invalid_keys, 1);
+  absl::StatusOr<Snapshot> s = a->Update(Apply(Objects()));
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->state->namespaces.count("x"), 1u);
+  EXPECT_EQ(a->status().invalid_keys, 0);
+}
+
+TEST(DatastoreTlsTest, ClientCertificateRequired) {
+  const std::string base = TempDir("etcdtls");
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() { std::filesystem::remove_all(dir); }
+  } cleanup{base};
+  absl::StatusOr<std::unique_ptr<EtcdProcess>> etcd = EtcdProcess::StartTls(base);
+  if (absl::IsFailedPrecondition(etcd.status())) GTEST_SKIP() << etcd.status();
+  ASSERT_TRUE(etcd.ok()) << etcd.status();
+  DatastoreOptions o;
+  o.client.endpoints = {(*etcd)->endpoint()};
+  o.client.request_timeout = absl::Seconds(2);
+  o.client.ca_file = (*etcd)->ca_file();
+  o.client.cert_file = (*etcd)->client_cert_file();
+  o.client.key_file = (*etcd)->client_key_file();
+  absl::StatusOr<std::unique_ptr<EtcdDatastore>> ds = EtcdDatastore::Create(o);
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  (*ds)->Start();
+  ASSERT_TRUE((*ds)->WaitSynced(absl::Seconds(20)));
+  absl::StatusOr<Snapshot> s = (*ds)->Update(Apply(Objects()));
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->state->pods.size(), 2u);
+
+  // The server's CA but no client certificate: etcd refuses the connection.
+  DatastoreOptions anonymous = o;
+  anonymous.client.cert_file.clear();
+  anonymous.client.key_file.clear();
+  absl::StatusOr<std::unique_ptr<EtcdDatastore>> anon = EtcdDatastore::Create(anonymous);
+  ASSERT_TRUE(anon.ok()) << anon.status();
+  (*anon)->Start();
+  EXPECT_FALSE((*anon)->WaitSynced(absl::Seconds(3)));
+  EXPECT_FALSE((*anon)->status().last_error.ok());
+
+  // Half a key pair is a configuration error, named before anything connects.
+  DatastoreOptions half = o;
+  half.client.key_file.clear();
+  absl::StatusOr<std::unique_ptr<EtcdDatastore>> bad = EtcdDatastore::Create(half);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  DatastoreOptions missing = o;
+  missing.client.ca_file = base + "/nonexistent.pem";
+  bad = EtcdDatastore::Create(missing);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("nonexistent.pem"), std::string::npos) << bad.status();
+}
+
+}  // namespace
+}  // namespace netpol::agent::etcd
