@@ -1,22 +1,14 @@
 // The node's CNI attachments and the EndpointService. See endpoints.h.
 #include "agent/endpoints.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-#include <zlib.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <map>
 #include <utility>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "agent/durable_file.h"
 #include "agent/log.h"
 #include "agent/program_view.h"
 #include "engine/compiler/compiler.h"
@@ -26,75 +18,7 @@
 namespace netpol::agent {
 namespace {
 
-constexpr char kMagic[] = "netpol-attachments";
-constexpr int kFormatVersion = 1;
-// A header line is short; anything longer is not our file.
-constexpr size_t kMaxHeader = 128;
-
-absl::Status ErrnoStatus(const std::string& what, int err) {
-  std::string msg = absl::StrCat(what, ": ", std::strerror(err));
-  if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(msg);
-  if (err == ENOENT) return absl::NotFoundError(msg);
-  return absl::FailedPreconditionError(msg);
-}
-
-uint32_t Crc(const std::string& data) {
-  return static_cast<uint32_t>(
-      crc32(0L, reinterpret_cast<const Bytef*>(data.data()), static_cast<uInt>(data.size())));
-}
-
-absl::StatusOr<std::string> ReadAll(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus("open " + path, errno);
-  std::string out;
-  char buf[1 << 16];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      return ErrnoStatus("read " + path, err);
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return out;
-}
-
-// Writes `data` to `path` durably: temp file, fsync, rename, fsync of the directory.
-absl::Status WriteDurably(const std::string& dir, const std::string& path,
-                          const std::string& data) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return ErrnoStatus("create " + tmp, errno);
-  absl::Status s;
-  size_t off = 0;
-  while (s.ok() && off < data.size()) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      s = ErrnoStatus("write " + tmp, errno);
-    } else {
-      off += static_cast<size_t>(n);
-    }
-  }
-  if (s.ok() && ::fsync(fd) != 0) s = ErrnoStatus("fsync " + tmp, errno);
-  if (::close(fd) != 0 && s.ok()) s = ErrnoStatus("close " + tmp, errno);
-  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
-    s = ErrnoStatus("rename " + tmp + " to " + path, errno);
-  }
-  if (!s.ok()) {
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return ErrnoStatus("open " + dir, errno);
-  if (::fsync(dfd) != 0) s = ErrnoStatus("fsync " + dir, errno);
-  ::close(dfd);
-  return s;
-}
+constexpr DurableFormat kFormat{"netpol-attachments", 1, "attachments"};
 
 std::string IpList(const std::vector<IpAddr>& ips) {
   std::vector<std::string> parts;
@@ -183,7 +107,7 @@ std::unique_ptr<Endpoints> Endpoints::InMemory() {
 absl::StatusOr<std::unique_ptr<Endpoints>> Endpoints::Open(const std::string& dir) {
   if (dir.empty()) return absl::InvalidArgumentError("state directory: empty path");
   const std::string path = dir + "/" + kFileName;
-  absl::StatusOr<std::string> bytes = ReadAll(path);
+  absl::StatusOr<std::string> bytes = ReadWholeFile(path);
   if (!bytes.ok()) {
     if (absl::IsNotFound(bytes.status())) {
       return std::unique_ptr<Endpoints>(new Endpoints(dir, {}));
@@ -205,34 +129,11 @@ std::string Endpoints::Encode(const Attachments& attachments) {
   for (const auto& [id, a] : attachments) *file.add_attachments()->mutable_attachment() = ToApi(a);
   std::string payload;
   file.SerializeToString(&payload);
-  return absl::StrFormat("%s %d %d %08x\n", kMagic, kFormatVersion, payload.size(), Crc(payload)) +
-         payload;
+  return EncodeDurable(kFormat, payload);
 }
 
 absl::StatusOr<Attachments> Endpoints::Decode(const std::string& bytes) {
-  size_t nl = bytes.find('\n');
-  if (nl == std::string::npos || nl > kMaxHeader) {
-    return absl::DataLossError("not a netpol attachments file (no header line)");
-  }
-  std::vector<std::string> parts = absl::StrSplit(bytes.substr(0, nl), ' ');
-  int version = 0;
-  uint64_t size = 0;
-  uint32_t crc = 0;
-  if (parts.size() != 4 || parts[0] != kMagic || !absl::SimpleAtoi(parts[1], &version) ||
-      !absl::SimpleAtoi(parts[2], &size) || !absl::SimpleHexAtoi(parts[3], &crc)) {
-    return absl::DataLossError("not a netpol attachments file (bad header line)");
-  }
-  if (version != kFormatVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "attachments file format version ", version, " is not supported (this agent reads ",
-        kFormatVersion, ")"));
-  }
-  std::string payload = bytes.substr(nl + 1);
-  if (payload.size() != size) {
-    return absl::DataLossError(absl::StrCat("attachments file truncated or padded: header says ",
-                                            size, " bytes, found ", payload.size()));
-  }
-  if (Crc(payload) != crc) return absl::DataLossError("attachments file checksum mismatch");
+  ASSIGN_OR_RETURN(std::string payload, DecodeDurable(kFormat, bytes));
   v1::ListAttachmentsResponse file;
   if (!file.ParseFromString(payload)) return absl::DataLossError("attachments file does not parse");
   Attachments out;

@@ -1,21 +1,14 @@
 // The embedded object store. See store.h.
 #include "agent/store.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
-#include <zlib.h>
 
 #include <cerrno>
-#include <cstring>
 #include <utility>
-#include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "agent/convert.h"
+#include "agent/durable_file.h"
 #include "api/netpol/v1/object_service.pb.h"
 #include "engine/model/loader.h"
 #include "engine/util/status_macros.h"
@@ -23,55 +16,7 @@
 namespace netpol::agent {
 namespace {
 
-constexpr char kMagic[] = "netpol-state";
-constexpr int kFormatVersion = 1;
-// A header line is short; anything longer is not our file.
-constexpr size_t kMaxHeader = 128;
-
-absl::Status ErrnoStatus(const std::string& what, int err) {
-  std::string msg = absl::StrCat(what, ": ", std::strerror(err));
-  if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(msg);
-  if (err == ENOENT) return absl::NotFoundError(msg);
-  return absl::FailedPreconditionError(msg);
-}
-
-uint32_t Crc(const std::string& data) {
-  return static_cast<uint32_t>(
-      crc32(0L, reinterpret_cast<const Bytef*>(data.data()), static_cast<uInt>(data.size())));
-}
-
-absl::Status WriteAll(int fd, const std::string& data, const std::string& path) {
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("write " + path, errno);
-    }
-    off += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> ReadAll(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus("open " + path, errno);
-  std::string out;
-  char buf[1 << 16];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      return ErrnoStatus("read " + path, err);
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return out;
-}
+constexpr DurableFormat kFormat{"netpol-state", 1, "state"};
 
 }  // namespace
 
@@ -91,34 +36,11 @@ std::string Store::Encode(const State& state, uint64_t generation) {
   }
   std::string payload;
   file.SerializeToString(&payload);
-  return absl::StrFormat("%s %d %d %08x\n", kMagic, kFormatVersion, payload.size(), Crc(payload)) +
-         payload;
+  return EncodeDurable(kFormat, payload);
 }
 
 absl::StatusOr<std::pair<State, uint64_t>> Store::Decode(const std::string& bytes) {
-  size_t nl = bytes.find('\n');
-  if (nl == std::string::npos || nl > kMaxHeader) {
-    return absl::DataLossError("not a netpol state file (no header line)");
-  }
-  std::vector<std::string> parts = absl::StrSplit(bytes.substr(0, nl), ' ');
-  int version = 0;
-  uint64_t size = 0;
-  uint32_t crc = 0;
-  if (parts.size() != 4 || parts[0] != kMagic || !absl::SimpleAtoi(parts[1], &version) ||
-      !absl::SimpleAtoi(parts[2], &size) || !absl::SimpleHexAtoi(parts[3], &crc)) {
-    return absl::DataLossError("not a netpol state file (bad header line)");
-  }
-  if (version != kFormatVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("state file format version ", version, " is not supported (this agent reads ",
-                     kFormatVersion, ")"));
-  }
-  std::string payload = bytes.substr(nl + 1);
-  if (payload.size() != size) {
-    return absl::DataLossError(absl::StrCat("state file truncated or padded: header says ", size,
-                                            " bytes, found ", payload.size()));
-  }
-  if (Crc(payload) != crc) return absl::DataLossError("state file checksum mismatch");
+  ASSIGN_OR_RETURN(std::string payload, DecodeDurable(kFormat, bytes));
   v1::ListResponse file;
   if (!file.ParseFromString(payload)) return absl::DataLossError("state file does not parse");
   State state;
@@ -140,7 +62,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir) {
     return absl::FailedPreconditionError("state directory " + dir + ": not a directory");
   }
   const std::string path = dir + "/" + kFileName;
-  absl::StatusOr<std::string> bytes = ReadAll(path);
+  absl::StatusOr<std::string> bytes = ReadWholeFile(path);
   if (!bytes.ok()) {
     if (absl::IsNotFound(bytes.status())) {
       return std::unique_ptr<Store>(new Store(dir, State{}, 0));
@@ -164,25 +86,7 @@ Snapshot Store::Current() const {
 }
 
 absl::Status Store::Persist(const State& state, uint64_t generation) {
-  const std::string tmp = path_ + ".tmp";
-  const std::string data = Encode(state, generation);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return ErrnoStatus("create " + tmp, errno);
-  absl::Status s = WriteAll(fd, data, tmp);
-  if (s.ok() && ::fsync(fd) != 0) s = ErrnoStatus("fsync " + tmp, errno);
-  if (::close(fd) != 0 && s.ok()) s = ErrnoStatus("close " + tmp, errno);
-  if (s.ok() && ::rename(tmp.c_str(), path_.c_str()) != 0) {
-    s = ErrnoStatus("rename " + tmp + " to " + path_, errno);
-  }
-  if (!s.ok()) {
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return ErrnoStatus("open " + dir_, errno);
-  if (::fsync(dfd) != 0) s = ErrnoStatus("fsync " + dir_, errno);
-  ::close(dfd);
-  return s;
+  return WriteDurably(dir_, path_, Encode(state, generation));
 }
 
 absl::StatusOr<Snapshot> Store::Update(const Mutation& mutate) {
