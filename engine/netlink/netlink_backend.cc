@@ -193,6 +193,21 @@ absl::Status NetlinkBackend::CommitOnSocket(const nft::Transaction& tx) {
   return absl::Status(CodeForErrno(first_error.error), msg);
 }
 
+namespace {
+
+// Returns whether two of `elements` share a key (the kernel never holds two such elements).
+bool HasRepeatedKey(const std::vector<nft::Element>& elements) {
+  std::vector<const std::vector<nft::FieldValue>*> keys;
+  keys.reserve(elements.size());
+  for (const nft::Element& e : elements) keys.push_back(&e.key);
+  std::sort(keys.begin(), keys.end(), [](const auto* a, const auto* b) { return *a < *b; });
+  return std::adjacent_find(keys.begin(), keys.end(), [](const auto* a, const auto* b) {
+           return *a == *b;
+         }) != keys.end();
+}
+
+}  // namespace
+
 absl::StatusOr<nft::Program> NetlinkBackend::DumpOnce(const std::string& table, bool* interrupted) {
   nft::Program p;
   p.table = table;
@@ -271,6 +286,10 @@ absl::StatusOr<nft::Program> NetlinkBackend::DumpOnce(const std::string& table, 
         interrupted));
     ASSIGN_OR_RETURN(std::vector<nft::Element> elements,
                      DecodeElements(p.sets[name], holder.get()));
+    // A hash set the kernel resizes while a multi-message dump walks it can yield some elements
+    // twice and others not at all, with no generation change: a repeated key means the walk was
+    // torn, so the dump is retried like an interrupted one.
+    if (HasRepeatedKey(elements)) *interrupted = true;
     if (!elements.empty()) p.elements.emplace(name, std::move(elements));
   }
 
