@@ -1,12 +1,17 @@
 // netpolctl's connection to the agent. See client.h.
 #include "cli/client.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -67,19 +72,46 @@ std::unique_ptr<grpc::ClientContext> Client::Context() const {
   return ctx;
 }
 
+bool Client::AgentAnswered() const {
+  // A status the agent sent travels over a live connection; a failure to connect (or a
+  // connection lost mid-call) leaves the channel in TRANSIENT_FAILURE, CONNECTING or IDLE.
+  return channel_->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY;
+}
+
+std::string Client::WhyUnreachable(const std::string& grpc_message) const {
+  if (absl::StartsWith(server_, "unix:")) {
+    std::string path(absl::StripPrefix(absl::StripPrefix(server_, "unix:"), "//"));
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) {
+      return absl::StrCat("no socket at ", path, " (", std::strerror(errno), ")");
+    }
+    if (!S_ISSOCK(st.st_mode)) return absl::StrCat(path, " is not a socket");
+    return absl::StrCat("nothing accepts connections on ", path,
+                        " (a socket left behind by an agent that is not running?): ",
+                        grpc_message);
+  }
+  return grpc_message;
+}
+
 absl::Status Client::Explain(const grpc::Status& status) const {
   const std::string msg = status.error_message();
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
-      if (absl::StrContains(msg, "starting")) {
-        return absl::UnavailableError(absl::StrCat(
-            msg, "\nThe agent at ", server_, " is up but not ready; retry shortly."));
+      if (AgentAnswered()) {
+        // The agent is there and said UNAVAILABLE itself: its message says why.
+        if (absl::StrContains(msg, "starting")) {
+          return absl::UnavailableError(absl::StrCat(
+              msg, "\nThe agent at ", server_, " is up but not ready; retry shortly."));
+        }
+        return absl::UnavailableError(
+            absl::StrCat(msg, "\n(answered by netpol-agent at ", server_,
+                         ": it is running but cannot serve this now; retry later)"));
       }
       return absl::UnavailableError(absl::StrCat(
           "cannot reach netpol-agent at ", server_,
           server_from_default_ ? " (the default; set --server or NETPOL_SERVER to use another)"
                                : "",
-          ": ", msg,
+          ": ", WhyUnreachable(msg),
           "\nIs the agent running? Start it as root, e.g.\n"
           "  netpol-agent --node-name=$(hostname) --listen=",
           absl::StartsWith(server_, "unix:") ? server_ : std::string(kDefaultServer),

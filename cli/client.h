@@ -41,14 +41,20 @@ class Client {
   v1::ObjectService::Stub& objects() { return *objects_; }
   v1::QueryService::Stub& queries() { return *queries_; }
   v1::StatusService::Stub& status() { return *status_; }
-  // A context carrying the deadline; waits for the connection within it.
+  // A context carrying the deadline (a call fails at once when no connection can be made).
   std::unique_ptr<grpc::ClientContext> Context() const;
-  // Turns an RPC error into a message that says what to do (e.g. how to start the agent when
-  // it is unreachable).
+  // Turns an RPC error into a message that says what to do. UNAVAILABLE has two causes told
+  // apart: no connection to the agent (names the server tried, why — e.g. no socket at the
+  // path — and how to start the agent), and an UNAVAILABLE the agent itself answered (its
+  // message, e.g. that its datastore is unavailable, is printed as it is).
   absl::Status Explain(const grpc::Status& status) const;
 
  private:
   Client() = default;
+  // Whether the last call's UNAVAILABLE came from the agent over a live connection.
+  bool AgentAnswered() const;
+  // Why no connection could be made, for a failed connection to server_.
+  std::string WhyUnreachable(const std::string& grpc_message) const;
   std::string server_;
   bool server_from_default_ = false;
   absl::Duration timeout_;

@@ -1,0 +1,162 @@
+// netpolctl's errors when the agent cannot be reached versus when the agent answers
+// UNAVAILABLE itself: a real gRPC server on a Unix socket in the test's temporary directory
+// stands in for the agent's StatusService, and `netpolctl status` runs in-process.
+#include "cli/client.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "api/netpol/v1/status_service.grpc.pb.h"
+#include "cli/commands.h"
+#include "gmock/gmock.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "gtest/gtest.h"
+
+namespace netpol::cli {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// Answers Status with a fixed error (or a serving status when it is OK).
+class FixedStatusService final : public v1::StatusService::Service {
+ public:
+  explicit FixedStatusService(grpc::Status answer) : answer_(std::move(answer)) {}
+  grpc::Status Status(grpc::ServerContext*, const v1::StatusRequest*,
+                      v1::StatusResponse* resp) override {
+    if (!answer_.ok()) return answer_;
+    resp->set_serving(true);
+    resp->set_node_name("node-1");
+    return grpc::Status::OK;
+  }
+
+ private:
+  grpc::Status answer_;
+};
+
+// Unix socket paths are limited to 107 bytes, which Bazel's $TEST_TMPDIR can exceed.
+std::string SocketPath(const std::string& name) {
+  return "/tmp/netpolctl-test-" + std::to_string(::getpid()) + "-" + name + ".sock";
+}
+
+// A Unix socket bound at `path` that nobody accepts on (as left by an agent killed with
+// SIGKILL, or bound but not listening): connecting is refused. Returns the descriptor.
+int BoundNotListening(const std::string& path) {
+  ::unlink(path.c_str());
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ADD_FAILURE() << "bind " << path << ": " << std::strerror(errno);
+  }
+  return fd;
+}
+
+struct Row {
+  std::string name;
+  // What is at the address: "agent" (the fake service answering `answer`), "nothing" (no
+  // socket file), "stale" (a socket file nobody accepts on), "file" (a regular file), "tcp"
+  // (a loopback port with no listener).
+  std::string there;
+  grpc::Status answer;
+  std::vector<std::string> want;
+  std::vector<std::string> not_want;
+};
+
+void PrintTo(const Row& row, std::ostream* os) { *os << row.name; }
+
+class ExplainTest : public ::testing::TestWithParam<Row> {};
+
+TEST_P(ExplainTest, StatusCommandSaysWhatHappened) {
+  const Row& row = GetParam();
+  const std::string path = SocketPath(row.name);
+  std::string server = "unix://" + path;
+  ::unlink(path.c_str());
+  FixedStatusService service(row.answer);
+  std::unique_ptr<grpc::Server> grpc_server;
+  int fd = -1;
+  if (row.there == "agent") {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(server, grpc::InsecureServerCredentials());
+    builder.RegisterService(&service);
+    grpc_server = builder.BuildAndStart();
+    ASSERT_NE(grpc_server, nullptr) << "cannot serve on " << server;
+  } else if (row.there == "stale") {
+    fd = BoundNotListening(path);
+  } else if (row.there == "file") {
+    std::ofstream(path) << "not a socket\n";
+  } else if (row.there == "tcp") {
+    server = "127.0.0.1:1";  // a privileged port nothing on a test machine listens on
+  }
+
+  ClientOptions options;
+  options.server = server;
+  options.timeout = absl::Seconds(20);
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::istringstream in;
+  std::ostringstream out, err;
+  int code = cli::Run(**client, {"status"}, CommandOptions(), in, out, err);
+
+  EXPECT_EQ(code, 1) << err.str();
+  for (const std::string& w : row.want) {
+    std::string text = w;
+    size_t at = text.find("SERVER");
+    if (at != std::string::npos) text.replace(at, 6, server);
+    at = text.find("PATH");
+    if (at != std::string::npos) text.replace(at, 4, path);
+    EXPECT_THAT(err.str(), HasSubstr(text));
+  }
+  for (const std::string& w : row.not_want) EXPECT_THAT(err.str(), Not(HasSubstr(w)));
+  if (grpc_server != nullptr) grpc_server->Shutdown();
+  if (fd >= 0) ::close(fd);
+  ::unlink(path.c_str());
+}
+
+const char kHowToStart[] = "netpol-agent --node-name=$(hostname) --listen=";
+
+INSTANTIATE_TEST_SUITE_P(
+    Rows, ExplainTest,
+    ::testing::Values(
+        Row{"AgentAnswersUnavailableWithItsOwnMessage", "agent",
+            grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                         "etcd unavailable: etcd 127.0.0.1:2379: connection refused"),
+            {"error: etcd unavailable: etcd 127.0.0.1:2379: connection refused",
+             "answered by netpol-agent at SERVER"},
+            {"cannot reach", kHowToStart}},
+        Row{"AgentIsStarting", "agent",
+            grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                         "netpol-agent is starting: the first sync with the kernel has not "
+                         "completed yet"),
+            {"netpol-agent is starting", "The agent at SERVER is up but not ready"},
+            {"cannot reach", kHowToStart}},
+        Row{"NoSocketAtThePath", "nothing", grpc::Status::OK,
+            {"cannot reach netpol-agent at SERVER: no socket at PATH", kHowToStart},
+            {"answered by"}},
+        Row{"SocketLeftBehindNobodyAccepts", "stale", grpc::Status::OK,
+            {"cannot reach netpol-agent at SERVER: nothing accepts connections on PATH",
+             kHowToStart},
+            {"answered by"}},
+        Row{"PathIsNotASocket", "file", grpc::Status::OK,
+            {"cannot reach netpol-agent at SERVER: PATH is not a socket", kHowToStart},
+            {"answered by"}},
+        Row{"TcpAddressRefuses", "tcp", grpc::Status::OK,
+            {"cannot reach netpol-agent at SERVER: ", "Is the agent running?",
+             "--listen=unix:///run/netpol/agent.sock"},
+            {"answered by"}}),
+    [](const ::testing::TestParamInfo<Row>& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace netpol::cli
