@@ -77,7 +77,8 @@ std::string KernelProblem(const nft::Program& committed, const nft::Program& ker
                         "] differ between the kernel and the committed program");
   }
   // Base chains that jump into the dispatch maps must be there too.
-  for (const char* base : {compiler::kForwardChain, compiler::kInputChain}) {
+  for (const char* base : {compiler::kForwardChain, compiler::kInputChain, compiler::kOutputChain,
+                           compiler::kPostroutingChain}) {
     auto c = committed.chains.find(base);
     if (c == committed.chains.end()) continue;
     auto k = kernel.chains.find(base);

@@ -25,10 +25,12 @@ Revoker::Revoker(TableOpener open, HostAddresses hosts)
 void Revoker::AfterCommit(const nft::Program* before, const nft::Transaction& tx,
                           const nft::Program& after) {
   if (before == nullptr) return;
-  const std::vector<conntrack::FlowFilter> filters = conntrack::RevocationFilters(*before, tx);
-  if (filters.empty()) return;
-  ++stats_.revocations;
   const absl::Time start = absl::Now();
+  // Factored candidates (RevocationPlan): a relabelling of many pods stays linear in the change.
+  const conntrack::RevocationPlan plan = conntrack::RevocationPlan::Build(*before, tx);
+  if (plan.empty()) return;
+  ++stats_.revocations;
+  const absl::Duration planning = absl::Now() - start;
   conntrack::RevokeOptions options;
   options.keep = [&after](const conntrack::Flow& f) { return conntrack::StillAllowed(after, f); };
   absl::StatusOr<std::vector<IpAddr>> hosts = hosts_();
@@ -38,7 +40,9 @@ void Revoker::AfterCommit(const nft::Program* before, const nft::Transaction& tx
     LogWarning(absl::StrCat("revocation: cannot list the host's addresses: ",
                             hosts.status().ToString()));
   }
+  const absl::Time opening = absl::Now();
   absl::StatusOr<std::unique_ptr<conntrack::Table>> table = open_();
+  const absl::Duration open_duration = absl::Now() - opening;
   if (!table.ok()) {
     ++stats_.errors;
     LogError(absl::StrCat("revocation: cannot open the conntrack table: ",
@@ -46,7 +50,7 @@ void Revoker::AfterCommit(const nft::Program* before, const nft::Transaction& tx
     return;
   }
   absl::StatusOr<conntrack::RevokeReport> report =
-      conntrack::Revoke(table->get(), filters, options);
+      conntrack::RevokePlan(table->get(), plan, options);
   if (!report.ok()) {
     ++stats_.errors;
     LogError(absl::StrCat("revocation: ", report.status().ToString()));
@@ -56,10 +60,13 @@ void Revoker::AfterCommit(const nft::Program* before, const nft::Transaction& tx
   stats_.kept += static_cast<int64_t>(report->kept);
   stats_.errors += static_cast<int64_t>(report->errors.size());
   std::string line = absl::StrCat(
-      "revocation candidates=", filters.size(), " scanned=", report->scanned,
+      "revocation candidates=", plan.expanded_size(), " plan=", plan.size(),
+      " scanned=", report->scanned,
       " matched=", report->matched, " kept=", report->kept, " vanished=", report->vanished,
       " deleted=", report->deleted.size(), " errors=", report->errors.size(),
-      " duration=", absl::FormatDuration(absl::Now() - start));
+      " duration=", absl::FormatDuration(absl::Now() - start),
+      " (plan ", absl::FormatDuration(planning), ", open ", absl::FormatDuration(open_duration),
+      ")");
   for (size_t i = 0; i < report->deleted.size() && i < 5; ++i) {
     absl::StrAppend(&line, i == 0 ? ": " : "; ", report->deleted[i].ToString());
   }

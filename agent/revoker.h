@@ -2,7 +2,8 @@
 // ReconcilerOptions::after_commit.
 //
 // From the program committed until now and the transaction just committed it computes the
-// candidate flows (conntrack::RevocationFilters), lists the conntrack table and deletes the
+// candidate flows (conntrack::RevocationPlan, linear in the change: never one filter per pod and
+// removed element), lists the conntrack table once per family and deletes the
 // entries that match a candidate and that the new program no longer accepts as a new
 // connection (conntrack::StillAllowed). Flows that stay allowed, and flows from the host's own
 // addresses, are untouched; the table is never flushed. One log line per revocation naming the

@@ -271,12 +271,22 @@ TEST(ExamplesTest, LoadCompileAndDecide) {
         packet.l4proto = static_cast<uint8_t>(f.protocol);
         packet.dport = static_cast<uint16_t>(f.port);
         const Place* place = FindPlace(f.dst);
-        const std::string chain = place && place->node ? "input" : "forward";
-        absl::StatusOr<compiler::TraceResult> trace =
-            compiler::Trace(*program, chain, packet);
-        ASSERT_TRUE(trace.ok()) << what << ": " << trace.status();
-        EXPECT_EQ(trace->accepted, f.want) << what << " (program, " << chain << "):\n"
-                                           << trace->ToString();
+        // To the node: `input`; to a pod: `forward` (egress), then `postrouting` (ingress).
+        const std::vector<std::string> chains =
+            place && place->node ? std::vector<std::string>{"input"}
+                                 : std::vector<std::string>{"forward", "postrouting"};
+        bool accepted = true;
+        std::string traces;
+        for (const std::string& chain : chains) {
+          absl::StatusOr<compiler::TraceResult> trace = compiler::Trace(*program, chain, packet);
+          ASSERT_TRUE(trace.ok()) << what << ": " << trace.status();
+          absl::StrAppend(&traces, chain, ":\n", trace->ToString(), "\n");
+          if (!trace->accepted) {
+            accepted = false;
+            break;
+          }
+        }
+        EXPECT_EQ(accepted, f.want) << what << " (program):\n" << traces;
       }
     }
   }

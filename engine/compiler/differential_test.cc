@@ -99,6 +99,10 @@ bool Path(const End& src, const End& dst, std::vector<Hop>* hops) {
   }
   if (dst.kind == End::Kind::kPod && dst.node != src.node) {
     hops->push_back({dst.node, kForwardChain});
+  }
+  if (dst.kind == End::Kind::kPod) {
+    // Ingress: after source NAT, on the way out to the pod.
+    hops->push_back({dst.node, kPostroutingChain});
   } else if (dst.kind == End::Kind::kHost && dst.node != src.node) {
     hops->push_back({dst.node, kInputChain});
   }

@@ -45,6 +45,12 @@ std::optional<Value> Load(Selector sel, const Packet& p) {
     case Selector::kThDport:
       v.num = p.dport;
       return v;
+    case Selector::kCtOrigIpSaddr:
+    case Selector::kCtOrigIp6Saddr:
+      if ((p.src.family == Family::kV4) != (sel == Selector::kCtOrigIpSaddr)) return std::nullopt;
+      v.is_addr = true;
+      v.addr = p.orig_src.value_or(p.src);
+      return v;
   }
   return std::nullopt;
 }
@@ -63,6 +69,10 @@ const char* SelectorText(Selector s) {
       return "meta l4proto";
     case Selector::kThDport:
       return "th dport";
+    case Selector::kCtOrigIpSaddr:
+      return "ct original ip saddr";
+    case Selector::kCtOrigIp6Saddr:
+      return "ct original ip6 saddr";
   }
   return "?";
 }
@@ -229,9 +239,15 @@ absl::StatusOr<TraceResult> Trace(const nft::Program& program, const std::string
         } else {
           matched = out->matched;
         }
+      } else if (const auto* fib = std::get_if<nft::FibLocalMatch>(&match)) {
+        matched = fib->saddr ? packet.src_local : packet.dst_local;
+        what = fib->saddr ? "fib saddr type local" : "fib daddr type local";
+      } else if (std::holds_alternative<nft::LocalSocketMatch>(match)) {
+        matched = packet.local_socket;
+        what = "meta skuid";
       } else {
         return absl::InvalidArgumentError(absl::StrCat(
-            top.chain->name, "[", index, "]: interface and fib matches are not traceable"));
+            top.chain->name, "[", index, "]: interface matches are not traceable"));
       }
       if (!matched) break;
     }

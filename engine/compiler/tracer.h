@@ -32,6 +32,14 @@ struct Packet {
   uint16_t dport = 0;
   std::optional<uint8_t> icmpv6_type;  // with l4proto 58
   CtState ct = CtState::kNew;
+  // The connection's original source (`ct original ip saddr`) when source NAT
+  // changed it; unset: `src`.
+  std::optional<IpAddr> orig_src;
+  // Routing context for `fib saddr|daddr type local`: the address is one of the
+  // node's own.
+  bool src_local = false, dst_local = false;
+  // A local socket sent the packet (`meta skuid >= 0` matches).
+  bool local_socket = false;
 };
 
 struct TraceResult {
@@ -45,7 +53,7 @@ struct TraceResult {
 
 // Walks base chain `chain` of `program` for `packet`. Errors: NotFound for a
 // missing chain or set, InvalidArgument for a rule the tracer cannot evaluate
-// (interface and fib matches, which need a routing context) or a malformed
+// (interface matches; fib matches use the packet's src_local/dst_local) or a malformed
 // lookup, FailedPrecondition for a jump loop deeper than the kernel allows.
 // With `explain` false only the final verdict line is recorded (faster, for
 // bulk comparisons).

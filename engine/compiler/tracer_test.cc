@@ -223,6 +223,50 @@ const Case kCases[] = {
 INSTANTIATE_TEST_SUITE_P(Walk, TraceTest, ::testing::ValuesIn(kCases),
                          [](const auto& info) { return info.param.name; });
 
+// `meta skuid >= 0 fib saddr type local accept`, then the original source
+// looked up with the destination, then drop: netpol's postrouting exemptions.
+Program NodeTrafficAndSelf() {
+  Program p;
+  p.chains["base"] =
+      Base({R({nft::LocalSocketMatch{}, nft::FibLocalMatch{true}}, Verdict::Accept()),
+            R({L({Selector::kCtOrigIpSaddr, Selector::kIpDaddr}, "self")}, Verdict::Accept()),
+            R({}, Verdict::Drop())});
+  AddSet(&p, "self", {FieldType::kIpv4Addr, FieldType::kIpv4Addr}, false, false,
+         {Element{{FieldValue::Addr(Ip("10.0.0.2")), FieldValue::Addr(Ip("10.0.0.2"))}, {}, ""}});
+  return p;
+}
+
+TEST(TraceContextTest, SocketFibAndOriginalSource) {
+  Program p = NodeTrafficAndSelf();
+  struct {
+    const char* name;
+    bool socket, src_local;
+    std::optional<std::string> orig;
+    bool accepted;
+  } cases[] = {
+      {"node socket, node address", true, true, std::nullopt, true},
+      {"masqueraded forward: node address, no socket", false, true, std::nullopt, false},
+      {"socket with a foreign address", true, false, std::nullopt, false},
+      {"masqueraded hairpin: original source is the pod", false, true, "10.0.0.2", true},
+      {"another original source", false, true, "10.0.0.3", false},
+  };
+  for (const auto& c : cases) {
+    Packet pkt = Tcp("10.0.0.1", "10.0.0.2", 80);
+    pkt.local_socket = c.socket;
+    pkt.src_local = c.src_local;
+    if (c.orig) pkt.orig_src = Ip(*c.orig);
+    absl::StatusOr<TraceResult> r = Trace(p, "base", pkt);
+    ASSERT_TRUE(r.ok()) << c.name << ": " << r.status();
+    EXPECT_EQ(r->accepted, c.accepted) << c.name << "\n" << r->ToString();
+  }
+  // An IPv6 packet never matches `ct original ip saddr`.
+  Packet v6 = Tcp("fd00::1", "fd00::2", 80);
+  v6.orig_src = Ip("fd00::2");
+  absl::StatusOr<TraceResult> r = Trace(p, "base", v6);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->accepted);
+}
+
 TEST(TraceErrorsTest, MissingChainAndSetAndLoop) {
   Program p;
   p.chains["base"] = Base({R({}, Verdict::Jump("nowhere"))});

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include <cstring>
+#include <functional>
 #include <set>
 #include <utility>
 
@@ -78,6 +79,12 @@ int OnEntry(enum nf_conntrack_msg_type, struct nf_conntrack* ct, void* data) {
   const bool has_reply = family == Family::kV4 ? nfct_attr_is_set(ct, ATTR_REPL_IPV4_SRC) > 0
                                                : nfct_attr_is_set(ct, ATTR_REPL_IPV6_SRC) > 0;
   f.dst = has_reply ? ReadAddr(ct, family, ATTR_REPL_IPV4_SRC, ATTR_REPL_IPV6_SRC) : e.orig_dst;
+  // The source the destination sees: the reply's destination (after SNAT, e.g. a masqueraded
+  // NodePort connection), when it differs from the original source.
+  if (has_reply) {
+    IpAddr seen = ReadAddr(ct, family, ATTR_REPL_IPV4_DST, ATTR_REPL_IPV6_DST);
+    if (seen != f.src) f.nat_src = seen;
+  }
   if (HasPorts(proto)) {
     f.has_ports = true;
     e.orig_sport = ReadPort(ct, ATTR_ORIG_PORT_SRC);
@@ -157,11 +164,14 @@ absl::Status KernelTable::Delete(const Entry& e) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<RevokeReport> Revoke(Table* table, const std::vector<FlowFilter>& filters,
-                                    const RevokeOptions& options) {
+namespace {
+
+// Lists each of `families` once and deletes the entries `candidate` selects and options.keep
+// does not keep.
+absl::StatusOr<RevokeReport> RevokeMatching(Table* table, const std::set<Family>& families,
+                                            const std::function<bool(const Flow&)>& candidate,
+                                            const RevokeOptions& options) {
   RevokeReport report;
-  std::set<Family> families;
-  for (const FlowFilter& f : filters) families.insert(f.family);
   const std::set<IpAddr> host(options.host_addresses.begin(), options.host_addresses.end());
   for (Family family : families) {
     absl::StatusOr<std::vector<Entry>> entries = table->Dump(family);
@@ -169,14 +179,7 @@ absl::StatusOr<RevokeReport> Revoke(Table* table, const std::vector<FlowFilter>&
     report.scanned += entries->size();
     for (const Entry& e : *entries) {
       if (host.count(e.flow.src) > 0) continue;
-      bool match = false;
-      for (const FlowFilter& f : filters) {
-        if (f.Matches(e.flow)) {
-          match = true;
-          break;
-        }
-      }
-      if (!match) continue;
+      if (!candidate(e.flow)) continue;
       ++report.matched;
       if (options.keep && options.keep(e.flow)) {
         ++report.kept;
@@ -193,6 +196,29 @@ absl::StatusOr<RevokeReport> Revoke(Table* table, const std::vector<FlowFilter>&
     }
   }
   return report;
+}
+
+}  // namespace
+
+absl::StatusOr<RevokeReport> Revoke(Table* table, const std::vector<FlowFilter>& filters,
+                                    const RevokeOptions& options) {
+  std::set<Family> families;
+  for (const FlowFilter& f : filters) families.insert(f.family);
+  return RevokeMatching(
+      table, families,
+      [&filters](const Flow& flow) {
+        for (const FlowFilter& f : filters) {
+          if (f.Matches(flow)) return true;
+        }
+        return false;
+      },
+      options);
+}
+
+absl::StatusOr<RevokeReport> RevokePlan(Table* table, const RevocationPlan& plan,
+                                        const RevokeOptions& options) {
+  return RevokeMatching(table, plan.families(),
+                        [&plan](const Flow& flow) { return plan.Matches(flow); }, options);
 }
 
 absl::StatusOr<std::vector<IpAddr>> HostAddresses() {

@@ -91,6 +91,12 @@ struct RevokeReport {
 absl::StatusOr<RevokeReport> Revoke(Table* table, const std::vector<FlowFilter>& filters,
                                     const RevokeOptions& options);
 
+// The same for the candidates of a RevocationPlan: each family's table is listed once and each
+// entry costs one RevocationPlan::Matches, so the work is bounded by the table and the plan's
+// size (never the product of the change's elements and pods).
+absl::StatusOr<RevokeReport> RevokePlan(Table* table, const RevocationPlan& plan,
+                                        const RevokeOptions& options);
+
 // Revokes in the calling thread's network namespace: opens the kernel table, fills
 // host_addresses with HostAddresses(), deletes every matching entry. Errors: as above, plus
 // Unavailable naming the first flow that could not be deleted.

@@ -408,7 +408,8 @@ spec:
   ASSERT_EQ(r.status, 0) << r.output << "\n" << change.ToNftText();
   EXPECT_TRUE(Lab::Deliver(tcp, "established survives the commit"));
 
-  const std::vector<FlowFilter> filters = RevocationFilters(before, change);
+  const RevocationPlan plan = RevocationPlan::Build(before, change);
+  const std::vector<FlowFilter> filters = plan.Expand();
   std::vector<std::string> texts;
   for (const FlowFilter& f : filters) texts.push_back(f.ToString());
   EXPECT_THAT(texts, ::testing::UnorderedElementsAre("10.1.0.2 -> 10.2.0.2 tcp dport 8080",
@@ -422,7 +423,7 @@ spec:
   absl::StatusOr<std::vector<IpAddr>> host = HostAddresses();
   ASSERT_TRUE(host.ok()) << host.status();
   options.host_addresses = *host;
-  absl::StatusOr<RevokeReport> report = Revoke(table->get(), filters, options);
+  absl::StatusOr<RevokeReport> report = RevokePlan(table->get(), plan, options);
   ASSERT_TRUE(report.ok()) << report.status();
   std::vector<std::string> deleted;
   for (const Flow& f : report->deleted) {

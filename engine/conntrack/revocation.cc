@@ -97,9 +97,11 @@ struct Dispatched {
   std::string comment;
 };
 
-class Planner {
+}  // namespace
+
+class PlanBuilder {
  public:
-  explicit Planner(const nft::Program& before) : before_(before) { Index(); }
+  explicit PlanBuilder(const nft::Program& before) : before_(before) { Index(); }
 
   void Apply(const Command& c) {
     switch (c.kind) {
@@ -134,10 +136,17 @@ class Planner {
     }
   }
 
-  std::vector<FlowFilter> Take() {
-    std::sort(out_.begin(), out_.end());
-    out_.erase(std::unique(out_.begin(), out_.end()), out_.end());
-    return std::move(out_);
+  // The plan; registers the pods of every chain that holds element filters.
+  RevocationPlan Take() {
+    for (auto& [chain, cands] : plan_.chains_) {
+      auto pods = dispatched_.find(chain);
+      if (pods == dispatched_.end()) continue;
+      for (const Dispatched& p : pods->second) {
+        cands.pods.push_back(RevocationPlan::Pod{p.source, p.addr, PodText(p)});
+        (p.source ? plan_.by_src_pod_ : plan_.by_dst_pod_)[p.addr].push_back(chain);
+      }
+    }
+    return std::move(plan_);
   }
 
  private:
@@ -168,6 +177,7 @@ class Planner {
       auto els = before_.elements.find(map);
       if (els == before_.elements.end()) continue;
       for (const Element& e : els->second) {
+        if (e.key.size() == 1) old_dispatch_[map].emplace(e.key[0].addr_lo, &e);
         if (e.key.size() != 1 || !e.verdict) continue;
         if (e.verdict->kind != Verdict::Kind::kJump && e.verdict->kind != Verdict::Kind::kGoto) {
           continue;
@@ -183,9 +193,9 @@ class Planner {
   }
 
   void AnyOf(const Dispatched& p, const std::string& why) {
-    FlowFilter f = p.source ? FlowFilter::AnyFrom(p.addr) : FlowFilter::AnyTo(p.addr);
-    f.reason = absl::StrCat(why, " (", PodText(p), ")");
-    out_.push_back(std::move(f));
+    auto& any = p.source ? plan_.any_from_ : plan_.any_to_;
+    if (any.count(p.addr) > 0) return;
+    any.emplace(p.addr, absl::StrCat(why, " (", PodText(p), ")"));
   }
 
   // An element of `set` admitted flows before the transaction and does not after it.
@@ -224,43 +234,30 @@ class Planner {
       const std::string what =
           absl::StrCat(set, ": ", verb, " ", nft::RenderElement(before_.sets.at(set), e));
       // Unconstrained address sides cover the whole family.
-      auto emit = [&](FlowFilter g, Family fam, bool has_src, bool has_dst,
-                      const std::string& reason) {
+      auto complete = [&](FlowFilter g, Family fam) {
         g.family = fam;
-        if (!has_src) g.src_lo = Lowest(fam), g.src_hi = Highest(fam);
-        if (!has_dst) g.dst_lo = Lowest(fam), g.dst_hi = Highest(fam);
-        g.reason = reason;
-        out_.push_back(std::move(g));
+        if (!src_set) g.src_lo = Lowest(fam), g.src_hi = Highest(fam);
+        if (!dst_set) g.dst_lo = Lowest(fam), g.dst_hi = Highest(fam);
+        g.reason = what;
+        return g;
       };
+      std::vector<Family> families;
+      if (family) {
+        families.push_back(*family);
+      } else {
+        families = {Family::kV4, Family::kV6};
+      }
       if (use.base) {
-        if (family) {
-          emit(f, *family, src_set, dst_set, what);
-        } else {
-          emit(f, Family::kV4, src_set, dst_set, what);
-          emit(f, Family::kV6, src_set, dst_set, what);
-        }
+        for (Family fam : families) plan_.base_.Add(complete(f, fam));
         continue;
       }
+      // Stored once for the chain: Take() adds the pods dispatched into it, whose address is
+      // the flow's destination (ingress) or source (egress). An element constraining the pod's
+      // side too then only matches the pods it covers.
       auto pods = dispatched_.find(use.chain);
       if (pods == dispatched_.end()) continue;
-      for (const Dispatched& p : pods->second) {
-        if (family && *family != p.addr.family) continue;
-        FlowFilter g = f;
-        const bool had = p.source ? src_set : dst_set;
-        if (had) {
-          // The element constrains the pod's own side too: keep it only if it covers the pod.
-          const IpAddr& lo = p.source ? g.src_lo : g.dst_lo;
-          const IpAddr& hi = p.source ? g.src_hi : g.dst_hi;
-          if (!(lo <= p.addr && p.addr <= hi)) continue;
-        }
-        if (p.source) {
-          g.src_lo = g.src_hi = p.addr;
-        } else {
-          g.dst_lo = g.dst_hi = p.addr;
-        }
-        emit(g, p.addr.family, src_set || p.source, dst_set || !p.source,
-             absl::StrCat(what, " (", PodText(p), ")"));
-      }
+      RevocationPlan::ChainCandidates& cands = plan_.chains_[use.chain];
+      for (Family fam : families) cands.filters.Add(complete(f, fam));
     }
   }
 
@@ -284,10 +281,11 @@ class Planner {
     auto d = dispatch_.find(map);
     if (d == dispatch_.end() || e.key.size() != 1) return;
     std::optional<Verdict> old;
-    auto els = before_.elements.find(map);
-    if (els != before_.elements.end()) {
-      for (const Element& o : els->second) {
-        if (o.key == e.key) old = o.verdict;
+    auto olds = old_dispatch_.find(map);
+    if (olds != old_dispatch_.end()) {
+      auto [from, to] = olds->second.equal_range(e.key[0].addr_lo);
+      for (auto it = from; it != to; ++it) {
+        if (it->second->key == e.key) old = it->second->verdict;
       }
     }
     if (old && e.verdict && *old == *e.verdict) return;
@@ -300,11 +298,11 @@ class Planner {
   std::map<std::string, Dispatch> dispatch_;               // verdict map -> its lookup
   std::map<std::string, std::vector<AllowUse>> uses_;      // set -> allow rules using it
   std::map<std::string, std::vector<Dispatched>> dispatched_;  // chain -> pods sent there
+  // Verdict map -> its elements in `before` by key address, in `before`'s order.
+  std::map<std::string, std::multimap<IpAddr, const Element*>> old_dispatch_;
   std::set<std::string> gone_sets_, gone_chains_;
-  std::vector<FlowFilter> out_;
+  RevocationPlan plan_;
 };
-
-}  // namespace
 
 std::string Flow::ToString() const {
   return absl::StrCat(ProtoText(l4proto), " ", Endpoint(src, sport, has_ports), " -> ",
@@ -374,11 +372,113 @@ auto Tie(const FlowFilter& f) {
 bool operator==(const FlowFilter& a, const FlowFilter& b) { return Tie(a) == Tie(b); }
 bool operator<(const FlowFilter& a, const FlowFilter& b) { return Tie(a) < Tie(b); }
 
+void RevocationPlan::Index::Add(FlowFilter f) {
+  const size_t i = filters_.size();
+  if (f.src_lo == f.src_hi) {
+    by_src_[f.src_lo].push_back(i);
+  } else if (f.dst_lo == f.dst_hi) {
+    by_dst_[f.dst_lo].push_back(i);
+  } else {
+    ranges_.push_back(i);
+  }
+  filters_.push_back(std::move(f));
+}
+
+bool RevocationPlan::Index::Matches(const Flow& flow) const {
+  auto any = [&](const std::vector<size_t>& idx) {
+    for (size_t i : idx) {
+      if (filters_[i].Matches(flow)) return true;
+    }
+    return false;
+  };
+  auto s = by_src_.find(flow.src);
+  if (s != by_src_.end() && any(s->second)) return true;
+  auto d = by_dst_.find(flow.dst);
+  if (d != by_dst_.end() && any(d->second)) return true;
+  return any(ranges_);
+}
+
+RevocationPlan RevocationPlan::Build(const nft::Program& before, const nft::Transaction& tx) {
+  if (tx.table() != before.table) return RevocationPlan();
+  PlanBuilder builder(before);
+  for (const Command& c : tx.commands()) builder.Apply(c);
+  return builder.Take();
+}
+
+size_t RevocationPlan::size() const {
+  size_t n = base_.filters().size() + any_to_.size() + any_from_.size();
+  for (const auto& [chain, c] : chains_) n += c.filters.filters().size() + c.pods.size();
+  return n;
+}
+
+size_t RevocationPlan::expanded_size() const {
+  size_t n = base_.filters().size() + any_to_.size() + any_from_.size();
+  for (const auto& [chain, c] : chains_) n += c.filters.filters().size() * c.pods.size();
+  return n;
+}
+
+std::set<Family> RevocationPlan::families() const {
+  std::set<Family> out;
+  for (const FlowFilter& f : base_.filters()) out.insert(f.family);
+  for (const auto& [addr, why] : any_to_) out.insert(addr.family);
+  for (const auto& [addr, why] : any_from_) out.insert(addr.family);
+  for (const auto& [chain, c] : chains_) {
+    std::set<Family> filters, pods;
+    for (const FlowFilter& f : c.filters.filters()) filters.insert(f.family);
+    for (const Pod& p : c.pods) pods.insert(p.addr.family);
+    for (Family f : filters) {
+      if (pods.count(f) > 0) out.insert(f);
+    }
+  }
+  return out;
+}
+
+bool RevocationPlan::Matches(const Flow& flow) const {
+  if (any_to_.count(flow.dst) > 0 && FlowFilter::AnyTo(flow.dst).Matches(flow)) return true;
+  if (any_from_.count(flow.src) > 0 && FlowFilter::AnyFrom(flow.src).Matches(flow)) return true;
+  if (base_.Matches(flow)) return true;
+  auto in_chains = [&](const std::map<IpAddr, std::vector<std::string>>& by_pod,
+                       const IpAddr& pod) {
+    auto it = by_pod.find(pod);
+    if (it == by_pod.end()) return false;
+    for (const std::string& chain : it->second) {
+      if (chains_.at(chain).filters.Matches(flow)) return true;
+    }
+    return false;
+  };
+  return in_chains(by_dst_pod_, flow.dst) || in_chains(by_src_pod_, flow.src);
+}
+
+std::vector<FlowFilter> RevocationPlan::Expand() const {
+  std::vector<FlowFilter> out = base_.filters();
+  for (const auto& [addr, why] : any_to_) {
+    out.push_back(FlowFilter::AnyTo(addr));
+    out.back().reason = why;
+  }
+  for (const auto& [addr, why] : any_from_) {
+    out.push_back(FlowFilter::AnyFrom(addr));
+    out.back().reason = why;
+  }
+  for (const auto& [chain, c] : chains_) {
+    for (const Pod& p : c.pods) {
+      for (FlowFilter g : c.filters.filters()) {
+        if (g.family != p.addr.family) continue;
+        IpAddr& lo = p.source ? g.src_lo : g.dst_lo;
+        IpAddr& hi = p.source ? g.src_hi : g.dst_hi;
+        if (!(lo <= p.addr && p.addr <= hi)) continue;  // the element excludes this pod
+        lo = hi = p.addr;
+        absl::StrAppend(&g.reason, " (", p.text, ")");
+        out.push_back(std::move(g));
+      }
+    }
+  }
+  std::stable_sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 std::vector<FlowFilter> RevocationFilters(const nft::Program& before, const nft::Transaction& tx) {
-  if (tx.table() != before.table) return {};
-  Planner planner(before);
-  for (const Command& c : tx.commands()) planner.Apply(c);
-  return planner.Take();
+  return RevocationPlan::Build(before, tx).Expand();
 }
 
 bool StillAllowed(const nft::Program& after, const Flow& flow) {
@@ -390,8 +490,17 @@ bool StillAllowed(const nft::Program& after, const Flow& flow) {
   if (flow.l4proto == 58) packet.icmpv6_type = flow.icmp_type;
   packet.ct = compiler::CtState::kNew;
   for (const auto& [name, chain] : after.chains) {
-    if (!chain.base || chain.base->hook != nft::Hook::kForward) continue;
-    absl::StatusOr<compiler::TraceResult> r = compiler::Trace(after, name, packet, false);
+    if (!chain.base) continue;
+    compiler::Packet p = packet;
+    if (chain.base->hook == nft::Hook::kPostrouting) {
+      if (flow.nat_src.has_value()) {
+        p.orig_src = p.src;
+        p.src = *flow.nat_src;
+      }
+    } else if (chain.base->hook != nft::Hook::kForward) {
+      continue;
+    }
+    absl::StatusOr<compiler::TraceResult> r = compiler::Trace(after, name, p, false);
     if (!r.ok()) return true;  // cannot judge: keep
     if (!r->accepted) return false;
   }

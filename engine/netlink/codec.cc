@@ -98,6 +98,18 @@ SelectorLoad LoadOf(Selector s) {
     case Selector::kThDport:
       l = {false, 0, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, 0};
       break;
+    case Selector::kCtOrigIpSaddr:
+      l.ct = true;
+      l.ct_key = NFT_CT_SRC_IP;
+      l.len = 4;
+      l.nfproto = NFPROTO_IPV4;
+      break;
+    case Selector::kCtOrigIp6Saddr:
+      l.ct = true;
+      l.ct_key = NFT_CT_SRC_IP6;
+      l.len = 16;
+      l.nfproto = NFPROTO_IPV6;
+      break;
   }
   return l;
 }
@@ -116,6 +128,10 @@ const char* SelectorName(Selector s) {
       return "meta l4proto";
     case Selector::kThDport:
       return "th dport";
+    case Selector::kCtOrigIpSaddr:
+      return "ct original ip saddr";
+    case Selector::kCtOrigIp6Saddr:
+      return "ct original ip6 saddr";
   }
   return "?";
 }

@@ -84,13 +84,15 @@ uint32_t KeyTypeId(const std::vector<nft::FieldType>& key);
 // Splits a (concatenated) key type id back into fields; nullopt for ids we do not use.
 std::optional<std::vector<nft::FieldType>> FieldsFromTypeId(uint32_t id);
 
-// How a selector is loaded: a payload at (base, offset, len) or a meta key; and the nfproto
-// (NFPROTO_IPV4/IPV6) that must hold first, or 0.
+// How a selector is loaded: a payload at (base, offset, len), a meta key or a conntrack key of
+// the original direction; and the nfproto (NFPROTO_IPV4/IPV6) that must hold first, or 0.
 struct SelectorLoad {
   bool meta = false;
   uint32_t meta_key = 0;
   uint32_t base = 0, offset = 0, len = 0;
   uint8_t nfproto = 0;
+  bool ct = false;
+  uint32_t ct_key = 0;  // ct only; direction original
 };
 SelectorLoad LoadOf(nft::Selector s);
 const char* SelectorName(nft::Selector s);

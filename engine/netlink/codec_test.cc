@@ -69,6 +69,8 @@ std::map<std::string, Set> TestSets() {
       {"protos", {FieldType::kInetProto}, false, false, ""},
       {"m", {FieldType::kIpv4Addr}, false, true, "vm"},
       {"m6", {FieldType::kIpv6Addr}, false, true, ""},
+      {"self4", {FieldType::kIpv4Addr, FieldType::kIpv4Addr}, false, false, ""},
+      {"self6", {FieldType::kIpv6Addr, FieldType::kIpv6Addr}, false, false, ""},
       {"cm",
        {FieldType::kIpv4Addr, FieldType::kInetProto, FieldType::kInetService},
        true,
@@ -296,6 +298,32 @@ std::vector<GoldenRule> GoldenRules() {
        "[ fib daddr type => reg 1 ]\n"
        "[ cmp eq reg 1 0x00000002 ]\n"
        "[ immediate reg 0 return ]"},
+      {"meta skuid >= 0 fib saddr type local accept",
+       MakeRule({nft::LocalSocketMatch{}, nft::FibLocalMatch{true}}, Verdict::Accept()),
+       "[ meta load skuid => reg 1 ]\n"
+       "[ byteorder reg 1 = hton(reg 1, 4, 4) ]\n"
+       "[ cmp gte reg 1 0x00000000 ]\n"
+       "[ fib saddr type => reg 1 ]\n"
+       "[ cmp eq reg 1 0x00000002 ]\n"
+       "[ immediate reg 0 accept ]"},
+      {"ct original ip saddr . ip daddr @self4 accept",
+       MakeRule({Lookup({Selector::kCtOrigIpSaddr, Selector::kIpDaddr}, "self4")},
+                Verdict::Accept()),
+       "[ meta load nfproto => reg 1 ]\n"
+       "[ cmp eq reg 1 0x00000002 ]\n"
+       "[ ct load src_ip => reg 1 , dir original ]\n"
+       "[ payload load 4b @ network header + 16 => reg 9 ]\n"
+       "[ lookup reg 1 set self4 ]\n"
+       "[ immediate reg 0 accept ]"},
+      {"ct original ip6 saddr . ip6 daddr @self6 accept",
+       MakeRule({Lookup({Selector::kCtOrigIp6Saddr, Selector::kIp6Daddr}, "self6")},
+                Verdict::Accept()),
+       "[ meta load nfproto => reg 1 ]\n"
+       "[ cmp eq reg 1 0x0000000a ]\n"
+       "[ ct load src_ip6 => reg 1 , dir original ]\n"
+       "[ payload load 16b @ network header + 24 => reg 2 ]\n"
+       "[ lookup reg 1 set self6 ]\n"
+       "[ immediate reg 0 accept ]"},
       {"counter", MakeRule({}, std::nullopt, true), "[ counter pkts 0 bytes 0 ]"},
   };
 }

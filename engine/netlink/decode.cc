@@ -306,11 +306,13 @@ class RuleDecoder {
           s = DecodeLookup();
         } else if (key == NFT_META_IIFNAME || key == NFT_META_OIFNAME) {
           s = DecodeIfname();
+        } else if (key == NFT_META_SKUID) {
+          s = DecodeLocalSocket();
         } else {
           return Bad(i_, absl::StrCat("loads meta key ", key));
         }
       } else if (name == "ct") {
-        s = DecodeCtState();
+        s = U32(i_, NFTNL_EXPR_CT_KEY) == NFT_CT_STATE ? DecodeCtState() : DecodeLookup();
       } else if (name == "payload") {
         s = DecodeLookup();
       } else if (name == "fib") {
@@ -370,6 +372,9 @@ class RuleDecoder {
       std::string n = Name(i);
       if (n == "payload") {
         if (U32(i, NFTNL_EXPR_PAYLOAD_BASE) == NFT_PAYLOAD_NETWORK_HEADER) return true;
+      } else if (n == "ct") {
+        uint32_t key = U32(i, NFTNL_EXPR_CT_KEY);
+        return key == NFT_CT_SRC_IP || key == NFT_CT_SRC_IP6;
       } else if (n == "meta") {
         if (U32(i, NFTNL_EXPR_META_KEY) != NFT_META_L4PROTO) return false;
         if (IsIcmpv6(i)) return false;
@@ -485,6 +490,21 @@ class RuleDecoder {
     return absl::OkStatus();
   }
 
+  absl::Status DecodeLocalSocket() {
+    uint32_t reg = U32(i_, NFTNL_EXPR_META_DREG);
+    size_t b = i_ + 1;
+    if (Name(b) != "byteorder" || U32(b, NFTNL_EXPR_BYTEORDER_SREG) != reg ||
+        U32(b, NFTNL_EXPR_BYTEORDER_DREG) != reg ||
+        U32(b, NFTNL_EXPR_BYTEORDER_OP) != NFT_BYTEORDER_HTON ||
+        U32(b, NFTNL_EXPR_BYTEORDER_LEN) != 4 || U32(b, NFTNL_EXPR_BYTEORDER_SIZE) != 4 ||
+        !IsCmp(i_ + 2, reg, NFT_CMP_GTE, U32Bytes(0))) {
+      return Bad(i_, "is not `meta skuid >= 0`");
+    }
+    out_.matches.push_back(nft::LocalSocketMatch{});
+    i_ += 3;
+    return absl::OkStatus();
+  }
+
   absl::Status DecodeLookup() {
     struct Load {
       Selector sel;
@@ -515,6 +535,19 @@ class RuleDecoder {
       } else if (n == "meta" && U32(i_, NFTNL_EXPR_META_KEY) == NFT_META_L4PROTO) {
         reg = U32(i_, NFTNL_EXPR_META_DREG);
         sel = Selector::kL4Proto;
+      } else if (n == "ct") {
+        reg = U32(i_, NFTNL_EXPR_CT_DREG);
+        uint32_t key = U32(i_, NFTNL_EXPR_CT_KEY);
+        for (Selector s : {Selector::kCtOrigIpSaddr, Selector::kCtOrigIp6Saddr}) {
+          if (LoadOf(s).ct_key == key) sel = s;
+        }
+        if (!sel || !Has(i_, NFTNL_EXPR_CT_DIR) ||
+            nftnl_expr_get_u8(ex_[i_], NFTNL_EXPR_CT_DIR) != 0) {
+          return Bad(i_, absl::StrCat("loads ct key ", key, " that is not an original source"));
+        }
+        if (LoadOf(*sel).nfproto != family_) {
+          return Bad(i_, absl::StrCat("loads ", SelectorName(*sel), " without its meta nfproto"));
+        }
       } else if (n == "byteorder" && !loads.empty() && loads.back().sel == Selector::kL4Proto &&
                  U32(i_, NFTNL_EXPR_BYTEORDER_SREG) == RegisterForSlot(loads.back().slot) &&
                  U32(i_, NFTNL_EXPR_BYTEORDER_DREG) == RegisterForSlot(loads.back().slot) &&

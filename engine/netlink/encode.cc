@@ -93,6 +93,12 @@ void AddLoad(nftnl_rule* r, Selector s, uint32_t dreg) {
   SelectorLoad l = LoadOf(s);
   if (l.meta) {
     AddMeta(r, l.meta_key, dreg);
+  } else if (l.ct) {
+    nftnl_expr* e = NewExpr("ct");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, l.ct_key);
+    nftnl_expr_set_u8(e, NFTNL_EXPR_CT_DIR, 0);  // IP_CT_DIR_ORIGINAL
+    nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, dreg);
+    nftnl_rule_add_expr(r, e);
   } else {
     AddPayload(r, l.base, l.offset, l.len, dreg);
   }
@@ -302,6 +308,21 @@ class RuleEncoder {
     nftnl_rule_add_expr(r_, e);
     uint32_t local = kRtnLocal;
     AddCmp(r_, NFT_REG_1, NFT_CMP_EQ, &local, sizeof(local));
+    return absl::OkStatus();
+  }
+
+  // `meta skuid >= 0` as nft writes it: the uid in network order compared with zero.
+  absl::Status EncodeMatch(const std::string&, const nft::LocalSocketMatch&) {
+    AddMeta(r_, NFT_META_SKUID, NFT_REG_1);
+    nftnl_expr* e = NewExpr("byteorder");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_SREG, NFT_REG_1);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_DREG, NFT_REG_1);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_OP, NFT_BYTEORDER_HTON);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_LEN, 4);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_SIZE, 4);
+    nftnl_rule_add_expr(r_, e);
+    uint32_t zero = 0;
+    AddCmp(r_, NFT_REG_1, NFT_CMP_GTE, &zero, sizeof(zero));
     return absl::OkStatus();
   }
 

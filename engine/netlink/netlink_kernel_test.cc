@@ -132,6 +132,8 @@ Program Representative() {
   add_set({"pods4", {FieldType::kIpv4Addr}, false, false, "all pods"});
   add_set({"ports", {FieldType::kInetProto, FieldType::kInetService}, false, false, ""});
   add_set({"pods6", {FieldType::kIpv6Addr}, false, false, ""});
+  add_set({"self4", {FieldType::kIpv4Addr, FieldType::kIpv4Addr}, false, false, ""});
+  add_set({"self6", {FieldType::kIpv6Addr, FieldType::kIpv6Addr}, false, false, ""});
 
   p.elements["dispatch4"] = {
       Elem({FieldValue::Addr(Ip("10.0.0.1"))}, Verdict::Jump("pod-a"), "x/a"),
@@ -159,6 +161,9 @@ Program Representative() {
   p.elements["pods4"] = {Elem({FieldValue::Addr(Ip("10.0.0.1"))}),
                          Elem({FieldValue::Addr(Ip("10.0.0.2"))})};
   p.elements["ports"] = {Elem({FieldValue::Num(6), FieldValue::Num(22)})};
+  p.elements["self4"] = {
+      Elem({FieldValue::Addr(Ip("10.0.0.2")), FieldValue::Addr(Ip("10.0.0.2"))})};
+  p.elements["self6"] = {Elem({FieldValue::Addr(Ip("fd00::2")), FieldValue::Addr(Ip("fd00::2"))})};
 
   nft::CtStateMatch est;
   est.established = est.related = true;
@@ -220,8 +225,19 @@ Program Representative() {
   output.name = "output";
   output.base = nft::BaseChainSpec{nft::Hook::kOutput, -10, false};
   output.rules = {MakeRule({nft::IfnameMatch{false, "eth0"}}, Verdict::Accept(), "")};
-  p.chains = {
-      {"forward", fwd}, {"input", input}, {"output", output}, {"pod-a", pod_a}, {"pod-b", pod_b}};
+  Chain post;
+  post.name = "postrouting";
+  post.base = nft::BaseChainSpec{nft::Hook::kPostrouting, 101, false};
+  post.rules = {
+      MakeRule({nft::LocalSocketMatch{}, nft::FibLocalMatch{true}}, Verdict::Accept(), "node"),
+      MakeRule({Lookup({Selector::kCtOrigIpSaddr, Selector::kIpDaddr}, "self4")},
+               Verdict::Accept(), "self v4"),
+      MakeRule({Lookup({Selector::kCtOrigIp6Saddr, Selector::kIp6Daddr}, "self6")},
+               Verdict::Accept(), ""),
+      MakeRule({Lookup({Selector::kIpDaddr}, "dispatch4", true)}, std::nullopt, "ingress"),
+  };
+  p.chains = {{"forward", fwd},     {"input", input}, {"output", output},
+              {"postrouting", post}, {"pod-a", pod_a}, {"pod-b", pod_b}};
   nft::Canonicalize(&p);
   return p;
 }

@@ -109,9 +109,11 @@ std::optional<Family> SelectorFamily(Selector s) {
   switch (s) {
     case Selector::kIpSaddr:
     case Selector::kIpDaddr:
+    case Selector::kCtOrigIpSaddr:
       return Family::kV4;
     case Selector::kIp6Saddr:
     case Selector::kIp6Daddr:
+    case Selector::kCtOrigIp6Saddr:
       return Family::kV6;
     default:
       return std::nullopt;

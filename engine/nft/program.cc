@@ -13,9 +13,11 @@ FieldType SelectorType(Selector s) {
   switch (s) {
     case Selector::kIpSaddr:
     case Selector::kIpDaddr:
+    case Selector::kCtOrigIpSaddr:
       return FieldType::kIpv4Addr;
     case Selector::kIp6Saddr:
     case Selector::kIp6Daddr:
+    case Selector::kCtOrigIp6Saddr:
       return FieldType::kIpv6Addr;
     case Selector::kL4Proto:
       return FieldType::kInetProto;

@@ -36,6 +36,10 @@ enum class Selector {
   kIp6Daddr,  // ip6 daddr
   kL4Proto,   // meta l4proto
   kThDport,   // th dport (transport header bytes 2-3)
+  // The connection's original-direction source address from conntrack, i.e. before any
+  // source NAT: `ct original ip saddr` / `ct original ip6 saddr` (each implies meta nfproto).
+  kCtOrigIpSaddr,
+  kCtOrigIp6Saddr,
 };
 FieldType SelectorType(Selector s);
 
@@ -121,8 +125,15 @@ struct FibLocalMatch {
   }
 };
 
+// `meta skuid >= 0`: the packet belongs to a full local socket (the node itself sent it). Loading
+// skuid ends the rule (no match) for packets without one: forwarded packets, and packets the
+// kernel re-sends on behalf of a received one (IPVS).
+struct LocalSocketMatch {
+  friend bool operator==(const LocalSocketMatch&, const LocalSocketMatch&) { return true; }
+};
+
 using Match = std::variant<CtStateMatch, NfProtoMatch, Icmpv6TypeMatch, LookupMatch, IfnameMatch,
-                           FibLocalMatch>;
+                           FibLocalMatch, LocalSocketMatch>;
 
 struct Rule {
   std::vector<Match> matches;      // ANDed, in order

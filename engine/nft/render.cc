@@ -190,6 +190,10 @@ const char* SelectorText(Selector s) {
       return "meta l4proto";
     case Selector::kThDport:
       return "th dport";
+    case Selector::kCtOrigIpSaddr:
+      return "ct original ip saddr";
+    case Selector::kCtOrigIp6Saddr:
+      return "ct original ip6 saddr";
   }
   return "";
 }
@@ -199,8 +203,12 @@ const char* FamilyText(Family f) { return f == Family::kV4 ? "ipv4" : "ipv6"; }
 // The family an ip/ip6 selector of the lookup depends on, if any.
 std::optional<Family> LookupFamily(const LookupMatch& m) {
   for (Selector s : m.key) {
-    if (s == Selector::kIpSaddr || s == Selector::kIpDaddr) return Family::kV4;
-    if (s == Selector::kIp6Saddr || s == Selector::kIp6Daddr) return Family::kV6;
+    if (s == Selector::kIpSaddr || s == Selector::kIpDaddr || s == Selector::kCtOrigIpSaddr) {
+      return Family::kV4;
+    }
+    if (s == Selector::kIp6Saddr || s == Selector::kIp6Daddr || s == Selector::kCtOrigIp6Saddr) {
+      return Family::kV6;
+    }
   }
   return std::nullopt;
 }
@@ -285,6 +293,8 @@ std::string RuleText(const Rule& rule, Form form, const RenderOptions& options) 
       parts.push_back(absl::StrCat(ifn->input ? "iifname " : "oifname ", Quote(ifn->name)));
     } else if (const auto* fib = std::get_if<FibLocalMatch>(&m)) {
       parts.push_back(fib->saddr ? "fib saddr type local" : "fib daddr type local");
+    } else if (std::holds_alternative<LocalSocketMatch>(m)) {
+      parts.push_back("meta skuid >= 0");
     }
   }
   if (rule.counter) {

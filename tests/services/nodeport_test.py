@@ -13,12 +13,15 @@ NAT runs on both nodes (same mode) for two Services with the same backend:
 
 Paths probed from ext-a and ext-b:
     local@node-1    to node-1:30081   DNAT only: y/b's ingress sees the client
-    cluster@node-1  to node-1:30080   DNAT + masquerade on node-1: the SNAT happens in postrouting,
-                    after netpol's forward chain, so the ingress rules still see the client,
-                    while the pod sees node-1's cni0 address (checked in conntrack)
+    cluster@node-1  to node-1:30080   DNAT + masquerade on node-1 (postrouting, srcnat 100): netpol
+                    judges ingress in its postrouting chain after that (srcnat + 1), so the
+                    ingress rules see what the pod sees, node-1's cni0 address (checked in
+                    conntrack), never the client
     cluster@node-2  to node-2:30080   node-2 DNATs to y/b and masquerades to its own address: on
                     node-1, y/b's ingress sees node-2 (172.31.0.3), never the client
     local@node-2    to node-2:30081   no local endpoint: kube-proxy drops it (not netpol)
+Throughout, node-1's own connection to the pod (a kubelet probe, sent by a node socket from a node
+address) stays allowed whatever the policy.
 
     nodeport_test.py --enforce PATH [--mode iptables-nft|iptables-legacy|nftables ...]
 """
@@ -71,26 +74,27 @@ def steps():
     """(description, policies, allowed(path, client) -> bool)."""
     return [
         ("no policies", [], lambda path, c: True),
-        ("y/b ingress from ipBlock ext-a/32: seen on both paths through node-1, not through "
-         "node-2",
+        ("y/b ingress from ipBlock ext-a/32: the client is what the pod sees with Local only; "
+         "with Cluster the pod sees node-1's cni0 (entered there) or node-2",
          [policy("y", "from-ext-a", WEB, ingress=[{"from": host_blocks("ext-a"),
                                                    "ports": WEB_PORTS}])],
-         lambda path, c: path.endswith("node-1") and c == "ext-a"),
+         lambda path, c: path == "local@node-1" and c == "ext-a"),
         ("y/b ingress from ipBlock node-2/32: what Cluster through node-2 carries",
          [policy("y", "from-node-2", WEB, ingress=[{"from": host_blocks("node-2"),
                                                     "ports": WEB_PORTS}])],
          lambda path, c: path == "cluster@node-2"),
         ("y/b ingress from node-1's own addresses (underlay and cni0, the masquerade source on "
-         "node-1): not what netpol judges",
+         "node-1): admits Cluster through node-1, from any client",
          [policy("y", "from-node-1", WEB, ingress=[{"from": host_blocks("node-1", "node-1/cni0"),
                                                     "ports": WEB_PORTS}])],
-         lambda path, c: False),
-        ("y/b ingress from the underlay except node-2: clients pass on node-1's paths only",
+         lambda path, c: path == "cluster@node-1"),
+        ("y/b ingress from the clients' CIDR (the underlay) except node-2: only Local keeps the "
+         "client address; Cluster carries cni0 or node-2",
          [policy("y", "from-underlay", WEB, ingress=[{"from": [
              {"ipBlock": {"cidr": "172.31.0.0/24", "except": ["172.31.0.3/32"]}},
              {"ipBlock": {"cidr": "fd00:172:31::/64", "except": ["fd00:172:31::3/128"]}}],
              "ports": WEB_PORTS}])],
-         lambda path, c: path.endswith("node-1")),
+         lambda path, c: path == "local@node-1"),
     ]
 
 
