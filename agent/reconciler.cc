@@ -130,13 +130,15 @@ absl::Status Reconciler::SyncLocked(SyncKind forced) {
   std::shared_ptr<const nft::Program> committed, program;
   {
     absl::MutexLock l(&mu_);
-    full = need_full_ || forced == SyncKind::kRepair || committed_ == nullptr;
+    full = need_full_ || forced == SyncKind::kRepair ||
+           (committed_ == nullptr && !committed_in_compiler_);
     committed = committed_;
     if (!full && status_.synced_once && status_.applied_generation == snap.generation) {
       return absl::OkStatus();
     }
     if (offered_ != nullptr && offered_generation_ == snap.generation) program = offered_;
   }
+  if (options_.changes) return SyncWithChangesLocked(snap, full, forced);
   const absl::Time start = absl::Now();
   absl::Status st;
   if (program == nullptr) {
@@ -204,13 +206,148 @@ absl::Status Reconciler::SyncLocked(SyncKind forced) {
   return st;
 }
 
+absl::Status Reconciler::SyncWithChangesLocked(const Snapshot& snap, bool full, SyncKind forced) {
+  const absl::Time start = absl::Now();
+  const compiler::CompileOptions copts = CompileOptionsNow();
+  SyncKind kind = full ? (forced == SyncKind::kRepair ? SyncKind::kRepair : SyncKind::kFull)
+                       : SyncKind::kIncremental;
+  nft::Transaction tx(options_.compile.table);
+  absl::Status st;
+  nft::Program view;                        // `before` of a sync through the change log
+  const nft::Program* before = nullptr;
+  std::shared_ptr<const nft::Program> old;  // `before` of a compiling sync
+  bool through_log = false;
+  compiler::CompileOptions old_copts;  // what the held program was compiled with
+  if (!full && incremental_.has_program() && incremental_state_ != nullptr) {
+    old_copts = incremental_.options();
+    std::optional<compiler::Delta> delta =
+        options_.changes(incremental_generation_, snap.generation);
+    if (delta && delta->size() > options_.incremental_max_objects) {
+      const State& s = *snap.state;
+      const double update_cost =
+          options_.pod_weight * delta->pods.size() +
+          options_.policy_weight * (delta->policies.size() + delta->namespaces.size());
+      const double compile_cost = s.namespaces.size() + s.pods.size() + s.policies.size();
+      if (update_cost > compile_cost) {
+        LogInfo(absl::StrCat("change of ", delta->size(), " objects to generation ",
+                             snap.generation, ": compiling the whole state"));
+        delta.reset();
+      }
+    }
+    if (delta) {
+      absl::StatusOr<nft::Transaction> r =
+          incremental_.Update(*incremental_state_, *snap.state, *delta, copts,
+                              options_.after_commit ? &view : nullptr);
+      if (r.ok()) {
+        tx = *std::move(r);
+        through_log = true;
+        before = &view;
+      } else {
+        LogWarning(absl::StrCat("incremental update to generation ", snap.generation, " failed: ",
+                                r.status().message(), "; compiling the whole state"));
+      }
+    }
+  }
+  if (!through_log) {
+    // The committed program leaves the compiler (moved, not copied) to be diffed against.
+    {
+      absl::MutexLock l(&mu_);
+      if (committed_in_compiler_) {
+        if (committed_ == nullptr && incremental_.has_program()) {
+          committed_ = std::make_shared<const nft::Program>(incremental_.TakeProgram());
+        }
+        committed_in_compiler_ = false;
+      }
+      old = committed_;
+    }
+    absl::StatusOr<nft::Transaction> r = incremental_.Reset(*snap.state, copts);
+    if (!r.ok()) {
+      st = r.status();
+    } else {
+      tx = (full || old == nullptr) ? *std::move(r) : nft::Diff(*old, incremental_.program());
+    }
+    before = old.get();
+  }
+  const bool compiled = st.ok();
+  if (st.ok() && !tx.empty()) st = backend_->Commit(tx);
+  if (!st.ok() && compiled && kind == SyncKind::kIncremental) {
+    LogWarning(absl::StrCat("incremental sync of generation ", snap.generation,
+                            " failed: ", st.message(), "; retrying as a full sync"));
+    kind = SyncKind::kFull;
+    tx = nft::FullReplace(incremental_.program());
+    st = backend_->Commit(tx);
+  }
+  if (st.ok() && !tx.empty() && options_.after_commit) {
+    options_.after_commit(before, tx, incremental_.program());
+  }
+  const absl::Duration took = absl::Now() - start;
+
+  // After a failed commit the kernel keeps the old program; the compiler moved on already.
+  std::shared_ptr<const nft::Program> kept;
+  if (!st.ok() && compiled) {
+    if (through_log) {
+      absl::StatusOr<nft::Program> p = compiler::Compile(*incremental_state_, old_copts);
+      if (p.ok()) kept = std::make_shared<const nft::Program>(*std::move(p));
+    } else {
+      kept = old;
+    }
+    incremental_.TakeProgram();  // the next sync is full and starts over
+  }
+  uint64_t objects_changed = snap.changes - std::min(snap.changes, last_changes_);
+  {
+    absl::MutexLock l(&mu_);
+    ++status_.syncs;
+    status_.attempted_generation = std::max(status_.attempted_generation, snap.generation);
+    status_.last_sync_time = absl::Now();
+    status_.last_sync_duration = took;
+    status_.last_sync_kind = kind;
+    if (st.ok()) {
+      committed_ = nullptr;  // a cache of incremental_.program(), filled on demand
+      committed_in_compiler_ = true;
+      status_.applied_generation = snap.generation;
+      status_.synced_once = true;
+      status_.last_error = absl::OkStatus();
+      if (!tx.empty()) ++status_.transactions;
+      if (kind == SyncKind::kRepair) ++status_.repairs;
+      if (through_log && kind == SyncKind::kIncremental) ++status_.change_log_syncs;
+      need_full_ = false;
+    } else {
+      ++status_.failures;
+      status_.last_error = st;
+      need_full_ = true;
+      if (compiled) {
+        committed_ = kept;
+        committed_in_compiler_ = false;
+      }
+    }
+  }
+  if (st.ok()) {
+    last_changes_ = snap.changes;
+    incremental_state_ = snap.state;
+    incremental_generation_ = snap.generation;
+  }
+  std::string line = absl::StrFormat(
+      "sync kind=%s generation=%d objects_changed=%d elements_changed=%d commands=%d "
+      "duration=%s%s",
+      SyncKindName(kind), snap.generation, objects_changed, tx.ElementCount(), tx.size(),
+      absl::FormatDuration(took), through_log ? " via=changes" : "");
+  if (st.ok()) {
+    LogInfo(line);
+  } else {
+    LogError(absl::StrCat(line, " error=", st.ToString()));
+  }
+  return st;
+}
+
 absl::Status Reconciler::CheckNow() {
   absl::MutexLock s(&sync_mu_);
   std::shared_ptr<const nft::Program> committed;
+  bool need_full;
   {
     absl::MutexLock l(&mu_);
-    if (!need_full_) committed = committed_;
+    need_full = need_full_;
   }
+  if (!need_full) committed = CommittedLocked();
   if (committed == nullptr) return SyncLocked(SyncKind::kNone);
   absl::StatusOr<nft::Program> dumped = backend_->Dump(options_.compile.table);
   std::string drift;
@@ -231,9 +368,15 @@ absl::Status Reconciler::CheckNow() {
 }
 
 nft::Transaction Reconciler::Plan(const nft::Program& next) const {
-  absl::MutexLock l(&mu_);
-  if (need_full_ || committed_ == nullptr) return nft::FullReplace(next);
-  return nft::Diff(*committed_, next);
+  {
+    absl::MutexLock l(&mu_);
+    if (need_full_ || (committed_ == nullptr && !committed_in_compiler_)) {
+      return nft::FullReplace(next);
+    }
+  }
+  std::shared_ptr<const nft::Program> c = committed();
+  if (c == nullptr) return nft::FullReplace(next);
+  return nft::Diff(*c, next);
 }
 
 SyncStatus Reconciler::status() const {
@@ -242,7 +385,19 @@ SyncStatus Reconciler::status() const {
 }
 
 std::shared_ptr<const nft::Program> Reconciler::committed() const {
+  {
+    absl::MutexLock l(&mu_);
+    if (!committed_in_compiler_ || committed_ != nullptr) return committed_;
+  }
+  absl::MutexLock s(&sync_mu_);
+  return CommittedLocked();
+}
+
+std::shared_ptr<const nft::Program> Reconciler::CommittedLocked() const {
   absl::MutexLock l(&mu_);
+  if (committed_in_compiler_ && committed_ == nullptr && incremental_.has_program()) {
+    committed_ = std::make_shared<const nft::Program>(incremental_.program());
+  }
   return committed_;
 }
 

@@ -179,15 +179,18 @@ EventKind EventStream::Next() {
       if (!second) {
         Pod pod = EventPod(*state_, pair, local ? kMeasuredNode : "node-1", spec_.dual_stack);
         pending_ = pod.Key();
+        last_key_ = pending_;
         state_->pods[pending_] = std::move(pod);
         return EventKind::kPodAdd;
       }
+      last_key_ = pending_;
       state_->pods.erase(pending_);
       return EventKind::kPodDelete;
     }
     case EventFamily::kRelabel: {
       const std::vector<std::string>& keys = local && !local_.empty() ? local_ : remote_;
       const std::string& key = keys[(pair / 2) % keys.size()];
+      last_key_ = key;
       Pod& pod = state_->pods.at(key);
       pod = RelabeledPod(pod, n);  // even n: next app, odd n: back
       return EventKind::kPodRelabel;
@@ -196,9 +199,11 @@ EventKind EventStream::Next() {
       if (!second) {
         NetworkPolicy p = EventPolicy(*state_, spec_, pair);
         pending_ = p.Key();
+        last_key_ = pending_;
         state_->policies[pending_] = std::move(p);
         return EventKind::kPolicyAdd;
       }
+      last_key_ = pending_;
       state_->policies.erase(pending_);
       return EventKind::kPolicyDelete;
     }

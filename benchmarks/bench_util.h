@@ -75,6 +75,8 @@ class EventStream {
   EventStream(State* state, const WorkloadSpec& spec, EventFamily family);
   // Mutates the state by the next event and returns its kind.
   EventKind Next();
+  // The key of the object the last event created, changed or deleted.
+  const std::string& last_key() const { return last_key_; }
 
  private:
   State* state_;
@@ -83,6 +85,7 @@ class EventStream {
   uint64_t n_ = 0;
   std::vector<std::string> local_, remote_;  // pod keys for relabels
   std::string pending_;                      // the object the next event undoes
+  std::string last_key_;
 };
 
 // One event's cost: the model change, Compile and Diff (event -> transaction), then optionally

@@ -1,6 +1,8 @@
 // In-process benchmarks of the engine on the issue-9 tiers: full compile (time, ns per emitted
 // element, peak extra memory), Diff, and incremental events (event -> transaction: the model
-// change, a full Compile and the Diff against the previous program), p50/p99 per event kind.
+// change, a full Compile and the Diff against the previous program), p50/p99 per event kind,
+// and the same events through compiler::IncrementalCompiler (BM_IncrementalCompiler: Update
+// only, the cost the agent pays per event with a change log).
 //
 //   bazel run -c opt //benchmarks:compile_bench -- --tiers=T1,T2,T3,T4 \
 //       --benchmark_counters_tabular=true --benchmark_out=compile.json
@@ -26,6 +28,7 @@
 #include "benchmark/benchmark.h"
 #include "benchmarks/bench_util.h"
 #include "engine/compiler/compiler.h"
+#include "engine/compiler/incremental.h"
 #include "engine/nft/diff.h"
 
 ABSL_FLAG(std::string, tiers, "T1,T2,T3,T4", "comma-separated tiers");
@@ -149,6 +152,105 @@ void BM_Incremental(benchmark::State& st, const TierData* tier, EventFamily fami
   st.counters["tx_commands_p50"] = Percentile(commands, 0.5);
 }
 
+// The same event streams through IncrementalCompiler::Update: the model change is applied to the
+// new State, Update gets the previous State and a Delta naming the changed key. Timed: Update
+// alone (the transaction is built and the held program updated). After the run the held program
+// is compared with a full Compile of the final State (not timed): the run fails when they differ.
+void BM_IncrementalCompiler(benchmark::State& st, const TierData* tier, EventFamily family) {
+  const int events = absl::GetFlag(FLAGS_events);
+  const compiler::CompileOptions opts = MeasuredNodeOptions();
+  std::map<EventKind, std::vector<double>> cpu_by_kind, wall_by_kind;
+  std::vector<double> cpu_all, commands, elements;
+  // Events whose transaction is element commands only vs those that create, flush or delete
+  // chains and sets (a group appears, disappears or changes).
+  std::vector<double> cpu_elements_only, cpu_structural, structural_elements;
+  for (auto _ : st) {
+    State state = tier->state;
+    State old = tier->state;  // lags one event behind `state`
+    compiler::IncrementalCompiler ic;
+    absl::StatusOr<nft::Transaction> reset = ic.Reset(state, opts);
+    if (!reset.ok()) {
+      st.SkipWithError(std::string(reset.status().message()).c_str());
+      return;
+    }
+    EventStream stream(&state, tier->spec, family);
+    double total = 0;
+    for (int i = 0; i < events; ++i) {
+      const EventKind kind = stream.Next();
+      const std::string& key = stream.last_key();
+      compiler::Delta delta;
+      const bool policy = kind == EventKind::kPolicyAdd || kind == EventKind::kPolicyDelete;
+      (policy ? delta.policies : delta.pods).insert(key);
+      auto t0 = std::chrono::steady_clock::now();
+      const double c0 = ThreadCpuSeconds();
+      absl::StatusOr<nft::Transaction> tx = ic.Update(old, state, delta, opts);
+      const double cpu_us = (ThreadCpuSeconds() - c0) * 1e6;
+      const double wall_us = SecondsSince(t0) * 1e6;
+      if (!tx.ok()) {
+        st.SkipWithError(std::string(tx.status().message()).c_str());
+        return;
+      }
+      cpu_by_kind[kind].push_back(cpu_us);
+      wall_by_kind[kind].push_back(wall_us);
+      cpu_all.push_back(cpu_us);
+      commands.push_back(static_cast<double>(tx->size()));
+      elements.push_back(static_cast<double>(tx->ElementCount()));
+      bool structural = false;
+      for (const nft::Command& c : tx->commands()) {
+        structural = structural || c.kind != nft::ObjectKind::kElement;
+      }
+      if (structural) {
+        cpu_structural.push_back(cpu_us);
+        structural_elements.push_back(static_cast<double>(tx->ElementCount()));
+      } else {
+        cpu_elements_only.push_back(cpu_us);
+      }
+      total += wall_us;
+      // Bring `old` level with `state` (one object).
+      if (policy) {
+        auto it = state.policies.find(key);
+        if (it == state.policies.end()) {
+          old.policies.erase(key);
+        } else {
+          old.policies[key] = it->second;
+        }
+      } else {
+        auto it = state.pods.find(key);
+        if (it == state.pods.end()) {
+          old.pods.erase(key);
+        } else {
+          old.pods[key] = it->second;
+        }
+      }
+    }
+    st.SetIterationTime(total / 1e6 / events);
+    absl::StatusOr<nft::Program> full = compiler::Compile(state, opts);
+    if (!full.ok() || !(*full == ic.program())) {
+      st.SkipWithError("the incremental program differs from a full compile");
+      return;
+    }
+  }
+  for (const auto& [kind, us] : cpu_by_kind) {
+    const std::string k = EventKindName(kind);
+    st.counters[k + "_cpu_p50_us"] = Percentile(us, 0.50);
+    st.counters[k + "_cpu_p99_us"] = Percentile(us, 0.99);
+    st.counters[k + "_p99_us"] = Percentile(wall_by_kind[kind], 0.99);
+    st.counters[k + "_n"] = us.size();
+  }
+  st.counters["cpu_p50_us"] = Percentile(cpu_all, 0.50);
+  st.counters["cpu_p99_us"] = Percentile(cpu_all, 0.99);
+  st.counters["tx_commands_p50"] = Percentile(commands, 0.5);
+  st.counters["tx_elements_p50"] = Percentile(elements, 0.5);
+  st.counters["elements_only_n"] = cpu_elements_only.size();
+  st.counters["elements_only_cpu_p50_us"] = Percentile(cpu_elements_only, 0.50);
+  st.counters["elements_only_cpu_p99_us"] = Percentile(cpu_elements_only, 0.99);
+  st.counters["structural_n"] = cpu_structural.size();
+  st.counters["structural_cpu_p50_us"] = Percentile(cpu_structural, 0.50);
+  st.counters["structural_cpu_p99_us"] = Percentile(cpu_structural, 0.99);
+  st.counters["structural_tx_elements_p50"] = Percentile(structural_elements, 0.50);
+  st.counters["structural_tx_elements_max"] = Percentile(structural_elements, 1.0);
+}
+
 }  // namespace
 }  // namespace netpol::bench
 
@@ -187,6 +289,12 @@ int main(int argc, char** argv) {
       benchmark::RegisterBenchmark(
           absl::StrCat("BM_Incremental/", name, "/", fname).c_str(),
           [t, family = family](benchmark::State& st) { BM_Incremental(st, t, family); })
+          ->Iterations(1)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark(
+          absl::StrCat("BM_IncrementalCompiler/", name, "/", fname).c_str(),
+          [t, family = family](benchmark::State& st) { BM_IncrementalCompiler(st, t, family); })
           ->Iterations(1)
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);

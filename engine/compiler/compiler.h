@@ -5,7 +5,9 @@
 // The layout of the Program (base chains, dispatch maps, group chains, set
 // kinds, names and priorities) is described in engine/compiler/RULESET.md,
 // which is the contract other components may rely on. In short: base chains
-// `forward` and `input` accept established traffic, then dispatch by pod
+// `forward`, `input` and `output` (egress, by source pod) and `postrouting`
+// (ingress, by destination pod, after source NAT) accept established traffic
+// and the node's own, then dispatch by pod
 // address through verdict maps into one chain per group of local pods that
 // share the same policies; a group chain decides the union of its policies'
 // rules with a fixed handful of set lookups and ends in `drop`; "allowed" is
@@ -15,9 +17,13 @@
 // the policies and on the groups of local pods (the policy set selecting them,
 // plus their named-port resolution for ingress). A pod that comes or goes
 // without creating or emptying a group changes set and map elements only.
+// engine/compiler/incremental.h maintains Compile's result per change at a
+// cost proportional to the change; keep the two in step (incremental_compiler_test).
 #ifndef NETPOL_ENGINE_COMPILER_COMPILER_H_
 #define NETPOL_ENGINE_COMPILER_COMPILER_H_
 
+#include <cstdint>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -31,16 +37,25 @@ namespace netpol::compiler {
 inline constexpr char kDefaultTable[] = "netpol";
 inline constexpr char kForwardChain[] = "forward";
 inline constexpr char kInputChain[] = "input";
+inline constexpr char kOutputChain[] = "output";
+inline constexpr char kPostroutingChain[] = "postrouting";
 inline constexpr char kIngressDispatchV4[] = "ingress-dispatch-v4";
 inline constexpr char kIngressDispatchV6[] = "ingress-dispatch-v6";
 inline constexpr char kEgressDispatchV4[] = "egress-dispatch-v4";
 inline constexpr char kEgressDispatchV6[] = "egress-dispatch-v6";
 inline constexpr char kSelfV4[] = "self-v4";
 inline constexpr char kSelfV6[] = "self-v6";
-// Base chain priority: nft's `filter` (0), i.e. after conntrack (-200) and
-// after DNAT (dstnat, -100), so rules see the real pod address behind a
-// Service.
+// Priority of `forward` and `output`: nft's `filter` (0), i.e. after conntrack
+// (-200) and after DNAT (dstnat, -100), so rules see the real pod address
+// behind a Service.
 inline constexpr int kBaseChainPriority = 0;
+// `input` runs after IPVS's LOCAL_IN hooks (98, 99): a connection IPVS takes
+// over is judged on the backend where IPVS re-sends it (output, postrouting),
+// never as pod -> node on the Service address.
+inline constexpr int kInputChainPriority = 101;
+// `postrouting` runs after source NAT (srcnat, 100), so ingress is judged on
+// the source the packet carries when it reaches the pod (srcnat + 1).
+inline constexpr int kPostroutingChainPriority = 101;
 
 struct CompileOptions {
   // The table to fill (family inet). Must be a valid nft identifier of at most
@@ -60,6 +75,24 @@ struct CompileOptions {
 // naming the object and field path, e.g. `networkpolicy x/a:
 // spec.ingress[0].ports[1].endPort: must be >= port`.
 absl::StatusOr<nft::Program> Compile(const State& state, const CompileOptions& opts);
+
+// Per-object validation: every check by which Compile (and IncrementalCompiler)
+// can reject input, one object or the options at a time, with the same
+// messages (Compile runs the same code). A write that changes only some objects
+// needs to validate only those. A pod's named containerPorts are checked even
+// when no policy refers to them yet (Compile checks a port when a policy
+// resolves it); namespaces have nothing to reject.
+absl::Status ValidateObject(const NetworkPolicy& policy);
+absl::Status ValidateObject(const Pod& pod);
+absl::Status ValidateObject(const Namespace& ns);
+// The table name: InvalidArgument unless a valid nft identifier.
+absl::Status ValidateOptions(const CompileOptions& opts);
+
+// Resolves the named port `name`/`protocol` on `pod`: nullopt when the pod has
+// no such port, InvalidArgument naming the pod when its number is outside
+// 1-65535.
+absl::StatusOr<std::optional<uint16_t>> ResolveNamedPort(const Pod& pod, const std::string& name,
+                                                         Protocol protocol);
 
 // Returns whether `pod` is enforced on the node of `opts` (local and not
 // hostNetwork).

@@ -51,6 +51,8 @@ std::string RenderGroups(const nft::Program& p) {
   nft::Program q = p;
   q.chains.erase(kForwardChain);
   q.chains.erase(kInputChain);
+  q.chains.erase(kOutputChain);
+  q.chains.erase(kPostroutingChain);
   return nft::RenderProgram(q);
 }
 
@@ -723,7 +725,7 @@ TEST(CompilerTest, LongNamesStayWithinTheBudget) {
   p.egress.push_back(From({PodPeer(Sel({}))}, {Port(Protocol::kTCP, 1, 2)}));
   Add(&s, p);
   nft::Program prog = MustCompile(s);  // ValidateProgram checks every name and comment
-  EXPECT_EQ(prog.chains.size(), 4u);
+  EXPECT_EQ(prog.chains.size(), 6u);  // four base chains, one group chain per direction
   for (const auto& [n, set] : prog.sets) EXPECT_LE(n.size(), nft::kMaxNameLength) << n;
 }
 
@@ -809,6 +811,35 @@ TEST_P(CompileErrorTest, NamesObjectAndField) {
   ASSERT_FALSE(p.ok());
   EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(p.status().message(), GetParam().want);
+}
+
+// The per-object checks (what the agent runs on the objects a write changes) give Compile's
+// message for the same input.
+TEST_P(CompileErrorTest, PerObjectValidationNamesTheSame) {
+  State s = BaseState();
+  CompileOptions o = Opts();
+  GetParam().setup(&s, &o);
+  absl::Status got = ValidateOptions(o);
+  for (const auto& [key, p] : s.policies) {
+    if (got.ok()) got = ValidateObject(p);
+  }
+  for (const auto& [key, pod] : s.pods) {
+    if (got.ok()) got = ValidateObject(pod);
+  }
+  for (const auto& [key, ns] : s.namespaces) {
+    if (got.ok()) got = ValidateObject(ns);
+  }
+  EXPECT_EQ(got.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(got.message(), GetParam().want);
+}
+
+TEST(ValidateObjectTest, PodPortsAreCheckedBeforeAPolicyNamesThem) {
+  State s = BaseState();
+  s.pods["x/web-1"].ports[0].container_port = 70000;
+  EXPECT_TRUE(Compile(s, Opts()).ok());  // no policy resolves the port yet
+  EXPECT_EQ(ValidateObject(s.pods["x/web-1"]).message(),
+            "pod x/web-1: containerPort http/TCP = 70000: must be between 1 and 65535");
+  for (const auto& [key, pod] : BaseState().pods) EXPECT_TRUE(ValidateObject(pod).ok()) << key;
 }
 
 const ErrorCase kErrors[] = {

@@ -15,10 +15,13 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <istream>
 #include <optional>
 #include <set>
 #include <sstream>
+#include <streambuf>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -1099,10 +1102,12 @@ class SyntaxChecker : public YAML::EventHandler {
     YAML::Mark mark;
   };
   int documents = 0;
+  std::vector<int> starts;  // per document: the offset of its first token ("---" or content)
 
   void OnDocumentStart(const YAML::Mark& mark) override {
     if (documents > 0 && mark.pos == last_start_) throw Stuck{mark};
     last_start_ = mark.pos;
+    starts.push_back(mark.pos);
     ++documents;
   }
   void OnDocumentEnd() override {}
@@ -1126,7 +1131,8 @@ std::string At(const YAML::Mark& mark) {
 }
 
 // Returns "document N: line L, column C: what" for text that does not parse, "" when it does.
-std::string CheckSyntax(const std::string& text) {
+// Fills `starts` with the offset of each document's first token.
+std::string CheckSyntax(const std::string& text, std::vector<int>* starts) {
   std::istringstream in(text);
   SyntaxChecker checker;
   auto doc = [&checker] { return absl::StrCat("document ", std::max(checker.documents, 1), ": "); };
@@ -1151,7 +1157,48 @@ std::string CheckSyntax(const std::string& text) {
   } catch (const std::exception& e) {
     return absl::StrCat(doc(), e.what());
   }
+  *starts = std::move(checker.starts);
   return "";
+}
+
+// Reads characters [begin, end) of a string without copying them.
+class ViewBuf : public std::streambuf {
+ public:
+  ViewBuf(const char* begin, const char* end) {
+    char* b = const_cast<char*>(begin);
+    setg(b, b, const_cast<char*>(end));
+  }
+};
+
+// Where document i's text can be parsed from on its own: document 0 from the start, every other
+// one from the start of the line of its first token. Empty when the stream cannot be cut that
+// way: a directive (%YAML, %TAG) applies to the document after it, and a first token with text
+// before it on its line would be read at the wrong indentation.
+std::vector<size_t> DocumentOffsets(const std::string& text, const std::vector<int>& starts) {
+  for (size_t i = 0; i < text.size();) {
+    if (text[i] == '%') return {};
+    const size_t eol = text.find('\n', i);
+    if (eol == std::string::npos) break;
+    i = eol + 1;
+  }
+  std::vector<size_t> out;
+  for (size_t i = 0; i < starts.size(); ++i) {
+    if (i == 0) {
+      out.push_back(0);
+      continue;
+    }
+    if (starts[i] < 0 || static_cast<size_t>(starts[i]) > text.size() ||
+        starts[i] <= starts[i - 1]) {
+      return {};
+    }
+    size_t begin = static_cast<size_t>(starts[i]);
+    while (begin > 0 && text[begin - 1] != '\n') {
+      if (text[begin - 1] != ' ' && text[begin - 1] != '\t') return {};
+      --begin;
+    }
+    out.push_back(begin);
+  }
+  return out;
 }
 
 }  // namespace
@@ -1167,20 +1214,38 @@ absl::StatusOr<LoadResult> LoadYaml(absl::string_view text, const LoadOptions& o
         "input is ", text.size(), " bytes, more than the limit of ", kMaxLoadBytes, " (8 MiB)")));
   }
   std::string copy(text);
-  if (std::string problem = CheckSyntax(copy); !problem.empty()) {
+  std::vector<int> starts;
+  if (std::string problem = CheckSyntax(copy, &starts); !problem.empty()) {
     return absl::InvalidArgumentError(st.Prefix(problem));
   }
+  // One document's node tree at a time where the stream can be cut at document starts (a
+  // manifest of thousands of objects would otherwise hold all their trees at once), else all.
+  const std::vector<size_t> offsets = DocumentOffsets(copy, starts);
   std::vector<YAML::Node> docs;
-  try {
-    docs = YAML::LoadAll(copy);
-  } catch (const std::exception& e) {  // not expected after CheckSyntax passed
-    return absl::InvalidArgumentError(st.Prefix(e.what()));
+  if (offsets.empty()) {
+    try {
+      docs = YAML::LoadAll(copy);
+    } catch (const std::exception& e) {  // not expected after CheckSyntax passed
+      return absl::InvalidArgumentError(st.Prefix(e.what()));
+    }
   }
-  for (size_t i = 0; i < docs.size() && !st.aborted; ++i) {
-    if (docs[i].IsNull()) continue;  // empty document, e.g. a trailing "---"
+  const size_t count = offsets.empty() ? docs.size() : offsets.size();
+  for (size_t i = 0; i < count && !st.aborted; ++i) {
+    std::optional<YAML::Node> own;  // document i's tree when parsed here, freed after its turn
+    if (!offsets.empty()) {
+      try {
+        ViewBuf buf(copy.data() + offsets[i], copy.data() + copy.size());
+        std::istream in(&buf);
+        own.emplace(YAML::Load(in));  // the first document from there: document i
+      } catch (const std::exception& e) {  // not expected after CheckSyntax passed
+        return absl::InvalidArgumentError(st.Prefix(e.what()));
+      }
+    }
+    const YAML::Node& doc = own ? *own : docs[i];
+    if (doc.IsNull()) continue;  // empty document, e.g. a trailing "---"
     std::string locator = absl::StrCat("document ", i + 1);
     try {
-      LoadObject(st, docs[i], locator, false, nullptr, &result.objects);
+      LoadObject(st, doc, locator, false, nullptr, &result.objects);
     } catch (const std::exception& e) {
       st.AddError(st.Prefix(absl::StrCat(locator, ": unreadable: ", e.what())));
     }

@@ -869,6 +869,53 @@ metadata: {name: c}
   EXPECT_TRUE(none->objects.empty());
 }
 
+// Documents are built one at a time where the stream can be cut at document starts, all at once
+// where it cannot (a directive): both give the same objects and name the same documents.
+TEST(LoaderTest, EveryDocumentShapeLoads) {
+  struct Case {
+    std::string name;
+    std::string text;
+    std::vector<std::string> refs;
+  };
+  const std::vector<Case> cases = {
+      {"end markers, indented document, flow on the start line",
+       "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: &l {t: x}}\n...\n"
+       "  apiVersion: v1\n  kind: Namespace\n  metadata: {name: b}\n...\n"
+       "--- {apiVersion: v1, kind: Namespace, metadata: {name: c, labels: &l {t: v}}}\n"
+       "--- # a comment\n!!map\napiVersion: v1\nkind: Namespace\nmetadata: {name: d, labels: {t: z}}\n"
+       "---\n---\n",
+       {"namespace a", "namespace b", "namespace c", "namespace d"}},
+      {"directives",
+       "%YAML 1.2\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n...\n"
+       "%TAG !k! tag:yaml.org,2002:\n--- !k!map\napiVersion: v1\nkind: Namespace\n"
+       "metadata: {name: b}\n",
+       {"namespace a", "namespace b"}},
+  };
+  for (const Case& c : cases) {
+    auto r = LoadYaml(c.text, Opts());
+    ASSERT_TRUE(r.ok()) << c.name << ": " << r.status();
+    std::vector<std::string> refs;
+    for (const Object& o : r->objects) refs.push_back(o.Ref());
+    EXPECT_EQ(refs, c.refs) << c.name;
+    if (c.refs.size() == 4) {
+      // Each document keeps its own anchors and labels.
+      EXPECT_EQ(r->objects[0].AsNamespace()->labels.at("t"), "x") << c.name;
+      EXPECT_EQ(r->objects[2].AsNamespace()->labels.at("t"), "v") << c.name;
+      EXPECT_EQ(r->objects[3].AsNamespace()->labels.at("t"), "z") << c.name;
+    }
+  }
+  const std::string bad =
+      "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\n"
+      "kind: Namespace\nmetadata: {name: b}\n---\napiVersion: v1\nkind: Service\n";
+  for (const std::string& prefix : {std::string(), std::string("%YAML 1.2\n---\n")}) {
+    auto r = LoadYaml(prefix + bad, Opts());
+    ASSERT_FALSE(r.ok());
+    EXPECT_THAT(std::string(r.status().message()),
+                ::testing::StartsWith("t.yaml: document 3: unsupported kind \"Service\""))
+        << prefix;
+  }
+}
+
 std::vector<Object> SampleObjects() {
   std::vector<Object> out;
   Namespace ns;

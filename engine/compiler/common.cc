@@ -1,0 +1,478 @@
+#include "engine/compiler/common.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "engine/selector/selector.h"
+#include "engine/util/status_macros.h"
+
+namespace netpol::compiler::internal {
+
+using nft::Element;
+using nft::FieldType;
+using nft::FieldValue;
+using nft::Selector;
+
+const char* DirName(Dir d) { return d == Dir::kIngress ? "ingress" : "egress"; }
+int Fam(Family f) { return f == Family::kV4 ? 0 : 1; }
+
+uint64_t Fnv1a64(const std::string& s) {
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a 64-bit offset basis
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;  // FNV-1a 64-bit prime
+  }
+  return h;
+}
+
+std::string Sanitize(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.' || c == '_';
+    out.push_back(ok ? c : '-');
+  }
+  return out;
+}
+
+std::string JoinLimited(const std::string& head, const std::vector<std::string>& items,
+                        size_t limit) {
+  std::string out = head;
+  for (size_t i = 0; i < items.size(); ++i) {
+    std::string piece = (i == 0 ? "" : ", ") + items[i];
+    std::string more = absl::StrCat(" +", items.size() - i - 1, " more");
+    bool last = i + 1 == items.size();
+    if (out.size() + piece.size() + (last ? 0 : more.size()) > limit) {
+      std::string rest = absl::StrCat(" +", items.size() - i, " more");
+      if (out.size() + rest.size() > limit) {
+        out.resize(limit > rest.size() ? limit - rest.size() : 0);
+      }
+      return out + rest;
+    }
+    out += piece;
+  }
+  if (out.size() > limit) out.resize(limit);
+  return out;
+}
+
+// ---- addresses as box coordinates ----
+
+U128 AddrToU128(const IpAddr& a) {
+  U128 v = 0;
+  for (int i = 0; i < a.size(); ++i) v = (v << 8) | a.bytes[i];
+  return v;
+}
+
+IpAddr U128ToAddr(U128 v, Family f) {
+  IpAddr a;
+  a.family = f;
+  int n = f == Family::kV4 ? 4 : 16;
+  for (int i = n - 1; i >= 0; --i) {
+    a.bytes[i] = static_cast<uint8_t>(v & 0xff);
+    v >>= 8;
+  }
+  return a;
+}
+
+U128 AddrMax(Family f) { return f == Family::kV4 ? U128{0xffffffffu} : ~U128{0}; }
+
+Span AddrSpan(const IpAddr& lo, const IpAddr& hi) { return {AddrToU128(lo), AddrToU128(hi)}; }
+
+// ---- policy ports, normalized ----
+
+namespace {
+
+bool ValidProtocol(Protocol p) {
+  return p == Protocol::kTCP || p == Protocol::kUDP || p == Protocol::kSCTP;
+}
+
+absl::Status PolicyError(const NetworkPolicy& p, const std::string& path, const std::string& msg) {
+  return absl::InvalidArgumentError(absl::StrCat("networkpolicy ", p.Key(), ": ", path, ": ", msg));
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<PortSpec>> NormalizePorts(const NetworkPolicy& policy, Dir dir,
+                                                     size_t rule_index, const Rule& rule) {
+  std::vector<PortSpec> out;
+  if (rule.ports.empty()) {
+    out.push_back(PortSpec{});
+    return out;
+  }
+  for (size_t i = 0; i < rule.ports.size(); ++i) {
+    const PolicyPort& pp = rule.ports[i];
+    const std::string path =
+        absl::StrCat("spec.", DirName(dir), "[", rule_index, "].ports[", i, "]");
+    if (!ValidProtocol(pp.protocol)) {
+      return PolicyError(policy, path + ".protocol", "must be TCP, UDP or SCTP");
+    }
+    PortSpec s;
+    s.protocol = pp.protocol;
+    if (pp.named_port) {
+      if (pp.port) return PolicyError(policy, path + ".port", "both a number and a name");
+      if (pp.end_port) {
+        return PolicyError(policy, path + ".endPort", "not allowed with a named port");
+      }
+      if (pp.named_port->empty()) return PolicyError(policy, path + ".port", "empty name");
+      s.kind = PortSpec::Kind::kNamed;
+      s.name = *pp.named_port;
+    } else if (pp.port) {
+      if (*pp.port < 1 || *pp.port > 65535) {
+        return PolicyError(policy, path + ".port", "must be between 1 and 65535");
+      }
+      int32_t end = *pp.port;
+      if (pp.end_port) {
+        if (*pp.end_port < *pp.port) {
+          return PolicyError(policy, path + ".endPort", "must be >= port");
+        }
+        if (*pp.end_port > 65535) {
+          return PolicyError(policy, path + ".endPort", "must be between 1 and 65535");
+        }
+        end = *pp.end_port;
+      }
+      s.kind = PortSpec::Kind::kRange;
+      s.lo = static_cast<uint16_t>(*pp.port);
+      s.hi = static_cast<uint16_t>(end);
+    } else {
+      if (pp.end_port) return PolicyError(policy, path + ".endPort", "requires port");
+      s.kind = PortSpec::Kind::kProtoAll;
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+// ---- groups ----
+
+absl::StatusOr<std::optional<uint16_t>> ResolvePort(const Pod& pod, const std::string& name,
+                                                    Protocol protocol) {
+  std::optional<int32_t> port = pod.ResolvePort(name, protocol);
+  if (!port) return std::optional<uint16_t>();
+  if (*port < 1 || *port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("pod ", pod.Key(), ": containerPort ", name, "/",
+                                                   ProtocolName(protocol), " = ", *port,
+                                                   ": must be between 1 and 65535"));
+  }
+  return std::optional<uint16_t>(static_cast<uint16_t>(*port));
+}
+
+void Sources::Mark(const std::string& source) {
+  present = true;
+  if (std::find(list.begin(), list.end(), source) == list.end()) list.push_back(source);
+}
+
+bool Selects(const NetworkPolicy& p, const Pod& pod, Dir dir) {
+  if (pod.host_network || p.namespace_name != pod.namespace_name) return false;
+  if (dir == Dir::kIngress ? !p.ingress_type : !p.egress_type) return false;
+  return Matches(p.pod_selector, pod.labels);
+}
+
+Labels NamespaceLabels(const State& s, const std::string& ns) {
+  Labels labels;
+  if (const Namespace* n = s.FindNamespace(ns)) labels = n->labels;
+  labels[kNamespaceNameLabel] = ns;
+  return labels;
+}
+
+absl::StatusOr<std::string> GroupKey(Dir dir, const std::vector<const NetworkPolicy*>& policies,
+                                     const Pod& pod, Resolution* resolution) {
+  std::string gkey = absl::StrCat(DirName(dir), "\n");
+  for (const NetworkPolicy* p : policies) absl::StrAppend(&gkey, p->Key(), "\n");
+  if (dir == Dir::kIngress) {
+    for (const NetworkPolicy* p : policies) {
+      for (const Rule& r : p->ingress) {
+        for (const PolicyPort& pp : r.ports) {
+          if (pp.named_port) (*resolution)[{*pp.named_port, pp.protocol}] = std::nullopt;
+        }
+      }
+    }
+    for (auto& [np, port] : *resolution) {
+      ASSIGN_OR_RETURN(std::optional<uint16_t> r, ResolvePort(pod, np.first, np.second));
+      if (r) port = *r;
+      absl::StrAppend(&gkey, "port ", np.first, "/", ProtocolName(np.second), "=",
+                      port ? absl::StrCat(*port) : std::string("-"), "\n");
+    }
+  }
+  return gkey;
+}
+
+std::string GroupName(Dir dir, const std::string& policy_ns, const std::string& policy_name,
+                      const std::string& salted_key) {
+  std::string readable =
+      Sanitize(absl::StrCat(policy_ns, "_", policy_name)).substr(0, kReadableBudget);
+  return absl::StrCat(dir == Dir::kIngress ? "in-" : "eg-", readable, "-",
+                      absl::StrFormat("%08x", static_cast<uint32_t>(Fnv1a64(salted_key) >> 32)));
+}
+
+std::string GroupComment(Dir dir, const Resolution& resolution,
+                         const std::vector<std::string>& policy_keys) {
+  std::string head = absl::StrCat(DirName(dir), " of pods selected by ");
+  if (!resolution.empty()) {
+    std::vector<std::string> res;
+    for (const auto& [np, port] : resolution) {
+      res.push_back(absl::StrCat(np.first, "/", ProtocolName(np.second), "=",
+                                 port ? absl::StrCat(*port) : std::string("none")));
+    }
+    // Named-port resolution first: it is what tells groups of the same policies apart.
+    head = absl::StrCat(DirName(dir), " (", absl::StrJoin(res, ","), ") of pods selected by ");
+  }
+  return JoinLimited(head, policy_keys);
+}
+
+std::string DropComment(Dir dir, const std::vector<std::string>& policy_keys) {
+  return JoinLimited(absl::StrCat("no ", DirName(dir), " rule of "), policy_keys);
+}
+
+// ---- group set kinds ----
+
+Slot SA(int f) { return f == 0 ? kA4 : kA6; }
+Slot SP(int f) { return f == 0 ? kP4 : kP6; }
+Slot SRa(int f) { return f == 0 ? kRa4 : kRa6; }
+Slot SRp(int f) { return f == 0 ? kRp4 : kRp6; }
+
+bool IsInterval(Slot s) { return s == kRa4 || s == kRa6 || s == kRp4 || s == kRp6 || s == kXr; }
+
+Family SlotFamily(Slot s) {
+  return (s == kA6 || s == kP6 || s == kRa6 || s == kRp6) ? Family::kV6 : Family::kV4;
+}
+
+const char* SlotSuffix(Slot s) {
+  static const char* const k[kSlots] = {"-a4",  "-a6",  "-p4",  "-p6", "-ra4",
+                                        "-ra6", "-rp4", "-rp6", "-x",  "-xr"};
+  return k[s];
+}
+
+std::vector<U128> SlotDims(Slot s) {
+  const U128 amax = AddrMax(SlotFamily(s));
+  switch (s) {
+    case kRa4:
+    case kRa6:
+      return {amax, 255};
+    case kRp4:
+    case kRp6:
+      return {amax, 255, 65535};
+    default:
+      return {255, 65535};
+  }
+}
+
+namespace {
+
+// How many of (peer address, protocol, port) a slot's key holds; 0: no peer address, the key is
+// (protocol, port).
+size_t PeerDims(Slot s) {
+  switch (s) {
+    case kA4:
+    case kA6:
+      return 1;
+    case kRa4:
+    case kRa6:
+      return 2;
+    case kP4:
+    case kP6:
+    case kRp4:
+    case kRp6:
+      return 3;
+    default:
+      return 0;
+  }
+}
+
+// `addr` followed by the first PeerDims(s) - 1 of `rest`, or `rest` for slots without a peer.
+template <typename T>
+std::vector<T> SlotFields(Slot s, T addr, const std::vector<T>& rest) {
+  const size_t n = PeerDims(s);
+  if (n == 0) return rest;
+  std::vector<T> out = {addr};
+  out.insert(out.end(), rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(n - 1));
+  return out;
+}
+
+}  // namespace
+
+std::vector<FieldType> SlotKey(Slot s) {
+  const FieldType addr = SlotFamily(s) == Family::kV4 ? FieldType::kIpv4Addr : FieldType::kIpv6Addr;
+  return SlotFields(s, addr, {FieldType::kInetProto, FieldType::kInetService});
+}
+
+const char* SlotCommentHead(Slot s) {
+  switch (s) {
+    case kA4:
+    case kA6:
+      return "peer pods, any port: ";
+    case kP4:
+    case kP6:
+      return "peer pods . port: ";
+    case kRa4:
+    case kRa6:
+      return "peer ranges . protocol: ";
+    case kRp4:
+    case kRp6:
+      return "peer ranges . port ranges: ";
+    case kX:
+      return "any peer, port: ";
+    default:
+      return "any peer, port ranges: ";
+  }
+}
+
+std::vector<Selector> SlotLookup(Slot s, Dir dir) {
+  const bool in = dir == Dir::kIngress;
+  const Selector peer = SlotFamily(s) == Family::kV4
+                            ? (in ? Selector::kIpSaddr : Selector::kIpDaddr)
+                            : (in ? Selector::kIp6Saddr : Selector::kIp6Daddr);
+  return SlotFields(s, peer, {Selector::kL4Proto, Selector::kThDport});
+}
+
+Element BoxElement(Slot s, const Box& b) {
+  Element e;
+  const bool addr = s != kXr;
+  for (size_t i = 0; i < b.size(); ++i) {
+    if (i == 0 && addr) {
+      e.key.push_back(FieldValue::AddrRange(U128ToAddr(b[i].lo, SlotFamily(s)),
+                                            U128ToAddr(b[i].hi, SlotFamily(s))));
+    } else {
+      e.key.push_back(
+          FieldValue::NumRange(static_cast<uint32_t>(b[i].lo), static_cast<uint32_t>(b[i].hi)));
+    }
+  }
+  return e;
+}
+
+std::vector<Element> BoxElements(Slot s, const std::vector<Box>& boxes) {
+  std::vector<Element> out;
+  for (const Box& b : DisjointUnion(boxes, SlotDims(s))) out.push_back(BoxElement(s, b));
+  return out;
+}
+
+// ---- rule parts ----
+
+std::string RuleSource(const NetworkPolicy& policy, Dir dir, size_t index) {
+  return absl::StrCat(policy.Key(), " ", DirName(dir), "[", index, "]");
+}
+
+bool InRanges(const IpAddr& ip, const std::vector<IpRange>& ranges) {
+  bool inside = false;
+  for (const IpRange& r : ranges) inside = inside || (r.lo <= ip && ip <= r.hi);
+  return inside;
+}
+
+std::optional<uint16_t> IngressPort(const PortSpec& ps, Dir dir, const Resolution& resolution) {
+  if (ps.kind != PortSpec::Kind::kNamed || dir != Dir::kIngress) return std::nullopt;
+  auto it = resolution.find({ps.name, ps.protocol});
+  if (it == resolution.end() || !it->second) return std::nullopt;
+  return static_cast<uint16_t>(*it->second);
+}
+
+Part AnyPeerPart(const PortSpec& ps, Dir dir, std::optional<uint16_t> ingress_port) {
+  Part part;
+  const uint32_t proto = static_cast<uint8_t>(ps.protocol);
+  auto add = [&](Slot slot, Box b) {
+    part.marked.push_back(slot);
+    part.boxes.emplace_back(slot, std::move(b));
+  };
+  switch (ps.kind) {
+    case PortSpec::Kind::kAny:
+      part.all = true;
+      break;
+    case PortSpec::Kind::kProtoAll:
+      add(kXr, {NumSpan(proto, proto), NumSpan(0, 65535)});
+      break;
+    case PortSpec::Kind::kRange:
+      if (ps.lo == ps.hi) {
+        add(kX, {NumSpan(proto, proto), NumSpan(ps.lo, ps.lo)});
+      } else {
+        add(kXr, {NumSpan(proto, proto), NumSpan(ps.lo, ps.hi)});
+      }
+      break;
+    case PortSpec::Kind::kNamed:
+      if (dir == Dir::kIngress) {
+        part.marked.push_back(kX);
+        if (ingress_port) {
+          part.boxes.emplace_back(
+              kX, Box{NumSpan(proto, proto), NumSpan(*ingress_port, *ingress_port)});
+        }
+      } else {
+        // Any destination, but the port is the destination pod's: every known pod with it.
+        part.marked = {kP4, kP6};
+        part.pods_named_port = true;
+      }
+      break;
+  }
+  return part;
+}
+
+Part IpBlockPart(const PortSpec& ps, Dir dir, std::optional<uint16_t> ingress_port, int f,
+                 const std::vector<IpRange>& ranges) {
+  Part part;
+  const uint32_t proto = static_cast<uint8_t>(ps.protocol);
+  auto add_ranges = [&](Slot slot, const std::vector<Span>& rest) {
+    part.marked.push_back(slot);
+    for (const IpRange& r : ranges) {
+      Box b{AddrSpan(r.lo, r.hi)};
+      b.insert(b.end(), rest.begin(), rest.end());
+      part.boxes.emplace_back(slot, std::move(b));
+    }
+  };
+  switch (ps.kind) {
+    case PortSpec::Kind::kAny:
+      add_ranges(SRa(f), {NumSpan(0, 255)});
+      break;
+    case PortSpec::Kind::kProtoAll:
+      add_ranges(SRa(f), {NumSpan(proto, proto)});
+      break;
+    case PortSpec::Kind::kRange:
+      add_ranges(SRp(f), {NumSpan(proto, proto), NumSpan(ps.lo, ps.hi)});
+      break;
+    case PortSpec::Kind::kNamed:
+      if (dir == Dir::kIngress) {
+        if (ingress_port) {
+          add_ranges(SRp(f), {NumSpan(proto, proto), NumSpan(*ingress_port, *ingress_port)});
+        } else {
+          part.marked.push_back(SRp(f));
+        }
+      } else {
+        // The destination must be a known pod inside the block: its own port number.
+        part.marked.push_back(SP(f));
+        part.pods_named_port = true;
+      }
+      break;
+  }
+  return part;
+}
+
+Slot SelectorSlot(const PortSpec& ps, int f) {
+  switch (ps.kind) {
+    case PortSpec::Kind::kAny:
+      return SA(f);
+    case PortSpec::Kind::kProtoAll:
+      return SRa(f);
+    case PortSpec::Kind::kRange:
+      return ps.lo == ps.hi ? SP(f) : SRp(f);
+    case PortSpec::Kind::kNamed:
+      break;
+  }
+  return SP(f);
+}
+
+nft::Rule MakeRule(std::vector<nft::Match> matches, std::optional<nft::Verdict> verdict,
+                   std::string comment) {
+  nft::Rule r;
+  r.matches = std::move(matches);
+  r.verdict = std::move(verdict);
+  r.comment = std::move(comment);
+  return r;
+}
+
+nft::LookupMatch Lookup(std::vector<Selector> key, std::string set, bool vmap) {
+  nft::LookupMatch m;
+  m.key = std::move(key);
+  m.set = std::move(set);
+  m.vmap = vmap;
+  return m;
+}
+
+}  // namespace netpol::compiler::internal

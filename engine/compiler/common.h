@@ -1,0 +1,168 @@
+// Pieces shared by the full compiler (compiler.cc) and the incremental one (incremental.cc):
+// port normalization and its errors, group keys, names and comments, and the table of group
+// set kinds. Both build groups from these, so their programs agree byte for byte
+// (RULESET.md documents the layout).
+#ifndef NETPOL_ENGINE_COMPILER_COMMON_H_
+#define NETPOL_ENGINE_COMPILER_COMMON_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/compiler/boxes.h"
+#include "engine/model/model.h"
+#include "engine/nft/program.h"
+
+namespace netpol::compiler::internal {
+
+// Name budget (nft::kMaxNameLength = 63): "in-"/"eg-" (3) + readable part + "-" (1) + 8 hex
+// digits of hash + the longest set suffix "-ra4"/"-rp4" (4) => readable part <= 47.
+constexpr size_t kHashDigits = 8;
+constexpr size_t kLongestSetSuffix = 4;
+constexpr size_t kReadableBudget = nft::kMaxNameLength - 3 - 1 - kHashDigits - kLongestSetSuffix;
+static_assert(kReadableBudget == 47, "name budget changed: update RULESET.md");
+
+enum class Dir { kIngress, kEgress };
+const char* DirName(Dir d);
+// 0 for IPv4, 1 for IPv6.
+int Fam(Family f);
+
+uint64_t Fnv1a64(const std::string& s);
+
+// Keeps characters that are valid in nft identifiers and Kubernetes names; maps the rest to '-'.
+std::string Sanitize(const std::string& s);
+
+// Joins `items` after `head` within `limit` bytes, ending in " +N more" when some do not fit.
+std::string JoinLimited(const std::string& head, const std::vector<std::string>& items,
+                        size_t limit = nft::kMaxCommentLength);
+
+// ---- addresses as box coordinates ----
+
+U128 AddrToU128(const IpAddr& a);
+IpAddr U128ToAddr(U128 v, Family f);
+U128 AddrMax(Family f);
+Span AddrSpan(const IpAddr& lo, const IpAddr& hi);
+inline Span NumSpan(uint32_t lo, uint32_t hi) { return {lo, hi}; }
+
+// ---- policy ports, normalized ----
+
+struct PortSpec {
+  enum class Kind { kAny, kProtoAll, kRange, kNamed };
+  Kind kind = Kind::kAny;
+  Protocol protocol = Protocol::kTCP;
+  uint16_t lo = 0, hi = 0;  // kRange (lo == hi: a single port)
+  std::string name;         // kNamed
+};
+
+// The ports of rule `rule_index` of `policy` for `dir`: one kAny spec when it lists none.
+// InvalidArgument naming the policy and field for a port the loader should have refused.
+absl::StatusOr<std::vector<PortSpec>> NormalizePorts(const NetworkPolicy& policy, Dir dir,
+                                                     size_t rule_index, const Rule& rule);
+
+// ---- groups ----
+
+using NamedPort = std::pair<std::string, Protocol>;
+using Resolution = std::map<NamedPort, std::optional<int32_t>>;
+
+// ResolveNamedPort (compiler.h): nullopt when `pod` has no such port, InvalidArgument naming the
+// pod when its number is outside 1-65535.
+absl::StatusOr<std::optional<uint16_t>> ResolvePort(const Pod& pod, const std::string& name,
+                                                    Protocol protocol);
+
+// Whether a group set kind exists, and the rules it comes from ("x/a ingress[0]"), in order,
+// deduplicated: the set's comment.
+struct Sources {
+  bool present = false;
+  std::vector<std::string> list;
+  void Mark(const std::string& source);
+};
+
+// Whether `p` isolates `pod` for `dir`.
+bool Selects(const NetworkPolicy& p, const Pod& pod, Dir dir);
+
+// The labels a namespace selector sees for namespace `ns` (with the name label).
+Labels NamespaceLabels(const State& s, const std::string& ns);
+
+// The group key of local pod `pod` for `dir`, isolated by `policies` (sorted by key); fills
+// `resolution` (ingress: every named port of the policies' ingress rules, as the pod resolves
+// it). Errors: ResolvePort's.
+absl::StatusOr<std::string> GroupKey(Dir dir, const std::vector<const NetworkPolicy*>& policies,
+                                     const Pod& pod, Resolution* resolution);
+
+// The chain name of a group whose first policy is `policy_ns`/`policy_name` and whose key
+// (salted on a name collision) is `salted_key`.
+std::string GroupName(Dir dir, const std::string& policy_ns, const std::string& policy_name,
+                      const std::string& salted_key);
+
+// The group chain's comment and its closing drop rule's comment.
+std::string GroupComment(Dir dir, const Resolution& resolution,
+                         const std::vector<std::string>& policy_keys);
+std::string DropComment(Dir dir, const std::vector<std::string>& policy_keys);
+
+// ---- group set kinds ----
+
+// The sets a group chain may look up; kSlotOrder is the order of the chain's rules.
+enum Slot { kA4, kA6, kP4, kP6, kRa4, kRa6, kRp4, kRp6, kX, kXr, kSlots };
+inline constexpr Slot kSlotOrder[kSlots] = {kA4, kP4, kRa4, kRp4, kA6, kP6, kRa6, kRp6, kX, kXr};
+Slot SA(int f);
+Slot SP(int f);
+Slot SRa(int f);
+Slot SRp(int f);
+bool IsInterval(Slot s);
+Family SlotFamily(Slot s);
+const char* SlotSuffix(Slot s);
+// The upper bounds of an interval slot's dimensions (DisjointUnion).
+std::vector<U128> SlotDims(Slot s);
+std::vector<nft::FieldType> SlotKey(Slot s);
+// The head of the set's comment (its sources follow).
+const char* SlotCommentHead(Slot s);
+// What the chain's rule looks up in the set.
+std::vector<nft::Selector> SlotLookup(Slot s, Dir dir);
+
+// A box of an interval slot as an nft element.
+nft::Element BoxElement(Slot s, const Box& b);
+// The boxes of an interval slot cut into disjoint elements (DisjointUnion).
+std::vector<nft::Element> BoxElements(Slot s, const std::vector<Box>& boxes);
+
+// ---- rule parts: one port spec of a rule and one peer ----
+
+// The name of rule `index` of `policy` for `dir` in comments: "x/a ingress[0]".
+std::string RuleSource(const NetworkPolicy& policy, Dir dir, size_t index);
+
+// Whether `ip` lies in one of `ranges`.
+bool InRanges(const IpAddr& ip, const std::vector<IpRange>& ranges);
+
+// A kNamed ingress spec's port as the group resolves it on its pods (nullopt otherwise).
+std::optional<uint16_t> IngressPort(const PortSpec& ps, Dir dir, const Resolution& resolution);
+
+// What a rule part puts into its group's sets, before any pod is looked at.
+struct Part {
+  bool all = false;                         // an unconditional allow
+  std::vector<Slot> marked;                 // the set kinds it makes exist, in order
+  std::vector<std::pair<Slot, Box>> boxes;  // its elements that do not depend on pods
+  // An egress named port: its elements are the destination pods' own port numbers (of the
+  // pods inside the block, for an ipBlock peer), in slot SP.
+  bool pods_named_port = false;
+};
+
+// A rule without peers (any peer) and port spec `ps`.
+Part AnyPeerPart(const PortSpec& ps, Dir dir, std::optional<uint16_t> ingress_port);
+// An ipBlock peer of family index `f` covering `ranges` (CidrMinus) and port spec `ps`.
+Part IpBlockPart(const PortSpec& ps, Dir dir, std::optional<uint16_t> ingress_port, int f,
+                 const std::vector<IpRange>& ranges);
+// The set kind a selector peer's pods of family index `f` go to under port spec `ps`.
+Slot SelectorSlot(const PortSpec& ps, int f);
+
+nft::Rule MakeRule(std::vector<nft::Match> matches, std::optional<nft::Verdict> verdict,
+                   std::string comment);
+nft::LookupMatch Lookup(std::vector<nft::Selector> key, std::string set, bool vmap = false);
+
+}  // namespace netpol::compiler::internal
+
+#endif  // NETPOL_ENGINE_COMPILER_COMMON_H_

@@ -1,0 +1,1160 @@
+// IncrementalCompiler. See incremental.h; the layout it maintains is RULESET.md's, and every
+// piece of a group (names, comments, rule order, set kinds, element normal forms) follows
+// compiler.cc exactly: incremental_test compares the two on random states.
+#include "engine/compiler/incremental.h"
+
+#include <algorithm>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "engine/compiler/boxes.h"
+#include "engine/compiler/common.h"
+#include "engine/nft/diff.h"
+#include "engine/selector/selector.h"
+#include "engine/util/status_macros.h"
+
+namespace netpol::compiler {
+namespace {
+
+using nft::Element;
+using nft::FieldType;
+using nft::FieldValue;
+using nft::Program;
+using nft::Selector;
+using nft::Verdict;
+
+using internal::AddrSpan;
+using internal::AddrToU128;
+using internal::BoxElements;
+using internal::Dir;
+using internal::DirName;
+using internal::DropComment;
+using internal::Fam;
+using internal::GroupComment;
+using internal::GroupKey;
+using internal::IsInterval;
+using internal::JoinLimited;
+using internal::Lookup;
+using internal::MakeRule;
+using internal::NamedPort;
+using internal::NamespaceLabels;
+using internal::NormalizePorts;
+using internal::NumSpan;
+using internal::PortSpec;
+using internal::ResolvePort;
+using internal::Resolution;
+using internal::Selects;
+using internal::Slot;
+using internal::SlotCommentHead;
+using internal::SlotFamily;
+using internal::SlotKey;
+using internal::SlotLookup;
+using internal::Sources;
+using internal::SA;
+using internal::SP;
+using internal::SRa;
+using internal::SRp;
+using internal::U128ToAddr;
+using internal::kA4;
+using internal::kA6;
+using internal::kP4;
+using internal::kP6;
+using internal::kRa4;
+using internal::kRa6;
+using internal::kRp4;
+using internal::kRp6;
+using internal::kSlots;
+using internal::kX;
+using internal::kXr;
+
+std::string NamespaceOf(const std::string& key) { return key.substr(0, key.find('/')); }
+
+// A canonical text of a selector: equal selectors, equal keys.
+std::string SelectorKey(const LabelSelector& sel) {
+  std::string out;
+  for (const auto& [k, v] : sel.match_labels) absl::StrAppend(&out, k, "=", v, "\n");
+  for (const LabelSelectorRequirement& r : sel.match_expressions) {
+    absl::StrAppend(&out, r.key, " ", static_cast<int>(r.op), " ", absl::StrJoin(r.values, ","),
+                    "\n");
+  }
+  return out;
+}
+
+// Objects of `m` whose key is "<ns>/...", in key order.
+template <typename M, typename F>
+void ForEachInNamespace(const M& m, const std::string& ns, F f) {
+  const std::string prefix = ns + "/";
+  for (auto it = m.lower_bound(prefix);
+       it != m.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
+    f(it->second);
+  }
+}
+
+bool PeerEligible(const Pod& pod) { return !pod.host_network && !pod.ips.empty(); }
+
+// ---- group set slots ----
+
+// A point of a plain set (or a box of an interval set) as an nft element.
+Element PointElement(Slot s, const Box& b) {
+  Element e;
+  switch (s) {
+    case kA4:
+    case kA6:
+      e.key.push_back(FieldValue::Addr(U128ToAddr(b[0].lo, SlotFamily(s))));
+      break;
+    case kP4:
+    case kP6:
+      e.key.push_back(FieldValue::Addr(U128ToAddr(b[0].lo, SlotFamily(s))));
+      e.key.push_back(FieldValue::Num(static_cast<uint32_t>(b[1].lo)));
+      e.key.push_back(FieldValue::Num(static_cast<uint32_t>(b[2].lo)));
+      break;
+    default:  // kX
+      e.key.push_back(FieldValue::Num(static_cast<uint32_t>(b[0].lo)));
+      e.key.push_back(FieldValue::Num(static_cast<uint32_t>(b[1].lo)));
+      break;
+  }
+  return e;
+}
+
+using Counts = std::map<Box, int>;
+
+// The elements of a slot as Compile emits them: sorted by key, unique.
+std::vector<Element> SlotElements(Slot s, const Counts& counts) {
+  std::vector<Element> out;
+  if (IsInterval(s)) {
+    std::vector<Box> boxes;
+    boxes.reserve(counts.size());
+    for (const auto& [b, n] : counts) boxes.push_back(b);
+    out = BoxElements(s, boxes);
+  } else {
+    out.reserve(counts.size());
+    for (const auto& [b, n] : counts) out.push_back(PointElement(s, b));
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end(),
+                        [](const Element& a, const Element& b) { return a.key == b.key; }),
+            out.end());
+  return out;
+}
+
+// ---- groups ----
+
+// A rule part whose elements depend on pods.
+struct Template {
+  enum class Kind { kSelector, kNamedAny, kNamedInBlock };
+  Kind kind = Kind::kSelector;
+  std::string policy_ns;
+  std::optional<LabelSelector> pod_sel, ns_sel;
+  PortSpec ps;
+  Family fam = Family::kV4;     // kNamedInBlock
+  std::vector<IpRange> ranges;  // kNamedInBlock
+};
+
+// Which group a local pod belongs to for one direction.
+struct GroupSpec {
+  std::string key;
+  Dir dir = Dir::kIngress;
+  std::vector<std::string> policies;  // keys, sorted
+  Resolution resolution;
+};
+
+struct Group {
+  GroupSpec spec;
+  std::string name;
+  std::set<std::string> members;
+  Sources all;
+  Sources slots[kSlots];
+  Counts counts[kSlots];
+  std::vector<Template> templates;
+
+  std::string SetName(Slot s) const { return name + SlotSuffix(s); }
+};
+
+std::string GroupName(const GroupSpec& g) {
+  const std::string& first = g.policies.front();
+  const size_t slash = first.find('/');
+  return internal::GroupName(g.dir, first.substr(0, slash), first.substr(slash + 1), g.key);
+}
+
+// The group of local pod `pod` for `dir` in `s` (nullopt: not isolated for it).
+absl::StatusOr<std::optional<GroupSpec>> MembershipOf(const State& s, const Pod& pod, Dir dir) {
+  GroupSpec g;
+  g.dir = dir;
+  std::vector<const NetworkPolicy*> policies;
+  ForEachInNamespace(s.policies, pod.namespace_name, [&](const NetworkPolicy& p) {
+    if (Selects(p, pod, dir)) policies.push_back(&p);
+  });
+  if (policies.empty()) return std::optional<GroupSpec>();
+  for (const NetworkPolicy* p : policies) g.policies.push_back(p->Key());
+  ASSIGN_OR_RETURN(g.key, GroupKey(dir, policies, pod, &g.resolution));
+  return std::optional<GroupSpec>(std::move(g));
+}
+
+using Contribution = std::vector<std::pair<Slot, Box>>;
+
+// What pod `pod` (a peer; its namespace's labels `ns_labels`) adds to group `g` through `t`.
+absl::Status Contribute(const Group& g, const Template& t, const Pod& pod, const Labels& ns_labels,
+                        Contribution* out) {
+  if (!PeerEligible(pod)) return absl::OkStatus();
+  const PortSpec& ps = t.ps;
+  const uint32_t proto = static_cast<uint8_t>(ps.protocol);
+  switch (t.kind) {
+    case Template::Kind::kSelector: {
+      if (t.ns_sel) {
+        if (!Matches(*t.ns_sel, ns_labels)) return absl::OkStatus();
+      } else if (pod.namespace_name != t.policy_ns) {
+        return absl::OkStatus();
+      }
+      if (t.pod_sel && !Matches(*t.pod_sel, pod.labels)) return absl::OkStatus();
+      std::optional<uint16_t> port;
+      if (ps.kind == PortSpec::Kind::kNamed) {
+        if (g.spec.dir == Dir::kIngress) {
+          auto it = g.spec.resolution.find({ps.name, ps.protocol});
+          if (it != g.spec.resolution.end() && it->second) port = *it->second;
+        } else {
+          ASSIGN_OR_RETURN(port, ResolvePort(pod, ps.name, ps.protocol));
+        }
+        if (!port) return absl::OkStatus();
+      }
+      for (const IpAddr& ip : pod.ips) {
+        const int f = Fam(ip.family);
+        const U128 a = AddrToU128(ip);
+        switch (ps.kind) {
+          case PortSpec::Kind::kAny:
+            out->push_back({SA(f), Box{Span{a, a}}});
+            break;
+          case PortSpec::Kind::kProtoAll:
+            out->push_back({SRa(f), Box{Span{a, a}, NumSpan(proto, proto)}});
+            break;
+          case PortSpec::Kind::kRange:
+            if (ps.lo == ps.hi) {
+              out->push_back({SP(f), Box{Span{a, a}, NumSpan(proto, proto), NumSpan(ps.lo, ps.lo)}});
+            } else {
+              out->push_back(
+                  {SRp(f), Box{Span{a, a}, NumSpan(proto, proto), NumSpan(ps.lo, ps.hi)}});
+            }
+            break;
+          case PortSpec::Kind::kNamed:
+            out->push_back({SP(f), Box{Span{a, a}, NumSpan(proto, proto), NumSpan(*port, *port)}});
+            break;
+        }
+      }
+      return absl::OkStatus();
+    }
+    case Template::Kind::kNamedAny:
+    case Template::Kind::kNamedInBlock: {
+      ASSIGN_OR_RETURN(std::optional<uint16_t> port, ResolvePort(pod, ps.name, ps.protocol));
+      if (!port) return absl::OkStatus();
+      for (const IpAddr& ip : pod.ips) {
+        if (t.kind == Template::Kind::kNamedInBlock) {
+          if (ip.family != t.fam || !internal::InRanges(ip, t.ranges)) continue;
+        }
+        const U128 a = AddrToU128(ip);
+        out->push_back({SP(Fam(ip.family)),
+                        Box{Span{a, a}, NumSpan(proto, proto), NumSpan(*port, *port)}});
+      }
+      return absl::OkStatus();
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Fills the shape (which slots exist, with their sources), the static elements and the templates
+// of `g` from its policies, in compiler.cc's order of rules, ports and peers.
+absl::Status Shape(const State& s, Group* g) {
+  const Dir dir = g->spec.dir;
+  for (const std::string& key : g->spec.policies) {
+    auto pit = s.policies.find(key);
+    if (pit == s.policies.end()) return absl::InternalError("group policy " + key + " missing");
+    const NetworkPolicy& policy = pit->second;
+    const std::vector<Rule>& rules = dir == Dir::kIngress ? policy.ingress : policy.egress;
+    for (size_t i = 0; i < rules.size(); ++i) {
+      const Rule& rule = rules[i];
+      const std::string src = internal::RuleSource(policy, dir, i);
+      ASSIGN_OR_RETURN(std::vector<PortSpec> specs, NormalizePorts(policy, dir, i, rule));
+      for (const PortSpec& ps : specs) {
+        const std::optional<uint16_t> ingress_port =
+            internal::IngressPort(ps, dir, g->spec.resolution);
+        auto apply = [&](const internal::Part& part) {
+          if (part.all) g->all.Mark(src);
+          for (Slot slot : part.marked) g->slots[slot].Mark(src);
+          for (const auto& [slot, b] : part.boxes) g->counts[slot][b]++;
+        };
+        if (rule.peers.empty()) {
+          const internal::Part part = internal::AnyPeerPart(ps, dir, ingress_port);
+          apply(part);
+          if (part.pods_named_port) {
+            Template t;
+            t.kind = Template::Kind::kNamedAny;
+            t.policy_ns = policy.namespace_name;
+            t.ps = ps;
+            g->templates.push_back(std::move(t));
+          }
+          continue;
+        }
+        for (const Peer& peer : rule.peers) {
+          if (peer.ip_block) {
+            const IPBlock& block = *peer.ip_block;
+            const Family fam = block.cidr.addr.family;
+            std::vector<IpRange> ranges = CidrMinus(block.cidr, block.except);
+            const internal::Part part =
+                internal::IpBlockPart(ps, dir, ingress_port, Fam(fam), ranges);
+            apply(part);
+            if (part.pods_named_port) {
+              Template t;
+              t.kind = Template::Kind::kNamedInBlock;
+              t.policy_ns = policy.namespace_name;
+              t.ps = ps;
+              t.fam = fam;
+              t.ranges = std::move(ranges);
+              g->templates.push_back(std::move(t));
+            }
+            continue;
+          }
+          if (!peer.pod_selector && !peer.namespace_selector) continue;  // matches nothing
+          g->slots[internal::SelectorSlot(ps, 0)].Mark(src);
+          g->slots[internal::SelectorSlot(ps, 1)].Mark(src);
+          // An ingress named port this group does not resolve contributes nothing.
+          if (ps.kind == PortSpec::Kind::kNamed && dir == Dir::kIngress && !ingress_port) continue;
+          Template t;
+          t.kind = Template::Kind::kSelector;
+          t.policy_ns = policy.namespace_name;
+          t.pod_sel = peer.pod_selector;
+          t.ns_sel = peer.namespace_selector;
+          t.ps = ps;
+          g->templates.push_back(std::move(t));
+        }
+      }
+    }
+  }
+  if (g->all.present) {  // the chain is just `return`: no sets, nothing depends on pods
+    g->templates.clear();
+    for (Counts& c : g->counts) c.clear();
+  }
+  return absl::OkStatus();
+}
+
+// Adds g's chain, sets and elements to `prog`, as compiler.cc's EmitGroup.
+void EmitGroup(const Group& g, Program* prog) {
+  nft::Chain chain;
+  chain.name = g.name;
+  chain.comment = GroupComment(g.spec.dir, g.spec.resolution, g.spec.policies);
+  if (g.all.present) {
+    chain.rules.push_back(MakeRule({}, Verdict::Return(), JoinLimited("", g.all.list)));
+    prog->chains[chain.name] = std::move(chain);
+    return;
+  }
+  for (Slot s : internal::kSlotOrder) {
+    if (!g.slots[s].present) continue;
+    nft::Set set;
+    set.name = g.SetName(s);
+    set.key = SlotKey(s);
+    set.interval = IsInterval(s);
+    set.comment = JoinLimited(SlotCommentHead(s), g.slots[s].list);
+    std::vector<Element> els = SlotElements(s, g.counts[s]);
+    if (!els.empty()) prog->elements[set.name] = std::move(els);
+    chain.rules.push_back(MakeRule({Lookup(SlotLookup(s, g.spec.dir), set.name)},
+                                   Verdict::Return(), JoinLimited("", g.slots[s].list)));
+    prog->sets[set.name] = std::move(set);
+  }
+  chain.rules.push_back(MakeRule({}, Verdict::Drop(), DropComment(g.spec.dir, g.spec.policies)));
+  prog->chains[chain.name] = std::move(chain);
+}
+
+// Moves (erase = true) or copies g's chain, sets and elements from `from` into `to`.
+void ExtractGroup(const Group& g, Program* from, Program* to, bool erase) {
+  auto chain = from->chains.find(g.name);
+  if (chain != from->chains.end()) {
+    to->chains[g.name] = erase ? std::move(chain->second) : chain->second;
+    if (erase) from->chains.erase(chain);
+  }
+  for (int s = 0; s < kSlots; ++s) {
+    const std::string name = g.SetName(static_cast<Slot>(s));
+    auto set = from->sets.find(name);
+    if (set == from->sets.end()) continue;
+    to->sets[name] = erase ? std::move(set->second) : set->second;
+    if (erase) from->sets.erase(set);
+    auto els = from->elements.find(name);
+    if (els == from->elements.end()) continue;
+    to->elements[name] = erase ? std::move(els->second) : els->second;
+    if (erase) from->elements.erase(els);
+  }
+}
+
+// Sorted-vector element edits on a program's set (canonical form: no empty lists).
+void InsertElement(Program* prog, const std::string& set, Element e) {
+  std::vector<Element>& v = prog->elements[set];
+  auto it = std::lower_bound(v.begin(), v.end(), e);
+  if (it != v.end() && it->key == e.key) {
+    *it = std::move(e);
+  } else {
+    v.insert(it, std::move(e));
+  }
+}
+
+void EraseElement(Program* prog, const std::string& set, const Element& e) {
+  auto els = prog->elements.find(set);
+  if (els == prog->elements.end()) return;
+  std::vector<Element>& v = els->second;
+  auto it = std::lower_bound(v.begin(), v.end(), e);
+  if (it != v.end() && it->key == e.key) v.erase(it);
+  if (v.empty()) prog->elements.erase(els);
+}
+
+const char* DispatchMap(Dir d, Family f) {
+  if (d == Dir::kIngress) return f == Family::kV4 ? kIngressDispatchV4 : kIngressDispatchV6;
+  return f == Family::kV4 ? kEgressDispatchV4 : kEgressDispatchV6;
+}
+
+}  // namespace
+
+struct IncrementalCompiler::Impl {
+  struct TRef {
+    Group* g;
+    size_t i;
+    friend bool operator<(const TRef& a, const TRef& b) {
+      return a.g != b.g ? a.g < b.g : a.i < b.i;
+    }
+  };
+  struct Membership {
+    std::string gkey[2];  // by Dir; empty: not isolated
+    std::vector<IpAddr> ips;
+  };
+
+  bool held = false;
+  bool name_clash = false;
+  CompileOptions opts;
+  Program prog;
+  IncrementalStats stats;
+
+  std::map<std::string, std::unique_ptr<Group>> groups;  // by key
+  std::set<std::string> names;                          // group names in use
+  std::map<std::string, int> pod_count_by_ns;  // namespaces that have pods
+  // Labels of namespaces (with the name label), filled on demand; entries of changed
+  // namespaces are dropped when an update commits.
+  mutable std::map<std::string, Labels> ns_labels;
+  struct NsMatch {
+    LabelSelector sel;
+    std::set<std::string> namespaces;
+  };
+  mutable std::map<std::string, NsMatch> ns_match;  // by SelectorKey
+  std::map<NamedPort, std::set<std::string>> pods_by_port;
+  std::map<std::pair<std::string, std::string>, std::set<std::string>> pods_by_label;
+  std::map<std::string, std::set<std::string>> local_by_ns;
+  std::map<std::string, Membership> members;  // local isolated pods
+  std::map<IpAddr, std::map<std::string, std::string>> dispatch[2];  // addr -> pod -> chain
+  std::map<IpAddr, std::set<std::string>> self;                      // addr -> pods
+  std::map<std::string, std::vector<TRef>> tmpl_by_ns;  // pod-selector peers, by namespace
+  struct NsSelRefs {
+    LabelSelector sel;
+    std::vector<TRef> refs;
+  };
+  std::map<std::string, NsSelRefs> tmpl_nssel;  // namespace-selector peers, by selector
+  std::map<NamedPort, std::vector<TRef>> tmpl_named;    // egress named ports on any/ipBlock
+
+  void Clear() {
+    held = false;
+    name_clash = false;
+    prog = Program();
+    groups.clear();
+    names.clear();
+    pod_count_by_ns.clear();
+    ns_labels.clear();
+    ns_match.clear();
+    pods_by_port.clear();
+    pods_by_label.clear();
+    local_by_ns.clear();
+    members.clear();
+    for (auto& d : dispatch) d.clear();
+    self.clear();
+    tmpl_by_ns.clear();
+    tmpl_nssel.clear();
+    tmpl_named.clear();
+  }
+
+  void IndexPod(const Pod& pod, bool add) {
+    const std::string key = pod.Key();
+    auto edit = [&](std::set<std::string>& s) {
+      if (add) {
+        s.insert(key);
+      } else {
+        s.erase(key);
+      }
+    };
+    int& n = pod_count_by_ns[pod.namespace_name];
+    n += add ? 1 : -1;
+    if (n <= 0) pod_count_by_ns.erase(pod.namespace_name);
+    for (const auto& [k, v] : pod.labels) {
+      auto kv = std::make_pair(k, v);
+      edit(pods_by_label[kv]);
+      if (!add && pods_by_label[kv].empty()) pods_by_label.erase(kv);
+    }
+    for (const ContainerPort& p : pod.ports) {
+      if (p.name.empty()) continue;
+      NamedPort np{p.name, p.protocol};
+      edit(pods_by_port[np]);
+      if (!add && pods_by_port[np].empty()) pods_by_port.erase(np);
+    }
+    if (IsLocalPod(pod, opts)) {
+      edit(local_by_ns[pod.namespace_name]);
+      if (!add && local_by_ns[pod.namespace_name].empty()) local_by_ns.erase(pod.namespace_name);
+    }
+  }
+
+  void RegisterTemplates(Group* g, bool add) {
+    auto edit = [&](std::vector<TRef>* list, size_t i) {
+      if (add) {
+        list->push_back({g, i});
+      } else {
+        list->erase(std::remove_if(list->begin(), list->end(),
+                                   [g](const TRef& r) { return r.g == g; }),
+                    list->end());
+      }
+    };
+    for (size_t i = 0; i < g->templates.size(); ++i) {
+      const Template& t = g->templates[i];
+      if (t.kind == Template::Kind::kSelector && t.ns_sel) {
+        const std::string key = SelectorKey(*t.ns_sel);
+        NsSelRefs& entry = tmpl_nssel[key];
+        entry.sel = *t.ns_sel;
+        edit(&entry.refs, i);
+        if (entry.refs.empty()) tmpl_nssel.erase(key);
+      } else if (t.kind == Template::Kind::kSelector) {
+        edit(&tmpl_by_ns[t.policy_ns], i);
+        if (tmpl_by_ns[t.policy_ns].empty()) tmpl_by_ns.erase(t.policy_ns);
+      } else {
+        const NamedPort np{t.ps.name, t.ps.protocol};
+        edit(&tmpl_named[np], i);
+        if (tmpl_named[np].empty()) tmpl_named.erase(np);
+      }
+    }
+  }
+
+  // The labels of namespace `ns` in `s`; `changed`: the namespaces that differ from the State
+  // the cache describes (computed afresh into `scratch`).
+  const Labels& LabelsOf(const State& s, const std::string& ns, const std::set<std::string>& changed,
+                         std::map<std::string, Labels>* scratch) const {
+    std::map<std::string, Labels>& m = changed.count(ns) ? *scratch : ns_labels;
+    auto it = m.find(ns);
+    if (it == m.end()) it = m.emplace(ns, NamespaceLabels(s, ns)).first;
+    return it->second;
+  }
+
+  // The namespaces with pods that `sel` matches, as of the committed State (the changed
+  // namespaces `changed` are left to the caller). Computed on first use per distinct selector,
+  // then kept up to date by Update (namespace changes, namespaces gaining pods).
+  const std::set<std::string>& MatchingNamespaces(const State& s, const LabelSelector& sel,
+                                                  const std::set<std::string>& changed) const {
+    const std::string key = SelectorKey(sel);
+    auto it = ns_match.find(key);
+    if (it != ns_match.end()) return it->second.namespaces;
+    NsMatch m;
+    m.sel = sel;
+    std::map<std::string, Labels> scratch;
+    for (const auto& [ns, n] : pod_count_by_ns) {
+      if (changed.count(ns)) continue;
+      if (Matches(sel, LabelsOf(s, ns, changed, &scratch))) m.namespaces.insert(ns);
+    }
+    return ns_match.emplace(key, std::move(m)).first->second.namespaces;
+  }
+
+  // Fills g (spec and name set) from `s`: shape, static elements, every pod's contribution.
+  // `delta`: what changed since the indexes were built (its pods and namespaces are looked up
+  // in `s` directly).
+  absl::Status Build(const State& s, const Delta& delta, Group* g) const {
+    RETURN_IF_ERROR(Shape(s, g));
+    std::map<std::string, Labels> scratch;
+    auto labels_of = [&](const std::string& ns) -> const Labels& {
+      return LabelsOf(s, ns, delta.namespaces, &scratch);
+    };
+    Contribution c;
+    absl::Status st;
+    for (const Template& t : g->templates) {
+      auto visit = [&](const Pod& pod, const Labels& labels) {
+        if (!st.ok()) return;
+        c.clear();
+        st = Contribute(*g, t, pod, labels, &c);
+        for (auto& [slot, box] : c) g->counts[slot][std::move(box)]++;
+      };
+      if (t.kind == Template::Kind::kSelector && !t.ns_sel) {
+        const Labels& labels = labels_of(t.policy_ns);
+        ForEachInNamespace(s.pods, t.policy_ns, [&](const Pod& pod) { visit(pod, labels); });
+      } else if (t.kind == Template::Kind::kSelector) {
+        // The namespaces the selector matches (cached per selector), plus the changed ones and
+        // those whose first pods arrive now, judged afresh.
+        std::set<std::string> fresh_ns(delta.namespaces.begin(), delta.namespaces.end());
+        for (const std::string& key : delta.pods) {
+          std::string ns = NamespaceOf(key);
+          if (!pod_count_by_ns.count(ns)) fresh_ns.insert(std::move(ns));
+        }
+        auto each_ns = [&](const std::string& ns) {
+          const Labels& labels = labels_of(ns);
+          if (!Matches(*t.ns_sel, labels)) return;
+          ForEachInNamespace(s.pods, ns, [&](const Pod& pod) { visit(pod, labels); });
+        };
+        const std::set<std::string>& matching = MatchingNamespaces(s, *t.ns_sel, delta.namespaces);
+        // Through the pods carrying one of the pod selector's labels when they are fewer than
+        // the pods of the matching namespaces.
+        size_t ns_pods = 0;
+        for (const std::string& ns : matching) {
+          auto n = pod_count_by_ns.find(ns);
+          if (n != pod_count_by_ns.end()) ns_pods += static_cast<size_t>(n->second);
+        }
+        const std::set<std::string>* labelled = nullptr;
+        if (t.pod_sel && !t.pod_sel->match_labels.empty()) {
+          static const std::set<std::string> kNoPods;
+          auto it = pods_by_label.find(*t.pod_sel->match_labels.begin());
+          labelled = it == pods_by_label.end() ? &kNoPods : &it->second;
+        }
+        if (labelled != nullptr && labelled->size() < ns_pods) {
+          auto visit_key = [&](const std::string& key) {
+            const Pod* pod = s.FindPod(key);
+            if (pod == nullptr) return;
+            const std::string& ns = pod->namespace_name;
+            const Labels& labels = labels_of(ns);
+            if (fresh_ns.count(ns) ? !Matches(*t.ns_sel, labels) : !matching.count(ns)) return;
+            visit(*pod, labels);
+          };
+          for (const std::string& key : *labelled) {
+            if (!delta.pods.count(key)) visit_key(key);
+          }
+          for (const std::string& key : delta.pods) visit_key(key);
+        } else {
+          for (const std::string& ns : matching) {
+            if (!fresh_ns.count(ns)) each_ns(ns);
+          }
+          for (const std::string& ns : fresh_ns) each_ns(ns);
+        }
+      } else {
+        auto visit_key = [&](const std::string& key) {
+          const Pod* pod = s.FindPod(key);
+          if (pod != nullptr) visit(*pod, labels_of(pod->namespace_name));
+        };
+        auto it = pods_by_port.find({t.ps.name, t.ps.protocol});
+        if (it != pods_by_port.end()) {
+          for (const std::string& k : it->second) {
+            if (!delta.pods.count(k)) visit_key(k);
+          }
+        }
+        for (const std::string& k : delta.pods) visit_key(k);
+      }
+      RETURN_IF_ERROR(st);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ResetWith(const State& state, const CompileOptions& o, Program compiled) {
+    Clear();
+    opts = o;
+    prog = std::move(compiled);
+    for (const auto& [key, pod] : state.pods) IndexPod(pod, true);
+    for (const auto& [key, pod] : state.pods) {
+      if (!IsLocalPod(pod, opts)) continue;
+      Membership m;
+      m.ips = pod.ips;
+      for (Dir dir : {Dir::kIngress, Dir::kEgress}) {
+        ASSIGN_OR_RETURN(std::optional<GroupSpec> spec, MembershipOf(state, pod, dir));
+        if (!spec) continue;
+        m.gkey[static_cast<int>(dir)] = spec->key;
+        auto it = groups.find(spec->key);
+        if (it == groups.end()) {
+          auto g = std::make_unique<Group>();
+          g->spec = *std::move(spec);
+          g->name = GroupName(g->spec);
+          if (!names.insert(g->name).second) name_clash = true;
+          it = groups.emplace(g->spec.key, std::move(g)).first;
+        }
+        it->second->members.insert(key);
+      }
+      if (m.gkey[0].empty() && m.gkey[1].empty()) continue;
+      for (int d = 0; d < 2; ++d) {
+        if (m.gkey[d].empty()) continue;
+        for (const IpAddr& ip : m.ips) dispatch[d][ip][key] = groups.at(m.gkey[d])->name;
+      }
+      for (const IpAddr& ip : m.ips) self[ip].insert(key);
+      members[key] = std::move(m);
+    }
+    for (auto& [gkey, g] : groups) {
+      RETURN_IF_ERROR(Build(state, Delta{}, g.get()));
+      RegisterTemplates(g.get(), true);
+    }
+    held = true;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<nft::Transaction> FullUpdate(const State& state, const CompileOptions& o,
+                                              Program* before) {
+    ASSIGN_OR_RETURN(Program next, Compile(state, o));
+    nft::Transaction tx = nft::Diff(prog, next);
+    Program old = std::move(prog);
+    absl::Status st = ResetWith(state, o, std::move(next));
+    if (!st.ok()) {  // cannot happen when Compile succeeded; stay consistent anyway
+      Clear();
+      return st;
+    }
+    if (before != nullptr) *before = std::move(old);
+    ++stats.full_fallbacks;
+    return tx;
+  }
+
+  absl::StatusOr<nft::Transaction> Update(const State& old_state, const State& new_state,
+                                          const Delta& delta, const CompileOptions& o,
+                                          Program* before);
+};
+
+absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& old_state,
+                                                                  const State& new_state,
+                                                                  const Delta& delta,
+                                                                  const CompileOptions& o,
+                                                                  Program* before) {
+  if (!held) return absl::FailedPreconditionError("incremental compiler: no program (Reset first)");
+  // Attached pods coming and going (CNI ADD/DEL) only move pods in or out of locality: they
+  // are handled like changed pods. Another node or table is a different program altogether.
+  if (o.table != opts.table || o.node_name != opts.node_name || name_clash) {
+    return FullUpdate(new_state, o, before);
+  }
+  std::set<std::string> relocated;
+  if (o.attached_pods != opts.attached_pods) {
+    std::set_symmetric_difference(opts.attached_pods.begin(), opts.attached_pods.end(),
+                                  o.attached_pods.begin(), o.attached_pods.end(),
+                                  std::inserter(relocated, relocated.end()));
+  }
+
+  // ---- 1. Everything that can fail, computed aside. ----
+  for (const std::string& key : delta.policies) {
+    auto it = new_state.policies.find(key);
+    if (it != new_state.policies.end()) RETURN_IF_ERROR(ValidateObject(it->second));
+  }
+  // Local pods whose groups may change: changed pods, and every local pod of a namespace whose
+  // policies changed.
+  std::set<std::string> affected(delta.pods.begin(), delta.pods.end());
+  affected.insert(relocated.begin(), relocated.end());
+  for (const std::string& key : delta.policies) {
+    auto it = local_by_ns.find(NamespaceOf(key));
+    if (it != local_by_ns.end()) affected.insert(it->second.begin(), it->second.end());
+  }
+  std::map<std::string, Membership> next_members;  // affected pods isolated after
+  std::map<std::string, GroupSpec> specs;           // group specs seen among them
+  std::map<std::string, int> count_delta;           // member count change per group key
+  for (const std::string& key : affected) {
+    auto old = members.find(key);
+    if (old != members.end()) {
+      for (const std::string& g : old->second.gkey) {
+        if (!g.empty()) --count_delta[g];
+      }
+    }
+    const Pod* pod = new_state.FindPod(key);
+    if (pod == nullptr || !IsLocalPod(*pod, o)) continue;
+    Membership m;
+    m.ips = pod->ips;
+    for (Dir dir : {Dir::kIngress, Dir::kEgress}) {
+      ASSIGN_OR_RETURN(std::optional<GroupSpec> spec, MembershipOf(new_state, *pod, dir));
+      if (!spec) continue;
+      m.gkey[static_cast<int>(dir)] = spec->key;
+      ++count_delta[spec->key];
+      specs.emplace(spec->key, *std::move(spec));
+    }
+    if (!m.gkey[0].empty() || !m.gkey[1].empty()) next_members[key] = std::move(m);
+  }
+  // Groups that change: deleted (no member left), created, rebuilt (a policy of theirs changed).
+  std::set<std::string> deleted, created, rebuilt;
+  for (const auto& [gkey, d] : count_delta) {
+    auto it = groups.find(gkey);
+    if (it == groups.end()) {
+      if (d > 0) created.insert(gkey);
+    } else if (static_cast<int>(it->second->members.size()) + d <= 0) {
+      deleted.insert(gkey);
+    }
+  }
+  if (!delta.policies.empty()) {
+    for (const auto& [gkey, g] : groups) {
+      if (deleted.count(gkey)) continue;
+      for (const std::string& p : g->spec.policies) {
+        if (delta.policies.count(p)) {
+          rebuilt.insert(gkey);
+          break;
+        }
+      }
+    }
+  }
+  std::map<std::string, std::unique_ptr<Group>> fresh;  // created and rebuilt, built from new
+  std::set<std::string> fresh_names;
+  for (const std::string& gkey : created) {
+    auto g = std::make_unique<Group>();
+    g->spec = specs.at(gkey);
+    g->name = GroupName(g->spec);
+    if (names.count(g->name) || !fresh_names.insert(g->name).second) {
+      return FullUpdate(new_state, o, before);  // a salted name (RULESET.md): rare
+    }
+    fresh.emplace(gkey, std::move(g));
+  }
+  for (const std::string& gkey : rebuilt) {
+    auto g = std::make_unique<Group>();
+    g->spec = groups.at(gkey)->spec;
+    g->name = groups.at(gkey)->name;
+    fresh.emplace(gkey, std::move(g));
+  }
+  for (auto& [gkey, g] : fresh) RETURN_IF_ERROR(Build(new_state, delta, g.get()));
+
+  // Peer changes seen by the groups that stay as they are.
+  std::set<std::string> peers(delta.pods.begin(), delta.pods.end());
+  for (const std::string& ns : delta.namespaces) {
+    ForEachInNamespace(new_state.pods, ns, [&](const Pod& pod) { peers.insert(pod.Key()); });
+  }
+  std::map<std::pair<Group*, int>, std::map<Box, int>> element_delta;
+  {
+    std::map<std::string, Labels> old_scratch, new_scratch;
+    Contribution c;
+    for (const std::string& key : peers) {
+      const bool changed = delta.pods.count(key) > 0;
+      const Pod* versions[2] = {changed ? old_state.FindPod(key) : new_state.FindPod(key),
+                                new_state.FindPod(key)};
+      for (int v = 0; v < 2; ++v) {
+        const Pod* pod = versions[v];
+        if (pod == nullptr || !PeerEligible(*pod)) continue;
+        const std::string& ns = pod->namespace_name;
+        const Labels& labels = v == 0 ? LabelsOf(old_state, ns, delta.namespaces, &old_scratch)
+                                      : LabelsOf(new_state, ns, delta.namespaces, &new_scratch);
+        std::vector<const std::vector<TRef>*> lists;
+        for (const auto& [sel_key, entry] : tmpl_nssel) {
+          if (Matches(entry.sel, labels)) lists.push_back(&entry.refs);
+        }
+        auto by_ns = tmpl_by_ns.find(ns);
+        if (by_ns != tmpl_by_ns.end()) lists.push_back(&by_ns->second);
+        std::set<NamedPort> named_ports;
+        for (const ContainerPort& p : pod->ports) {
+          if (p.name.empty() || !named_ports.insert({p.name, p.protocol}).second) continue;
+          auto named = tmpl_named.find({p.name, p.protocol});
+          if (named != tmpl_named.end()) lists.push_back(&named->second);
+        }
+        for (const std::vector<TRef>* list : lists) {
+          for (const TRef& r : *list) {
+            if (!deleted.empty() && deleted.count(r.g->spec.key)) continue;
+            if (!rebuilt.empty() && rebuilt.count(r.g->spec.key)) continue;
+            c.clear();
+            RETURN_IF_ERROR(Contribute(*r.g, r.g->templates[r.i], *pod, labels, &c));
+            for (auto& [slot, box] : c) {
+              element_delta[{r.g, static_cast<int>(slot)}][std::move(box)] += v == 0 ? -1 : 1;
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // ---- 2. Nothing fails from here on: apply. ----
+  const bool structural = !created.empty() || !deleted.empty() || !rebuilt.empty();
+  if (before != nullptr) {
+    *before = Program();
+    before->table = prog.table;
+    before->comment = prog.comment;
+    before->chains = prog.chains;
+    before->sets = prog.sets;
+    for (Dir d : {Dir::kIngress, Dir::kEgress}) {
+      for (Family f : {Family::kV4, Family::kV6}) {
+        auto it = prog.elements.find(DispatchMap(d, f));
+        if (it != prog.elements.end()) before->elements.insert(*it);
+      }
+    }
+  }
+  // Groups that appear, disappear or change go through nft::Diff of just those groups.
+  Program from, to;
+  from.table = to.table = prog.table;
+  if (structural) {
+    for (const std::string& gkey : deleted) ExtractGroup(*groups.at(gkey), &prog, &from, true);
+    for (const std::string& gkey : rebuilt) ExtractGroup(*groups.at(gkey), &prog, &from, true);
+  }
+
+  // Dispatch and self entries of the affected pods.
+  auto chain_of = [&](const std::string& gkey) -> const std::string& {
+    auto f = fresh.find(gkey);
+    return f != fresh.end() ? f->second->name : groups.at(gkey)->name;
+  };
+  std::set<std::pair<int, IpAddr>> touched_dispatch;
+  std::set<IpAddr> touched_self;
+  std::map<std::pair<int, IpAddr>, std::optional<std::pair<std::string, std::string>>> old_winner;
+  std::map<IpAddr, bool> old_self;
+  auto winner = [&](int d, const IpAddr& ip) -> std::optional<std::pair<std::string, std::string>> {
+    auto it = dispatch[d].find(ip);
+    if (it == dispatch[d].end() || it->second.empty()) return std::nullopt;
+    return *it->second.begin();
+  };
+  auto touch = [&](const Membership& m) {
+    for (const IpAddr& ip : m.ips) {
+      for (int d = 0; d < 2; ++d) {
+        if (touched_dispatch.insert({d, ip}).second) old_winner[{d, ip}] = winner(d, ip);
+      }
+      if (touched_self.insert(ip).second) {
+        auto it = self.find(ip);
+        old_self[ip] = it != self.end() && !it->second.empty();
+      }
+    }
+  };
+  for (const std::string& key : affected) {
+    auto old = members.find(key);
+    if (old != members.end()) touch(old->second);
+    auto next = next_members.find(key);
+    if (next != next_members.end()) touch(next->second);
+  }
+  // Group chain names stay with their keys, so only membership changes move entries.
+  for (const std::string& key : affected) {
+    auto old = members.find(key);
+    if (old != members.end()) {
+      for (const IpAddr& ip : old->second.ips) {
+        for (int d = 0; d < 2; ++d) {
+          auto it = dispatch[d].find(ip);
+          if (it == dispatch[d].end()) continue;
+          it->second.erase(key);
+          if (it->second.empty()) dispatch[d].erase(it);
+        }
+        auto s = self.find(ip);
+        if (s != self.end()) {
+          s->second.erase(key);
+          if (s->second.empty()) self.erase(s);
+        }
+      }
+      for (const std::string& g : old->second.gkey) {
+        if (!g.empty()) groups.at(g)->members.erase(key);
+      }
+      members.erase(old);
+    }
+  }
+  for (auto& [key, m] : next_members) {
+    for (int d = 0; d < 2; ++d) {
+      if (m.gkey[d].empty()) continue;
+      for (const IpAddr& ip : m.ips) dispatch[d][ip][key] = chain_of(m.gkey[d]);
+    }
+    for (const IpAddr& ip : m.ips) self[ip].insert(key);
+  }
+  std::vector<std::pair<std::string, Element>> fixed_dels, fixed_adds;
+  for (const auto& [d_ip, was] : old_winner) {
+    const auto& [d, ip] = d_ip;
+    std::optional<std::pair<std::string, std::string>> now = winner(d, ip);
+    if (was == now) continue;
+    const std::string map = DispatchMap(static_cast<Dir>(d), ip.family);
+    if (was) {
+      Element e{{FieldValue::Addr(ip)}, Verdict::Jump(was->second), was->first};
+      fixed_dels.emplace_back(map, e);
+      EraseElement(&prog, map, e);
+    }
+    if (now) {
+      Element e{{FieldValue::Addr(ip)}, Verdict::Jump(now->second), now->first};
+      fixed_adds.emplace_back(map, e);
+      InsertElement(&prog, map, e);
+    }
+  }
+  for (const auto& [ip, was] : old_self) {
+    auto it = self.find(ip);
+    const bool now = it != self.end() && !it->second.empty();
+    if (was == now) continue;
+    const std::string set = ip.family == Family::kV4 ? kSelfV4 : kSelfV6;
+    Element e{{FieldValue::Addr(ip), FieldValue::Addr(ip)}, std::nullopt, ""};
+    if (was) {
+      fixed_dels.emplace_back(set, e);
+      EraseElement(&prog, set, e);
+    } else {
+      fixed_adds.emplace_back(set, e);
+      InsertElement(&prog, set, e);
+    }
+  }
+
+  // The transaction: dispatch/self deletes first (they may name a chain Diff deletes), then the
+  // changed groups' Diff, then the other element deletes, then every element add (dispatch adds
+  // may name a chain Diff creates).
+  nft::Transaction tx(prog.table);
+  std::map<std::string, std::pair<nft::Set, std::vector<Element>>> dels, adds;
+  {
+    std::map<std::string, std::vector<Element>> fixed;
+    for (auto& [set, e] : fixed_dels) fixed[set].push_back(std::move(e));
+    for (auto& [set, els] : fixed) tx.DeleteElements(prog.sets.at(set), std::move(els));
+    for (auto& [set, e] : fixed_adds) {
+      auto& entry = adds[set];
+      entry.first = prog.sets.at(set);
+      entry.second.push_back(std::move(e));
+    }
+  }
+  if (structural) {
+    for (auto& [gkey, g] : fresh) EmitGroup(*g, &to);
+    nft::Transaction diff = nft::Diff(from, to);
+    for (const nft::Command& c : diff.commands()) tx.Append(c);
+    if (before != nullptr) {
+      for (auto& [name, els] : from.elements) before->elements[name] = std::move(els);
+    }
+    // The new groups' objects into the held program.
+    for (auto& [name, chain] : to.chains) prog.chains[name] = std::move(chain);
+    for (auto& [name, set] : to.sets) prog.sets[name] = std::move(set);
+    for (auto& [name, els] : to.elements) prog.elements[name] = std::move(els);
+  }
+
+  // Element changes of the groups that stay.
+  for (auto& [g_slot, changes] : element_delta) {
+    Group* g = g_slot.first;
+    const Slot slot = static_cast<Slot>(g_slot.second);
+    if (!g->slots[slot].present || g->all.present) continue;
+    Counts& counts = g->counts[slot];
+    const std::string name = g->SetName(slot);
+    bool changed = false;
+    std::vector<Element> slot_adds, slot_dels;
+    for (auto& [box, d] : changes) {
+      if (d == 0) continue;
+      auto it = counts.find(box);
+      const int was = it == counts.end() ? 0 : it->second;
+      const int now = std::max(0, was + d);
+      if ((was > 0) == (now > 0)) {
+        if (it != counts.end()) it->second = now;
+        continue;
+      }
+      changed = true;
+      if (now > 0) {
+        counts.emplace(box, now);
+        if (!IsInterval(slot)) slot_adds.push_back(PointElement(slot, box));
+      } else {
+        counts.erase(it);
+        if (!IsInterval(slot)) slot_dels.push_back(PointElement(slot, box));
+      }
+    }
+    if (!changed) continue;
+    if (IsInterval(slot)) {
+      std::vector<Element> next = SlotElements(slot, counts);
+      auto cur_it = prog.elements.find(name);
+      static const std::vector<Element> kNone;
+      const std::vector<Element>& cur = cur_it == prog.elements.end() ? kNone : cur_it->second;
+      std::set_difference(cur.begin(), cur.end(), next.begin(), next.end(),
+                          std::back_inserter(slot_dels),
+                          [](const Element& a, const Element& b) { return a.key < b.key; });
+      std::set_difference(next.begin(), next.end(), cur.begin(), cur.end(),
+                          std::back_inserter(slot_adds),
+                          [](const Element& a, const Element& b) { return a.key < b.key; });
+      if (next.empty()) {
+        prog.elements.erase(name);
+      } else {
+        prog.elements[name] = std::move(next);
+      }
+    } else {
+      for (const Element& e : slot_dels) EraseElement(&prog, name, e);
+      for (const Element& e : slot_adds) InsertElement(&prog, name, e);
+    }
+    if (!slot_dels.empty()) {
+      auto& entry = dels[name];
+      entry.first = prog.sets.at(name);
+      for (Element& e : slot_dels) entry.second.push_back(std::move(e));
+    }
+    if (!slot_adds.empty()) {
+      auto& entry = adds[name];
+      entry.first = prog.sets.at(name);
+      for (Element& e : slot_adds) entry.second.push_back(std::move(e));
+    }
+  }
+  for (auto& [name, entry] : dels) tx.DeleteElements(entry.first, std::move(entry.second));
+  for (auto& [name, entry] : adds) tx.AddElements(entry.first, std::move(entry.second));
+
+  // ---- 3. The indexes follow. ----
+  for (const std::string& ns : delta.namespaces) ns_labels.erase(ns);
+  std::set<std::string> rematch(delta.namespaces.begin(), delta.namespaces.end());
+  for (const std::string& key : delta.pods) {
+    std::string ns = NamespaceOf(key);
+    if (!pod_count_by_ns.count(ns)) rematch.insert(std::move(ns));
+  }
+  // The index entries of the old versions (under the old options), then the new ones'.
+  for (const std::string& key : delta.pods) {
+    if (const Pod* old = old_state.FindPod(key)) IndexPod(*old, false);
+  }
+  for (const std::string& key : relocated) {
+    if (delta.pods.count(key)) continue;
+    if (const Pod* pod = new_state.FindPod(key)) IndexPod(*pod, false);
+  }
+  opts = o;
+  for (const std::string& key : delta.pods) {
+    if (const Pod* now = new_state.FindPod(key)) IndexPod(*now, true);
+  }
+  for (const std::string& key : relocated) {
+    if (delta.pods.count(key)) continue;
+    if (const Pod* pod = new_state.FindPod(key)) IndexPod(*pod, true);
+  }
+  if (!ns_match.empty()) {
+    std::map<std::string, Labels> scratch;
+    for (const std::string& ns : rematch) {
+      const Labels& labels = LabelsOf(new_state, ns, {}, &scratch);
+      for (auto& [key, m] : ns_match) {
+        if (Matches(m.sel, labels)) {
+          m.namespaces.insert(ns);
+        } else {
+          m.namespaces.erase(ns);
+        }
+      }
+    }
+  }
+  for (const std::string& gkey : deleted) {
+    Group* g = groups.at(gkey).get();
+    RegisterTemplates(g, false);
+    names.erase(g->name);
+    groups.erase(gkey);
+  }
+  for (auto& [gkey, g] : fresh) {
+    auto old = groups.find(gkey);
+    if (old != groups.end()) {
+      RegisterTemplates(old->second.get(), false);
+      g->members = std::move(old->second->members);
+      groups.erase(old);
+    }
+    names.insert(g->name);
+    RegisterTemplates(g.get(), true);
+    groups.emplace(gkey, std::move(g));
+  }
+  for (auto& [key, m] : next_members) {
+    for (const std::string& gkey : m.gkey) {
+      if (!gkey.empty()) groups.at(gkey)->members.insert(key);
+    }
+    members[key] = std::move(m);
+  }
+  stats.groups_rebuilt += static_cast<int64_t>(created.size() + deleted.size() + rebuilt.size());
+  ++stats.updates;
+  return tx;
+}
+
+IncrementalCompiler::IncrementalCompiler() : impl_(std::make_unique<Impl>()) {}
+IncrementalCompiler::~IncrementalCompiler() = default;
+
+absl::StatusOr<nft::Transaction> IncrementalCompiler::Reset(const State& state,
+                                                           const CompileOptions& opts) {
+  absl::StatusOr<Program> compiled = Compile(state, opts);
+  if (!compiled.ok()) {
+    impl_->Clear();
+    return compiled.status();
+  }
+  absl::Status st = impl_->ResetWith(state, opts, *std::move(compiled));
+  if (!st.ok()) {
+    impl_->Clear();
+    return st;
+  }
+  ++impl_->stats.resets;
+  return nft::FullReplace(impl_->prog);
+}
+
+absl::StatusOr<nft::Transaction> IncrementalCompiler::Update(const State& old_state,
+                                                            const State& new_state,
+                                                            const Delta& delta,
+                                                            const CompileOptions& opts,
+                                                            nft::Program* before) {
+  return impl_->Update(old_state, new_state, delta, opts, before);
+}
+
+bool IncrementalCompiler::has_program() const { return impl_->held; }
+const nft::Program& IncrementalCompiler::program() const { return impl_->prog; }
+const CompileOptions& IncrementalCompiler::options() const { return impl_->opts; }
+const IncrementalStats& IncrementalCompiler::stats() const { return impl_->stats; }
+
+nft::Program IncrementalCompiler::TakeProgram() {
+  nft::Program out = std::move(impl_->prog);
+  impl_->Clear();
+  return out;
+}
+
+}  // namespace netpol::compiler

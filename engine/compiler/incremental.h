@@ -1,0 +1,105 @@
+// Incremental compilation: turns a change of the State into the nftables transaction it needs,
+// at a cost proportional to the change rather than to the cluster.
+//
+// IncrementalCompiler holds the Program of the last State it saw (always exactly what
+// Compile(state, opts) returns: same RenderProgram text) plus indexes over that State:
+//   * the groups of local pods (RULESET.md) with, per group set, a reference count of every
+//     element (an element may come from several pods, rules or policies), so a pod's share is
+//     added or removed without rebuilding the set; interval sets keep their boxes and are cut
+//     into disjoint elements again only when touched;
+//   * the groups' pod-dependent rule parts ("templates": a selector peer, an egress named port on
+//     an ipBlock or on any peer) indexed by the namespace they can select from, by named port,
+//     and a list of the namespace-selector ones, so a pod event evaluates only the rule parts that
+//     can match that pod;
+//   * pods by named port, local pods by namespace, the namespaces that have pods and their
+//     labels, the dispatch entries per address (two local pods claiming one address: the first
+//     by key wins, as in Compile). Pods of one namespace are a key range of State::pods
+//     ("namespace/name"), read there directly.
+//
+// What an Update costs:
+//   * a pod created, changed or deleted: the rule parts that may select it (above; the
+//     namespace-selector ones are grouped by selector, one match per distinct selector) plus, if
+//     it is local, its group membership (the policies of its namespace). Element commands only,
+//     unless its group appears or disappears; a group that appears costs its elements (every
+//     peer of its rules), which its transaction carries anyway;
+//   * a namespace relabelled: every pod of that namespace, as peers;
+//   * a policy created, changed or deleted: every local pod of its namespace is regrouped, and
+//     every group that holds the policy (before or after) is rebuilt from the State (cost: the
+//     peers of that group's rules). Changed groups reach the kernel through nft::Diff of just
+//     those groups plus the dispatch maps;
+//   * attached pods that come or go (CompileOptions::attached_pods): like a change of those pods;
+//   * another table or node name than the held ones, or a group name that collides with another
+//     group's (the salted names of RULESET.md): a full Compile and a Diff of the whole programs.
+// Nothing per event scans the whole State or copies or diffs the whole Program.
+//
+// Thread-compatible.
+#ifndef NETPOL_ENGINE_COMPILER_INCREMENTAL_H_
+#define NETPOL_ENGINE_COMPILER_INCREMENTAL_H_
+
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/compiler/compiler.h"
+#include "engine/compiler/delta.h"
+#include "engine/model/model.h"
+#include "engine/nft/program.h"
+#include "engine/nft/transaction.h"
+
+namespace netpol::compiler {
+
+struct IncrementalStats {
+  int64_t resets = 0;          // full compiles from Reset
+  int64_t updates = 0;         // successful Updates
+  int64_t full_fallbacks = 0;  // Updates that ran a full Compile (options changed, name clash)
+  int64_t groups_rebuilt = 0;  // groups created, rebuilt or deleted by Updates
+};
+
+class IncrementalCompiler {
+ public:
+  IncrementalCompiler();
+  ~IncrementalCompiler();
+  IncrementalCompiler(const IncrementalCompiler&) = delete;
+  IncrementalCompiler& operator=(const IncrementalCompiler&) = delete;
+
+  // Compiles `state` in full and indexes it. Returns nft::FullReplace(program()): the
+  // transaction that installs the program whatever the table holds. On error (what Compile
+  // returns) the compiler holds nothing (has_program() is false).
+  absl::StatusOr<nft::Transaction> Reset(const State& state, const CompileOptions& opts);
+
+  // Moves the held program from `old_state` (the State of the last Reset/Update) to `new_state`,
+  // which differs from it by `delta`, and returns the transaction that turns program(old_state)
+  // into program(new_state): element adds and deletes, and chains/sets created, flushed or
+  // deleted only where a group appears, disappears or its policies change. Empty when nothing
+  // changes. `old_state` is read only for the objects `delta` names.
+  //
+  // When `before` is not null it receives, as they were before the update, what
+  // conntrack::RevocationFilters reads of the old program: every chain, every set definition,
+  // the elements of the verdict maps and of every set the transaction deletes or re-creates.
+  //
+  // Errors: FailedPrecondition when nothing is held (call Reset); what Compile(new_state) would
+  // return (InvalidArgument naming the object and field). On error the held program and
+  // indexes are unchanged.
+  absl::StatusOr<nft::Transaction> Update(const State& old_state, const State& new_state,
+                                          const Delta& delta, const CompileOptions& opts,
+                                          nft::Program* before = nullptr);
+
+  bool has_program() const;
+  // Compile() of the last State. Only valid while has_program().
+  const nft::Program& program() const;
+  // The options of the last Reset/Update.
+  const CompileOptions& options() const;
+  // Gives up the held program (has_program() is false afterwards).
+  nft::Program TakeProgram();
+  const IncrementalStats& stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace netpol::compiler
+
+#endif  // NETPOL_ENGINE_COMPILER_INCREMENTAL_H_

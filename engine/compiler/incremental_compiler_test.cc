@@ -1,0 +1,446 @@
+// IncrementalCompiler against the full compiler: for random states S1 and S2, Update(S1 -> S2)
+// applied by the fake backend onto program(S1) lands exactly on Compile(S2), and the program the
+// incremental compiler holds renders like Compile(S2) too; chains of updates keep it so. Plus
+// targeted rows for what reaches the kernel (element commands only where no group changes).
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/compiler/compiler.h"
+#include "engine/compiler/incremental.h"
+#include "engine/compiler/testutil.h"
+#include "engine/nft/diff.h"
+#include "engine/nft/fake.h"
+#include "engine/nft/transaction.h"
+#include "gtest/gtest.h"
+
+namespace netpol::compiler {
+namespace {
+
+using testing::Add;
+using testing::Ip;
+using testing::MakeNamespace;
+using testing::MakePod;
+using testing::NamedPort;
+using testing::PodPeer;
+using testing::Rng;
+using testing::Sel;
+using testing::TcpPort;
+
+CompileOptions Node(const std::string& node) {
+  CompileOptions o;
+  o.node_name = node;
+  return o;
+}
+
+template <typename M>
+typename M::iterator PickIn(M& m, Rng& rng) {
+  auto it = m.begin();
+  std::advance(it, rng.Uniform(static_cast<int>(m.size())));
+  return it;
+}
+
+// One to four random edits of `s`, drawing on every kind of change.
+State Mutate(const State& s, uint64_t seed) {
+  Rng rng(seed * 7919 + 13);
+  State out = s;
+  const State donor = testing::RandomState(static_cast<uint32_t>(seed % 100000) + 70000);
+  int edits = 1 + rng.Uniform(4);
+  for (int i = 0; i < edits; ++i) {
+    switch (rng.Uniform(12)) {
+      case 0:  // a pod leaves
+        if (!out.pods.empty()) out.pods.erase(PickIn(out.pods, rng));
+        break;
+      case 1: {  // a pod arrives, cloned from another with a fresh address
+        if (out.pods.empty()) break;
+        Pod p = PickIn(out.pods, rng)->second;
+        p.name = absl::StrCat("new", seed % 1000, "-", i);
+        if (!p.host_network) {
+          p.ips.clear();
+          if (rng.Chance(80)) p.ips.push_back(Ip(absl::StrCat("10.0.", rng.Uniform(2), ".", 100 + i)));
+          if (rng.Chance(50)) p.ips.push_back(Ip(absl::StrCat("fd00::", rng.Uniform(2), ":", 100 + i)));
+        }
+        p.node_name = rng.Chance(50) ? "n1" : "n2";
+        Add(&out, p);
+        break;
+      }
+      case 2: {  // relabel a pod
+        if (out.pods.empty()) break;
+        Pod& p = PickIn(out.pods, rng)->second;
+        if (rng.Chance(20)) {
+          p.labels.erase("app");
+        } else {
+          p.labels["app"] = rng.Chance(50) ? "web" : "db";
+        }
+        if (rng.Chance(30)) p.labels["tier"] = rng.Chance(50) ? "fe" : "be";
+        break;
+      }
+      case 3:  // a policy leaves
+        if (!out.policies.empty()) out.policies.erase(PickIn(out.policies, rng));
+        break;
+      case 4: {  // a policy arrives (from another random cluster)
+        if (donor.policies.empty() || out.namespaces.empty()) break;
+        NetworkPolicy p = PickIn(const_cast<State&>(donor).policies, rng)->second;
+        p.name = absl::StrCat("added", i);
+        p.namespace_name = PickIn(out.namespaces, rng)->first;
+        Add(&out, p);
+        break;
+      }
+      case 5: {  // a policy changes its body
+        if (out.policies.empty() || donor.policies.empty()) break;
+        NetworkPolicy& p = PickIn(out.policies, rng)->second;
+        NetworkPolicy body = PickIn(const_cast<State&>(donor).policies, rng)->second;
+        body.namespace_name = p.namespace_name;
+        body.name = p.name;
+        p = body;
+        break;
+      }
+      case 6: {  // a namespace relabels
+        if (out.namespaces.empty()) break;
+        Namespace& n = PickIn(out.namespaces, rng)->second;
+        if (rng.Chance(25)) {
+          n.labels.erase("team");
+        } else {
+          n.labels["team"] = rng.Chance(50) ? "red" : "blue";
+        }
+        break;
+      }
+      case 7:  // a namespace object goes (its pods stay, with only the name label)
+        if (!out.namespaces.empty()) out.namespaces.erase(PickIn(out.namespaces, rng));
+        break;
+      case 8: {  // a pod changes its addresses
+        if (out.pods.empty()) break;
+        Pod& p = PickIn(out.pods, rng)->second;
+        if (p.host_network) break;
+        p.ips.clear();
+        if (rng.Chance(70)) p.ips.push_back(Ip(absl::StrCat("10.0.", rng.Uniform(2), ".", 150 + i)));
+        if (rng.Chance(40)) p.ips.push_back(Ip(absl::StrCat("fd00::", rng.Uniform(2), ":", 150 + i)));
+        break;
+      }
+      case 9: {  // a pod's named ports change
+        if (out.pods.empty()) break;
+        Pod& p = PickIn(out.pods, rng)->second;
+        if (!p.ports.empty() && rng.Chance(50)) {
+          p.ports.front().container_port = rng.Chance(50) ? 8080 : 9090;
+        } else {
+          ContainerPort cp;
+          cp.name = rng.Chance(50) ? "http" : "metrics";
+          cp.container_port = rng.Chance(50) ? 8080 : 9100;
+          bool dup = false;
+          for (const ContainerPort& o : p.ports) dup = dup || (o.name == cp.name);
+          if (!dup) p.ports.push_back(cp);
+        }
+        break;
+      }
+      case 10: {  // a pod moves between local and remote, or becomes hostNetwork
+        if (out.pods.empty()) break;
+        Pod& p = PickIn(out.pods, rng)->second;
+        if (rng.Chance(80)) {
+          p.node_name = p.node_name == "n1" ? "n2" : "n1";
+        } else {
+          p.host_network = !p.host_network;
+        }
+        break;
+      }
+      default: {  // a namespace arrives with a pod
+        std::string ns = absl::StrCat("extra", i);
+        Add(&out, MakeNamespace(ns, {{"team", rng.Chance(50) ? "red" : "blue"}}));
+        Add(&out, MakePod(ns, "x", {{"app", "web"}}, rng.Chance(50) ? "n1" : "n2",
+                          {absl::StrCat("10.0.", rng.Uniform(2), ".", 200 + i)},
+                          {{"http", 8080, Protocol::kTCP}}));
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+// Checks Update(from -> to) on `ic` (holding `from`) against Compile(to); returns the tx.
+nft::Transaction CheckUpdate(IncrementalCompiler* ic, const State& from, const State& to,
+                             const CompileOptions& o_from, const CompileOptions& o,
+                             const std::string& label) {
+  absl::StatusOr<nft::Program> p1 = Compile(from, o_from);
+  absl::StatusOr<nft::Program> p2 = Compile(to, o);
+  EXPECT_TRUE(p1.ok()) << label << ": " << p1.status();
+  nft::Program before;
+  absl::StatusOr<nft::Transaction> tx = ic->Update(from, to, DiffStates(from, to), o, &before);
+  if (!p2.ok()) {
+    EXPECT_FALSE(tx.ok()) << label << ": Compile fails with " << p2.status();
+    if (p1.ok()) {
+      EXPECT_EQ(nft::RenderProgram(ic->program()), nft::RenderProgram(*p1)) << label;
+    }
+    return nft::Transaction(o.table);
+  }
+  EXPECT_TRUE(tx.ok()) << label << ": " << tx.status();
+  if (!tx.ok() || !p1.ok()) return nft::Transaction(o.table);
+  EXPECT_EQ(nft::RenderProgram(ic->program()), nft::RenderProgram(*p2)) << label;
+  EXPECT_TRUE(ic->program() == *p2) << label;
+  nft::FakeBackend fake;
+  EXPECT_TRUE(fake.Commit(nft::FullReplace(*p1)).ok()) << label;
+  absl::Status st = fake.Commit(*tx);
+  EXPECT_TRUE(st.ok()) << label << ": " << st << "\n" << tx->ToNftText();
+  absl::StatusOr<nft::Program> dumped = fake.Dump(o.table);
+  EXPECT_TRUE(dumped.ok()) << dumped.status();
+  if (dumped.ok()) {
+    dumped->comment = p2->comment;  // nft::Diff leaves the table comment alone
+    EXPECT_EQ(nft::RenderProgram(*dumped), nft::RenderProgram(*p2)) << label;
+  }
+  // What the revoker reads of the old program is there.
+  EXPECT_EQ(before.chains, p1->chains) << label;
+  EXPECT_EQ(before.sets, p1->sets) << label;
+  for (const char* map : {kIngressDispatchV4, kIngressDispatchV6, kEgressDispatchV4,
+                          kEgressDispatchV6}) {
+    auto want = p1->elements.find(map);
+    auto got = before.elements.find(map);
+    EXPECT_EQ(want == p1->elements.end(), got == before.elements.end()) << label << " " << map;
+    if (want != p1->elements.end() && got != before.elements.end()) {
+      EXPECT_EQ(want->second, got->second) << label << " " << map;
+    }
+  }
+  return *std::move(tx);
+}
+
+nft::Transaction CheckUpdate(IncrementalCompiler* ic, const State& from, const State& to,
+                             const CompileOptions& o, const std::string& label) {
+  return CheckUpdate(ic, from, to, o, o, label);
+}
+
+TEST(IncrementalCompilerTest, ResetHoldsTheCompiledProgram) {
+  for (uint32_t seed = 1; seed <= 100; ++seed) {
+    State s = testing::RandomState(seed);
+    for (const char* node : {"n1", "n2"}) {
+      IncrementalCompiler ic;
+      absl::StatusOr<nft::Transaction> tx = ic.Reset(s, Node(node));
+      absl::StatusOr<nft::Program> p = Compile(s, Node(node));
+      ASSERT_EQ(tx.ok(), p.ok());
+      if (!p.ok()) continue;
+      EXPECT_TRUE(ic.program() == *p);
+      EXPECT_EQ(tx->ToNftText(), nft::FullReplace(*p).ToNftText());
+    }
+  }
+}
+
+TEST(IncrementalCompilerTest, SmallEditsLandExactly) {
+  for (uint32_t seed = 1; seed <= 600; ++seed) {
+    State s1 = testing::RandomState(seed);
+    State s2 = Mutate(s1, seed);
+    for (const char* node : {"n1", "n2"}) {
+      IncrementalCompiler ic;
+      if (!ic.Reset(s1, Node(node)).ok()) continue;
+      CheckUpdate(&ic, s1, s2, Node(node), absl::StrCat("seed ", seed, " on ", node));
+      if (HasFailure()) return;
+    }
+  }
+}
+
+TEST(IncrementalCompilerTest, UnrelatedStatesLandExactly) {
+  for (uint32_t seed = 1; seed <= 200; ++seed) {
+    State s1 = testing::RandomState(seed);
+    State s2 = testing::RandomState(seed + 50000);
+    for (const char* node : {"n1", "n2"}) {
+      IncrementalCompiler ic;
+      if (!ic.Reset(s1, Node(node)).ok()) continue;
+      CheckUpdate(&ic, s1, s2, Node(node), absl::StrCat("seeds ", seed, " -> ", seed + 50000));
+      if (HasFailure()) return;
+    }
+  }
+}
+
+TEST(IncrementalCompilerTest, LongChainsOfUpdatesStayExact) {
+  for (uint32_t seed = 1; seed <= 60; ++seed) {
+    for (const char* node : {"n1", "n2"}) {
+      State s = testing::RandomState(seed, {.min_pods = 8, .max_pods = 16, .min_policies = 2,
+                                            .max_policies = 6});
+      IncrementalCompiler ic;
+      CompileOptions o = Node(node);
+      if (!ic.Reset(s, o).ok()) continue;
+      Rng rng(seed * 31 + 7);
+      for (int step = 0; step < 25; ++step) {
+        State next = Mutate(s, seed * 1000 + step);
+        // Now and then a CNI attaches or detaches a pod (local before its nodeName says so).
+        CompileOptions next_o = o;
+        if (!next.pods.empty() && rng.Chance(30)) {
+          const std::string key = PickIn(next.pods, rng)->first;
+          if (!next_o.attached_pods.erase(key)) next_o.attached_pods.insert(key);
+        }
+        if (!Compile(next, next_o).ok()) continue;  // skip edits the compiler refuses
+        CheckUpdate(&ic, s, next, o, next_o,
+                    absl::StrCat("seed ", seed, " step ", step, " on ", node));
+        if (HasFailure()) return;
+        s = std::move(next);
+        o = std::move(next_o);
+      }
+      EXPECT_EQ(ic.stats().full_fallbacks, 0);
+    }
+  }
+}
+
+// A small fixed cluster: shop/web-1 local and selected by shop/web, monitoring/prom remote.
+State Shop() {
+  State s;
+  Add(&s, MakeNamespace("shop"));
+  Add(&s, MakeNamespace("monitoring", {{"team", "ops"}}));
+  Add(&s, MakePod("shop", "web-1", {{"app", "web"}}, "n1", {"10.0.0.2", "fd00::2"},
+                  {{"http", 8080, Protocol::kTCP}}));
+  Add(&s, MakePod("monitoring", "prom", {{"app", "prom"}}, "n2", {"10.0.1.9"}));
+  NetworkPolicy p;
+  p.namespace_name = "shop";
+  p.name = "web";
+  p.pod_selector = Sel({{"app", "web"}});
+  p.ingress_type = true;
+  Rule r;
+  r.peers.push_back(testing::NamespacePeer(Sel({{"team", "ops"}})));
+  r.ports.push_back(NamedPort("http"));
+  p.ingress.push_back(r);
+  Add(&s, p);
+  return s;
+}
+
+bool OnlyElements(const nft::Transaction& tx) {
+  for (const nft::Command& c : tx.commands()) {
+    if (c.kind != nft::ObjectKind::kElement) return false;
+  }
+  return true;
+}
+
+TEST(IncrementalCompilerTest, TargetedRows) {
+  const CompileOptions o = Node("n1");
+  struct Row {
+    std::string name;
+    std::function<void(State*)> edit;
+    bool elements_only;
+    std::string must_contain;  // in the transaction's nft text
+  };
+  const std::vector<Row> rows = {
+      {"pod joins an existing group: dispatch and self elements only",
+       [](State* s) {
+         Add(s, MakePod("shop", "web-2", {{"app", "web"}}, "n1", {"10.0.0.3"},
+                        {{"http", 8080, Protocol::kTCP}}));
+       },
+       true, "10.0.0.3 comment \"shop/web-2\""},
+      {"remote peer pod arrives: one set element",
+       [](State* s) { Add(s, MakePod("monitoring", "prom-2", {{"app", "prom"}}, "n2", {"10.0.1.10"})); },
+       true, "10.0.1.10 . tcp . 8080"},
+      {"remote peer pod leaves",
+       [](State* s) { s->pods.erase("monitoring/prom"); }, true, "delete element"},
+      {"namespace relabel drops its pods as peers",
+       [](State* s) { s->namespaces["monitoring"].labels.erase("team"); }, true,
+       "delete element"},
+      {"last pod leaves its group: chain and sets deleted",
+       [](State* s) { s->pods.erase("shop/web-1"); }, false, "delete chain"},
+      {"named port changes: the pod moves to a new group",
+       [](State* s) { s->pods["shop/web-1"].ports[0].container_port = 9090; }, false,
+       "9090"},
+      {"policy changes: its group's sets are rebuilt",
+       [](State* s) { s->policies["shop/web"].ingress[0].ports = {TcpPort(443)}; }, false,
+       "443"},
+      {"policy unrelated to local pods: nothing",
+       [](State* s) {
+         NetworkPolicy p = s->policies["shop/web"];
+         p.namespace_name = "monitoring";
+         Add(s, p);
+       },
+       true, ""},
+  };
+  for (const Row& row : rows) {
+    State s1 = Shop();
+    State s2 = s1;
+    row.edit(&s2);
+    IncrementalCompiler ic;
+    ASSERT_TRUE(ic.Reset(s1, o).ok());
+    nft::Transaction tx = CheckUpdate(&ic, s1, s2, o, row.name);
+    EXPECT_EQ(OnlyElements(tx), row.elements_only) << row.name << "\n" << tx.ToNftText();
+    if (row.must_contain.empty()) {
+      EXPECT_TRUE(tx.empty()) << row.name << "\n" << tx.ToNftText();
+    } else {
+      EXPECT_NE(tx.ToNftText().find(row.must_contain), std::string::npos)
+          << row.name << "\n" << tx.ToNftText();
+    }
+  }
+}
+
+TEST(IncrementalCompilerTest, ErrorsLeaveTheProgramUnchanged) {
+  const CompileOptions o = Node("n1");
+  State s1 = Shop();
+  IncrementalCompiler ic;
+  ASSERT_TRUE(ic.Reset(s1, o).ok());
+  const nft::Program held = ic.program();
+  State bad = s1;
+  bad.policies["shop/web"].ingress[0].ports = {TcpPort(70000)};
+  absl::StatusOr<nft::Transaction> tx = ic.Update(s1, bad, DiffStates(s1, bad), o);
+  ASSERT_FALSE(tx.ok());
+  EXPECT_NE(tx.status().message().find("networkpolicy shop/web: spec.ingress[0].ports[0].port"),
+            std::string::npos)
+      << tx.status();
+  EXPECT_TRUE(ic.program() == held);
+  // A peer pod whose named port is out of range, reached through an egress named port.
+  State s2 = s1;
+  NetworkPolicy eg;
+  eg.namespace_name = "shop";
+  eg.name = "eg";
+  eg.pod_selector = Sel({{"app", "web"}});
+  eg.egress_type = true;
+  Rule r;
+  r.peers.push_back(PodPeer(Sel({})));
+  r.ports.push_back(NamedPort("pg"));
+  eg.egress.push_back(r);
+  Add(&s2, eg);
+  ASSERT_TRUE(ic.Update(s1, s2, DiffStates(s1, s2), o).ok());
+  const nft::Program held2 = ic.program();
+  State s3 = s2;
+  Add(&s3, MakePod("shop", "db", {{"app", "db"}}, "n2", {"10.0.1.5"}, {{"pg", 0, Protocol::kTCP}}));
+  tx = ic.Update(s2, s3, DiffStates(s2, s3), o);
+  ASSERT_FALSE(tx.ok());
+  EXPECT_NE(tx.status().message().find("pod shop/db: containerPort pg/TCP"), std::string::npos)
+      << tx.status();
+  EXPECT_TRUE(ic.program() == held2);
+  // Still usable: the next valid update lands exactly.
+  State s4 = s2;
+  Add(&s4, MakePod("shop", "db", {{"app", "db"}}, "n2", {"10.0.1.5"}, {{"pg", 5432, Protocol::kTCP}}));
+  CheckUpdate(&ic, s2, s4, o, "after an error");
+}
+
+TEST(IncrementalCompilerTest, AttachedPodsAreIncrementalOtherOptionsCompileInFull) {
+  State s = Shop();
+  Add(&s, MakePod("shop", "web-3", {{"app", "web"}}, "", {"10.0.0.7"},
+                  {{"http", 8080, Protocol::kTCP}}));
+  IncrementalCompiler ic;
+  ASSERT_TRUE(ic.Reset(s, Node("n1")).ok());
+  CompileOptions attached = Node("n1");
+  attached.attached_pods = {"shop/web-3"};
+  absl::StatusOr<nft::Program> p1 = Compile(s, Node("n1"));
+  absl::StatusOr<nft::Program> p2 = Compile(s, attached);
+  ASSERT_TRUE(p1.ok() && p2.ok());
+  absl::StatusOr<nft::Transaction> tx = ic.Update(s, s, Delta{}, attached);
+  ASSERT_TRUE(tx.ok()) << tx.status();
+  EXPECT_TRUE(ic.program() == *p2);
+  EXPECT_NE(tx->ToNftText().find("10.0.0.7"), std::string::npos) << tx->ToNftText();
+  EXPECT_TRUE(OnlyElements(*tx)) << tx->ToNftText();  // web-3 joins the existing group
+  nft::FakeBackend fake;
+  ASSERT_TRUE(fake.Commit(nft::FullReplace(*p1)).ok());
+  ASSERT_TRUE(fake.Commit(*tx).ok());
+  absl::StatusOr<nft::Program> dumped = fake.Dump(p2->table);
+  ASSERT_TRUE(dumped.ok());
+  EXPECT_EQ(nft::RenderProgram(*dumped), nft::RenderProgram(*p2));
+  EXPECT_EQ(ic.stats().full_fallbacks, 0);
+  // Another node: a full compile.
+  State s2 = s;
+  Add(&s2, MakePod("shop", "web-4", {{"app", "web"}}, "n2", {"10.0.0.8"}));
+  CheckUpdate(&ic, s, s2, attached, Node("n2"), "another node");
+  EXPECT_EQ(ic.stats().full_fallbacks, 1);
+  // Then incremental again.
+  State s3 = s2;
+  s3.pods.erase("shop/web-4");
+  CheckUpdate(&ic, s2, s3, Node("n2"), "after the fallback");
+  EXPECT_EQ(ic.stats().full_fallbacks, 1);
+}
+
+TEST(IncrementalCompilerTest, UpdateWithoutResetFails) {
+  IncrementalCompiler ic;
+  State s;
+  EXPECT_EQ(ic.Update(s, s, Delta{}, Node("n1")).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace netpol::compiler
