@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <map>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -210,16 +212,40 @@ AttachmentChange Detach(const State& state, const Attachments& attachments,
   return out;
 }
 
-uint64_t OverlayAttachments(const Attachments& attachments, State* state) {
-  const State before = *state;
+uint64_t OverlayAttachments(const Attachments& attachments, State* state,
+                            std::set<std::string>* changed_pods) {
+  // The pods this may change, as they were: the attached ones and the other holders of their
+  // addresses (nullopt: absent).
+  std::map<std::string, std::optional<Pod>> before;
+  auto remember = [&](const std::string& key) {
+    if (before.count(key)) return;
+    auto it = state->pods.find(key);
+    before.emplace(key, it == state->pods.end() ? std::nullopt : std::optional<Pod>(it->second));
+  };
   for (const auto& [id, a] : attachments) {
     auto pod = state->pods.find(a.PodKey());
     if (pod == state->pods.end()) continue;  // deleted through the API: stays deleted
+    remember(a.PodKey());
+    for (const auto& [key, other] : state->pods) {
+      if (key == a.PodKey()) continue;
+      if (std::any_of(other.ips.begin(), other.ips.end(),
+                      [&](const IpAddr& ip) { return Holds(a.ips, ip); })) {
+        remember(key);
+      }
+    }
     StripFromOthers(a.ips, a.PodKey(), state);
     pod = state->pods.find(a.PodKey());
     pod->second.ips = a.ips;
   }
-  return CountPodChanges(before, *state);
+  uint64_t n = 0;
+  for (const auto& [key, old] : before) {
+    auto it = state->pods.find(key);
+    const bool same = it == state->pods.end() ? !old.has_value() : old && *old == it->second;
+    if (same) continue;
+    ++n;
+    if (changed_pods != nullptr) changed_pods->insert(key);
+  }
+  return n;
 }
 
 std::set<std::string> AttachedPods(const Attachments& attachments) {

@@ -83,8 +83,10 @@ AttachmentChange Detach(const State& state, const Attachments& attachments,
 
 // Re-asserts every attachment on `state` after an API write: each attached pod that exists
 // has exactly its attachment's addresses, and no other pod holds them. Returns the number of
-// pods changed.
-uint64_t OverlayAttachments(const Attachments& attachments, State* state);
+// pods changed, and adds their keys to `changed_pods` when set. Copies only the pods it may
+// change (no whole-State copy: this runs on every write).
+uint64_t OverlayAttachments(const Attachments& attachments, State* state,
+                            std::set<std::string>* changed_pods = nullptr);
 
 // Keys ("namespace/name") of the attached pods.
 std::set<std::string> AttachedPods(const Attachments& attachments);

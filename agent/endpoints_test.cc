@@ -166,6 +166,32 @@ TEST_F(EndpointsTest, AttachIsEnforcedWhenItReturns) {
   EXPECT_EQ(service_->Status().objects().local_pods(), 3);
 }
 
+TEST_F(EndpointsTest, APIWritesUnderAttachmentsAreStoredAsEnforced) {
+  Apply(kShop);
+  MustAttach(Req("c-web", "shop", "web", {"10.244.1.5"}));
+  // The API hands web's attached address to client and re-sends web without addresses: the
+  // attachment wins on both, and the store (which journals only the keys a write changed) keeps
+  // exactly that across a restart.
+  Apply(R"(apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop, labels: {app: client, v: "2"}}
+status: {podIP: 10.244.1.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web, v: "2"}}
+)");
+  const std::map<std::string, Pod> pods = store_->Current().state->pods;
+  ASSERT_EQ(pods.size(), 2u);
+  EXPECT_TRUE(pods.at("shop/client").ips.empty());
+  ASSERT_EQ(pods.at("shop/web").ips.size(), 1u);
+  EXPECT_EQ(pods.at("shop/web").ips[0].ToString(), "10.244.1.5");
+  EXPECT_EQ(pods.at("shop/web").labels.at("v"), "2");
+  Stop();
+  Start();
+  EXPECT_EQ(store_->Current().state->pods, pods);
+}
+
 TEST_F(EndpointsTest, RepeatedAttachIsANoOp) {
   Apply(kShop);
   v1::AttachResponse a = MustAttach(Req("c-web", "shop", "web", {"10.244.1.5"}));

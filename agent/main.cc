@@ -34,6 +34,7 @@
 #include "agent/service.h"
 #include "agent/store.h"
 #include "engine/compiler/compiler.h"
+#include "engine/compiler/incremental.h"
 #include "engine/netlink/change_monitor.h"
 #include "engine/netlink/netlink_backend.h"
 
@@ -68,6 +69,11 @@ ABSL_FLAG(bool, watch_changes, true,
 ABSL_FLAG(bool, revoke_connections, true,
           "After a change, delete the conntrack entries of established flows it denies "
           "(targeted; flows that stay allowed are untouched)");
+ABSL_FLAG(int, max_pending_writes, netpol::agent::kDefaultMaxPendingWrites,
+          "Backpressure: at most this many writes (Apply/Delete), as many CNI attachment "
+          "changes and as many reads of the kernel wait at once; beyond, a request is refused "
+          "at once with RESOURCE_EXHAUSTED and changes nothing (clients retry with backoff). "
+          "0: unbounded");
 ABSL_FLAG(absl::Duration, check_interval, absl::Seconds(60),
           "How often to compare the kernel's table with the expected program and repair drift "
           "(0 disables)");
@@ -211,6 +217,11 @@ int main(int argc, char** argv) {
   ropts.check_interval = absl::GetFlag(FLAGS_check_interval);
   Endpoints* endpoints_ptr = endpoints->get();
   ropts.attached_pods = [endpoints_ptr] { return AttachedPods(*endpoints_ptr->Current()); };
+  // Incremental syncs read the datastore's change log; nullopt (etcd, or a range older than
+  // the log) makes the reconciler compile the whole State.
+  ropts.changes = [store_ptr](uint64_t from, uint64_t to) {
+    return store_ptr->ChangesBetween(from, to);
+  };
   // Established connections a change denies are cut before the change is acknowledged.
   Revoker revoker;
   if (absl::GetFlag(FLAGS_revoke_connections)) {
@@ -222,6 +233,7 @@ int main(int argc, char** argv) {
   Reconciler reconciler(backend->get(), [store_ptr] { return store_ptr->Current(); }, ropts);
   AgentService service(store_ptr, &reconciler);
   service.set_endpoints(endpoints_ptr);
+  service.set_max_pending(absl::GetFlag(FLAGS_max_pending_writes));
   EndpointApi endpoint_api(store_ptr, &reconciler, endpoints_ptr);
 
   // 3. The API (UNAVAILABLE / NOT_SERVING until the first sync).
@@ -308,9 +320,9 @@ int main(int argc, char** argv) {
   if (etcd_starter.joinable()) etcd_starter.detach();  // may wait for etcd; _Exit ends it
   (*server)->SetServing(false);
   (*server)->Shutdown(absl::Seconds(5));
-  // Exit without waiting for a sync in flight: a kernel transaction is atomic and the store
-  // file is replaced by rename, so stopping anywhere leaves both consistent, and a wedged
-  // kernel call must not hold up the shutdown.
+  // Exit without waiting for a sync in flight: a kernel transaction is atomic and every store
+  // change is fsynced before it is acknowledged, so stopping anywhere leaves both consistent,
+  // and a wedged kernel call must not hold up the shutdown.
   LogInfo("stopped");
   std::_Exit(0);
 }

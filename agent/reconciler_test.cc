@@ -2,12 +2,18 @@
 // failure recovery, drift repair.
 #include "agent/reconciler.h"
 
+#include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "engine/compiler/compiler.h"
+#include "engine/compiler/incremental.h"
+#include "engine/conntrack/revocation.h"
 #include "engine/model/loader.h"
 #include "engine/nft/diff.h"
 #include "engine/nft/fake.h"
@@ -73,15 +79,36 @@ class FakeSource {
     snap_.state = std::make_shared<const State>(std::move(s));
     ++snap_.generation;
     snap_.changes += changes;
+    history_[snap_.generation] = snap_.state;
   }
   Snapshot Get() {
     absl::MutexLock l(&mu_);
     return snap_;
   }
+  // A change log over the remembered generations (what Datastore::ChangesBetween answers).
+  std::optional<compiler::Delta> Changes(uint64_t from, uint64_t to) {
+    absl::MutexLock l(&mu_);
+    ++change_calls_;
+    if (!answer_) return std::nullopt;
+    auto a = history_.find(from), b = history_.find(to);
+    if (a == history_.end() || b == history_.end()) return std::nullopt;
+    return compiler::DiffStates(*a->second, *b->second);
+  }
+  void set_answer(bool answer) {
+    absl::MutexLock l(&mu_);
+    answer_ = answer;
+  }
+  int change_calls() {
+    absl::MutexLock l(&mu_);
+    return change_calls_;
+  }
 
  private:
   absl::Mutex mu_;
   Snapshot snap_;
+  std::map<uint64_t, std::shared_ptr<const State>> history_;
+  bool answer_ = true;
+  int change_calls_ = 0;
 };
 
 // Forwards to a FakeBackend, counting commits; optionally holds the first commit at a gate.
@@ -308,6 +335,225 @@ TEST_F(ReconcilerTest, PlanIsFullBeforeTheFirstSyncThenADiff) {
   EXPECT_NE(full.ToNftText().find("delete table"), std::string::npos) << full.ToNftText();
   ASSERT_TRUE(r->SyncNow().ok());
   EXPECT_TRUE(r->Plan(*r->committed()).empty());
+}
+
+// ---- syncs through the change log (ReconcilerOptions::changes) ----
+
+ReconcilerOptions WithChanges(FakeSource* source) {
+  ReconcilerOptions o = Options();
+  o.changes = [source](uint64_t from, uint64_t to) { return source->Changes(from, to); };
+  return o;
+}
+
+// The i-th edit of a scripted sequence touching every kind of object.
+void Edit(State* s, int i) {
+  switch (i % 8) {
+    case 0:  // a local client pod arrives (a peer of x/web)
+      s->pods[absl::StrCat("x/c", i)] = ClientPod(i);
+      break;
+    case 1: {  // a remote client pod arrives
+      Pod p = ClientPod(i);
+      p.node_name = "n2";
+      s->pods[p.Key()] = p;
+      break;
+    }
+    case 2:  // a client becomes a web pod: it joins the isolated group
+      if (s->pods.count(absl::StrCat("x/c", i - 2))) {
+        s->pods[absl::StrCat("x/c", i - 2)].labels["app"] = "web";
+      }
+      break;
+    case 3:  // a pod leaves
+      s->pods.erase(absl::StrCat("x/c", i - 2));
+      break;
+    case 4: {  // a policy arrives: egress of the clients, to namespaces labelled team=a
+      NetworkPolicy p;
+      p.namespace_name = "x";
+      p.name = absl::StrCat("eg", i);
+      p.pod_selector.match_labels = {{"app", "client"}};
+      p.egress_type = true;
+      Rule r;
+      Peer peer;
+      peer.namespace_selector = LabelSelector{{{"team", "a"}}, {}};
+      r.peers.push_back(peer);
+      p.egress.push_back(r);
+      s->policies[p.Key()] = p;
+      break;
+    }
+    case 5:  // the namespace relabels
+      s->namespaces["x"].labels["team"] = (i / 8) % 2 == 0 ? "a" : "b";
+      break;
+    case 6:  // x/web changes its ports
+      s->policies["x/web"].ingress[0].ports[0].port = 8000 + i;
+      s->policies["x/web"].ingress[0].ports[0].named_port.reset();
+      break;
+    default:  // the egress policy goes
+      s->policies.erase(absl::StrCat("x/eg", i - 3));
+      break;
+  }
+}
+
+TEST_F(ReconcilerTest, ChangeLogSyncsGiveTheKernelOfFullSyncs) {
+  nft::FakeBackend other;  // the same states through full Compile + Diff
+  auto full = std::make_unique<Reconciler>(&other, [this] { return source_.Get(); }, Options());
+  auto r = Make(WithChanges(&source_));
+  ASSERT_TRUE(r->SyncNow().ok());
+  ASSERT_TRUE(full->SyncNow().ok());
+  State s = *source_.Get().state;
+  for (int i = 0; i < 48; ++i) {
+    Edit(&s, i);
+    source_.Set(s);
+    ASSERT_TRUE(r->SyncNow().ok()) << "edit " << i;
+    ASSERT_TRUE(full->SyncNow().ok()) << "edit " << i;
+    EXPECT_EQ(r->status().last_sync_kind, SyncKind::kIncremental) << "edit " << i;
+    const nft::Program want = Expected(s);
+    EXPECT_EQ(Kernel(), want) << "edit " << i;
+    auto theirs = other.Dump("netpol");
+    ASSERT_TRUE(theirs.ok());
+    EXPECT_EQ(nft::RenderProgram(Kernel()), nft::RenderProgram(*theirs)) << "edit " << i;
+    EXPECT_EQ(nft::Canonical(*r->committed()), want) << "edit " << i;
+    EXPECT_TRUE(r->Plan(*compiler::Compile(s, Options().compile)).empty()) << "edit " << i;
+  }
+  EXPECT_EQ(source_.change_calls(), 48);
+  EXPECT_EQ(r->status().change_log_syncs, 48);
+  // A drift check compares with the program the compiler holds.
+  ASSERT_TRUE(r->CheckNow().ok());
+  EXPECT_EQ(r->status().repairs, 0);
+}
+
+TEST_F(ReconcilerTest, UnknownChangesFallBackToCompileAndDiff) {
+  auto r = Make(WithChanges(&source_));
+  ASSERT_TRUE(r->SyncNow().ok());
+  State s = *source_.Get().state;
+  for (int i = 0; i < 16; ++i) {
+    source_.set_answer(i % 3 != 0);  // every third sync the log cannot tell
+    Edit(&s, i);
+    source_.Set(s);
+    ASSERT_TRUE(r->SyncNow().ok()) << "edit " << i;
+    EXPECT_EQ(r->status().last_sync_kind, SyncKind::kIncremental);
+    EXPECT_EQ(Kernel(), Expected(s)) << "edit " << i;
+  }
+  EXPECT_EQ(r->status().change_log_syncs, 10);  // 16 syncs, 6 without an answer
+}
+
+TEST_F(ReconcilerTest, LargeChangesCompileTheWholeState) {
+  auto r = Make(WithChanges(&source_));
+  ASSERT_TRUE(r->SyncNow().ok());
+  State s = *source_.Get().state;
+  for (int i = 1000; i < 1100; ++i) {
+    Pod p = ClientPod(i);
+    s.pods[p.Key()] = p;
+  }
+  source_.Set(s);  // 100 pods in one change: 400 units against a State of little more than 100 objects
+  ASSERT_TRUE(r->SyncNow().ok());
+  EXPECT_EQ(r->status().last_sync_kind, SyncKind::kIncremental);
+  EXPECT_EQ(r->status().change_log_syncs, 0);
+  EXPECT_EQ(Kernel(), Expected(s));
+  Edit(&s, 0);  // a small change goes through the change log again
+  source_.Set(s);
+  ASSERT_TRUE(r->SyncNow().ok());
+  EXPECT_EQ(r->status().change_log_syncs, 1);
+  EXPECT_EQ(Kernel(), Expected(s));
+
+  // Below the object floor the same kind of change goes through the log whatever its weight.
+  ReconcilerOptions o = WithChanges(&source_);
+  o.incremental_max_objects = 1000;
+  nft::FakeBackend other;
+  auto r2 = std::make_unique<Reconciler>(&other, [this] { return source_.Get(); }, o);
+  ASSERT_TRUE(r2->SyncNow().ok());
+  for (int i = 2000; i < 2100; ++i) {
+    Pod p = ClientPod(i);
+    s.pods[p.Key()] = p;
+  }
+  source_.Set(s);
+  ASSERT_TRUE(r2->SyncNow().ok());
+  EXPECT_EQ(r2->status().change_log_syncs, 1);
+  auto got = other.Dump("netpol");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(nft::Canonical(*got), Expected(s));
+}
+
+TEST_F(ReconcilerTest, AttachedPodsChangeGoesThroughTheChangeLogToo) {
+  auto attached = std::make_shared<std::set<std::string>>();
+  ReconcilerOptions o = WithChanges(&source_);
+  o.attached_pods = [attached] { return *attached; };
+  auto r = Make(o);
+  ASSERT_TRUE(r->SyncNow().ok());
+  State s = *source_.Get().state;
+  Pod early = ClientPod(7);
+  early.node_name.clear();  // CNI ADD before the API server knows the node
+  early.labels["app"] = "web";
+  s.pods[early.Key()] = early;
+  source_.Set(s);
+  ASSERT_TRUE(r->SyncNow().ok());
+  EXPECT_EQ(r->status().change_log_syncs, 1);
+  attached->insert(early.Key());
+  source_.Set(s);
+  ASSERT_TRUE(r->SyncNow().ok());
+  EXPECT_EQ(r->status().change_log_syncs, 2);
+  compiler::CompileOptions copts = Options().compile;
+  copts.attached_pods = *attached;
+  auto want = compiler::Compile(s, copts);
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(Kernel(), nft::Canonical(*want));
+  EXPECT_NE(nft::RenderProgram(Kernel()).find("x/c7"), std::string::npos);
+}
+
+TEST_F(ReconcilerTest, ChangeLogSyncHandsTheRevokerWhatItNeeds) {
+  struct Seen {
+    bool called = false;
+    std::vector<conntrack::FlowFilter> filters;
+    nft::Program after;
+  };
+  auto seen = std::make_shared<Seen>();
+  ReconcilerOptions o = WithChanges(&source_);
+  o.after_commit = [seen](const nft::Program* before, const nft::Transaction& tx,
+                          const nft::Program& after) {
+    seen->called = true;
+    seen->filters = before == nullptr ? std::vector<conntrack::FlowFilter>{}
+                                      : conntrack::RevocationFilters(*before, tx);
+    seen->after = after;
+  };
+  auto r = Make(o);
+  State s = *source_.Get().state;
+  s.pods["x/c1"] = ClientPod(1);
+  source_.Set(s);
+  ASSERT_TRUE(r->SyncNow().ok());
+  const nft::Program old_program = *compiler::Compile(s, Options().compile);
+  // The client leaves: its address is deleted from web's ingress set, a flow to revoke.
+  s.pods.erase("x/c1");
+  source_.Set(s);
+  ASSERT_TRUE(r->SyncNow().ok());
+  ASSERT_TRUE(seen->called);
+  EXPECT_EQ(nft::Canonical(seen->after), Expected(s));
+  // The same transaction judged against the whole old program gives the same flows.
+  nft::Transaction tx = nft::Diff(old_program, Expected(s));
+  EXPECT_FALSE(seen->filters.empty());
+  std::vector<conntrack::FlowFilter> want = conntrack::RevocationFilters(old_program, tx);
+  EXPECT_EQ(seen->filters, want);
+}
+
+TEST_F(ReconcilerTest, ChangeLogCommitFailureKeepsTheOldProgramThenRepairs) {
+  auto r = Make(WithChanges(&source_));
+  ASSERT_TRUE(r->SyncNow().ok());
+  const nft::Program before = Kernel();
+  State s = *source_.Get().state;
+  s.pods["x/c1"] = ClientPod(1);
+  source_.Set(s);
+  fake_.FailCommit(1);
+  fake_.FailCommit(2);
+  EXPECT_FALSE(r->SyncNow().ok());
+  EXPECT_EQ(Kernel(), before);
+  EXPECT_EQ(nft::Canonical(*r->committed()), before);
+  ASSERT_TRUE(r->SyncNow().ok());
+  EXPECT_EQ(r->status().last_sync_kind, SyncKind::kFull);
+  EXPECT_EQ(Kernel(), Expected(s));
+  // And back to the change log.
+  s.pods["x/c2"] = ClientPod(2);
+  source_.Set(s);
+  const int calls = source_.change_calls();
+  ASSERT_TRUE(r->SyncNow().ok());
+  EXPECT_EQ(source_.change_calls(), calls + 1);
+  EXPECT_EQ(Kernel(), Expected(s));
 }
 
 }  // namespace

@@ -1,12 +1,16 @@
 // The agent's API semantics. See service.h.
 #include "agent/service.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "agent/convert.h"
 #include "agent/program_view.h"
 #include "engine/compiler/compiler.h"
@@ -57,8 +61,41 @@ absl::Status WithField(const absl::Status& s, absl::string_view field) {
 
 }  // namespace
 
+AdmissionGate::Slot& AdmissionGate::Slot::operator=(Slot&& o) noexcept {
+  if (this != &o) {
+    if (gate_ != nullptr) gate_->in_flight_.fetch_sub(1);
+    gate_ = o.gate_;
+    o.gate_ = nullptr;
+  }
+  return *this;
+}
+
+AdmissionGate::Slot::~Slot() {
+  if (gate_ != nullptr) gate_->in_flight_.fetch_sub(1);
+}
+
+absl::StatusOr<AdmissionGate::Slot> AdmissionGate::Enter() {
+  const int limit = limit_.load();
+  const int64_t before = in_flight_.fetch_add(1);
+  if (limit > 0 && before >= limit) {
+    in_flight_.fetch_sub(1);
+    refused_.fetch_add(1);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "netpol-agent is busy: ", limit, " ", what_,
+        " are already waiting for the kernel (", flag_,
+        "); this request was refused and changed nothing: retry with backoff"));
+  }
+  return Slot(this);
+}
+
 AgentService::AgentService(Datastore* store, Reconciler* reconciler)
     : store_(store), reconciler_(reconciler) {}
+
+void AgentService::set_max_pending(int n) {
+  writes_.set_limit(n);
+  attachments_.set_limit(n);
+  kernel_reads_.set_limit(n);
+}
 
 bool AgentService::Ready() const { return reconciler_->status().synced_once; }
 
@@ -92,11 +129,15 @@ absl::StatusOr<std::vector<Object>> AgentService::LoadObjects(
   return out;
 }
 
+// Writes of at least this many objects (about 0.5 MB of manifests) return freed memory to the
+// system when done.
+constexpr size_t kTrimAfterObjects = 1000;
+
 template <typename Response>
 absl::Status AgentService::Write(const Mutate& mutate, bool dry_run, absl::Duration timeout,
                                  Response* response) {
-  const compiler::CompileOptions copts = reconciler_->CompileOptionsNow();
   if (dry_run) {
+    const compiler::CompileOptions copts = reconciler_->CompileOptionsNow();
     Snapshot snap = store_->Current();
     ASSIGN_OR_RETURN(ChangeResult change, mutate(*snap.state));
     if (endpoints_ != nullptr) OverlayAttachments(*endpoints_->Current(), &change.state);
@@ -113,35 +154,148 @@ absl::Status AgentService::Write(const Mutate& mutate, bool dry_run, absl::Durat
     }
     return absl::OkStatus();
   }
+  const absl::Time deadline = absl::Now() + timeout;
   std::vector<v1::ObjectResult> results;
-  std::shared_ptr<const nft::Program> program;
-  ASSIGN_OR_RETURN(
-      Snapshot snap,
-      store_->Update([&](const State& base) -> absl::StatusOr<std::optional<Store::Change>> {
-        ASSIGN_OR_RETURN(ChangeResult change, mutate(base));
-        // CNI attachments keep their pods' addresses whatever the API wrote (attachments.h).
-        if (endpoints_ != nullptr) {
-          change.objects_changed += OverlayAttachments(*endpoints_->Current(), &change.state);
-        }
-        results = std::move(change.results);
-        if (change.objects_changed == 0) return std::nullopt;
-        // Compiling before storing keeps input the compiler rejects out of the store.
-        ASSIGN_OR_RETURN(nft::Program p, compiler::Compile(change.state, copts));
-        program = std::make_shared<const nft::Program>(std::move(p));
-        return Store::Change{std::move(change.state), change.objects_changed};
-      }));
-  if (program != nullptr) {
-    if (store_->UpdateIsExact()) reconciler_->Offer(snap.generation, program);
-    reconciler_->Notify();
-  }
-  RETURN_IF_ERROR(reconciler_->WaitFor(snap.generation, timeout));
+  uint64_t generation = 0;
+  absl::Status st = StoreChange(mutate, &results, &generation);
+  if (st.ok()) st = reconciler_->WaitFor(generation, deadline - absl::Now());
+  // A request of many objects leaves its parse trees, State copies and the compile's scratch
+  // freed but held by malloc (hundreds of MB at 10k objects): hand them back to the system.
+  // No lock is held here.
+  if (results.size() >= kTrimAfterObjects) malloc_trim(0);
+  RETURN_IF_ERROR(st);
   for (v1::ObjectResult& r : results) *response->add_results() = std::move(r);
-  response->set_generation(snap.generation);
+  response->set_generation(generation);
   return absl::OkStatus();
+}
+
+absl::Status AgentService::StoreChange(const Mutate& mutate,
+                                       std::vector<v1::ObjectResult>* results,
+                                       uint64_t* generation) {
+  QueuedWrite me;
+  me.mutate = &mutate;
+  std::vector<QueuedWrite*> batch;
+  {
+    absl::MutexLock l(&batch_mu_);
+    queue_.push_back(&me);
+    auto my_turn = [this, &me]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(batch_mu_) {
+      return me.done || !leader_active_;
+    };
+    batch_mu_.Await(absl::Condition(&my_turn));
+    if (!me.done) {
+      // Lead: take everything queued so far (this write included).
+      leader_active_ = true;
+      batch.swap(queue_);
+    }
+  }
+  if (!batch.empty()) {
+    StoreBatch(batch);
+    absl::MutexLock l(&batch_mu_);
+    for (QueuedWrite* w : batch) w->done = true;
+    leader_active_ = false;
+  }
+  // Done (by this thread or a leader): the fields are final and no other thread touches them.
+  *results = std::move(me.results);
+  *generation = me.generation;
+  return me.status;
+}
+
+void AgentService::StoreBatch(const std::vector<QueuedWrite*>& batch) {
+  // Input the compiler would reject stays out of the store. Only the objects a write created or
+  // changed are checked (compiler::ValidateObject, Compile's own checks and messages): the rest
+  // of the State passed them when it was stored.
+  auto validate = [](const ChangeResult& change) -> absl::Status {
+    for (const v1::ObjectResult& r : change.results) {
+      if (r.action() != v1::CREATED && r.action() != v1::CONFIGURED) continue;
+      const std::string key = KeyOf(r.ref());
+      switch (r.ref().kind()) {
+        case v1::POD:
+          if (auto it = change.state.pods.find(key); it != change.state.pods.end()) {
+            RETURN_IF_ERROR(compiler::ValidateObject(it->second));
+          }
+          break;
+        case v1::NETWORK_POLICY:
+          if (auto it = change.state.policies.find(key); it != change.state.policies.end()) {
+            RETURN_IF_ERROR(compiler::ValidateObject(it->second));
+          }
+          break;
+        default:
+          if (auto it = change.state.namespaces.find(key); it != change.state.namespaces.end()) {
+            RETURN_IF_ERROR(compiler::ValidateObject(it->second));
+          }
+          break;
+      }
+    }
+    return absl::OkStatus();
+  };
+  // Stores the mutations of `writes` as one change (a write whose objects the compiler would
+  // reject fails alone); fails as a whole only when the change cannot be stored.
+  auto store = [&](const std::vector<QueuedWrite*>& writes) -> absl::Status {
+    RETURN_IF_ERROR(compiler::ValidateOptions(reconciler_->CompileOptionsNow()));
+    bool stored = false;
+    absl::StatusOr<Snapshot> snap =
+        store_->Update([&](const State& base) -> absl::StatusOr<std::optional<Store::Change>> {
+          // The datastore may run this again (a conflicting writer elsewhere): start afresh.
+          std::optional<State> state;
+          uint64_t changed = 0;
+          ChangedKeys touched;  // so the store looks at these keys only, not the whole States
+          for (QueuedWrite* w : writes) {
+            w->status = absl::OkStatus();
+            w->results.clear();
+            absl::StatusOr<ChangeResult> change = (*w->mutate)(state ? *state : base);
+            if (!change.ok()) {
+              w->status = change.status();
+              continue;
+            }
+            if (absl::Status valid = validate(*change); !valid.ok()) {
+              w->status = valid;
+              continue;
+            }
+            // CNI attachments keep their pods' addresses whatever the API wrote
+            // (attachments.h).
+            std::set<std::string> overlaid;
+            if (endpoints_ != nullptr) {
+              change->objects_changed +=
+                  OverlayAttachments(*endpoints_->Current(), &change->state, &overlaid);
+            }
+            w->results = std::move(change->results);
+            if (change->objects_changed == 0) continue;
+            changed += change->objects_changed;
+            state = std::move(change->state);
+            touched.Merge(KeysOfResults(w->results));
+            touched.pods.insert(overlaid.begin(), overlaid.end());
+          }
+          stored = changed > 0;
+          if (changed == 0) return std::nullopt;
+          return Store::Change{*std::move(state), changed, std::move(touched)};
+        });
+    if (!snap.ok()) return snap.status();
+    if (stored) reconciler_->Notify();
+    for (QueuedWrite* w : writes) w->generation = snap->generation;
+    return absl::OkStatus();
+  };
+  absl::Status st = store(batch);
+  if (st.ok()) return;
+  if (batch.size() == 1) {
+    batch[0]->status = st;
+    return;
+  }
+  // One of them (or the store) failed the whole batch: store each on its own, so only the
+  // writer whose change fails sees the error.
+  for (QueuedWrite* w : batch) {
+    absl::Status one = store({w});
+    if (!one.ok()) w->status = one;
+  }
 }
 
 absl::StatusOr<v1::ApplyResponse> AgentService::Apply(const v1::ApplyRequest& request,
                                                       absl::Duration timeout) {
+  // Admitted before any work, so a refused write has changed nothing. Dry runs never wait for
+  // the kernel and are not gated.
+  AdmissionGate::Slot slot;
+  if (!request.dry_run()) {
+    ASSIGN_OR_RETURN(slot, writes_.Enter());
+  }
   ASSIGN_OR_RETURN(std::vector<Object> objects,
                    LoadObjects(request.objects(), request.manifests()));
   if (objects.empty()) {
@@ -158,6 +312,10 @@ absl::StatusOr<v1::ApplyResponse> AgentService::Apply(const v1::ApplyRequest& re
 
 absl::StatusOr<v1::DeleteResponse> AgentService::Delete(const v1::DeleteRequest& request,
                                                         absl::Duration timeout) {
+  AdmissionGate::Slot slot;
+  if (!request.dry_run()) {
+    ASSIGN_OR_RETURN(slot, writes_.Enter());
+  }
   std::vector<v1::ObjectRef> refs(request.refs().begin(), request.refs().end());
   ASSIGN_OR_RETURN(std::vector<Object> objects,
                    LoadObjects(google::protobuf::RepeatedPtrField<v1::Object>(),
@@ -339,6 +497,7 @@ absl::StatusOr<v1::RenderResponse> AgentService::Render(const v1::RenderRequest&
   v1::RenderResponse out;
   out.set_generation(reconciler_->status().applied_generation);
   if (request.source() == v1::RenderRequest::KERNEL) {
+    ASSIGN_OR_RETURN(AdmissionGate::Slot slot, kernel_reads_.Enter());
     absl::StatusOr<nft::Program> dumped = reconciler_->DumpKernel();
     if (!dumped.ok()) return WithField(dumped.status(), "reading the table from the kernel");
     out.set_nft_text(nft::RenderProgram(*dumped));
@@ -406,6 +565,7 @@ absl::StatusOr<v1::StatusResponse> AgentService::WaitForGeneration(
     timeout = absl::Seconds(request.timeout().seconds()) + absl::Nanoseconds(request.timeout().nanos());
   }
   timeout = std::min(timeout, max_timeout);
+  ASSIGN_OR_RETURN(AdmissionGate::Slot slot, kernel_reads_.Enter());
   RETURN_IF_ERROR(reconciler_->WaitFor(request.generation(), timeout));
   return Status();
 }

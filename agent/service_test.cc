@@ -4,6 +4,10 @@
 
 #include <cstdlib>
 #include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
 
 #include "agent/convert.h"
 #include "engine/nft/fake.h"
@@ -333,6 +337,214 @@ TEST_F(ServiceTest, RequestsBeyondTheLimitsAreRefusedWithAClearError) {
   r = service_->Apply(sel, kTimeout);
   ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("spec.podSelector.matchLabels"));
+}
+
+// A backend whose commits wait until the test opens it: stands for a kernel that is slow to
+// commit while writers pile up.
+class HeldBackend : public nft::Backend {
+ public:
+  absl::Status Commit(const nft::Transaction& tx) override {
+    absl::MutexLock l(&mu_);
+    ++waiting_;
+    mu_.Await(absl::Condition(&open_));
+    --waiting_;
+    return fake_.Commit(tx);
+  }
+  absl::StatusOr<nft::Program> Dump(const std::string& table) override {
+    return fake_.Dump(table);
+  }
+  void Hold() {
+    absl::MutexLock l(&mu_);
+    open_ = false;
+  }
+  void Release() {
+    absl::MutexLock l(&mu_);
+    open_ = true;
+  }
+  bool CommitWaiting() {
+    absl::MutexLock l(&mu_);
+    return waiting_ > 0;
+  }
+  std::string Render() {
+    auto t = fake_.Render("netpol");
+    return t.ok() ? *t : std::string(t.status().message());
+  }
+
+ private:
+  nft::FakeBackend fake_;
+  absl::Mutex mu_;
+  bool open_ ABSL_GUARDED_BY(mu_) = true;
+  int waiting_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+std::string PortPolicy(const std::string& name, int port) {
+  return absl::StrCat(
+      "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: ", name,
+      ", namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  ingress:\n"
+      "  - from: [{podSelector: {matchLabels: {app: client}}}]\n    ports: [{port: ",
+      port, "}]\n");
+}
+
+v1::ApplyRequest ApplyOf(const std::string& yaml) {
+  v1::ApplyRequest req;
+  req.add_manifests()->set_text(yaml);
+  return req;
+}
+
+TEST(AdmissionTest, WritesBeyondTheLimitAreRefusedAtOnceAndChangeNothingWhileReadsAreServed) {
+  char tmpl[] = "/tmp/netpol-admission-test-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  auto opened = Store::Open(dir);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  std::unique_ptr<Store> store = *std::move(opened);
+  HeldBackend backend;
+  ReconcilerOptions o;
+  o.compile.node_name = "node-1";
+  o.debounce = absl::ZeroDuration();
+  o.check_interval = absl::ZeroDuration();
+  Store* s = store.get();
+  Reconciler reconciler(&backend, [s] { return s->Current(); }, o);
+  AgentService service(store.get(), &reconciler);
+  service.set_max_pending(2);
+  ASSERT_TRUE(reconciler.SyncNow().ok());
+  reconciler.Start();
+  ASSERT_TRUE(service.Apply(ApplyOf(kShop), kTimeout).ok());
+  const uint64_t base = store->Current().generation;
+
+  // The kernel stalls; two writers are admitted and wait for their commit.
+  backend.Hold();
+  std::vector<absl::Status> done(2);
+  std::vector<std::thread> writers;
+  for (int i = 0; i < 2; ++i) {
+    writers.emplace_back([&, i] {
+      done[i] = service.Apply(ApplyOf(PortPolicy(absl::StrCat("admitted-", i), 8100 + i)),
+                              kTimeout)
+                    .status();
+    });
+  }
+  for (int i = 0; i < 20000 && !(service.write_gate().in_flight() == 2 &&
+                                 store->Current().generation == base + 2 &&
+                                 backend.CommitWaiting());
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_EQ(service.write_gate().in_flight(), 2);
+  ASSERT_EQ(store->Current().generation, base + 2);
+
+  // A third write is refused at once, says what to do, and changes nothing.
+  auto refused = service.Apply(ApplyOf(PortPolicy("refused", 8200)), kTimeout);
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("retry with backoff"));
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("--max-pending-writes"));
+  v1::DeleteRequest del;
+  v1::ObjectRef* ref = del.add_refs();
+  ref->set_kind(v1::NETWORK_POLICY);
+  ref->set_namespace_("shop");
+  ref->set_name("web-ingress");
+  EXPECT_EQ(service.Delete(del, kTimeout).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(store->Current().generation, base + 2);
+  EXPECT_EQ(service.write_gate().refused(), 2);
+
+  // Reads that need no kernel are served meanwhile, and so is a dry run.
+  v1::CheckRequest check;
+  check.mutable_source()->set_pod("shop/client");
+  check.mutable_destination()->set_pod("shop/web");
+  check.set_port(8080);
+  check.set_protocol(v1::TCP);
+  auto checked = service.Check(check);
+  ASSERT_TRUE(checked.ok()) << checked.status();
+  EXPECT_EQ(checked->verdict(), v1::ALLOWED);
+  v1::GetRequest get;
+  *get.mutable_ref() = *ref;
+  EXPECT_TRUE(service.Get(get).ok());
+  v1::ListRequest list;
+  list.set_kind(v1::NETWORK_POLICY);
+  auto listed = service.List(list);
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->objects_size(), 3);  // web-ingress and the two admitted
+  EXPECT_EQ(service.Status().generation(), base + 2);
+  v1::ApplyRequest dry = ApplyOf(PortPolicy("dry", 8300));
+  dry.set_dry_run(true);
+  EXPECT_TRUE(service.Apply(dry, kTimeout).ok());
+
+  // The kernel catches up: both admitted writes are acknowledged and enforced, the refused one
+  // is nowhere, and the gate admits again.
+  backend.Release();
+  for (std::thread& t : writers) t.join();
+  EXPECT_TRUE(done[0].ok()) << done[0];
+  EXPECT_TRUE(done[1].ok()) << done[1];
+  EXPECT_EQ(service.write_gate().in_flight(), 0);
+  const std::string kernel = backend.Render();
+  EXPECT_THAT(kernel, HasSubstr("tcp . 8100"));
+  EXPECT_THAT(kernel, HasSubstr("tcp . 8101"));
+  EXPECT_THAT(kernel, ::testing::Not(HasSubstr("8200")));
+  EXPECT_THAT(kernel, ::testing::Not(HasSubstr("8300")));
+  get.mutable_ref()->set_name("refused");
+  EXPECT_EQ(service.Get(get).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(service.Apply(ApplyOf(PortPolicy("later", 8400)), kTimeout).ok());
+  EXPECT_THAT(backend.Render(), HasSubstr("tcp . 8400"));
+  reconciler.Stop();
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST_F(ServiceTest, ConcurrentWritersAreEachAcknowledgedAndABadOneFailsAlone) {
+  MustApply(kShop);
+  constexpr int kWriters = 24;
+  std::vector<absl::StatusOr<v1::ApplyResponse>> got(kWriters);
+  std::vector<std::thread> writers;
+  for (int i = 0; i < kWriters; ++i) {
+    writers.emplace_back([&, i] {
+      // Writer 7 sends a port out of range: only it fails.
+      got[i] = service_->Apply(
+          ApplyOf(PortPolicy(absl::StrCat("w", i), i == 7 ? 70000 : 9000 + i)), kTimeout);
+    });
+  }
+  for (std::thread& t : writers) t.join();
+  const uint64_t generation = store_->Current().generation;
+  for (int i = 0; i < kWriters; ++i) {
+    if (i == 7) {
+      EXPECT_EQ(got[i].status().code(), absl::StatusCode::kInvalidArgument) << got[i].status();
+      EXPECT_THAT(std::string(got[i].status().message()), HasSubstr("networkpolicy shop/w7"));
+      continue;
+    }
+    ASSERT_TRUE(got[i].ok()) << i << ": " << got[i].status();
+    EXPECT_EQ(got[i]->results(0).action(), v1::CREATED);
+    // Acknowledged means in the kernel: its generation is applied.
+    EXPECT_LE(got[i]->generation(), reconciler_->status().applied_generation);
+    EXPECT_THAT(Kernel(), HasSubstr(absl::StrCat("tcp . ", 9000 + i)));
+  }
+  // Concurrent writes may share a generation (group commit), never more than one each.
+  EXPECT_LE(generation, 1u + kWriters - 1);
+  v1::ListRequest list;
+  list.set_kind(v1::NETWORK_POLICY);
+  auto listed = service_->List(list);
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->objects_size(), 1 + kWriters - 1);
+}
+
+TEST(AdmissionTest, GateHoldsAtMostItsLimitAndReleasesSlotsWhenTheyEnd) {
+  AdmissionGate gate("reads of the kernel", "--max-pending-writes", 1);
+  auto first = gate.Enter();
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(gate.Enter().status().code(), absl::StatusCode::kResourceExhausted);
+  {
+    AdmissionGate::Slot moved = *std::move(first);
+    EXPECT_EQ(gate.in_flight(), 1);
+  }
+  EXPECT_EQ(gate.in_flight(), 0);
+  EXPECT_TRUE(gate.Enter().ok());  // the temporary slot is released at once
+  EXPECT_EQ(gate.in_flight(), 0);
+  AdmissionGate unbounded("writes", "--max-pending-writes", 0);
+  std::vector<AdmissionGate::Slot> held;
+  for (int i = 0; i < 1000; ++i) {
+    auto s = unbounded.Enter();
+    ASSERT_TRUE(s.ok());
+    held.push_back(*std::move(s));
+  }
+  EXPECT_EQ(unbounded.in_flight(), 1000);
+  EXPECT_EQ(unbounded.refused(), 0);
+  EXPECT_EQ(gate.refused(), 1);
 }
 
 }  // namespace

@@ -1,27 +1,49 @@
 // The agent's embedded object store: the State, a generation number counting its changes, and
-// their durable copy in one file under the state directory.
+// their durable copy under the state directory.
 //
-// Durability contract: Update() writes the new State to `<dir>/state.pb.tmp`, fsyncs it, renames
-// it over `<dir>/state.pb` and fsyncs the directory before the new State becomes visible, so a
-// change is never acknowledged (or enforced) before it would survive a crash.
+// Files: `<dir>/state.pb`, a snapshot of every object at one generation, and `<dir>/state.journal`,
+// an append-only log of the changes made since (one checksummed record per generation). A
+// change costs one record holding the objects it touched, not a rewrite of every object. When
+// the journal outgrows a fraction of the snapshot, the store writes a new snapshot and starts
+// an empty journal (compaction).
 //
-// File format: a header line "netpol-state 1 <payload bytes> <crc32 hex>\n" followed by a
-// serialized netpol.v1.ListResponse (every object, and the generation). The checksum catches
-// torn and corrupted files; Open refuses to start from them rather than enforce a partial State.
+// Durability contract: Update() appends the change's record to the journal and fsyncs it
+// before the new State becomes visible, so a change is never acknowledged (or enforced) before
+// it would survive a crash. A crash at any point leaves the old or the new state: a record torn
+// by the crash (the journal's last one, incomplete) is dropped and truncated at Open; a
+// compaction interrupted before its snapshot is renamed into place leaves the old snapshot and
+// journal; one interrupted after leaves the new snapshot and an old journal whose records it
+// already holds (skipped by generation). Anything else damaged (a checksum mismatch before the
+// last record, a gap in the generations, a bad header) makes Open refuse to start, naming the
+// file.
+//
+// Snapshot format: a header line "netpol-state 1 <payload bytes> <crc32 hex>\n" followed by a
+// serialized netpol.v1.ListResponse (every object, and the generation); files written before
+// the journal existed are read as they are. Journal format: the line "netpol-journal 1\n", then
+// records: a 20-byte little-endian header (payload bytes u32, generation u64, payload crc32
+// u32, crc32 of the previous 16 bytes u32) and the payload, a netpol.v1.ListResponse of the
+// objects created or changed (and the generation) followed by a netpol.v1.DeleteRequest of the
+// objects deleted, each preceded by its u32 size.
 //
 // Thread safety: all methods are thread-safe. Readers get immutable snapshots.
 #ifndef NETPOL_AGENT_STORE_H_
 #define NETPOL_AGENT_STORE_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "api/netpol/v1/object_service.pb.h"
+#include "engine/compiler/delta.h"
 #include "engine/model/model.h"
 
 namespace netpol::agent {
@@ -34,6 +56,17 @@ struct Snapshot {
   uint64_t changes = 0;
 };
 
+// The objects a range of generations touched: namespace names, pod keys ("ns/name") and
+// policy keys ("ns/name") created, changed or deleted. The incremental compiler takes it as is.
+using ChangedKeys = compiler::Delta;
+
+// The keys whose objects differ between two States (a walk over both States).
+using compiler::DiffStates;
+
+// The keys of the objects that `results` (of an Apply or Delete) report as created, configured
+// or deleted: a Datastore::Change::touched for that request.
+ChangedKeys KeysOfResults(const std::vector<v1::ObjectResult>& results);
+
 // Where the agent's objects live: the embedded Store below (one node) or the shared etcd
 // datastore (agent/etcd, many nodes). The service reads snapshots and writes through Update.
 class Datastore {
@@ -45,6 +78,11 @@ class Datastore {
   struct Change {
     State state;
     uint64_t objects_changed = 0;
+    // Optional: the keys the mutation may have touched. When set it must hold every key whose
+    // object differs between the base State and `state`, except pods and policies that went
+    // with their namespace (a namespace key absent from `state` covers them); extra keys are
+    // fine. The store then looks only at these keys; unset, it compares the whole States.
+    std::optional<ChangedKeys> touched;
   };
   using Mutation = std::function<absl::StatusOr<std::optional<Change>>(const State&)>;
 
@@ -56,20 +94,40 @@ class Datastore {
   // program compiled from that State is the program of the returned generation. False for a
   // shared datastore, where other writers' changes may land in the same snapshot.
   virtual bool UpdateIsExact() const { return true; }
+  // The objects the generations in (from_gen, to_gen] touched, or nullopt when the datastore
+  // does not know (not recorded, or too old): the caller must then assume everything changed.
+  // from_gen == to_gen is an empty set.
+  virtual std::optional<ChangedKeys> ChangesBetween(uint64_t from_gen, uint64_t to_gen) const {
+    return std::nullopt;
+  }
 };
 
 class Store : public Datastore {
  public:
-  // The file name inside the state directory.
+  // The file names inside the state directory.
   static constexpr char kFileName[] = "state.pb";
+  static constexpr char kJournalName[] = "state.journal";
+  struct Options {
+    // Compact when the journal exceeds max(journal_min_bytes, snapshot bytes * fraction).
+    double compact_fraction = 0.5;
+    uint64_t journal_min_bytes = 1 << 20;
+    // ChangesBetween answers for at most this many recent generations, holding at most this
+    // many keys in all (the oldest generations go first; a larger change is not kept).
+    size_t change_log_generations = 4096;
+    size_t change_log_keys = 1 << 16;
+  };
 
-  // Opens the store in `dir`, creating the directory (0700) when missing and loading its state
-  // file when present. An absent file is an empty State at generation 0. An unreadable,
-  // truncated or corrupt file is an error (DataLoss / PermissionDenied / FailedPrecondition)
-  // naming the file; the caller must not start enforcing then.
+  // Opens the store in `dir`, creating the directory (0700) when missing, loading the snapshot
+  // and replaying the journal. Absent files are an empty State at generation 0 (the store then
+  // writes an empty snapshot and journal). An unreadable, truncated or corrupt file is an
+  // error (DataLoss / PermissionDenied / FailedPrecondition) naming the file; the caller must
+  // not start enforcing then.
   static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& dir);
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& dir,
+                                                     const Options& options);
+  ~Store() override;
 
-  // Encodes / decodes the file content (exposed for tests and tools).
+  // Encodes / decodes the snapshot file content (exposed for tests and tools).
   static std::string Encode(const State& state, uint64_t generation);
   static absl::StatusOr<std::pair<State, uint64_t>> Decode(const std::string& bytes);
 
@@ -82,17 +140,42 @@ class Store : public Datastore {
   absl::StatusOr<Snapshot> Update(const Mutation& mutate) override
       ABSL_LOCKS_EXCLUDED(write_mu_, mu_);
 
+  std::optional<ChangedKeys> ChangesBetween(uint64_t from_gen, uint64_t to_gen) const override
+      ABSL_LOCKS_EXCLUDED(mu_);
+
   const std::string& path() const { return path_; }
+  const std::string& journal_path() const { return journal_path_; }
+  // Bytes in the journal now, and compactions done since Open (for tests and metrics).
+  uint64_t journal_bytes() const ABSL_LOCKS_EXCLUDED(write_mu_);
+  uint64_t compactions() const ABSL_LOCKS_EXCLUDED(write_mu_);
 
  private:
-  Store(std::string dir, State state, uint64_t generation);
-  absl::Status Persist(const State& state, uint64_t generation);
+  Store(std::string dir, const Options& options);
+  absl::Status OpenJournal(uint64_t valid_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::Status Append(const State& state, const ChangedKeys& keys, uint64_t generation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::Status Compact(const State& state, uint64_t generation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  void LogChange(uint64_t generation, ChangedKeys keys) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string dir_;
   const std::string path_;
-  absl::Mutex write_mu_;  // serializes Update (held across the file write)
+  const std::string journal_path_;
+  const Options options_;
+  mutable absl::Mutex write_mu_;  // serializes Update (held across the file writes)
+  int journal_fd_ ABSL_GUARDED_BY(write_mu_) = -1;
+  uint64_t journal_bytes_ ABSL_GUARDED_BY(write_mu_) = 0;
+  uint64_t snapshot_bytes_ ABSL_GUARDED_BY(write_mu_) = 0;
+  uint64_t compactions_ ABSL_GUARDED_BY(write_mu_) = 0;
+  // Set when a failed append could not be undone: later appends would follow a damaged record.
+  absl::Status broken_ ABSL_GUARDED_BY(write_mu_);
   mutable absl::Mutex mu_;
   Snapshot current_ ABSL_GUARDED_BY(mu_);
+  // The keys of the most recent generations, oldest first; generation log_first_ + i is
+  // log_[i]. ChangesBetween(from, to) answers when from + 1 >= log_first_.
+  std::deque<ChangedKeys> log_ ABSL_GUARDED_BY(mu_);
+  uint64_t log_first_ ABSL_GUARDED_BY(mu_) = 1;
+  size_t log_keys_ ABSL_GUARDED_BY(mu_) = 0;  // keys in log_
 };
 
 }  // namespace netpol::agent

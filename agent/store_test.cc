@@ -1,7 +1,10 @@
-// Store: durability format, round trips, refusal of damaged files, generations.
+// Store: durability format, round trips, refusal of damaged files, generations, the journal
+// (replay, torn and corrupt records, interrupted compaction) and ChangesBetween.
 #include "agent/store.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,7 +12,10 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "agent/changes.h"
 #include "engine/model/loader.h"
 #include "gtest/gtest.h"
 
@@ -63,16 +69,18 @@ class StoreTest : public ::testing::Test {
     dir_ = tmpl;
   }
   void TearDown() override { std::system(("rm -rf " + dir_).c_str()); }
-  std::string ReadFile() {
-    std::ifstream in(dir_ + "/state.pb");
+  std::string ReadFile(const std::string& name = "state.pb") {
+    std::ifstream in(dir_ + "/" + name, std::ios::binary);
     std::stringstream ss;
     ss << in.rdbuf();
     return ss.str();
   }
-  void WriteFile(const std::string& data) {
-    std::ofstream out(dir_ + "/state.pb", std::ios::trunc | std::ios::binary);
+  void WriteFile(const std::string& data, const std::string& name = "state.pb") {
+    std::ofstream out(dir_ + "/" + name, std::ios::trunc | std::ios::binary);
     out << data;
   }
+  std::string Journal() { return ReadFile(Store::kJournalName); }
+  void WriteJournal(const std::string& data) { WriteFile(data, Store::kJournalName); }
   std::string dir_;
 };
 
@@ -106,14 +114,21 @@ TEST_F(StoreTest, UpdatePersistsBeforePublishingAndReopens) {
     ASSERT_TRUE(snap.ok()) << snap.status();
     EXPECT_EQ(snap->generation, 1u);
     EXPECT_EQ(snap->changes, 3u);
-    // The file holds the change as soon as Update returns.
-    auto decoded = Store::Decode(ReadFile());
-    ASSERT_TRUE(decoded.ok()) << decoded.status();
-    EXPECT_EQ(decoded->second, 1u);
-    EXPECT_TRUE(decoded->first == s);
-    struct stat st;
-    ASSERT_EQ(stat((dir_ + "/state.pb").c_str(), &st), 0);
-    EXPECT_EQ(st.st_mode & 0777, 0600);
+    // The journal holds the change as soon as Update returns: a copy of the directory taken
+    // now (as a crash would leave it) opens at generation 1.
+    const std::string copy = dir_ + "/copy";
+    ASSERT_EQ(mkdir(copy.c_str(), 0700), 0);
+    std::ofstream(copy + "/state.pb", std::ios::binary) << ReadFile();
+    std::ofstream(copy + "/state.journal", std::ios::binary) << Journal();
+    auto copied = Store::Open(copy);
+    ASSERT_TRUE(copied.ok()) << copied.status();
+    EXPECT_EQ((*copied)->Current().generation, 1u);
+    EXPECT_TRUE(*(*copied)->Current().state == s);
+    for (const char* name : {"/state.pb", "/state.journal"}) {
+      struct stat st;
+      ASSERT_EQ(stat((dir_ + name).c_str(), &st), 0);
+      EXPECT_EQ(st.st_mode & 0777, 0600) << name;
+    }
     EXPECT_NE(access((dir_ + "/state.pb.tmp").c_str(), F_OK), 0);
   }
   auto reopened = Store::Open(dir_);
@@ -130,32 +145,66 @@ TEST_F(StoreTest, NoChangeKeepsGeneration) {
   });
   ASSERT_TRUE(snap.ok());
   EXPECT_EQ(snap->generation, 0u);
-  EXPECT_NE(access((dir_ + "/state.pb").c_str(), F_OK), 0);
+  EXPECT_EQ(Journal(), "netpol-journal 1\n");
 }
 
 TEST_F(StoreTest, MutationErrorChangesNothing) {
   auto store = Store::Open(dir_);
   ASSERT_TRUE(store.ok());
   ASSERT_TRUE((*store)->Update(Replace(SampleState())).ok());
-  std::string before = ReadFile();
+  std::string before = ReadFile() + Journal();
   auto snap = (*store)->Update([](const State&) -> absl::StatusOr<std::optional<Store::Change>> {
     return absl::InvalidArgumentError("networkpolicy x/y: spec.podSelector: bad");
   });
   EXPECT_EQ(snap.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ((*store)->Current().generation, 1u);
-  EXPECT_EQ(ReadFile(), before);
+  EXPECT_EQ(ReadFile() + Journal(), before);
 }
 
 TEST_F(StoreTest, WriteFailureKeepsPreviousGeneration) {
   auto store = Store::Open(dir_);
   ASSERT_TRUE(store.ok());
-  // A directory where the temp file must go makes the write fail.
-  ASSERT_EQ(mkdir((dir_ + "/state.pb.tmp").c_str(), 0700), 0);
+  const std::string before = Journal();
+  // A file size limit just past the journal's end cuts the record short (EFBIG).
+  signal(SIGXFSZ, SIG_IGN);
+  struct rlimit old;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  struct rlimit small = old;
+  small.rlim_cur = before.size() + 30;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
   auto snap = (*store)->Update(Replace(SampleState()));
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
   EXPECT_FALSE(snap.ok());
   EXPECT_EQ((*store)->Current().generation, 0u);
   EXPECT_TRUE((*store)->Current().state->pods.empty());
+  // The partial record was taken back: the next change follows the header directly.
+  EXPECT_EQ(Journal(), before);
+  ASSERT_TRUE((*store)->Update(Replace(SampleState())).ok());
+  store->reset();
+  auto reopened = Store::Open(dir_);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ((*reopened)->Current().generation, 1u);
+  EXPECT_TRUE(*(*reopened)->Current().state == SampleState());
+}
+
+TEST_F(StoreTest, SnapshotWriteFailureDuringCompactionKeepsTheChange) {
+  Store::Options every;
+  every.compact_fraction = 0;
+  every.journal_min_bytes = 0;
+  auto store = Store::Open(dir_, every);
+  ASSERT_TRUE(store.ok());
+  // A directory where the snapshot's temp file must go makes compaction fail; the change is
+  // in the journal already.
+  ASSERT_EQ(mkdir((dir_ + "/state.pb.tmp").c_str(), 0700), 0);
+  auto snap = (*store)->Update(Replace(SampleState()));
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  EXPECT_EQ((*store)->compactions(), 0u);
   rmdir((dir_ + "/state.pb.tmp").c_str());
+  store->reset();
+  auto reopened = Store::Open(dir_);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ((*reopened)->Current().generation, 1u);
+  EXPECT_TRUE(*(*reopened)->Current().state == SampleState());
 }
 
 struct DamageCase {
@@ -168,7 +217,10 @@ class StoreDamageTest : public StoreTest, public ::testing::WithParamInterface<D
 
 TEST_P(StoreDamageTest, RefusesToOpen) {
   {
-    auto store = Store::Open(dir_);
+    Store::Options every;  // compact at once: the snapshot holds the objects
+    every.compact_fraction = 0;
+    every.journal_min_bytes = 0;
+    auto store = Store::Open(dir_, every);
     ASSERT_TRUE(store.ok());
     ASSERT_TRUE((*store)->Update(Replace(SampleState())).ok());
   }
@@ -214,6 +266,357 @@ TEST_F(StoreTest, StateDirIsAFile) {
   auto store = Store::Open(file);
   ASSERT_FALSE(store.ok());
   EXPECT_NE(store.status().message().find("not a directory"), std::string::npos) << store.status();
+}
+
+
+// ---- The journal ----
+
+std::vector<Object> Objects(const std::string& yaml) {
+  auto loaded = LoadYaml(yaml);
+  EXPECT_TRUE(loaded.ok()) << loaded.status() << "\n" << yaml;
+  return loaded.ok() ? loaded->objects : std::vector<Object>();
+}
+
+// A seeded stream of Apply and Delete requests over a few namespaces, pods and policies.
+class Workload {
+ public:
+  explicit Workload(uint64_t seed) : x_(seed * 2654435761u + 1) {}
+  uint32_t Next(uint32_t n) {
+    x_ = x_ * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<uint32_t>(x_ >> 33) % n;
+  }
+  // One request applied to `base`: its ChangeResult.
+  ChangeResult Step(const State& base) {
+    const std::string ns = absl::StrCat("ns", Next(3));
+    switch (Next(8)) {
+      case 0:
+        return ApplyObjects(base, Objects(absl::StrCat(
+                                      "apiVersion: v1\nkind: Namespace\nmetadata: {name: ", ns,
+                                      ", labels: {team: t", Next(2), "}}\n")));
+      case 1:
+      case 2:
+      case 3: {
+        const uint32_t i = Next(20);
+        return ApplyObjects(
+            base, Objects(absl::StrCat("apiVersion: v1\nkind: Pod\nmetadata: {name: p", i,
+                                       ", namespace: ", ns, ", labels: {app: a", Next(3),
+                                       "}}\nspec: {nodeName: n1}\nstatus: {podIP: 10.0.", Next(3),
+                                       ".", i + 1, "}\n")));
+      }
+      case 4:
+        return ApplyObjects(
+            base,
+            Objects(absl::StrCat("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+                                 "metadata: {name: np", Next(4), ", namespace: ", ns,
+                                 "}\nspec:\n  podSelector: {matchLabels: {app: a", Next(3),
+                                 "}}\n  ingress: [{ports: [{port: ", 80 + Next(3), "}]}]\n")));
+      case 5:
+      case 6: {
+        v1::ObjectRef ref;
+        ref.set_kind(Next(2) ? v1::POD : v1::NETWORK_POLICY);
+        ref.set_namespace_(ns);
+        ref.set_name(ref.kind() == v1::POD ? absl::StrCat("p", Next(20))
+                                           : absl::StrCat("np", Next(4)));
+        return *DeleteObjects(base, {ref}, true);
+      }
+      default: {
+        if (Next(3) != 0) return ApplyObjects(base, {});
+        v1::ObjectRef ref;  // rarely: a namespace and everything in it
+        ref.set_kind(v1::NAMESPACE);
+        ref.set_name(ns);
+        return *DeleteObjects(base, {ref}, true);
+      }
+    }
+  }
+
+ private:
+  uint64_t x_;
+};
+
+// Runs `workload` through `store`; `hint` sets Change::touched from the results.
+Store::Mutation Step(Workload* workload, bool hint) {
+  return [workload, hint](const State& base) -> absl::StatusOr<std::optional<Store::Change>> {
+    ChangeResult r = workload->Step(base);
+    if (r.objects_changed == 0) return std::nullopt;
+    Store::Change c{std::move(r.state), r.objects_changed};
+    if (hint) c.touched = KeysOfResults(r.results);
+    return c;
+  };
+}
+
+TEST_F(StoreTest, ReplayEqualsStateWithAndWithoutHintsAcrossCompactions) {
+  Store::Options small;  // compact often
+  small.journal_min_bytes = 2000;
+  small.compact_fraction = 0.5;
+  const std::string a = dir_ + "/a", b = dir_ + "/b";
+  auto sa = Store::Open(a, small);
+  auto sb = Store::Open(b);
+  ASSERT_TRUE(sa.ok() && sb.ok());
+  Workload wa(7), wb(7);
+  std::vector<State> states = {State{}};
+  uint64_t compactions = 0;
+  for (int i = 0; i < 400; ++i) {
+    auto ra = (*sa)->Update(Step(&wa, true));
+    auto rb = (*sb)->Update(Step(&wb, false));
+    ASSERT_TRUE(ra.ok() && rb.ok()) << ra.status() << rb.status();
+    ASSERT_EQ(ra->generation, rb->generation);
+    ASSERT_TRUE(*ra->state == *rb->state) << "step " << i;
+    if (ra->generation == states.size()) {
+      const uint64_t g = ra->generation;
+      ChangedKeys want = DiffStates(states.back(), *ra->state);
+      EXPECT_FALSE(want.empty());
+      EXPECT_EQ((*sa)->ChangesBetween(g - 1, g), want) << "step " << i;
+      EXPECT_EQ((*sb)->ChangesBetween(g - 1, g), want) << "step " << i;
+      states.push_back(*ra->state);
+    }
+    if (i % 97 == 96) {  // reopen: snapshot + journal replay give the same State
+      compactions += (*sa)->compactions();
+      sa->reset();
+      sb->reset();
+      sa = Store::Open(a, small);
+      sb = Store::Open(b);
+      ASSERT_TRUE(sa.ok() && sb.ok()) << sa.status() << sb.status();
+      EXPECT_EQ((*sa)->Current().generation, states.size() - 1);
+      EXPECT_EQ((*sb)->Current().generation, states.size() - 1);
+      EXPECT_TRUE(*(*sa)->Current().state == states.back());
+      EXPECT_TRUE(*(*sb)->Current().state == states.back());
+    }
+  }
+  EXPECT_GT(compactions + (*sa)->compactions(), 0u);
+  EXPECT_EQ((*sb)->compactions(), 0u);
+  EXPECT_GT(states.size(), 200u);
+  // A range is the union of its generations' keys; one reaching before the last reopen is
+  // unknown to `sa` (its log starts at its compacted snapshot) but replayed from `sb`'s
+  // journal, which was never compacted.
+  const uint64_t g = states.size() - 1;
+  ChangedKeys want;
+  for (uint64_t k = g - 40; k < g; ++k) want.Merge(DiffStates(states[k], states[k + 1]));
+  EXPECT_EQ((*sb)->ChangesBetween(g - 40, g), want);
+  EXPECT_EQ((*sa)->ChangesBetween(g - 40, g), std::nullopt);
+}
+
+TEST_F(StoreTest, ChangesBetweenBounds) {
+  Store::Options options;
+  options.change_log_generations = 50;
+  auto store = Store::Open(dir_, options);
+  ASSERT_TRUE(store.ok());
+  Workload w(3);
+  while ((*store)->Current().generation < 5) ASSERT_TRUE((*store)->Update(Step(&w, true)).ok());
+  EXPECT_EQ((*store)->ChangesBetween(5, 5), ChangedKeys());
+  EXPECT_EQ((*store)->ChangesBetween(5, 6), std::nullopt);  // the future
+  EXPECT_EQ((*store)->ChangesBetween(4, 3), std::nullopt);
+  ASSERT_TRUE((*store)->ChangesBetween(0, 5).has_value());
+  EXPECT_FALSE((*store)->ChangesBetween(0, 5)->empty());
+  // Only the last change_log_generations generations are kept.
+  while ((*store)->Current().generation < 60) {
+    ASSERT_TRUE((*store)->Update(Step(&w, true)).ok());
+  }
+  const uint64_t g = (*store)->Current().generation;
+  EXPECT_TRUE((*store)->ChangesBetween(g - 50, g).has_value());
+  EXPECT_EQ((*store)->ChangesBetween(g - 51, g), std::nullopt);
+  EXPECT_EQ((*store)->ChangesBetween(0, 1), std::nullopt);
+}
+
+TEST_F(StoreTest, ChangeLogKeepsAtMostItsKeyBudget) {
+  Store::Options options;
+  options.change_log_keys = 2;
+  auto store = Store::Open(dir_, options);
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->Update(Replace(SampleState())).ok());  // 3 keys: over the budget
+  EXPECT_EQ((*store)->ChangesBetween(0, 1), std::nullopt);
+  EXPECT_EQ((*store)->ChangesBetween(1, 1), ChangedKeys());
+  State s = SampleState();
+  s.pods.begin()->second.labels["app"] = "db";
+  ASSERT_TRUE((*store)->Update(Replace(s)).ok());
+  auto keys = (*store)->ChangesBetween(1, 2);
+  ASSERT_TRUE(keys.has_value());
+  EXPECT_EQ(keys->pods, std::set<std::string>{"x/a"});
+  EXPECT_EQ(keys->size(), 1u);
+  EXPECT_EQ((*store)->ChangesBetween(0, 2), std::nullopt);
+}
+
+// Five generations in the journal only; `ends[g]` is where generation g's record ends.
+class JournalTest : public StoreTest {
+ protected:
+  void SetUp() override {
+    StoreTest::SetUp();
+    auto store = Store::Open(dir_);
+    ASSERT_TRUE(store.ok());
+    Workload w(11);
+    states_.push_back(State{});
+    ends_.push_back((*store)->journal_bytes());
+    while ((*store)->Current().generation < 5) {
+      auto snap = (*store)->Update(Step(&w, true));
+      ASSERT_TRUE(snap.ok()) << snap.status();
+      if (snap->generation == states_.size()) {
+        states_.push_back(*snap->state);
+        ends_.push_back((*store)->journal_bytes());
+      }
+    }
+    journal_ = Journal();
+    ASSERT_EQ(journal_.size(), ends_[5]);
+  }
+  void ExpectOpensAt(uint64_t generation) {
+    auto store = Store::Open(dir_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    EXPECT_EQ((*store)->Current().generation, generation);
+    EXPECT_TRUE(*(*store)->Current().state == states_[generation]);
+  }
+  void ExpectRefused(const std::string& message) {
+    auto store = Store::Open(dir_);
+    ASSERT_FALSE(store.ok());
+    EXPECT_NE(store.status().message().find(dir_ + "/state.journal"), std::string::npos)
+        << store.status();
+    EXPECT_NE(store.status().message().find(message), std::string::npos) << store.status();
+    EXPECT_NE(store.status().message().find("refusing to start"), std::string::npos);
+  }
+  std::vector<State> states_;
+  std::vector<uint64_t> ends_;
+  std::string journal_;
+};
+
+TEST_F(JournalTest, ReplayGivesEveryGeneration) { ExpectOpensAt(5); }
+
+TEST_F(JournalTest, TornLastRecordIsTruncatedAndWritingContinues) {
+  const uint64_t start = ends_[4], size = ends_[5] - ends_[4];
+  for (uint64_t keep : {uint64_t{0}, uint64_t{1}, uint64_t{19}, uint64_t{20}, uint64_t{21},
+                        size / 2, size - 1}) {
+    SCOPED_TRACE(absl::StrCat("keeping ", keep, " of ", size, " bytes"));
+    WriteJournal(journal_.substr(0, start + keep));
+    ExpectOpensAt(4);
+    EXPECT_EQ(Journal().size(), start) << "the torn record is cut off";
+  }
+  // Writing after the cut: the next record follows generation 4's.
+  {
+    auto store = Store::Open(dir_);
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->Update(Replace(SampleState())).ok());
+  }
+  auto store = Store::Open(dir_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->Current().generation, 5u);
+  EXPECT_TRUE(*(*store)->Current().state == SampleState());
+}
+
+TEST_F(JournalTest, ZeroFilledTailIsTorn) {
+  WriteJournal(journal_ + std::string(100, '\0'));
+  ExpectOpensAt(5);
+  EXPECT_EQ(Journal(), journal_);
+}
+
+TEST_F(JournalTest, CorruptLastRecordIsTorn) {
+  std::string j = journal_;
+  j[ends_[4] + 30] ^= 0x01;  // the last record's payload: a partly written sector
+  WriteJournal(j);
+  ExpectOpensAt(4);
+}
+
+TEST_F(JournalTest, CorruptMiddleRecordPayloadRefused) {
+  std::string j = journal_;
+  j[ends_[2] + 30] ^= 0x01;
+  WriteJournal(j);
+  ExpectRefused("generation 3): checksum mismatch");
+}
+
+TEST_F(JournalTest, CorruptMiddleRecordHeaderRefused) {
+  std::string j = journal_;
+  j[ends_[2] + 2] ^= 0x40;  // its size
+  WriteJournal(j);
+  ExpectRefused("header checksum mismatch");
+}
+
+TEST_F(JournalTest, MissingMiddleRecordRefused) {
+  WriteJournal(journal_.substr(0, ends_[2]) + journal_.substr(ends_[3]));
+  ExpectRefused("generation 4 follows 2");
+}
+
+TEST_F(JournalTest, BadHeaderRefused) {
+  WriteJournal("hello" + journal_);
+  ExpectRefused("not a netpol state journal");
+  WriteJournal("netpol-journal 9\n");
+  ExpectRefused("version");
+}
+
+TEST_F(JournalTest, SnapshotBehindTheJournalIsRefused) {
+  // The snapshot lost (moved away) while the journal starts later: a gap.
+  WriteJournal(journal_.substr(0, 17) + journal_.substr(ends_[1]));
+  ExpectRefused("does not follow the snapshot's 0");
+}
+
+TEST_F(JournalTest, CompactionInterruptedBeforeTheSnapshotRename) {
+  WriteFile("netpol-state 1 99999 00000000\npartial", "state.pb.tmp");
+  ExpectOpensAt(5);
+}
+
+TEST_F(JournalTest, CompactionInterruptedAfterTheSnapshotRename) {
+  // A snapshot at generation 5 or 2 with the whole journal still there: replay skips the
+  // records the snapshot holds.
+  for (uint64_t g : {5u, 2u}) {
+    SCOPED_TRACE(g);
+    WriteFile(Store::Encode(states_[g], g));
+    WriteJournal(journal_);
+    ExpectOpensAt(5);
+  }
+}
+
+TEST_F(JournalTest, CompactionWritesTheSnapshotAndEmptiesTheJournal) {
+  Store::Options every;
+  every.compact_fraction = 0;
+  every.journal_min_bytes = 0;
+  {
+    auto store = Store::Open(dir_, every);
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->Update(Replace(SampleState())).ok());
+    EXPECT_EQ((*store)->compactions(), 1u);
+  }
+  EXPECT_EQ(Journal(), "netpol-journal 1\n");
+  auto decoded = Store::Decode(ReadFile());
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->second, 6u);
+  EXPECT_TRUE(decoded->first == SampleState());
+}
+
+TEST_F(StoreTest, OpensAStateFileWithoutJournal) {
+  // What an agent before the journal wrote: only state.pb.
+  WriteFile(Store::Encode(SampleState(), 7));
+  {
+    auto store = Store::Open(dir_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    EXPECT_EQ((*store)->Current().generation, 7u);
+    EXPECT_TRUE(*(*store)->Current().state == SampleState());
+    ASSERT_TRUE((*store)->Update(Replace(State{})).ok());
+  }
+  auto store = Store::Open(dir_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->Current().generation, 8u);
+  EXPECT_TRUE((*store)->Current().state->pods.empty());
+}
+
+TEST_F(StoreTest, HintedDeleteOfANamespaceRecordsItsObjects) {
+  auto store = Store::Open(dir_);
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->Update(Replace(SampleState())).ok());
+  v1::ObjectRef ref;
+  ref.set_kind(v1::NAMESPACE);
+  ref.set_name("x");
+  auto snap = (*store)->Update([&](const State& base)
+                                   -> absl::StatusOr<std::optional<Store::Change>> {
+    ChangeResult r = *DeleteObjects(base, {ref}, false);
+    Store::Change c{std::move(r.state), r.objects_changed};
+    c.touched = KeysOfResults(r.results);
+    EXPECT_TRUE(c.touched->pods.empty());
+    return c;
+  });
+  ASSERT_TRUE(snap.ok());
+  auto keys = (*store)->ChangesBetween(1, 2);
+  ASSERT_TRUE(keys.has_value());
+  EXPECT_EQ(keys->namespaces, std::set<std::string>{"x"});
+  EXPECT_EQ(keys->pods, std::set<std::string>{"x/a"});
+  EXPECT_EQ(keys->policies, std::set<std::string>{"x/allow"});
+  store->reset();
+  auto reopened = Store::Open(dir_);
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_TRUE(*(*reopened)->Current().state == State{});
 }
 
 }  // namespace
