@@ -4,9 +4,12 @@
 //   load_client SERVER CLIENTS SECONDS PODS APPLY_PERCENT SEED
 //
 // Client c applies its own NetworkPolicy load/c<c> with a fresh random port each time. Prints
-// one summary line per kind and one `acked C PORT` line per client with the port of its last
-// successful Apply, then `failure ...` lines (at most 50) for errors other than the documented
-// backpressure (RESOURCE_EXHAUSTED, UNAVAILABLE).
+// one summary line per kind, one `acked C PORT` line per client with the port of its last
+// successful Apply, one `refusal MESSAGE` line with the first RESOURCE_EXHAUSTED message, then
+// `failure ...` lines (at most 50) for every other error. RESOURCE_EXHAUSTED is the agent's
+// documented backpressure (a refused request changed nothing); it is counted, and the client
+// backs off (10-50 ms, jittered) before its next request, as api/README.md asks of clients.
+// Anything else, UNAVAILABLE and DEADLINE_EXCEEDED included, is a failure.
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -34,6 +37,7 @@ struct Totals {
   long failed[2] = {0, 0};
   std::vector<double> latency_ms[2];
   std::vector<std::string> failures;
+  std::string first_refusal;
 };
 
 std::string Policy(int client, int port) {
@@ -117,22 +121,29 @@ int main(int argc, char** argv) {
         const double ms =
             std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
         const int k = apply ? 1 : 0;
-        std::lock_guard<std::mutex> lock(totals.mu);
-        if (st.ok()) {
-          ++totals.ok[k];
-          totals.latency_ms[k].push_back(ms);
-          if (apply) acked[c] = port;
-        } else if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
-                   st.error_code() == grpc::StatusCode::UNAVAILABLE) {
-          ++totals.backpressure[k];
-        } else {
-          ++totals.failed[k];
-          if (totals.failures.size() < 50) {
-            totals.failures.push_back("client " + std::to_string(c) +
-                                      (apply ? " apply" : " check") + ": code " +
-                                      std::to_string(st.error_code()) + ": " +
-                                      st.error_message());
+        bool back_off = false;
+        {
+          std::lock_guard<std::mutex> lock(totals.mu);
+          if (st.ok()) {
+            ++totals.ok[k];
+            totals.latency_ms[k].push_back(ms);
+            if (apply) acked[c] = port;
+          } else if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+            ++totals.backpressure[k];
+            if (totals.first_refusal.empty()) totals.first_refusal = st.error_message();
+            back_off = true;
+          } else {
+            ++totals.failed[k];
+            if (totals.failures.size() < 50) {
+              totals.failures.push_back("client " + std::to_string(c) +
+                                        (apply ? " apply" : " check") + ": code " +
+                                        std::to_string(st.error_code()) + ": " +
+                                        st.error_message());
+            }
           }
+        }
+        if (back_off) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(10 + rng() % 41));
         }
       }
     });
@@ -148,6 +159,7 @@ int main(int argc, char** argv) {
   for (int c = 0; c < clients; ++c) {
     if (acked[c] >= 0) std::printf("acked %d %d\n", c, acked[c]);
   }
+  if (!totals.first_refusal.empty()) std::printf("refusal %s\n", totals.first_refusal.c_str());
   for (const std::string& f : totals.failures) std::printf("failure %s\n", f.c_str());
   return 0;
 }
