@@ -41,6 +41,7 @@ MODE_STYLE = {
     "none": ("no table", "tab:gray"),
     "accept": ("accept-all table", "tab:blue"),
     "iptables": ("iptables + ipset", "tab:red"),
+    "optimal": ("hand-written optimal (vmap + one hash set)", "tab:purple"),
     "netpol": ("netpol", "tab:green"),
 }
 

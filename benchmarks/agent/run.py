@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Agent benchmark: memory per tier and churn, against a real netpol-agent (issue 9, items 5-6).
+"""Agent benchmark: memory per tier and churn, against a real netpol-agent.
 
 For each tier of --tiers, a fresh netpol-agent starts in a network namespace of its own
 (`unshare --net`, never the host's firewall) with --node-name=node-0 (the workload's measured

@@ -7,10 +7,11 @@
 //                     [--timeout_ms 1000] [--max_seconds 30] [--raw FILE]
 //       Opens `count` connections one after another. Each one's latency is the time a blocking
 //       connect() takes: SYN out to SYN-ACK in, as the client sees it (the first packet's cost
-//       in the node's forward hook included). Each connection is then reset (SO_LINGER 0) so no
-//       TIME_WAIT state piles up. Prints one JSON object: count, ok, failed, min/p50/p90/p99/max
-//       and mean in microseconds, elapsed_s and conns_per_s (completed connections per second
-//       of the whole loop). --raw writes every latency (µs), one per line.
+//       in the node's forward and postrouting hooks included). Each connection is then reset
+//       (SO_LINGER 0) so no TIME_WAIT state piles up. Prints one JSON object: count, ok,
+//       failed, min/p50/p90/p99/max and mean in microseconds, elapsed_s and conns_per_s
+//       (completed connections per second of the whole loop). --raw writes every latency
+//       (µs), one per line.
 //
 // Exit status 0 when every connection succeeded, 1 otherwise (the JSON is printed either way).
 #include <arpa/inet.h>

@@ -5,20 +5,35 @@ In a lab (tests/lab: a node namespace with bridge cni0 and br_netfilter, one nam
 with two pods, dp-client/client (10.244.1.17) and dp-server/server (10.244.1.18), the client runs
 `connbench connect` against `connbench serve` on TCP 8080 in the server. A connection's latency
 is its blocking connect(): SYN out, SYN-ACK back, as the client sees it; the SYN crosses the
-node's forward hook, where the ruleset under test sits. For each policy count N (all N policies
+node's forward and postrouting hooks (bridged, with br_netfilter), where the ruleset under
+test judges it (egress in forward, ingress in postrouting). For each policy count N (all N policies
 select the server; exactly one, the last, allows the client on 8080; see
 benchmarks/workload/workload.h DatapathState) it measures, interleaved round by round:
 
   none      no table at all (no conntrack either)
-  accept    an accept-all inet table on the same hooks (forward, input; priority 0) with
-            `ct state established,related accept`: the fixed cost of a table plus conntrack
+  accept    an accept-all inet table on the hooks of netpol's table, with its priorities
+            (forward, input, output, postrouting: read from the table netpol-enforce commits),
+            each chain only `ct state established,related accept`: the fixed cost of a table
+            on those hooks plus conntrack
   iptables  the iptables + ipset ruleset an iptables engine installs for the same state
             (benchmarks/datapath/iptables_layout.h), via iptables-restore and ipset restore
+  optimal   the hand-written optimal program for the same verdicts, judging where netpol does
+            (same hooks and priorities): egress by an `ip saddr` vmap in forward, input and
+            output (empty here: no pod is isolated for egress), ingress in postrouting (after
+            source NAT) by one vmap on the destination address dispatching the server (the only
+            pod any policy selects) to a chain with one exact-match concatenated hash set lookup
+            (saddr . l4proto . dport), holding the client's pair and N-1 other pairs (as many as
+            there are policies), then drop
   netpol    netpol's table, committed by netpol-enforce
 
 Each round runs every mode once, in an order rotated per round, so slow drifts of a shared
 machine spread over all modes. Every mode must connect every time; with N > 0 a connection to a
 port no policy allows (81) must fail under iptables and netpol, which proves the rules filter.
+
+With --taskset CPUS the client and the server run pinned (taskset -c CPUS), so a shared
+machine's scheduler moves them less. The summary holds pooled ratios (p50 of all connections of a
+mode) and per-round ones (each round's modes ran back to back: the median over rounds of the
+per-round differences), the latter less sensitive to slow drifts of the machine.
 
 Output (in --out): results.csv (one row per measurement), latencies-<N>-<mode>.txt (every
 latency, all rounds), summary.json (pooled per N and mode, and the ratios). It prints the
@@ -43,24 +58,89 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 
 import lab  # noqa: E402
 
-MODES = ("none", "accept", "iptables", "netpol")
+MODES = ("none", "accept", "iptables", "optimal", "netpol")
 PORT = 8080
 BLOCKED_PORT = 81  # the lab's pod server listens here; no policy allows it
 NODE = "node-1"
 CLIENT = lab.PodSpec("dp-client", "client", "10.244.1.17", "fd00:10:244:1::11")
 SERVER = lab.PodSpec("dp-server", "server", "10.244.1.18", "fd00:10:244:1::12")
 ACCEPT_TABLE = "npbench_accept"
-ACCEPT_NFT = """table inet %s {
-  chain forward {
-    type filter hook forward priority 0; policy accept;
-    ct state established,related accept
+OPTIMAL_TABLE = "npbench_optimal"
+# The base chains of netpol's table (engine/compiler/RULESET.md), as (name, hook, priority); the
+# baselines copy them. Read at start from the table netpol-enforce commits (netpol_hooks()).
+NETPOL_HOOKS = ("forward", "input", "output", "postrouting")
+
+
+def netpol_hooks(the_lab, enforce, state):
+    """The (chain, hook, priority) of every base chain netpol's compiler emits, read from the
+    table netpol-enforce commits for `state` (then removed)."""
+    the_lab.node_exec([enforce, "--state", state, "--node", NODE, "--table", "netpol"])
+    try:
+        listing = json.loads(the_lab.node_exec(
+            ["nft", "-j", "list", "table", "inet", "netpol"]).stdout)
+    finally:
+        the_lab.node_exec(["nft", "delete", "table", "inet", "netpol"], check=False)
+    hooks = []
+    for item in listing.get("nftables", []):
+        chain = item.get("chain")
+        if chain and "hook" in chain:
+            if chain.get("type") != "filter" or chain.get("policy") != "accept":
+                raise lab.LabError("netpol base chain %s: type %s policy %s, expected filter "
+                                   "accept" % (chain["name"], chain.get("type"),
+                                               chain.get("policy")))
+            hooks.append((chain["name"], chain["hook"], int(chain["prio"])))
+    if sorted(h[1] for h in hooks) != sorted(NETPOL_HOOKS):
+        raise lab.LabError("netpol's table hooks %s, expected one base chain on each of %s "
+                           "(engine/compiler/RULESET.md changed? update the baselines)"
+                           % (hooks, ", ".join(NETPOL_HOOKS)))
+    return sorted(hooks, key=lambda h: NETPOL_HOOKS.index(h[1]))
+
+
+def base_chain(hooks, hook, rules):
+    name, _, prio = next(h for h in hooks if h[1] == hook)
+    return "  chain %s {\n    type filter hook %s priority %d; policy accept;\n%s  }\n" % (
+        name, hook, prio, "".join("    %s\n" % r for r in rules))
+
+
+def accept_nft(hooks):
+    """An accept-all table on netpol's hooks and priorities: conntrack plus a table's fixed cost."""
+    return "table inet %s {\n%s}\n" % (ACCEPT_TABLE, "".join(
+        base_chain(hooks, h, ["ct state established,related accept"]) for h in NETPOL_HOOKS))
+
+
+def optimal_nft(hooks, n):
+    """The optimal program for N policies (see the module doc); N == 0 isolates nothing. It
+    judges where netpol does: egress before source NAT (forward, input, output), ingress after
+    it (postrouting)."""
+    elements = ["%s . tcp . %d" % (CLIENT.ipv4, PORT)]
+    elements += ["10.%d.%d.%d . tcp . %d" % (200 + i // 65536, (i // 256) % 256, i % 256, PORT)
+                 for i in range(max(n - 1, 0))]
+    dispatch = ("elements = { %s : jump server_in }" % SERVER.ipv4) if n > 0 else ""
+    egress = ["ct state established,related accept", "ip saddr vmap @egress_dispatch"]
+    ingress = ["ct state established,related accept", "ip daddr vmap @ingress_dispatch"]
+    return """table inet %(t)s {
+  set allowed {
+    type ipv4_addr . inet_proto . inet_service
+    elements = { %(e)s }
   }
-  chain input {
-    type filter hook input priority 0; policy accept;
-    ct state established,related accept
+  map egress_dispatch {
+    type ipv4_addr : verdict
   }
-}
-""" % ACCEPT_TABLE
+  map ingress_dispatch {
+    type ipv4_addr : verdict
+    %(d)s
+  }
+  chain server_in {
+    ip saddr . meta l4proto . th dport @allowed accept
+    drop
+  }
+%(chains)s}
+""" % {"t": OPTIMAL_TABLE, "e": ", ".join(elements), "d": dispatch,
+       "chains": "".join([base_chain(hooks, "forward", egress), base_chain(hooks, "input", egress),
+                          base_chain(hooks, "output", egress),
+                          base_chain(hooks, "postrouting", ingress)])}
+
+
 EMPTY_FILTER = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
 
 
@@ -90,6 +170,7 @@ class Bench:
         """Removes whatever ruleset a mode installed in the node namespace."""
         self.node(["nft", "delete", "table", "inet", "netpol"], check=False)
         self.node(["nft", "delete", "table", "inet", ACCEPT_TABLE], check=False)
+        self.node(["nft", "delete", "table", "inet", OPTIMAL_TABLE], check=False)
         if self.iptables_used:
             # A restore without --noflush empties the table and deletes every user chain; then
             # the sets are no longer referenced and can go.
@@ -101,7 +182,9 @@ class Bench:
     def setup(self, mode, n):
         t0 = time.monotonic()
         if mode == "accept":
-            self.lab.nft(ACCEPT_NFT)
+            self.lab.nft(accept_nft(self.hooks))
+        elif mode == "optimal":
+            self.lab.nft(optimal_nft(self.hooks, n))
         elif mode == "iptables":
             self.iptables_used = True
             self.node(["ipset", "restore", "-file", self.files[n]["ipset"]])
@@ -129,7 +212,8 @@ class Bench:
 
     def client(self, port, count, warmup, timeout_ms, raw=None):
         pod = self.lab.pods[CLIENT.key]
-        argv = ["ip", "netns", "exec", pod.netns, self.args.connbench, "connect", "--addr",
+        argv = ["ip", "netns", "exec", pod.netns] + pinned(self.args) + [
+                self.args.connbench, "connect", "--addr",
                 SERVER.ipv4, "--port", str(port), "--count", str(count), "--warmup", str(warmup),
                 "--timeout_ms", str(timeout_ms), "--max_seconds", str(self.args.max_seconds)]
         if raw:
@@ -146,6 +230,9 @@ class Bench:
         for n in a.policies:
             self.files[n] = self.prepare(n)
             print("N=%d: iptables layout %s" % (n, self.files[n]["layout"]), flush=True)
+        self.teardown()
+        self.hooks = netpol_hooks(self.lab, a.enforce, self.files[a.policies[0]]["state"])
+        print("netpol's base chains (chain, hook, priority): %s" % self.hooks, flush=True)
         rows = []
         latencies = {}
         csv_path = os.path.join(self.out, "results.csv")
@@ -167,7 +254,7 @@ class Bench:
                                 float(x) for x in rf.read().split())
                         # The filter must filter: a port no policy allows stays closed.
                         blocked = ""
-                        if n > 0 and mode in ("iptables", "netpol"):
+                        if n > 0 and mode in ("iptables", "optimal", "netpol"):
                             probe = self.client(BLOCKED_PORT, 1, 0, 300)
                             blocked = "yes" if probe["ok"] == 0 else "NO"
                         row = [n, mode, r, "%.3f" % setup_s, res["count"], res["ok"],
@@ -192,7 +279,7 @@ class Bench:
 
     def summarize(self, rows, latencies):
         summary = {"machine": machine(), "args": {k: v for k, v in vars(self.args).items()},
-                   "results": {}}
+                   "hooks": [list(h) for h in self.hooks], "results": {}}
         for n in self.args.policies:
             per = {}
             for mode in self.args.modes:
@@ -215,6 +302,15 @@ class Bench:
                 ratios["netpol_over_none"] = per["netpol"]["p50_us"] / per["none"]["p50_us"]
             if "netpol" in per and "accept" in per and per["accept"]["p50_us"]:
                 ratios["netpol_over_accept"] = per["netpol"]["p50_us"] / per["accept"]["p50_us"]
+            if "optimal" in per and "netpol" in per and per["optimal"]["p50_us"]:
+                # The spec's target: netpol's first-packet cost within 10% of the optimal one.
+                ratios["netpol_over_optimal"] = per["netpol"]["p50_us"] / per["optimal"]["p50_us"]
+                ratios["netpol_minus_optimal_us"] = (per["netpol"]["p50_us"] -
+                                                     per["optimal"]["p50_us"])
+                none = per.get("none", {}).get("p50_us", 0)
+                if none and per["optimal"]["p50_us"] - none > 0:
+                    ratios["netpol_added_over_optimal_added"] = (
+                        (per["netpol"]["p50_us"] - none) / (per["optimal"]["p50_us"] - none))
             if "iptables" in per and "netpol" in per and per["netpol"]["p50_us"]:
                 ratios["iptables_over_netpol"] = per["iptables"]["p50_us"] / per["netpol"]["p50_us"]
                 none = per.get("none", {}).get("p50_us", 0)
@@ -222,11 +318,62 @@ class Bench:
                 added_np = per["netpol"]["p50_us"] - none
                 if added_np > 0:
                     ratios["iptables_added_over_netpol_added"] = added_ipt / added_np
+            ratios.update(per_round_ratios([r for r in rows if r["policies"] == n]))
             summary["results"][str(n)] = {"modes": per, "ratios": ratios}
         with open(os.path.join(self.out, "summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
         print_summary(summary)
         return summary
+
+
+def per_round_ratios(rows):
+    """Ratios from the rounds' own p50s: each round ran every mode back to back, so a difference
+    within a round is less exposed to the machine's slow drifts than pooled values. Returns the
+    medians over rounds (keys ending in _rounds) and the per-round values."""
+    by_round = {}
+    for r in rows:
+        by_round.setdefault(r["round"], {})[r["mode"]] = float(r["p50_us"])
+    out = {}
+
+    def median(values):
+        v = sorted(values)
+        if not v:
+            return None
+        return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+
+    def collect(fn):
+        return [fn(m) for _, m in sorted(by_round.items()) if fn(m) is not None]
+
+    def added(mode):
+        return lambda m: (m[mode] - m["none"]) if mode in m and "none" in m else None
+
+    np_over_opt = collect(lambda m: m["netpol"] / m["optimal"]
+                          if m.get("optimal") and "netpol" in m else None)
+    if np_over_opt:
+        out["netpol_over_optimal_per_round"] = np_over_opt
+        out["netpol_over_optimal_rounds"] = median(np_over_opt)
+    np_added, opt_added = collect(added("netpol")), collect(added("optimal"))
+    if np_added:
+        out["netpol_added_us_per_round"] = np_added
+        out["netpol_added_us_rounds"] = median(np_added)
+    if opt_added:
+        out["optimal_added_us_per_round"] = opt_added
+        out["optimal_added_us_rounds"] = median(opt_added)
+        if np_added and median(opt_added) > 0:
+            out["netpol_added_over_optimal_added_rounds"] = median(np_added) / median(opt_added)
+    acc_added = collect(added("accept"))
+    if acc_added:
+        out["accept_added_us_rounds"] = median(acc_added)
+    ipt_over_np = collect(lambda m: m["iptables"] / m["netpol"]
+                          if m.get("netpol") and "iptables" in m else None)
+    if ipt_over_np:
+        out["iptables_over_netpol_rounds"] = median(ipt_over_np)
+    return out
+
+
+def pinned(args):
+    """The taskset prefix for the client and the server (none without --taskset)."""
+    return ["taskset", "-c", args.taskset] if args.taskset else []
 
 
 def machine():
@@ -246,7 +393,7 @@ def print_summary(summary):
     modes = list(next(iter(summary["results"].values()))["modes"]) if summary["results"] else []
     print("\nconnect latency p50 / p99 (us), connections/s; machine: %s" % summary["machine"])
     print("%8s " % "policies" + "".join("%26s" % m for m in modes) +
-          "  netpol-none  ipt/netpol")
+          "  netpol-none  netpol/optimal  ipt/netpol  per round: np-none opt-none np/opt")
     for n, res in summary["results"].items():
         line = "%8s " % n
         for m in modes:
@@ -255,7 +402,11 @@ def print_summary(summary):
                                                       "" if d["failed"] == 0 else " FAIL"))
         r = res["ratios"]
         line += "  %+10.1fus" % r.get("netpol_added_us", float("nan"))
+        line += "  %13.3fx" % r.get("netpol_over_optimal", float("nan"))
         line += "  %9.2fx" % r.get("iptables_over_netpol", float("nan"))
+        line += "  %+9.1fus %+7.1fus %6.3fx" % (r.get("netpol_added_us_rounds", float("nan")),
+                                               r.get("optimal_added_us_rounds", float("nan")),
+                                               r.get("netpol_over_optimal_rounds", float("nan")))
         print(line)
 
 
@@ -281,6 +432,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--iptables", choices=("legacy", "nft"), default="legacy",
                     help="iptables backend for the iptables mode")
+    ap.add_argument("--taskset", default="",
+                    help="CPU list to pin the client and the server to (taskset -c), e.g. 1")
     ap.add_argument("--out", default="", help="output directory (default: a new temp dir)")
     ap.add_argument("--bin", default=os.path.join(ROOT, "bazel-bin"),
                     help="Bazel's bin directory holding the tools")
@@ -301,8 +454,8 @@ def main(argv=None):
     args.layout = default_bin(args, "layout", "benchmarks/datapath/netpol-iptables-layout")
     args.connbench = default_bin(args, "connbench", "benchmarks/datapath/connbench")
     tools = [args.workload, args.layout, args.connbench]
-    if "netpol" in args.modes:
-        tools.append(args.enforce)
+    # netpol-enforce also tells the baselines netpol's hooks and priorities.
+    tools.append(args.enforce)
     for tool in tools:
         if not os.access(tool, os.X_OK):
             print("run.py: %s: not built (bazel build -c opt //benchmarks/... "
@@ -317,7 +470,8 @@ def main(argv=None):
     summary = None
     with lab.Lab(model) as the_lab:
         server = subprocess.Popen(
-            ["ip", "netns", "exec", the_lab.pods[SERVER.key].netns, args.connbench, "serve",
+            ["ip", "netns", "exec", the_lab.pods[SERVER.key].netns] + pinned(args) +
+            [args.connbench, "serve",
              "--port", str(PORT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             line = server.stdout.readline().strip()

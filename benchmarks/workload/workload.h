@@ -2,7 +2,7 @@
 // NetworkPolicies shaped like real ones, shared by every benchmark (compile, diff, incremental,
 // commit, datapath).
 //
-// Tiers (issue 9):
+// Tiers:
 //   T1    1,000 pods /    50 namespaces /    100 policies
 //   T2   10,000 pods /   500 namespaces /  1,000 policies
 //   T3    3,500 pods / 1,000 namespaces / 12,000 policies  (many policies per namespace)
