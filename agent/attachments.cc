@@ -222,7 +222,8 @@ uint64_t OverlayAttachments(const Attachments& attachments, State* state,
     auto it = state->pods.find(key);
     before.emplace(key, it == state->pods.end() ? std::nullopt : std::optional<Pod>(it->second));
   };
-  for (const auto& [id, a] : attachments) {
+  for (const auto& entry : attachments) {
+    const auto& a = entry.second;  // a named reference: lambdas below capture it
     auto pod = state->pods.find(a.PodKey());
     if (pod == state->pods.end()) continue;  // deleted through the API: stays deleted
     remember(a.PodKey());
