@@ -1,11 +1,12 @@
-// In-process benchmarks of the engine on the issue-9 tiers: full compile (time, ns per emitted
-// element, peak extra memory), Diff, and incremental events (event -> transaction: the model
-// change, a full Compile and the Diff against the previous program), p50/p99 per event kind,
+// In-process benchmarks of the engine on the workload tiers (benchmarks/workload): full
+// compile (time, ns per emitted element, peak extra memory), Diff, and incremental events
+// (event -> transaction: the model change, a full Compile and the Diff against the previous
+// program), p50/p99 per event kind,
 // and the same events through compiler::IncrementalCompiler (BM_IncrementalCompiler: Update
 // only, the cost the agent pays per event with a change log).
 //
-//   bazel run -c opt //benchmarks:compile_bench -- --tiers=T1,T2,T3,T4 \
-//       --benchmark_counters_tabular=true --benchmark_out=compile.json
+//   bazel run -c opt //benchmarks:compile_bench -- --tiers=T1,T2,T3,T4
+//       --benchmark_counters_tabular=true --benchmark_out=compile.json   (one command line)
 //
 // Flags (besides Google Benchmark's --benchmark_*):
 //   --tiers=T1,T2,T3,T4     tiers (and variants, e.g. T2-dense) to run

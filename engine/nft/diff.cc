@@ -1,6 +1,7 @@
 // Diff and FullReplace; see diff.h for the command order and why it is safe.
 #include "engine/nft/diff.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
@@ -156,6 +157,65 @@ Transaction FullReplace(const Program& to) {
   tx.DeleteTable();
   tx.AddProgram(to);
   return tx;
+}
+
+namespace {
+
+// Adds the base chains (base) or the regular chains (!base) of `p`, then their rules.
+void AddChains(const Program& p, bool base, Transaction* tx) {
+  for (const auto& [name, chain] : p.chains) {
+    if (chain.base.has_value() == base) tx->AddChain(chain);
+  }
+  for (const auto& [name, chain] : p.chains) {
+    if (chain.base.has_value() != base) continue;
+    for (const Rule& rule : chain.rules) tx->AddRule(name, rule);
+  }
+}
+
+}  // namespace
+
+std::vector<Transaction> ChunkedCreate(const Program& to, size_t max_elements) {
+  std::vector<Transaction> out;
+  size_t total = 0;
+  for (const auto& [name, elems] : to.elements) total += elems.size();
+  if (max_elements == 0 || total <= max_elements) {
+    Transaction tx(to.table);
+    tx.CreateTable(to.comment);
+    tx.AddProgram(to);  // its own `add table` is a no-op after the create
+    out.push_back(std::move(tx));
+    return out;
+  }
+  // 1. The table, its sets and its regular chains: nothing hooked yet.
+  Transaction skeleton(to.table);
+  skeleton.CreateTable(to.comment);
+  for (const auto& [name, set] : to.sets) skeleton.AddSet(set);
+  AddChains(to, /*base=*/false, &skeleton);
+  out.push_back(std::move(skeleton));
+  // 2. The elements, in transactions of at most max_elements.
+  Transaction chunk(to.table);
+  size_t in_chunk = 0;
+  for (const auto& [name, set] : to.sets) {
+    auto it = to.elements.find(name);
+    if (it == to.elements.end()) continue;
+    const std::vector<Element>& elems = it->second;
+    for (size_t i = 0; i < elems.size();) {
+      if (in_chunk == max_elements) {
+        out.push_back(std::move(chunk));
+        chunk = Transaction(to.table);
+        in_chunk = 0;
+      }
+      const size_t n = std::min(elems.size() - i, max_elements - in_chunk);
+      chunk.AddElements(set, std::vector<Element>(elems.begin() + i, elems.begin() + i + n));
+      in_chunk += n;
+      i += n;
+    }
+  }
+  if (in_chunk > 0) out.push_back(std::move(chunk));
+  // 3. The base chains: the commit that starts enforcement.
+  Transaction hooks(to.table);
+  AddChains(to, /*base=*/true, &hooks);
+  out.push_back(std::move(hooks));
+  return out;
 }
 
 }  // namespace netpol::nft

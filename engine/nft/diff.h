@@ -6,6 +6,9 @@
 #ifndef NETPOL_ENGINE_NFT_DIFF_H_
 #define NETPOL_ENGINE_NFT_DIFF_H_
 
+#include <cstddef>
+#include <vector>
+
 #include "engine/nft/program.h"
 #include "engine/nft/transaction.h"
 
@@ -33,6 +36,22 @@ Transaction Diff(const Program& from, const Program& to);
 // `to`: `add table` (so that the delete cannot fail), `delete table`, then AddProgram(to). This
 // works on kernels without `destroy` and is what FakeBackend models.
 Transaction FullReplace(const Program& to);
+
+// Builds table `to.table`, which must not exist, in several transactions of at most
+// `max_elements` set elements each, so that no single commit holds the kernel's nf_tables
+// commit lock for long (a cold start of a large cluster's program is hundreds of thousands of
+// elements). Order:
+//   1. `create table` (fails if the table appeared meanwhile), every set, every regular chain
+//      and its rules;
+//   2. the elements, set by set, cut into transactions of at most `max_elements`;
+//   3. the base chains and their rules: the only transaction that hooks the table into the
+//      packet path.
+// Until the last transaction commits the table has no base chain, so no packet ever meets a
+// partly built program: enforcement starts, complete, with the last commit. A caller that
+// stops half-way must delete the table (it enforces nothing). When the program has at most
+// `max_elements` elements (or `max_elements` is 0) the result is one transaction: the same as
+// FullReplace's commands but with `create table`.
+std::vector<Transaction> ChunkedCreate(const Program& to, size_t max_elements);
 
 }  // namespace netpol::nft
 

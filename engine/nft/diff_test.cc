@@ -212,5 +212,62 @@ TEST(DiffTest, ElementCountCountsElementChanges) {
   EXPECT_EQ(Diff(from, to).ElementCount(), 3u);  // one delete, two adds
 }
 
+size_t BaseChains(const Program& p) {
+  size_t n = 0;
+  for (const auto& [name, chain] : p.chains) n += chain.base.has_value() ? 1 : 0;
+  return n;
+}
+
+size_t Elements(const Program& p) {
+  size_t n = 0;
+  for (const auto& [name, elems] : p.elements) n += elems.size();
+  return n;
+}
+
+// Applying ChunkedCreate's transactions in order builds exactly the program; before the last
+// one the table has no base chain (nothing hooked), and no transaction carries more elements
+// than asked.
+TEST(ChunkedCreateTest, BuildsTheProgramWithoutHooksUntilTheLastCommit) {
+  int chunked = 0;
+  for (uint64_t seed = 1; seed <= 200; ++seed) {
+    const Program to = RandomProgram(seed, 1);
+    for (size_t max : {size_t{1}, size_t{3}, size_t{17}, size_t{1000000}}) {
+      const std::vector<Transaction> txs = ChunkedCreate(to, max);
+      ASSERT_FALSE(txs.empty());
+      FakeBackend fake;
+      for (size_t i = 0; i < txs.size(); ++i) {
+        EXPECT_LE(txs[i].ElementCount(), max) << "seed " << seed << " tx " << i;
+        absl::Status s = fake.Commit(txs[i]);
+        ASSERT_TRUE(s.ok()) << "seed " << seed << " max " << max << " tx " << i << ": " << s
+                            << "\n" << txs[i].ToNftText();
+        if (i + 1 < txs.size()) {
+          absl::StatusOr<Program> now = fake.Dump(to.table);
+          ASSERT_TRUE(now.ok());
+          EXPECT_EQ(BaseChains(*now), 0u) << "seed " << seed << " tx " << i;
+        }
+      }
+      EXPECT_EQ(*fake.Dump(to.table), to) << "seed " << seed << " max " << max;
+      if (Elements(to) <= max) {
+        EXPECT_EQ(txs.size(), 1u) << "seed " << seed;
+      } else {
+        ++chunked;
+        // skeleton + at least ceil(elements / max) element transactions + hooks
+        EXPECT_GE(txs.size(), 2 + (Elements(to) + max - 1) / max) << "seed " << seed;
+      }
+    }
+  }
+  EXPECT_GT(chunked, 200);  // the generator's programs have elements to cut
+}
+
+TEST(ChunkedCreateTest, RefusesAnExistingTable) {
+  const Program p = RandomProgram(7, 1);
+  FakeBackend fake;
+  ASSERT_TRUE(fake.Commit(FullReplace(p)).ok());
+  const Program before = *fake.Dump(p.table);
+  const std::vector<Transaction> txs = ChunkedCreate(p, 2);
+  EXPECT_FALSE(fake.Commit(txs.front()).ok());
+  EXPECT_EQ(*fake.Dump(p.table), before);
+}
+
 }  // namespace
 }  // namespace netpol::nft
