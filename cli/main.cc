@@ -1,5 +1,4 @@
 // netpolctl: a kubectl-like client for netpol-agent. See cli/commands.h for the commands.
-#include <algorithm>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -12,6 +11,7 @@
 #include "absl/time/time.h"
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "engine/util/flags.h"
 
 ABSL_FLAG(std::string, server, "",
           "Agent address: unix:///path or host:port (default: $NETPOL_SERVER, then "
@@ -32,28 +32,6 @@ ABSL_FLAG(std::string, tls_cert, "", "TCP: client certificate (lets this client 
 ABSL_FLAG(std::string, tls_key, "", "TCP: client private key");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(90), "Per-call deadline");
 
-namespace {
-
-// Abseil flag names are C identifiers; accept the dashed spelling users expect from Kubernetes
-// tools (--node-name) by rewriting dashes in flag names (not values) to underscores.
-std::vector<char*> DashedFlagsToUnderscores(int argc, char** argv, std::vector<std::string>* storage) {
-  storage->assign(argv, argv + argc);
-  for (size_t i = 1; i < storage->size(); ++i) {
-    std::string& a = (*storage)[i];
-    if (a == "--") break;
-    if (a.size() < 2 || a[0] != '-') continue;
-    size_t start = a.find_first_not_of('-');
-    size_t end = std::min(a.find('='), a.size());
-    for (size_t j = start; j < end; ++j) {
-      if (a[j] == '-') a[j] = '_';
-    }
-  }
-  std::vector<char*> out;
-  for (std::string& s : *storage) out.push_back(s.data());
-  return out;
-}
-}  // namespace
-
 int main(int argc, char** argv) {
   absl::FlagsUsageConfig config;
   config.contains_help_flags = [](absl::string_view) { return true; };
@@ -62,7 +40,7 @@ int main(int argc, char** argv) {
   // Abseil prints "netpolctl: " before the message itself.
   absl::SetProgramUsageMessage(absl::StripPrefix(netpol::cli::Usage(), "netpolctl: "));
   std::vector<std::string> arg_storage;
-  std::vector<char*> argv2 = DashedFlagsToUnderscores(argc, argv, &arg_storage);
+  std::vector<char*> argv2 = netpol::util::DashedFlagsToUnderscores(argc, argv, &arg_storage);
   std::vector<char*> positional =
       absl::ParseCommandLine(static_cast<int>(argv2.size()), argv2.data());
   std::vector<std::string> args(positional.begin() + 1, positional.end());

@@ -662,6 +662,20 @@ absl::Status ValidateObject(const Pod& pod) {
 
 absl::Status ValidateObject(const Namespace&) { return absl::OkStatus(); }
 
+absl::Status ValidateChanged(const State& state, const Delta& changed) {
+  for (const std::string& key : changed.namespaces) {
+    if (const Namespace* ns = state.FindNamespace(key)) RETURN_IF_ERROR(ValidateObject(*ns));
+  }
+  for (const std::string& key : changed.pods) {
+    if (const Pod* pod = state.FindPod(key)) RETURN_IF_ERROR(ValidateObject(*pod));
+  }
+  for (const std::string& key : changed.policies) {
+    auto it = state.policies.find(key);
+    if (it != state.policies.end()) RETURN_IF_ERROR(ValidateObject(it->second));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateOptions(const CompileOptions& opts) {
   if (!ValidIdentifier(opts.table)) {
     return absl::InvalidArgumentError(

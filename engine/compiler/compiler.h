@@ -28,6 +28,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "engine/compiler/delta.h"
 #include "engine/model/model.h"
 #include "engine/nft/program.h"
 
@@ -85,6 +86,9 @@ absl::StatusOr<nft::Program> Compile(const State& state, const CompileOptions& o
 absl::Status ValidateObject(const NetworkPolicy& policy);
 absl::Status ValidateObject(const Pod& pod);
 absl::Status ValidateObject(const Namespace& ns);
+// ValidateObject on every object `changed` names that `state` holds (a deleted key is
+// skipped): what a writer runs on the objects its write created or changed.
+absl::Status ValidateChanged(const State& state, const Delta& changed);
 // The table name: InvalidArgument unless a valid nft identifier.
 absl::Status ValidateOptions(const CompileOptions& opts);
 

@@ -833,6 +833,30 @@ TEST_P(CompileErrorTest, PerObjectValidationNamesTheSame) {
   EXPECT_EQ(got.message(), GetParam().want);
 }
 
+// ValidateChanged over the keys the setup created or changed finds the same error.
+TEST_P(CompileErrorTest, ValidateChangedNamesTheSame) {
+  State s = BaseState();
+  CompileOptions o = Opts();
+  GetParam().setup(&s, &o);
+  if (!ValidateOptions(o).ok()) GTEST_SKIP() << "an error of the options, not of an object";
+  absl::Status got = ValidateChanged(s, DiffStates(BaseState(), s));
+  EXPECT_EQ(got.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(got.message(), GetParam().want);
+}
+
+TEST(ValidateObjectTest, ValidateChangedLooksOnlyAtTheNamedObjectsThatExist) {
+  State s = BaseState();
+  s.pods["x/web-1"].ports[0].container_port = 70000;
+  Delta other;
+  other.pods = {"x/absent"};
+  for (const auto& [key, policy] : s.policies) other.policies.insert(key);
+  EXPECT_TRUE(ValidateChanged(s, other).ok());
+  Delta bad = other;
+  bad.pods.insert("x/web-1");
+  EXPECT_EQ(ValidateChanged(s, bad).message(),
+            "pod x/web-1: containerPort http/TCP = 70000: must be between 1 and 65535");
+}
+
 TEST(ValidateObjectTest, PodPortsAreCheckedBeforeAPolicyNamesThem) {
   State s = BaseState();
   s.pods["x/web-1"].ports[0].container_port = 70000;

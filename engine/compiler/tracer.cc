@@ -5,6 +5,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/nft/program.h"
+#include "engine/nft/transaction.h"
 
 namespace netpol::compiler {
 namespace {
@@ -53,44 +55,6 @@ std::optional<Value> Load(Selector sel, const Packet& p) {
       return v;
   }
   return std::nullopt;
-}
-
-const char* SelectorText(Selector s) {
-  switch (s) {
-    case Selector::kIpSaddr:
-      return "ip saddr";
-    case Selector::kIpDaddr:
-      return "ip daddr";
-    case Selector::kIp6Saddr:
-      return "ip6 saddr";
-    case Selector::kIp6Daddr:
-      return "ip6 daddr";
-    case Selector::kL4Proto:
-      return "meta l4proto";
-    case Selector::kThDport:
-      return "th dport";
-    case Selector::kCtOrigIpSaddr:
-      return "ct original ip saddr";
-    case Selector::kCtOrigIp6Saddr:
-      return "ct original ip6 saddr";
-  }
-  return "?";
-}
-
-std::string VerdictText(const Verdict& v) {
-  switch (v.kind) {
-    case Verdict::Kind::kAccept:
-      return "accept";
-    case Verdict::Kind::kDrop:
-      return "drop";
-    case Verdict::Kind::kReturn:
-      return "return";
-    case Verdict::Kind::kJump:
-      return "jump " + v.chain;
-    case Verdict::Kind::kGoto:
-      return "goto " + v.chain;
-  }
-  return "?";
 }
 
 bool FieldMatches(FieldType type, bool interval, const nft::FieldValue& f, const Value& v) {
@@ -229,8 +193,9 @@ absl::StatusOr<TraceResult> Trace(const nft::Program& program, const std::string
         }
         if (explain) {
           std::vector<std::string> sels;
-          for (Selector s : lookup->key) sels.push_back(SelectorText(s));
-          what = absl::StrCat(absl::StrJoin(sels, " . "), lookup->vmap ? " vmap @" : " @",
+          for (Selector s : lookup->key) sels.push_back(nft::SelectorText(s));
+          what = absl::StrCat(absl::StrJoin(sels, " . "),
+                              lookup->vmap ? " vmap @" : (lookup->negate ? " != @" : " @"),
                               lookup->set);
         }
         if (lookup->vmap) {
@@ -255,7 +220,7 @@ absl::StatusOr<TraceResult> Trace(const nft::Program& program, const std::string
     if (explain) {
       result.steps.push_back(absl::StrCat(top.chain->name, "[", index, "] ",
                                           what.empty() ? "" : what + " ", "-> ",
-                                          verdict ? VerdictText(*verdict) : "continue",
+                                          verdict ? nft::RenderVerdict(*verdict) : "continue",
                                           rule.comment.empty() ? "" : " (" + rule.comment + ")"));
     }
     if (!verdict) continue;

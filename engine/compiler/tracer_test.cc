@@ -267,6 +267,14 @@ TEST(TraceContextTest, SocketFibAndOriginalSource) {
   EXPECT_FALSE(r->accepted);
 }
 
+TEST(TraceExplainTest, NegatedLookupIsShownNegated) {
+  absl::StatusOr<TraceResult> r =
+      Trace(NegatedLookup(), "base", Tcp("10.0.0.2", "10.0.0.3", 80), /*explain=*/true);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->accepted);
+  EXPECT_NE(r->ToString().find("ip saddr != @s"), std::string::npos) << r->ToString();
+}
+
 TEST(TraceErrorsTest, MissingChainAndSetAndLoop) {
   Program p;
   p.chains["base"] = Base({R({}, Verdict::Jump("nowhere"))});

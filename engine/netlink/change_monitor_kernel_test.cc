@@ -1,8 +1,6 @@
 // ChangeMonitor against the real kernel. Every test moves the test process into a fresh network
 // namespace first (unshare(CLONE_NEWNET)); `nft` runs as a child in that namespace, so its
 // commits come from another process than NetlinkBackend's.
-#include <sched.h>
-#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,24 +14,14 @@
 #include "absl/strings/strip.h"
 #include "engine/netlink/change_monitor.h"
 #include "engine/netlink/netlink_backend.h"
+#include "engine/netlink/test_support.h"
 #include "engine/nft/program.h"
+#include "engine/nft/test_util.h"
 #include "engine/nft/transaction.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-#define ASSERT_OK(expr)                       \
-  do {                                        \
-    absl::Status netpol_s_ = (expr);          \
-    ASSERT_TRUE(netpol_s_.ok()) << netpol_s_; \
-  } while (0)
-
 namespace netpol::netlink {
-
-void PrintTo(const Change& c, std::ostream* os) {
-  *os << "{gen " << c.generation << " pid " << c.pid << " port " << c.port_id << " " << c.process
-      << (c.lost ? " LOST" : "") << ": " << c.description << "}";
-}
-
 namespace {
 
 using nft::Chain;
@@ -45,6 +33,8 @@ using nft::Rule;
 using nft::Selector;
 using nft::Set;
 using nft::Verdict;
+using nft::testing::Ip;
+using nft::testing::MakeRule;
 using ::testing::Contains;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
@@ -55,26 +45,6 @@ constexpr char kTable[] = "netpol";
 // Long enough for a notification the kernel queued before `nft` exited: ReadChanges returns as
 // soon as one arrives, so this only bounds a failing test.
 constexpr int kWaitMs = 2000;
-
-IpAddr Ip(const std::string& s) {
-  auto a = IpAddr::Parse(s);
-  EXPECT_TRUE(a.ok()) << s;
-  return *a;
-}
-
-Element Elem(std::vector<FieldValue> key, std::optional<Verdict> verdict = std::nullopt) {
-  Element e;
-  e.key = std::move(key);
-  e.verdict = std::move(verdict);
-  return e;
-}
-
-Rule MakeRule(std::vector<nft::Match> matches, std::optional<Verdict> verdict) {
-  Rule r;
-  r.matches = std::move(matches);
-  r.verdict = std::move(verdict);
-  return r;
-}
 
 // A small table: a base chain with two rules, a regular chain, a set and a verdict map.
 Program Small() {
@@ -153,26 +123,12 @@ std::vector<std::string> Descriptions(const std::vector<Change>& changes) {
   return out;
 }
 
-class ChangeMonitorKernelTest : public ::testing::Test {
+class ChangeMonitorKernelTest : public NetnsBackendTest {
  protected:
-  void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "needs root to create a network namespace";
-    ASSERT_EQ(unshare(CLONE_NEWNET), 0) << "unshare(CLONE_NEWNET): " << strerror(errno);
-    auto b = NetlinkBackend::Create();
-    ASSERT_TRUE(b.ok()) << b.status();
-    backend_ = *std::move(b);
-  }
-
   void CreateMonitor(ChangeMonitorOptions options = {}) {
     auto m = ChangeMonitor::Create(kTable, options);
     ASSERT_TRUE(m.ok()) << m.status();
     monitor_ = *std::move(m);
-  }
-
-  absl::Status CommitProgram(const Program& p) {
-    nft::Transaction tx(p.table);
-    tx.AddProgram(p);
-    return backend_->Commit(tx);
   }
 
   // Commits Small() and reads the notifications of that commit; fills rule_handles_ from them.
@@ -220,7 +176,6 @@ class ChangeMonitorKernelTest : public ::testing::Test {
     EXPECT_TRUE(ChangedByOthers(changes, backend_->port_id()));
   }
 
-  std::unique_ptr<NetlinkBackend> backend_;
   std::unique_ptr<ChangeMonitor> monitor_;
   std::vector<std::string> rule_handles_;  // "<chain> handle <n>" in commit order
 };

@@ -18,17 +18,12 @@
 #include "engine/netlink/codec.h"
 #include "engine/netlink/encode.h"
 #include "engine/netlink/syscalls.h"
+#include "engine/netlink/test_support.h"
 #include "engine/nft/program.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace netpol::netlink {
-
-void PrintTo(const Change& c, std::ostream* os) {
-  *os << "{gen " << c.generation << " pid " << c.pid << " port " << c.port_id << " " << c.process
-      << (c.lost ? " LOST" : "") << ": " << c.description << "}";
-}
-
 namespace {
 
 using nft::FieldType;

@@ -114,28 +114,6 @@ SelectorLoad LoadOf(Selector s) {
   return l;
 }
 
-const char* SelectorName(Selector s) {
-  switch (s) {
-    case Selector::kIpSaddr:
-      return "ip saddr";
-    case Selector::kIpDaddr:
-      return "ip daddr";
-    case Selector::kIp6Saddr:
-      return "ip6 saddr";
-    case Selector::kIp6Daddr:
-      return "ip6 daddr";
-    case Selector::kL4Proto:
-      return "meta l4proto";
-    case Selector::kThDport:
-      return "th dport";
-    case Selector::kCtOrigIpSaddr:
-      return "ct original ip saddr";
-    case Selector::kCtOrigIp6Saddr:
-      return "ct original ip6 saddr";
-  }
-  return "?";
-}
-
 uint32_t RegisterForSlot(uint32_t slot) {
   constexpr uint32_t kSlotsPerReg = NFT_REG_SIZE / NFT_REG32_SIZE;  // 4
   if (slot % kSlotsPerReg == 0) return NFT_REG_1 + slot / kSlotsPerReg;

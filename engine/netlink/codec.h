@@ -95,7 +95,6 @@ struct SelectorLoad {
   uint32_t ct_key = 0;  // ct only; direction original
 };
 SelectorLoad LoadOf(nft::Selector s);
-const char* SelectorName(nft::Selector s);
 
 // Registers. The encoder counts 32-bit register slots from the start of NFT_REG_1; like nft it
 // writes a slot that starts a 128-bit register under that register's legacy number

@@ -530,7 +530,7 @@ class RuleDecoder {
         if (!sel)
           return Bad(i_, absl::StrCat("loads ", len, " bytes at ", off, " of header ", base));
         if (LoadOf(*sel).nfproto != 0 && LoadOf(*sel).nfproto != family_) {
-          return Bad(i_, absl::StrCat("loads ", SelectorName(*sel), " without its meta nfproto"));
+          return Bad(i_, absl::StrCat("loads ", nft::SelectorText(*sel), " without its meta nfproto"));
         }
       } else if (n == "meta" && U32(i_, NFTNL_EXPR_META_KEY) == NFT_META_L4PROTO) {
         reg = U32(i_, NFTNL_EXPR_META_DREG);
@@ -546,7 +546,7 @@ class RuleDecoder {
           return Bad(i_, absl::StrCat("loads ct key ", key, " that is not an original source"));
         }
         if (LoadOf(*sel).nfproto != family_) {
-          return Bad(i_, absl::StrCat("loads ", SelectorName(*sel), " without its meta nfproto"));
+          return Bad(i_, absl::StrCat("loads ", nft::SelectorText(*sel), " without its meta nfproto"));
         }
       } else if (n == "byteorder" && !loads.empty() && loads.back().sel == Selector::kL4Proto &&
                  U32(i_, NFTNL_EXPR_BYTEORDER_SREG) == RegisterForSlot(loads.back().slot) &&

@@ -239,7 +239,7 @@ class RuleEncoder {
     for (size_t i = 0; i < m.key.size(); ++i) {
       if (nft::SelectorType(m.key[i]) != set.key[i]) {
         return Invalid(absl::StrCat(path, ".key[", i, "]"),
-                       absl::StrCat(SelectorName(m.key[i]), " does not match field type ",
+                       absl::StrCat(nft::SelectorText(m.key[i]), " does not match field type ",
                                     nft::FieldTypeName(set.key[i]), " of set ", m.set));
       }
     }

@@ -1,7 +1,6 @@
 // NetlinkBackend against the real kernel. Every test moves the test process into a fresh network
 // namespace first (unshare(CLONE_NEWNET)), so it sees an empty ruleset and never touches the
 // host's firewall; `nft` runs as a child and inherits that namespace.
-#include <sched.h>
 #include <stdio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,7 +11,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "engine/netlink/netlink_backend.h"
+#include "engine/netlink/test_support.h"
+#include "engine/nft/diff.h"
 #include "engine/nft/program.h"
+#include "engine/nft/test_util.h"
 #include "engine/nft/transaction.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -21,18 +23,6 @@ namespace netpol::nft {
 // Prints programs as nft text in test failures.
 void PrintTo(const Program& p, std::ostream* os) { *os << "\n" << RenderProgram(p); }
 }  // namespace netpol::nft
-
-// Evaluates a Status once and fails with it.
-#define ASSERT_OK(expr)                       \
-  do {                                        \
-    absl::Status netpol_s_ = (expr);          \
-    ASSERT_TRUE(netpol_s_.ok()) << netpol_s_; \
-  } while (0)
-#define EXPECT_OK(expr)                       \
-  do {                                        \
-    absl::Status netpol_s_ = (expr);          \
-    EXPECT_TRUE(netpol_s_.ok()) << netpol_s_; \
-  } while (0)
 
 namespace netpol::netlink {
 namespace {
@@ -46,16 +36,12 @@ using nft::Rule;
 using nft::Selector;
 using nft::Set;
 using nft::Verdict;
+using nft::testing::Ip;
+using nft::testing::MakeRule;
 using ::testing::HasSubstr;
 
 constexpr char kNft[] = "/usr/sbin/nft";
 constexpr char kTable[] = "netpol";
-
-IpAddr Ip(const std::string& s) {
-  auto a = IpAddr::Parse(s);
-  EXPECT_TRUE(a.ok()) << s;
-  return *a;
-}
 
 // Runs a shell command; returns its stdout, and its exit status in *rc.
 std::string Run(const std::string& cmd, int* rc = nullptr) {
@@ -75,25 +61,6 @@ std::string Nft(const std::string& args) {
   std::string out = Run(absl::StrCat(kNft, " ", args), &rc);
   EXPECT_EQ(rc, 0) << "nft " << args << ": " << out;
   return out;
-}
-
-Rule MakeRule(std::vector<nft::Match> matches, std::optional<Verdict> verdict, std::string comment,
-              bool counter = false) {
-  Rule r;
-  r.matches = std::move(matches);
-  r.verdict = std::move(verdict);
-  r.comment = std::move(comment);
-  r.counter = counter;
-  return r;
-}
-
-Element Elem(std::vector<FieldValue> key, std::optional<Verdict> verdict = std::nullopt,
-             std::string comment = "") {
-  Element e;
-  e.key = std::move(key);
-  e.verdict = std::move(verdict);
-  e.comment = std::move(comment);
-  return e;
 }
 
 nft::LookupMatch Lookup(std::vector<Selector> key, std::string set, bool vmap = false,
@@ -242,24 +209,13 @@ Program Representative() {
   return p;
 }
 
-class KernelTest : public ::testing::Test {
+class KernelTest : public NetnsBackendTest {
  protected:
   void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "needs root to create a network namespace";
-    ASSERT_EQ(unshare(CLONE_NEWNET), 0) << "unshare(CLONE_NEWNET): " << strerror(errno);
+    NetnsBackendTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     ASSERT_EQ(Nft("list ruleset"), "") << "the fresh namespace has a ruleset";
-    auto b = NetlinkBackend::Create();
-    ASSERT_TRUE(b.ok()) << b.status();
-    backend_ = *std::move(b);
   }
-
-  absl::Status CommitProgram(const Program& p) {
-    nft::Transaction tx(p.table);
-    tx.AddProgram(p);
-    return backend_->Commit(tx);
-  }
-
-  std::unique_ptr<NetlinkBackend> backend_;
 };
 
 TEST_F(KernelTest, ProgramRoundTripsThroughDumpAndNftListing) {
@@ -535,6 +491,30 @@ TEST_F(KernelTest, LargeCommitIsChunked) {
   ASSERT_TRUE(dumped.ok()) << dumped.status();
   EXPECT_EQ(dumped->elements["big"].size(), static_cast<size_t>(kCount));
   EXPECT_EQ(*dumped, p);
+}
+
+// The chunked cold start on the kernel: each transaction commits, the table is hooked (nft
+// lists a base chain) only after the last, and the result is the program; a second
+// ChunkedCreate of an existing table fails at its first transaction and changes nothing.
+TEST_F(KernelTest, ChunkedCreateBuildsTheProgramAndHooksItLast) {
+  const Program p = Representative();
+  size_t elements = 0;
+  for (const auto& [name, elems] : p.elements) elements += elems.size();
+  ASSERT_GT(elements, 4u);
+  const std::vector<nft::Transaction> txs = nft::ChunkedCreate(p, 2);
+  ASSERT_GE(txs.size(), 2 + elements / 2);
+  for (size_t i = 0; i < txs.size(); ++i) {
+    const absl::Status st = backend_->Commit(txs[i]);
+    ASSERT_TRUE(st.ok()) << "transaction " << i << ": " << st;
+    const std::string listing = Nft(absl::StrCat("list table inet ", kTable));
+    EXPECT_EQ(listing.find("hook ") != std::string::npos, i + 1 == txs.size())
+        << "after transaction " << i << ":\n" << listing;
+  }
+  auto dumped = backend_->Dump(kTable);
+  ASSERT_TRUE(dumped.ok()) << dumped.status();
+  EXPECT_EQ(*dumped, p);
+  EXPECT_FALSE(backend_->Commit(nft::ChunkedCreate(p, 2).front()).ok());
+  EXPECT_EQ(*backend_->Dump(kTable), p);
 }
 
 TEST_F(KernelTest, VerbsBehaveAsNfts) {

@@ -27,6 +27,28 @@ FieldType SelectorType(Selector s) {
   return FieldType::kInetService;  // unreachable: every enumerator is handled above
 }
 
+const char* SelectorText(Selector s) {
+  switch (s) {
+    case Selector::kIpSaddr:
+      return "ip saddr";
+    case Selector::kIpDaddr:
+      return "ip daddr";
+    case Selector::kIp6Saddr:
+      return "ip6 saddr";
+    case Selector::kIp6Daddr:
+      return "ip6 daddr";
+    case Selector::kL4Proto:
+      return "meta l4proto";
+    case Selector::kThDport:
+      return "th dport";
+    case Selector::kCtOrigIpSaddr:
+      return "ct original ip saddr";
+    case Selector::kCtOrigIp6Saddr:
+      return "ct original ip6 saddr";
+  }
+  return "?";
+}
+
 const char* FieldTypeName(FieldType t) {
   switch (t) {
     case FieldType::kIpv4Addr:

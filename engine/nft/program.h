@@ -42,6 +42,9 @@ enum class Selector {
   kCtOrigIp6Saddr,
 };
 FieldType SelectorType(Selector s);
+// The selector's nft text, e.g. "ip saddr" or "ct original ip6 saddr" ("?" for a value
+// outside the enum). The one spelling for rendering, tracing and netlink errors.
+const char* SelectorText(Selector s);
 
 struct Verdict {
   enum class Kind { kAccept, kDrop, kReturn, kJump, kGoto };

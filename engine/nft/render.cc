@@ -176,28 +176,6 @@ std::string ElementText(const Set& set, const Element& e, Form form, bool key_on
 
 // ---- rules ----
 
-const char* SelectorText(Selector s) {
-  switch (s) {
-    case Selector::kIpSaddr:
-      return "ip saddr";
-    case Selector::kIpDaddr:
-      return "ip daddr";
-    case Selector::kIp6Saddr:
-      return "ip6 saddr";
-    case Selector::kIp6Daddr:
-      return "ip6 daddr";
-    case Selector::kL4Proto:
-      return "meta l4proto";
-    case Selector::kThDport:
-      return "th dport";
-    case Selector::kCtOrigIpSaddr:
-      return "ct original ip saddr";
-    case Selector::kCtOrigIp6Saddr:
-      return "ct original ip6 saddr";
-  }
-  return "";
-}
-
 const char* FamilyText(Family f) { return f == Family::kV4 ? "ipv4" : "ipv6"; }
 
 // The family an ip/ip6 selector of the lookup depends on, if any.
