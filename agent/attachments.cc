@@ -7,7 +7,10 @@
 #include <map>
 #include <optional>
 #include <utility>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
@@ -86,6 +89,23 @@ uint64_t CountPodChanges(const State& before, const State& after) {
   }
   for (const auto& [key, pod] : before.pods) n += after.pods.count(key) ? 0 : 1;
   return n;
+}
+
+struct IpAddrHash {
+  size_t operator()(const IpAddr& a) const {
+    return absl::HashOf(static_cast<int>(a.family), a.bytes);
+  }
+};
+
+// Attached address -> keys of the pods holding it.
+using AddressHolders = absl::flat_hash_map<IpAddr, std::vector<std::string>, IpAddrHash>;
+
+// Pod `key` no longer holds `ip` (a no-op for an address nobody attached).
+void Unhold(AddressHolders* holders, const IpAddr& ip, const std::string& key) {
+  auto it = holders->find(ip);
+  if (it == holders->end()) return;
+  std::vector<std::string>& keys = it->second;
+  keys.erase(std::remove(keys.begin(), keys.end(), key), keys.end());
 }
 
 bool SameAttachments(const Attachments& a, const Attachments& b) {
@@ -214,6 +234,22 @@ AttachmentChange Detach(const State& state, const Attachments& attachments,
 
 uint64_t OverlayAttachments(const Attachments& attachments, State* state,
                             std::set<std::string>* changed_pods) {
+  // The holders of every attached address, from one pass over the pods. The attachments are
+  // then applied in order as if each walked the pods for the other holders of its addresses;
+  // the index stays exact for these addresses throughout, so none has to.
+  AddressHolders holders;
+  for (const auto& [id, a] : attachments) {
+    for (const IpAddr& ip : a.ips) holders[ip];
+  }
+  if (attachments.empty()) return 0;
+  for (const auto& [key, pod] : state->pods) {
+    for (const IpAddr& ip : pod.ips) {
+      auto it = holders.find(ip);
+      if (it == holders.end()) continue;
+      // A pod's entries for one address are consecutive: skip its repeats.
+      if (it->second.empty() || it->second.back() != key) it->second.push_back(key);
+    }
+  }
   // The pods this may change, as they were: the attached ones and the other holders of their
   // addresses (nullopt: absent).
   std::map<std::string, std::optional<Pod>> before;
@@ -222,21 +258,32 @@ uint64_t OverlayAttachments(const Attachments& attachments, State* state,
     auto it = state->pods.find(key);
     before.emplace(key, it == state->pods.end() ? std::nullopt : std::optional<Pod>(it->second));
   };
+  std::vector<std::string> others;
   for (const auto& entry : attachments) {
-    const auto& a = entry.second;  // a named reference: lambdas below capture it
-    auto pod = state->pods.find(a.PodKey());
+    const Attachment& a = entry.second;
+    const std::string key = a.PodKey();
+    auto pod = state->pods.find(key);
     if (pod == state->pods.end()) continue;  // deleted through the API: stays deleted
-    remember(a.PodKey());
-    for (const auto& [key, other] : state->pods) {
-      if (key == a.PodKey()) continue;
-      if (std::any_of(other.ips.begin(), other.ips.end(),
-                      [&](const IpAddr& ip) { return Holds(a.ips, ip); })) {
-        remember(key);
+    remember(key);
+    others.clear();
+    for (const IpAddr& ip : a.ips) {
+      for (const std::string& holder : holders[ip]) {
+        if (holder != key) others.push_back(holder);
       }
     }
-    StripFromOthers(a.ips, a.PodKey(), state);
-    pod = state->pods.find(a.PodKey());
+    std::sort(others.begin(), others.end());
+    others.erase(std::unique(others.begin(), others.end()), others.end());
+    for (const std::string& other : others) {
+      remember(other);
+      StripFrom(other, a.ips, state);  // holds none of a.ips now, or is gone
+      for (const IpAddr& ip : a.ips) Unhold(&holders, ip, other);
+    }
+    for (const IpAddr& ip : pod->second.ips) Unhold(&holders, ip, key);
     pod->second.ips = a.ips;
+    for (const IpAddr& ip : a.ips) {
+      std::vector<std::string>& keys = holders[ip];
+      if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+    }
   }
   uint64_t n = 0;
   for (const auto& [key, old] : before) {

@@ -83,8 +83,10 @@ AttachmentChange Detach(const State& state, const Attachments& attachments,
 
 // Re-asserts every attachment on `state` after an API write: each attached pod that exists
 // has exactly its attachment's addresses, and no other pod holds them. Returns the number of
-// pods changed, and adds their keys to `changed_pods` when set. Copies only the pods it may
-// change (no whole-State copy: this runs on every write).
+// pods changed, and adds their keys to `changed_pods` when set. Attachments apply in container
+// id order (a later one takes a shared address from an earlier one's pod). Runs on every write,
+// so it copies only the pods it may change (no whole-State copy) and walks the pods once (an
+// index of the attached addresses' holders), not once per attachment.
 uint64_t OverlayAttachments(const Attachments& attachments, State* state,
                             std::set<std::string>* changed_pods = nullptr);
 

@@ -1,6 +1,11 @@
 // CNI attachments as pure State transitions.
 #include "agent/attachments.h"
 
+#include <algorithm>
+#include <random>
+#include <set>
+
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -150,6 +155,116 @@ TEST(OverlayTest, ApiWritesDoNotTakeAttachedAddresses) {
   s.pods.erase("shop/web");
   EXPECT_EQ(OverlayAttachments(a.attachments, &s), 0u);
   EXPECT_EQ(s.FindPod("shop/web"), nullptr);
+}
+
+// The overlay as its contract states it, walking every pod for each attachment.
+State ReferenceOverlay(const Attachments& attachments, State s) {
+  for (const auto& entry : attachments) {
+    const Attachment& a = entry.second;  // a named reference: the lambda below captures it
+    const std::string key = a.PodKey();
+    if (s.pods.count(key) == 0) continue;
+    for (auto it = s.pods.begin(); it != s.pods.end();) {
+      Pod& p = it->second;
+      const size_t held = p.ips.size();
+      if (it->first != key) {
+        p.ips.erase(std::remove_if(p.ips.begin(), p.ips.end(),
+                                   [&](const IpAddr& ip) {
+                                     return std::count(a.ips.begin(), a.ips.end(), ip) > 0;
+                                   }),
+                    p.ips.end());
+      }
+      const bool shell = p.ips.empty() && p.labels.empty() && p.node_name.empty() &&
+                         p.ports.empty() && !p.host_network;
+      it = p.ips.size() != held && shell ? s.pods.erase(it) : std::next(it);
+    }
+    s.pods[key].ips = a.ips;
+  }
+  return s;
+}
+
+std::set<std::string> ChangedPods(const State& before, const State& after) {
+  std::set<std::string> out;
+  for (const auto& [key, pod] : before.pods) {
+    const Pod* now = after.FindPod(key);
+    if (now == nullptr || !(*now == pod)) out.insert(key);
+  }
+  for (const auto& [key, pod] : after.pods) {
+    if (before.pods.count(key) == 0) out.insert(key);
+  }
+  return out;
+}
+
+// Random pods over a small address pool (both families, so addresses overlap between pods,
+// attachments and families), some shells, some hostNetwork, some holding an address twice;
+// random attachments, some of unknown pods, some of the same pod, some sharing addresses.
+TEST(OverlayTest, EqualsTheReferenceOnRandomStates) {
+  std::vector<IpAddr> pool;
+  for (int i = 1; i <= 6; ++i) {
+    pool.push_back(IpAddr::V4(10, 0, 0, static_cast<uint8_t>(i)));
+    pool.push_back(Ip(absl::StrCat("fd00::", i).c_str()));
+  }
+  int changes_seen = 0, deletions_seen = 0;
+  for (uint32_t seed = 1; seed <= 3000; ++seed) {
+    SCOPED_TRACE(absl::StrCat("seed ", seed));
+    std::mt19937 rng(seed);
+    auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<uint32_t>(n)); };
+    auto some_ips = [&](int max) {
+      std::vector<IpAddr> ips;
+      for (int k = pick(max + 1); k > 0; --k) {
+        ips.push_back(pool[pick(static_cast<int>(pool.size()))]);
+      }
+      return ips;
+    };
+    const int names = 2 + pick(10);
+    State state;
+    for (int i = 0; i < names; ++i) {
+      if (pick(4) == 0) continue;  // an attachment may name a pod that does not exist
+      Pod p = ApiPod(i % 2 ? "shop" : "web", absl::StrCat("p", i), {}, some_ips(3));
+      switch (pick(4)) {
+        case 0:
+          p.node_name.clear();  // a shell, as Attach creates them
+          break;
+        case 1:
+          p.labels["app"] = "x";
+          p.node_name.clear();
+          break;
+        case 2:
+          p.host_network = pick(2) == 0;
+          break;
+      }
+      if (pick(8) == 0 && !p.ips.empty()) p.ips.push_back(p.ips.front());
+      state.pods[p.Key()] = p;
+    }
+    Attachments attachments;
+    for (int k = pick(6); k > 0; --k) {
+      const int i = pick(names);
+      std::vector<IpAddr> ips = some_ips(3);
+      std::sort(ips.begin(), ips.end());
+      ips.erase(std::unique(ips.begin(), ips.end()), ips.end());
+      Attachment a =
+          Att(absl::StrCat("c", pick(20)), i % 2 ? "shop" : "web", absl::StrCat("p", i), ips);
+      attachments[a.container_id] = a;
+    }
+
+    const State want = ReferenceOverlay(attachments, state);
+    const std::set<std::string> want_changed = ChangedPods(state, want);
+    State got = state;
+    std::set<std::string> got_changed = {"~already-there"};
+    const uint64_t n = OverlayAttachments(attachments, &got, &got_changed);
+    EXPECT_TRUE(got == want);
+    EXPECT_EQ(got_changed.erase("~already-there"), 1u);
+    EXPECT_EQ(got_changed, want_changed);
+    EXPECT_EQ(n, want_changed.size());
+    State again = state;
+    EXPECT_EQ(OverlayAttachments(attachments, &again), n);  // without the key set
+    EXPECT_TRUE(again == want);
+    if (HasFailure()) break;  // one seed's trace is enough
+    changes_seen += n > 0;
+    deletions_seen += want.pods.size() < state.pods.size();
+  }
+  // The generator reaches the interesting cases, so the comparison means something.
+  EXPECT_GT(changes_seen, 1000);
+  EXPECT_GT(deletions_seen, 100);
 }
 
 TEST(StaleTest, ListsAttachmentsThatAreNotAlive) {

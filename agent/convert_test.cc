@@ -1,6 +1,7 @@
 // Model <-> netpol.v1 conversions: round trips and validation of client-sent objects.
 #include "agent/convert.h"
 
+#include "agent/testing/fixtures.h"
 #include "engine/model/loader.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
@@ -10,43 +11,7 @@ namespace {
 
 using google::protobuf::RepeatedPtrField;
 
-constexpr char kManifests[] = R"(
-apiVersion: v1
-kind: Namespace
-metadata: {name: x, labels: {team: a}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: a, namespace: x, labels: {app: web}}
-spec:
-  nodeName: n1
-  hostNetwork: false
-  containers:
-  - name: main
-    ports: [{name: http, containerPort: 8080}, {containerPort: 53, protocol: UDP}]
-status: {podIPs: [{ip: 10.0.0.1}, {ip: "fd00::1"}]}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: allow, namespace: x}
-spec:
-  podSelector: {matchExpressions: [{key: app, operator: NotIn, values: [db]}, {key: t, operator: Exists}]}
-  policyTypes: [Ingress, Egress]
-  ingress:
-  - from:
-    - podSelector: {}
-      namespaceSelector: {matchLabels: {team: a}}
-    - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}
-    ports: [{port: http}, {port: 80, endPort: 90, protocol: SCTP}, {protocol: UDP}]
-  egress:
-  - {}
-)";
-
-std::vector<Object> Sample() {
-  auto r = LoadYaml(kManifests);
-  EXPECT_TRUE(r.ok()) << r.status();
-  return r->objects;
-}
+std::vector<Object> Sample() { return fixtures::LoadObjects(fixtures::kSample); }
 
 TEST(ConvertTest, TrustedRoundTrip) {
   for (const Object& o : Sample()) {

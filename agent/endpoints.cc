@@ -205,12 +205,9 @@ EndpointApi::EndpointApi(Datastore* store, Reconciler* reconciler, Endpoints* en
 absl::StatusOr<Snapshot> EndpointApi::Write(
     const std::function<AttachmentChange(const State&, const Attachments&)>& change,
     absl::Duration timeout, AttachmentChange* result) {
-  std::shared_ptr<const nft::Program> program;
-  ASSIGN_OR_RETURN(Snapshot snap, StoreChange(change, result, &program));
-  if (program != nullptr) {
-    if (store_->UpdateIsExact()) reconciler_->Offer(snap.generation, program);
-    reconciler_->Notify();
-  }
+  bool stored = false;
+  ASSIGN_OR_RETURN(Snapshot snap, StoreChange(change, result, &stored));
+  if (stored) reconciler_->Notify();
   // Outside the write lock: concurrent ADDs wait for their commits together (one sync).
   RETURN_IF_ERROR(reconciler_->WaitFor(snap.generation, timeout));
   return snap;
@@ -218,7 +215,8 @@ absl::StatusOr<Snapshot> EndpointApi::Write(
 
 absl::StatusOr<Snapshot> EndpointApi::StoreChange(
     const std::function<AttachmentChange(const State&, const Attachments&)>& change,
-    AttachmentChange* result, std::shared_ptr<const nft::Program>* program) {
+    AttachmentChange* result, bool* stored) {
+  RETURN_IF_ERROR(compiler::ValidateOptions(reconciler_->options().compile));
   absl::MutexLock w(endpoints_->write_mu());
   std::shared_ptr<const Attachments> before = endpoints_->Current();
   bool saved = false;
@@ -226,22 +224,27 @@ absl::StatusOr<Snapshot> EndpointApi::StoreChange(
       [&](const State& base) -> absl::StatusOr<std::optional<Datastore::Change>> {
         *result = change(base, *before);
         if (!result->changed) return std::nullopt;
-        // Compiling before storing keeps input the compiler rejects out of the store.
-        compiler::CompileOptions copts =
-            WithAttachments(reconciler_->options().compile, &result->attachments);
-        ASSIGN_OR_RETURN(nft::Program p, compiler::Compile(result->state, copts));
-        *program = std::make_shared<const nft::Program>(std::move(p));
+        // Input the compiler would reject stays out of the store. Only the pods the change
+        // created or changed are checked (compiler::ValidateObject: Compile's own checks and
+        // messages); the rest of the State passed them when it was stored. The same keys tell
+        // the store what changed.
+        ChangedKeys touched = DiffStates(base, result->state);
+        RETURN_IF_ERROR(compiler::ValidateChanged(result->state, touched));
         // The attachments are published before the State: a sync of the new generation must
         // see them (they decide which pods are local).
         RETURN_IF_ERROR(endpoints_->Save(result->attachments));
         saved = true;
-        // At least one: a change of attachments alone still needs a new generation to sync.
-        return Datastore::Change{result->state, std::max<uint64_t>(1, result->objects_changed)};
+        // At least one: a change of attachments alone still needs a new generation to sync
+        // (its pods' locality changes; the reconciler reads the attachments at every sync).
+        return Datastore::Change{std::move(result->state),
+                                 std::max<uint64_t>(1, result->objects_changed),
+                                 std::move(touched)};
       });
   if (!snap.ok() && saved) {
     absl::Status undo = endpoints_->Save(*before);
     if (!undo.ok()) LogError(absl::StrCat("restoring attachments: ", undo.ToString()));
   }
+  *stored = snap.ok() && saved;
   return snap;
 }
 

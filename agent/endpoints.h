@@ -30,7 +30,6 @@
 #include "agent/reconciler.h"
 #include "agent/store.h"
 #include "api/netpol/v1/endpoint_service.pb.h"
-#include "engine/nft/program.h"
 
 namespace netpol::agent {
 
@@ -87,16 +86,18 @@ class EndpointApi {
   absl::StatusOr<v1::ListAttachmentsResponse> List(const v1::ListAttachmentsRequest& request);
 
  private:
-  // Runs `change` on the State and attachments under the write lock, stores both, hands the
-  // compiled program to the reconciler and waits for the commit.
+  // Runs `change` on the State and attachments under the write lock, stores both, tells the
+  // reconciler and waits for the commit.
   absl::StatusOr<Snapshot> Write(
       const std::function<AttachmentChange(const State&, const Attachments&)>& change,
       absl::Duration timeout, AttachmentChange* result);
-  // The storing half of Write, under the attachments' write lock. Sets `program` when the
-  // State changed.
+  // The storing half of Write, under the attachments' write lock. Refuses, storing nothing, a
+  // change whose created or changed pods the compiler would reject (InvalidArgument naming the
+  // pod and field). Sets `stored` when a new generation was stored. `result->state` is moved
+  // into the store.
   absl::StatusOr<Snapshot> StoreChange(
       const std::function<AttachmentChange(const State&, const Attachments&)>& change,
-      AttachmentChange* result, std::shared_ptr<const nft::Program>* program);
+      AttachmentChange* result, bool* stored);
 
   Datastore* const store_;
   Reconciler* const reconciler_;

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/service.h"
+#include "agent/testing/fixtures.h"
 #include "engine/nft/fake.h"
 #include "engine/nft/transaction.h"
 #include "gmock/gmock.h"
@@ -55,14 +56,13 @@ spec:
 class EndpointsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/netpol-endpoints-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = fixtures::MakeTempDir("netpol-endpoints-test-");
+    ASSERT_FALSE(dir_.empty());
     Start();
   }
   void TearDown() override {
     Stop();
-    std::system(("rm -rf " + dir_).c_str());
+    fixtures::RemoveTree(dir_);
   }
 
   void Start() {
@@ -266,6 +266,99 @@ TEST_F(EndpointsTest, BadAttachChangesNothing) {
   EXPECT_TRUE(endpoints_->Current()->empty());
   EXPECT_EQ(store_->Current().generation, 0u);
   EXPECT_TRUE(absl::IsInvalidArgument(api_->Attach(v1::AttachRequest(), kTimeout).status()));
+}
+
+TEST_F(EndpointsTest, AttachOfAPodTheCompilerRejectsStoresNothing) {
+  Apply(R"(apiVersion: v1
+kind: Namespace
+metadata: {name: bad}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: http-only, namespace: bad}
+spec:
+  podSelector: {}
+  ingress:
+  - ports: [{port: http}]
+)");
+  // A pod whose named port the compiler cannot express, written past the API's checks (e.g.
+  // stored by an older agent). Not local yet, so nothing resolves its port.
+  auto stored = store_->Update([](const State& base)
+                                   -> absl::StatusOr<std::optional<Datastore::Change>> {
+    State s = base;
+    Pod p;
+    p.namespace_name = "bad";
+    p.name = "p";
+    p.ports = {{"http", 70000, Protocol::kTCP}};
+    s.pods[p.Key()] = p;
+    return Datastore::Change{std::move(s), 1};
+  });
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  reconciler_->Notify();
+  ASSERT_TRUE(reconciler_->WaitFor(stored->generation, kTimeout).ok());
+  const std::string kernel = Kernel();
+
+  auto r = api_->Attach(Req("c-p", "bad", "p", {"10.244.3.1"}), kTimeout);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
+  EXPECT_EQ(r.status().message(),
+            "pod bad/p: containerPort http/TCP = 70000: must be between 1 and 65535");
+  EXPECT_TRUE(endpoints_->Current()->empty());
+  EXPECT_EQ(store_->Current().generation, stored->generation);
+  EXPECT_TRUE(store_->Current().state->FindPod("bad/p")->ips.empty());
+  EXPECT_EQ(Kernel(), kernel);
+  Stop();
+  Start();  // nothing on disk either
+  EXPECT_TRUE(endpoints_->Current()->empty());
+  EXPECT_EQ(store_->Current().generation, stored->generation);
+}
+
+TEST_F(EndpointsTest, AttachAndDetachAreEnforcedThroughTheChangeLog) {
+  // As the agent runs (main.cc): incremental syncs read the store's change log. The API already
+  // reported web's address, so attaching it leaves the pod object as it is (an empty change)
+  // and changes only which pods are local: the sync must still dispatch web.
+  Apply(kShop);
+  Apply("apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop, labels: {app: web}}\n"
+        "status: {podIP: 10.244.1.5}\n");
+  reconciler_->Stop();
+  nft::FakeBackend kernel;
+  ReconcilerOptions o = reconciler_->options();
+  Store* store = store_.get();
+  o.changes = [store](uint64_t from, uint64_t to) { return store->ChangesBetween(from, to); };
+  Reconciler r(&kernel, [store] { return store->Current(); }, o);
+  EndpointApi api(store, &r, endpoints_.get());
+  ASSERT_TRUE(r.SyncNow().ok());
+  r.Start();
+  auto dispatched = [&kernel] {
+    auto t = kernel.Render("netpol");
+    return t.ok() && t->find("10.244.1.5 comment \"shop/web\"") != std::string::npos;
+  };
+  auto exact = [&] {
+    auto want = compiler::Compile(*store->Current().state, r.CompileOptionsNow());
+    auto got = kernel.Dump("netpol");
+    return want.ok() && got.ok() && nft::Canonical(*want) == nft::Canonical(*got);
+  };
+  EXPECT_FALSE(dispatched());
+
+  const uint64_t before = store->Current().generation;
+  auto a = api.Attach(Req("c-web", "shop", "web", {"10.244.1.5"}), kTimeout);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->generation(), before + 1);
+  std::optional<ChangedKeys> changed = store->ChangesBetween(before, a->generation());
+  ASSERT_TRUE(changed.has_value());
+  EXPECT_TRUE(changed->empty());
+  EXPECT_TRUE(dispatched());
+  EXPECT_TRUE(exact());
+  EXPECT_EQ(r.status().change_log_syncs, 1);
+
+  v1::DetachRequest d;
+  d.set_container_id("c-web");
+  auto g = api.Detach(d, kTimeout);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_FALSE(dispatched());
+  EXPECT_TRUE(exact());
+  EXPECT_EQ(r.status().change_log_syncs, 2);
+  r.Stop();
 }
 
 TEST_F(EndpointsTest, AttachmentsSurviveARestartAndStaleOnesAreDropped) {

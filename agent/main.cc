@@ -37,6 +37,7 @@
 #include "engine/compiler/incremental.h"
 #include "engine/netlink/change_monitor.h"
 #include "engine/netlink/netlink_backend.h"
+#include "engine/util/flags.h"
 
 ABSL_FLAG(std::string, node_name, "",
           "This node's name: pods whose spec.nodeName equals it are enforced here "
@@ -74,30 +75,16 @@ ABSL_FLAG(int, max_pending_writes, netpol::agent::kDefaultMaxPendingWrites,
           "changes and as many reads of the kernel wait at once; beyond, a request is refused "
           "at once with RESOURCE_EXHAUSTED and changes nothing (clients retry with backoff). "
           "0: unbounded");
+ABSL_FLAG(int64_t, cold_start_chunk_elements, 20000,
+          "When the table does not exist at start, build it in transactions of at most this "
+          "many set elements, hooking it into the packet path only with the last, complete one "
+          "(no single commit holds the kernel's nf_tables lock for long); an existing table is "
+          "always replaced in one transaction. 0: one transaction");
 ABSL_FLAG(absl::Duration, check_interval, absl::Seconds(60),
           "How often to compare the kernel's table with the expected program and repair drift "
           "(0 disables)");
 
 namespace {
-
-// Abseil flag names are C identifiers; accept the dashed spelling users expect from Kubernetes
-// tools (--node-name) by rewriting dashes in flag names (not values) to underscores.
-std::vector<char*> DashedFlagsToUnderscores(int argc, char** argv, std::vector<std::string>* storage) {
-  storage->assign(argv, argv + argc);
-  for (size_t i = 1; i < storage->size(); ++i) {
-    std::string& a = (*storage)[i];
-    if (a == "--") break;
-    if (a.size() < 2 || a[0] != '-') continue;
-    size_t start = a.find_first_not_of('-');
-    size_t end = std::min(a.find('='), a.size());
-    for (size_t j = start; j < end; ++j) {
-      if (a[j] == '-') a[j] = '_';
-    }
-  }
-  std::vector<char*> out;
-  for (std::string& s : *storage) out.push_back(s.data());
-  return out;
-}
 
 int Fail(const std::string& what, const absl::Status& status) {
   std::fprintf(stderr, "netpol-agent: %s: %s\n", what.c_str(), status.ToString().c_str());
@@ -120,7 +107,7 @@ int main(int argc, char** argv) {
       "Usage: netpol-agent [--node-name=N] [--listen=unix:///run/netpol/agent.sock] "
       "[--state-dir=/var/lib/netpol] [--table=netpol]");
   std::vector<std::string> arg_storage;
-  std::vector<char*> args = DashedFlagsToUnderscores(argc, argv, &arg_storage);
+  std::vector<char*> args = netpol::util::DashedFlagsToUnderscores(argc, argv, &arg_storage);
   std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (rest.size() > 1) {
     std::fprintf(stderr, "netpol-agent: unexpected argument %s (flags only; see --help)\n",
@@ -215,6 +202,8 @@ int main(int argc, char** argv) {
   ropts.compile.table = absl::GetFlag(FLAGS_table);
   ropts.compile.node_name = node;
   ropts.check_interval = absl::GetFlag(FLAGS_check_interval);
+  ropts.cold_start_chunk_elements =
+      static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_cold_start_chunk_elements)));
   Endpoints* endpoints_ptr = endpoints->get();
   ropts.attached_pods = [endpoints_ptr] { return AttachedPods(*endpoints_ptr->Current()); };
   // Incremental syncs read the datastore's change log; nullopt (etcd, or a range older than

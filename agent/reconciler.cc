@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -87,14 +88,6 @@ void Reconciler::Notify() {
   dirty_ = true;
 }
 
-void Reconciler::Offer(uint64_t generation, std::shared_ptr<const nft::Program> program) {
-  absl::MutexLock l(&mu_);
-  if (generation >= offered_generation_) {
-    offered_generation_ = generation;
-    offered_ = std::move(program);
-  }
-}
-
 absl::Status Reconciler::WaitFor(uint64_t generation, absl::Duration timeout) {
   absl::MutexLock l(&mu_);
   auto done = [this, generation]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -127,128 +120,40 @@ absl::Status Reconciler::SyncNow() {
 absl::Status Reconciler::SyncLocked(SyncKind forced) {
   const Snapshot snap = source_();
   bool full;
-  std::shared_ptr<const nft::Program> committed, program;
   {
     absl::MutexLock l(&mu_);
     full = need_full_ || forced == SyncKind::kRepair ||
            (committed_ == nullptr && !committed_in_compiler_);
-    committed = committed_;
     if (!full && status_.synced_once && status_.applied_generation == snap.generation) {
       return absl::OkStatus();
     }
-    if (offered_ != nullptr && offered_generation_ == snap.generation) program = offered_;
   }
-  if (options_.changes) return SyncWithChangesLocked(snap, full, forced);
-  const absl::Time start = absl::Now();
-  absl::Status st;
-  if (program == nullptr) {
-    absl::StatusOr<nft::Program> compiled = compiler::Compile(*snap.state, CompileOptionsNow());
-    if (compiled.ok()) {
-      program = std::make_shared<const nft::Program>(*std::move(compiled));
-    } else {
-      st = compiled.status();
-    }
-  }
-  SyncKind kind = full ? (forced == SyncKind::kRepair ? SyncKind::kRepair : SyncKind::kFull)
-                       : SyncKind::kIncremental;
-  nft::Transaction tx(options_.compile.table);
-  if (st.ok()) {
-    tx = full ? nft::FullReplace(*program) : nft::Diff(*committed, *program);
-    if (!tx.empty()) st = backend_->Commit(tx);
-    if (!st.ok() && kind == SyncKind::kIncremental) {
-      // An incremental transaction may fail when the kernel drifted from the committed
-      // program; a full replace does not depend on what is there.
-      LogWarning(absl::StrCat("incremental sync of generation ", snap.generation,
-                              " failed: ", st.message(), "; retrying as a full sync"));
-      kind = SyncKind::kFull;
-      tx = nft::FullReplace(*program);
-      st = backend_->Commit(tx);
-    }
-  }
-  if (st.ok() && !tx.empty() && options_.after_commit) {
-    options_.after_commit(committed.get(), tx, *program);
-  }
-  const absl::Duration took = absl::Now() - start;
-
-  uint64_t objects_changed = snap.changes - std::min(snap.changes, last_changes_);
-  {
-    absl::MutexLock l(&mu_);
-    ++status_.syncs;
-    status_.attempted_generation = std::max(status_.attempted_generation, snap.generation);
-    status_.last_sync_time = absl::Now();
-    status_.last_sync_duration = took;
-    status_.last_sync_kind = kind;
-    if (st.ok()) {
-      committed_ = program;
-      status_.applied_generation = snap.generation;
-      status_.synced_once = true;
-      status_.last_error = absl::OkStatus();
-      if (!tx.empty()) ++status_.transactions;
-      if (kind == SyncKind::kRepair) ++status_.repairs;
-      need_full_ = false;
-    } else {
-      ++status_.failures;
-      status_.last_error = st;
-      need_full_ = true;
-    }
-  }
-  if (st.ok()) last_changes_ = snap.changes;
-  std::string line = absl::StrFormat(
-      "sync kind=%s generation=%d objects_changed=%d elements_changed=%d commands=%d "
-      "duration=%s",
-      SyncKindName(kind), snap.generation, objects_changed, tx.ElementCount(), tx.size(),
-      absl::FormatDuration(took));
-  if (st.ok()) {
-    LogInfo(line);
-  } else {
-    LogError(absl::StrCat(line, " error=", st.ToString()));
-  }
-  return st;
-}
-
-absl::Status Reconciler::SyncWithChangesLocked(const Snapshot& snap, bool full, SyncKind forced) {
   const absl::Time start = absl::Now();
   const compiler::CompileOptions copts = CompileOptionsNow();
-  SyncKind kind = full ? (forced == SyncKind::kRepair ? SyncKind::kRepair : SyncKind::kFull)
-                       : SyncKind::kIncremental;
-  nft::Transaction tx(options_.compile.table);
-  absl::Status st;
+  SyncOutcome out(options_.compile.table);
+  out.kind = full ? (forced == SyncKind::kRepair ? SyncKind::kRepair : SyncKind::kFull)
+                  : SyncKind::kIncremental;
   nft::Program view;                        // `before` of a sync through the change log
   const nft::Program* before = nullptr;
   std::shared_ptr<const nft::Program> old;  // `before` of a compiling sync
-  bool through_log = false;
-  compiler::CompileOptions old_copts;  // what the held program was compiled with
-  if (!full && incremental_.has_program() && incremental_state_ != nullptr) {
+  compiler::CompileOptions old_copts;       // what the held program was compiled with
+  std::optional<compiler::Delta> delta;
+  if (!full) delta = DeltaLocked(snap);
+  if (delta) {
     old_copts = incremental_.options();
-    std::optional<compiler::Delta> delta =
-        options_.changes(incremental_generation_, snap.generation);
-    if (delta && delta->size() > options_.incremental_max_objects) {
-      const State& s = *snap.state;
-      const double update_cost =
-          options_.pod_weight * delta->pods.size() +
-          options_.policy_weight * (delta->policies.size() + delta->namespaces.size());
-      const double compile_cost = s.namespaces.size() + s.pods.size() + s.policies.size();
-      if (update_cost > compile_cost) {
-        LogInfo(absl::StrCat("change of ", delta->size(), " objects to generation ",
-                             snap.generation, ": compiling the whole state"));
-        delta.reset();
-      }
-    }
-    if (delta) {
-      absl::StatusOr<nft::Transaction> r =
-          incremental_.Update(*incremental_state_, *snap.state, *delta, copts,
-                              options_.after_commit ? &view : nullptr);
-      if (r.ok()) {
-        tx = *std::move(r);
-        through_log = true;
-        before = &view;
-      } else {
-        LogWarning(absl::StrCat("incremental update to generation ", snap.generation, " failed: ",
-                                r.status().message(), "; compiling the whole state"));
-      }
+    absl::StatusOr<nft::Transaction> r =
+        incremental_.Update(*incremental_state_, *snap.state, *delta, copts,
+                            options_.after_commit ? &view : nullptr);
+    if (r.ok()) {
+      out.tx = *std::move(r);
+      out.through_log = true;
+      before = &view;
+    } else {
+      LogWarning(absl::StrCat("incremental update to generation ", snap.generation, " failed: ",
+                              r.status().message(), "; compiling the whole state"));
     }
   }
-  if (!through_log) {
+  if (!out.through_log) {
     // The committed program leaves the compiler (moved, not copied) to be diffed against.
     {
       absl::MutexLock l(&mu_);
@@ -262,61 +167,123 @@ absl::Status Reconciler::SyncWithChangesLocked(const Snapshot& snap, bool full, 
     }
     absl::StatusOr<nft::Transaction> r = incremental_.Reset(*snap.state, copts);
     if (!r.ok()) {
-      st = r.status();
+      out.status = r.status();
     } else {
-      tx = (full || old == nullptr) ? *std::move(r) : nft::Diff(*old, incremental_.program());
+      out.tx = (full || old == nullptr) ? *std::move(r) : nft::Diff(*old, incremental_.program());
     }
     before = old.get();
   }
-  const bool compiled = st.ok();
-  if (st.ok() && !tx.empty()) st = backend_->Commit(tx);
-  if (!st.ok() && compiled && kind == SyncKind::kIncremental) {
+  out.compiled = out.status.ok();
+  if (out.compiled && !out.tx.empty()) out.status = CommitLocked(full && old == nullptr, &out);
+  if (!out.status.ok() && out.compiled && out.kind == SyncKind::kIncremental) {
+    // An incremental transaction may fail when the kernel drifted from the committed program;
+    // a full replace does not depend on what is there.
     LogWarning(absl::StrCat("incremental sync of generation ", snap.generation,
-                            " failed: ", st.message(), "; retrying as a full sync"));
-    kind = SyncKind::kFull;
-    tx = nft::FullReplace(incremental_.program());
-    st = backend_->Commit(tx);
+                            " failed: ", out.status.message(), "; retrying as a full sync"));
+    out.kind = SyncKind::kFull;
+    out.tx = nft::FullReplace(incremental_.program());
+    out.status = CommitLocked(/*cold=*/false, &out);
   }
-  if (st.ok() && !tx.empty() && options_.after_commit) {
-    options_.after_commit(before, tx, incremental_.program());
+  if (out.status.ok() && !out.tx.empty() && options_.after_commit) {
+    options_.after_commit(before, out.tx, incremental_.program());
   }
-  const absl::Duration took = absl::Now() - start;
-
-  // After a failed commit the kernel keeps the old program; the compiler moved on already.
-  std::shared_ptr<const nft::Program> kept;
-  if (!st.ok() && compiled) {
-    if (through_log) {
+  if (!out.status.ok() && out.compiled) {
+    // The kernel keeps the old program; the compiler moved on already.
+    if (out.through_log) {
       absl::StatusOr<nft::Program> p = compiler::Compile(*incremental_state_, old_copts);
-      if (p.ok()) kept = std::make_shared<const nft::Program>(*std::move(p));
+      if (p.ok()) out.kept = std::make_shared<const nft::Program>(*std::move(p));
     } else {
-      kept = old;
+      out.kept = old;
     }
     incremental_.TakeProgram();  // the next sync is full and starts over
   }
-  uint64_t objects_changed = snap.changes - std::min(snap.changes, last_changes_);
+  return RecordSync(snap, absl::Now() - start, out);
+}
+
+std::optional<compiler::Delta> Reconciler::DeltaLocked(const Snapshot& snap) {
+  if (!options_.changes || !incremental_.has_program() || incremental_state_ == nullptr) {
+    return std::nullopt;
+  }
+  std::optional<compiler::Delta> delta = options_.changes(incremental_generation_, snap.generation);
+  if (delta && delta->size() > options_.incremental_max_objects) {
+    const State& s = *snap.state;
+    const double update_cost =
+        options_.pod_weight * delta->pods.size() +
+        options_.policy_weight * (delta->policies.size() + delta->namespaces.size());
+    const double compile_cost = s.namespaces.size() + s.pods.size() + s.policies.size();
+    if (update_cost > compile_cost) {
+      LogInfo(absl::StrCat("change of ", delta->size(), " objects to generation ",
+                           snap.generation, ": compiling the whole state"));
+      return std::nullopt;
+    }
+  }
+  return delta;
+}
+
+absl::Status Reconciler::CommitLocked(bool cold, SyncOutcome* out) {
+  const size_t chunk = options_.cold_start_chunk_elements;
+  if (!cold || chunk == 0 || out->tx.ElementCount() <= chunk) {
+    ++out->commits;
+    return backend_->Commit(out->tx);
+  }
+  // Only when the kernel has no table: a table from a previous run is enforcing and must be
+  // replaced in one transaction.
+  absl::StatusOr<nft::Program> there = backend_->Dump(options_.compile.table);
+  if (!absl::IsNotFound(there.status())) {
+    ++out->commits;
+    return backend_->Commit(out->tx);
+  }
+  const std::vector<nft::Transaction> chunks = nft::ChunkedCreate(incremental_.program(), chunk);
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    absl::Status st = backend_->Commit(chunks[i]);
+    if (st.ok()) {
+      ++out->commits;
+      continue;
+    }
+    if (i > 0) {
+      // The table is built only in part and hooked nowhere: take it away again.
+      nft::Transaction undo(options_.compile.table);
+      undo.AddTable();
+      undo.DeleteTable();
+      absl::Status u = backend_->Commit(undo);
+      if (!u.ok()) {
+        LogError(absl::StrCat("cold start: removing the unfinished table ",
+                              options_.compile.table, ": ", u.ToString()));
+      }
+    }
+    return absl::Status(st.code(), absl::StrCat("cold start, transaction ", i + 1, " of ",
+                                                chunks.size(), ": ", st.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Reconciler::RecordSync(const Snapshot& snap, absl::Duration took,
+                                    const SyncOutcome& out) {
+  const absl::Status& st = out.status;
+  const uint64_t objects_changed = snap.changes - std::min(snap.changes, last_changes_);
   {
     absl::MutexLock l(&mu_);
     ++status_.syncs;
     status_.attempted_generation = std::max(status_.attempted_generation, snap.generation);
     status_.last_sync_time = absl::Now();
     status_.last_sync_duration = took;
-    status_.last_sync_kind = kind;
+    status_.last_sync_kind = out.kind;
     if (st.ok()) {
       committed_ = nullptr;  // a cache of incremental_.program(), filled on demand
       committed_in_compiler_ = true;
       status_.applied_generation = snap.generation;
       status_.synced_once = true;
       status_.last_error = absl::OkStatus();
-      if (!tx.empty()) ++status_.transactions;
-      if (kind == SyncKind::kRepair) ++status_.repairs;
-      if (through_log && kind == SyncKind::kIncremental) ++status_.change_log_syncs;
+      if (!out.tx.empty()) ++status_.transactions;
+      if (out.kind == SyncKind::kRepair) ++status_.repairs;
+      if (out.through_log && out.kind == SyncKind::kIncremental) ++status_.change_log_syncs;
       need_full_ = false;
     } else {
       ++status_.failures;
       status_.last_error = st;
       need_full_ = true;
-      if (compiled) {
-        committed_ = kept;
+      if (out.compiled) {
+        committed_ = out.kept;
         committed_in_compiler_ = false;
       }
     }
@@ -328,9 +295,10 @@ absl::Status Reconciler::SyncWithChangesLocked(const Snapshot& snap, bool full, 
   }
   std::string line = absl::StrFormat(
       "sync kind=%s generation=%d objects_changed=%d elements_changed=%d commands=%d "
-      "duration=%s%s",
-      SyncKindName(kind), snap.generation, objects_changed, tx.ElementCount(), tx.size(),
-      absl::FormatDuration(took), through_log ? " via=changes" : "");
+      "duration=%s%s%s",
+      SyncKindName(out.kind), snap.generation, objects_changed, out.tx.ElementCount(),
+      out.tx.size(), absl::FormatDuration(took), out.through_log ? " via=changes" : "",
+      out.commits > 1 ? absl::StrCat(" transactions=", out.commits) : "");
   if (st.ok()) {
     LogInfo(line);
   } else {

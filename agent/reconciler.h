@@ -1,19 +1,17 @@
 // The reconciler: keeps the kernel's nftables table equal to the program compiled from the
 // store's newest State.
 //
-//   * It holds the last committed Program. A sync compiles the newest snapshot (or takes the
-//     program offered for that generation), diffs it against the committed one and commits the
-//     difference as one transaction (incremental). With ReconcilerOptions::changes set, an
-//     incremental sync instead asks for the objects changed since the last synced generation and
-//     updates a compiler::IncrementalCompiler with them: the transaction then costs what changed,
+//   * It holds the last committed Program in a compiler::IncrementalCompiler. An incremental
+//     sync asks ReconcilerOptions::changes for the objects changed since the last synced
+//     generation and updates the compiler with them: the transaction then costs what changed,
 //     not what the cluster holds (engine/compiler/incremental.h; attached pods that come or go
-//     are handled there too). It falls back to Compile + Diff when the hook answers nullopt,
-//     when the change is large enough that compiling the whole State is cheaper
-//     (ReconcilerOptions::incremental_max_objects), or when the incremental update fails.
-//     The program offered for a generation (the CNI attachment path offers one) is not used
-//     then. The first sync after start, and every sync
-//     after a failure, replaces the table in one transaction instead (full): whatever table of
-//     that name the kernel holds, it never passes through a moment without enforcement.
+//     are handled there too). Without that delta (the hook is unset or answers nullopt, the
+//     change is large enough that compiling the whole State is cheaper
+//     (ReconcilerOptions::incremental_max_objects), or the update fails) the sync compiles the
+//     whole State and commits its diff against the committed program. The first sync after
+//     start, and every sync after a failure, replaces the table in one transaction instead
+//     (full): whatever table of that name the kernel holds, it never passes through a moment
+//     without enforcement.
 //   * Changes coalesce: notifications only mark the store dirty; a sync always takes the
 //     newest snapshot, so a burst of updates arriving while a sync runs (or within the debounce
 //     window) becomes one transaction.
@@ -65,9 +63,8 @@ struct ReconcilerOptions {
   std::function<std::set<std::string>()> attached_pods;
   // The objects created, changed or deleted between two generations of the store (the
   // datastore's change log), or nullopt when it cannot tell (e.g. the log no longer reaches
-  // `from_generation`). Set: incremental syncs go through compiler::IncrementalCompiler (see
-  // above); the reconciler keeps the State of the last synced snapshot for it. Unset: every sync
-  // compiles the whole State.
+  // `from_generation`). Set: incremental syncs go through IncrementalCompiler::Update (see
+  // above). Unset: every sync compiles the whole State.
   std::function<std::optional<compiler::Delta>(uint64_t from_generation, uint64_t to_generation)>
       changes;
   // A change-log delta of more than `incremental_max_objects` objects whose estimated cost
@@ -81,6 +78,12 @@ struct ReconcilerOptions {
   size_t incremental_max_objects = 64;
   double pod_weight = 4;
   double policy_weight = 32;
+  // Cold start: when the table does not exist in the kernel and the program has more set
+  // elements than this, the first sync builds the table in transactions of at most this many
+  // elements (nft::ChunkedCreate): no single commit holds the kernel's nf_tables lock for long,
+  // and the table is hooked into the packet path only by the last one, complete. Every other
+  // sync, a restart that finds the table included, is one transaction. 0: always one.
+  size_t cold_start_chunk_elements = 20000;
   // Called after each committed non-empty transaction, before the sync is acknowledged (so
   // WaitFor returns after it): `before` is the program committed until now (null after a
   // start), `tx` what was committed, `after` the new program. The agent revokes the
@@ -128,8 +131,6 @@ class Reconciler {
 
   // Tells the worker the store changed.
   void Notify();
-  // Hands over the program compiled for `generation` so the sync need not compile it again.
-  void Offer(uint64_t generation, std::shared_ptr<const nft::Program> program);
 
   // Blocks until a sync covering `generation` ran. OK when it is in the kernel; otherwise the
   // sync's error; DeadlineExceeded after `timeout`; Unavailable when stopped.
@@ -147,9 +148,8 @@ class Reconciler {
   nft::Transaction Plan(const nft::Program& next) const;
 
   SyncStatus status() const;
-  // The last committed program; null before the first sync. After syncs through the change log
-  // the first call copies the program the incremental compiler holds (then cached until the
-  // next sync).
+  // The last committed program; null before the first sync. The first call after a sync copies
+  // the program the incremental compiler holds (then cached until the next sync).
   std::shared_ptr<const nft::Program> committed() const;
   // Reads the table back from the kernel.
   absl::StatusOr<nft::Program> DumpKernel();
@@ -158,11 +158,31 @@ class Reconciler {
   compiler::CompileOptions CompileOptionsNow() const;
 
  private:
+  // What a sync computed and committed, for RecordSync.
+  struct SyncOutcome {
+    explicit SyncOutcome(const std::string& table) : tx(table) {}
+    SyncKind kind = SyncKind::kNone;
+    nft::Transaction tx;
+    absl::Status status;
+    bool compiled = false;     // the program was computed; a failure is then the commit's
+    bool through_log = false;  // through the change log (IncrementalCompiler::Update)
+    size_t commits = 0;        // transactions committed (more than one: a chunked cold start)
+    // After a failed commit of a computed program: the program the kernel kept.
+    std::shared_ptr<const nft::Program> kept;
+  };
+
   void Run();
   absl::Status SyncLocked(SyncKind forced) ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
-  // SyncLocked when options_.changes is set.
-  absl::Status SyncWithChangesLocked(const Snapshot& snap, bool full, SyncKind forced)
+  // The change-log delta from the last synced generation to `snap`, or nullopt when the sync
+  // must compile the whole State (no hook, no answer, or cheaper compiled whole).
+  std::optional<compiler::Delta> DeltaLocked(const Snapshot& snap)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
+  // Counts the sync in status_, publishes the committed program and logs the sync's line.
+  absl::Status RecordSync(const Snapshot& snap, absl::Duration took, const SyncOutcome& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
+  // Commits out->tx, or, for a cold start of a large program into a kernel without the table,
+  // the same program in chunks (ReconcilerOptions::cold_start_chunk_elements).
+  absl::Status CommitLocked(bool cold, SyncOutcome* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
   std::shared_ptr<const nft::Program> CommittedLocked() const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
 
@@ -172,8 +192,8 @@ class Reconciler {
 
   mutable absl::Mutex sync_mu_;  // serializes syncs, checks and backend calls
   uint64_t last_changes_ ABSL_GUARDED_BY(sync_mu_) = 0;
-  // The change-log path: the compiler holding the committed program, and the State and
-  // generation it was compiled from.
+  // The compiler holding the committed program, and the State and generation it was compiled
+  // from.
   compiler::IncrementalCompiler incremental_ ABSL_GUARDED_BY(sync_mu_);
   std::shared_ptr<const State> incremental_state_ ABSL_GUARDED_BY(sync_mu_);
   uint64_t incremental_generation_ ABSL_GUARDED_BY(sync_mu_) = 0;
@@ -183,11 +203,10 @@ class Reconciler {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool need_full_ ABSL_GUARDED_BY(mu_) = true;
   // The committed program. When committed_in_compiler_ is set the truth is
-  // incremental_.program() and committed_ is only a cache (null until CommittedLocked copies).
+  // incremental_.program() and committed_ is only a cache (null until CommittedLocked copies);
+  // otherwise (after a failed commit) committed_ is what the kernel kept.
   mutable std::shared_ptr<const nft::Program> committed_ ABSL_GUARDED_BY(mu_);
   mutable bool committed_in_compiler_ ABSL_GUARDED_BY(mu_) = false;
-  uint64_t offered_generation_ ABSL_GUARDED_BY(mu_) = 0;
-  std::shared_ptr<const nft::Program> offered_ ABSL_GUARDED_BY(mu_);
   SyncStatus status_ ABSL_GUARDED_BY(mu_);
   std::thread worker_;
 };

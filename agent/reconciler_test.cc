@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "agent/testing/fixtures.h"
 #include "engine/compiler/compiler.h"
 #include "engine/compiler/incremental.h"
 #include "engine/conntrack/revocation.h"
@@ -21,43 +22,6 @@
 
 namespace netpol::agent {
 namespace {
-
-constexpr char kBase[] = R"(
-apiVersion: v1
-kind: Namespace
-metadata: {name: x}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: a, namespace: x, labels: {app: web}}
-spec: {nodeName: n1, containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}
-status: {podIP: 10.0.0.1}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: b, namespace: x, labels: {app: client}}
-spec: {nodeName: n1}
-status: {podIP: 10.0.0.2}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web, namespace: x}
-spec:
-  podSelector: {matchLabels: {app: web}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: client}}}]
-    ports: [{port: http}]
-)";
-
-State Load(const std::string& yaml) {
-  auto r = LoadYaml(yaml);
-  EXPECT_TRUE(r.ok()) << r.status();
-  State s;
-  if (r.ok()) {
-    for (const Object& o : r->objects) Upsert(o, &s);
-  }
-  return s;
-}
 
 // A pod on node n1 with a distinct address; `i` < 60000.
 Pod ClientPod(int i) {
@@ -154,7 +118,7 @@ nft::Program Expected(const State& s) {
 
 class ReconcilerTest : public ::testing::Test {
  protected:
-  ReconcilerTest() : source_(Load(kBase)), backend_(&fake_) {}
+  ReconcilerTest() : source_(fixtures::LoadState(fixtures::WebAndClients())), backend_(&fake_) {}
   std::unique_ptr<Reconciler> Make(ReconcilerOptions o = Options()) {
     return std::make_unique<Reconciler>(&backend_, [this] { return source_.Get(); }, o);
   }
@@ -188,6 +152,91 @@ TEST_F(ReconcilerTest, FirstSyncReplacesAForeignTableInOneTransaction) {
   EXPECT_EQ(s.last_sync_kind, SyncKind::kFull);
   EXPECT_EQ(s.applied_generation, 1u);
   EXPECT_TRUE(r->WaitFor(1, absl::ZeroDuration()).ok());
+}
+
+// After each commit, records whether the table exists and how many base chains it has.
+class HookWatchingBackend : public nft::Backend {
+ public:
+  explicit HookWatchingBackend(nft::FakeBackend* fake) : fake_(fake) {}
+  absl::Status Commit(const nft::Transaction& tx) override {
+    absl::Status st = fake_->Commit(tx);
+    absl::StatusOr<nft::Program> now = fake_->Dump("netpol");
+    size_t base = 0;
+    if (now.ok()) {
+      for (const auto& [name, chain] : now->chains) base += chain.base.has_value() ? 1 : 0;
+    }
+    base_chains.push_back(now.ok() ? static_cast<int>(base) : -1);
+    elements.push_back(tx.ElementCount());
+    return st;
+  }
+  absl::StatusOr<nft::Program> Dump(const std::string& table) override {
+    return fake_->Dump(table);
+  }
+  std::vector<int> base_chains;  // per commit: -1 when the table does not exist afterwards
+  std::vector<size_t> elements;  // per commit
+
+ private:
+  nft::FakeBackend* fake_;
+};
+
+State WithClients(State s, int n) {
+  for (int i = 0; i < n; ++i) s.pods[absl::StrCat("x/c", i)] = ClientPod(i);
+  return s;
+}
+
+TEST_F(ReconcilerTest, ColdStartOfALargeProgramIsChunkedAndHookedLast) {
+  source_.Set(WithClients(*source_.Get().state, 40));
+  HookWatchingBackend watch(&fake_);
+  ReconcilerOptions o = Options();
+  o.cold_start_chunk_elements = 5;
+  Reconciler r(&watch, [this] { return source_.Get(); }, o);
+  ASSERT_TRUE(r.SyncNow().ok());
+  EXPECT_EQ(Kernel(), Expected(*source_.Get().state));
+  ASSERT_GT(watch.base_chains.size(), 3u);  // skeleton, element chunks, hooks
+  for (size_t i = 0; i + 1 < watch.base_chains.size(); ++i) {
+    EXPECT_EQ(watch.base_chains[i], 0) << "commit " << i << " hooked the table early";
+    EXPECT_LE(watch.elements[i], 5u) << "commit " << i;
+  }
+  EXPECT_GT(watch.base_chains.back(), 0);
+  EXPECT_EQ(r.status().last_sync_kind, SyncKind::kFull);
+  EXPECT_EQ(r.status().applied_generation, source_.Get().generation);
+  // Later changes are single incremental transactions again.
+  const size_t commits = watch.base_chains.size();
+  State s = *source_.Get().state;
+  s.pods.erase("x/c3");
+  source_.Set(s);
+  ASSERT_TRUE(r.SyncNow().ok());
+  EXPECT_EQ(watch.base_chains.size(), commits + 1);
+  EXPECT_EQ(Kernel(), Expected(s));
+}
+
+TEST_F(ReconcilerTest, AnEnforcingTableIsReplacedInOneTransactionEvenWhenLarge) {
+  source_.Set(WithClients(*source_.Get().state, 40));
+  ASSERT_TRUE(fake_.Commit(nft::FullReplace(Expected(State{}))).ok());  // a previous run's
+  HookWatchingBackend watch(&fake_);
+  ReconcilerOptions o = Options();
+  o.cold_start_chunk_elements = 5;
+  Reconciler r(&watch, [this] { return source_.Get(); }, o);
+  ASSERT_TRUE(r.SyncNow().ok());
+  EXPECT_EQ(watch.base_chains.size(), 1u);
+  EXPECT_EQ(Kernel(), Expected(*source_.Get().state));
+}
+
+TEST_F(ReconcilerTest, AFailedChunkLeavesNoTableAndTheNextSyncBuildsIt) {
+  source_.Set(WithClients(*source_.Get().state, 40));
+  HookWatchingBackend watch(&fake_);
+  ReconcilerOptions o = Options();
+  o.cold_start_chunk_elements = 5;
+  Reconciler r(&watch, [this] { return source_.Get(); }, o);
+  fake_.FailCommit(3);  // an element chunk
+  absl::Status st = r.SyncNow();
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("cold start, transaction 3 of "), std::string::npos) << st;
+  EXPECT_TRUE(absl::IsNotFound(fake_.Dump("netpol").status()));
+  for (int b : watch.base_chains) EXPECT_LE(b, 0);  // never hooked on the way
+  EXPECT_EQ(r.status().failures, 1);
+  ASSERT_TRUE(r.SyncNow().ok());
+  EXPECT_EQ(Kernel(), Expected(*source_.Get().state));
 }
 
 TEST_F(ReconcilerTest, LaterChangesAreIncrementalAndExact) {
@@ -314,18 +363,58 @@ TEST_F(ReconcilerTest, WaitForTimesOutAndStopWakesWaiters) {
   EXPECT_EQ(r->WaitFor(5, absl::Seconds(60)).code(), absl::StatusCode::kUnavailable);
 }
 
-TEST_F(ReconcilerTest, OfferedProgramIsCommitted) {
-  auto r = Make();
+TEST_F(ReconcilerTest, WithoutAChangeLogEverySyncCompilesAndDiffs) {
+  // No ReconcilerOptions::changes: the sync compiles the whole State and commits its diff
+  // against the committed program, which after_commit receives whole.
+  struct Seen {
+    int calls = 0;
+    std::optional<nft::Program> before;
+    std::string tx;
+  };
+  auto seen = std::make_shared<Seen>();
+  ReconcilerOptions o = Options();
+  o.after_commit = [seen](const nft::Program* before, const nft::Transaction& tx,
+                          const nft::Program&) {
+    ++seen->calls;
+    seen->before = before == nullptr ? std::nullopt : std::optional<nft::Program>(*before);
+    seen->tx = tx.ToNftText();
+  };
+  auto r = Make(o);
   ASSERT_TRUE(r->SyncNow().ok());
+  EXPECT_EQ(seen->calls, 1);
+  EXPECT_FALSE(seen->before.has_value());  // nothing committed before the start
+  const nft::Program first = *compiler::Compile(*source_.Get().state, Options().compile);
+  EXPECT_EQ(*r->committed(), first);
+
   State s = *source_.Get().state;
   s.pods["x/c1"] = ClientPod(1);
   source_.Set(s);
-  auto program = compiler::Compile(s, Options().compile);
-  ASSERT_TRUE(program.ok());
-  r->Offer(source_.Get().generation, std::make_shared<const nft::Program>(*program));
   ASSERT_TRUE(r->SyncNow().ok());
-  EXPECT_EQ(*r->committed(), *program);
-  EXPECT_EQ(Kernel(), nft::Canonical(*program));
+  EXPECT_EQ(r->status().last_sync_kind, SyncKind::kIncremental);
+  EXPECT_EQ(r->status().change_log_syncs, 0);
+  const nft::Program second = *compiler::Compile(s, Options().compile);
+  ASSERT_EQ(seen->calls, 2);
+  ASSERT_TRUE(seen->before.has_value());
+  EXPECT_EQ(*seen->before, first);
+  EXPECT_EQ(seen->tx, nft::Diff(first, second).ToNftText());
+  EXPECT_EQ(Kernel(), nft::Canonical(second));
+  // committed() copies the program once, then hands out the same one until the next sync.
+  std::shared_ptr<const nft::Program> c = r->committed();
+  EXPECT_EQ(*c, second);
+  EXPECT_EQ(r->committed().get(), c.get());
+
+  // A failed commit leaves the kernel's program as the committed one.
+  s.pods["x/c2"] = ClientPod(2);
+  source_.Set(s);
+  fake_.FailCommit(1);
+  fake_.FailCommit(2);
+  EXPECT_FALSE(r->SyncNow().ok());
+  EXPECT_EQ(seen->calls, 2);
+  EXPECT_EQ(*r->committed(), second);
+  ASSERT_TRUE(r->SyncNow().ok());
+  EXPECT_EQ(r->status().last_sync_kind, SyncKind::kFull);
+  EXPECT_EQ(Kernel(), Expected(s));
+  EXPECT_EQ(*r->committed(), *compiler::Compile(s, Options().compile));
 }
 
 TEST_F(ReconcilerTest, PlanIsFullBeforeTheFirstSyncThenADiff) {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/testing/fixtures.h"
 #include "engine/compiler/compiler.h"
 #include "engine/model/loader.h"
 #include "engine/nft/diff.h"
@@ -13,46 +14,11 @@
 namespace netpol::agent {
 namespace {
 
-std::string World(const std::string& b_label) {
-  return R"(
-apiVersion: v1
-kind: Namespace
-metadata: {name: x}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: a, namespace: x, labels: {app: web}}
-spec: {nodeName: n1, containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}
-status: {podIP: 10.0.0.1}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: b, namespace: x, labels: {app: )" + b_label + R"(}}
-spec: {nodeName: n1}
-status: {podIP: 10.0.0.2}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: c, namespace: x, labels: {app: client}}
-spec: {nodeName: n1}
-status: {podIP: 10.0.0.3}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web, namespace: x}
-spec:
-  podSelector: {matchLabels: {app: web}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: client}}}]
-    ports: [{port: http}]
-)";
-}
+// Pods a (web), b (app `b_label`) and c (client) in namespace x; web accepts client on http.
+std::string World(const std::string& b_label) { return fixtures::WebAndClients(b_label, true); }
 
 nft::Program Compile(const std::string& yaml) {
-  auto r = LoadYaml(yaml);
-  EXPECT_TRUE(r.ok()) << r.status();
-  State s;
-  for (const Object& o : r->objects) Upsert(o, &s);
+  const State s = fixtures::LoadState(yaml);
   compiler::CompileOptions opts;
   opts.node_name = "n1";
   auto p = compiler::Compile(s, opts);

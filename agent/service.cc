@@ -40,6 +40,41 @@ void CountProgram(const nft::Program& p, v1::ProgramCounts* out) {
   out->set_elements(elements);
 }
 
+std::string ErrorText(const absl::Status& s) { return s.ok() ? std::string() : s.ToString(); }
+
+void DatastoreToApi(const DatastoreHealth& h, v1::DatastoreStatus* out) {
+  out->set_healthy(h.healthy);
+  out->set_last_write_error(ErrorText(h.last_write_error));
+  switch (h.kind) {
+    case DatastoreHealth::Kind::kEmbedded: {
+      out->set_kind(v1::EMBEDDED);
+      v1::EmbeddedStoreStatus* e = out->mutable_embedded();
+      e->set_directory(h.directory);
+      e->set_journal_records(h.journal_records);
+      e->set_journal_bytes(h.journal_bytes);
+      if (h.last_compaction_time != absl::InfinitePast()) {
+        *e->mutable_last_compaction_time() =
+            TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(h.last_compaction_time));
+      }
+      e->set_compactions(h.compactions);
+      e->set_last_compaction_error(ErrorText(h.last_compaction_error));
+      break;
+    }
+    case DatastoreHealth::Kind::kEtcd: {
+      out->set_kind(v1::ETCD);
+      v1::EtcdStatus* e = out->mutable_etcd();
+      e->set_endpoints(h.endpoints);
+      e->set_watch_connected(h.watch_connected);
+      e->set_watch_endpoint(h.watch_endpoint);
+      e->set_watch_error(ErrorText(h.watch_error));
+      e->set_revision(h.revision);
+      break;
+    }
+    case DatastoreHealth::Kind::kUnknown:
+      break;
+  }
+}
+
 v1::SideDecision SideToApi(const SideDecision& d) {
   v1::SideDecision out;
   out.set_subject(d.subject);
@@ -205,28 +240,7 @@ void AgentService::StoreBatch(const std::vector<QueuedWrite*>& batch) {
   // changed are checked (compiler::ValidateObject, Compile's own checks and messages): the rest
   // of the State passed them when it was stored.
   auto validate = [](const ChangeResult& change) -> absl::Status {
-    for (const v1::ObjectResult& r : change.results) {
-      if (r.action() != v1::CREATED && r.action() != v1::CONFIGURED) continue;
-      const std::string key = KeyOf(r.ref());
-      switch (r.ref().kind()) {
-        case v1::POD:
-          if (auto it = change.state.pods.find(key); it != change.state.pods.end()) {
-            RETURN_IF_ERROR(compiler::ValidateObject(it->second));
-          }
-          break;
-        case v1::NETWORK_POLICY:
-          if (auto it = change.state.policies.find(key); it != change.state.policies.end()) {
-            RETURN_IF_ERROR(compiler::ValidateObject(it->second));
-          }
-          break;
-        default:
-          if (auto it = change.state.namespaces.find(key); it != change.state.namespaces.end()) {
-            RETURN_IF_ERROR(compiler::ValidateObject(it->second));
-          }
-          break;
-      }
-    }
-    return absl::OkStatus();
+    return compiler::ValidateChanged(change.state, KeysOfResults(change.results));
   };
   // Stores the mutations of `writes` as one change (a write whose objects the compiler would
   // reject fails alone); fails as a whole only when the change cannot be stored.
@@ -552,6 +566,7 @@ v1::StatusResponse AgentService::Status() const {
   }
   out.set_syncs(s.syncs);
   out.set_sync_failures(s.failures);
+  DatastoreToApi(store_->Health(), out.mutable_datastore());
   return out;
 }
 

@@ -2,7 +2,9 @@
 // nft::FakeBackend: every RPC's semantics without gRPC or root.
 #include "agent/service.h"
 
-#include <cstdlib>
+#include <signal.h>
+#include <sys/resource.h>
+
 #include <memory>
 #include <thread>
 #include <vector>
@@ -10,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 
 #include "agent/convert.h"
+#include "agent/testing/fixtures.h"
 #include "engine/nft/fake.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/json_util.h"
@@ -21,48 +24,15 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-constexpr char kShop[] = R"(apiVersion: v1
-kind: Namespace
-metadata: {name: shop}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: shop, labels: {app: web}}
-spec:
-  nodeName: node-1
-  containers: [{name: main, ports: [{name: http, containerPort: 8080}]}]
-status: {podIP: 10.1.0.10}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: shop, labels: {app: client}}
-spec: {nodeName: node-1}
-status: {podIP: 10.1.0.11}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: other, namespace: shop, labels: {app: other}}
-spec: {nodeName: node-2}
-status: {podIP: 10.2.0.5}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web-ingress, namespace: shop}
-spec:
-  podSelector: {matchLabels: {app: web}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: client}}}]
-    ports: [{port: http}]
-)";
+using fixtures::kShop;
 
 constexpr absl::Duration kTimeout = absl::Seconds(30);
 
 class ServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/netpol-service-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = fixtures::MakeTempDir("netpol-service-test-");
+    ASSERT_FALSE(dir_.empty());
     auto store = Store::Open(dir_);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
@@ -80,7 +50,7 @@ class ServiceTest : public ::testing::Test {
   }
   void TearDown() override {
     reconciler_->Stop();
-    std::system(("rm -rf " + dir_).c_str());
+    fixtures::RemoveTree(dir_);
   }
 
   v1::ApplyResponse MustApply(const std::string& yaml, bool dry_run = false) {
@@ -392,9 +362,8 @@ v1::ApplyRequest ApplyOf(const std::string& yaml) {
 }
 
 TEST(AdmissionTest, WritesBeyondTheLimitAreRefusedAtOnceAndChangeNothingWhileReadsAreServed) {
-  char tmpl[] = "/tmp/netpol-admission-test-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
+  const std::string dir = fixtures::MakeTempDir("netpol-admission-test-");
+  ASSERT_FALSE(dir.empty());
   auto opened = Store::Open(dir);
   ASSERT_TRUE(opened.ok()) << opened.status();
   std::unique_ptr<Store> store = *std::move(opened);
@@ -485,7 +454,7 @@ TEST(AdmissionTest, WritesBeyondTheLimitAreRefusedAtOnceAndChangeNothingWhileRea
   EXPECT_TRUE(service.Apply(ApplyOf(PortPolicy("later", 8400)), kTimeout).ok());
   EXPECT_THAT(backend.Render(), HasSubstr("tcp . 8400"));
   reconciler.Stop();
-  std::system(("rm -rf " + dir).c_str());
+  fixtures::RemoveTree(dir);
 }
 
 TEST_F(ServiceTest, ConcurrentWritersAreEachAcknowledgedAndABadOneFailsAlone) {
@@ -521,6 +490,77 @@ TEST_F(ServiceTest, ConcurrentWritersAreEachAcknowledgedAndABadOneFailsAlone) {
   auto listed = service_->List(list);
   ASSERT_TRUE(listed.ok());
   EXPECT_EQ(listed->objects_size(), 1 + kWriters - 1);
+}
+
+TEST_F(ServiceTest, StatusReportsTheEmbeddedDatastoreAndItsJournal) {
+  v1::DatastoreStatus d = service_->Status().datastore();
+  EXPECT_EQ(d.kind(), v1::EMBEDDED);
+  EXPECT_TRUE(d.healthy());
+  EXPECT_EQ(d.last_write_error(), "");
+  ASSERT_TRUE(d.has_embedded());
+  EXPECT_EQ(d.embedded().directory(), dir_);
+  EXPECT_EQ(d.embedded().journal_records(), 0u);
+  EXPECT_TRUE(d.embedded().has_last_compaction_time());  // the snapshot Open wrote
+  EXPECT_EQ(d.embedded().compactions(), 0u);
+  const uint64_t empty_journal = d.embedded().journal_bytes();
+  EXPECT_GT(empty_journal, 0u);  // the header line
+
+  MustApply(kShop);
+  d = service_->Status().datastore();
+  EXPECT_EQ(d.embedded().journal_records(), 1u);
+  EXPECT_GT(d.embedded().journal_bytes(), empty_journal);
+  MustApply(kShop);  // unchanged: nothing written
+  EXPECT_EQ(service_->Status().datastore().embedded().journal_records(), 1u);
+  // A request refused as invalid is not a failed write.
+  const std::string broken =
+      "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+      "metadata: {name: broken, namespace: shop}\n"
+      "spec: {podSelector: {matchExpressions: [{key: a, operator: In}]}}\n";
+  EXPECT_EQ(service_->Apply(ApplyOf(broken), kTimeout).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  v1::DeleteRequest missing;
+  missing.add_refs()->set_kind(v1::POD);
+  missing.mutable_refs(0)->set_namespace_("shop");
+  missing.mutable_refs(0)->set_name("nobody");
+  EXPECT_EQ(service_->Delete(missing, kTimeout).status().code(), absl::StatusCode::kNotFound);
+  d = service_->Status().datastore();
+  EXPECT_TRUE(d.healthy());
+  EXPECT_EQ(d.last_write_error(), "");
+  MustApply("apiVersion: v1\nkind: Namespace\nmetadata: {name: more}\n");
+  EXPECT_EQ(service_->Status().datastore().embedded().journal_records(), 2u);
+}
+
+TEST_F(ServiceTest, StatusReportsAFailedWriteUntilAWriteSucceeds) {
+  MustApply(kShop);
+  const v1::DatastoreStatus before = service_->Status().datastore();
+  // A file size limit just past the journal's end cuts the next record short (EFBIG).
+  signal(SIGXFSZ, SIG_IGN);
+  struct rlimit old;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  struct rlimit small = old;
+  small.rlim_cur = before.embedded().journal_bytes() + 30;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  auto failed = service_->Apply(
+      ApplyOf("apiVersion: v1\nkind: Namespace\nmetadata: {name: later}\n"), kTimeout);
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+  ASSERT_FALSE(failed.ok());
+  v1::StatusResponse s = service_->Status();
+  EXPECT_EQ(s.generation(), 1u);
+  EXPECT_FALSE(s.datastore().healthy());
+  EXPECT_THAT(s.datastore().last_write_error(), HasSubstr(dir_ + "/state.journal"));
+  EXPECT_THAT(s.datastore().last_write_error(), HasSubstr(failed.status().message()));
+  EXPECT_EQ(s.datastore().embedded().journal_records(), 1u);
+  EXPECT_EQ(s.datastore().embedded().journal_bytes(), before.embedded().journal_bytes());
+
+  ASSERT_TRUE(service_->Apply(
+                      ApplyOf("apiVersion: v1\nkind: Namespace\nmetadata: {name: later}\n"),
+                      kTimeout)
+                  .ok());
+  s = service_->Status();
+  EXPECT_EQ(s.generation(), 2u);
+  EXPECT_TRUE(s.datastore().healthy());
+  EXPECT_EQ(s.datastore().last_write_error(), "");
+  EXPECT_EQ(s.datastore().embedded().journal_records(), 2u);
 }
 
 TEST(AdmissionTest, GateHoldsAtMostItsLimitAndReleasesSlotsWhenTheyEnd) {

@@ -221,6 +221,7 @@ struct Replayed {
   uint64_t generation = 0;
   uint64_t valid_bytes = 0;   // the journal's length without a torn last record
   bool torn = false;          // a torn last record was found (valid_bytes drops it)
+  uint64_t records = 0;       // whole records in the journal (replayed or skipped)
   std::deque<std::pair<uint64_t, ChangedKeys>> log;
 };
 
@@ -302,6 +303,7 @@ absl::StatusOr<Replayed> Replay(const std::string& bytes, uint64_t generation, S
     prev = gen;
     first = false;
     off += kRecordHeaderSize + size;
+    ++out.records;
   }
   out.valid_bytes = off;
   return out;
@@ -414,6 +416,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
     auto replayed = Replay(*journal, generation, &state, options.change_log_generations);
     if (!replayed.ok()) return Refusal(store->journal_path_, replayed.status());
     valid_bytes = replayed->valid_bytes;
+    store->journal_records_ = replayed->records;
     store->log_first_ = generation + 1;
     for (auto& [gen, keys] : replayed->log) store->LogChange(gen, std::move(keys));
     generation = replayed->generation;
@@ -436,9 +439,14 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
     valid_bytes = kJournalHeaderSize;
   }
   RETURN_IF_ERROR(store->OpenJournal(valid_bytes));
+  struct stat snapshot;
+  if (::stat(store->path_.c_str(), &snapshot) == 0) {
+    store->snapshot_time_ = absl::TimeFromTimespec(snapshot.st_mtim);
+  }
   store->log_first_ = store->log_.empty() ? generation + 1 : store->log_first_;
   store->current_.state = std::make_shared<const State>(std::move(state));
   store->current_.generation = generation;
+  store->PublishHealth();
   return store;
 }
 
@@ -465,6 +473,24 @@ uint64_t Store::compactions() const {
   return compactions_;
 }
 
+DatastoreHealth Store::Health() const {
+  absl::MutexLock l(&mu_);
+  return health_;
+}
+
+void Store::PublishHealth() {
+  DatastoreHealth& h = health_;
+  h.kind = DatastoreHealth::Kind::kEmbedded;
+  h.healthy = last_write_error_.ok() && broken_.ok();
+  h.last_write_error = last_write_error_;
+  h.directory = dir_;
+  h.journal_records = journal_records_;
+  h.journal_bytes = journal_bytes_;
+  h.last_compaction_time = snapshot_time_;
+  h.compactions = compactions_;
+  h.last_compaction_error = last_compaction_error_;
+}
+
 absl::Status Store::Append(const State& state, const ChangedKeys& keys, uint64_t generation) {
   RETURN_IF_ERROR(broken_);
   const std::string record = EncodeRecord(state, keys, generation);
@@ -483,6 +509,7 @@ absl::Status Store::Append(const State& state, const ChangedKeys& keys, uint64_t
   if (s.ok() && ::fdatasync(journal_fd_) != 0) s = ErrnoStatus("fsync " + journal_path_, errno);
   if (s.ok()) {
     journal_bytes_ += record.size();
+    ++journal_records_;
     return s;
   }
   // Take the record back so that the next one does not follow a damaged one; when that fails
@@ -502,6 +529,7 @@ absl::Status Store::Compact(const State& state, uint64_t generation) {
   std::string encoded = Encode(state, generation);
   RETURN_IF_ERROR(WriteDurably(dir_, path_, encoded));
   snapshot_bytes_ = encoded.size();
+  snapshot_time_ = absl::Now();
   encoded.clear();
   encoded.shrink_to_fit();
   if (::ftruncate(journal_fd_, static_cast<off_t>(kJournalHeaderSize)) != 0) {
@@ -510,6 +538,7 @@ absl::Status Store::Compact(const State& state, uint64_t generation) {
   // The next record goes right after the header whether or not this fsync succeeds (a record
   // written past the end would leave a hole of zeros before it).
   journal_bytes_ = kJournalHeaderSize;
+  journal_records_ = 0;
   ++compactions_;
   if (::fdatasync(journal_fd_) != 0) return ErrnoStatus("fsync " + journal_path_, errno);
   return absl::OkStatus();
@@ -535,7 +564,12 @@ absl::StatusOr<Snapshot> Store::Update(const Mutation& mutate) {
   const uint64_t next = base.generation + 1;
   ChangedKeys keys = change->touched ? Resolve(*base.state, change->state, *change->touched)
                                      : DiffStates(*base.state, change->state);
-  RETURN_IF_ERROR(Append(change->state, keys, next));
+  last_write_error_ = Append(change->state, keys, next);
+  if (!last_write_error_.ok()) {
+    absl::MutexLock l(&mu_);
+    PublishHealth();
+    return last_write_error_;
+  }
   Snapshot snap;
   snap.state = std::make_shared<const State>(std::move(change->state));
   snap.generation = next;
@@ -551,8 +585,10 @@ absl::StatusOr<Snapshot> Store::Update(const Mutation& mutate) {
   if (journal_bytes_ > limit) {
     // The change is durable in the journal already; a failed compaction is retried at the
     // next change and costs nothing but journal length meanwhile.
-    Compact(*snap.state, next).IgnoreError();
+    last_compaction_error_ = Compact(*snap.state, next);
   }
+  absl::MutexLock l(&mu_);
+  PublishHealth();
   return snap;
 }
 

@@ -42,6 +42,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "api/netpol/v1/object_service.pb.h"
 #include "engine/compiler/delta.h"
 #include "engine/model/model.h"
@@ -67,6 +68,32 @@ using compiler::DiffStates;
 // or deleted: a Datastore::Change::touched for that request.
 ChangedKeys KeysOfResults(const std::vector<v1::ObjectResult>& results);
 
+// What a datastore knows of its own health without a new request to anything (Status).
+struct DatastoreHealth {
+  enum class Kind { kUnknown, kEmbedded, kEtcd };
+  Kind kind = Kind::kUnknown;
+  // Whether writes can be stored as far as the datastore knows (see each implementation).
+  bool healthy = true;
+  // The last write's failure; OK when it succeeded or none was made. Mutations that fail or
+  // change nothing are not writes.
+  absl::Status last_write_error;
+
+  // The embedded Store.
+  std::string directory;
+  uint64_t journal_records = 0;  // changes in the journal since the last compaction
+  uint64_t journal_bytes = 0;
+  absl::Time last_compaction_time = absl::InfinitePast();  // when the snapshot was written
+  uint64_t compactions = 0;                                // since Open
+  absl::Status last_compaction_error;
+
+  // The etcd datastore.
+  std::string endpoints;       // configured, comma-separated
+  bool watch_connected = false;
+  std::string watch_endpoint;  // empty when not connected
+  absl::Status watch_error;    // the latest list/watch failure, OK once watching again
+  int64_t revision = 0;
+};
+
 // Where the agent's objects live: the embedded Store below (one node) or the shared etcd
 // datastore (agent/etcd, many nodes). The service reads snapshots and writes through Update.
 class Datastore {
@@ -90,16 +117,15 @@ class Datastore {
   // Runs `mutate` on the current State and stores its Change; returns a snapshot that holds it
   // (the current one when nothing changed). Errors from `mutate` are returned unchanged.
   virtual absl::StatusOr<Snapshot> Update(const Mutation& mutate) = 0;
-  // True when the snapshot Update returns holds exactly the State `mutate` produced, so a
-  // program compiled from that State is the program of the returned generation. False for a
-  // shared datastore, where other writers' changes may land in the same snapshot.
-  virtual bool UpdateIsExact() const { return true; }
   // The objects the generations in (from_gen, to_gen] touched, or nullopt when the datastore
   // does not know (not recorded, or too old): the caller must then assume everything changed.
   // from_gen == to_gen is an empty set.
   virtual std::optional<ChangedKeys> ChangesBetween(uint64_t from_gen, uint64_t to_gen) const {
     return std::nullopt;
   }
+  // Health for Status. Cheap: no I/O, and never waits for a write in progress. The default
+  // reports an unknown kind, healthy.
+  virtual DatastoreHealth Health() const { return DatastoreHealth(); }
 };
 
 class Store : public Datastore {
@@ -143,6 +169,9 @@ class Store : public Datastore {
   std::optional<ChangedKeys> ChangesBetween(uint64_t from_gen, uint64_t to_gen) const override
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Embedded: healthy unless the last write failed (or a failed write could not be undone).
+  DatastoreHealth Health() const override ABSL_LOCKS_EXCLUDED(mu_);
+
   const std::string& path() const { return path_; }
   const std::string& journal_path() const { return journal_path_; }
   // Bytes in the journal now, and compactions done since Open (for tests and metrics).
@@ -157,6 +186,8 @@ class Store : public Datastore {
   absl::Status Compact(const State& state, uint64_t generation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   void LogChange(uint64_t generation, ChangedKeys keys) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Copies the write side's counters and errors to health_.
+  void PublishHealth() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_, mu_);
 
   const std::string dir_;
   const std::string path_;
@@ -167,6 +198,10 @@ class Store : public Datastore {
   uint64_t journal_bytes_ ABSL_GUARDED_BY(write_mu_) = 0;
   uint64_t snapshot_bytes_ ABSL_GUARDED_BY(write_mu_) = 0;
   uint64_t compactions_ ABSL_GUARDED_BY(write_mu_) = 0;
+  uint64_t journal_records_ ABSL_GUARDED_BY(write_mu_) = 0;
+  absl::Time snapshot_time_ ABSL_GUARDED_BY(write_mu_) = absl::InfinitePast();
+  absl::Status last_write_error_ ABSL_GUARDED_BY(write_mu_);
+  absl::Status last_compaction_error_ ABSL_GUARDED_BY(write_mu_);
   // Set when a failed append could not be undone: later appends would follow a damaged record.
   absl::Status broken_ ABSL_GUARDED_BY(write_mu_);
   mutable absl::Mutex mu_;
@@ -176,6 +211,8 @@ class Store : public Datastore {
   std::deque<ChangedKeys> log_ ABSL_GUARDED_BY(mu_);
   uint64_t log_first_ ABSL_GUARDED_BY(mu_) = 1;
   size_t log_keys_ ABSL_GUARDED_BY(mu_) = 0;  // keys in log_
+  // What Health() returns: published after each write, so reading it never waits for one.
+  DatastoreHealth health_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace netpol::agent

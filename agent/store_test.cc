@@ -8,7 +8,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -16,59 +15,22 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/changes.h"
+#include "agent/testing/fixtures.h"
 #include "engine/model/loader.h"
 #include "gtest/gtest.h"
 
 namespace netpol::agent {
 namespace {
 
-constexpr char kManifests[] = R"(
-apiVersion: v1
-kind: Namespace
-metadata: {name: x, labels: {team: a}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: a, namespace: x, labels: {app: web}}
-spec:
-  nodeName: n1
-  containers:
-  - name: c
-    ports: [{name: http, containerPort: 8080}, {containerPort: 53, protocol: UDP}]
-status: {podIPs: [{ip: 10.0.0.1}, {ip: "fd00::1"}]}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: allow, namespace: x}
-spec:
-  podSelector: {matchExpressions: [{key: app, operator: In, values: [web]}]}
-  policyTypes: [Ingress, Egress]
-  ingress:
-  - from:
-    - podSelector: {}
-      namespaceSelector: {matchLabels: {team: a}}
-    - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}
-    ports: [{port: http}, {port: 80, endPort: 90, protocol: SCTP}]
-  egress:
-  - {}
-)";
-
-State SampleState() {
-  auto loaded = LoadYaml(kManifests);
-  EXPECT_TRUE(loaded.ok()) << loaded.status();
-  State s;
-  for (const Object& o : loaded->objects) Upsert(o, &s);
-  return s;
-}
+State SampleState() { return fixtures::LoadState(fixtures::kSample); }
 
 class StoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/netpol-store-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = fixtures::MakeTempDir("netpol-store-test-");
+    ASSERT_FALSE(dir_.empty());
   }
-  void TearDown() override { std::system(("rm -rf " + dir_).c_str()); }
+  void TearDown() override { fixtures::RemoveTree(dir_); }
   std::string ReadFile(const std::string& name = "state.pb") {
     std::ifstream in(dir_ + "/" + name, std::ios::binary);
     std::stringstream ss;
@@ -271,12 +233,6 @@ TEST_F(StoreTest, StateDirIsAFile) {
 
 // ---- The journal ----
 
-std::vector<Object> Objects(const std::string& yaml) {
-  auto loaded = LoadYaml(yaml);
-  EXPECT_TRUE(loaded.ok()) << loaded.status() << "\n" << yaml;
-  return loaded.ok() ? loaded->objects : std::vector<Object>();
-}
-
 // A seeded stream of Apply and Delete requests over a few namespaces, pods and policies.
 class Workload {
  public:
@@ -290,26 +246,26 @@ class Workload {
     const std::string ns = absl::StrCat("ns", Next(3));
     switch (Next(8)) {
       case 0:
-        return ApplyObjects(base, Objects(absl::StrCat(
+        return ApplyObjects(base, fixtures::LoadObjects(absl::StrCat(
                                       "apiVersion: v1\nkind: Namespace\nmetadata: {name: ", ns,
                                       ", labels: {team: t", Next(2), "}}\n")));
       case 1:
       case 2:
       case 3: {
         const uint32_t i = Next(20);
-        return ApplyObjects(
-            base, Objects(absl::StrCat("apiVersion: v1\nkind: Pod\nmetadata: {name: p", i,
-                                       ", namespace: ", ns, ", labels: {app: a", Next(3),
-                                       "}}\nspec: {nodeName: n1}\nstatus: {podIP: 10.0.", Next(3),
-                                       ".", i + 1, "}\n")));
+        return ApplyObjects(base, fixtures::LoadObjects(absl::StrCat(
+                                      "apiVersion: v1\nkind: Pod\nmetadata: {name: p", i,
+                                      ", namespace: ", ns, ", labels: {app: a", Next(3),
+                                      "}}\nspec: {nodeName: n1}\nstatus: {podIP: 10.0.", Next(3),
+                                      ".", i + 1, "}\n")));
       }
       case 4:
-        return ApplyObjects(
-            base,
-            Objects(absl::StrCat("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
-                                 "metadata: {name: np", Next(4), ", namespace: ", ns,
-                                 "}\nspec:\n  podSelector: {matchLabels: {app: a", Next(3),
-                                 "}}\n  ingress: [{ports: [{port: ", 80 + Next(3), "}]}]\n")));
+        return ApplyObjects(base, fixtures::LoadObjects(absl::StrCat(
+                                      "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+                                      "metadata: {name: np",
+                                      Next(4), ", namespace: ", ns,
+                                      "}\nspec:\n  podSelector: {matchLabels: {app: a", Next(3),
+                                      "}}\n  ingress: [{ports: [{port: ", 80 + Next(3), "}]}]\n")));
       case 5:
       case 6: {
         v1::ObjectRef ref;
@@ -617,6 +573,50 @@ TEST_F(StoreTest, HintedDeleteOfANamespaceRecordsItsObjects) {
   auto reopened = Store::Open(dir_);
   ASSERT_TRUE(reopened.ok());
   EXPECT_TRUE(*(*reopened)->Current().state == State{});
+}
+
+TEST_F(StoreTest, HealthCountsJournalRecordsSinceTheLastCompaction) {
+  {
+    auto store = Store::Open(dir_);
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->Update(Replace(SampleState())).ok());
+    ASSERT_TRUE((*store)->Update(Replace(State{})).ok());
+    ASSERT_TRUE((*store)->Update(Replace(SampleState())).ok());
+    EXPECT_EQ((*store)->Health().journal_records, 3u);
+  }
+  // Counted again from the file at start; the snapshot's time is the file's.
+  Store::Options every;
+  every.compact_fraction = 0;
+  every.journal_min_bytes = 0;
+  auto store = Store::Open(dir_, every);
+  ASSERT_TRUE(store.ok());
+  DatastoreHealth h = (*store)->Health();
+  EXPECT_EQ(h.kind, DatastoreHealth::Kind::kEmbedded);
+  EXPECT_TRUE(h.healthy);
+  EXPECT_EQ(h.directory, dir_);
+  EXPECT_EQ(h.journal_records, 3u);
+  EXPECT_EQ(h.journal_bytes, Journal().size());
+  struct stat st;
+  ASSERT_EQ(stat((dir_ + "/state.pb").c_str(), &st), 0);
+  EXPECT_EQ(h.last_compaction_time, absl::TimeFromTimespec(st.st_mtim));
+  const absl::Time opened_snapshot = h.last_compaction_time;
+  // A change that compacts: the journal holds no record after it.
+  ASSERT_TRUE((*store)->Update(Replace(State{})).ok());
+  h = (*store)->Health();
+  EXPECT_EQ(h.compactions, 1u);
+  EXPECT_EQ(h.journal_records, 0u);
+  EXPECT_EQ(h.journal_bytes, Journal().size());
+  EXPECT_GE(h.last_compaction_time, opened_snapshot);
+  EXPECT_TRUE(h.last_compaction_error.ok());
+  // A compaction that fails (its temp file's place taken) is reported; the change is stored.
+  ASSERT_EQ(mkdir((dir_ + "/state.pb.tmp").c_str(), 0700), 0);
+  ASSERT_TRUE((*store)->Update(Replace(SampleState())).ok());
+  h = (*store)->Health();
+  EXPECT_TRUE(h.healthy);
+  EXPECT_FALSE(h.last_compaction_error.ok());
+  EXPECT_EQ(h.compactions, 1u);
+  EXPECT_EQ(h.journal_records, 1u);
+  rmdir((dir_ + "/state.pb.tmp").c_str());
 }
 
 }  // namespace

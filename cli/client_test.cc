@@ -158,5 +158,96 @@ INSTANTIATE_TEST_SUITE_P(
             {"answered by"}}),
     [](const ::testing::TestParamInfo<Row>& info) { return info.param.name; });
 
+// Answers Status with a given response.
+class CannedStatusService final : public v1::StatusService::Service {
+ public:
+  explicit CannedStatusService(v1::StatusResponse response) : response_(std::move(response)) {}
+  grpc::Status Status(grpc::ServerContext*, const v1::StatusRequest*,
+                      v1::StatusResponse* resp) override {
+    *resp = response_;
+    return grpc::Status::OK;
+  }
+
+ private:
+  v1::StatusResponse response_;
+};
+
+// What `netpolctl status` prints for `response`; its exit code in `code`.
+std::string StatusOutput(const std::string& name, const v1::StatusResponse& response,
+                         int* code) {
+  const std::string server = "unix://" + SocketPath(name);
+  CannedStatusService service(response);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(server, grpc::InsecureServerCredentials());
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
+  if (grpc_server == nullptr) return "cannot serve on " + server;
+  ClientOptions options;
+  options.server = server;
+  options.timeout = absl::Seconds(20);
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+  if (!client.ok()) return client.status().ToString();
+  std::istringstream in;
+  std::ostringstream out, err;
+  *code = cli::Run(**client, {"status"}, CommandOptions(), in, out, err);
+  grpc_server->Shutdown();
+  ::unlink(SocketPath(name).c_str());
+  return out.str() + err.str();
+}
+
+v1::StatusResponse Serving() {
+  v1::StatusResponse s;
+  s.set_serving(true);
+  s.set_node_name("node-1");
+  return s;
+}
+
+TEST(StatusOutputTest, ShowsTheEmbeddedStoreAndItsJournal) {
+  v1::StatusResponse s = Serving();
+  v1::DatastoreStatus* d = s.mutable_datastore();
+  d->set_kind(v1::EMBEDDED);
+  d->set_healthy(false);
+  d->set_last_write_error("FAILED_PRECONDITION: write /var/lib/netpol/state.journal: No space");
+  d->mutable_embedded()->set_directory("/var/lib/netpol");
+  d->mutable_embedded()->set_journal_records(12);
+  d->mutable_embedded()->set_journal_bytes(4812);
+  d->mutable_embedded()->mutable_last_compaction_time()->set_seconds(1700000000);
+  d->mutable_embedded()->set_compactions(3);
+  int code = -1;
+  const std::string out = StatusOutput("embedded", s, &code);
+  EXPECT_THAT(out, HasSubstr("Datastore:          embedded (/var/lib/netpol), NOT healthy\n"));
+  EXPECT_THAT(out, HasSubstr("Journal:            12 records, 4812 bytes since the last "
+                             "compaction at 2023-11-14T22:13:20Z (3 since start)\n"));
+  EXPECT_THAT(out, HasSubstr("Last write error:   FAILED_PRECONDITION: write "
+                             "/var/lib/netpol/state.journal: No space\n"));
+  EXPECT_EQ(code, 0) << "the datastore's health does not decide the exit status";
+}
+
+TEST(StatusOutputTest, ShowsTheEtcdWatch) {
+  v1::StatusResponse s = Serving();
+  v1::DatastoreStatus* d = s.mutable_datastore();
+  d->set_kind(v1::ETCD);
+  d->set_healthy(true);
+  d->mutable_etcd()->set_endpoints("10.0.0.1:2379,10.0.0.2:2379");
+  d->mutable_etcd()->set_watch_connected(true);
+  d->mutable_etcd()->set_watch_endpoint("10.0.0.2:2379");
+  d->mutable_etcd()->set_revision(41);
+  int code = -1;
+  std::string out = StatusOutput("etcd", s, &code);
+  EXPECT_THAT(out, HasSubstr("Datastore:          etcd 10.0.0.1:2379,10.0.0.2:2379, healthy\n"));
+  EXPECT_THAT(out, HasSubstr("Watch:              connected to 10.0.0.2:2379, at revision 41\n"));
+  EXPECT_THAT(out, HasSubstr("Last write error:   none\n"));
+  d->set_healthy(false);
+  d->mutable_etcd()->set_watch_connected(false);
+  d->mutable_etcd()->clear_watch_endpoint();
+  d->mutable_etcd()->set_watch_error("UNAVAILABLE: etcd 10.0.0.2:2379: Connection refused");
+  out = StatusOutput("etcd-down", s, &code);
+  EXPECT_THAT(out,
+              HasSubstr("Datastore:          etcd 10.0.0.1:2379,10.0.0.2:2379, NOT healthy\n"));
+  EXPECT_THAT(out, HasSubstr("Watch:              not connected, at revision 41: UNAVAILABLE: "
+                             "etcd 10.0.0.2:2379: Connection refused\n"));
+  EXPECT_THAT(StatusOutput("old-agent", Serving(), &code), Not(HasSubstr("Datastore:")));
+}
+
 }  // namespace
 }  // namespace netpol::cli

@@ -372,6 +372,43 @@ int Get(Client& c, const std::vector<std::string>& args, const CommandOptions& o
   return PrintObjects(objects, false, opts, *kind, out, err);
 }
 
+// The datastore rows of `netpolctl status` (none from an agent that does not report it).
+std::vector<std::vector<std::string>> DatastoreRows(const v1::StatusResponse& s) {
+  using google::protobuf::util::TimeUtil;
+  if (!s.has_datastore()) return {};
+  const v1::DatastoreStatus& d = s.datastore();
+  const std::string health = d.healthy() ? "healthy" : "NOT healthy";
+  std::vector<std::vector<std::string>> rows;
+  if (d.has_embedded()) {
+    const v1::EmbeddedStoreStatus& e = d.embedded();
+    rows.push_back({"Datastore:", absl::StrCat("embedded (", e.directory(), "), ", health)});
+    std::string journal = absl::StrCat(e.journal_records(), " records, ", e.journal_bytes(),
+                                       " bytes since the last compaction");
+    if (e.has_last_compaction_time()) {
+      absl::StrAppend(&journal, " at ", TimeUtil::ToString(e.last_compaction_time()));
+    }
+    absl::StrAppend(&journal, " (", e.compactions(), " since start)");
+    if (!e.last_compaction_error().empty()) {
+      absl::StrAppend(&journal, "; the last compaction failed: ", e.last_compaction_error());
+    }
+    rows.push_back({"Journal:", journal});
+  } else if (d.has_etcd()) {
+    const v1::EtcdStatus& e = d.etcd();
+    rows.push_back({"Datastore:", absl::StrCat("etcd ", e.endpoints(), ", ", health)});
+    rows.push_back(
+        {"Watch:", e.watch_connected()
+                       ? absl::StrCat("connected to ", e.watch_endpoint(), ", at revision ",
+                                      e.revision())
+                       : absl::StrCat("not connected, at revision ", e.revision(),
+                                      e.watch_error().empty() ? "" : ": ", e.watch_error())});
+  } else {
+    rows.push_back({"Datastore:", health});
+  }
+  rows.push_back(
+      {"Last write error:", d.last_write_error().empty() ? "none" : d.last_write_error()});
+  return rows;
+}
+
 int Status(Client& c, std::ostream& out, std::ostream& err) {
   v1::StatusResponse s;
   grpc::Status st = c.status().Status(c.Context().get(), v1::StatusRequest(), &s);
@@ -386,25 +423,27 @@ int Status(Client& c, std::ostream& out, std::ostream& err) {
                              absl::FormatDuration(absl::Nanoseconds(
                                  TimeUtil::DurationToNanoseconds(s.last_sync_duration()))));
   }
-  PrintTable(
-      {
-          {"Agent:", c.server()},
-          {"Node:", s.node_name()},
-          {"Table:", "inet " + s.table()},
-          {"Serving:", s.serving() ? "yes" : "no (starting: the first sync has not committed)"},
-          {"Generation:", absl::StrCat(s.generation(), " (in the kernel: ",
-                                       s.applied_generation(), ")")},
-          {"Last sync:", last_sync},
-          {"Last error:", s.last_error().empty() ? "none" : s.last_error()},
-          {"Objects:", absl::StrCat(s.objects().namespaces(), " namespaces, ", s.objects().pods(),
-                                    " pods (", s.objects().local_pods(), " local), ",
-                                    s.objects().network_policies(), " networkpolicies")},
-          {"Program:", absl::StrCat(s.program().chains(), " chains, ", s.program().rules(),
-                                    " rules, ", s.program().sets(), " sets, ",
-                                    s.program().elements(), " elements")},
-          {"Syncs:", absl::StrCat(s.syncs(), " (", s.sync_failures(), " failed)")},
-      },
-      out);
+  std::vector<std::vector<std::string>> rows = {
+      {"Agent:", c.server()},
+      {"Node:", s.node_name()},
+      {"Table:", "inet " + s.table()},
+      {"Serving:", s.serving() ? "yes" : "no (starting: the first sync has not committed)"},
+      {"Generation:", absl::StrCat(s.generation(), " (in the kernel: ",
+                                   s.applied_generation(), ")")},
+      {"Last sync:", last_sync},
+      {"Last error:", s.last_error().empty() ? "none" : s.last_error()},
+      {"Objects:", absl::StrCat(s.objects().namespaces(), " namespaces, ", s.objects().pods(),
+                                " pods (", s.objects().local_pods(), " local), ",
+                                s.objects().network_policies(), " networkpolicies")},
+      {"Program:", absl::StrCat(s.program().chains(), " chains, ", s.program().rules(),
+                                " rules, ", s.program().sets(), " sets, ",
+                                s.program().elements(), " elements")},
+      {"Syncs:", absl::StrCat(s.syncs(), " (", s.sync_failures(), " failed)")},
+  };
+  for (auto& row : DatastoreRows(s)) rows.push_back(std::move(row));
+  PrintTable(rows, out);
+  // The exit status says whether the kernel enforces the store; the datastore's health is
+  // reported, not judged (a node keeps enforcing while its datastore is away).
   return s.serving() && s.last_error().empty() ? kOk : kFailed;
 }
 
@@ -426,10 +465,6 @@ absl::StatusOr<v1::Endpoint> ParseEndpoint(const std::string& text, const char* 
     e.set_pod((ns.empty() ? "default" : ns) + "/" + text);
   }
   return e;
-}
-
-void PrintSide(const char* title, const v1::SideDecision& s, std::ostream& out) {
-  out << title << (s.allowed() ? "allowed" : "denied") << ": " << s.explanation() << "\n";
 }
 
 int Check(Client& c, const CommandOptions& opts, std::ostream& out, std::ostream& err) {

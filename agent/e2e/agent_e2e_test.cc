@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "agent/e2e/fixture.h"
+#include "agent/testing/fixtures.h"
 #include "agent/e2e/grpc_raw.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"
@@ -29,39 +30,7 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-constexpr char kShop[] = R"(apiVersion: v1
-kind: Namespace
-metadata: {name: shop}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: shop, labels: {app: web}}
-spec:
-  nodeName: node-1
-  containers: [{name: main, ports: [{name: http, containerPort: 8080}]}]
-status: {podIPs: [{ip: 10.1.0.10}, {ip: "fd00:1::10"}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: shop, labels: {app: client}}
-spec: {nodeName: node-1}
-status: {podIP: 10.1.0.11}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: other, namespace: shop, labels: {app: other}}
-spec: {nodeName: node-2}
-status: {podIP: 10.2.0.5}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web-ingress, namespace: shop}
-spec:
-  podSelector: {matchLabels: {app: web}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: client}}}]
-    ports: [{port: http}]
-)";
+using agent::fixtures::kShop;
 
 constexpr char kBadPolicy[] = R"(apiVersion: v1
 kind: Namespace
@@ -535,7 +504,7 @@ TEST_F(AgentTest, PeriodicCheckRepairsDriftAndLeavesAFaithfulTableAlone) {
   }
   EXPECT_EQ(now, program);
   EXPECT_THAT(AgentLog(), HasSubstr("drift check"));
-  EXPECT_THAT(AgentLog(), HasSubstr("sync kind=repair"));
+  EXPECT_THAT(AgentLogOnceItSays("sync kind=repair"), HasSubstr("sync kind=repair"));
   // And the whole table deleted.
   ASSERT_EQ(RunCommand({"nft", "delete", "table", "inet", table_}).exit_code, 0);
   for (int i = 0; i < 100 && Nft().rfind("error", 0) == 0; ++i) {

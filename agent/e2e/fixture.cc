@@ -194,4 +194,14 @@ std::string AgentTest::WriteFile(const std::string& name, const std::string& con
 
 std::string AgentTest::AgentLog() { return ReadAll(dir_ + "/agent.log"); }
 
+std::string AgentTest::AgentLogOnceItSays(const std::string& text) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  std::string log = AgentLog();
+  while (log.find(text) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    log = AgentLog();
+  }
+  return log;
+}
+
 }  // namespace netpol::e2e

@@ -63,6 +63,9 @@ class AgentTest : public ::testing::Test {
   // Writes `content` into the temporary directory; returns the path.
   std::string WriteFile(const std::string& name, const std::string& content);
   std::string AgentLog();
+  // The agent's log once it contains `text`, or as it is after two seconds. A sync's log line
+  // follows its commit, so a test that saw the kernel change may read the log a moment early.
+  std::string AgentLogOnceItSays(const std::string& text);
 
   std::string dir_, socket_, state_dir_, table_ = "netpol";
   pid_t agent_ = -1;

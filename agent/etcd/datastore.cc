@@ -135,6 +135,20 @@ DatastoreStatus EtcdDatastore::status() const {
   return s;
 }
 
+DatastoreHealth EtcdDatastore::Health() const {
+  const DatastoreStatus s = status();
+  DatastoreHealth h;
+  h.kind = DatastoreHealth::Kind::kEtcd;
+  h.healthy = s.synced && s.watching;
+  h.last_write_error = s.last_write_error;
+  h.endpoints = s.endpoints;
+  h.watch_connected = s.watching;
+  h.watch_endpoint = s.watch_endpoint;
+  h.watch_error = s.last_error;
+  h.revision = s.revision;
+  return h;
+}
+
 bool EtcdDatastore::Pause(absl::Duration d) {
   absl::MutexLock l(&mu_);
   auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
@@ -326,6 +340,7 @@ void EtcdDatastore::Run() {
         {
           absl::MutexLock l(&mu_);
           status_.watching = true;
+          status_.watch_endpoint = stream->endpoint();
           recovered = !status_.last_error.ok();
           status_.last_error = absl::OkStatus();
         }
@@ -342,6 +357,7 @@ void EtcdDatastore::Run() {
       absl::MutexLock l(&mu_);
       watch_ = nullptr;
       status_.watching = false;
+      status_.watch_endpoint.clear();
       if (stopping_) return;
     }
     if (relist) {
@@ -374,7 +390,8 @@ TxnRequest EtcdDatastore::BuildTxn(const View& base, const State& next) const {
   // Namespaces deleted whose pods and policies all go too: one range delete each, guarded
   // against keys created or changed there since the snapshot.
   std::set<std::string> dropped;
-  for (const auto& [name, ns] : old.namespaces) {
+  for (const auto& entry : old.namespaces) {
+    const std::string& name = entry.first;  // a named reference: the lambda below captures it
     if (next.namespaces.count(name)) continue;
     const std::string pods = layout_.PodsOfNamespace(name);
     const std::string policies = layout_.PoliciesOfNamespace(name);
@@ -423,10 +440,22 @@ TxnRequest EtcdDatastore::BuildTxn(const View& base, const State& next) const {
 
 absl::StatusOr<Snapshot> EtcdDatastore::Update(const Mutation& mutate) {
   absl::MutexLock w(&write_mu_);
+  bool attempted = false;
+  absl::StatusOr<Snapshot> out = Write(mutate, &attempted);
+  if (attempted) {
+    absl::MutexLock l(&mu_);
+    status_.last_write_error = out.status();
+  }
+  return out;
+}
+
+absl::StatusOr<Snapshot> EtcdDatastore::Write(const Mutation& mutate, bool* attempted) {
   for (int attempt = 1; attempt <= options_.max_write_attempts; ++attempt) {
+    *attempted = false;
     const View base = CurrentView();
     DatastoreStatus st = status();
     if (!st.synced) {
+      *attempted = true;
       return absl::UnavailableError(absl::StrCat(
           "etcd datastore ", st.endpoints, " not reached yet, so nothing can be written",
           st.last_error.ok() ? std::string() : absl::StrCat(": ", st.last_error.message())));
@@ -435,6 +464,7 @@ absl::StatusOr<Snapshot> EtcdDatastore::Update(const Mutation& mutate) {
     if (!change) return base.snapshot;
     TxnRequest txn = BuildTxn(base, change->state);
     if (txn.success_size() == 0) return base.snapshot;
+    *attempted = true;
     absl::StatusOr<etcdserverpb::TxnResponse> r = client_->Txn(txn);
     if (!r.ok()) {
       const std::string tail = absl::StrCat("; this node keeps enforcing etcd revision ",

@@ -65,6 +65,7 @@ struct DatastoreStatus {
   std::string endpoints;
   bool synced = false;        // a list has been published
   bool watching = false;      // a watch stream is established now
+  std::string watch_endpoint;  // the endpoint of that stream; empty when not watching
   int64_t revision = 0;       // the etcd revision this node's view is complete up to
   int64_t generation = 0;     // the revision of the published snapshot
   uint64_t cluster_id = 0;
@@ -75,6 +76,9 @@ struct DatastoreStatus {
   int64_t compactions = 0;    // re-lists because etcd compacted past the watch
   int64_t conflicts = 0;      // write transactions whose compares failed
   int64_t invalid_keys = 0;   // keys left out of the State now
+  // The last write's failure (a transaction not stored or not confirmed, or etcd not reached
+  // yet); OK when it succeeded or none was tried. Mutation errors are not write failures.
+  absl::Status last_write_error;
 };
 
 class EtcdDatastore : public Datastore {
@@ -95,9 +99,11 @@ class EtcdDatastore : public Datastore {
   // Before the first list: an empty State at generation 0.
   Snapshot Current() const override;
   absl::StatusOr<Snapshot> Update(const Mutation& mutate) override;
-  bool UpdateIsExact() const override { return false; }
 
   DatastoreStatus status() const;
+  // etcd: healthy once the first list is published while the watch is connected (writes go
+  // through the same client; a write failure while etcd was away does not outlive it).
+  DatastoreHealth Health() const override;
   Client* client() { return client_.get(); }
   const KeyLayout& layout() const { return layout_; }
 
@@ -114,6 +120,11 @@ class EtcdDatastore : public Datastore {
 
   EtcdDatastore(DatastoreOptions options, std::unique_ptr<Client> client, KeyLayout layout);
   void Run();
+  // Update's body. `*attempted` tells whether its last attempt reached the point of writing
+  // (a transaction sent, or refused for want of a first list), so that its result is a write
+  // result and not a mutation's.
+  absl::StatusOr<Snapshot> Write(const Mutation& mutate, bool* attempted)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Lists the prefix and publishes it. Returns the list error, if any.
   absl::Status ListAndPublish();
   // Applies one watch response's events to the view and publishes it.

@@ -3,10 +3,7 @@
 // back, compaction past a watch, values that do not decode.
 #include "agent/etcd/datastore.h"
 
-#include <stdlib.h>
-
 #include <atomic>
-#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -17,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "agent/etcd/etcd_process.h"
+#include "agent/testing/fixtures.h"
 #include "engine/model/loader.h"
 #include "gtest/gtest.h"
 
@@ -47,9 +45,7 @@ spec: {podSelector: {}}
 )";
 
 std::vector<Object> Objects(const std::string& yaml = kObjects) {
-  auto loaded = LoadYaml(yaml);
-  EXPECT_TRUE(loaded.ok()) << loaded.status();
-  return loaded.ok() ? loaded->objects : std::vector<Object>{};
+  return fixtures::LoadObjects(yaml);
 }
 
 // A mutation upserting `objects`.
@@ -74,24 +70,17 @@ bool Eventually(Pred pred, absl::Duration timeout = absl::Seconds(20)) {
   return pred();
 }
 
-// A temporary directory, removed with everything in it at the end of the test.
-std::string TempDir(const char* name) {
-  const char* tmp = getenv("TEST_TMPDIR");
-  std::string base = absl::StrCat(tmp ? tmp : "/tmp", "/", name, "XXXXXX");
-  EXPECT_NE(mkdtemp(base.data()), nullptr);
-  return base;
-}
-
 class DatastoreTest : public ::testing::Test {
  protected:
   void TearDown() override {
     raw_.reset();
     etcd_.reset();
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+    fixtures::RemoveTree(dir_);
   }
 
   void SetUp() override {
-    dir_ = TempDir("etcd");
+    dir_ = fixtures::MakeTempDir("etcd");
+    ASSERT_FALSE(dir_.empty());
     absl::StatusOr<std::unique_ptr<EtcdProcess>> etcd = EtcdProcess::Start(dir_);
     if (absl::IsFailedPrecondition(etcd.status())) GTEST_SKIP() << etcd.status();
     ASSERT_TRUE(etcd.ok()) << etcd.status();
@@ -301,6 +290,15 @@ TEST_F(DatastoreTest, EtcdDownRefusesWritesKeepsStateAndRecovers) {
   absl::StatusOr<Snapshot> before = a->Update(Apply(Objects()));
   ASSERT_TRUE(before.ok()) << before.status();
   ASSERT_TRUE(Eventually([&] { return b->Current().generation == before->generation; }));
+  DatastoreHealth h = a->Health();
+  EXPECT_EQ(h.kind, DatastoreHealth::Kind::kEtcd);
+  EXPECT_TRUE(h.healthy);
+  EXPECT_TRUE(h.watch_connected);
+  EXPECT_EQ(h.endpoints, etcd_->endpoint());
+  EXPECT_EQ(h.watch_endpoint, etcd_->endpoint());
+  EXPECT_TRUE(h.watch_error.ok());
+  EXPECT_TRUE(h.last_write_error.ok());
+  EXPECT_EQ(h.revision, static_cast<int64_t>(before->generation));
 
   etcd_->Kill();
   ASSERT_TRUE(Eventually([&] { return !a->status().watching; }));
@@ -317,6 +315,13 @@ TEST_F(DatastoreTest, EtcdDownRefusesWritesKeepsStateAndRecovers) {
   EXPECT_EQ(a->Current().generation, before->generation);
   EXPECT_TRUE(*a->Current().state == *before->state);
   EXPECT_FALSE(a->status().last_error.ok());
+  h = a->Health();
+  EXPECT_FALSE(h.healthy);
+  EXPECT_FALSE(h.watch_connected);
+  EXPECT_EQ(h.watch_endpoint, "");
+  EXPECT_FALSE(h.watch_error.ok());
+  EXPECT_EQ(h.last_write_error, refused.status());
+  EXPECT_TRUE(b->Health().last_write_error.ok()) << "b wrote nothing since its success";
 
   ASSERT_TRUE(etcd_->Restart().ok());
   absl::StatusOr<Snapshot> after;
@@ -328,6 +333,15 @@ TEST_F(DatastoreTest, EtcdDownRefusesWritesKeepsStateAndRecovers) {
   EXPECT_EQ(a->Current().state->namespaces.count("yy"), 1u);
   EXPECT_TRUE(a->status().last_error.ok());
   EXPECT_GE(a->status().watch_losses, 1);
+  // Connected again: healthy; the failed write stays reported until a write succeeds.
+  ASSERT_TRUE(Eventually([&] { return a->Health().healthy; }));
+  EXPECT_EQ(a->Health().last_write_error, refused.status());
+  ASSERT_TRUE(a->Update(Apply(Objects("apiVersion: v1\nkind: Namespace\nmetadata: {name: zz}\n")))
+                  .ok());
+  h = a->Health();
+  EXPECT_TRUE(h.healthy);
+  EXPECT_TRUE(h.last_write_error.ok());
+  EXPECT_EQ(h.watch_endpoint, etcd_->endpoint());
 }
 
 TEST_F(DatastoreTest, CompactionPastTheWatchRelists) {
@@ -388,10 +402,11 @@ TEST_F(DatastoreTest, OverwritingAnInvalidKeyWorks) {
 }
 
 TEST(DatastoreTlsTest, ClientCertificateRequired) {
-  const std::string base = TempDir("etcdtls");
+  const std::string base = fixtures::MakeTempDir("etcdtls");
+  ASSERT_FALSE(base.empty());
   struct Cleanup {
     std::string dir;
-    ~Cleanup() { std::filesystem::remove_all(dir); }
+    ~Cleanup() { fixtures::RemoveTree(dir); }
   } cleanup{base};
   absl::StatusOr<std::unique_ptr<EtcdProcess>> etcd = EtcdProcess::StartTls(base);
   if (absl::IsFailedPrecondition(etcd.status())) GTEST_SKIP() << etcd.status();

@@ -4,48 +4,14 @@
 
 #include <string>
 
+#include "agent/testing/fixtures.h"
 #include "engine/model/loader.h"
 #include "gtest/gtest.h"
 
 namespace netpol::agent::etcd {
 namespace {
 
-constexpr char kObjects[] = R"(
-apiVersion: v1
-kind: Namespace
-metadata: {name: x, labels: {team: a}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: a, namespace: x, labels: {app: web}}
-spec:
-  nodeName: n1
-  containers:
-  - name: c
-    ports: [{name: http, containerPort: 8080}, {containerPort: 53, protocol: UDP}]
-status: {podIPs: [{ip: 10.0.0.1}, {ip: "fd00::1"}]}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: allow, namespace: x}
-spec:
-  podSelector: {matchExpressions: [{key: app, operator: In, values: [web]}]}
-  policyTypes: [Ingress, Egress]
-  ingress:
-  - from:
-    - podSelector: {}
-      namespaceSelector: {matchLabels: {team: a}}
-    - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}
-    ports: [{port: http}, {port: 80, endPort: 90, protocol: SCTP}]
-  egress:
-  - {}
-)";
-
-std::vector<Object> Objects() {
-  auto loaded = LoadYaml(kObjects);
-  EXPECT_TRUE(loaded.ok()) << loaded.status();
-  return loaded.ok() ? loaded->objects : std::vector<Object>{};
-}
+std::vector<Object> Objects() { return fixtures::LoadObjects(fixtures::kSample); }
 
 KeyLayout Layout() { return *KeyLayout::Create(kDefaultPrefix); }
 
