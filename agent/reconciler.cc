@@ -228,8 +228,8 @@ absl::Status Reconciler::CommitLocked(bool cold, SyncOutcome* out) {
   }
   // Only when the kernel has no table: a table from a previous run is enforcing and must be
   // replaced in one transaction.
-  absl::StatusOr<nft::Program> there = backend_->Dump(options_.compile.table);
-  if (!absl::IsNotFound(there.status())) {
+  absl::StatusOr<bool> there = backend_->HasTable(options_.compile.table);
+  if (!there.ok() || *there) {
     ++out->commits;
     return backend_->Commit(out->tx);
   }

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -308,6 +309,43 @@ TEST_F(AgentTest, RestartAfterKillKeepsTheTableAndRestoresTheSameProgram) {
   EXPECT_EQ(s.generation(), applied.generation());
   EXPECT_EQ(s.objects().pods(), 3);
   EXPECT_EQ(Check(*Queries(), "shop/other", "shop/web", 8080).verdict(), v1::DENIED);
+}
+
+// A start on a node without the table (here: deleted while the agent was down) builds it in
+// several transactions when the program is larger than --cold-start-chunk-elements, and ends
+// with exactly the program a one-transaction start gives. A restart over the existing table is
+// one transaction.
+TEST_F(AgentTest, ColdStartWithoutTheTableBuildsItInChunks) {
+  StartAgent();
+  WaitServing();
+  v1::ApplyResponse applied;
+  ASSERT_TRUE(Apply(*Objects(), ManifestRequest("shop.yaml", kShop), &applied).ok());
+  const std::string listing = Nft();
+  ASSERT_EQ(StopAgent(SIGTERM), 0);
+  ASSERT_EQ(RunCommand({"nft", "delete", "table", "inet", table_}).exit_code, 0);
+
+  StartAgent({"--cold-start-chunk-elements=2"});
+  WaitServing();
+  EXPECT_EQ(SortedLines(Nft()), SortedLines(listing));
+  const std::string log = AgentLogOnceItSays(" transactions=");
+  const size_t at = log.find(" transactions=");
+  ASSERT_NE(at, std::string::npos) << log;
+  EXPECT_GE(std::atoi(log.c_str() + at + 14), 3) << log;  // skeleton, elements, hooks
+  EXPECT_EQ(Check(*Queries(), "shop/other", "shop/web", 8080).verdict(), v1::DENIED);
+
+  // With the table there, the next start replaces it in one transaction.
+  ASSERT_EQ(StopAgent(SIGTERM), 0);
+  const size_t mark = AgentLog().size();
+  StartAgent({"--cold-start-chunk-elements=2"});
+  WaitServing();
+  EXPECT_EQ(SortedLines(Nft()), SortedLines(listing));
+  std::string third;
+  for (int i = 0; i < 200 && third.find("sync kind=full") == std::string::npos; ++i) {
+    if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    third = AgentLog().substr(mark);
+  }
+  EXPECT_THAT(third, HasSubstr("sync kind=full"));
+  EXPECT_THAT(third, Not(HasSubstr(" transactions=")));
 }
 
 TEST_F(AgentTest, SigtermStopsServingLeavesTheRulesAndExitsZero) {

@@ -390,6 +390,24 @@ absl::StatusOr<nft::Program> NetlinkBackend::Dump(const std::string& table) {
   return p;
 }
 
+absl::StatusOr<bool> NetlinkBackend::HasTable(const std::string& table) {
+  RETURN_IF_ERROR(ValidateName("table", table));
+  RETURN_IF_ERROR(EnsureSocket());
+  bool found = false, interrupted = false;
+  absl::Status s = Request(
+      socket_.get(), NextSeq(1), NFT_MSG_GETTABLE, false, options_.reply_timeout_ms,
+      [&](nlmsghdr* nlh) { mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, table.c_str()); },
+      [&](const nlmsghdr*) -> absl::Status {
+        found = true;
+        return absl::OkStatus();
+      },
+      &interrupted);
+  if (absl::IsNotFound(s)) return false;
+  if (absl::IsUnavailable(s)) socket_.reset();
+  RETURN_IF_ERROR(s);
+  return found;
+}
+
 absl::StatusOr<uint32_t> NetlinkBackend::Generation() {
   RETURN_IF_ERROR(EnsureSocket());
   absl::StatusOr<uint32_t> g = GenerationOnSocket();

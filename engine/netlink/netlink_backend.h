@@ -63,6 +63,8 @@ class NetlinkBackend : public nft::Backend {
 
   absl::Status Commit(const nft::Transaction& tx) override;
   absl::StatusOr<nft::Program> Dump(const std::string& table) override;
+  // One NFT_MSG_GETTABLE request: no chains, rules, sets or elements are read.
+  absl::StatusOr<bool> HasTable(const std::string& table) override;
 
   // The ruleset generation id (NFT_MSG_GETGEN); it changes with every committed batch.
   absl::StatusOr<uint32_t> Generation();

@@ -246,6 +246,21 @@ TEST_F(KernelTest, DumpOfMissingTableIsNotFound) {
   EXPECT_TRUE(absl::IsNotFound(dumped.status())) << dumped.status();
 }
 
+TEST_F(KernelTest, HasTableAsksForTheTableAlone) {
+  absl::StatusOr<bool> has = backend_->HasTable(kTable);
+  ASSERT_TRUE(has.ok()) << has.status();
+  EXPECT_FALSE(*has);
+  ASSERT_OK(CommitProgram(Representative()));
+  has = backend_->HasTable(kTable);
+  ASSERT_TRUE(has.ok()) << has.status();
+  EXPECT_TRUE(*has);
+  has = backend_->HasTable("absent");
+  ASSERT_TRUE(has.ok()) << has.status();
+  EXPECT_FALSE(*has);
+  EXPECT_EQ(backend_->HasTable("no such name!").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(KernelTest, IncrementalChangesApply) {
   Program p = Representative();
   ASSERT_OK(CommitProgram(p));

@@ -23,6 +23,14 @@ class Backend {
   virtual absl::Status Commit(const Transaction& tx) = 0;
   // Reads table `table` back. NotFound when the table does not exist.
   virtual absl::StatusOr<Program> Dump(const std::string& table) = 0;
+  // Whether table `table` exists. The default reads it whole (Dump); a backend that can ask
+  // for the table alone overrides this.
+  virtual absl::StatusOr<bool> HasTable(const std::string& table) {
+    absl::StatusOr<Program> p = Dump(table);
+    if (absl::IsNotFound(p.status())) return false;
+    if (!p.ok()) return p.status();
+    return true;
+  }
 };
 
 }  // namespace netpol::nft
