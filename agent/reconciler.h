@@ -11,7 +11,9 @@
 //     whole State and commits its diff against the committed program. The first sync after
 //     start, and every sync after a failure, replaces the table in one transaction instead
 //     (full): whatever table of that name the kernel holds, it never passes through a moment
-//     without enforcement.
+//     without enforcement. When the kernel has no such table and the program is large, the
+//     first sync builds it in bounded transactions and hooks it in with the last
+//     (ReconcilerOptions::cold_start_chunk_elements, nft::ChunkedCreate).
 //   * Changes coalesce: notifications only mark the store dirty; a sync always takes the
 //     newest snapshot, so a burst of updates arriving while a sync runs (or within the debounce
 //     window) becomes one transaction.
