@@ -80,6 +80,18 @@ void AddCmp(nftnl_rule* r, uint32_t sreg, uint32_t op, const void* data, uint32_
   nftnl_rule_add_expr(r, e);
 }
 
+// `byteorder reg = hton(reg, size, len)`: `len` bytes of `size`-byte host-order words in `reg`
+// to network order, in place.
+void AddHton(nftnl_rule* r, uint32_t reg, uint32_t len, uint32_t size) {
+  nftnl_expr* e = NewExpr("byteorder");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_SREG, reg);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_DREG, reg);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_OP, NFT_BYTEORDER_HTON);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_LEN, len);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_SIZE, size);
+  nftnl_rule_add_expr(r, e);
+}
+
 void AddPayload(nftnl_rule* r, uint32_t base, uint32_t offset, uint32_t len, uint32_t dreg) {
   nftnl_expr* e = NewExpr("payload");
   nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, dreg);
@@ -256,13 +268,7 @@ class RuleEncoder {
       // for the 1-byte l4proto is the no-op `byteorder reg = hton(reg, 2, 1)`; we emit it too
       // so that the bytecode is nft's own.
       if (s == Selector::kL4Proto && set.interval && m.key.size() > 1) {
-        nftnl_expr* e = NewExpr("byteorder");
-        nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_SREG, reg);
-        nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_DREG, reg);
-        nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_OP, NFT_BYTEORDER_HTON);
-        nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_LEN, 1);
-        nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_SIZE, 2);
-        nftnl_rule_add_expr(r_, e);
+        AddHton(r_, reg, /*len=*/1, /*size=*/2);
       }
       slot += (FieldSlotBytes(nft::SelectorType(s), m.key.size()) + 3) / 4;
     }
@@ -314,13 +320,7 @@ class RuleEncoder {
   // `meta skuid >= 0` as nft writes it: the uid in network order compared with zero.
   absl::Status EncodeMatch(const std::string&, const nft::LocalSocketMatch&) {
     AddMeta(r_, NFT_META_SKUID, NFT_REG_1);
-    nftnl_expr* e = NewExpr("byteorder");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_SREG, NFT_REG_1);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_DREG, NFT_REG_1);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_OP, NFT_BYTEORDER_HTON);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_LEN, 4);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_SIZE, 4);
-    nftnl_rule_add_expr(r_, e);
+    AddHton(r_, NFT_REG_1, /*len=*/4, /*size=*/4);
     uint32_t zero = 0;
     AddCmp(r_, NFT_REG_1, NFT_CMP_GTE, &zero, sizeof(zero));
     return absl::OkStatus();
