@@ -236,12 +236,6 @@ absl::Status AgentService::StoreChange(const Mutate& mutate,
 }
 
 void AgentService::StoreBatch(const std::vector<QueuedWrite*>& batch) {
-  // Input the compiler would reject stays out of the store. Only the objects a write created or
-  // changed are checked (compiler::ValidateObject, Compile's own checks and messages): the rest
-  // of the State passed them when it was stored.
-  auto validate = [](const ChangeResult& change) -> absl::Status {
-    return compiler::ValidateChanged(change.state, KeysOfResults(change.results));
-  };
   // Stores the mutations of `writes` as one change (a write whose objects the compiler would
   // reject fails alone); fails as a whole only when the change cannot be stored.
   auto store = [&](const std::vector<QueuedWrite*>& writes) -> absl::Status {
@@ -261,7 +255,11 @@ void AgentService::StoreBatch(const std::vector<QueuedWrite*>& batch) {
               w->status = change.status();
               continue;
             }
-            if (absl::Status valid = validate(*change); !valid.ok()) {
+            // Input the compiler would reject stays out of the store. Only the objects this
+            // write created or changed are checked (Compile's own checks and messages): the
+            // rest of the State passed them when it was stored. The same keys go to the store.
+            ChangedKeys keys = KeysOfResults(change->results);
+            if (absl::Status valid = compiler::ValidateChanged(change->state, keys); !valid.ok()) {
               w->status = valid;
               continue;
             }
@@ -276,7 +274,7 @@ void AgentService::StoreBatch(const std::vector<QueuedWrite*>& batch) {
             if (change->objects_changed == 0) continue;
             changed += change->objects_changed;
             state = std::move(change->state);
-            touched.Merge(KeysOfResults(w->results));
+            touched.Merge(keys);
             touched.pods.insert(overlaid.begin(), overlaid.end());
           }
           stored = changed > 0;
