@@ -21,7 +21,6 @@ Service CIDR allows nothing), and that a pod reaches itself through its own Serv
     clusterip_test.py --enforce PATH [--mode iptables-nft|iptables-legacy|nftables ...]
 """
 
-import argparse
 import os
 import sys
 
@@ -142,21 +141,15 @@ def run_mode(mode, enforce_bin, checker):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--enforce", help="netpol-enforce binary (or $NETPOL_ENFORCE)")
-    ap.add_argument("--mode", action="append", choices=svclab.KubeProxy.MODES,
-                    help="kube-proxy mode(s) to test (default: all)")
-    args = ap.parse_args()
+    def add_args(ap):
+        ap.add_argument("--mode", action="append", choices=svclab.KubeProxy.MODES,
+                        help="kube-proxy mode(s) to test (default: all)")
 
-    def run():
-        enforce_bin = svclab.find_tool(args.enforce, "NETPOL_ENFORCE",
-                                       "//tests/tools:netpol-enforce")
-        checker = svclab.Checker()
+    def run(args, enforce_bin, checker):
         for mode in args.mode or svclab.KubeProxy.MODES:
             run_mode(mode, enforce_bin, checker)
-        return checker.summary("clusterip_test")
 
-    return svclab.main_wrapper("clusterip_test.py", run)
+    return svclab.enforce_main(__doc__, "clusterip_test", run, add_args)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ web.app.svc.cluster.local with A 10.96.0.40 and AAAA fd00:10:96::28; so do kube-
     dns_test.py --enforce PATH --examples DIR [--mode nftables|iptables-nft|iptables-legacy]
 """
 
-import argparse
 import copy
 import os
 import sys
@@ -119,19 +118,14 @@ def check_dns(slab, checker, want_of, label):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--enforce", help="netpol-enforce binary (or $NETPOL_ENFORCE)")
-    ap.add_argument("--examples", default=os.path.join(svclab.ROOT, "examples"),
-                    help="directory of the example policies")
-    ap.add_argument("--mode", default="nftables", choices=svclab.KubeProxy.MODES)
-    args = ap.parse_args()
+    def add_args(ap):
+        ap.add_argument("--examples", default=os.path.join(svclab.ROOT, "examples"),
+                        help="directory of the example policies")
+        ap.add_argument("--mode", default="nftables", choices=svclab.KubeProxy.MODES)
 
-    def run():
-        enforce_bin = svclab.find_tool(args.enforce, "NETPOL_ENFORCE",
-                                       "//tests/tools:netpol-enforce")
+    def run(args, enforce_bin, checker):
         deny = example(args.examples, "default-deny-egress.yaml", "app")
         allow_dns = example(args.examples, "allow-dns.yaml", "app")
-        checker = svclab.Checker()
         free = {k: {53} for k in DNS_PODS}
         with svclab.ServiceLab(OBJECTS, free_ports=free) as slab:
             responder = [svclab.DNS_RESPONDER, "--name", NAME, "--a", ANSWERS["A"][0],
@@ -161,9 +155,8 @@ def main():
                 if len(checker.failures) > failed:
                     print("--- state %s\n--- inet netpol:\n%s" % (enforcer.last_path,
                                                                slab.nft_list()))
-        return checker.summary("dns_test")
 
-    return svclab.main_wrapper("dns_test.py", run)
+    return svclab.enforce_main(__doc__, "dns_test", run, add_args)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ namespace, like `kubectl apply -n shop -f`), alone or with the policy it is mean
     examples_lab_test.py --enforce PATH [--examples DIR]
 """
 
-import argparse
 import copy
 import os
 import sys
@@ -128,18 +127,13 @@ def load_example(examples_dir, name, ns):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--enforce", help="netpol-enforce binary (or $NETPOL_ENFORCE)")
-    ap.add_argument("--examples", default=os.path.join(svclab.ROOT, "examples"))
-    args = ap.parse_args()
+    def add_args(ap):
+        ap.add_argument("--examples", default=os.path.join(svclab.ROOT, "examples"))
 
-    def run():
-        enforce_bin = svclab.find_tool(args.enforce, "NETPOL_ENFORCE",
-                                       "//tests/tools:netpol-enforce")
+    def run(args, enforce_bin, checker):
         all_cases = cases()
         listed = {f for files, _ in all_cases for f in files}
         present = {f for f in os.listdir(args.examples) if f.endswith(".yaml")}
-        checker = svclab.Checker()
         checker.check(present == listed, "every example is exercised (unexercised: %s; "
                       "missing: %s)" % (sorted(present - listed) or "none",
                                         sorted(listed - present) or "none"))
@@ -165,9 +159,8 @@ def main():
                 if len(checker.failures) > failed:
                     print("--- state %s\n--- inet netpol:\n%s" % (enforcer.last_path,
                                                                slab.nft_list()))
-        return checker.summary("examples_lab_test")
 
-    return svclab.main_wrapper("examples_lab_test.py", run)
+    return svclab.enforce_main(__doc__, "examples_lab_test", run, add_args)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ receivers on UDP 9125 in y/b and in x/a.
     ipvs_path_test.py --enforce PATH
 """
 
-import argparse
 import json
 import os
 import re
@@ -171,18 +170,8 @@ def run(enforce_bin, checker):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--enforce", help="netpol-enforce binary (or $NETPOL_ENFORCE)")
-    args = ap.parse_args()
-
-    def go():
-        enforce_bin = svclab.find_tool(args.enforce, "NETPOL_ENFORCE",
-                                       "//tests/tools:netpol-enforce")
-        checker = svclab.Checker()
-        run(enforce_bin, checker)
-        return checker.summary("ipvs_path_test")
-
-    return svclab.main_wrapper("ipvs_path_test.py", go)
+    return svclab.enforce_main(__doc__, "ipvs_path_test",
+                               lambda args, enforce_bin, checker: run(enforce_bin, checker))
 
 
 if __name__ == "__main__":

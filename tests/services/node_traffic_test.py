@@ -25,7 +25,6 @@ kube-proxy in its nftables shape on both nodes.
     node_traffic_test.py --enforce PATH
 """
 
-import argparse
 import os
 import sys
 
@@ -165,14 +164,7 @@ def steps():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--enforce", help="netpol-enforce binary (or $NETPOL_ENFORCE)")
-    args = ap.parse_args()
-
-    def run():
-        enforce_bin = svclab.find_tool(args.enforce, "NETPOL_ENFORCE",
-                                       "//tests/tools:netpol-enforce")
-        checker = svclab.Checker()
+    def run(args, enforce_bin, checker):
         with svclab.ServiceLab(OBJECTS) as slab:
             slab.start_server("node-1", [10250, 9100])  # kubelet, agent-node-1 (hostNetwork)
             slab.start_server("node-2", [10250, 9100])  # agent-node-2 (hostNetwork)
@@ -196,9 +188,8 @@ def main():
                 checker.step_done()
                 if len(checker.failures) > failed:
                     print("--- state %s\n--- inet netpol:\n%s" % (enforcer.last_path, table))
-        return checker.summary("node_traffic_test")
 
-    return svclab.main_wrapper("node_traffic_test.py", run)
+    return svclab.enforce_main(__doc__, "node_traffic_test", run)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ address) stays allowed whatever the policy.
     nodeport_test.py --enforce PATH [--mode iptables-nft|iptables-legacy|nftables ...]
 """
 
-import argparse
 import os
 import re
 import sys
@@ -163,21 +162,15 @@ def run_mode(mode, enforce_bin, checker):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--enforce", help="netpol-enforce binary (or $NETPOL_ENFORCE)")
-    ap.add_argument("--mode", action="append", choices=svclab.KubeProxy.MODES,
-                    help="kube-proxy mode(s) to test (default: all)")
-    args = ap.parse_args()
+    def add_args(ap):
+        ap.add_argument("--mode", action="append", choices=svclab.KubeProxy.MODES,
+                        help="kube-proxy mode(s) to test (default: all)")
 
-    def run():
-        enforce_bin = svclab.find_tool(args.enforce, "NETPOL_ENFORCE",
-                                       "//tests/tools:netpol-enforce")
-        checker = svclab.Checker()
+    def run(args, enforce_bin, checker):
         for mode in args.mode or svclab.KubeProxy.MODES:
             run_mode(mode, enforce_bin, checker)
-        return checker.summary("nodeport_test")
 
-    return svclab.main_wrapper("nodeport_test.py", run)
+    return svclab.enforce_main(__doc__, "nodeport_test", run, add_args)
 
 
 if __name__ == "__main__":

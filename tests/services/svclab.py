@@ -26,6 +26,7 @@ kube-proxy's Service NAT, in the shapes kube-proxy itself writes them (see KubeP
 Everything runs only in namespaces this lab created; the host's tables are never touched.
 """
 
+import argparse
 import base64
 import concurrent.futures
 import dataclasses
@@ -746,6 +747,25 @@ def pod(ns, name, v4, v6, labels=None, ports=(), node="node-1", host_network=Fal
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"namespace": ns, "name": name, "labels": dict(labels or {})},
             "spec": spec, "status": {"podIP": v4, "podIPs": [{"ip": v4}, {"ip": v6}]}}
+
+
+def enforce_main(doc, name, body, add_args=None):
+    """The main of a lab test driven through netpol-enforce: parses --enforce (and what
+    add_args(parser) adds), then runs body(args, enforce_bin, checker) as root, lab errors
+    turned into a failure; returns the checker's exit code (summary under `name`)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--enforce", help="netpol-enforce binary (or $NETPOL_ENFORCE)")
+    if add_args:
+        add_args(ap)
+    args = ap.parse_args()
+
+    def run():
+        enforce_bin = find_tool(args.enforce, "NETPOL_ENFORCE", "//tests/tools:netpol-enforce")
+        checker = Checker()
+        body(args, enforce_bin, checker)
+        return checker.summary(name)
+
+    return main_wrapper(name + ".py", run)
 
 
 def main_wrapper(name, fn):
