@@ -229,6 +229,12 @@ TEST_F(AgentTest, ReflectionListsTheServicesAndHealthIsServing) {
   ASSERT_NE(svc, nullptr);
   ASSERT_NE(svc->FindMethodByName("Apply"), nullptr);
   EXPECT_NE(svc->FindMethodByName("Apply")->input_type()->FindFieldByName("manifests"), nullptr);
+  // grpc.health.v1 is described too (grpcurl resolves grpc.health.v1.Health/Check through it).
+  const google::protobuf::ServiceDescriptor* health = pool.FindServiceByName("grpc.health.v1.Health");
+  ASSERT_NE(health, nullptr) << "reflection does not describe grpc.health.v1.Health";
+  ASSERT_NE(health->FindMethodByName("Check"), nullptr);
+  EXPECT_EQ(health->FindMethodByName("Check")->output_type()->full_name(),
+            "grpc.health.v1.HealthCheckResponse");
   const google::protobuf::ServiceDescriptor* status = pool.FindServiceByName("netpol.v1.StatusService");
   ASSERT_NE(status, nullptr);
   // Imports (google/protobuf/timestamp.proto) are served too.
