@@ -67,6 +67,10 @@ bool MayWrite(const grpc::ServerContext* ctx) {
   return auth != nullptr && auth->IsPeerAuthenticated();
 }
 
+Caller CallerOf(const grpc::ServerContext* ctx) {
+  return MayWrite(ctx) ? Caller::kTrusted : Caller::kReadOnly;
+}
+
 grpc::Status WriteDenied(const grpc::ServerContext* ctx) {
   return grpc::Status(
       grpc::StatusCode::PERMISSION_DENIED,
@@ -134,10 +138,10 @@ class QueryServiceImpl final : public v1::QueryService::Service {
     if (!s_->Ready()) return NotReady();
     return Reply(s_->ExplainPod(*req), resp);
   }
-  grpc::Status Render(grpc::ServerContext*, const v1::RenderRequest* req,
+  grpc::Status Render(grpc::ServerContext* ctx, const v1::RenderRequest* req,
                       v1::RenderResponse* resp) override {
     if (!s_->Ready()) return NotReady();
-    return Reply(s_->Render(*req), resp);
+    return Reply(s_->Render(*req, CallerOf(ctx)), resp);
   }
 
  private:
@@ -146,7 +150,7 @@ class QueryServiceImpl final : public v1::QueryService::Service {
 
 class StatusServiceImpl final : public v1::StatusService::Service {
  public:
-  explicit StatusServiceImpl(AgentService* s) : s_(s) {}
+  StatusServiceImpl(AgentService* s, absl::Duration max_wait) : s_(s), max_wait_(max_wait) {}
   grpc::Status Status(grpc::ServerContext*, const v1::StatusRequest*,
                       v1::StatusResponse* resp) override {
     *resp = s_->Status();
@@ -154,11 +158,13 @@ class StatusServiceImpl final : public v1::StatusService::Service {
   }
   grpc::Status WaitForGeneration(grpc::ServerContext* ctx, const v1::WaitForGenerationRequest* req,
                                  v1::StatusResponse* resp) override {
-    return Reply(s_->WaitForGeneration(*req, WriteTimeout(ctx, absl::Hours(1))), resp);
+    // A wait holds a thread and a kernel-read slot: never longer than a write may wait.
+    return Reply(s_->WaitForGeneration(*req, WriteTimeout(ctx, max_wait_), CallerOf(ctx)), resp);
   }
 
  private:
   AgentService* const s_;
+  const absl::Duration max_wait_;
 };
 
 class EndpointServiceImpl final : public v1::EndpointService::Service {
@@ -182,12 +188,15 @@ class EndpointServiceImpl final : public v1::EndpointService::Service {
     if (!slot.ok()) return ToGrpc(slot.status());
     return Reply(api_->Detach(*req, WriteTimeout(ctx, write_timeout_)), resp);
   }
-  grpc::Status List(grpc::ServerContext*, const v1::ListAttachmentsRequest* req,
+  grpc::Status List(grpc::ServerContext* ctx, const v1::ListAttachmentsRequest* req,
                     v1::ListAttachmentsResponse* resp) override {
     if (!s_->Ready()) return NotReady();
     AdmissionGate::Slot slot;
     if (req->verify()) {
-      absl::StatusOr<AdmissionGate::Slot> entered = s_->kernel_read_gate().Enter();
+      // CNI CHECK (a caller that may write) passes the CNI's gate, which no reader can fill.
+      absl::StatusOr<AdmissionGate::Slot> entered =
+          MayWrite(ctx) ? s_->attach_gate().Enter()
+                        : s_->kernel_read_gate(Caller::kReadOnly).Enter();
       if (!entered.ok()) return ToGrpc(entered.status());
       slot = *std::move(entered);
     }
@@ -302,7 +311,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(AgentService* service,
   auto impl = std::make_unique<Impl>();
   impl->objects = std::make_unique<ObjectServiceImpl>(service, options.write_timeout);
   impl->queries = std::make_unique<QueryServiceImpl>(service);
-  impl->status = std::make_unique<StatusServiceImpl>(service);
+  impl->status = std::make_unique<StatusServiceImpl>(service, options.write_timeout);
   if (options.endpoints != nullptr) {
     impl->endpoints = std::make_unique<EndpointServiceImpl>(service, options.endpoints,
                                                             options.write_timeout);

@@ -10,7 +10,9 @@
 // Readiness: until the first sync committed, every RPC but Status and WaitForGeneration returns
 // UNAVAILABLE and health reports NOT_SERVING.
 // Backpressure: requests that wait for the kernel pass the service's admission gates
-// (service.h; Attach/Detach and ListAttachments with verify here); calls beyond the server's
+// (service.h; Attach/Detach and ListAttachments with verify here), kernel reads in the gate of
+// their caller's class (Caller: may write or read-only); WaitForGeneration waits at most
+// write_timeout; calls beyond the server's
 // thread cap (2,048 running at once) get RESOURCE_EXHAUSTED from gRPC.
 #ifndef NETPOL_AGENT_SERVER_H_
 #define NETPOL_AGENT_SERVER_H_

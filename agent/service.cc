@@ -130,6 +130,7 @@ void AgentService::set_max_pending(int n) {
   writes_.set_limit(n);
   attachments_.set_limit(n);
   kernel_reads_.set_limit(n);
+  read_only_kernel_reads_.set_limit(n);
 }
 
 bool AgentService::Ready() const { return reconciler_->status().synced_once; }
@@ -505,11 +506,12 @@ absl::StatusOr<v1::ExplainPodResponse> AgentService::ExplainPod(
   return out;
 }
 
-absl::StatusOr<v1::RenderResponse> AgentService::Render(const v1::RenderRequest& request) const {
+absl::StatusOr<v1::RenderResponse> AgentService::Render(const v1::RenderRequest& request,
+                                                        Caller caller) const {
   v1::RenderResponse out;
   out.set_generation(reconciler_->status().applied_generation);
   if (request.source() == v1::RenderRequest::KERNEL) {
-    ASSIGN_OR_RETURN(AdmissionGate::Slot slot, kernel_reads_.Enter());
+    ASSIGN_OR_RETURN(AdmissionGate::Slot slot, kernel_read_gate(caller).Enter());
     absl::StatusOr<nft::Program> dumped = reconciler_->DumpKernel();
     if (!dumped.ok()) return WithField(dumped.status(), "reading the table from the kernel");
     out.set_nft_text(nft::RenderProgram(*dumped));
@@ -569,7 +571,8 @@ v1::StatusResponse AgentService::Status() const {
 }
 
 absl::StatusOr<v1::StatusResponse> AgentService::WaitForGeneration(
-    const v1::WaitForGenerationRequest& request, absl::Duration max_timeout) const {
+    const v1::WaitForGenerationRequest& request, absl::Duration max_timeout,
+    Caller caller) const {
   absl::Duration timeout = absl::Seconds(30);
   if (request.has_timeout()) {
     if (request.timeout().seconds() < 0 || request.timeout().nanos() < 0) {
@@ -578,7 +581,25 @@ absl::StatusOr<v1::StatusResponse> AgentService::WaitForGeneration(
     timeout = absl::Seconds(request.timeout().seconds()) + absl::Nanoseconds(request.timeout().nanos());
   }
   timeout = std::min(timeout, max_timeout);
-  ASSIGN_OR_RETURN(AdmissionGate::Slot slot, kernel_reads_.Enter());
+  // A generation nothing can store is answered now instead of holding a slot until the timeout:
+  // each admitted write (or CNI attachment change) stores at most one more generation. With
+  // etcd, other nodes' writes raise the generation (the etcd revision): any may come.
+  if (store_->Health().kind != DatastoreHealth::Kind::kEtcd) {
+    const uint64_t stored = store_->Current().generation;
+    const uint64_t pending =
+        static_cast<uint64_t>(std::max<int64_t>(0, writes_.in_flight())) +
+        static_cast<uint64_t>(std::max<int64_t>(0, attachments_.in_flight()));
+    const uint64_t reachable =
+        stored > UINT64_MAX - pending ? UINT64_MAX : stored + pending;
+    if (request.generation() > reachable) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "generation ", request.generation(), " is beyond the store's newest generation ",
+          stored, " and the ", pending,
+          " writes in progress: it may never come; wait for a generation a write or Status "
+          "returned"));
+    }
+  }
+  ASSIGN_OR_RETURN(AdmissionGate::Slot slot, kernel_read_gate(caller).Enter());
   RETURN_IF_ERROR(reconciler_->WaitFor(request.generation(), timeout));
   return Status();
 }

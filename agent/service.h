@@ -10,11 +10,20 @@
 // many requests already wait for the kernel (backpressure: nothing changed, retry with backoff).
 //
 // Backpressure: requests that wait for the kernel pass an AdmissionGate first. Writes (Apply,
-// Delete; not dry runs) share one gate, CNI attachments another (so API clients never crowd out
-// a pod's ADD), and reads that wait for the kernel (WaitForGeneration, Render of the kernel's
-// table, ListAttachments with verify) a third. A request finding its gate full is refused at
-// once with ResourceExhausted, before anything is loaded or stored; reads that need no kernel
-// (Get, List, Check, ExplainPod, Render of the committed program, Status) are never gated.
+// Delete; not dry runs) share one gate; the CNI's calls (Attach, Detach, and ListAttachments
+// with verify, CNI CHECK, from callers that may write) another, so API clients never crowd out
+// a pod's ADD or CHECK; reads that wait for the kernel (WaitForGeneration, Render of the
+// kernel's table, ListAttachments with verify) have one gate per caller class (Caller below),
+// so read-only clients (plain TCP) can fill only their own. A request finding its gate full is
+// refused at once with ResourceExhausted, before anything is loaded or stored; reads that need
+// no kernel (Get, List, Check, ExplainPod, Render of the committed program, Status) are never
+// gated.
+//
+// Bounded waits: WaitForGeneration of a generation beyond what the store holds plus what the
+// admitted writes can still store (one generation each) is answered at once with OutOfRange
+// (with the etcd datastore, whose generations are etcd revisions that other nodes' writes
+// raise, every generation may come and only the timeout bounds the wait); the caller caps the
+// timeout (server.cc: at most --write-timeout).
 //
 // Writes are group-committed: concurrent writers' changes are applied in arrival order to one
 // State and stored as one generation (each writer still gets its own results and errors), so
@@ -101,6 +110,11 @@ class AdmissionGate {
   std::atomic<int64_t> refused_{0};
 };
 
+// Who calls, as the transport knows it: kTrusted may change objects (the Unix socket, TLS with a
+// client certificate the agent's CA signed), kReadOnly may only read (plain TCP, TLS without a
+// client certificate). Each class has its own kernel-read gate.
+enum class Caller { kTrusted, kReadOnly };
+
 class AgentService {
  public:
   // `store` (the embedded Store or the etcd datastore) and `reconciler` are not owned and must
@@ -111,13 +125,16 @@ class AgentService {
   // not owned, may be null (no attachments) and must outlive the service; set before serving.
   void set_endpoints(const Endpoints* endpoints) { endpoints_ = endpoints; }
 
-  // Sizes the admission gates (see the file comment): at most `n` writes, `n` attachment
-  // changes and `n` kernel reads at once; zero or less: unbounded. Default
+  // Sizes the admission gates (see the file comment): at most `n` writes, `n` CNI calls and
+  // `n` kernel reads per caller class at once; zero or less: unbounded. Default
   // kDefaultMaxPendingWrites. Set before serving.
   void set_max_pending(int n);
   AdmissionGate& write_gate() { return writes_; }
+  // Attach, Detach, and ListAttachments with verify from trusted callers (the CNI plugin).
   AdmissionGate& attach_gate() { return attachments_; }
-  AdmissionGate& kernel_read_gate() const { return kernel_reads_; }
+  AdmissionGate& kernel_read_gate(Caller caller) const {
+    return caller == Caller::kTrusted ? kernel_reads_ : read_only_kernel_reads_;
+  }
 
   // True once the first sync committed.
   bool Ready() const;
@@ -131,11 +148,15 @@ class AgentService {
 
   absl::StatusOr<v1::CheckResponse> Check(const v1::CheckRequest& request) const;
   absl::StatusOr<v1::ExplainPodResponse> ExplainPod(const v1::ExplainPodRequest& request) const;
-  absl::StatusOr<v1::RenderResponse> Render(const v1::RenderRequest& request) const;
+  absl::StatusOr<v1::RenderResponse> Render(const v1::RenderRequest& request,
+                                            Caller caller = Caller::kTrusted) const;
 
   v1::StatusResponse Status() const;
+  // Waits at most min(the request's timeout, `max_timeout`); OutOfRange at once for a
+  // generation no admitted write can reach (see the file comment).
   absl::StatusOr<v1::StatusResponse> WaitForGeneration(const v1::WaitForGenerationRequest& request,
-                                                       absl::Duration max_timeout) const;
+                                                       absl::Duration max_timeout,
+                                                       Caller caller = Caller::kTrusted) const;
 
  private:
   // Loads every object of a request (messages and manifests), validated.
@@ -183,6 +204,10 @@ class AgentService {
   mutable AdmissionGate kernel_reads_{"reads of the kernel (WaitForGeneration, Render of the "
                                       "kernel, ListAttachments with verify)",
                                       "--max-pending-writes", kDefaultMaxPendingWrites};
+  mutable AdmissionGate read_only_kernel_reads_{
+      "reads of the kernel from read-only connections (WaitForGeneration, Render of the kernel, "
+      "ListAttachments with verify)",
+      "--max-pending-writes", kDefaultMaxPendingWrites};
 };
 
 }  // namespace netpol::agent

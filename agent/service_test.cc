@@ -245,10 +245,12 @@ TEST_F(ServiceTest, GetListCheckExplainStatus) {
   v1::WaitForGenerationRequest wait;
   wait.set_generation(1);
   EXPECT_TRUE(service_->WaitForGeneration(wait, kTimeout).ok());
+  // Beyond the store with no write in progress: it may never come, answered at once.
   wait.set_generation(7);
-  wait.mutable_timeout()->set_nanos(1000000);
-  EXPECT_EQ(service_->WaitForGeneration(wait, kTimeout).status().code(),
-            absl::StatusCode::kDeadlineExceeded);
+  auto beyond = service_->WaitForGeneration(wait, kTimeout);
+  EXPECT_EQ(beyond.status().code(), absl::StatusCode::kOutOfRange) << beyond.status();
+  EXPECT_THAT(std::string(beyond.status().message()),
+              HasSubstr("beyond the store's newest generation"));
 }
 
 TEST_F(ServiceTest, KernelFailureIsReportedToTheWriter) {
@@ -561,6 +563,102 @@ TEST_F(ServiceTest, StatusReportsAFailedWriteUntilAWriteSucceeds) {
   EXPECT_TRUE(s.datastore().healthy());
   EXPECT_EQ(s.datastore().last_write_error(), "");
   EXPECT_EQ(s.datastore().embedded().journal_records(), 2u);
+}
+
+TEST(AdmissionTest, ReadOnlyWaitersCannotStarveTheKernelReadsOfOthers) {
+  const std::string dir = fixtures::MakeTempDir("netpol-admission-test-");
+  ASSERT_FALSE(dir.empty());
+  auto opened = Store::Open(dir);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  std::unique_ptr<Store> store = *std::move(opened);
+  HeldBackend backend;
+  ReconcilerOptions o;
+  o.compile.node_name = "node-1";
+  o.debounce = absl::ZeroDuration();
+  o.check_interval = absl::ZeroDuration();
+  Store* s = store.get();
+  Reconciler reconciler(&backend, [s] { return s->Current(); }, o);
+  AgentService service(store.get(), &reconciler);
+  service.set_max_pending(2);
+  ASSERT_TRUE(reconciler.SyncNow().ok());
+  reconciler.Start();
+  ASSERT_TRUE(service.Apply(ApplyOf(kShop), kTimeout).ok());
+  const uint64_t base = store->Current().generation;
+
+  // A generation nothing will store is answered at once, whatever the timeout and the caller,
+  // and holds no slot.
+  v1::WaitForGenerationRequest forever;
+  forever.set_generation(UINT64_MAX);
+  forever.mutable_timeout()->set_seconds(3600);
+  for (Caller caller : {Caller::kReadOnly, Caller::kTrusted}) {
+    for (int i = 0; i < 3; ++i) {
+      auto r = service.WaitForGeneration(forever, absl::Hours(1), caller);
+      ASSERT_EQ(r.status().code(), absl::StatusCode::kOutOfRange) << r.status();
+      EXPECT_THAT(std::string(r.status().message()), HasSubstr("may never come"));
+    }
+  }
+  EXPECT_EQ(service.kernel_read_gate(Caller::kReadOnly).in_flight(), 0);
+  EXPECT_EQ(service.kernel_read_gate(Caller::kReadOnly).refused(), 0);
+
+  // The kernel stalls with one write admitted: its generation (base + 1, stored) and one more
+  // may still come, so waiting for them is allowed; base + 3 is not.
+  backend.Hold();
+  absl::Status written;
+  std::thread writer([&] {
+    written = service.Apply(ApplyOf(PortPolicy("admitted", 8100)), kTimeout).status();
+  });
+  for (int i = 0; i < 20000 && !(store->Current().generation == base + 1 &&
+                                 backend.CommitWaiting());
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_EQ(store->Current().generation, base + 1);
+  v1::WaitForGenerationRequest next;
+  next.set_generation(base + 3);
+  EXPECT_EQ(service.WaitForGeneration(next, kTimeout, Caller::kReadOnly).status().code(),
+            absl::StatusCode::kOutOfRange);
+
+  // Read-only callers fill their kernel-read gate with waits that do block.
+  std::vector<absl::Status> waited(2);
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 2; ++i) {
+    waiters.emplace_back([&, i] {
+      v1::WaitForGenerationRequest w;
+      w.set_generation(base + 1);
+      waited[i] = service.WaitForGeneration(w, kTimeout, Caller::kReadOnly).status();
+    });
+  }
+  for (int i = 0; i < 20000 && service.kernel_read_gate(Caller::kReadOnly).in_flight() < 2; ++i) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_EQ(service.kernel_read_gate(Caller::kReadOnly).in_flight(), 2);
+  // A third read-only kernel read is refused at once...
+  v1::RenderRequest kernel;
+  kernel.set_source(v1::RenderRequest::KERNEL);
+  EXPECT_EQ(service.Render(kernel, Caller::kReadOnly).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  // ...while trusted callers (netpolctl, the CNI plugin) still get in.
+  v1::WaitForGenerationRequest done;
+  done.set_generation(base);
+  EXPECT_TRUE(service.WaitForGeneration(done, kTimeout, Caller::kTrusted).ok());
+  {
+    auto slot = service.kernel_read_gate(Caller::kTrusted).Enter();
+    EXPECT_TRUE(slot.ok()) << slot.status();
+    auto cni = service.attach_gate().Enter();
+    EXPECT_TRUE(cni.ok()) << cni.status();
+  }
+
+  backend.Release();
+  writer.join();
+  for (std::thread& t : waiters) t.join();
+  EXPECT_TRUE(written.ok()) << written;
+  EXPECT_TRUE(waited[0].ok()) << waited[0];
+  EXPECT_TRUE(waited[1].ok()) << waited[1];
+  auto rendered = service.Render(kernel, Caller::kTrusted);
+  ASSERT_TRUE(rendered.ok()) << rendered.status();
+  EXPECT_THAT(rendered->nft_text(), HasSubstr("8100"));
+  reconciler.Stop();
+  fixtures::RemoveTree(dir);
 }
 
 TEST(AdmissionTest, GateHoldsAtMostItsLimitAndReleasesSlotsWhenTheyEnd) {
