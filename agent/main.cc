@@ -24,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "agent/drift_watcher.h"
+#include "agent/durable_file.h"
 #include "agent/endpoints.h"
 #include "agent/etcd/datastore.h"
 #include "agent/log.h"
@@ -160,9 +161,8 @@ int main(int argc, char** argv) {
     absl::StatusOr<std::unique_ptr<etcd::EtcdDatastore>> created =
         etcd::EtcdDatastore::Create(eopts);
     if (!created.ok()) return Fail("--datastore", created.status());
-    if (::mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-      return Fail("cannot create the state directory " + state_dir,
-                  absl::Status(absl::ErrnoToStatusCode(errno), std::strerror(errno)));
+    if (absl::Status st = PrepareStateDirectory(state_dir); !st.ok()) {
+      return Fail("cannot use the state directory " + state_dir, st);
     }
     etcd_store = created->get();
     store_owner = *std::move(created);

@@ -380,15 +380,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir) {
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
                                                    const Options& options) {
-  if (dir.empty()) return absl::InvalidArgumentError("state directory: empty path");
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return ErrnoStatus("create state directory " + dir, errno);
-  }
-  struct stat st;
-  if (::stat(dir.c_str(), &st) != 0) return ErrnoStatus("state directory " + dir, errno);
-  if (!S_ISDIR(st.st_mode)) {
-    return absl::FailedPreconditionError("state directory " + dir + ": not a directory");
-  }
+  RETURN_IF_ERROR(PrepareStateDirectory(dir));
   std::unique_ptr<Store> store(new Store(dir, options));
   absl::MutexLock w(&store->write_mu_);
   absl::MutexLock l(&store->mu_);
@@ -451,7 +443,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir,
 }
 
 absl::Status Store::OpenJournal(uint64_t valid_bytes) {
-  journal_fd_ = ::open(journal_path_.c_str(), O_WRONLY | O_CLOEXEC);
+  journal_fd_ = ::open(journal_path_.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
   if (journal_fd_ < 0) return ErrnoStatus("open " + journal_path_, errno);
   if (::fsync(journal_fd_) != 0) return ErrnoStatus("fsync " + journal_path_, errno);
   journal_bytes_ = valid_bytes;

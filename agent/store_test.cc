@@ -8,7 +8,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -17,10 +19,13 @@
 #include "agent/changes.h"
 #include "agent/testing/fixtures.h"
 #include "engine/model/loader.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace netpol::agent {
 namespace {
+
+using ::testing::HasSubstr;
 
 State SampleState() { return fixtures::LoadState(fixtures::kSample); }
 
@@ -230,6 +235,49 @@ TEST_F(StoreTest, StateDirIsAFile) {
   EXPECT_NE(store.status().message().find("not a directory"), std::string::npos) << store.status();
 }
 
+// The state directory as someone else may have prepared it: Open refuses, at once and naming
+// the file, instead of hanging on a FIFO, reading /dev/zero until memory runs out, writing
+// through a planted link or trusting a directory others may write.
+TEST_F(StoreTest, HostileStateDirectoryContentIsRefusedAtOnce) {
+  const std::string state = dir_ + "/" + Store::kFileName;
+  ASSERT_EQ(::mkfifo(state.c_str(), 0600), 0);
+  auto fifo = Store::Open(dir_);
+  ASSERT_FALSE(fifo.ok());
+  EXPECT_THAT(std::string(fifo.status().message()), HasSubstr(state + ": is a FIFO"));
+  ASSERT_EQ(::unlink(state.c_str()), 0);
+
+  ASSERT_EQ(::symlink("/dev/zero", state.c_str()), 0);
+  auto zero = Store::Open(dir_);
+  ASSERT_FALSE(zero.ok());
+  EXPECT_THAT(std::string(zero.status().message()), HasSubstr("is a symbolic link"));
+  ASSERT_EQ(::unlink(state.c_str()), 0);
+
+  const std::string journal = dir_ + "/" + Store::kJournalName;
+  ASSERT_EQ(::symlink("/dev/zero", journal.c_str()), 0);
+  EXPECT_FALSE(Store::Open(dir_).ok());
+  ASSERT_EQ(::unlink(journal.c_str()), 0);
+
+  // A link planted at the snapshot's temporary name: the first snapshot is written anyway and
+  // the link's target is untouched.
+  const std::string victim = dir_ + "-victim";
+  std::ofstream(victim) << "keep me";
+  ASSERT_EQ(::symlink(victim.c_str(), (state + ".tmp").c_str()), 0);
+  {
+    auto store = Store::Open(dir_);
+    ASSERT_TRUE(store.ok()) << store.status();
+  }
+  std::ifstream in(victim);
+  std::string kept((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(kept, "keep me");
+  std::remove(victim.c_str());
+
+  ASSERT_EQ(::chmod(dir_.c_str(), 0777), 0);
+  auto open = Store::Open(dir_);
+  ASSERT_FALSE(open.ok());
+  EXPECT_THAT(std::string(open.status().message()), HasSubstr("writable by its group or others"));
+  ASSERT_EQ(::chmod(dir_.c_str(), 0700), 0);
+  EXPECT_TRUE(Store::Open(dir_).ok());
+}
 
 // ---- The journal ----
 
