@@ -3,12 +3,16 @@
 #include "agent/store.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -220,10 +224,36 @@ INSTANTIATE_TEST_SUITE_P(
                    "version 9"}),
     [](const ::testing::TestParamInfo<DamageCase>& info) { return info.param.name; });
 
+// Takes CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH out of this thread's effective capabilities
+// while it lives, so that a file's mode binds root too (they stay permitted and come back). A
+// process without them (not root) is unchanged.
+class ScopedModeBindsRoot {
+ public:
+  ScopedModeBindsRoot() {
+    header_.version = _LINUX_CAPABILITY_VERSION_3;
+    header_.pid = 0;
+    ok_ = syscall(SYS_capget, &header_, saved_) == 0;
+    __user_cap_data_struct less[2] = {saved_[0], saved_[1]};
+    less[0].effective &= ~((1u << CAP_DAC_OVERRIDE) | (1u << CAP_DAC_READ_SEARCH));
+    ok_ = ok_ && syscall(SYS_capset, &header_, less) == 0;
+  }
+  ~ScopedModeBindsRoot() { syscall(SYS_capset, &header_, saved_); }
+  bool ok() const { return ok_; }
+
+ private:
+  __user_cap_header_struct header_;
+  __user_cap_data_struct saved_[2] = {};
+  bool ok_ = false;
+};
+
 TEST_F(StoreTest, UnreadableFileRefused) {
-  if (geteuid() == 0) GTEST_SKIP() << "root reads files regardless of their mode";
   WriteFile("x");
-  chmod((dir_ + "/state.pb").c_str(), 0);
+  ASSERT_EQ(chmod((dir_ + "/state.pb").c_str(), 0), 0);
+  ScopedModeBindsRoot mode_binds_root;
+  ASSERT_TRUE(mode_binds_root.ok()) << std::strerror(errno);
+  const int fd = open((dir_ + "/state.pb").c_str(), O_RDONLY);
+  if (fd >= 0) close(fd);
+  ASSERT_LT(fd, 0) << "state.pb is still readable";
   EXPECT_FALSE(Store::Open(dir_).ok());
 }
 

@@ -4,7 +4,7 @@
 #
 #   smoke_test.sh [--root] BINARY EXPECTED_NAME... -- ARGS...
 # --root: the program needs root; when not root the test fails with the reason, unless
-# NETPOL_LAB_ALLOW_SKIP=1, then it reports a visible skip.
+# NETPOL_LAB_ALLOW_SKIP=1, then it reports a visible skip (a failure still when NETPOL_CI=1).
 set -euo pipefail
 need_root=0
 if [[ "${1:-}" == "--root" ]]; then need_root=1; shift; fi
@@ -14,6 +14,10 @@ while [[ $# -gt 0 && "$1" != "--" ]]; do expected+=("$1"); shift; done
 [[ $# -gt 0 ]] && shift
 if [[ $need_root == 1 && $(id -u) != 0 ]]; then
   reason="$(basename "$bin") needs root (network namespaces, nftables)"
+  if [[ "${NETPOL_CI:-}" == 1 ]]; then
+    echo "FAILED: $reason (NETPOL_CI=1 makes a skip a failure)" >&2
+    exit 1
+  fi
   if [[ "${NETPOL_LAB_ALLOW_SKIP:-}" == 1 ]]; then
     echo "SKIPPED: $reason"
     if [[ -n "${XML_OUTPUT_FILE:-}" ]]; then

@@ -14,6 +14,7 @@
 #include "absl/strings/strip.h"
 #include "agent/e2e/fixture.h"
 #include "agent/testing/fixtures.h"
+#include "engine/util/skip_or_fail.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -99,7 +100,7 @@ class DriftTest : public AgentTest {
 };
 
 TEST_F(DriftTest, DeletedTableIsBackWithinOneSecondAndTheLogNamesIt) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, nftables)";
+  if (geteuid() != 0) NETPOL_SKIP_OR_FAIL("needs root (network namespaces, nftables)");
   const std::string before = StartWithShop();
   ASSERT_THAT(before, HasSubstr("table inet " + table_));
   ASSERT_EQ(RunCommand({"nft", "delete", "table", "inet", table_}).exit_code, 0);
@@ -110,7 +111,7 @@ TEST_F(DriftTest, DeletedTableIsBackWithinOneSecondAndTheLogNamesIt) {
 }
 
 TEST_F(DriftTest, FlushedChainIsBackWithinOneSecond) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, nftables)";
+  if (geteuid() != 0) NETPOL_SKIP_OR_FAIL("needs root (network namespaces, nftables)");
   const std::string before = StartWithShop();
   ASSERT_EQ(RunCommand({"nft", "flush", "chain", "inet", table_, "forward"}).exit_code, 0)
       << before;
@@ -120,7 +121,7 @@ TEST_F(DriftTest, FlushedChainIsBackWithinOneSecond) {
 }
 
 TEST_F(DriftTest, ElementDeletedByHandIsBackWithinOneSecond) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, nftables)";
+  if (geteuid() != 0) NETPOL_SKIP_OR_FAIL("needs root (network namespaces, nftables)");
   const std::string before = StartWithShop();
   std::string set, elem;
   ASSERT_TRUE(FirstElement(before, &set, &elem)) << before;
@@ -133,7 +134,7 @@ TEST_F(DriftTest, ElementDeletedByHandIsBackWithinOneSecond) {
 }
 
 TEST_F(DriftTest, ChangesToOtherTablesTriggerNothing) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, nftables)";
+  if (geteuid() != 0) NETPOL_SKIP_OR_FAIL("needs root (network namespaces, nftables)");
   const std::string before = StartWithShop();
   ASSERT_EQ(RunCommand({"nft", "add", "table", "inet", "other"}).exit_code, 0);
   ASSERT_EQ(RunCommand({"nft", "add", "chain", "inet", "other", "c"}).exit_code, 0);
@@ -158,7 +159,7 @@ TEST_F(DriftTest, ChangesToOtherTablesTriggerNothing) {
 // The gRPC server's receive limit (16 MiB): a bigger request is refused by the transport with
 // RESOURCE_EXHAUSTED before the agent parses it, and nothing changes.
 TEST_F(AgentTest, OversizedRequestIsResourceExhausted) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, nftables)";
+  if (geteuid() != 0) NETPOL_SKIP_OR_FAIL("needs root (network namespaces, nftables)");
   StartAgent({"--check-interval=0"});
   WaitServing();
   const std::string before = Nft();

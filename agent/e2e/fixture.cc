@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "engine/util/skip_or_fail.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 
@@ -84,7 +85,7 @@ void AgentTest::SetUpTestSuite() {
 }
 
 void AgentTest::SetUp() {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces and nftables)";
+  if (geteuid() != 0) NETPOL_SKIP_OR_FAIL("needs root (network namespaces and nftables)");
   ASSERT_TRUE(netns_ready) << "could not create a network namespace";
   char tmpl[] = "/tmp/netpol-e2e-XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);

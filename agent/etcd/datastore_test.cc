@@ -16,6 +16,7 @@
 #include "agent/etcd/etcd_process.h"
 #include "agent/testing/fixtures.h"
 #include "engine/model/loader.h"
+#include "engine/util/skip_or_fail.h"
 #include "gtest/gtest.h"
 
 namespace netpol::agent::etcd {
@@ -82,7 +83,7 @@ class DatastoreTest : public ::testing::Test {
     dir_ = fixtures::MakeTempDir("etcd");
     ASSERT_FALSE(dir_.empty());
     absl::StatusOr<std::unique_ptr<EtcdProcess>> etcd = EtcdProcess::Start(dir_);
-    if (absl::IsFailedPrecondition(etcd.status())) GTEST_SKIP() << etcd.status();
+    if (absl::IsFailedPrecondition(etcd.status())) NETPOL_SKIP_OR_FAIL(etcd.status());
     ASSERT_TRUE(etcd.ok()) << etcd.status();
     etcd_ = *std::move(etcd);
     raw_ = NewStore();  // its client writes "by hand", as etcdctl would
@@ -409,7 +410,7 @@ TEST(DatastoreTlsTest, ClientCertificateRequired) {
     ~Cleanup() { fixtures::RemoveTree(dir); }
   } cleanup{base};
   absl::StatusOr<std::unique_ptr<EtcdProcess>> etcd = EtcdProcess::StartTls(base);
-  if (absl::IsFailedPrecondition(etcd.status())) GTEST_SKIP() << etcd.status();
+  if (absl::IsFailedPrecondition(etcd.status())) NETPOL_SKIP_OR_FAIL(etcd.status());
   ASSERT_TRUE(etcd.ok()) << etcd.status();
   DatastoreOptions o;
   o.client.endpoints = {(*etcd)->endpoint()};

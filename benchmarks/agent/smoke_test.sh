@@ -2,12 +2,20 @@
 # Smoke run of the agent benchmark: run.py at a tiny size; checks that the agent started, every
 # RPC succeeded and the results hold memory and churn numbers. Asserts nothing about time.
 # Needs root (unshare --net); when not root it fails with the reason, unless
-# NETPOL_LAB_ALLOW_SKIP=1, then it reports a visible skip.
+# NETPOL_LAB_ALLOW_SKIP=1, then it reports a visible skip (a failure still when NETPOL_CI=1).
 set -euo pipefail
 if [[ $(id -u) != 0 ]]; then
   reason="the agent benchmark needs root (network namespaces, nftables)"
+  if [[ "${NETPOL_CI:-}" == 1 ]]; then
+    echo "FAILED: $reason (NETPOL_CI=1 makes a skip a failure)" >&2
+    exit 1
+  fi
   if [[ "${NETPOL_LAB_ALLOW_SKIP:-}" == 1 ]]; then
     echo "SKIPPED: $reason"
+    if [[ -n "${XML_OUTPUT_FILE:-}" ]]; then
+      printf '<?xml version="1.0" encoding="UTF-8"?>\n<testsuites tests="1" skipped="1"><testsuite name="%s" tests="1" skipped="1"><testcase name="%s"><skipped message="%s"/></testcase></testsuite></testsuites>\n' \
+        "${TEST_TARGET:-smoke}" "${TEST_TARGET:-smoke}" "$reason" > "$XML_OUTPUT_FILE"
+    fi
     exit 0
   fi
   echo "FAILED: $reason; run as root, or set NETPOL_LAB_ALLOW_SKIP=1 to skip visibly" >&2

@@ -16,6 +16,7 @@
 #include "engine/compiler/testutil.h"
 #include "engine/nft/diff.h"
 #include "engine/nft/transaction.h"
+#include "engine/util/skip_or_fail.h"
 #include "gtest/gtest.h"
 
 namespace netpol::compiler {
@@ -48,9 +49,13 @@ ShellRun InFreshNetns(const std::string& script) {
 class KernelTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "needs root to create network namespaces and load nftables";
+    if (geteuid() != 0) {
+      NETPOL_SKIP_OR_FAIL("needs root to create network namespaces and load nftables");
+    }
     ShellRun r = InFreshNetns("nft list ruleset\n");
-    if (r.status != 0) GTEST_SKIP() << "cannot run nft in a new network namespace: " << r.output;
+    if (r.status != 0) {
+      NETPOL_SKIP_OR_FAIL("cannot run nft in a new network namespace: " << r.output);
+    }
   }
 };
 

@@ -29,6 +29,7 @@
 #include "engine/model/loader.h"
 #include "engine/nft/diff.h"
 #include "engine/nft/transaction.h"
+#include "engine/util/skip_or_fail.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -274,9 +275,9 @@ using ::testing::Not;
 class ConntrackKernelTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "needs root to create network namespaces";
+    if (geteuid() != 0) NETPOL_SKIP_OR_FAIL("needs root to create network namespaces");
     CmdResult nft = Sh("nft --version");
-    if (nft.status != 0) GTEST_SKIP() << "nft not available: " << nft.output;
+    if (nft.status != 0) NETPOL_SKIP_OR_FAIL("nft not available: " << nft.output);
     std::string err = lab_.Setup();
     ASSERT_EQ(err, "");
   }

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "engine/nft/transaction.h"
+#include "engine/util/skip_or_fail.h"
 #include "gtest/gtest.h"
 
 namespace netpol::netlink {
@@ -27,7 +28,7 @@ nft::Element Elem(std::vector<nft::FieldValue> key, std::optional<nft::Verdict> 
 }
 
 void NetnsBackendTest::SetUp() {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root to create a network namespace";
+  if (geteuid() != 0) NETPOL_SKIP_OR_FAIL("needs root to create a network namespace");
   ASSERT_EQ(unshare(CLONE_NEWNET), 0) << "unshare(CLONE_NEWNET): " << std::strerror(errno);
   auto b = NetlinkBackend::Create();
   ASSERT_TRUE(b.ok()) << b.status();

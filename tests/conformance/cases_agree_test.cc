@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "engine/util/skip_or_fail.h"
 #include "gtest/gtest.h"
 #include "tests/conformance/cases.h"
 
@@ -52,7 +53,7 @@ TEST(CasesAgreeTest, PythonAndCppDumpsAreIdentical) {
   if (FILE* f = fopen(kPython, "r")) {
     fclose(f);
   } else {
-    GTEST_SKIP() << kPython << " is not installed";
+    NETPOL_SKIP_OR_FAIL(kPython << " is not installed");
   }
   int status = 0;
   const std::string py = RunCommand(absl::StrCat(kPython, " ", kDir, "/cases.py --dump --model ",

@@ -26,6 +26,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lab"))
+import lab  # noqa: E402
+
 
 def canonical(listing):
     """The listing with top-level blocks and set elements in a fixed order."""
@@ -110,9 +113,7 @@ def main():
     ap.add_argument("--pods", type=int, default=300)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("SKIP: needs root (network namespaces, nftables)")
-        return 0
+    lab.require_root("crash_test")
     if os.environ.get("NETPOL_CRASH_NETNS") != "1":
         env = dict(os.environ, NETPOL_CRASH_NETNS="1")
         return subprocess.call(["unshare", "--net", sys.executable, os.path.abspath(__file__)]

