@@ -27,6 +27,8 @@
 #include "agent/durable_file.h"
 #include "agent/endpoints.h"
 #include "agent/etcd/datastore.h"
+#include "agent/k8s/config.h"
+#include "agent/k8s/datastore.h"
 #include "agent/log.h"
 #include "agent/metrics.h"
 #include "agent/reconciler.h"
@@ -56,8 +58,23 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert");
 ABSL_FLAG(std::string, client_ca, "",
           "PEM CA: TCP clients presenting a certificate it signed may write");
 ABSL_FLAG(std::string, datastore, "",
-          "Where the objects live: empty for the embedded store in --state-dir (one node), or "
-          "etcd://HOST:PORT[,HOST:PORT...] for a shared etcd (many nodes; see docs/etcd.md)");
+          "Where the objects live: empty for the embedded store in --state-dir (one node), "
+          "etcd://HOST:PORT[,HOST:PORT...] for a shared etcd (many nodes; see docs/etcd.md), or "
+          "kubernetes to list-watch the cluster's Namespaces, Pods and NetworkPolicies from its "
+          "API server (read-only: netpolctl apply/delete are refused; see --kubeconfig)");
+ABSL_FLAG(std::string, kubeconfig, "",
+          "With --datastore=kubernetes: the kubeconfig file whose current context names the API "
+          "server, its CA and the credentials (token, tokenFile or client certificate). Empty: "
+          "in-cluster configuration (KUBERNETES_SERVICE_HOST/PORT and the service account "
+          "directory, see --kube-service-account-dir)");
+ABSL_FLAG(std::string, kube_service_account_dir, netpol::agent::k8s::kServiceAccountDir,
+          "With --datastore=kubernetes and no --kubeconfig: the directory holding the service "
+          "account's token (re-read when it rotates) and ca.crt");
+ABSL_FLAG(int, kube_page_size, 500,
+          "With --datastore=kubernetes: objects per list page (lists are decoded page by page)");
+ABSL_FLAG(absl::Duration, kube_watch_timeout, absl::Minutes(5),
+          "With --datastore=kubernetes: the server-side timeout of each watch, randomized "
+          "between this and twice this; the watch then resumes from its last resourceVersion");
 ABSL_FLAG(std::string, etcd_prefix, "/netpol/v1/", "Key prefix of the objects in etcd");
 ABSL_FLAG(std::string, etcd_cacert, "", "PEM CA that signed etcd's server certificates (TLS)");
 ABSL_FLAG(std::string, etcd_cert, "", "PEM client certificate for etcd (TLS client auth)");
@@ -137,7 +154,29 @@ int main(int argc, char** argv) {
   const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
   std::unique_ptr<Datastore> store_owner;
   etcd::EtcdDatastore* etcd_store = nullptr;
-  if (absl::GetFlag(FLAGS_datastore).empty()) {
+  k8s::KubernetesDatastore* kube_store = nullptr;
+  if (absl::GetFlag(FLAGS_datastore) == "kubernetes") {
+    const std::string kubeconfig = absl::GetFlag(FLAGS_kubeconfig);
+    absl::StatusOr<k8s::ClusterConfig> cluster =
+        kubeconfig.empty() ? k8s::InClusterConfig(absl::GetFlag(FLAGS_kube_service_account_dir))
+                           : k8s::LoadKubeconfig(kubeconfig);
+    if (!cluster.ok()) return Fail("--datastore=kubernetes", cluster.status());
+    k8s::DatastoreOptions kopts;
+    kopts.cluster = *cluster;
+    kopts.page_size = absl::GetFlag(FLAGS_kube_page_size);
+    kopts.watch_timeout = absl::GetFlag(FLAGS_kube_watch_timeout);
+    absl::StatusOr<std::unique_ptr<k8s::KubernetesDatastore>> created =
+        k8s::KubernetesDatastore::Create(kopts);
+    if (!created.ok()) return Fail("--datastore=kubernetes", created.status());
+    if (::mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return Fail("cannot create the state directory " + state_dir,
+                  absl::Status(absl::ErrnoToStatusCode(errno), std::strerror(errno)));
+    }
+    kube_store = created->get();
+    store_owner = *std::move(created);
+    LogInfo(absl::StrCat("datastore: kubernetes ", cluster->server, " from ", cluster->source,
+                         " (read-only: objects come from the API server)"));
+  } else if (absl::GetFlag(FLAGS_datastore).empty()) {
     absl::StatusOr<std::unique_ptr<Store>> opened = Store::Open(state_dir);
     if (!opened.ok()) return Fail("cannot load the object store", opened.status());
     Snapshot first = (*opened)->Current();
@@ -147,6 +186,9 @@ int main(int argc, char** argv) {
                          " policies"));
     store_owner = *std::move(opened);
   } else {
+    if (!absl::GetFlag(FLAGS_kubeconfig).empty()) {
+      return Fail("--kubeconfig", absl::InvalidArgumentError("only with --datastore=kubernetes"));
+    }
     etcd::DatastoreOptions eopts;
     absl::StatusOr<std::vector<std::string>> endpoints =
         etcd::ParseEtcdUrl(absl::GetFlag(FLAGS_datastore));
@@ -187,8 +229,12 @@ int main(int argc, char** argv) {
                                                          absl::StrJoin(*dropped, ", "), ")")));
     return absl::OkStatus();
   };
-  // With etcd this waits for the first list (step 4).
-  if (etcd_store == nullptr) {
+  // With etcd or Kubernetes this waits for the first list (step 4).
+  if (kube_store != nullptr) {
+    Endpoints* e = endpoints->get();
+    kube_store->SetAttachments([e] { return e->Current(); });
+  }
+  if (etcd_store == nullptr && kube_store == nullptr) {
     absl::Status st = reconcile_attachments();
     if (!st.ok()) return Fail("cannot reconcile the CNI attachments", st);
   }
@@ -275,7 +321,20 @@ int main(int argc, char** argv) {
     if (watcher != nullptr) watcher->Start();
   };
   std::thread etcd_starter;
-  if (etcd_store == nullptr) {
+  if (kube_store != nullptr) {
+    kube_store->SetListener([&reconciler] { reconciler.Notify(); });
+    kube_store->Start();
+    etcd_starter = std::thread([&] {
+      while (!stopping.load() && !kube_store->WaitSynced(absl::Seconds(10))) {
+        LogWarning("kubernetes: not listed yet; the kernel keeps its table as it is until the "
+                   "first lists arrive");
+      }
+      if (stopping.load()) return;
+      absl::Status st = reconcile_attachments();
+      if (!st.ok()) LogError(absl::StrCat("cannot reconcile the CNI attachments: ", st.ToString()));
+      start_syncing();
+    });
+  } else if (etcd_store == nullptr) {
     start_syncing();
   } else {
     etcd_store->SetListener([&reconciler] { reconciler.Notify(); });

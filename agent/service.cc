@@ -70,6 +70,27 @@ void DatastoreToApi(const DatastoreHealth& h, v1::DatastoreStatus* out) {
       e->set_revision(h.revision);
       break;
     }
+    case DatastoreHealth::Kind::kKubernetes: {
+      out->set_kind(v1::KUBERNETES);
+      v1::KubernetesStatus* k = out->mutable_kubernetes();
+      k->set_server(h.endpoints);
+      k->set_watch_connected(h.watch_connected);
+      k->set_watch_error(ErrorText(h.watch_error));
+      k->set_resource_version(h.resource_version);
+      if (h.last_event_time != absl::InfinitePast()) {
+        *k->mutable_last_event_time() =
+            TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(h.last_event_time));
+      }
+      for (const std::string& why : h.invalid_objects) k->add_skipped_objects(why);
+      for (const DatastoreHealth::ResourceWatch& w : h.resources) {
+        v1::KubernetesResourceStatus* r = k->add_resources();
+        r->set_resource(w.resource);
+        r->set_resource_version(w.resource_version);
+        r->set_watching(w.watching);
+        r->set_error(ErrorText(w.error));
+      }
+      break;
+    }
     case DatastoreHealth::Kind::kUnknown:
       break;
   }
@@ -304,9 +325,10 @@ void AgentService::StoreBatch(const std::vector<QueuedWrite*>& batch) {
 absl::StatusOr<v1::ApplyResponse> AgentService::Apply(const v1::ApplyRequest& request,
                                                       absl::Duration timeout) {
   // Admitted before any work, so a refused write has changed nothing. Dry runs never wait for
-  // the kernel and are not gated.
+  // the kernel and are not gated; they work whoever owns the objects (diff).
   AdmissionGate::Slot slot;
   if (!request.dry_run()) {
+    RETURN_IF_ERROR(store_->ObjectWritesAllowed());
     ASSIGN_OR_RETURN(slot, writes_.Enter());
   }
   ASSIGN_OR_RETURN(std::vector<Object> objects,
@@ -327,6 +349,7 @@ absl::StatusOr<v1::DeleteResponse> AgentService::Delete(const v1::DeleteRequest&
                                                         absl::Duration timeout) {
   AdmissionGate::Slot slot;
   if (!request.dry_run()) {
+    RETURN_IF_ERROR(store_->ObjectWritesAllowed());
     ASSIGN_OR_RETURN(slot, writes_.Enter());
   }
   std::vector<v1::ObjectRef> refs(request.refs().begin(), request.refs().end());

@@ -687,3 +687,54 @@ TEST(AdmissionTest, GateHoldsAtMostItsLimitAndReleasesSlotsWhenTheyEnd) {
 
 }  // namespace
 }  // namespace netpol::agent
+
+namespace netpol::agent {
+namespace {
+
+// A datastore whose objects belong to another system (as the Kubernetes API's do).
+class OwnedElsewhere : public Datastore {
+ public:
+  explicit OwnedElsewhere(Datastore* inner) : inner_(inner) {}
+  Snapshot Current() const override { return inner_->Current(); }
+  absl::StatusOr<Snapshot> Update(const Mutation& m) override { return inner_->Update(m); }
+  absl::Status ObjectWritesAllowed() const override {
+    return absl::FailedPreconditionError("objects come from elsewhere; use kubectl");
+  }
+
+ private:
+  Datastore* inner_;
+};
+
+TEST_F(ServiceTest, ReadOnlyDatastoreRefusesWritesButServesReadsAndDryRuns) {
+  MustApply(kShop);
+  const Snapshot before = store_->Current();
+  OwnedElsewhere owned(store_.get());
+  AgentService service(&owned, reconciler_.get());
+  v1::ApplyRequest apply;
+  apply.add_manifests()->set_text(kShop);
+  absl::StatusOr<v1::ApplyResponse> a = service.Apply(apply, kTimeout);
+  ASSERT_FALSE(a.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(a.status())) << a.status();
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("use kubectl"));
+  v1::DeleteRequest del;
+  del.add_refs()->set_kind(v1::NAMESPACE);
+  del.mutable_refs(0)->set_name("shop");
+  absl::StatusOr<v1::DeleteResponse> d = service.Delete(del, kTimeout);
+  ASSERT_FALSE(d.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(d.status())) << d.status();
+  EXPECT_EQ(store_->Current().generation, before.generation);
+  // A dry run (netpolctl diff) compares against the datastore's state and stores nothing.
+  apply.set_dry_run(true);
+  a = service.Apply(apply, kTimeout);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(store_->Current().generation, before.generation);
+  // Reads work.
+  v1::GetRequest get;
+  get.mutable_ref()->set_kind(v1::NAMESPACE);
+  get.mutable_ref()->set_name("shop");
+  absl::StatusOr<v1::GetResponse> got = service.Get(get);
+  EXPECT_TRUE(got.ok()) << got.status();
+}
+
+}  // namespace
+}  // namespace netpol::agent

@@ -70,7 +70,7 @@ ChangedKeys KeysOfResults(const std::vector<v1::ObjectResult>& results);
 
 // What a datastore knows of its own health without a new request to anything (Status).
 struct DatastoreHealth {
-  enum class Kind { kUnknown, kEmbedded, kEtcd };
+  enum class Kind { kUnknown, kEmbedded, kEtcd, kKubernetes };
   Kind kind = Kind::kUnknown;
   // Whether writes can be stored as far as the datastore knows (see each implementation).
   bool healthy = true;
@@ -86,12 +86,25 @@ struct DatastoreHealth {
   uint64_t compactions = 0;                                // since Open
   absl::Status last_compaction_error;
 
-  // The etcd datastore.
+  // The etcd datastore (endpoints, watch_*, revision) and the Kubernetes API (endpoints: the
+  // server; watch_connected: every resource is watched; watch_error: the first failing one).
   std::string endpoints;       // configured, comma-separated
   bool watch_connected = false;
   std::string watch_endpoint;  // empty when not connected
   absl::Status watch_error;    // the latest list/watch failure, OK once watching again
   int64_t revision = 0;
+
+  // The Kubernetes API.
+  std::string resource_version;  // of the newest event applied
+  absl::Time last_event_time = absl::InfinitePast();
+  std::vector<std::string> invalid_objects;  // left out: "pod ns/a: why"
+  struct ResourceWatch {
+    std::string resource;  // "pods"
+    std::string resource_version;
+    bool watching = false;
+    absl::Status error;
+  };
+  std::vector<ResourceWatch> resources;
 };
 
 // Where the agent's objects live: the embedded Store below (one node) or the shared etcd
@@ -126,6 +139,10 @@ class Datastore {
   // Health for Status. Cheap: no I/O, and never waits for a write in progress. The default
   // reports an unknown kind, healthy.
   virtual DatastoreHealth Health() const { return DatastoreHealth(); }
+  // Whether clients may write objects (Apply/Delete) here: FailedPrecondition, saying where
+  // objects come from, when another system owns them (the Kubernetes API). The node's own
+  // CNI attachments are written through Update either way.
+  virtual absl::Status ObjectWritesAllowed() const { return absl::OkStatus(); }
 };
 
 class Store : public Datastore {

@@ -13,6 +13,8 @@
 #include <memory>
 #include <sstream>
 #include <string>
+
+#include "google/protobuf/util/time_util.h"
 #include <vector>
 
 #include "api/netpol/v1/status_service.grpc.pb.h"
@@ -247,6 +249,41 @@ TEST(StatusOutputTest, ShowsTheEtcdWatch) {
   EXPECT_THAT(out, HasSubstr("Watch:              not connected, at revision 41: UNAVAILABLE: "
                              "etcd 10.0.0.2:2379: Connection refused\n"));
   EXPECT_THAT(StatusOutput("old-agent", Serving(), &code), Not(HasSubstr("Datastore:")));
+}
+
+TEST(StatusOutputTest, ShowsTheKubernetesWatches) {
+  v1::StatusResponse s = Serving();
+  v1::DatastoreStatus* d = s.mutable_datastore();
+  d->set_kind(v1::KUBERNETES);
+  d->set_healthy(false);
+  v1::KubernetesStatus* k = d->mutable_kubernetes();
+  k->set_server("https://10.96.0.1:443");
+  k->set_watch_connected(false);
+  k->set_resource_version("812");
+  k->add_skipped_objects("networkpolicy x/y: spec.egress[0].to[0].ipBlock.cidr: host bits set");
+  v1::KubernetesResourceStatus* pods = k->add_resources();
+  pods->set_resource("pods");
+  pods->set_resource_version("812");
+  pods->set_error("forbidden: cannot watch pods: no RBAC");
+  v1::KubernetesResourceStatus* ns = k->add_resources();
+  ns->set_resource("namespaces");
+  ns->set_resource_version("700");
+  ns->set_watching(true);
+  int code = -1;
+  std::string out = StatusOutput("k8s", s, &code);
+  EXPECT_THAT(out, HasSubstr("Datastore:          kubernetes https://10.96.0.1:443, NOT "
+                             "connected (enforcing the last state it had)\n"));
+  EXPECT_THAT(out, HasSubstr("Events:             resourceVersion 812, no event yet\n"));
+  EXPECT_THAT(out, HasSubstr("Watch pods:         NOT watching (at resourceVersion 812): "
+                             "forbidden: cannot watch pods: no RBAC\n"));
+  EXPECT_THAT(out, HasSubstr("Watch namespaces:   watching from resourceVersion 700\n"));
+  EXPECT_THAT(out, HasSubstr("Skipped:            1 objects netpol cannot represent are left out: "
+                             "networkpolicy x/y"));
+  EXPECT_THAT(out, Not(HasSubstr("Last write error:")));
+  *k->mutable_last_event_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+  out = StatusOutput("k8s", s, &code);
+  EXPECT_THAT(out, HasSubstr("Events:             resourceVersion 812, last event "));
+  EXPECT_THAT(out, HasSubstr(" ago\n"));
 }
 
 }  // namespace

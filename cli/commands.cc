@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "agent/convert.h"
 #include "engine/model/ip.h"
@@ -401,6 +402,44 @@ std::vector<std::vector<std::string>> DatastoreRows(const v1::StatusResponse& s)
                                       e.revision())
                        : absl::StrCat("not connected, at revision ", e.revision(),
                                       e.watch_error().empty() ? "" : ": ", e.watch_error())});
+  } else if (d.has_kubernetes()) {
+    const v1::KubernetesStatus& k = d.kubernetes();
+    rows.push_back({"Datastore:",
+                    absl::StrCat("kubernetes ", k.server(), ", ",
+                                 k.watch_connected()
+                                     ? "connected"
+                                     : "NOT connected (enforcing the last state it had)")});
+    std::string events = absl::StrCat("resourceVersion ",
+                                      k.resource_version().empty() ? "-" : k.resource_version());
+    if (k.has_last_event_time()) {
+      const absl::Duration age =
+          absl::Now() - absl::FromUnixNanos(TimeUtil::TimestampToNanoseconds(k.last_event_time()));
+      absl::StrAppend(&events, ", last event ",
+                      absl::FormatDuration(absl::Trunc(std::max(age, absl::ZeroDuration()),
+                                                       absl::Seconds(1))),
+                      " ago");
+    } else {
+      absl::StrAppend(&events, ", no event yet");
+    }
+    rows.push_back({"Events:", events});
+    for (const v1::KubernetesResourceStatus& r : k.resources()) {
+      rows.push_back(
+          {absl::StrCat("Watch ", r.resource(), ":"),
+           r.watching() ? absl::StrCat("watching from resourceVersion ", r.resource_version())
+                        : absl::StrCat("NOT watching (at resourceVersion ",
+                                       r.resource_version().empty() ? "-" : r.resource_version(),
+                                       ")", r.error().empty() ? "" : ": ", r.error())});
+    }
+    if (k.skipped_objects_size() > 0) {
+      std::string skipped = absl::StrCat(k.skipped_objects_size(),
+                                         " objects netpol cannot represent are left out: ");
+      for (int i = 0; i < k.skipped_objects_size() && i < 5; ++i) {
+        absl::StrAppend(&skipped, i > 0 ? "; " : "", k.skipped_objects(i));
+      }
+      if (k.skipped_objects_size() > 5) absl::StrAppend(&skipped, "; ...");
+      rows.push_back({"Skipped:", skipped});
+    }
+    return rows;
   } else {
     rows.push_back({"Datastore:", health});
   }

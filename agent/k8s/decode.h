@@ -1,0 +1,72 @@
+// Kubernetes API JSON (list pages and watch events, as kube-apiserver sends them) into the
+// model's objects, with simdjson's on-demand parser: one page or one event at a time, reading
+// only the fields netpol uses.
+//
+// What becomes of each kind:
+//   * Namespace: name and labels (kubernetes.io/metadata.name=<name> always set).
+//   * Pod: labels, spec.nodeName, spec.hostNetwork, the named ports of spec.containers[].ports,
+//     and status.podIPs (status.podIP first). A pod in phase Succeeded or Failed is not part
+//     of the model (not a peer, not enforced; its addresses may already belong to another
+//     pod): it decodes with no object, like a deleted one.
+//   * NetworkPolicy: the whole spec, through the model's loader (engine/model/loader.h) and the
+//     compiler's validation, so it means exactly what a manifest would.
+// An object the API server accepted but netpol cannot represent (say an ipBlock with host
+// bits set) decodes with no object and `invalid` saying why: it is left out and reported, and
+// never stops the rest of the page.
+//
+// Thread safety: reentrant (each call owns its parser).
+#ifndef NETPOL_AGENT_K8S_DECODE_H_
+#define NETPOL_AGENT_K8S_DECODE_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "engine/model/loader.h"
+
+namespace netpol::agent::k8s {
+
+enum class Resource { kNamespaces, kPods, kNetworkPolicies };
+inline constexpr Resource kResources[] = {Resource::kNamespaces, Resource::kPods,
+                                          Resource::kNetworkPolicies};
+// "namespaces", "pods", "networkpolicies".
+const char* ResourceName(Resource r);
+// The collection's path: /api/v1/namespaces, /api/v1/pods,
+// /apis/networking.k8s.io/v1/networkpolicies.
+const char* ResourcePath(Resource r);
+
+struct Item {
+  std::string key;  // "name" (namespaces) or "namespace/name"
+  std::string resource_version;
+  // The model object; nullopt when the object is not part of the model (a finished pod) or
+  // cannot be represented (`invalid` then says why).
+  std::optional<Object> object;
+  std::string invalid;
+  std::vector<std::string> warnings;  // unknown fields the loader ignored
+};
+
+struct ListPage {
+  std::string resource_version;  // metadata.resourceVersion of the list
+  std::string continue_token;    // metadata.continue; empty on the last page
+  std::vector<Item> items;
+};
+
+// One page of a list response. InvalidArgument when it is not a list of that resource.
+absl::StatusOr<ListPage> DecodeListPage(Resource r, absl::string_view json);
+
+struct WatchEvent {
+  enum class Type { kAdded, kModified, kDeleted, kBookmark, kError };
+  Type type = Type::kAdded;
+  Item item;              // kAdded/kModified/kDeleted; for kBookmark only resource_version
+  int error_code = 0;     // kError: the Status object's code (410: resourceVersion too old)
+  std::string error_message;
+};
+
+// One line of a watch stream. InvalidArgument when it is not an event.
+absl::StatusOr<WatchEvent> DecodeWatchEvent(Resource r, absl::string_view line);
+
+}  // namespace netpol::agent::k8s
+
+#endif  // NETPOL_AGENT_K8S_DECODE_H_
