@@ -458,6 +458,108 @@ Slot SelectorSlot(const PortSpec& ps, int f) {
   return SP(f);
 }
 
+// ---- large rules ----
+
+bool LargeRulePort(const PortSpec& ps, Dir dir) {
+  return ps.kind == PortSpec::Kind::kRange || ps.kind == PortSpec::Kind::kProtoAll ||
+         (ps.kind == PortSpec::Kind::kNamed && dir == Dir::kIngress);
+}
+
+namespace {
+
+// The ranges of the rule's ipBlocks (CidrMinus) and its selector peers.
+std::pair<uint64_t, uint64_t> PeerCounts(const Rule& rule) {
+  uint64_t ranges = 0, selectors = 0;
+  for (const Peer& peer : rule.peers) {
+    if (peer.ip_block) {
+      ranges += CidrMinus(peer.ip_block->cidr, peer.ip_block->except).size();
+    } else if (peer.pod_selector || peer.namespace_selector) {
+      ++selectors;
+    }
+  }
+  return {ranges, selectors};
+}
+
+bool IsLarge(uint64_t ranges, uint64_t selectors, uint64_t ports) {
+  const uint64_t weighted = ranges + kSelectorPeerWeight * selectors;
+  return ports >= 2 && weighted >= 2 && weighted * ports > kLargeRuleProduct;
+}
+
+uint64_t LargePorts(Dir dir, const std::vector<PortSpec>& specs) {
+  uint64_t n = 0;
+  for (const PortSpec& ps : specs) n += LargeRulePort(ps, dir) ? 1 : 0;
+  return n;
+}
+
+}  // namespace
+
+bool IsLargeRule(const Rule& rule, Dir dir, const std::vector<PortSpec>& specs) {
+  if (rule.peers.empty()) return false;
+  const auto [ranges, selectors] = PeerCounts(rule);
+  return IsLarge(ranges, selectors, LargePorts(dir, specs));
+}
+
+absl::Status CheckPolicySize(const NetworkPolicy& policy) {
+  uint64_t total = 0;
+  for (Dir dir : {Dir::kIngress, Dir::kEgress}) {
+    const std::vector<Rule>& rules = dir == Dir::kIngress ? policy.ingress : policy.egress;
+    for (size_t i = 0; i < rules.size(); ++i) {
+      ASSIGN_OR_RETURN(std::vector<PortSpec> specs, NormalizePorts(policy, dir, i, rules[i]));
+      const auto [ranges, selectors] = PeerCounts(rules[i]);
+      const uint64_t ports = specs.size();
+      if (!rules[i].peers.empty() && IsLarge(ranges, selectors, LargePorts(dir, specs))) {
+        total += ranges + ports;
+      } else {
+        total += std::max<uint64_t>(ranges, 1) * ports;
+      }
+    }
+  }
+  if (total > kMaxPolicyElements) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "networkpolicy ", policy.Key(), ": spec: needs ", total,
+        " set elements, more than the ", kMaxPolicyElements,
+        " one policy may use (per rule: ipBlock ranges x ports, or ranges + ports when that "
+        "product is over ",
+        kLargeRuleProduct, ")"));
+  }
+  return absl::OkStatus();
+}
+
+std::string LargeSuffix(size_t k, int part) {
+  return absl::StrCat("-s", k, part == 0 ? "v4" : part == 1 ? "v6" : "p");
+}
+
+Slot LargeBaseSlot(int part) { return part == 2 ? kXr : SRa(part); }
+
+const char* LargeCommentHead(int part) {
+  return part == 2 ? "ports of a large rule: " : "peers of a large rule: ";
+}
+
+nft::Rule LargeRuleLookup(const std::string& group, size_t k, int f, Dir dir,
+                          const std::string& comment) {
+  return MakeRule({Lookup(SlotLookup(SRa(f), dir), group + LargeSuffix(k, f)),
+                   Lookup(SlotLookup(kXr, dir), group + LargeSuffix(k, 2))},
+                  nft::Verdict::Return(), comment);
+}
+
+Box LargePeerBox(U128 lo, U128 hi) { return {Span{lo, hi}, NumSpan(0, 255)}; }
+
+std::optional<Box> LargePortBox(const PortSpec& ps, std::optional<uint16_t> ingress_port) {
+  const uint32_t proto = static_cast<uint8_t>(ps.protocol);
+  switch (ps.kind) {
+    case PortSpec::Kind::kProtoAll:
+      return Box{NumSpan(proto, proto), NumSpan(0, 65535)};
+    case PortSpec::Kind::kRange:
+      return Box{NumSpan(proto, proto), NumSpan(ps.lo, ps.hi)};
+    case PortSpec::Kind::kNamed:
+      if (!ingress_port) return std::nullopt;
+      return Box{NumSpan(proto, proto), NumSpan(*ingress_port, *ingress_port)};
+    case PortSpec::Kind::kAny:
+      break;
+  }
+  return std::nullopt;  // not a large-rule port (callers check LargeRulePort)
+}
+
 nft::Rule MakeRule(std::vector<nft::Match> matches, std::optional<nft::Verdict> verdict,
                    std::string comment) {
   nft::Rule r;

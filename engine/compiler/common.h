@@ -22,11 +22,13 @@
 namespace netpol::compiler::internal {
 
 // Name budget (nft::kMaxNameLength = 63): "in-"/"eg-" (3) + readable part + "-" (1) + 8 hex
-// digits of hash + the longest set suffix "-ra4"/"-rp4" (4) => readable part <= 47.
+// digits of hash + the longest set suffix, a large rule's "-s<k>v4" with k < kMaxLargeRules
+// (10) => readable part <= 41.
 constexpr size_t kHashDigits = 8;
-constexpr size_t kLongestSetSuffix = 4;
+constexpr size_t kMaxLargeRules = 1000000;  // per group: k has at most 6 digits
+constexpr size_t kLongestSetSuffix = 10;
 constexpr size_t kReadableBudget = nft::kMaxNameLength - 3 - 1 - kHashDigits - kLongestSetSuffix;
-static_assert(kReadableBudget == 47, "name budget changed: update RULESET.md");
+static_assert(kReadableBudget == 41, "name budget changed: update RULESET.md");
 
 enum class Dir { kIngress, kEgress };
 const char* DirName(Dir d);
@@ -158,6 +160,46 @@ Part IpBlockPart(const PortSpec& ps, Dir dir, std::optional<uint16_t> ingress_po
                  const std::vector<IpRange>& ranges);
 // The set kind a selector peer's pods of family index `f` go to under port spec `ps`.
 Slot SelectorSlot(const PortSpec& ps, int f);
+
+// ---- large rules (RULESET.md "Large rules") ----
+//
+// A rule whose peers and ports would make more than kLargeRuleProduct elements of a
+// concatenated set is a "large rule": its peers and its ports go into two sets of their own,
+// looked up by one chain rule, so it costs peers + ports elements instead of peers x ports.
+
+// The product (peer ranges x ports) above which a rule is large. A selector peer counts as
+// kSelectorPeerWeight ranges (it may match any number of pods).
+constexpr uint64_t kLargeRuleProduct = 1024;
+constexpr uint64_t kSelectorPeerWeight = 64;
+// The most set elements the static part of one policy may need (RULESET.md "Large rules":
+// per rule, ipBlock ranges x ports, or ranges + ports for a large rule).
+constexpr uint64_t kMaxPolicyElements = 50000;
+
+// Whether port spec `ps` of a large rule for `dir` goes into the rule's port set (numbers,
+// ranges, protocol-only, ingress named ports); an egress named port resolves on each
+// destination pod and stays with the peers (slot SP).
+bool LargeRulePort(const PortSpec& ps, Dir dir);
+// Whether `rule` (its ports normalized into `specs`) is a large rule for `dir`.
+bool IsLargeRule(const Rule& rule, Dir dir, const std::vector<PortSpec>& specs);
+// InvalidArgument naming the policy when its rules need more than kMaxPolicyElements elements.
+// Errors of NormalizePorts first.
+absl::Status CheckPolicySize(const NetworkPolicy& policy);
+
+// The sets of large rule `k` of a group: part 0/1 its IPv4/IPv6 peers (keyed like SRa: address
+// range . protocol 0-255), part 2 its ports (keyed like kXr: protocol . port range).
+inline constexpr int kLargeParts = 3;
+std::string LargeSuffix(size_t k, int part);
+// The slot whose key, dimensions and elements a part's set shares.
+Slot LargeBaseSlot(int part);
+const char* LargeCommentHead(int part);
+// The chain rule of large rule `k` of group `group` for family index `f`.
+nft::Rule LargeRuleLookup(const std::string& group, size_t k, int f, Dir dir,
+                          const std::string& comment);
+// A peer box of a large rule (address range, any protocol).
+Box LargePeerBox(U128 lo, U128 hi);
+// The port box of spec `ps` in a large rule's port set (nullopt: an unresolved ingress named
+// port adds nothing).
+std::optional<Box> LargePortBox(const PortSpec& ps, std::optional<uint16_t> ingress_port);
 
 nft::Rule MakeRule(std::vector<nft::Match> matches, std::optional<nft::Verdict> verdict,
                    std::string comment);

@@ -88,6 +88,14 @@ struct GroupSets {
   std::vector<Box> ra_el[2], rp_el[2];
   std::vector<uint32_t> x_el;
   std::vector<Box> xr_el;
+  // Large rules, in order: peers (per family) and ports in sets of their own.
+  struct Large {
+    std::string src;
+    bool fam[2] = {false, false};  // whether it has peers of that family (a set and a rule)
+    std::vector<Box> peers[2];
+    std::vector<Box> ports;
+  };
+  std::vector<Large> large;
 
   SetKind& Kind(Slot slot) {
     const int f = Fam(SlotFamily(slot));
@@ -197,6 +205,7 @@ absl::Status Compiler::ValidatePolicies() {
         ports_[{&policy, {static_cast<int>(dir), i}}] = std::move(specs);
       }
     }
+    RETURN_IF_ERROR(CheckPolicySize(policy));
   }
   return absl::OkStatus();
 }
@@ -336,6 +345,40 @@ absl::Status Compiler::AddRule(const Group& g, const NetworkPolicy& policy, size
                                const Rule& rule, GroupSets* sets) {
   const std::string src = RuleSource(policy, g.dir, index);
   const std::vector<PortSpec>& specs = ports_.at({&policy, {static_cast<int>(g.dir), index}});
+  if (IsLargeRule(rule, g.dir, specs)) {
+    sets->large.emplace_back();
+    const size_t k = sets->large.size() - 1;
+    sets->large[k].src = src;
+    for (const PortSpec& ps : specs) {
+      if (LargeRulePort(ps, g.dir)) {
+        std::optional<Box> b = LargePortBox(ps, IngressPort(ps, g.dir, g.resolution));
+        if (b) sets->large[k].ports.push_back(*std::move(b));
+        continue;
+      }
+      // An egress named port: per destination pod, as in any other rule.
+      for (const Peer& peer : rule.peers) RETURN_IF_ERROR(AddPeer(g, policy, peer, ps, src, sets));
+    }
+    GroupSets::Large& l = sets->large[k];
+    for (const Peer& peer : rule.peers) {
+      if (peer.ip_block) {
+        const int f = Fam(peer.ip_block->cidr.addr.family);
+        l.fam[f] = true;
+        for (const IpRange& r : CidrMinus(peer.ip_block->cidr, peer.ip_block->except)) {
+          l.peers[f].push_back(LargePeerBox(AddrToU128(r.lo), AddrToU128(r.hi)));
+        }
+        continue;
+      }
+      if (!peer.pod_selector && !peer.namespace_selector) continue;  // matches nothing
+      l.fam[0] = l.fam[1] = true;
+      for (const Pod* pod : PeerPods(policy, peer)) {
+        for (const IpAddr& ip : pod->ips) {
+          const U128 a = AddrToU128(ip);
+          l.peers[Fam(ip.family)].push_back(LargePeerBox(a, a));
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
   for (const PortSpec& ps : specs) {
     if (rule.peers.empty()) {
       RETURN_IF_ERROR(AddAnyPeer(g, ps, src, sets));
@@ -426,6 +469,18 @@ void Compiler::EmitGroup(const Group& g, GroupSets& s, Program* prog) {
     EmitSet(g, kX, s.x, std::move(els), &chain, prog);
   }
   if (s.xr.present) EmitSet(g, kXr, s.xr, BoxElements(kXr, s.xr_el), &chain, prog);
+  for (size_t k = 0; k < s.large.size(); ++k) {
+    const GroupSets::Large& l = s.large[k];
+    if (!l.fam[0] && !l.fam[1]) continue;
+    AddSet(prog, g.name + LargeSuffix(k, 2), SlotKey(LargeBaseSlot(2)), true,
+           JoinLimited(LargeCommentHead(2), {l.src}), BoxElements(LargeBaseSlot(2), l.ports));
+    for (int f = 0; f < 2; ++f) {
+      if (!l.fam[f]) continue;
+      AddSet(prog, g.name + LargeSuffix(k, f), SlotKey(LargeBaseSlot(f)), true,
+             JoinLimited(LargeCommentHead(f), {l.src}), BoxElements(LargeBaseSlot(f), l.peers[f]));
+      chain.rules.push_back(LargeRuleLookup(g.name, k, f, g.dir, JoinLimited("", {l.src})));
+    }
+  }
   chain.rules.push_back(MakeRule({}, Verdict::Drop(), DropComment(g.dir, policy_keys)));
   prog->chains[chain.name] = std::move(chain);
 }
@@ -642,13 +697,7 @@ absl::StatusOr<std::optional<uint16_t>> ResolveNamedPort(const Pod& pod, const s
 }
 
 absl::Status ValidateObject(const NetworkPolicy& policy) {
-  for (Dir dir : {Dir::kIngress, Dir::kEgress}) {
-    const std::vector<Rule>& rules = dir == Dir::kIngress ? policy.ingress : policy.egress;
-    for (size_t i = 0; i < rules.size(); ++i) {
-      RETURN_IF_ERROR(NormalizePorts(policy, dir, i, rules[i]).status());
-    }
-  }
-  return absl::OkStatus();
+  return internal::CheckPolicySize(policy);  // NormalizePorts on every rule first
 }
 
 absl::Status ValidateObject(const Pod& pod) {

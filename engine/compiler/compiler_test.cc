@@ -780,6 +780,96 @@ TEST(CompilerTest, PodsWithoutAnAddressOfAFamilyContributeNothingThere) {
   }
 }
 
+size_t ElementCount(const nft::Program& p) {
+  size_t n = 0;
+  for (const auto& [name, els] : p.elements) n += els.size();
+  return n;
+}
+
+// A rule's peers and ports are a cross product by definition; compiled as one concatenated set
+// 1,000 non-adjacent /24s x 1,000 ports would be 10^6 elements. A large rule has a peer set and
+// a port set of its own, looked up together by one chain rule.
+TEST(CompilerTest, LargeRuleCostsPeersPlusPortsNotTheirProduct) {
+  State s = BaseState();
+  Add(&s, testing::WidePolicy("x", "wide", 1000, 1000));
+  nft::Program prog = MustCompile(s);
+  EXPECT_LT(ElementCount(prog), 2100u);
+  std::string chain;
+  for (const auto& [name, c] : prog.chains) {
+    if (name.rfind("in-x_wide-", 0) == 0) chain = name;
+  }
+  ASSERT_FALSE(chain.empty());
+  EXPECT_EQ(prog.elements[chain + "-s0v4"].size(), 1000u);
+  EXPECT_EQ(prog.elements[chain + "-s0p"].size(), 1000u);
+  EXPECT_EQ(prog.sets.count(chain + "-s0v6"), 0u);  // no IPv6 peer
+  EXPECT_EQ(prog.sets.count(chain + "-rp4"), 0u);
+  const std::string text = nft::RenderProgram(prog);
+  EXPECT_NE(text.find(absl::StrCat("ip saddr . meta l4proto @", chain, "-s0v4 meta l4proto . th "
+                                   "dport @",
+                                   chain, "-s0p return comment \"x/wide ingress[0]\"")),
+            std::string::npos)
+      << text.substr(text.find("chain " + chain));
+
+  // What the kernel would do: web-1 (10.0.0.2) from inside the blocks, on their ports only.
+  auto allowed = [&](const std::string& src, int port) {
+    Packet pkt;
+    pkt.src = Ip(src);
+    pkt.dst = Ip("10.0.0.2");
+    pkt.dport = static_cast<uint16_t>(port);
+    absl::StatusOr<TraceResult> r = Trace(prog, kPostroutingChain, pkt);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() && r->accepted;
+  };
+  EXPECT_TRUE(allowed("172.16.0.9", 1000));
+  EXPECT_TRUE(allowed("172.23.206.250", 2998));  // the last block, the last port
+  EXPECT_TRUE(allowed("172.19.100.1", 1500));
+  EXPECT_FALSE(allowed("172.16.1.9", 1000));  // between two blocks
+  EXPECT_FALSE(allowed("172.16.0.9", 1001));  // between two ports
+  EXPECT_FALSE(allowed("172.16.0.9", 3000));
+  EXPECT_FALSE(allowed("10.0.1.4", 1000));
+}
+
+// Below the product limit a rule keeps the single concatenated lookup (cheaper per packet).
+TEST(CompilerTest, SmallRuleKeepsTheConcatenatedSet) {
+  State s = BaseState();
+  Add(&s, testing::WidePolicy("x", "narrow", 32, 32));  // 1,024 elements
+  nft::Program prog = MustCompile(s);
+  size_t large = 0, rp = 0;
+  for (const auto& [name, els] : prog.elements) {
+    if (name.find("-s0") != std::string::npos) ++large;
+    if (name.size() > 4 && name.substr(name.size() - 4) == "-rp4") rp = els.size();
+  }
+  EXPECT_EQ(large, 0u);
+  EXPECT_EQ(rp, 1024u);
+  Add(&s, testing::WidePolicy("x", "narrow", 33, 32));  // 1,056: large
+  prog = MustCompile(s);
+  EXPECT_LT(ElementCount(prog), 100u);
+}
+
+// A selector peer may match any number of pods: it weighs kSelectorPeerWeight ranges, so a
+// rule with a selector and many ports is large too, and its pods go into the peer set.
+TEST(CompilerTest, LargeRuleWithSelectorPeersHoldsThePodAddresses) {
+  State s = BaseState();
+  NetworkPolicy p = Policy("x", "many-ports", Sel({{"app", "web"}}), true, false);
+  std::vector<PolicyPort> ports;
+  for (int i = 0; i < 17; ++i) ports.push_back(TcpPort(7000 + i));
+  p.ingress.push_back(From({NamespacePeer(Sel({{"team", "blue"}})), BlockPeer("fd00:9::/64")},
+                           ports));
+  Add(&s, p);
+  nft::Program prog = MustCompile(s);
+  std::string chain;
+  for (const auto& [name, c] : prog.chains) {
+    if (name.rfind("in-x_many-ports-", 0) == 0) chain = name;
+  }
+  ASSERT_FALSE(chain.empty());
+  const nft::Set& v4 = prog.sets.at(chain + "-s0v4");
+  ASSERT_EQ(prog.elements[chain + "-s0v4"].size(), 1u);  // y/client
+  EXPECT_EQ(nft::RenderElement(v4, prog.elements[chain + "-s0v4"][0]), "10.0.1.4 . 0-255");
+  EXPECT_EQ(prog.elements[chain + "-s0v6"].size(), 2u);  // y/client and the block
+  EXPECT_EQ(prog.elements[chain + "-s0p"].size(), 1u);   // 7000-7016, one range
+  EXPECT_EQ(prog.chains.at(chain).rules.size(), 3u);     // v4, v6, drop
+}
+
 struct ErrorCase {
   std::string name;
   std::function<void(State*, CompileOptions*)> setup;
@@ -897,6 +987,19 @@ const ErrorCase kErrors[] = {
      "table name \"1bad\": must start with a letter, use only letters, digits, "
      "'-', '_' and "
      "'.', and be at most 63 characters"},
+    {"PolicyTooLarge",
+     [](State* s, CompileOptions*) {
+       NetworkPolicy p = Policy("x", "huge", Sel({}), true, false);
+       std::vector<Peer> peers;
+       for (int i = 0; i < 50001; ++i) {
+         peers.push_back(BlockPeer(absl::StrCat("10.", i / 65536, ".", i / 256 % 256, ".", i % 256,
+                                                "/32")));
+       }
+       p.ingress.push_back(From(peers, {TcpPort(80)}));
+       Add(s, p);
+     },
+     "networkpolicy x/huge: spec: needs 50001 set elements, more than the 50000 one policy may "
+     "use (per rule: ipBlock ranges x ports, or ranges + ports when that product is over 1024)"},
     {"ContainerPortOutOfRange",
      [](State* s, CompileOptions*) {
        s->pods["x/web-1"].ports[0].container_port = 0;

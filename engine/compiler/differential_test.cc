@@ -113,6 +113,7 @@ struct Stats {
   int flows = 0;
   int policed = 0;          // a side is isolated
   int policed_allowed = 0;  // ... and the connection is allowed anyway
+  int large_rules = 0;      // port sets of large rules (RULESET.md) in the programs
 };
 
 void CheckState(const State& state, const std::string& label, Stats* stats) {
@@ -123,6 +124,9 @@ void CheckState(const State& state, const std::string& label, Stats* stats) {
     absl::StatusOr<nft::Program> p = Compile(state, opts);
     ASSERT_TRUE(p.ok()) << label << ": " << p.status();
     programs[n] = *std::move(p);
+    for (const auto& [name, set] : programs[n].sets) {
+      if (name.back() == 'p' && name.find("-s") != std::string::npos) ++stats->large_rules;
+    }
   }
   const std::vector<std::pair<Protocol, int>> probes = {
       {Protocol::kTCP, 80}, {Protocol::kTCP, 8080}, {Protocol::kTCP, 9090}, {Protocol::kTCP, 53},
@@ -198,8 +202,10 @@ TEST(DifferentialTest, TracedProgramsAgreeWithEvaluatorOnRandomClusters) {
   // The generator must exercise isolation and both of its outcomes a lot, or
   // the comparison proves little.
   std::cout << stats.flows << " flows, " << stats.policed << " with an isolated side, "
-            << stats.policed_allowed << " of those allowed\n";
+            << stats.policed_allowed << " of those allowed, " << stats.large_rules
+            << " large rules\n";
   EXPECT_GT(stats.flows, 100000);
+  EXPECT_GT(stats.large_rules, 20);
   EXPECT_GT(stats.policed, stats.flows / 5);
   EXPECT_GT(stats.policed_allowed, stats.policed / 10);
   EXPECT_LT(stats.policed_allowed, stats.policed * 9 / 10);

@@ -101,6 +101,16 @@ bool PeerEligible(const Pod& pod) { return !pod.host_network && !pod.ips.empty()
 
 // ---- group set slots ----
 
+// A group's sets by id: the fixed kinds (Slot), then kLargeParts per large rule.
+int LargeId(size_t k, int part) {
+  return kSlots + static_cast<int>(k) * internal::kLargeParts + part;
+}
+// The fixed kind whose key and element forms set `id` shares.
+Slot BaseSlot(int id) {
+  return id < kSlots ? static_cast<Slot>(id)
+                     : internal::LargeBaseSlot((id - kSlots) % internal::kLargeParts);
+}
+
 // A point of a plain set (or a box of an interval set) as an nft element.
 Element PointElement(Slot s, const Box& b) {
   Element e;
@@ -124,6 +134,7 @@ Element PointElement(Slot s, const Box& b) {
 }
 
 using Counts = std::map<Box, int>;
+using SlotId = int;
 
 // The elements of a slot as Compile emits them: sorted by key, unique.
 std::vector<Element> SlotElements(Slot s, const Counts& counts) {
@@ -155,6 +166,7 @@ struct Template {
   PortSpec ps;
   Family fam = Family::kV4;     // kNamedInBlock
   std::vector<IpRange> ranges;  // kNamedInBlock
+  int large = -1;               // kSelector: the peers of this large rule of the group (ps unused)
 };
 
 // Which group a local pod belongs to for one direction.
@@ -165,16 +177,35 @@ struct GroupSpec {
   Resolution resolution;
 };
 
+struct LargeRule {
+  std::string src;
+  bool fam[2] = {false, false};  // whether it has peers of that family (a set and a rule)
+};
+
 struct Group {
   GroupSpec spec;
   std::string name;
   std::set<std::string> members;
   Sources all;
   Sources slots[kSlots];
-  Counts counts[kSlots];
+  std::vector<LargeRule> large;
+  std::vector<Counts> counts = std::vector<Counts>(kSlots);  // by SlotId
   std::vector<Template> templates;
 
-  std::string SetName(Slot s) const { return name + SlotSuffix(s); }
+  std::string SetName(SlotId id) const {
+    if (id < kSlots) return name + SlotSuffix(static_cast<Slot>(id));
+    const int i = id - kSlots;
+    return name + internal::LargeSuffix(static_cast<size_t>(i / internal::kLargeParts),
+                                        i % internal::kLargeParts);
+  }
+  // Whether set `id` exists.
+  bool Present(SlotId id) const {
+    if (id < kSlots) return slots[id].present;
+    const int i = id - kSlots;
+    const LargeRule& l = large[static_cast<size_t>(i / internal::kLargeParts)];
+    const int part = i % internal::kLargeParts;
+    return part == 2 ? (l.fam[0] || l.fam[1]) : l.fam[part];
+  }
 };
 
 std::string GroupName(const GroupSpec& g) {
@@ -197,7 +228,7 @@ absl::StatusOr<std::optional<GroupSpec>> MembershipOf(const State& s, const Pod&
   return std::optional<GroupSpec>(std::move(g));
 }
 
-using Contribution = std::vector<std::pair<Slot, Box>>;
+using Contribution = std::vector<std::pair<SlotId, Box>>;
 
 // What pod `pod` (a peer; its namespace's labels `ns_labels`) adds to group `g` through `t`.
 absl::Status Contribute(const Group& g, const Template& t, const Pod& pod, const Labels& ns_labels,
@@ -213,6 +244,14 @@ absl::Status Contribute(const Group& g, const Template& t, const Pod& pod, const
         return absl::OkStatus();
       }
       if (t.pod_sel && !Matches(*t.pod_sel, pod.labels)) return absl::OkStatus();
+      if (t.large >= 0) {
+        for (const IpAddr& ip : pod.ips) {
+          const U128 a = AddrToU128(ip);
+          out->push_back({LargeId(static_cast<size_t>(t.large), Fam(ip.family)),
+                          internal::LargePeerBox(a, a)});
+        }
+        return absl::OkStatus();
+      }
       std::optional<uint16_t> port;
       if (ps.kind == PortSpec::Kind::kNamed) {
         if (g.spec.dir == Dir::kIngress) {
@@ -279,6 +318,9 @@ absl::Status Shape(const State& s, Group* g) {
       const Rule& rule = rules[i];
       const std::string src = internal::RuleSource(policy, dir, i);
       ASSIGN_OR_RETURN(std::vector<PortSpec> specs, NormalizePorts(policy, dir, i, rule));
+      const bool large = internal::IsLargeRule(rule, dir, specs);
+      const size_t k = g->large.size();
+      if (large) g->large.push_back(LargeRule{src});
       for (const PortSpec& ps : specs) {
         const std::optional<uint16_t> ingress_port =
             internal::IngressPort(ps, dir, g->spec.resolution);
@@ -287,6 +329,15 @@ absl::Status Shape(const State& s, Group* g) {
           for (Slot slot : part.marked) g->slots[slot].Mark(src);
           for (const auto& [slot, b] : part.boxes) g->counts[slot][b]++;
         };
+        if (large && internal::LargeRulePort(ps, dir)) {
+          std::optional<Box> b = internal::LargePortBox(ps, ingress_port);
+          if (b) {
+            const SlotId id = LargeId(k, 2);
+            if (g->counts.size() <= static_cast<size_t>(id)) g->counts.resize(id + 1);
+            g->counts[id][*std::move(b)]++;
+          }
+          continue;
+        }
         if (rule.peers.empty()) {
           const internal::Part part = internal::AnyPeerPart(ps, dir, ingress_port);
           apply(part);
@@ -332,6 +383,28 @@ absl::Status Shape(const State& s, Group* g) {
           g->templates.push_back(std::move(t));
         }
       }
+      if (!large) continue;
+      // The large rule's peers: ipBlock ranges now, selector peers through templates.
+      g->counts.resize(static_cast<size_t>(LargeId(k, 2)) + 1);
+      for (const Peer& peer : rule.peers) {
+        if (peer.ip_block) {
+          const int f = Fam(peer.ip_block->cidr.addr.family);
+          g->large[k].fam[f] = true;
+          for (const IpRange& r : CidrMinus(peer.ip_block->cidr, peer.ip_block->except)) {
+            g->counts[LargeId(k, f)][internal::LargePeerBox(AddrToU128(r.lo), AddrToU128(r.hi))]++;
+          }
+          continue;
+        }
+        if (!peer.pod_selector && !peer.namespace_selector) continue;  // matches nothing
+        g->large[k].fam[0] = g->large[k].fam[1] = true;
+        Template t;
+        t.kind = Template::Kind::kSelector;
+        t.policy_ns = policy.namespace_name;
+        t.pod_sel = peer.pod_selector;
+        t.ns_sel = peer.namespace_selector;
+        t.large = static_cast<int>(k);
+        g->templates.push_back(std::move(t));
+      }
     }
   }
   if (g->all.present) {  // the chain is just `return`: no sets, nothing depends on pods
@@ -364,6 +437,26 @@ void EmitGroup(const Group& g, Program* prog) {
                                    Verdict::Return(), JoinLimited("", g.slots[s].list)));
     prog->sets[set.name] = std::move(set);
   }
+  for (size_t k = 0; k < g.large.size(); ++k) {
+    const LargeRule& l = g.large[k];
+    for (int part : {2, 0, 1}) {
+      const SlotId id = LargeId(k, part);
+      if (!g.Present(id)) continue;
+      const Slot base = BaseSlot(id);
+      nft::Set set;
+      set.name = g.SetName(id);
+      set.key = SlotKey(base);
+      set.interval = true;
+      set.comment = JoinLimited(internal::LargeCommentHead(part), {l.src});
+      std::vector<Element> els = SlotElements(base, g.counts[static_cast<size_t>(id)]);
+      if (!els.empty()) prog->elements[set.name] = std::move(els);
+      prog->sets[set.name] = std::move(set);
+      if (part != 2) {
+        chain.rules.push_back(
+            internal::LargeRuleLookup(g.name, k, part, g.spec.dir, JoinLimited("", {l.src})));
+      }
+    }
+  }
   chain.rules.push_back(MakeRule({}, Verdict::Drop(), DropComment(g.spec.dir, g.spec.policies)));
   prog->chains[chain.name] = std::move(chain);
 }
@@ -375,8 +468,8 @@ void ExtractGroup(const Group& g, Program* from, Program* to, bool erase) {
     to->chains[g.name] = erase ? std::move(chain->second) : chain->second;
     if (erase) from->chains.erase(chain);
   }
-  for (int s = 0; s < kSlots; ++s) {
-    const std::string name = g.SetName(static_cast<Slot>(s));
+  for (SlotId s = 0; s < static_cast<SlotId>(g.counts.size()); ++s) {
+    const std::string name = g.SetName(s);
     auto set = from->sets.find(name);
     if (set == from->sets.end()) continue;
     to->sets[name] = erase ? std::move(set->second) : set->second;
@@ -996,10 +1089,11 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& 
   // Element changes of the groups that stay.
   for (auto& [g_slot, changes] : element_delta) {
     Group* g = g_slot.first;
-    const Slot slot = static_cast<Slot>(g_slot.second);
-    if (!g->slots[slot].present || g->all.present) continue;
-    Counts& counts = g->counts[slot];
-    const std::string name = g->SetName(slot);
+    const SlotId id = g_slot.second;
+    const Slot slot = BaseSlot(id);
+    if (!g->Present(id) || g->all.present) continue;
+    Counts& counts = g->counts[static_cast<size_t>(id)];
+    const std::string name = g->SetName(id);
     bool changed = false;
     std::vector<Element> slot_adds, slot_dels;
     for (auto& [box, d] : changes) {

@@ -85,6 +85,25 @@ Peer BlockPeer(const std::string& cidr, const std::vector<std::string>& except) 
   return p;
 }
 
+std::string WideBlock(int i) {
+  return absl::StrCat("172.", 16 + i / 128, ".", 2 * (i % 128), ".0/24");
+}
+
+int32_t WidePort(int i) { return 1000 + 2 * i; }
+
+NetworkPolicy WidePolicy(const std::string& ns, const std::string& name, int blocks, int ports) {
+  NetworkPolicy p;
+  p.namespace_name = ns;
+  p.name = name;
+  p.pod_selector.match_labels["app"] = "web";
+  p.ingress_type = true;
+  Rule r;
+  for (int i = 0; i < blocks; ++i) r.peers.push_back(BlockPeer(WideBlock(i)));
+  for (int i = 0; i < ports; ++i) r.ports.push_back(TcpPort(WidePort(i)));
+  p.ingress.push_back(std::move(r));
+  return p;
+}
+
 void Add(State* state, Namespace ns) { state->namespaces[ns.name] = std::move(ns); }
 void Add(State* state, Pod pod) { state->pods[pod.Key()] = std::move(pod); }
 void Add(State* state, NetworkPolicy policy) { state->policies[policy.Key()] = std::move(policy); }
@@ -208,7 +227,46 @@ PolicyPort RandomPort(Rng& rng) {
   return p;
 }
 
+// A rule large enough (RULESET.md "Large rules") to get sets of its own: many ports (some of
+// them the probed ones) and a selector peer, or many small ipBlocks around the pod addresses.
+Rule RandomLargeRule(Rng& rng) {
+  static const std::vector<std::pair<Protocol, int32_t>> kProbed = {
+      {Protocol::kTCP, 80},  {Protocol::kTCP, 8080}, {Protocol::kTCP, 9090}, {Protocol::kTCP, 53},
+      {Protocol::kUDP, 53},  {Protocol::kUDP, 9090}, {Protocol::kSCTP, 55},  {Protocol::kTCP, 1000}};
+  Rule r;
+  const bool blocks = rng.Chance(50);
+  const int numeric = blocks ? 34 + rng.Uniform(4) : 17 + rng.Uniform(4);
+  for (int i = 0; i < numeric; ++i) {
+    PolicyPort p;
+    if (rng.Chance(25)) {
+      const auto& probe = rng.Pick(kProbed);
+      p.protocol = probe.first;
+      p.port = probe.second;
+    } else {
+      p.protocol = rng.Chance(70) ? Protocol::kTCP : Protocol::kUDP;
+      p.port = 2000 + rng.Uniform(1000);
+      if (rng.Chance(10)) p.end_port = *p.port + rng.Uniform(20);
+    }
+    r.ports.push_back(p);
+  }
+  for (int i = rng.Uniform(3); i > 0; --i) r.ports.push_back(RandomPort(rng));
+  if (blocks) {
+    for (int i = 0; i < 32; ++i) {
+      const int node = rng.Uniform(2), at = 4 * rng.Uniform(16);
+      std::vector<std::string> except;
+      if (rng.Chance(20)) except.push_back(absl::StrCat("10.0.", node, ".", at + 2, "/31"));
+      r.peers.push_back(BlockPeer(absl::StrCat("10.0.", node, ".", at, "/30"), except));
+    }
+    r.peers.push_back(BlockPeer(absl::StrCat("fd00::", rng.Uniform(2), ":0/124"), {}));
+  } else {
+    r.peers.push_back(PodPeer(RandomPodSelector(rng)));
+  }
+  for (int i = rng.Uniform(3); i > 0; --i) r.peers.push_back(RandomPeer(rng));
+  return r;
+}
+
 Rule RandomRule(Rng& rng) {
+  if (rng.Uniform(12) == 0) return RandomLargeRule(rng);
   Rule r;
   int ports = rng.Uniform(4);  // 0 (any port) is common on purpose
   for (int i = 0; i < ports && i < 2; ++i) r.ports.push_back(RandomPort(rng));

@@ -42,6 +42,14 @@ struct RandomStateOptions {
 };
 State RandomState(uint32_t seed, const RandomStateOptions& options = {});
 
+// A policy of namespace `ns` isolating its pods labelled app=web for ingress, with one rule that
+// allows `blocks` non-adjacent /24s (172.16.0.0/24, 172.16.2.0/24, ... 172.16.254.0/24,
+// 172.17.0.0/24, ...) on `ports` non-adjacent TCP ports (1000, 1002, ...): peers x ports.
+NetworkPolicy WidePolicy(const std::string& ns, const std::string& name, int blocks, int ports);
+// Block `i` and port `i` of WidePolicy.
+std::string WideBlock(int i);
+int32_t WidePort(int i);
+
 // The node addresses RandomState uses: index 0 = "n1", 1 = "n2".
 IpAddr NodeAddr(int node, Family family);
 
