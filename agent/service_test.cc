@@ -311,6 +311,38 @@ TEST_F(ServiceTest, RequestsBeyondTheLimitsAreRefusedWithAClearError) {
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("spec.podSelector.matchLabels"));
 }
 
+// One policy may need at most 50,000 set elements (RULESET.md "Large rules"): 49 rules of 32
+// ipBlocks x 32 ports (1,024 elements each, not yet a large rule) are 50,176, refused with
+// INVALID_ARGUMENT naming the policy; nothing is stored, and the same rules with one more port
+// each (large rules: 64 elements each) are accepted.
+TEST_F(ServiceTest, APolicyBeyondTheElementBoundIsRefusedAndNothingStored) {
+  auto policy = [](int ports) {
+    std::string yaml =
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: wide, "
+        "namespace: default}\nspec:\n  podSelector: {}\n  ingress:\n";
+    for (int r = 0; r < 49; ++r) {
+      absl::StrAppend(&yaml, "  - from:\n");
+      for (int b = 0; b < 32; ++b) {
+        absl::StrAppend(&yaml, "    - ipBlock: {cidr: 10.", r, ".", 2 * b, ".0/24}\n");
+      }
+      absl::StrAppend(&yaml, "    ports:\n");
+      for (int p = 0; p < ports; ++p) absl::StrAppend(&yaml, "    - port: ", 1000 + 2 * p, "\n");
+    }
+    v1::ApplyRequest req;
+    req.add_manifests()->set_text(yaml);
+    return req;
+  };
+  auto r = service_->Apply(policy(32), kTimeout);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr("networkpolicy default/wide: spec: needs 50176 set elements, more than "
+                        "the 50000 one policy may use"));
+  EXPECT_EQ(store_->Current().generation, 0u);
+  r = service_->Apply(policy(33), kTimeout);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(store_->Current().generation, 1u);
+}
+
 // A backend whose commits wait until the test opens it: stands for a kernel that is slow to
 // commit while writers pile up.
 class HeldBackend : public nft::Backend {

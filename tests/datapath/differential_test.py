@@ -145,7 +145,33 @@ class Gen:
             p["endPort"] = start + r.randint(0, 2)
         return p
 
+    def large_rule(self, peers_key):
+        """A rule beyond the compiler's product limit (engine/compiler/RULESET.md "Large rules"):
+        its peers and ports get sets of their own. Many unprobed ports with some server ports
+        and random ones among them; a selector peer, or 40 small blocks around pod addresses."""
+        r = self.r
+        blocks = self.chance(0.5)
+        ports = [{"protocol": r.choice(("TCP", "UDP")), "port": n}
+                 for n in r.sample(range(2000, 3000), 30 if blocks else 17)]
+        for i in r.sample(range(len(ports)), 2):
+            ports[i]["port"] = r.choice(SERVER_PORTS)
+        ports += [self.port() for _ in range(r.randint(0, 2))]
+        if blocks:
+            peers = []
+            for _ in range(40):
+                pod = r.choice(self.model.pods)
+                v4 = self.chance(0.7)
+                net = ipaddress.ip_network("%s/%d" % ((pod.ipv4, 30) if v4 else (pod.ipv6, 126)),
+                                           strict=False)
+                peers.append({"ipBlock": {"cidr": str(net)}})
+        else:
+            peers = [{"podSelector": self.selector(POD_LABELS)}]
+        peers += [self.peer() for _ in range(r.randint(0, 2))]
+        return {peers_key: peers, "ports": ports}
+
     def rule(self, peers_key):
+        if self.chance(0.08):
+            return self.large_rule(peers_key)
         rule = {}
         k = self.r.random()
         if k < 0.05:
