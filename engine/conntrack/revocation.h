@@ -19,6 +19,8 @@
 //     range, `meta l4proto` -> protocol range, `th dport` -> destination port range; P fills in
 //     the destination (ingress) or source (egress). E.g. deleting `10.0.0.7 . tcp . 80` from the
 //     ingress set of the chain of pod 10.0.0.2 yields 10.0.0.7 -> 10.0.0.2 tcp/80.
+//     A rule with two lookups (a large rule: a peer set and a port set) is an allow for each
+//     of them: a deleted peer yields its flows on any port, a deleted port any peer's.
 //   * A pod whose dispatch element is added (newly isolated) or re-pointed to another chain, and
 //     every pod dispatched into a chain whose rules are flushed, yields "any traffic to P"
 //     (ingress) or "any traffic from P" (egress): any of its flows may now be denied.
