@@ -279,6 +279,20 @@ Decision Decide(const State& state, const Endpoint& src, const Endpoint& dst, Fa
     d.ingress = Unconditional(Direction::kIngress, "from the node");
     return d;
   }
+  // A hostNetwork pod sends from its node's sockets and addresses: to a pod on that same node
+  // it is node traffic, never filtered (the kernel accepts a node socket's packet from a node
+  // address before any dispatch). From another node it is that node's address, judged below by
+  // the destination's ingress rules (ipBlock only).
+  if (s.host_pod != nullptr && t.pod != nullptr && !s.host_pod->node_name.empty() &&
+      s.host_pod->node_name == t.pod->node_name) {
+    d.allowed = true;
+    d.reason = absl::StrCat("allowed: ", flow, ": a hostNetwork pod on ", t.pod->node_name,
+                            " is that node's traffic, and traffic from the node to its pods "
+                            "always passes");
+    d.egress = Unconditional(Direction::kEgress, "hostNetwork pods are not policy subjects");
+    d.ingress = Unconditional(Direction::kIngress, "from the destination's own node");
+    return d;
+  }
 
   // Egress: the destination pod (for named ports) is the peer, if it is a known pod.
   d.egress = EvaluateSide(state, Direction::kEgress, s, t, t.pod, protocol, port);

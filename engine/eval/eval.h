@@ -24,7 +24,9 @@
 //   * A pod always reaches itself. Traffic from the destination pod's own node is always
 //     allowed (kubelet probes).
 //   * hostNetwork pods are never policy subjects and never match pod/namespace selectors as
-//     peers: they are judged by their address only (ipBlock).
+//     peers: they are their node's address. As a source, a hostNetwork pod on the destination
+//     pod's own node is that node's traffic (always allowed, as above); from another node it is
+//     judged by its address only (ipBlock).
 //   * A bare address that belongs to a known non-hostNetwork pod is treated as that pod.
 //   * A pod whose namespace is not in the State is given the namespace labels
 //     {kubernetes.io/metadata.name: <ns>}; a namespace's labels always include that label.

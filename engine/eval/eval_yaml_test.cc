@@ -13,7 +13,8 @@
 namespace netpol {
 namespace {
 
-// x/a and x/b (web: http=8080), y/a (api: http=9090 in a second container), x/h hostNetwork.
+// x/a and x/b (web: http=8080), y/a (api: http=9090 in a second container), all on node-1;
+// x/h hostNetwork on node-2 and x/hn hostNetwork on node-1.
 constexpr char kCluster[] = R"(
 apiVersion: v1
 kind: Namespace
@@ -59,12 +60,23 @@ apiVersion: v1
 kind: Pod
 metadata: {name: h, namespace: x, labels: {app: web}}
 spec:
-  nodeName: node-1
+  nodeName: node-2
   hostNetwork: true
   containers:
   - name: main
     ports: [{name: http, containerPort: 8080}]
 status: {podIPs: [{ip: 192.168.0.10}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hn, namespace: x, labels: {app: web}}
+spec:
+  nodeName: node-1
+  hostNetwork: true
+  containers:
+  - name: main
+    ports: [{name: ssh, containerPort: 22}]
+status: {podIPs: [{ip: 192.168.0.1}]}
 )";
 
 struct Query {
@@ -244,6 +256,18 @@ spec:
        {{"x/h", "x/b", TCP, 80, false},   // matches the podSelector's labels, but hostNetwork
         {"x/h", "x/b", TCP, 22, true},    // its address is in the ipBlock
         {"y/a", "x/h", TCP, 80, true}}},  // never isolated
+      {"HostNetworkPodOnTheDestinationsNodeIsNodeTraffic",
+       R"(
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: x}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+)",
+       {{"x/hn", "x/b", TCP, 22, true},   // node-1's own traffic: never filtered
+        {"x/h", "x/b", TCP, 22, false},   // node-2's address: judged, and denied
+        {"x/hn", "y/a", TCP, 22, true}}},  // not isolated
   };
 }
 
