@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -41,6 +42,7 @@
 #include "engine/netlink/change_monitor.h"
 #include "engine/netlink/netlink_backend.h"
 #include "engine/util/flags.h"
+#include "engine/util/program.h"
 
 ABSL_FLAG(std::string, node_name, "",
           "This node's name: pods whose spec.nodeName equals it are enforced here "
@@ -120,10 +122,14 @@ std::string Hostname() {
 int main(int argc, char** argv) {
   using namespace netpol;        // NOLINT(build/namespaces): main only
   using namespace netpol::agent; // NOLINT(build/namespaces)
-  absl::SetProgramUsageMessage(
-      "enforces Kubernetes NetworkPolicies on this node with nftables.\n"
+  const char kUsage[] =
+      "netpol-agent: enforces Kubernetes NetworkPolicies on this node with nftables.\n"
       "Usage: netpol-agent [--node-name=N] [--listen=unix:///run/netpol/agent.sock] "
-      "[--state-dir=/var/lib/netpol] [--table=netpol]");
+      "[--state-dir=/var/lib/netpol] [--table=netpol]";
+  if (netpol::util::HandleHelpAndVersion(argc, argv, "netpol-agent", kUsage, std::cout)) {
+    return 0;
+  }
+  absl::SetProgramUsageMessage(kUsage + std::strlen("netpol-agent: "));
   std::vector<std::string> arg_storage;
   std::vector<char*> args = netpol::util::DashedFlagsToUnderscores(argc, argv, &arg_storage);
   std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());

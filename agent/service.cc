@@ -16,6 +16,7 @@
 #include "engine/compiler/compiler.h"
 #include "engine/eval/eval.h"
 #include "engine/model/loader.h"
+#include "engine/util/program.h"
 #include "engine/util/status_macros.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -553,6 +554,9 @@ v1::StatusResponse AgentService::Status() const {
   v1::StatusResponse out;
   out.set_node_name(copts.node_name);
   out.set_table(copts.table);
+  out.mutable_build()->set_version(util::BuildVersion());
+  out.mutable_build()->set_commit(util::BuildCommit());
+  out.mutable_build()->set_compilation_mode(util::BuildCompilationMode());
   out.set_serving(s.synced_once);
   out.set_generation(snap.generation);
   out.set_applied_generation(s.applied_generation);

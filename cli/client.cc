@@ -1,7 +1,10 @@
 // netpolctl's connection to the agent. See client.h.
 #include "cli/client.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -11,6 +14,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "grpcpp/create_channel.h"
@@ -78,19 +82,45 @@ bool Client::AgentAnswered() const {
   return channel_->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY;
 }
 
+std::string Client::SocketPath() const {
+  if (!absl::StartsWith(server_, "unix:")) return "";
+  return std::string(absl::StripPrefix(absl::StripPrefix(server_, "unix:"), "//"));
+}
+
+int Client::ConnectErrno() const {
+  const std::string path = SocketPath();
+  if (path.empty()) return 0;
+  sockaddr_un addr{};
+  if (path.size() >= sizeof(addr.sun_path)) return ENAMETOOLONG;
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  int e = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 ? 0 : errno;
+  ::close(fd);
+  return e;
+}
+
 std::string Client::WhyUnreachable(const std::string& grpc_message) const {
-  if (absl::StartsWith(server_, "unix:")) {
-    std::string path(absl::StripPrefix(absl::StripPrefix(server_, "unix:"), "//"));
-    struct stat st;
-    if (::stat(path.c_str(), &st) != 0) {
-      return absl::StrCat("no socket at ", path, " (", std::strerror(errno), ")");
+  const std::string path = SocketPath();
+  if (path.empty()) return grpc_message;
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == EACCES) {
+      return absl::StrCat("permission denied: ", path,
+                          " is in a directory this user may not search");
     }
-    if (!S_ISSOCK(st.st_mode)) return absl::StrCat(path, " is not a socket");
-    return absl::StrCat("nothing accepts connections on ", path,
-                        " (a socket left behind by an agent that is not running?): ",
-                        grpc_message);
+    return absl::StrCat("no socket at ", path, " (", std::strerror(errno), ")");
   }
-  return grpc_message;
+  if (!S_ISSOCK(st.st_mode)) return absl::StrCat(path, " is not a socket");
+  if (ConnectErrno() == EACCES) {
+    return absl::StrCat("permission denied opening ", path, " (owner uid ", st.st_uid,
+                        ", mode ", absl::StrFormat("%04o", st.st_mode & 07777),
+                        "; this user is uid ", ::geteuid(), ")");
+  }
+  return absl::StrCat("nothing accepts connections on ", path,
+                      " (a socket left behind by an agent that is not running?): ",
+                      grpc_message);
 }
 
 absl::Status Client::Explain(const grpc::Status& status) const {
@@ -106,6 +136,15 @@ absl::Status Client::Explain(const grpc::Status& status) const {
         return absl::UnavailableError(
             absl::StrCat(msg, "\n(answered by netpol-agent at ", server_,
                          ": it is running but cannot serve this now; retry later)"));
+      }
+      if (ConnectErrno() == EACCES) {
+        // The agent may well be running: this user may not open its socket.
+        return absl::PermissionDeniedError(absl::StrCat(
+            "cannot reach netpol-agent at ", server_, ": ", WhyUnreachable(msg),
+            "\nThe agent is probably running: its socket is private to the user it runs as "
+            "(root, mode 0600, by default). Run netpolctl as that user (e.g. with sudo), or "
+            "reach the agent over TCP (--server=host:port; TLS with --tls-ca, --tls-cert, "
+            "--tls-key to write)."));
       }
       return absl::UnavailableError(absl::StrCat(
           "cannot reach netpol-agent at ", server_,

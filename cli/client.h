@@ -46,15 +46,22 @@ class Client {
   // Turns an RPC error into a message that says what to do. UNAVAILABLE has two causes told
   // apart: no connection to the agent (names the server tried, why — e.g. no socket at the
   // path — and how to start the agent), and an UNAVAILABLE the agent itself answered (its
-  // message, e.g. that its datastore is unavailable, is printed as it is).
+  // message, e.g. that its datastore is unavailable, is printed as it is). A Unix socket this
+  // user may not open is PERMISSION_DENIED naming the path, its owner and mode.
   absl::Status Explain(const grpc::Status& status) const;
 
  private:
   Client() = default;
   // Whether the last call's UNAVAILABLE came from the agent over a live connection.
   bool AgentAnswered() const;
-  // Why no connection could be made, for a failed connection to server_.
+  // Why no connection could be made, for a failed connection to server_: no socket at the
+  // path, not a socket, permission denied (with the socket's owner and mode), or nothing
+  // accepting connections.
   std::string WhyUnreachable(const std::string& grpc_message) const;
+  // The Unix socket path of server_ ("" for TCP).
+  std::string SocketPath() const;
+  // errno of connecting to the Unix socket now (0 when it connects or server_ is TCP).
+  int ConnectErrno() const;
   std::string server_;
   bool server_from_default_ = false;
   absl::Duration timeout_;

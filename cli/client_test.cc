@@ -3,8 +3,12 @@
 // stands in for the agent's StatusService, and `netpolctl status` runs in-process.
 #include "cli/client.h"
 
+#include <fcntl.h>
+#include <grp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -284,6 +288,62 @@ TEST(StatusOutputTest, ShowsTheKubernetesWatches) {
   out = StatusOutput("k8s", s, &code);
   EXPECT_THAT(out, HasSubstr("Events:             resourceVersion 812, last event "));
   EXPECT_THAT(out, HasSubstr(" ago\n"));
+}
+
+// The agent runs and listens, but this user may not open its socket (mode 0600, another
+// owner): netpolctl says permission denied and names the path, not "is the agent running?". The
+// netpolctl binary runs as an unprivileged user (uid 65534 when the test is root, which no
+// file mode stops; the test's own user with the socket made mode 0000 otherwise).
+TEST(PermissionTest, SocketTheUserMayNotOpenIsReportedAsPermissionDenied) {
+  const std::string path = SocketPath("denied");
+  const std::string server = "unix://" + path;
+  ::unlink(path.c_str());
+  CannedStatusService service(Serving());
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(server, grpc::InsecureServerCredentials());
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
+  ASSERT_NE(grpc_server, nullptr);
+  const bool root = ::geteuid() == 0;
+  ASSERT_EQ(::chmod(path.c_str(), root ? 0600 : 0), 0) << std::strerror(errno);
+  const std::string out_path = "/tmp/netpolctl-test-" + std::to_string(::getpid()) + ".err";
+  // A copy the unprivileged user may execute (the runfiles tree may sit in root's home).
+  const std::string ctl = "/tmp/netpolctl-test-" + std::to_string(::getpid()) + "-netpolctl";
+  {
+    std::ifstream src(std::string(std::getenv("TEST_SRCDIR")) + "/" +
+                          std::getenv("TEST_WORKSPACE") + "/cli/netpolctl",
+                      std::ios::binary);
+    std::ofstream dst(ctl, std::ios::binary);
+    dst << src.rdbuf();
+  }
+  ASSERT_EQ(::chmod(ctl.c_str(), 0755), 0) << std::strerror(errno);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    ::dup2(fd, 2);
+    ::dup2(fd, 1);
+    if (root && (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0)) {
+      _exit(126);
+    }
+    ::execl(ctl.c_str(), ctl.c_str(), ("--server=" + server).c_str(), "status", nullptr);
+    _exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  std::ifstream in(out_path);
+  std::stringstream err;
+  err << in.rdbuf();
+  ::unlink(out_path.c_str());
+  ::unlink(ctl.c_str());
+  grpc_server->Shutdown();
+  ::unlink(path.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1) << err.str();
+  EXPECT_THAT(err.str(), HasSubstr("error: cannot reach netpol-agent at " + server +
+                                   ": permission denied opening " + path + " (owner uid "));
+  EXPECT_THAT(err.str(), HasSubstr("Run netpolctl as that user (e.g. with sudo)"));
+  EXPECT_THAT(err.str(), Not(HasSubstr("Is the agent running?")));
+  EXPECT_THAT(err.str(), Not(HasSubstr("nothing accepts connections")));
 }
 
 }  // namespace

@@ -6,22 +6,28 @@
 
 #include <algorithm>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "agent/convert.h"
+#include "engine/eval/eval.h"
 #include "engine/model/ip.h"
+#include "engine/util/program.h"
 #include "engine/model/loader.h"
 #include "engine/selector/selector.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
+#include "yaml-cpp/yaml.h"
 
 namespace netpol::cli {
 namespace {
@@ -109,6 +115,57 @@ absl::StatusOr<std::vector<v1::Manifest>> ReadManifests(const std::vector<std::s
   return out;
 }
 
+// The namespaces the objects of `text` name themselves (metadata.namespace; List items
+// included), in order, each with its object's kind/name for messages. Text that does not parse
+// yields what was found so far: the agent reports the syntax error.
+void NamedNamespaces(const std::string& text, std::vector<std::string>* out) {
+  std::function<void(const YAML::Node&)> visit = [&](const YAML::Node& doc) {
+    if (!doc.IsMap()) return;
+    const YAML::Node items = doc["items"];
+    if (items && items.IsSequence()) {
+      for (const YAML::Node& item : items) visit(item);
+    }
+    const YAML::Node meta = doc["metadata"];
+    if (!meta || !meta.IsMap()) return;
+    const YAML::Node ns = meta["namespace"];
+    if (ns && ns.IsScalar() && !ns.Scalar().empty()) out->push_back(ns.Scalar());
+  };
+  try {
+    for (const YAML::Node& doc : YAML::LoadAll(text)) visit(doc);
+  } catch (const YAML::Exception&) {
+  }
+}
+
+// kubectl's rule for -n with files: an object that names another namespace is refused (it
+// would otherwise land in a namespace the user did not ask for).
+absl::Status CheckNamespaces(const std::vector<v1::Manifest>& manifests, const std::string& ns) {
+  if (ns.empty()) return absl::OkStatus();
+  for (const v1::Manifest& m : manifests) {
+    std::vector<std::string> named;
+    NamedNamespaces(m.text(), &named);
+    for (const std::string& n : named) {
+      if (n != ns) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            m.source().empty() ? "" : m.source() + ": ", "the namespace from the provided object \"",
+            n, "\" does not match the namespace \"", ns,
+            "\". You must pass '--namespace=", n, "' to perform this operation."));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// A response message as indented JSON (field names in lowerCamelCase, as grpcurl prints them;
+// fields with default values included, so a script finds every key).
+std::string ToJson(const google::protobuf::Message& m) {
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.add_whitespace = true;
+  opts.always_print_primitive_fields = true;
+  std::string out;
+  google::protobuf::util::MessageToJsonString(m, &out, opts);
+  return out;
+}
+
 const char* ActionWord(v1::Action a) {
   switch (a) {
     case v1::CREATED:
@@ -124,9 +181,16 @@ const char* ActionWord(v1::Action a) {
   }
 }
 
+// One line per object: "pod/a created", or only "pod/a" with -o name. A delete's UNCHANGED
+// result is an object that was not there (--ignore-not-found): kubectl prints nothing for it.
 void PrintResults(const google::protobuf::RepeatedPtrField<v1::ObjectResult>& results,
-                  bool dry_run, std::ostream& out) {
+                  bool dry_run, bool is_delete, const std::string& output, std::ostream& out) {
   for (const v1::ObjectResult& r : results) {
+    if (is_delete && r.action() == v1::UNCHANGED) continue;
+    if (output == "name") {
+      out << KubectlName(r.ref()) << "\n";
+      continue;
+    }
     out << KubectlName(r.ref()) << " " << ActionWord(r.action()) << (dry_run ? " (dry run)" : "")
         << "\n";
   }
@@ -213,9 +277,9 @@ int PrintObjects(const std::vector<v1::Object>& api, bool single, const CommandO
     out << text;
     return kOk;
   }
-  if (!opts.output.empty() && opts.output != "wide") {
-    return UsageError(err, absl::StrCat("unknown output format \"", opts.output,
-                                        "\" (use yaml, json or wide)"));
+  if (opts.output == "name") {
+    for (const Object& o : objects) out << KubectlName(agent::RefOf(o)) << "\n";
+    return kOk;
   }
   if (objects.empty()) {
     err << "No resources found" << (opts.namespace_name.empty() ? "" : " in " + opts.namespace_name + " namespace") << ".\n";
@@ -285,6 +349,8 @@ int Apply(Client& c, const CommandOptions& opts, bool dry_run, bool diff, std::i
   const int fail = diff ? kUsage : kFailed;
   absl::StatusOr<std::vector<v1::Manifest>> manifests = ReadManifests(opts.files, in);
   if (!manifests.ok()) return Error(err, manifests.status(), fail);
+  absl::Status ns_ok = CheckNamespaces(*manifests, opts.namespace_name);
+  if (!ns_ok.ok()) return Error(err, ns_ok, fail);
   v1::ApplyRequest req;
   for (v1::Manifest& m : *manifests) {
     m.set_default_namespace(opts.namespace_name);
@@ -294,7 +360,7 @@ int Apply(Client& c, const CommandOptions& opts, bool dry_run, bool diff, std::i
   v1::ApplyResponse resp;
   grpc::Status st = c.objects().Apply(c.Context().get(), req, &resp);
   if (!st.ok()) return Error(err, c.Explain(st), fail);
-  PrintResults(resp.results(), dry_run && !diff, out);
+  PrintResults(resp.results(), dry_run && !diff, false, opts.output, out);
   if (!diff) return kOk;
   bool changes = !resp.plan().nft_changes().empty();
   for (const v1::ObjectResult& r : resp.results()) changes |= r.action() != v1::UNCHANGED;
@@ -312,10 +378,12 @@ int Delete(Client& c, const std::vector<std::string>& args, const CommandOptions
   v1::DeleteRequest req;
   req.set_dry_run(opts.dry_run);
   req.set_ignore_not_found(opts.ignore_not_found);
-  if (!opts.files.empty()) {
+  if (opts.files_given || !opts.files.empty()) {
     if (args.size() > 1) return UsageError(err, "use either -f or KIND NAME, not both");
     absl::StatusOr<std::vector<v1::Manifest>> manifests = ReadManifests(opts.files, in);
     if (!manifests.ok()) return Error(err, manifests.status());
+    absl::Status ns_ok = CheckNamespaces(*manifests, opts.namespace_name);
+    if (!ns_ok.ok()) return Error(err, ns_ok);
     for (v1::Manifest& m : *manifests) {
       m.set_default_namespace(opts.namespace_name);
       *req.add_manifests() = std::move(m);
@@ -336,8 +404,16 @@ int Delete(Client& c, const std::vector<std::string>& args, const CommandOptions
   v1::DeleteResponse resp;
   grpc::Status st = c.objects().Delete(c.Context().get(), req, &resp);
   if (!st.ok()) return Error(err, c.Explain(st));
-  PrintResults(resp.results(), opts.dry_run, out);
+  PrintResults(resp.results(), opts.dry_run, true, opts.output, out);
   return kOk;
+}
+
+// The labels of an API object.
+Labels ApiLabels(const v1::Object& o) {
+  const v1::ObjectMeta* meta = o.has_namespace_() ? &o.namespace_().metadata()
+                               : o.has_pod()      ? &o.pod().metadata()
+                                                  : &o.network_policy().metadata();
+  return Labels(meta->labels().begin(), meta->labels().end());
 }
 
 int Get(Client& c, const std::vector<std::string>& args, const CommandOptions& opts,
@@ -346,8 +422,18 @@ int Get(Client& c, const std::vector<std::string>& args, const CommandOptions& o
   if (args.size() > 3) return UsageError(err, "get takes a kind and at most one name");
   absl::StatusOr<v1::Kind> kind = ParseKind(args[1]);
   if (!kind.ok()) return UsageError(err, std::string(kind.status().message()));
+  std::optional<LabelSelector> selector;
+  if (!opts.selector.empty()) {
+    absl::StatusOr<LabelSelector> sel = ParseLabelSelector(opts.selector);
+    if (!sel.ok()) return UsageError(err, std::string(sel.status().message()));
+    selector = *std::move(sel);
+  }
   std::vector<v1::Object> objects;
   if (args.size() == 3) {
+    if (selector) return UsageError(err, "name cannot be provided when a selector is specified");
+    if (opts.all_namespaces) {
+      return UsageError(err, "a resource cannot be retrieved by name across all namespaces");
+    }
     v1::GetRequest req;
     req.mutable_ref()->set_kind(*kind);
     req.mutable_ref()->set_name(args[2]);
@@ -363,14 +449,19 @@ int Get(Client& c, const std::vector<std::string>& args, const CommandOptions& o
     if (o.namespace_name.empty()) o.namespace_name = req.ref().namespace_();
     return PrintObjects(objects, true, o, *kind, out, err);
   }
+  // -A lists every namespace (as netpolctl does without -n), whatever -n says.
+  CommandOptions list_opts = opts;
+  if (opts.all_namespaces) list_opts.namespace_name.clear();
   v1::ListRequest req;
   req.set_kind(*kind);
-  req.set_namespace_(opts.namespace_name);
+  req.set_namespace_(list_opts.namespace_name);
   v1::ListResponse resp;
   grpc::Status st = c.objects().List(c.Context().get(), req, &resp);
   if (!st.ok()) return Error(err, c.Explain(st));
-  objects.assign(resp.objects().begin(), resp.objects().end());
-  return PrintObjects(objects, false, opts, *kind, out, err);
+  for (const v1::Object& o : resp.objects()) {
+    if (!selector || Matches(*selector, ApiLabels(o))) objects.push_back(o);
+  }
+  return PrintObjects(objects, false, list_opts, *kind, out, err);
 }
 
 // The datastore rows of `netpolctl status` (none from an agent that does not report it).
@@ -448,10 +539,15 @@ std::vector<std::vector<std::string>> DatastoreRows(const v1::StatusResponse& s)
   return rows;
 }
 
-int Status(Client& c, std::ostream& out, std::ostream& err) {
+int Status(Client& c, const CommandOptions& opts, std::ostream& out, std::ostream& err) {
   v1::StatusResponse s;
   grpc::Status st = c.status().Status(c.Context().get(), v1::StatusRequest(), &s);
   if (!st.ok()) return Error(err, c.Explain(st));
+  const int code = s.serving() && s.last_error().empty() ? kOk : kFailed;
+  if (opts.output == "json") {
+    out << ToJson(s);
+    return code;
+  }
   using google::protobuf::util::TimeUtil;
   std::string last_sync = "never";
   if (s.has_last_sync_time()) {
@@ -483,7 +579,7 @@ int Status(Client& c, std::ostream& out, std::ostream& err) {
   PrintTable(rows, out);
   // The exit status says whether the kernel enforces the store; the datastore's health is
   // reported, not judged (a node keeps enforcing while its datastore is away).
-  return s.serving() && s.last_error().empty() ? kOk : kFailed;
+  return code;
 }
 
 absl::StatusOr<v1::Endpoint> ParseEndpoint(const std::string& text, const char* flag,
@@ -526,8 +622,12 @@ int Check(Client& c, const CommandOptions& opts, std::ostream& out, std::ostream
   v1::CheckResponse resp;
   grpc::Status st = c.queries().Check(c.Context().get(), req, &resp);
   if (!st.ok()) return Error(err, c.Explain(st), kUsage);
-  out << resp.explanation();
-  if (!resp.explanation().empty() && resp.explanation().back() != '\n') out << "\n";
+  if (opts.output == "json") {
+    out << ToJson(resp);
+  } else {
+    out << resp.explanation();
+    if (!resp.explanation().empty() && resp.explanation().back() != '\n') out << "\n";
+  }
   switch (resp.verdict()) {
     case v1::ALLOWED:
       return kOk;
@@ -550,6 +650,10 @@ int Explain(Client& c, const std::vector<std::string>& args, const CommandOption
   v1::ExplainPodResponse resp;
   grpc::Status st = c.queries().ExplainPod(c.Context().get(), req, &resp);
   if (!st.ok()) return Error(err, c.Explain(st));
+  if (opts.output == "json") {
+    out << ToJson(resp);
+    return kOk;
+  }
   std::vector<std::string> ports, ips;
   for (const v1::NamedPort& p : resp.named_ports()) {
     ports.push_back(absl::StrCat(p.name(), "=", p.port(), "/", v1::Protocol_Name(p.protocol())));
@@ -584,7 +688,430 @@ int Render(Client& c, const CommandOptions& opts, std::ostream& out, std::ostrea
   return kOk;
 }
 
+// ---- describe ----
+
+// Every namespace and pod the agent holds, as the evaluator's State (policies: only `policy`).
+absl::StatusOr<State> FetchState(Client& c) {
+  State state;
+  for (v1::Kind kind : {v1::NAMESPACE, v1::POD}) {
+    v1::ListRequest req;
+    req.set_kind(kind);
+    v1::ListResponse resp;
+    grpc::Status st = c.objects().List(c.Context().get(), req, &resp);
+    if (!st.ok()) return c.Explain(st);
+    for (const v1::Object& o : resp.objects()) {
+      absl::StatusOr<Object> m = agent::FromApiTrusted(o);
+      if (!m.ok()) return m.status();
+      if (const Namespace* ns = m->AsNamespace()) state.namespaces[ns->name] = *ns;
+      if (const Pod* pod = m->AsPod()) state.pods[pod->Key()] = *pod;
+    }
+  }
+  return state;
+}
+
+std::string PortString(const PolicyPort& p) {
+  std::string proto = ProtocolName(p.protocol);
+  if (p.named_port) return absl::StrCat(proto, "/", *p.named_port, " (named)");
+  if (!p.port) return absl::StrCat(proto, "/every port");
+  if (p.end_port) return absl::StrCat(proto, "/", *p.port, "-", *p.end_port);
+  return absl::StrCat(proto, "/", *p.port);
+}
+
+// The pods `peer` of `policy` stands for, as the evaluator matches them: selector peers match
+// non-hostNetwork pods, ipBlock peers any pod (hostNetwork included) by address.
+std::vector<std::string> PeerPods(const State& state, const NetworkPolicy& policy,
+                                  const Peer& peer) {
+  std::vector<std::string> pods;
+  for (const auto& [key, pod] : state.pods) {
+    bool match = false;
+    if (peer.ip_block) {
+      for (const IpAddr& ip : pod.ips) {
+        bool in = ip.family == peer.ip_block->cidr.addr.family && peer.ip_block->cidr.Contains(ip);
+        for (const Cidr& ex : peer.ip_block->except) {
+          if (ex.addr.family == ip.family && ex.Contains(ip)) in = false;
+        }
+        match |= in;
+      }
+    } else if (!pod.host_network) {
+      match = peer.namespace_selector
+                  ? Matches(*peer.namespace_selector, NamespaceLabels(state, pod.namespace_name))
+                  : pod.namespace_name == policy.namespace_name;
+      if (match && peer.pod_selector) match = Matches(*peer.pod_selector, pod.labels);
+    }
+    if (match) pods.push_back(key);
+  }
+  return pods;
+}
+
+std::string PeerString(const Peer& peer) {
+  if (peer.ip_block) {
+    std::string s = "ipBlock " + peer.ip_block->cidr.ToString();
+    if (!peer.ip_block->except.empty()) {
+      std::vector<std::string> ex;
+      for (const Cidr& c : peer.ip_block->except) ex.push_back(c.ToString());
+      absl::StrAppend(&s, " except ", absl::StrJoin(ex, ", "));
+    }
+    return s;
+  }
+  std::vector<std::string> parts;
+  if (peer.namespace_selector) {
+    parts.push_back("namespaceSelector " + SelectorString(*peer.namespace_selector));
+  }
+  if (peer.pod_selector) parts.push_back("podSelector " + SelectorString(*peer.pod_selector));
+  return absl::StrJoin(parts, ", ");
+}
+
+std::string PodList(const std::vector<std::string>& pods) {
+  return pods.empty() ? "(no pod)" : absl::StrJoin(pods, ", ");
+}
+
+void DescribeRules(const State& state, const NetworkPolicy& np, bool ingress,
+                   std::ostream& out) {
+  const bool isolates = ingress ? np.ingress_type : np.egress_type;
+  const std::vector<Rule>& rules = ingress ? np.ingress : np.egress;
+  const char* title = ingress ? "Ingress rules:" : "Egress rules:";
+  if (!isolates) {
+    out << title << " (not an " << (ingress ? "Ingress" : "Egress")
+        << " policy: the selected pods' " << (ingress ? "ingress" : "egress")
+        << " is not isolated by it)\n";
+    return;
+  }
+  if (rules.empty()) {
+    out << title << " none: every " << (ingress ? "ingress to" : "egress from")
+        << " the selected pods is denied (unless another policy allows it)\n";
+    return;
+  }
+  out << title << "\n";
+  const char* dir = ingress ? "from" : "to";
+  for (size_t i = 0; i < rules.size(); ++i) {
+    const Rule& r = rules[i];
+    std::vector<std::string> ports;
+    for (const PolicyPort& p : r.ports) ports.push_back(PortString(p));
+    out << "  [" << i << "] ports: " << (ports.empty() ? "every port" : absl::StrJoin(ports, ", "))
+        << "\n";
+    if (r.peers.empty()) {
+      out << "      " << dir << ": anyone (every pod, every address)\n";
+      continue;
+    }
+    for (size_t j = 0; j < r.peers.size(); ++j) {
+      out << "      " << (j == 0 ? std::string(dir) + ":" : std::string(strlen(dir) + 1, ' '))
+          << " " << PeerString(r.peers[j]) << "\n"
+          << "        pods: " << PodList(PeerPods(state, np, r.peers[j])) << "\n";
+    }
+  }
+}
+
+std::string ResolveNamespace(const CommandOptions& opts) {
+  return opts.namespace_name.empty() ? "default" : opts.namespace_name;
+}
+
+int Describe(Client& c, const std::vector<std::string>& args, const CommandOptions& opts,
+             std::ostream& out, std::ostream& err) {
+  if (args.size() != 3) {
+    return UsageError(err, "usage: netpolctl describe networkpolicy|pod|namespace NAME [-n NS]");
+  }
+  absl::StatusOr<v1::Kind> kind = ParseKind(args[1]);
+  if (!kind.ok()) return UsageError(err, std::string(kind.status().message()));
+  std::string ns = ResolveNamespace(opts), name = args[2];
+  if (*kind != v1::NAMESPACE && name.find('/') != std::string::npos) {
+    ns = name.substr(0, name.find('/'));
+    name = name.substr(name.find('/') + 1);
+  }
+  v1::GetRequest get;
+  get.mutable_ref()->set_kind(*kind);
+  get.mutable_ref()->set_name(name);
+  if (*kind != v1::NAMESPACE) get.mutable_ref()->set_namespace_(ns);
+  v1::GetResponse got;
+  grpc::Status st = c.objects().Get(c.Context().get(), get, &got);
+  if (!st.ok()) return Error(err, c.Explain(st));
+  absl::StatusOr<Object> obj = agent::FromApiTrusted(got.object());
+  if (!obj.ok()) return Error(err, obj.status());
+  absl::StatusOr<State> state = FetchState(c);
+  if (!state.ok()) return Error(err, state.status());
+
+  if (const NetworkPolicy* np = obj->AsNetworkPolicy()) {
+    std::vector<std::string> selected, types;
+    for (const auto& [key, pod] : state->pods) {
+      if (pod.namespace_name == np->namespace_name && !pod.host_network &&
+          Matches(np->pod_selector, pod.labels)) {
+        selected.push_back(key);
+      }
+    }
+    if (np->ingress_type) types.push_back("Ingress");
+    if (np->egress_type) types.push_back("Egress");
+    PrintTable({{"Name:", np->name},
+                {"Namespace:", np->namespace_name},
+                {"Pod selector:", np->pod_selector.Empty() ? "<none> (every pod in the namespace)"
+                                                           : SelectorString(np->pod_selector)},
+                {"Policy types:", JoinOrNone(types)},
+                {"Selected pods:", absl::StrCat(selected.size(), ": ", PodList(selected))}},
+               out);
+    DescribeRules(*state, *np, true, out);
+    DescribeRules(*state, *np, false, out);
+    return kOk;
+  }
+  if (const Pod* pod = obj->AsPod()) {
+    v1::ExplainPodRequest req;
+    req.set_pod(pod->Key());
+    v1::ExplainPodResponse resp;
+    grpc::Status est = c.queries().ExplainPod(c.Context().get(), req, &resp);
+    if (!est.ok()) return Error(err, c.Explain(est));
+    std::vector<std::string> ips, ports;
+    for (const IpAddr& ip : pod->ips) ips.push_back(ip.ToString());
+    for (const ContainerPort& p : pod->ports) {
+      ports.push_back(absl::StrCat(p.name.empty() ? "" : p.name + ":", p.container_port, "/",
+                                   ProtocolName(p.protocol)));
+    }
+    std::vector<std::string> in_pol(resp.ingress_policies().begin(),
+                                    resp.ingress_policies().end());
+    std::vector<std::string> eg_pol(resp.egress_policies().begin(),
+                                    resp.egress_policies().end());
+    auto policies = [&](const std::vector<std::string>& keys, const char* dir) {
+      if (pod->host_network) return std::string("<none> (hostNetwork pods are not isolated)");
+      if (keys.empty()) return absl::StrCat("<none> (", dir, " not isolated: everything allowed)");
+      return absl::StrJoin(keys, ", ");
+    };
+    PrintTable({{"Name:", pod->name},
+                {"Namespace:", pod->namespace_name},
+                {"Labels:", LabelsString(pod->labels)},
+                {"Node:", pod->node_name.empty() ? "<none>" : pod->node_name},
+                {"Host network:", pod->host_network ? "true" : "false"},
+                {"IPs:", JoinOrNone(ips)},
+                {"Ports:", JoinOrNone(ports)},
+                {"Enforced here:", resp.local() ? "yes" : "no (not on this node, or hostNetwork)"},
+                {"Ingress policies:", policies(in_pol, "ingress")},
+                {"Egress policies:", policies(eg_pol, "egress")}},
+               out);
+    return kOk;
+  }
+  const Namespace* n = obj->AsNamespace();
+  std::vector<std::string> pods;
+  for (const auto& [key, pod] : state->pods) {
+    if (pod.namespace_name == n->name) pods.push_back(pod.name);
+  }
+  v1::ListRequest lreq;
+  lreq.set_kind(v1::NETWORK_POLICY);
+  lreq.set_namespace_(n->name);
+  v1::ListResponse lresp;
+  grpc::Status lst = c.objects().List(c.Context().get(), lreq, &lresp);
+  if (!lst.ok()) return Error(err, c.Explain(lst));
+  std::vector<std::string> policies;
+  for (const v1::Object& o : lresp.objects()) policies.push_back(o.network_policy().metadata().name());
+  PrintTable({{"Name:", n->name},
+              {"Labels:", LabelsString(NamespaceLabels(*state, n->name))},
+              {"Pods:", JoinOrNone(pods)},
+              {"Network policies:", JoinOrNone(policies)}},
+             out);
+  return kOk;
+}
+
+// ---- version ----
+
+v1::BuildInfo ClientBuild() {
+  v1::BuildInfo b;
+  b.set_version(util::BuildVersion());
+  b.set_commit(util::BuildCommit());
+  b.set_compilation_mode(util::BuildCompilationMode());
+  return b;
+}
+
+std::string BuildLine(const v1::BuildInfo& b) {
+  return absl::StrCat(b.version(), " (commit ", b.commit(), ", ", b.compilation_mode(), " build)");
+}
+
+int Version(Client& c, const CommandOptions& opts, std::ostream& out, std::ostream& err) {
+  const v1::BuildInfo client = ClientBuild();
+  v1::StatusResponse s;
+  grpc::Status st = c.status().Status(c.Context().get(), v1::StatusRequest(), &s);
+  if (opts.output == "json") {
+    google::protobuf::Struct all;
+    auto add = [&all](const std::string& key, const v1::BuildInfo& b) {
+      google::protobuf::Struct one;
+      google::protobuf::util::JsonStringToMessage(ToJson(b), &one);
+      (*all.mutable_fields())[key].mutable_struct_value()->Swap(&one);
+    };
+    add("clientVersion", client);
+    if (st.ok()) add("serverVersion", s.build());
+    google::protobuf::util::JsonPrintOptions p;
+    p.add_whitespace = true;
+    std::string text;
+    google::protobuf::util::MessageToJsonString(all, &text, p);
+    out << text;
+  } else {
+    out << "Client Version: " << BuildLine(client) << "\n";
+    if (st.ok()) {
+      out << "Server Version: "
+          << (s.build().version().empty() ? "unknown (the agent does not report it)"
+                                          : BuildLine(s.build()))
+          << "\n";
+    }
+  }
+  if (!st.ok()) return Error(err, c.Explain(st));
+  return kOk;
+}
+
+// Which -o values each command has ("" always).
+absl::Status CheckOutput(const std::string& cmd, const std::string& output) {
+  if (output.empty()) return absl::OkStatus();
+  std::vector<std::string> allowed;
+  if (cmd == "get") {
+    allowed = {"wide", "yaml", "json", "name"};
+  } else if (cmd == "status" || cmd == "check" || cmd == "explain" || cmd == "version") {
+    allowed = {"json"};
+  } else if (cmd == "apply" || cmd == "delete") {
+    allowed = {"name"};
+  }
+  if (std::find(allowed.begin(), allowed.end(), output) != allowed.end()) {
+    return absl::OkStatus();
+  }
+  if (allowed.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--output/-o is not supported by ", cmd, " (it prints text only)"));
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown output format \"", output, "\" for ",
+                                                 cmd, " (use ", absl::StrJoin(allowed, ", "),
+                                                 ")"));
+}
+
+// A label value or key as the selector grammar allows: letters, digits, '-', '_', '.', and '/'
+// in keys.
+bool SelectorToken(absl::string_view t, bool key) {
+  if (t.empty()) return !key;
+  for (char ch : t) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' &&
+        ch != '.' && !(key && ch == '/')) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
+
+absl::StatusOr<LabelSelector> ParseLabelSelector(const std::string& text) {
+  using Op = LabelSelectorRequirement::Op;
+  // Requirements are separated by commas outside parentheses.
+  std::vector<std::string> terms;
+  std::string cur;
+  int depth = 0;
+  for (char ch : text) {
+    if (ch == '(') ++depth;
+    if (ch == ')') --depth;
+    if (ch == ',' && depth == 0) {
+      terms.push_back(cur);
+      cur.clear();
+    } else {
+      cur += ch;
+    }
+  }
+  terms.push_back(cur);
+  LabelSelector sel;
+  for (const std::string& raw : terms) {
+    const std::string term(absl::StripAsciiWhitespace(raw));
+    auto bad = [&](const std::string& why) {
+      return absl::InvalidArgumentError(absl::StrCat("invalid label selector \"", text,
+                                                     "\": requirement \"", term, "\": ", why));
+    };
+    if (term.empty()) return bad("empty requirement");
+    LabelSelectorRequirement req;
+    size_t op_at;
+    if (term[0] == '!') {
+      req.key = std::string(absl::StripAsciiWhitespace(term.substr(1)));
+      req.op = Op::kDoesNotExist;
+    } else if ((op_at = term.find("!=")) != std::string::npos ||
+               (op_at = term.find("==")) != std::string::npos ||
+               (op_at = term.find('=')) != std::string::npos) {
+      const bool neq = term.compare(op_at, 2, "!=") == 0;
+      const size_t len = neq || term.compare(op_at, 2, "==") == 0 ? 2 : 1;
+      req.key = std::string(absl::StripAsciiWhitespace(term.substr(0, op_at)));
+      const std::string value(absl::StripAsciiWhitespace(term.substr(op_at + len)));
+      if (!SelectorToken(value, false)) return bad("invalid value \"" + value + "\"");
+      req.op = neq ? Op::kNotIn : Op::kIn;
+      req.values = {value};
+    } else {
+      std::vector<std::string> words =
+          absl::StrSplit(term, absl::MaxSplits(absl::ByAnyChar(" \t"), 1), absl::SkipEmpty());
+      req.key = words[0];
+      req.op = Op::kExists;
+      if (words.size() == 2) {
+        std::string rest(absl::StripAsciiWhitespace(words[1]));
+        if (absl::StartsWith(rest, "notin")) {
+          req.op = Op::kNotIn;
+          rest = rest.substr(5);
+        } else if (absl::StartsWith(rest, "in")) {
+          req.op = Op::kIn;
+          rest = rest.substr(2);
+        } else {
+          return bad("expected =, ==, !=, in or notin after the key");
+        }
+        rest = std::string(absl::StripAsciiWhitespace(rest));
+        if (rest.size() < 2 || rest.front() != '(' || rest.back() != ')') {
+          return bad("expected a value list in parentheses, e.g. (a,b)");
+        }
+        for (absl::string_view v : absl::StrSplit(rest.substr(1, rest.size() - 2), ',')) {
+          const std::string value(absl::StripAsciiWhitespace(v));
+          if (!SelectorToken(value, false)) return bad("invalid value \"" + value + "\"");
+          req.values.push_back(value);
+        }
+        std::sort(req.values.begin(), req.values.end());
+        req.values.erase(std::unique(req.values.begin(), req.values.end()), req.values.end());
+      }
+    }
+    if (!SelectorToken(req.key, true)) return bad("invalid key \"" + req.key + "\"");
+    sel.match_expressions.push_back(std::move(req));
+  }
+  return sel;
+}
+
+std::string BashCompletion() {
+  return R"BASH(# bash completion for netpolctl: source <(netpolctl completion bash)
+__netpolctl_names() {
+  local kind=$1 ns=$2
+  netpolctl get "$kind" ${ns:+-n "$ns"} -o name 2>/dev/null | sed 's|^[^/]*/||'
+}
+_netpolctl() {
+  local cur prev words cword
+  _init_completion -n = 2>/dev/null || {
+    cur=${COMP_WORDS[COMP_CWORD]}; prev=${COMP_WORDS[COMP_CWORD-1]}
+    words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD
+  }
+  local commands="apply delete get describe status check explain render diff version completion"
+  local kinds="namespaces pods networkpolicies"
+  local flags="--server -f --filename -n --namespace -A --all-namespaces -l --selector -o --output --from --to --port --protocol --ip-family --kernel --ignore-not-found --dry-run --tls-ca --tls-cert --tls-key --timeout --help --version"
+  case "$prev" in
+    -f|--filename|--tls-ca|--tls-cert|--tls-key) _filedir 2>/dev/null || COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    -n|--namespace) COMPREPLY=($(compgen -W "$(__netpolctl_names namespaces)" -- "$cur")); return ;;
+    -o|--output) COMPREPLY=($(compgen -W "wide yaml json name" -- "$cur")); return ;;
+    --protocol) COMPREPLY=($(compgen -W "TCP UDP SCTP" -- "$cur")); return ;;
+    --ip-family) COMPREPLY=($(compgen -W "IPv4 IPv6" -- "$cur")); return ;;
+  esac
+  if [[ "$cur" == -* ]]; then
+    COMPREPLY=($(compgen -W "$flags" -- "$cur")); return
+  fi
+  local cmd="" kind="" ns="" i
+  for ((i = 1; i < cword; i++)); do
+    case "${words[i]}" in
+      -n|--namespace) ns=${words[i+1]}; ((i++)) ;;
+      -*) ;;
+      *) if [[ -z "$cmd" ]]; then cmd=${words[i]}; elif [[ -z "$kind" ]]; then kind=${words[i]}; fi ;;
+    esac
+  done
+  if [[ -z "$cmd" ]]; then
+    COMPREPLY=($(compgen -W "$commands" -- "$cur")); return
+  fi
+  case "$cmd" in
+    get|delete|describe)
+      if [[ -z "$kind" ]]; then COMPREPLY=($(compgen -W "$kinds" -- "$cur"))
+      else COMPREPLY=($(compgen -W "$(__netpolctl_names "$kind" "$ns")" -- "$cur")); fi ;;
+    explain)
+      if [[ -z "$kind" ]]; then COMPREPLY=($(compgen -W "pod" -- "$cur"))
+      else COMPREPLY=($(compgen -W "$(__netpolctl_names pods "$ns")" -- "$cur")); fi ;;
+    completion) COMPREPLY=($(compgen -W "bash" -- "$cur")) ;;
+  esac
+}
+complete -F _netpolctl netpolctl
+)BASH";
+}
 
 std::string Usage() {
   return R"(netpolctl: talk to netpol-agent, the node's NetworkPolicy enforcer.
@@ -594,10 +1121,14 @@ Usage:
                                               NetworkPolicy, List); returns once enforced
   netpolctl delete -f FILE|DIR|-              delete the objects the files name
   netpolctl delete KIND NAME... [-n NS]       (namespaces also delete their pods and policies)
-  netpolctl get KIND [NAME] [-n NS] [-o wide|yaml|json]
+  netpolctl get KIND [NAME] [-n NS | -A] [-l SELECTOR] [-o wide|yaml|json|name]
                                               KIND: namespaces|ns, pods|po, networkpolicies|netpol
-                                              (without -n: every namespace)
-  netpolctl status                            exit 0 only when serving and the last sync succeeded
+                                              (without -n: every namespace); -l as kubectl:
+                                              app=web,tier!=db,env in (a,b),!legacy
+  netpolctl describe networkpolicy|pod|namespace NAME [-n NS]
+                                              a policy's selected pods and the pods its peers
+                                              resolve to; the policies selecting a pod
+  netpolctl status [-o json]                  exit 0 only when serving and the last sync succeeded
   netpolctl check --from SRC --to DST --port P [--protocol TCP|UDP|SCTP] [--ip-family IPv6]
                                               SRC/DST: NS/POD, POD (in -n or default), an IP, or
                                               node (source only); exit 0 allowed, 1 denied,
@@ -605,6 +1136,12 @@ Usage:
   netpolctl explain pod NS/NAME               policies, chains and named ports of a pod
   netpolctl render [--kernel]                 the nftables program (as committed, or read back)
   netpolctl diff -f FILE|DIR|-                what applying would change (exit 1 when anything)
+  netpolctl version [-o json]                 this client's and the agent's version
+  netpolctl completion bash                   bash completion: source <(netpolctl completion bash)
+
+-f is repeatable (-f a.yaml -f b.yaml): every file is applied, in order, as one all-or-nothing
+request. With -n, objects that name another namespace are refused. check, explain and status
+print JSON with -o json.
 
 Connection: --server=unix:///run/netpol/agent.sock (default) or host:port, or $NETPOL_SERVER;
 over TCP, --tls-ca=CA.pem enables TLS and --tls-cert/--tls-key authenticate (writes need them).
@@ -618,6 +1155,18 @@ int Run(Client& client, const std::vector<std::string>& args, const CommandOptio
     return kUsage;
   }
   const std::string& cmd = args[0];
+  if (cmd == "completion") {
+    if (args.size() != 2 || args[1] != "bash") {
+      return UsageError(err, "usage: netpolctl completion bash");
+    }
+    out << BashCompletion();
+    return kOk;
+  }
+  absl::Status output_ok = CheckOutput(cmd, options.output);
+  if (!output_ok.ok()) return UsageError(err, std::string(output_ok.message()));
+  if (options.files_given && options.files.empty()) {
+    return UsageError(err, "-f needs a file, a directory or - (stdin)");
+  }
   if (cmd == "apply") {
     if (args.size() != 1) return UsageError(err, "apply takes only -f");
     return Apply(client, options, options.dry_run, false, in, out, err);
@@ -628,7 +1177,9 @@ int Run(Client& client, const std::vector<std::string>& args, const CommandOptio
   }
   if (cmd == "delete") return Delete(client, args, options, in, out, err);
   if (cmd == "get") return Get(client, args, options, out, err);
-  if (cmd == "status") return Status(client, out, err);
+  if (cmd == "status") return Status(client, options, out, err);
+  if (cmd == "describe") return Describe(client, args, options, out, err);
+  if (cmd == "version") return Version(client, options, out, err);
   if (cmd == "check") return Check(client, options, out, err);
   if (cmd == "explain") return Explain(client, args, options, out, err);
   if (cmd == "render") return Render(client, options, out, err);

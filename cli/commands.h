@@ -2,12 +2,18 @@
 //   apply -f FILE|DIR|-      create or update objects; returns once the kernel has them
 //   delete -f FILE|DIR|-     delete the objects the files name
 //   delete KIND NAME [-n NS]
-//   get KIND [NAME] [-n NS] [-o yaml|json|wide]
+//   get KIND [NAME] [-n NS | -A] [-l SELECTOR] [-o wide|yaml|json|name]
+//   describe KIND NAME [-n NS]   a policy: the pods it selects and the peers its rules resolve
+//                                to; a pod: the policies selecting it; a namespace: its objects
 //   status                   exit 0 only when serving and the last sync succeeded
 //   check --from A --to B --port P [--protocol TCP]   exit 0 allowed, 1 denied, 2 otherwise
 //   explain pod NS/NAME
 //   render [--kernel]        the nft program as text
 //   diff -f FILE             the plan of applying FILE (dry run); exit 1 when it changes anything
+//   version                  this client's and the agent's version
+//   completion bash          a bash completion script
+// `-o json` prints the response message of status, check, explain and version as JSON; an
+// output format a command does not have is refused before anything is sent.
 #ifndef NETPOL_CLI_COMMANDS_H_
 #define NETPOL_CLI_COMMANDS_H_
 
@@ -15,14 +21,19 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "cli/client.h"
+#include "engine/model/model.h"
 
 namespace netpol::cli {
 
 struct CommandOptions {
-  std::vector<std::string> files;  // -f (repeatable through commas)
+  std::vector<std::string> files;  // -f (repeatable, and through commas), in order
+  bool files_given = false;        // -f given at all
   std::string namespace_name;      // -n
-  std::string output;              // -o: "", "wide", "yaml", "json"
+  bool all_namespaces = false;     // -A
+  std::string selector;            // -l
+  std::string output;              // -o: "", "wide", "yaml", "json", "name"
   std::string from, to;            // check: "ns/pod", "pod" (namespace -n or default), an IP, "node"
   int port = 0;
   std::string protocol = "TCP";
@@ -34,6 +45,14 @@ struct CommandOptions {
 
 // The usage text.
 std::string Usage();
+
+// Parses a kubectl label selector (-l): comma-separated requirements `k=v`, `k==v`, `k!=v`,
+// `k in (a,b)`, `k notin (a,b)`, `k` (exists) and `!k` (does not exist). InvalidArgument names
+// the requirement that does not parse.
+absl::StatusOr<LabelSelector> ParseLabelSelector(const std::string& text);
+
+// The bash completion script (`netpolctl completion bash`).
+std::string BashCompletion();
 
 // Runs the command named by `args` (positional words, e.g. {"get", "pods"}) and returns the
 // process exit code. Output goes to `out`, errors (prefixed "error: ") to `err`; `in` is read

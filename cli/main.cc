@@ -6,19 +6,28 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "cli/args.h"
 #include "cli/client.h"
 #include "cli/commands.h"
 #include "engine/util/flags.h"
+#include "engine/util/program.h"
 
 ABSL_FLAG(std::string, server, "",
           "Agent address: unix:///path or host:port (default: $NETPOL_SERVER, then "
           "unix:///run/netpol/agent.sock)");
-ABSL_FLAG(std::vector<std::string>, f, {}, "Files, directories or - (stdin); comma-separated");
-ABSL_FLAG(std::string, n, "", "Namespace");
-ABSL_FLAG(std::string, o, "", "Output format for get: wide, yaml or json");
+// Never parsed by Abseil (cli/args.h collects every occurrence); defined for --help.
+ABSL_FLAG(std::vector<std::string>, f, {},
+          "Files, directories or - (stdin); repeatable and comma-separated, applied in order as "
+          "one request (also --filename)");
+ABSL_FLAG(std::string, n, "", "Namespace (also --namespace)");
+ABSL_FLAG(bool, A, false, "get: every namespace (also --all-namespaces)");
+ABSL_FLAG(std::string, l, "",
+          "get: label selector, e.g. app=web,tier!=db,env in (a,b),!legacy (also --selector)");
+ABSL_FLAG(std::string, o, "",
+          "Output format (also --output): get: wide, yaml, json or name; status, check, "
+          "explain, version: json; apply, delete: name");
 ABSL_FLAG(std::string, from, "", "check: source (NS/POD, POD, IP or node)");
 ABSL_FLAG(std::string, to, "", "check: destination (NS/POD, POD or IP)");
 ABSL_FLAG(int, port, 0, "check: destination port");
@@ -33,14 +42,17 @@ ABSL_FLAG(std::string, tls_key, "", "TCP: client private key");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(90), "Per-call deadline");
 
 int main(int argc, char** argv) {
-  absl::FlagsUsageConfig config;
-  config.contains_help_flags = [](absl::string_view) { return true; };
-  config.contains_helpshort_flags = [](absl::string_view) { return true; };
-  absl::SetFlagsUsageConfig(config);
+  const std::string usage = netpol::cli::Usage();
+  if (netpol::util::HandleHelpAndVersion(argc, argv, "netpolctl", usage, std::cout)) return 0;
   // Abseil prints "netpolctl: " before the message itself.
-  absl::SetProgramUsageMessage(absl::StripPrefix(netpol::cli::Usage(), "netpolctl: "));
+  absl::SetProgramUsageMessage(absl::StripPrefix(usage, "netpolctl: "));
+  netpol::cli::PreParsed pre =
+      netpol::cli::PreParse(std::vector<std::string>(argv, argv + argc));
+  std::vector<char*> pre_argv;
+  for (std::string& a : pre.args) pre_argv.push_back(a.data());
   std::vector<std::string> arg_storage;
-  std::vector<char*> argv2 = netpol::util::DashedFlagsToUnderscores(argc, argv, &arg_storage);
+  std::vector<char*> argv2 = netpol::util::DashedFlagsToUnderscores(
+      static_cast<int>(pre_argv.size()), pre_argv.data(), &arg_storage);
   std::vector<char*> positional =
       absl::ParseCommandLine(static_cast<int>(argv2.size()), argv2.data());
   std::vector<std::string> args(positional.begin() + 1, positional.end());
@@ -57,8 +69,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   netpol::cli::CommandOptions opts;
-  opts.files = absl::GetFlag(FLAGS_f);
+  opts.files = pre.files;
+  opts.files_given = pre.files_given;
   opts.namespace_name = absl::GetFlag(FLAGS_n);
+  opts.all_namespaces = absl::GetFlag(FLAGS_A);
+  opts.selector = absl::GetFlag(FLAGS_l);
   opts.output = absl::GetFlag(FLAGS_o);
   opts.from = absl::GetFlag(FLAGS_from);
   opts.to = absl::GetFlag(FLAGS_to);
