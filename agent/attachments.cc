@@ -10,9 +10,12 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/hash/hash.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace netpol::agent {
@@ -24,6 +27,12 @@ using google::protobuf::util::TimeUtil;
 constexpr size_t kMaxNameLength = 253;
 // Container ids are opaque to us; this only bounds what we store.
 constexpr size_t kMaxIdLength = 256;
+// Longest Linux interface name (IFNAMSIZ - 1).
+constexpr size_t kMaxIfName = 15;
+// PATH_MAX - 1.
+constexpr size_t kMaxPathLength = 4095;
+// The interface of a request or record that names none (the Kubernetes pod interface).
+constexpr char kDefaultInterface[] = "eth0";
 
 bool ValidContainerId(const std::string& id) {
   // CNI spec: an alphanumeric first character, then alphanumerics, '_', '.', '-'.
@@ -42,63 +51,37 @@ absl::Status CheckName(const std::string& value, const std::string& field) {
   return absl::OkStatus();
 }
 
-bool Holds(const std::vector<IpAddr>& ips, const IpAddr& a) {
-  return std::find(ips.begin(), ips.end(), a) != ips.end();
-}
 
-// A pod that carries nothing but addresses: the shell Attach created for an unknown pod.
-bool IsShell(const Pod& p) {
-  return p.ips.empty() && p.labels.empty() && p.node_name.empty() && p.ports.empty() &&
-         !p.host_network;
-}
-
-// Removes `ips` from pod `key` (deleting it when only a shell remains). Returns whether the
-// pod changed.
-bool StripFrom(const std::string& key, const std::vector<IpAddr>& ips, State* state) {
-  auto it = state->pods.find(key);
-  if (it == state->pods.end()) return false;
-  Pod& pod = it->second;
-  const size_t before = pod.ips.size();
-  pod.ips.erase(std::remove_if(pod.ips.begin(), pod.ips.end(),
-                               [&](const IpAddr& a) { return Holds(ips, a); }),
-                pod.ips.end());
-  if (pod.ips.size() == before) return false;
-  if (IsShell(pod)) state->pods.erase(it);
-  return true;
-}
-
-// Removes `ips` from every pod but `except`. Returns the number of pods changed.
-uint64_t StripFromOthers(const std::vector<IpAddr>& ips, const std::string& except, State* state) {
-  std::vector<std::string> holders;
-  for (const auto& [key, pod] : state->pods) {
-    if (key == except) continue;
-    if (std::any_of(pod.ips.begin(), pod.ips.end(), [&](const IpAddr& a) { return Holds(ips, a); })) {
-      holders.push_back(key);
-    }
+// Why no pod can hold `ip` ("" when one can).
+std::string NotAPodAddress(const IpAddr& ip) {
+  const auto& b = ip.bytes;
+  if (ip.family == Family::kV4) {
+    if (b[0] == 0) return "in 0.0.0.0/8 (this host)";
+    if (b[0] == 127) return "loopback";
+    if (b[0] >= 224 && b[0] <= 239) return "multicast";
+    if (b[0] == 255 && b[1] == 255 && b[2] == 255 && b[3] == 255) return "broadcast";
+    if (b[0] >= 240) return "reserved (240.0.0.0/4)";
+    return "";
   }
-  uint64_t n = 0;
-  for (const std::string& key : holders) n += StripFrom(key, ips, state) ? 1 : 0;
-  return n;
-}
-
-uint64_t CountPodChanges(const State& before, const State& after) {
-  uint64_t n = 0;
-  for (const auto& [key, pod] : after.pods) {
-    auto it = before.pods.find(key);
-    if (it == before.pods.end() || !(it->second == pod)) ++n;
+  const bool zero10 = std::all_of(b.begin(), b.begin() + 10, [](uint8_t x) { return x == 0; });
+  if (zero10 && b[10] == 0 && b[11] == 0 && b[12] == 0 && b[13] == 0 && b[14] == 0) {
+    if (b[15] == 0) return "unspecified";
+    if (b[15] == 1) return "loopback";
   }
-  for (const auto& [key, pod] : before.pods) n += after.pods.count(key) ? 0 : 1;
-  return n;
+  if (zero10 && b[10] == 0xff && b[11] == 0xff) {
+    return "an IPv4-mapped IPv6 address (give the IPv4 address)";
+  }
+  if (b[0] == 0xff) return "multicast";
+  return "";
 }
 
-struct IpAddrHash {
+// Attached address -> keys of the pods holding it.
+struct AddrHash {
   size_t operator()(const IpAddr& a) const {
     return absl::HashOf(static_cast<int>(a.family), a.bytes);
   }
 };
-
-// Attached address -> keys of the pods holding it.
-using AddressHolders = absl::flat_hash_map<IpAddr, std::vector<std::string>, IpAddrHash>;
+using AddressHolders = absl::flat_hash_map<IpAddr, std::vector<std::string>, AddrHash>;
 
 // Pod `key` no longer holds `ip` (a no-op for an address nobody attached).
 void Unhold(AddressHolders* holders, const IpAddr& ip, const std::string& key) {
@@ -108,24 +91,128 @@ void Unhold(AddressHolders* holders, const IpAddr& ip, const std::string& key) {
   keys.erase(std::remove(keys.begin(), keys.end(), key), keys.end());
 }
 
+struct IpAddrHash {
+  size_t operator()(const IpAddr& a) const {
+    return absl::HashOf(static_cast<int>(a.family), a.bytes);
+  }
+};
+using IpSet = absl::flat_hash_set<IpAddr, IpAddrHash>;
+
+// A pod that carries nothing but addresses: the shell Attach created for an unknown pod.
+bool IsShell(const Pod& p) {
+  return p.ips.empty() && p.labels.empty() && p.node_name.empty() && p.ports.empty() &&
+         !p.host_network;
+}
+
+// Removes the addresses in `ips` from pod `key` (deleting it when only a shell remains).
+// Returns whether the pod changed.
+bool StripFrom(const std::string& key, const IpSet& ips, State* state) {
+  auto it = state->pods.find(key);
+  if (it == state->pods.end()) return false;
+  Pod& pod = it->second;
+  const size_t before = pod.ips.size();
+  pod.ips.erase(std::remove_if(pod.ips.begin(), pod.ips.end(),
+                               [&](const IpAddr& a) { return ips.contains(a); }),
+                pod.ips.end());
+  if (pod.ips.size() == before) return false;
+  if (IsShell(pod)) state->pods.erase(it);
+  return true;
+}
+
+// The addresses of pod `key`'s attachments, sorted and unique.
+std::vector<IpAddr> PodIps(const Attachments& attachments, const std::string& key) {
+  std::vector<IpAddr> out;
+  for (const auto& [k, a] : attachments) {
+    if (a.PodKey() == key) out.insert(out.end(), a.ips.begin(), a.ips.end());
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 bool SameAttachments(const Attachments& a, const Attachments& b) {
   if (a.size() != b.size()) return false;
   for (auto i = a.begin(), j = b.begin(); i != a.end(); ++i, ++j) {
-    if (i->first != j->first || !(i->second == j->second)) return false;
+    if (!(i->first == j->first) || !(i->second == j->second)) return false;
   }
   return true;
 }
 
+// Counts the pods among `keys` that differ between `before` and `after`.
+uint64_t CountChanged(const State& before, const State& after, const std::set<std::string>& keys) {
+  uint64_t n = 0;
+  for (const std::string& key : keys) {
+    const Pod* b = before.FindPod(key);
+    const Pod* a = after.FindPod(key);
+    if ((b == nullptr) != (a == nullptr) || (b != nullptr && !(*a == *b))) ++n;
+  }
+  return n;
+}
+
+// After `gone` left `out->attachments`: each of their pods keeps exactly the addresses of its
+// remaining attachments, or, with none left, loses the addresses the gone ones gave it.
+void Settle(const std::vector<Attachment>& gone, AttachmentChange* out,
+            std::set<std::string>* touched) {
+  std::map<std::string, IpSet> lost;
+  for (const Attachment& g : gone) {
+    if (!g.HasPod()) continue;
+    lost[g.PodKey()].insert(g.ips.begin(), g.ips.end());
+  }
+  for (const auto& [key, ips] : lost) {
+    touched->insert(key);
+    std::vector<IpAddr> remaining = PodIps(out->attachments, key);
+    if (remaining.empty()) {
+      StripFrom(key, ips, &out->state);
+      continue;
+    }
+    auto pod = out->state.pods.find(key);
+    if (pod != out->state.pods.end()) pod->second.ips = std::move(remaining);
+  }
+}
+
+// Removes the attachments `pred` selects (Detach, GarbageCollect).
+AttachmentChange RemoveWhere(const State& state, const Attachments& attachments,
+                             const std::function<bool(const Attachment&)>& pred) {
+  AttachmentChange out;
+  std::vector<Attachment> gone;
+  for (const auto& [key, a] : attachments) {
+    if (pred(a)) gone.push_back(a);
+  }
+  if (gone.empty()) return out;
+  out.state = state;
+  out.attachments = attachments;
+  for (const Attachment& g : gone) {
+    out.attachments.erase(g.Key());
+    out.removed.push_back(g.Key());
+  }
+  out.found = true;
+  Settle(gone, &out, &out.touched);
+  out.objects_changed = CountChanged(state, out.state, out.touched);
+  out.changed = true;
+  return out;
+}
+
 }  // namespace
 
+std::string AttachmentKey::ToString() const {
+  return absl::StrCat(network.empty() ? "*" : network, "/", container_id, "/", interface);
+}
+
+bool AttachmentSelector::Matches(const AttachmentKey& key) const {
+  if (key.container_id != container_id) return false;
+  if (!interface.empty() && key.interface != interface) return false;
+  return network.empty() || key.network.empty() || key.network == network;
+}
+
 bool Attachment::SameAs(const Attachment& o) const {
-  return container_id == o.container_id && netns == o.netns && interface == o.interface &&
-         ips == o.ips && pod_namespace == o.pod_namespace && pod_name == o.pod_name &&
-         pod_uid == o.pod_uid && netns_inode == o.netns_inode;
+  return network == o.network && container_id == o.container_id && netns == o.netns &&
+         interface == o.interface && ips == o.ips && pod_namespace == o.pod_namespace &&
+         pod_name == o.pod_name && pod_uid == o.pod_uid && netns_inode == o.netns_inode;
 }
 
 v1::Attachment ToApi(const Attachment& a) {
   v1::Attachment out;
+  out.set_network(a.network);
   out.set_container_id(a.container_id);
   out.set_netns(a.netns);
   out.set_interface(a.interface);
@@ -138,35 +225,101 @@ v1::Attachment ToApi(const Attachment& a) {
   return out;
 }
 
+std::string NetnsPathProblem(const std::string& path) {
+  if (path.empty()) return "required";
+  if (path.size() > kMaxPathLength) {
+    return absl::StrCat("longer than ", kMaxPathLength, " bytes");
+  }
+  if (path[0] != '/') return "must be an absolute path (e.g. /var/run/netns/cni-1234)";
+  if (path == "/") return "\"/\" is not a network namespace";
+  if (path.back() == '/') return "must not end with '/'";
+  for (absl::string_view part : absl::StrSplit(absl::string_view(path).substr(1), '/')) {
+    if (part.empty() || part == "." || part == "..") {
+      return "must be a clean path (no empty, '.' or '..' components)";
+    }
+  }
+  if (std::any_of(path.begin(), path.end(), [](char c) {
+        return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+      })) {
+    return "must not contain control characters";
+  }
+  return "";
+}
+
+bool ValidNetworkName(const std::string& name) {
+  if (name.empty() || name.size() > kMaxNameLength || !absl::ascii_isalnum(name[0])) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return absl::ascii_isalnum(c) || c == '_' || c == '.' || c == '-';
+  });
+}
+
+bool ValidInterfaceName(const std::string& name) {
+  if (name.empty() || name.size() > kMaxIfName || name == "." || name == "..") return false;
+  return std::none_of(name.begin(), name.end(), [](char c) {
+    return c == '/' || c == ':' || absl::ascii_isspace(static_cast<unsigned char>(c)) ||
+           static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
+}
+
 absl::StatusOr<Attachment> AttachmentFromApi(const v1::Attachment& in, const std::string& field) {
   Attachment a;
+  if (!in.network().empty() && !ValidNetworkName(in.network())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".network: \"", in.network(),
+        "\": must start with a letter or digit, followed by letters, digits, '_', '.' or '-'"));
+  }
+  a.network = in.network();
   if (!ValidContainerId(in.container_id())) {
     return absl::InvalidArgumentError(absl::StrCat(
         field, ".containerId: \"", in.container_id(),
         "\": must start with a letter or digit, followed by letters, digits, '_', '.' or '-'"));
   }
   a.container_id = in.container_id();
-  if (in.netns().empty()) return absl::InvalidArgumentError(field + ".netns: required");
+  if (std::string problem = NetnsPathProblem(in.netns()); !problem.empty()) {
+    return absl::InvalidArgumentError(
+        in.netns().empty() ? absl::StrCat(field, ".netns: ", problem)
+                           : absl::StrCat(field, ".netns: \"", absl::CHexEscape(in.netns()),
+                                          "\": ", problem));
+  }
   a.netns = in.netns();
-  a.interface = in.interface();
-  if (auto s = CheckName(in.pod_namespace(), field + ".podNamespace"); !s.ok()) return s;
-  if (auto s = CheckName(in.pod_name(), field + ".podName"); !s.ok()) return s;
+  a.interface = in.interface().empty() ? kDefaultInterface : in.interface();
+  if (!ValidInterfaceName(a.interface)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".interface: \"", absl::CHexEscape(a.interface),
+                     "\": not a valid interface name (1-15 bytes, no '/', ':' or whitespace)"));
+  }
+  if (!in.pod_namespace().empty() || !in.pod_name().empty()) {
+    if (auto s = CheckName(in.pod_namespace(), field + ".podNamespace"); !s.ok()) return s;
+    if (auto s = CheckName(in.pod_name(), field + ".podName"); !s.ok()) return s;
+  }
   a.pod_namespace = in.pod_namespace();
   a.pod_name = in.pod_name();
   a.pod_uid = in.pod_uid();
   if (in.ips().empty()) {
     return absl::InvalidArgumentError(field + ".ips: required (at least one address)");
   }
+  // At most one address per family (repeats of it are dropped): a long list fails at its
+  // third distinct address at the latest, in one pass.
+  std::optional<IpAddr> seen[2];
   for (int i = 0; i < in.ips_size(); ++i) {
     absl::StatusOr<IpAddr> ip = IpAddr::Parse(in.ips(i));
-    if (!ip.ok()) {
+    const std::string at = absl::StrCat(field, ".ips[", i, "]");
+    if (!ip.ok()) return absl::InvalidArgumentError(absl::StrCat(at, ": ", ip.status().message()));
+    if (std::string why = NotAPodAddress(*ip); !why.empty()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(field, ".ips[", i, "]: ", ip.status().message()));
+          absl::StrCat(at, ": ", ip->ToString(), ": ", why, ", not a pod's address"));
+    }
+    const int fam = ip->family == Family::kV4 ? 0 : 1;
+    if (seen[fam]) {
+      if (*seen[fam] == *ip) continue;
+      return absl::InvalidArgumentError(absl::StrCat(
+          at, ": ", ip->ToString(), ": an interface has at most one address per family (",
+          seen[fam]->ToString(), " is the other)"));
     }
     a.ips.push_back(*ip);
+    seen[fam] = *ip;
   }
   std::sort(a.ips.begin(), a.ips.end());
-  a.ips.erase(std::unique(a.ips.begin(), a.ips.end()), a.ips.end());
   if (in.has_attach_time()) {
     a.attach_time = absl::FromUnixNanos(TimeUtil::TimestampToNanoseconds(in.attach_time()));
   }
@@ -178,70 +331,111 @@ AttachmentChange Attach(const State& state, const Attachments& attachments, Atta
   AttachmentChange out;
   out.state = state;
   out.attachments = attachments;
-  const std::string key = a.PodKey();
-  if (auto it = attachments.find(a.container_id); it != attachments.end()) {
-    out.found = true;
-    if (it->second.SameAs(a)) a.attach_time = it->second.attach_time;
-    // A re-ADD that moved the sandbox to another pod or changed its addresses: the old
-    // addresses leave the old pod first.
-    StripFrom(it->second.PodKey(), it->second.ips, &out.state);
-    out.attachments.erase(a.container_id);
+  const AttachmentKey key = a.Key();
+  const std::string pod_key = a.PodKey();
+  const IpSet mine(a.ips.begin(), a.ips.end());
+  // This attachment as recorded before (or its record from before networks were recorded),
+  // older sandboxes of this pod and holders of any of its addresses go first.
+  std::vector<Attachment> gone;
+  for (auto it = out.attachments.begin(); it != out.attachments.end();) {
+    const Attachment& old = it->second;
+    const bool same = it->first == key ||
+                      (it->first.network.empty() && it->first.container_id == key.container_id &&
+                       it->first.interface == key.interface);
+    const bool older_sandbox =
+        a.HasPod() && old.PodKey() == pod_key && old.container_id != a.container_id;
+    const bool shares =
+        std::any_of(old.ips.begin(), old.ips.end(), [&](const IpAddr& ip) { return mine.contains(ip); });
+    if (!same && !older_sandbox && !shares) {
+      ++it;
+      continue;
+    }
+    if (same) {
+      out.found = true;
+      if (old.SameAs(a)) a.attach_time = old.attach_time;
+    } else {
+      out.replaced.push_back(it->first.ToString());
+    }
+    gone.push_back(old);
+    out.removed.push_back(it->first);
+    it = out.attachments.erase(it);
   }
-  // Older sandboxes of this pod and holders of any of its addresses go first.
-  for (const auto& [id, old] : attachments) {
-    if (id == a.container_id) continue;
-    bool shares = std::any_of(old.ips.begin(), old.ips.end(),
-                              [&](const IpAddr& ip) { return Holds(a.ips, ip); });
-    if (old.PodKey() != key && !shares) continue;
-    out.replaced.push_back(id);
-    out.attachments.erase(id);
-    StripFrom(old.PodKey(), old.ips, &out.state);
+  std::sort(out.replaced.begin(), out.replaced.end());
+  if (a.HasPod()) {
+    if (auto known = state.pods.find(pod_key); known != state.pods.end()) {
+      Pod without_ips = known->second;
+      without_ips.ips.clear();
+      out.pod_known = !IsShell(without_ips);
+    }
   }
-  StripFromOthers(a.ips, key, &out.state);
-  auto pod = out.state.pods.find(key);
-  if (auto known = state.pods.find(key); known != state.pods.end()) {
-    Pod without_ips = known->second;
-    without_ips.ips.clear();
-    out.pod_known = !IsShell(without_ips);
+  out.attachments[key] = std::move(a);
+  const Attachment& added = out.attachments[key];
+  std::set<std::string>& touched = out.touched;
+  Settle(gone, &out, &touched);
+  // No other pod holds the addresses: one pass over the pods.
+  std::vector<std::string> holders;
+  for (const auto& [k, pod] : out.state.pods) {
+    if (k == pod_key) continue;
+    if (std::any_of(pod.ips.begin(), pod.ips.end(),
+                    [&](const IpAddr& ip) { return mine.contains(ip); })) {
+      holders.push_back(k);
+    }
   }
-  if (pod == out.state.pods.end()) {
-    Pod p;
-    p.namespace_name = a.pod_namespace;
-    p.name = a.pod_name;
-    pod = out.state.pods.emplace(key, std::move(p)).first;
+  for (const std::string& k : holders) {
+    StripFrom(k, mine, &out.state);
+    touched.insert(k);
   }
-  pod->second.ips = a.ips;
-  out.attachments[a.container_id] = std::move(a);
-  out.objects_changed = CountPodChanges(state, out.state);
+  if (added.HasPod()) {
+    auto pod = out.state.pods.find(pod_key);
+    if (pod == out.state.pods.end()) {
+      Pod p;
+      p.namespace_name = added.pod_namespace;
+      p.name = added.pod_name;
+      pod = out.state.pods.emplace(pod_key, std::move(p)).first;
+    }
+    pod->second.ips = PodIps(out.attachments, pod_key);
+    touched.insert(pod_key);
+  }
+  out.objects_changed = CountChanged(state, out.state, touched);
   out.changed = out.objects_changed > 0 || !SameAttachments(attachments, out.attachments);
   return out;
 }
 
 AttachmentChange Detach(const State& state, const Attachments& attachments,
-                        const std::string& container_id) {
-  AttachmentChange out;
-  out.state = state;
-  out.attachments = attachments;
-  auto it = out.attachments.find(container_id);
-  if (it == out.attachments.end()) return out;
-  out.found = true;
-  StripFrom(it->second.PodKey(), it->second.ips, &out.state);
-  out.attachments.erase(it);
-  out.objects_changed = CountPodChanges(state, out.state);
-  out.changed = true;
-  return out;
+                        const AttachmentSelector& selector) {
+  return RemoveWhere(state, attachments,
+                     [&](const Attachment& a) { return selector.Matches(a.Key()); });
+}
+
+AttachmentChange GarbageCollect(const State& state, const Attachments& attachments,
+                                const std::string& network,
+                                const std::set<std::pair<std::string, std::string>>& valid) {
+  return RemoveWhere(state, attachments, [&](const Attachment& a) {
+    if (!a.network.empty() && a.network != network) return false;
+    return valid.count({a.container_id, a.interface}) == 0;
+  });
 }
 
 uint64_t OverlayAttachments(const Attachments& attachments, State* state,
                             std::set<std::string>* changed_pods) {
-  // The holders of every attached address, from one pass over the pods. The attachments are
-  // then applied in order as if each walked the pods for the other holders of its addresses;
-  // the index stays exact for these addresses throughout, so none has to.
-  AddressHolders holders;
-  for (const auto& [id, a] : attachments) {
-    for (const IpAddr& ip : a.ips) holders[ip];
-  }
   if (attachments.empty()) return 0;
+  // The addresses of each attached pod, all interfaces together ("" : without a pod).
+  std::map<std::string, std::vector<IpAddr>> groups;
+  for (const auto& [k, a] : attachments) {
+    std::vector<IpAddr>& ips = groups[a.PodKey()];
+    ips.insert(ips.end(), a.ips.begin(), a.ips.end());
+  }
+  for (auto& [key, ips] : groups) {
+    std::sort(ips.begin(), ips.end());
+    ips.erase(std::unique(ips.begin(), ips.end()), ips.end());
+  }
+  // The holders of every attached address, from one pass over the pods. The groups are then
+  // applied in order as if each walked the pods for the other holders of its addresses; the
+  // index stays exact for these addresses throughout, so none has to.
+  AddressHolders holders;
+  for (const auto& [key, ips] : groups) {
+    for (const IpAddr& ip : ips) holders[ip];
+  }
   for (const auto& [key, pod] : state->pods) {
     for (const IpAddr& ip : pod.ips) {
       auto it = holders.find(ip);
@@ -259,14 +453,16 @@ uint64_t OverlayAttachments(const Attachments& attachments, State* state,
     before.emplace(key, it == state->pods.end() ? std::nullopt : std::optional<Pod>(it->second));
   };
   std::vector<std::string> others;
-  for (const auto& entry : attachments) {
-    const Attachment& a = entry.second;
-    const std::string key = a.PodKey();
-    auto pod = state->pods.find(key);
-    if (pod == state->pods.end()) continue;  // deleted through the API: stays deleted
-    remember(key);
+  for (const auto& [key, ips] : groups) {
+    auto pod = state->pods.end();
+    if (!key.empty()) {
+      pod = state->pods.find(key);
+      if (pod == state->pods.end()) continue;  // deleted through the API: stays deleted
+      remember(key);
+    }
+    const IpSet set(ips.begin(), ips.end());
     others.clear();
-    for (const IpAddr& ip : a.ips) {
+    for (const IpAddr& ip : ips) {
       for (const std::string& holder : holders[ip]) {
         if (holder != key) others.push_back(holder);
       }
@@ -275,12 +471,14 @@ uint64_t OverlayAttachments(const Attachments& attachments, State* state,
     others.erase(std::unique(others.begin(), others.end()), others.end());
     for (const std::string& other : others) {
       remember(other);
-      StripFrom(other, a.ips, state);  // holds none of a.ips now, or is gone
-      for (const IpAddr& ip : a.ips) Unhold(&holders, ip, other);
+      StripFrom(other, set, state);  // holds none of the addresses now, or is gone
+      for (const IpAddr& ip : ips) Unhold(&holders, ip, other);
     }
+    if (key.empty()) continue;
+    pod = state->pods.find(key);  // StripFrom may have erased others: find again
     for (const IpAddr& ip : pod->second.ips) Unhold(&holders, ip, key);
-    pod->second.ips = a.ips;
-    for (const IpAddr& ip : a.ips) {
+    pod->second.ips = ips;
+    for (const IpAddr& ip : ips) {
       std::vector<std::string>& keys = holders[ip];
       if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
     }
@@ -298,7 +496,9 @@ uint64_t OverlayAttachments(const Attachments& attachments, State* state,
 
 std::set<std::string> AttachedPods(const Attachments& attachments) {
   std::set<std::string> out;
-  for (const auto& [id, a] : attachments) out.insert(a.PodKey());
+  for (const auto& [k, a] : attachments) {
+    if (a.HasPod()) out.insert(a.PodKey());
+  }
   return out;
 }
 
@@ -306,7 +506,9 @@ compiler::CompileOptions WithAttachments(const compiler::CompileOptions& base,
                                          const Attachments* attachments) {
   compiler::CompileOptions out = base;
   if (attachments == nullptr) return out;
-  for (const auto& [id, a] : *attachments) out.attached_pods.insert(a.PodKey());
+  for (const auto& [k, a] : *attachments) {
+    if (a.HasPod()) out.attached_pods.insert(a.PodKey());
+  }
   return out;
 }
 
@@ -314,21 +516,6 @@ uint64_t NetnsInode(const std::string& path) {
   struct stat st;
   if (path.empty() || ::stat(path.c_str(), &st) != 0) return 0;
   return static_cast<uint64_t>(st.st_ino);
-}
-
-bool NetnsAlive(const Attachment& a) {
-  struct stat st;
-  if (a.netns.empty() || ::stat(a.netns.c_str(), &st) != 0) return false;
-  return a.netns_inode == 0 || static_cast<uint64_t>(st.st_ino) == a.netns_inode;
-}
-
-std::vector<std::string> StaleAttachments(const Attachments& attachments,
-                                          const std::function<bool(const Attachment&)>& alive) {
-  std::vector<std::string> out;
-  for (const auto& [id, a] : attachments) {
-    if (!alive(a)) out.push_back(id);
-  }
-  return out;
 }
 
 }  // namespace netpol::agent

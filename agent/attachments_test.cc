@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <random>
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -18,9 +19,19 @@ using ::testing::IsEmpty;
 
 IpAddr Ip(const char* text) { return *IpAddr::Parse(text); }
 
+AttachmentKey Key(const std::string& id, const std::string& ifname = "eth0",
+                  const std::string& network = "pods") {
+  return AttachmentKey{network, id, ifname};
+}
+AttachmentSelector Sel(const std::string& id, const std::string& ifname = "",
+                       const std::string& network = "pods") {
+  return AttachmentSelector{network, id, ifname};
+}
+
 Attachment Att(const std::string& id, const std::string& ns, const std::string& name,
                std::vector<IpAddr> ips) {
   Attachment a;
+  a.network = "pods";
   a.container_id = id;
   a.netns = "/var/run/netns/" + id;
   a.interface = "eth0";
@@ -82,7 +93,7 @@ TEST(AttachTest, RepeatingAnAddChangesNothing) {
   AttachmentChange second = Attach(first.state, first.attachments, again);
   EXPECT_FALSE(second.changed);
   EXPECT_TRUE(second.found);
-  EXPECT_EQ(second.attachments.at("c1").attach_time, absl::FromUnixSeconds(100));
+  EXPECT_EQ(second.attachments.at(Key("c1")).attach_time, absl::FromUnixSeconds(100));
   EXPECT_TRUE(second.state == first.state);
   // The "known" pod there is only the shell the first ADD made.
   EXPECT_FALSE(second.pod_known);
@@ -91,8 +102,8 @@ TEST(AttachTest, RepeatingAnAddChangesNothing) {
 TEST(AttachTest, ANewSandboxOfThePodReplacesTheOldOne) {
   AttachmentChange first = Attach(State{}, {}, Att("old", "shop", "web", {Ip("10.0.0.5")}));
   AttachmentChange c = Attach(first.state, first.attachments, Att("new", "shop", "web", {Ip("10.0.0.9")}));
-  EXPECT_THAT(c.replaced, ElementsAre("old"));
-  EXPECT_EQ(c.attachments.count("old"), 0u);
+  EXPECT_THAT(c.replaced, ElementsAre("pods/old/eth0"));
+  EXPECT_EQ(c.attachments.count(Key("old")), 0u);
   EXPECT_THAT(c.state.FindPod("shop/web")->ips, ElementsAre(Ip("10.0.0.9")));
 }
 
@@ -103,7 +114,7 @@ TEST(AttachTest, AReusedAddressNeverKeepsTheOldIdentity) {
   ASSERT_THAT(a.state.FindPod("shop/client")->ips, ElementsAre(Ip("10.0.0.5")));
   // The client's DEL was lost; its address goes to a new pod.
   AttachmentChange b = Attach(a.state, a.attachments, Att("c-new", "other", "new", {Ip("10.0.0.5")}));
-  EXPECT_THAT(b.replaced, ElementsAre("c-client"));
+  EXPECT_THAT(b.replaced, ElementsAre("pods/c-client/eth0"));
   EXPECT_THAT(AttachedPods(b.attachments), ElementsAre("other/new"));
   // The old pod's object stays (the API may still list it) but without the address.
   ASSERT_NE(b.state.FindPod("shop/client"), nullptr);
@@ -118,7 +129,7 @@ TEST(AttachTest, AddressesAreTakenFromStaleApiPodsAndShellsDisappear) {
   AttachmentChange b = Attach(a.state, a.attachments, Att("c2", "y", "new", {Ip("10.0.0.5"), Ip("10.0.0.7")}));
   EXPECT_THAT(b.state.FindPod("x/stale")->ips, ElementsAre(Ip("10.0.0.6")));
   EXPECT_EQ(b.state.FindPod("x/shell"), nullptr) << "a shell left without addresses goes";
-  EXPECT_THAT(b.replaced, ElementsAre("c1"));
+  EXPECT_THAT(b.replaced, ElementsAre("pods/c1/eth0"));
   EXPECT_EQ(b.objects_changed, 3u);  // stale changed, shell deleted, new created
 }
 
@@ -127,15 +138,15 @@ TEST(DetachTest, RemovesTheAddressesAndShells) {
   s.pods["shop/web"] = ApiPod("shop", "web", {{"app", "web"}});
   AttachmentChange a = Attach(s, {}, Att("c1", "shop", "web", {Ip("10.0.0.5")}));
   a = Attach(a.state, a.attachments, Att("c2", "shop", "unknown", {Ip("10.0.0.6")}));
-  AttachmentChange d = Detach(a.state, a.attachments, "c1");
+  AttachmentChange d = Detach(a.state, a.attachments, Sel("c1"));
   EXPECT_TRUE(d.found);
   EXPECT_TRUE(d.changed);
   EXPECT_THAT(d.state.FindPod("shop/web")->ips, IsEmpty());
   EXPECT_EQ(d.state.FindPod("shop/web")->labels, (Labels{{"app", "web"}}));
-  d = Detach(d.state, d.attachments, "c2");
+  d = Detach(d.state, d.attachments, Sel("c2"));
   EXPECT_EQ(d.state.FindPod("shop/unknown"), nullptr);
   EXPECT_THAT(d.attachments, IsEmpty());
-  AttachmentChange none = Detach(d.state, d.attachments, "c1");
+  AttachmentChange none = Detach(d.state, d.attachments, Sel("c1"));
   EXPECT_FALSE(none.found);
   EXPECT_FALSE(none.changed);
 }
@@ -157,19 +168,28 @@ TEST(OverlayTest, ApiWritesDoNotTakeAttachedAddresses) {
   EXPECT_EQ(s.FindPod("shop/web"), nullptr);
 }
 
-// The overlay as its contract states it, walking every pod for each attachment.
+// The overlay as its contract states it: for each attached pod in key order (the addresses of
+// attachments without a pod first), every other pod is walked.
 State ReferenceOverlay(const Attachments& attachments, State s) {
-  for (const auto& entry : attachments) {
-    const Attachment& a = entry.second;  // a named reference: the lambda below captures it
-    const std::string key = a.PodKey();
-    if (s.pods.count(key) == 0) continue;
+  std::map<std::string, std::vector<IpAddr>> groups;
+  for (const auto& [k, a] : attachments) {
+    std::vector<IpAddr>& g = groups[a.PodKey()];
+    for (const IpAddr& ip : a.ips) {
+      if (std::count(g.begin(), g.end(), ip) == 0) g.push_back(ip);
+    }
+  }
+  for (auto& entry : groups) {
+    const std::string& key = entry.first;
+    std::vector<IpAddr>& ips = entry.second;  // a named reference: the lambda captures it
+    std::sort(ips.begin(), ips.end());
+    if (!key.empty() && s.pods.count(key) == 0) continue;
     for (auto it = s.pods.begin(); it != s.pods.end();) {
       Pod& p = it->second;
       const size_t held = p.ips.size();
       if (it->first != key) {
         p.ips.erase(std::remove_if(p.ips.begin(), p.ips.end(),
                                    [&](const IpAddr& ip) {
-                                     return std::count(a.ips.begin(), a.ips.end(), ip) > 0;
+                                     return std::count(ips.begin(), ips.end(), ip) > 0;
                                    }),
                     p.ips.end());
       }
@@ -177,7 +197,7 @@ State ReferenceOverlay(const Attachments& attachments, State s) {
                          p.ports.empty() && !p.host_network;
       it = p.ips.size() != held && shell ? s.pods.erase(it) : std::next(it);
     }
-    s.pods[key].ips = a.ips;
+    if (!key.empty()) s.pods[key].ips = ips;
   }
   return s;
 }
@@ -243,7 +263,9 @@ TEST(OverlayTest, EqualsTheReferenceOnRandomStates) {
       ips.erase(std::unique(ips.begin(), ips.end()), ips.end());
       Attachment a =
           Att(absl::StrCat("c", pick(20)), i % 2 ? "shop" : "web", absl::StrCat("p", i), ips);
-      attachments[a.container_id] = a;
+      if (pick(3) == 0) a.interface = "net1";  // a second interface of the pod (Multus)
+      if (pick(6) == 0) a.pod_namespace = a.pod_name = "";  // not a pod (nerdctl, podman)
+      attachments[a.Key()] = a;
     }
 
     const State want = ReferenceOverlay(attachments, state);
@@ -267,26 +289,6 @@ TEST(OverlayTest, EqualsTheReferenceOnRandomStates) {
   EXPECT_GT(deletions_seen, 100);
 }
 
-TEST(StaleTest, ListsAttachmentsThatAreNotAlive) {
-  Attachments at;
-  at["a"] = Att("a", "x", "a", {Ip("10.0.0.1")});
-  at["b"] = Att("b", "x", "b", {Ip("10.0.0.2")});
-  EXPECT_THAT(StaleAttachments(at, [](const Attachment& a) { return a.container_id == "a"; }),
-              ElementsAre("b"));
-  // Real paths: a missing netns is dead, an existing one alive unless its inode changed.
-  Attachment self = Att("s", "x", "s", {Ip("10.0.0.3")});
-  self.netns = "/proc/self/ns/net";
-  EXPECT_TRUE(NetnsAlive(self));
-  self.netns_inode = NetnsInode("/proc/self/ns/net");
-  EXPECT_NE(self.netns_inode, 0u);
-  EXPECT_TRUE(NetnsAlive(self));
-  self.netns_inode += 1;
-  EXPECT_FALSE(NetnsAlive(self));
-  self.netns = "/nonexistent/netns";
-  self.netns_inode = 0;
-  EXPECT_FALSE(NetnsAlive(self));
-}
-
 TEST(FromApiTest, ValidatesWithFieldPaths) {
   struct Case {
     const char* name;
@@ -302,6 +304,38 @@ TEST(FromApiTest, ValidatesWithFieldPaths) {
        "attachment.podName: \"a/b\": must be a Kubernetes object name"},
       {"no ips", [](v1::Attachment* a) { a->clear_ips(); }, "attachment.ips: required"},
       {"bad ip", [](v1::Attachment* a) { a->add_ips("10.0.0.256"); }, "attachment.ips[3]: "},
+      {"0.0.0.0", [](v1::Attachment* a) { a->set_ips(1, "0.0.0.0"); },
+       "attachment.ips[1]: 0.0.0.0: in 0.0.0.0/8 (this host), not a pod's address"},
+      {"::", [](v1::Attachment* a) { a->set_ips(0, "::"); },
+       "attachment.ips[0]: ::: unspecified, not a pod's address"},
+      {"loopback", [](v1::Attachment* a) { a->set_ips(1, "127.0.0.1"); }, "loopback"},
+      {"::1", [](v1::Attachment* a) { a->set_ips(0, "::1"); }, "loopback"},
+      {"multicast v4", [](v1::Attachment* a) { a->set_ips(1, "224.0.0.1"); }, "multicast"},
+      {"multicast v6", [](v1::Attachment* a) { a->set_ips(0, "ff02::1"); }, "multicast"},
+      {"broadcast", [](v1::Attachment* a) { a->set_ips(1, "255.255.255.255"); }, "broadcast"},
+      {"mapped", [](v1::Attachment* a) { a->set_ips(0, "::ffff:10.0.0.9"); }, "IPv4-mapped"},
+      {"two v4", [](v1::Attachment* a) { a->add_ips("10.0.0.2"); },
+       "attachment.ips[3]: 10.0.0.2: an interface has at most one address per family "
+       "(10.0.0.1 is the other)"},
+      {"two v6", [](v1::Attachment* a) { a->add_ips("fd00::2"); }, "at most one address per family"},
+      {"netns /", [](v1::Attachment* a) { a->set_netns("/"); },
+       "attachment.netns: \"/\": \"/\" is not a network namespace"},
+      {"netns ..", [](v1::Attachment* a) { a->set_netns("/../proc/1/ns/net"); },
+       "must be a clean path (no empty, '.' or '..' components)"},
+      {"netns relative", [](v1::Attachment* a) { a->set_netns("proc/1/ns/net"); },
+       "must be an absolute path"},
+      {"netns //", [](v1::Attachment* a) { a->set_netns("/var/run//netns/x"); }, "clean path"},
+      {"netns trailing", [](v1::Attachment* a) { a->set_netns("/var/run/netns/"); },
+       "must not end with '/'"},
+      {"netns newline", [](v1::Attachment* a) { a->set_netns("/var/run/netns/x\ny"); },
+       "control characters"},
+      {"interface", [](v1::Attachment* a) { a->set_interface("eth0:1"); },
+       "attachment.interface: \"eth0:1\": not a valid interface name"},
+      {"interface long", [](v1::Attachment* a) { a->set_interface("abcdefghijklmnop"); },
+       "not a valid interface name"},
+      {"network", [](v1::Attachment* a) { a->set_network("-net"); }, "attachment.network: \"-net\""},
+      {"name without namespace", [](v1::Attachment* a) { a->clear_pod_namespace(); },
+       "attachment.podNamespace: required"},
   };
   v1::Attachment good;
   good.set_container_id("abc");
@@ -314,6 +348,30 @@ TEST(FromApiTest, ValidatesWithFieldPaths) {
   absl::StatusOr<Attachment> ok = AttachmentFromApi(good, "attachment");
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_THAT(ok->ips, ElementsAre(Ip("10.0.0.1"), Ip("fd00::1")));
+  EXPECT_EQ(ok->interface, "eth0") << "no interface: eth0";
+  // Paths runtimes use are accepted; a container that is not a pod has neither name.
+  for (const char* netns : {"/var/run/netns/cni-1234", "/run/netns/x", "/proc/4242/ns/net",
+                            "/var/run/docker/netns/1a2b", "/run/user/1000/netns/netns-9"}) {
+    v1::Attachment a = good;
+    a.set_netns(netns);
+    a.clear_pod_namespace();
+    a.clear_pod_name();
+    absl::StatusOr<Attachment> r = AttachmentFromApi(a, "attachment");
+    ASSERT_TRUE(r.ok()) << netns << ": " << r.status();
+    EXPECT_FALSE(r->HasPod());
+    EXPECT_EQ(r->PodKey(), "");
+  }
+  {
+    // 60,000 copies of the pod's two addresses: one linear pass, accepted as two.
+    v1::Attachment a = good;
+    for (int i = 0; i < 30000; ++i) {
+      a.add_ips("10.0.0.1");
+      a.add_ips("fd00::1");
+    }
+    absl::StatusOr<Attachment> r = AttachmentFromApi(a, "attachment");
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->ips.size(), 2u);
+  }
   absl::StatusOr<Attachment> back = AttachmentFromApi(ToApi(*ok), "attachment");
   ASSERT_TRUE(back.ok());
   EXPECT_TRUE(*back == *ok);
@@ -325,6 +383,96 @@ TEST(FromApiTest, ValidatesWithFieldPaths) {
     EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << c.name;
     EXPECT_THAT(std::string(r.status().message()), HasSubstr(c.error)) << c.name;
   }
+}
+
+// Multus: one container on two networks (or two interfaces of one network).
+TEST(MultiInterfaceTest, EachInterfaceIsItsOwnAttachment) {
+  State s;
+  s.pods["shop/web"] = ApiPod("shop", "web", {{"app", "web"}});
+  AttachmentChange a = Attach(s, {}, Att("c1", "shop", "web", {Ip("10.0.0.5")}));
+  Attachment net1 = Att("c1", "shop", "web", {Ip("192.168.7.5")});
+  net1.network = "storage";
+  net1.interface = "net1";
+  AttachmentChange b = Attach(a.state, a.attachments, net1);
+  EXPECT_TRUE(b.changed);
+  EXPECT_FALSE(b.found);
+  EXPECT_THAT(b.replaced, IsEmpty());
+  ASSERT_EQ(b.attachments.size(), 2u) << "ADD of net1 keeps eth0's record";
+  EXPECT_THAT(b.state.FindPod("shop/web")->ips, ElementsAre(Ip("10.0.0.5"), Ip("192.168.7.5")));
+  // Re-ADD of net1 changes nothing.
+  AttachmentChange again = Attach(b.state, b.attachments, net1);
+  EXPECT_FALSE(again.changed);
+  EXPECT_TRUE(again.found);
+  // DEL of net1 removes net1 only.
+  AttachmentChange d = Detach(b.state, b.attachments, Sel("c1", "net1", "storage"));
+  EXPECT_TRUE(d.found);
+  EXPECT_THAT(d.removed, ElementsAre(Key("c1", "net1", "storage")));
+  ASSERT_EQ(d.attachments.count(Key("c1")), 1u);
+  EXPECT_THAT(d.state.FindPod("shop/web")->ips, ElementsAre(Ip("10.0.0.5")));
+  // Same interface name in another network: not that attachment.
+  AttachmentChange other = Detach(b.state, b.attachments, Sel("c1", "net1", "pods"));
+  EXPECT_FALSE(other.found);
+  // A DEL naming no interface (an older plugin) removes all of the container's.
+  AttachmentChange all = Detach(b.state, b.attachments, AttachmentSelector{"", "c1", ""});
+  EXPECT_EQ(all.removed.size(), 2u);
+  EXPECT_THAT(all.state.FindPod("shop/web")->ips, IsEmpty());
+  // A new sandbox of the pod replaces every interface of the old one.
+  AttachmentChange fresh = Attach(b.state, b.attachments, Att("c2", "shop", "web", {Ip("10.0.0.9")}));
+  EXPECT_THAT(fresh.replaced, ElementsAre("pods/c1/eth0", "storage/c1/net1"));
+  EXPECT_THAT(fresh.state.FindPod("shop/web")->ips, ElementsAre(Ip("10.0.0.9")));
+}
+
+TEST(MultiInterfaceTest, RecordsWithoutANetworkMatchAnyNetwork) {
+  Attachment old = Att("c1", "shop", "web", {Ip("10.0.0.5")});
+  old.network = "";
+  AttachmentChange a = Attach(State{}, {}, old);
+  // Today's ADD of the same container and interface is the same attachment, now with a network.
+  AttachmentChange b = Attach(a.state, a.attachments, Att("c1", "shop", "web", {Ip("10.0.0.5")}));
+  EXPECT_TRUE(b.found);
+  EXPECT_THAT(b.replaced, IsEmpty());
+  EXPECT_EQ(b.attachments.size(), 1u);
+  EXPECT_EQ(b.attachments.count(Key("c1")), 1u);
+  // DEL naming a network matches an old record.
+  AttachmentChange d = Detach(a.state, a.attachments, Sel("c1", "eth0", "cbr0"));
+  EXPECT_TRUE(d.found);
+  EXPECT_THAT(d.attachments, IsEmpty());
+}
+
+TEST(GarbageCollectTest, DropsTheNetworksAttachmentsNotInTheValidList) {
+  AttachmentChange a = Attach(State{}, {}, Att("c1", "shop", "a", {Ip("10.0.0.1")}));
+  a = Attach(a.state, a.attachments, Att("c2", "shop", "b", {Ip("10.0.0.2")}));
+  Attachment other = Att("c3", "shop", "c", {Ip("10.0.0.3")});
+  other.network = "storage";
+  a = Attach(a.state, a.attachments, other);
+  AttachmentChange g = GarbageCollect(a.state, a.attachments, "pods", {{"c1", "eth0"}});
+  EXPECT_TRUE(g.changed);
+  EXPECT_THAT(g.removed, ElementsAre(Key("c2")));
+  EXPECT_EQ(g.attachments.size(), 2u) << "c1 is valid, c3 is another network's";
+  EXPECT_EQ(g.state.FindPod("shop/b"), nullptr);
+  AttachmentChange none = GarbageCollect(g.state, g.attachments, "pods", {{"c1", "eth0"}});
+  EXPECT_FALSE(none.changed);
+}
+
+// nerdctl, podman, cnitool: no K8S_POD_*. The container is not a pod: its address leaves any
+// pod holding it, and no pod is created.
+TEST(NotAPodTest, TakesItsAddressFromPodsAndCreatesNone) {
+  State s;
+  s.pods["shop/stale"] = ApiPod("shop", "stale", {{"app", "db"}}, {Ip("10.0.0.5")});
+  Attachment c = Att("ctr", "", "", {Ip("10.0.0.5")});
+  AttachmentChange a = Attach(s, {}, c);
+  EXPECT_TRUE(a.changed);
+  EXPECT_FALSE(a.pod_known);
+  EXPECT_THAT(a.state.FindPod("shop/stale")->ips, IsEmpty());
+  EXPECT_EQ(a.state.pods.size(), 1u);
+  EXPECT_THAT(AttachedPods(a.attachments), IsEmpty());
+  // An API write giving the address back to the stale pod does not stick.
+  State later = a.state;
+  later.pods["shop/stale"].ips = {Ip("10.0.0.5")};
+  EXPECT_EQ(OverlayAttachments(a.attachments, &later), 1u);
+  EXPECT_THAT(later.FindPod("shop/stale")->ips, IsEmpty());
+  AttachmentChange d = Detach(a.state, a.attachments, Sel("ctr"));
+  EXPECT_TRUE(d.found);
+  EXPECT_THAT(d.attachments, IsEmpty());
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <map>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -115,34 +116,46 @@ absl::StatusOr<std::unique_ptr<Endpoints>> Endpoints::Open(const std::string& di
     }
     return bytes.status();
   }
-  absl::StatusOr<Attachments> decoded = Decode(*bytes);
+  std::vector<std::string> dropped;
+  absl::StatusOr<Attachments> decoded = Decode(*bytes, &dropped);
   if (!decoded.ok()) {
     return absl::Status(decoded.status().code(),
                         absl::StrCat(path, ": ", decoded.status().message(),
                                      "; refusing to start from it (move it away: the runtime's "
                                      "next ADD of each pod attaches it again)"));
   }
+  for (const std::string& why : dropped) {
+    LogError(absl::StrCat(path, ": ignoring a record the agent no longer accepts: ", why));
+  }
   return std::unique_ptr<Endpoints>(new Endpoints(dir, *std::move(decoded)));
 }
 
 std::string Endpoints::Encode(const Attachments& attachments) {
   v1::ListAttachmentsResponse file;
-  for (const auto& [id, a] : attachments) *file.add_attachments()->mutable_attachment() = ToApi(a);
+  for (const auto& [key, a] : attachments) *file.add_attachments()->mutable_attachment() = ToApi(a);
   std::string payload;
   file.SerializeToString(&payload);
   return EncodeDurable(kFormat, payload);
 }
 
-absl::StatusOr<Attachments> Endpoints::Decode(const std::string& bytes) {
+absl::StatusOr<Attachments> Endpoints::Decode(const std::string& bytes,
+                                              std::vector<std::string>* dropped) {
   ASSIGN_OR_RETURN(std::string payload, DecodeDurable(kFormat, bytes));
   v1::ListAttachmentsResponse file;
   if (!file.ParseFromString(payload)) return absl::DataLossError("attachments file does not parse");
   Attachments out;
   for (int i = 0; i < file.attachments_size(); ++i) {
+    // Records of older versions (keyed by container id alone: no network, maybe no interface)
+    // read as network "" (matches any) and interface eth0. A record that today's rules refuse
+    // is left out, never a reason not to start.
     absl::StatusOr<Attachment> a =
         AttachmentFromApi(file.attachments(i).attachment(), absl::StrCat("attachments[", i, "]"));
-    if (!a.ok()) return absl::DataLossError(a.status().message());
-    out[a->container_id] = *std::move(a);
+    if (!a.ok()) {
+      if (dropped != nullptr) dropped->push_back(std::string(a.status().message()));
+      continue;
+    }
+    AttachmentKey key = a->Key();
+    out[std::move(key)] = *std::move(a);
   }
   return out;
 }
@@ -160,43 +173,20 @@ absl::Status Endpoints::Save(const Attachments& attachments) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::string>> ReconcileAtStart(
-    Datastore* store, Endpoints* endpoints,
-    const std::function<bool(const Attachment&)>& alive) {
+absl::Status ReconcileAtStart(Datastore* store, Endpoints* endpoints) {
   absl::MutexLock w(endpoints->write_mu());
-  std::shared_ptr<const Attachments> before = endpoints->Current();
-  std::vector<std::string> stale = StaleAttachments(*before, alive);
-  bool saved = false;
+  std::shared_ptr<const Attachments> current = endpoints->Current();
   absl::StatusOr<Snapshot> snap = store->Update(
       [&](const State& base) -> absl::StatusOr<std::optional<Datastore::Change>> {
         State state = base;
-        Attachments attachments = *before;
-        uint64_t changed = 0;
-        for (const std::string& id : stale) {
-          AttachmentChange c = Detach(state, attachments, id);
-          state = std::move(c.state);
-          attachments = std::move(c.attachments);
-        }
-        changed += OverlayAttachments(attachments, &state);
-        if (!stale.empty()) {
-          RETURN_IF_ERROR(endpoints->Save(attachments));
-          saved = true;
-        }
-        if (state == base) return std::nullopt;
-        for (const auto& [k, p] : state.pods) {
-          auto it = base.pods.find(k);
-          changed += it == base.pods.end() || !(it->second == p) ? 1 : 0;
-        }
-        return Datastore::Change{std::move(state), changed};
+        std::set<std::string> touched;
+        uint64_t changed = OverlayAttachments(*current, &state, &touched);
+        if (changed == 0) return std::nullopt;
+        ChangedKeys keys;
+        keys.pods = std::move(touched);
+        return Datastore::Change{std::move(state), changed, std::move(keys)};
       });
-  if (!snap.ok()) {
-    if (saved) {
-      absl::Status undo = endpoints->Save(*before);
-      if (!undo.ok()) LogError(absl::StrCat("restoring attachments: ", undo.ToString()));
-    }
-    return snap.status();
-  }
-  return stale;
+  return snap.status();
 }
 
 EndpointApi::EndpointApi(Datastore* store, Reconciler* reconciler, Endpoints* endpoints)
@@ -228,7 +218,8 @@ absl::StatusOr<Snapshot> EndpointApi::StoreChange(
         // created or changed are checked (compiler::ValidateObject: Compile's own checks and
         // messages); the rest of the State passed them when it was stored. The same keys tell
         // the store what changed.
-        ChangedKeys touched = DiffStates(base, result->state);
+        ChangedKeys touched;
+        touched.pods = result->touched;
         RETURN_IF_ERROR(compiler::ValidateChanged(result->state, touched));
         // The attachments are published before the State: a sync of the new generation must
         // see them (they decide which pods are local).
@@ -260,33 +251,97 @@ absl::StatusOr<v1::AttachResponse> EndpointApi::Attach(const v1::AttachRequest& 
                          timeout, &result));
   v1::AttachResponse out;
   out.set_generation(snap.generation);
-  for (const std::string& id : result.replaced) out.add_replaced_container_ids(id);
+  std::set<std::string> replaced;
+  for (const AttachmentKey& k : result.removed) {
+    if (k.container_id != a.container_id) replaced.insert(k.container_id);
+  }
+  for (const std::string& id : replaced) out.add_replaced_container_ids(id);
   out.set_pod_known(result.pod_known);
   if (result.changed) {
-    LogInfo(absl::StrCat("attached ", a.container_id, " pod ", a.PodKey(), " ", IpList(a.ips),
-                         result.pod_known ? "" : " (pod unknown: enforced with no labels)",
-                         result.replaced.empty()
-                             ? ""
-                             : absl::StrCat(" replacing ", absl::StrJoin(result.replaced, ", ")),
-                         " generation ", snap.generation));
+    LogInfo(absl::StrCat(
+        "attached ", a.Key().ToString(), " ",
+        a.HasPod() ? absl::StrCat("pod ", a.PodKey()) : std::string("(not a pod)"), " ",
+        IpList(a.ips),
+        !a.HasPod() || result.pod_known ? "" : " (pod unknown: enforced with no labels)",
+        result.replaced.empty() ? ""
+                                : absl::StrCat(" replacing ", absl::StrJoin(result.replaced, ", ")),
+        " generation ", snap.generation));
   }
   return out;
 }
 
+namespace {
+
+// A DetachRequest's or ListAttachmentsRequest's selector fields, validated.
+absl::Status CheckSelector(const std::string& network, const std::string& interface) {
+  if (!network.empty() && !ValidNetworkName(network)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("network: \"", absl::CHexEscape(network), "\": not a CNI network name"));
+  }
+  if (!interface.empty() && !ValidInterfaceName(interface)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("interface: \"", absl::CHexEscape(interface), "\": not an interface name"));
+  }
+  return absl::OkStatus();
+}
+
+std::string KeyList(const std::vector<AttachmentKey>& keys) {
+  std::vector<std::string> parts;
+  for (const AttachmentKey& k : keys) parts.push_back(k.ToString());
+  return absl::StrJoin(parts, ", ");
+}
+
+}  // namespace
+
 absl::StatusOr<v1::DetachResponse> EndpointApi::Detach(const v1::DetachRequest& request,
                                                        absl::Duration timeout) {
   if (request.container_id().empty()) return absl::InvalidArgumentError("containerId: required");
+  RETURN_IF_ERROR(CheckSelector(request.network(), request.interface()));
+  const AttachmentSelector selector{request.network(), request.container_id(),
+                                    request.interface()};
   AttachmentChange result;
   ASSIGN_OR_RETURN(Snapshot snap, Write(
                                       [&](const State& s, const Attachments& at) {
-                                        return agent::Detach(s, at, request.container_id());
+                                        return agent::Detach(s, at, selector);
                                       },
                                       timeout, &result));
   v1::DetachResponse out;
   out.set_found(result.found);
   out.set_generation(snap.generation);
   if (result.found) {
-    LogInfo(absl::StrCat("detached ", request.container_id(), " generation ", snap.generation));
+    LogInfo(absl::StrCat("detached ", KeyList(result.removed), " generation ", snap.generation));
+  }
+  return out;
+}
+
+absl::StatusOr<v1::GarbageCollectResponse> EndpointApi::GarbageCollect(
+    const v1::GarbageCollectRequest& request, absl::Duration timeout) {
+  if (request.network().empty()) return absl::InvalidArgumentError("network: required");
+  RETURN_IF_ERROR(CheckSelector(request.network(), ""));
+  std::set<std::pair<std::string, std::string>> valid;
+  for (int i = 0; i < request.valid_size(); ++i) {
+    const v1::AttachmentRef& r = request.valid(i);
+    if (r.container_id().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("valid[", i, "].containerId: required"));
+    }
+    valid.emplace(r.container_id(), r.interface().empty() ? "eth0" : r.interface());
+  }
+  AttachmentChange result;
+  ASSIGN_OR_RETURN(Snapshot snap, Write(
+                                      [&](const State& s, const Attachments& at) {
+                                        return agent::GarbageCollect(s, at, request.network(),
+                                                                     valid);
+                                      },
+                                      timeout, &result));
+  v1::GarbageCollectResponse out;
+  out.set_generation(snap.generation);
+  std::vector<std::string> removed;
+  for (const AttachmentKey& k : result.removed) removed.push_back(k.ToString());
+  std::sort(removed.begin(), removed.end());
+  for (std::string& k : removed) out.add_removed(std::move(k));
+  if (!removed.empty()) {
+    LogInfo(absl::StrCat("garbage-collected network ", request.network(), ": ",
+                         KeyList(result.removed), " generation ", snap.generation));
   }
   return out;
 }
@@ -295,16 +350,28 @@ absl::StatusOr<v1::ListAttachmentsResponse> EndpointApi::List(
     const v1::ListAttachmentsRequest& request) {
   Snapshot snap = store_->Current();
   std::shared_ptr<const Attachments> attachments = endpoints_->Current();
+  RETURN_IF_ERROR(CheckSelector(request.network(), request.interface()));
   std::vector<const Attachment*> selected;
-  if (!request.container_id().empty()) {
-    auto it = attachments->find(request.container_id());
-    if (it == attachments->end()) {
-      return absl::NotFoundError(
-          absl::StrCat("attachment ", request.container_id(), ": not found on this node"));
+  for (const auto& [key, a] : *attachments) {
+    if (!request.container_id().empty() &&
+        !AttachmentSelector{request.network(), request.container_id(), request.interface()}
+             .Matches(key)) {
+      continue;
     }
-    selected.push_back(&it->second);
-  } else {
-    for (const auto& [id, a] : *attachments) selected.push_back(&a);
+    if (request.container_id().empty() &&
+        ((!request.network().empty() && !key.network.empty() && key.network != request.network()) ||
+         (!request.interface().empty() && key.interface != request.interface()))) {
+      continue;
+    }
+    selected.push_back(&a);
+  }
+  if (!request.container_id().empty() && selected.empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "attachment ",
+        AttachmentKey{request.network(), request.container_id(),
+                      request.interface().empty() ? "*" : request.interface()}
+            .ToString(),
+        ": not found on this node"));
   }
   v1::ListAttachmentsResponse out;
   out.set_generation(snap.generation);
@@ -322,10 +389,20 @@ absl::StatusOr<v1::ListAttachmentsResponse> EndpointApi::List(
     st->set_pod(a->PodKey());
     if (!request.verify()) continue;
     std::string problem;
-    const Pod* pod = snap.state->FindPod(a->PodKey());
-    if (pod == nullptr) {
+    const Pod* pod = a->HasPod() ? snap.state->FindPod(a->PodKey()) : nullptr;
+    if (!a->HasPod()) {
+      // Not a pod: nothing dispatches it; enforced means no pod holds its addresses.
+      for (const IpAddr& ip : a->ips) {
+        if (const Pod* holder = snap.state->FindPodByIp(ip)) {
+          problem = absl::StrCat("pod ", holder->Key(), " holds its address ", ip.ToString());
+          break;
+        }
+      }
+    } else if (pod == nullptr) {
       problem = absl::StrCat("pod ", a->PodKey(), " is not in the store (deleted through the API?)");
-    } else if (pod->ips != a->ips) {
+    } else if (!std::all_of(a->ips.begin(), a->ips.end(), [&](const IpAddr& ip) {
+                 return std::find(pod->ips.begin(), pod->ips.end(), ip) != pod->ips.end();
+               })) {
       problem = absl::StrCat("pod ", a->PodKey(), " has addresses ", IpList(pod->ips),
                              ", the attachment ", IpList(a->ips));
     } else if (pod->host_network) {

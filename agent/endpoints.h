@@ -44,7 +44,10 @@ class Endpoints {
   static std::unique_ptr<Endpoints> InMemory();
 
   static std::string Encode(const Attachments& attachments);
-  static absl::StatusOr<Attachments> Decode(const std::string& bytes);
+  // Records today's rules refuse are left out (their errors added to `dropped` when set): an
+  // old file never stops the agent; a damaged one does (DataLoss).
+  static absl::StatusOr<Attachments> Decode(const std::string& bytes,
+                                            std::vector<std::string>* dropped = nullptr);
 
   // The current attachments (never null).
   std::shared_ptr<const Attachments> Current() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -65,12 +68,10 @@ class Endpoints {
   std::shared_ptr<const Attachments> current_ ABSL_GUARDED_BY(mu_);
 };
 
-// Drops attachments whose network namespace is gone (`alive` false; NetnsAlive in the agent)
-// and re-asserts the others on the Datastore's State (OverlayAttachments), before the first
-// sync. Returns the container ids dropped.
-absl::StatusOr<std::vector<std::string>> ReconcileAtStart(
-    Datastore* store, Endpoints* endpoints,
-    const std::function<bool(const Attachment&)>& alive = NetnsAlive);
+// Re-asserts every attachment on the Datastore's State (OverlayAttachments) before the first
+// sync. No attachment is dropped: whether a pod still runs is never judged by its netns path,
+// which the agent may not see (attachments.h).
+absl::Status ReconcileAtStart(Datastore* store, Endpoints* endpoints);
 
 // The EndpointService RPCs without gRPC. Errors as in service.h: InvalidArgument naming the
 // field, NotFound, DeadlineExceeded when stored but not in the kernel after the timeout.
@@ -83,6 +84,8 @@ class EndpointApi {
                                             absl::Duration timeout);
   absl::StatusOr<v1::DetachResponse> Detach(const v1::DetachRequest& request,
                                             absl::Duration timeout);
+  absl::StatusOr<v1::GarbageCollectResponse> GarbageCollect(
+      const v1::GarbageCollectRequest& request, absl::Duration timeout);
   absl::StatusOr<v1::ListAttachmentsResponse> List(const v1::ListAttachmentsRequest& request);
 
  private:

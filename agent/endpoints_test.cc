@@ -2,12 +2,15 @@
 // a running Reconciler and nft::FakeBackend, next to the AgentService that serves API writes.
 #include "agent/endpoints.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "agent/durable_file.h"
 #include "agent/service.h"
 #include "agent/testing/fixtures.h"
 #include "engine/nft/fake.h"
@@ -109,6 +112,7 @@ class EndpointsTest : public ::testing::Test {
     a->set_container_id(id);
     a->set_netns("/var/run/netns/" + id);
     a->set_interface("eth0");
+    a->set_network("pods");
     a->set_pod_namespace(ns);
     a->set_pod_name(name);
     for (const std::string& ip : ips) a->add_ips(ip);
@@ -361,10 +365,13 @@ TEST_F(EndpointsTest, AttachAndDetachAreEnforcedThroughTheChangeLog) {
   r.Stop();
 }
 
-TEST_F(EndpointsTest, AttachmentsSurviveARestartAndStaleOnesAreDropped) {
+TEST_F(EndpointsTest, AttachmentsSurviveARestartWhateverTheAgentSeesOfTheirNetns) {
   Apply(kShop);
+  // Neither netns path exists where this test runs, as a DaemonSet agent does not see the
+  // pods' netns files: the restart must keep both attachments all the same.
   MustAttach(Req("c-web", "shop", "web", {"10.244.1.5"}));
   MustAttach(Req("c-x", "shop", "stranger", {"10.244.1.7"}));
+  ASSERT_NE(access("/var/run/netns/c-x", F_OK), 0);
   Stop();
   // On disk.
   std::ifstream in(dir_ + "/" + Endpoints::kFileName);
@@ -374,16 +381,62 @@ TEST_F(EndpointsTest, AttachmentsSurviveARestartAndStaleOnesAreDropped) {
   EXPECT_EQ(decoded->size(), 2u);
   Start();
   EXPECT_EQ(endpoints_->Current()->size(), 2u);
-  // The stranger's netns is gone.
   reconciler_->Stop();
-  auto dropped = ReconcileAtStart(store_.get(), endpoints_.get(),
-                                  [](const Attachment& a) { return a.container_id != "c-x"; });
-  ASSERT_TRUE(dropped.ok()) << dropped.status();
-  EXPECT_THAT(*dropped, ElementsAre("c-x"));
-  EXPECT_EQ(store_->Current().state->FindPod("shop/stranger"), nullptr);
+  ASSERT_TRUE(ReconcileAtStart(store_.get(), endpoints_.get()).ok());
+  EXPECT_EQ(endpoints_->Current()->size(), 2u);
+  ASSERT_NE(store_->Current().state->FindPod("shop/stranger"), nullptr);
   ASSERT_TRUE(reconciler_->SyncNow().ok());
-  EXPECT_THAT(Kernel(), Not(HasSubstr("10.244.1.7")));
+  EXPECT_THAT(Kernel(), HasSubstr("10.244.1.7"));
   EXPECT_THAT(Kernel(), HasSubstr("10.244.1.5"));
+}
+
+// A file written when attachments were keyed by container id alone: no network, one without
+// an interface, and one that today's rules refuse (netns "/").
+TEST_F(EndpointsTest, OldAttachmentsFilesMigrate) {
+  Apply(kShop);
+  Stop();
+  v1::ListAttachmentsResponse file;
+  auto add = [&](const std::string& id, const std::string& ifname, const std::string& netns,
+                 const std::string& name, const std::string& ip) {
+    v1::Attachment* a = file.add_attachments()->mutable_attachment();
+    a->set_container_id(id);
+    a->set_interface(ifname);
+    a->set_netns(netns);
+    a->set_pod_namespace("shop");
+    a->set_pod_name(name);
+    a->add_ips(ip);
+  };
+  add("c-web", "eth0", "/var/run/netns/w", "web", "10.244.1.5");
+  add("c-client", "", "/var/run/netns/c", "client", "10.244.1.6");
+  add("c-bad", "eth0", "/", "bad", "10.244.1.8");
+  std::string payload;
+  file.SerializeToString(&payload);
+  std::ofstream(dir_ + "/" + Endpoints::kFileName)
+      << EncodeDurable(DurableFormat{"netpol-attachments", 1, "attachments"}, payload);
+  Start();
+  std::shared_ptr<const Attachments> loaded = endpoints_->Current();
+  ASSERT_EQ(loaded->size(), 2u);
+  EXPECT_EQ(loaded->count(AttachmentKey{"", "c-web", "eth0"}), 1u);
+  EXPECT_EQ(loaded->count(AttachmentKey{"", "c-client", "eth0"}), 1u);
+  ASSERT_TRUE(ReconcileAtStart(store_.get(), endpoints_.get()).ok());
+  reconciler_->Notify();
+  ASSERT_TRUE(reconciler_->WaitFor(store_->Current().generation, kTimeout).ok());
+  EXPECT_THAT(Kernel(), HasSubstr("10.244.1.5"));
+  // Today's plugin names the network: the old record is the same attachment.
+  v1::AttachRequest again = Req("c-web", "shop", "web", {"10.244.1.5"});
+  auto r = MustAttach(again);
+  EXPECT_EQ(r.replaced_container_ids_size(), 0);
+  EXPECT_EQ(endpoints_->Current()->count(AttachmentKey{"", "c-web", "eth0"}), 0u);
+  EXPECT_EQ(endpoints_->Current()->count(AttachmentKey{"pods", "c-web", "eth0"}), 1u);
+  v1::DetachRequest d;
+  d.set_network("pods");
+  d.set_container_id("c-client");
+  d.set_interface("eth0");
+  auto g = api_->Detach(d, kTimeout);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_TRUE(g->found());
+  EXPECT_THAT(Kernel(), Not(HasSubstr("10.244.1.6")));
+  EXPECT_EQ(endpoints_->Current()->size(), 1u);
 }
 
 TEST_F(EndpointsTest, DamagedAttachmentsFileIsRefused) {
@@ -398,7 +451,7 @@ TEST_F(EndpointsTest, DamagedAttachmentsFileIsRefused) {
     x.pod_namespace = "a";
     x.pod_name = "b";
     x.ips = {*IpAddr::Parse("10.0.0.1")};
-    a["c"] = x;
+    a[x.Key()] = x;
     return a;
   }());
   torn.pop_back();

@@ -219,20 +219,15 @@ int main(int argc, char** argv) {
   }
   Datastore* store_ptr = store_owner.get();
 
-  // 1b. The node's CNI attachments. Those whose network namespace is gone (their DEL came while
-  //     the agent was down) are dropped before the first sync; the others are re-asserted.
+  // 1b. The node's CNI attachments, re-asserted before the first sync. None is dropped here:
+  //     whether a pod still runs is never judged by a netns path this process may not see;
+  //     attachments go with DEL, GC or a replacement (agent/attachments.h).
   absl::StatusOr<std::unique_ptr<Endpoints>> endpoints = Endpoints::Open(state_dir);
   if (!endpoints.ok()) return Fail("cannot load the CNI attachments", endpoints.status());
   auto reconcile_attachments = [&]() -> absl::Status {
-    absl::StatusOr<std::vector<std::string>> dropped =
-        ReconcileAtStart(store_ptr, endpoints->get());
-    if (!dropped.ok()) return dropped.status();
+    if (absl::Status st = ReconcileAtStart(store_ptr, endpoints->get()); !st.ok()) return st;
     LogInfo(absl::StrCat("loaded ", (*endpoints)->path(), ": ",
-                         (*endpoints)->Current()->size(), " attachments",
-                         dropped->empty() ? ""
-                                          : absl::StrCat(" (dropped ", dropped->size(),
-                                                         " whose netns is gone: ",
-                                                         absl::StrJoin(*dropped, ", "), ")")));
+                         (*endpoints)->Current()->size(), " attachments"));
     return absl::OkStatus();
   };
   // With etcd or Kubernetes this waits for the first list (step 4).

@@ -188,6 +188,14 @@ class EndpointServiceImpl final : public v1::EndpointService::Service {
     if (!slot.ok()) return ToGrpc(slot.status());
     return Reply(api_->Detach(*req, WriteTimeout(ctx, write_timeout_)), resp);
   }
+  grpc::Status GarbageCollect(grpc::ServerContext* ctx, const v1::GarbageCollectRequest* req,
+                              v1::GarbageCollectResponse* resp) override {
+    if (!MayWrite(ctx)) return WriteDenied(ctx);
+    if (!s_->Ready()) return NotReady();
+    absl::StatusOr<AdmissionGate::Slot> slot = s_->attach_gate().Enter();
+    if (!slot.ok()) return ToGrpc(slot.status());
+    return Reply(api_->GarbageCollect(*req, WriteTimeout(ctx, write_timeout_)), resp);
+  }
   grpc::Status List(grpc::ServerContext* ctx, const v1::ListAttachmentsRequest* req,
                     v1::ListAttachmentsResponse* resp) override {
     if (!s_->Ready()) return NotReady();

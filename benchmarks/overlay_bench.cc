@@ -53,7 +53,7 @@ Setup MakeSetup(State state) {
     a.pod_name = pod.name;
     a.ips = pod.ips;
     std::sort(a.ips.begin(), a.ips.end());
-    s.attachments.emplace(a.container_id, std::move(a));
+    s.attachments.emplace(a.Key(), std::move(a));
   }
   // Make the State agree with the attachments, so that "steady" changes nothing.
   agent::OverlayAttachments(s.attachments, &s.state);

@@ -40,6 +40,17 @@ class GrpcAgentClient final : public AgentClient {
     return out;
   }
 
+  absl::StatusOr<v1::GarbageCollectResponse> GarbageCollect(
+      const v1::GarbageCollectRequest& request, absl::Time deadline,
+      bool wait_for_ready) override {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, deadline, wait_for_ready);
+    v1::GarbageCollectResponse out;
+    absl::Status s = FromGrpc(stub_->GarbageCollect(&ctx, request, &out));
+    if (!s.ok()) return s;
+    return out;
+  }
+
   absl::StatusOr<v1::ListAttachmentsResponse> List(const v1::ListAttachmentsRequest& request,
                                                    absl::Time deadline,
                                                    bool wait_for_ready) override {

@@ -1,8 +1,14 @@
 // netpol-cni. See plugin.h and cni/README.md.
 #include "cni/plugin.h"
 
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/nsfs.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -10,6 +16,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <set>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -29,6 +36,8 @@ constexpr size_t kMaxIfName = 15;
 constexpr double kMaxTimeoutSeconds = 3600;
 // CHECK exists since this spec version.
 constexpr char kCheckSince[] = "0.4.0";
+// STATUS and GC exist since this spec version.
+constexpr char kStatusSince[] = "1.1.0";
 
 int VersionIndex(const std::string& v) {
   const std::vector<std::string>& all = SupportedVersions();
@@ -54,6 +63,10 @@ bool ValidContainerId(absl::string_view id) {
   return std::all_of(id.begin(), id.end(), [](char c) {
     return absl::ascii_isalnum(c) || c == '_' || c == '.' || c == '-';
   });
+}
+
+bool NeedsVersion(const std::string& have, const char* since) {
+  return VersionIndex(have) < VersionIndex(since);
 }
 
 bool ValidIfName(absl::string_view name) {
@@ -162,11 +175,13 @@ Outcome Add(const Context& c, const RunOptions& options) {
     auto it = c.args.find(k);
     return it == c.args.end() ? std::string() : it->second;
   };
-  if (arg("K8S_POD_NAMESPACE").empty() || arg("K8S_POD_NAME").empty()) {
+  // Runtimes outside Kubernetes (nerdctl, podman, cnitool) set neither: the container is
+  // attached without a pod (cni/README.md). One without the other is a broken CNI_ARGS.
+  if (arg("K8S_POD_NAMESPACE").empty() != arg("K8S_POD_NAME").empty()) {
     return Fail(conf.cni_version,
                 Err(kInvalidEnvironment,
-                    "CNI_ARGS: K8S_POD_NAMESPACE and K8S_POD_NAME are required: netpol-cni "
-                    "enforces Kubernetes pods and must know which pod this is"));
+                    "CNI_ARGS: K8S_POD_NAMESPACE and K8S_POD_NAME go together: both name the "
+                    "pod, or neither (a container that is not a Kubernetes pod)"));
   }
   if (!conf.prev_result) {
     return Fail(conf.cni_version,
@@ -181,8 +196,13 @@ Outcome Add(const Context& c, const RunOptions& options) {
     return Fail(conf.cni_version,
                 Err(kInvalidConfig, "prevResult.ips: no address on an interface of the pod"));
   }
+  if (std::string problem = options.netns_problem(c.netns); !problem.empty()) {
+    return Fail(conf.cni_version,
+                Err(kInvalidEnvironment, absl::StrCat("CNI_NETNS: \"", c.netns, "\": ", problem)));
+  }
   v1::AttachRequest req;
   v1::Attachment* a = req.mutable_attachment();
+  a->set_network(conf.name);
   a->set_container_id(c.container_id);
   a->set_netns(c.netns);
   a->set_interface(c.ifname);
@@ -197,8 +217,10 @@ Outcome Add(const Context& c, const RunOptions& options) {
   if (!r.ok()) {
     return Fail(conf.cni_version,
                 AgentError(r.status(), conf,
-                           absl::StrCat("the attachment of pod ", a->pod_namespace(), "/",
-                                        a->pod_name())));
+                           a->pod_name().empty()
+                               ? absl::StrCat("the attachment of container ", c.container_id)
+                               : absl::StrCat("the attachment of pod ", a->pod_namespace(), "/",
+                                              a->pod_name())));
   }
   Outcome o;
   o.out = std::string(conf.prev_result->raw());
@@ -209,32 +231,79 @@ Outcome Del(const Context& c, const RunOptions& options) {
   const NetConf& conf = *c.conf;
   Outcome o;
   const std::string socket = SocketPath(conf.agent_socket);
-  // An agent that is down cannot be told; it drops attachments whose network namespace is gone
-  // when it starts, and an address handed out again replaces the stale attachment.
+  const std::string what =
+      absl::StrCat(conf.name, "/", c.container_id, "/", c.ifname);
+  // An agent that is not there (stopped, or not installed on this node) cannot be told, and a
+  // DEL that fails for that would block the pod's teardown forever: DEL succeeds. The record
+  // stays until the runtime's GC, a new sandbox of the pod or the reuse of its address
+  // (cni/README.md).
   if (std::string problem = SocketProblem(socket); !problem.empty()) {
-    o.err = absl::StrCat("netpol-cni: DEL ", c.container_id, ": agent not reachable (", problem,
-                         "); it reconciles when it starts");
+    o.err = absl::StrCat("netpol-cni: DEL ", what, ": agent not reachable (", problem,
+                         "); its record goes with the runtime's GC or the address's reuse");
     return o;
   }
   v1::DetachRequest req;
+  req.set_network(conf.name);
   req.set_container_id(c.container_id);
+  req.set_interface(c.ifname);
   const absl::Time deadline = options.now() + conf.timeout;
   std::unique_ptr<AgentClient> client = options.dial(socket);
   absl::StatusOr<v1::DetachResponse> r = WithRetries<v1::DetachResponse>(
       [&] { return client->Detach(req, deadline, /*wait_for_ready=*/false); }, deadline, options);
   if (r.ok()) return o;
-  if (absl::IsUnavailable(r.status()) || absl::IsDeadlineExceeded(r.status())) {
-    o.err = absl::StrCat("netpol-cni: DEL ", c.container_id, ": ", r.status().message(),
-                         "; the agent reconciles when it starts");
-    return o;
+  // The agent is there but did not confirm within timeoutSeconds (busy, or starting): fail
+  // with "try again later", so the runtime repeats the DEL (DEL is idempotent) until the agent
+  // has removed the attachment.
+  return Fail(conf.cni_version, AgentError(r.status(), conf, absl::StrCat("the detach of ", what)));
+}
+
+// STATUS (1.1.0): whether ADD can succeed now, i.e. whether the agent answers.
+Outcome Status(const NetConf& conf, const RunOptions& options) {
+  v1::ListAttachmentsRequest req;
+  req.set_network(conf.name);
+  req.set_container_id("netpol-cni-status");  // any id: NOT_FOUND proves the agent serves
+  const absl::Time deadline = options.now() + conf.timeout;
+  std::unique_ptr<AgentClient> client = options.dial(SocketPath(conf.agent_socket));
+  absl::StatusOr<v1::ListAttachmentsResponse> r =
+      client->List(req, deadline, /*wait_for_ready=*/false);
+  if (r.ok() || absl::IsNotFound(r.status())) return Outcome{};
+  PluginError e = AgentError(r.status(), conf, "STATUS");
+  e.code = kPluginNotAvailable;
+  return Fail(conf.cni_version, e);
+}
+
+// GC (1.1.0): removes the network's attachments the runtime no longer lists.
+Outcome Gc(const NetConf& conf, const RunOptions& options) {
+  if (!conf.valid_attachments) {
+    return Fail(conf.cni_version, Err(kInvalidConfig, "cni.dev/valid-attachments: required for GC"));
   }
-  return Fail(conf.cni_version,
-              AgentError(r.status(), conf, absl::StrCat("the detach of ", c.container_id)));
+  v1::GarbageCollectRequest req;
+  req.set_network(conf.name);
+  for (const auto& [id, ifname] : *conf.valid_attachments) {
+    v1::AttachmentRef* ref = req.add_valid();
+    ref->set_container_id(id);
+    ref->set_interface(ifname);
+  }
+  const absl::Time deadline = options.now() + conf.timeout;
+  std::unique_ptr<AgentClient> client = options.dial(SocketPath(conf.agent_socket));
+  absl::StatusOr<v1::GarbageCollectResponse> r = WithRetries<v1::GarbageCollectResponse>(
+      [&] { return client->GarbageCollect(req, deadline, /*wait_for_ready=*/true); }, deadline,
+      options);
+  if (!r.ok()) {
+    return Fail(conf.cni_version,
+                AgentError(r.status(), conf, absl::StrCat("the GC of network ", conf.name)));
+  }
+  Outcome o;
+  if (r->removed_size() > 0) {
+    o.err = absl::StrCat("netpol-cni: GC ", conf.name, ": removed ",
+                         absl::StrJoin(r->removed(), ", "));
+  }
+  return o;
 }
 
 Outcome Check(const Context& c, const RunOptions& options) {
   const NetConf& conf = *c.conf;
-  if (VersionIndex(conf.cni_version) < VersionIndex(kCheckSince)) {
+  if (NeedsVersion(conf.cni_version, kCheckSince)) {
     return Fail(conf.cni_version,
                 Err(kIncompatibleVersion,
                     absl::StrCat("cniVersion ", conf.cni_version, ": CHECK needs ", kCheckSince,
@@ -246,8 +315,14 @@ Outcome Check(const Context& c, const RunOptions& options) {
   PluginError e;
   std::optional<std::vector<std::string>> ips = PodAddresses(*conf.prev_result, &e);
   if (!ips) return Fail(conf.cni_version, e);
+  if (std::string problem = options.netns_problem(c.netns); !problem.empty()) {
+    return Fail(conf.cni_version,
+                Err(kInvalidEnvironment, absl::StrCat("CNI_NETNS: \"", c.netns, "\": ", problem)));
+  }
   v1::ListAttachmentsRequest req;
+  req.set_network(conf.name);
   req.set_container_id(c.container_id);
+  req.set_interface(c.ifname);
   req.set_verify(true);
   const absl::Time deadline = options.now() + conf.timeout;
   std::unique_ptr<AgentClient> client = options.dial(SocketPath(conf.agent_socket));
@@ -258,7 +333,8 @@ Outcome Check(const Context& c, const RunOptions& options) {
       return Fail(conf.cni_version,
                   Err(kUnknownContainer,
                       absl::StrCat("netpol-agent has no attachment for container ",
-                                   c.container_id),
+                                   c.container_id, " interface ", c.ifname, " in network ",
+                                   conf.name),
                       std::string(r.status().message())));
     }
     return Fail(conf.cni_version,
@@ -294,9 +370,30 @@ Outcome Check(const Context& c, const RunOptions& options) {
 
 }  // namespace
 
+std::string NetnsProblem(const std::string& path) {
+  if (path.empty() || path[0] != '/') return "must be an absolute path";
+  struct statfs fs;
+  if (::statfs(path.c_str(), &fs) != 0) return std::strerror(errno);
+  if (static_cast<unsigned long>(fs.f_type) != static_cast<unsigned long>(NSFS_MAGIC)) {
+    return "not a network namespace (not on nsfs)";
+  }
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::strerror(errno);
+  const int type = ::ioctl(fd, NS_GET_NSTYPE);
+  ::close(fd);
+  if (type >= 0 && type != CLONE_NEWNET) return "a namespace, but not a network namespace";
+  struct stat target, own;
+  if (::stat(path.c_str(), &target) != 0) return std::strerror(errno);
+  if (::stat("/proc/self/ns/net", &own) == 0 && target.st_dev == own.st_dev &&
+      target.st_ino == own.st_ino) {
+    return "the runtime's own (host) network namespace, not a pod's";
+  }
+  return "";
+}
+
 const std::vector<std::string>& SupportedVersions() {
   static const std::vector<std::string>* v =
-      new std::vector<std::string>{"0.3.0", "0.3.1", "0.4.0", "1.0.0"};
+      new std::vector<std::string>{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"};
   return *v;
 }
 
@@ -380,6 +477,28 @@ std::optional<NetConf> ParseNetConf(absl::string_view text, PluginError* error) 
     }
     conf.prev_result = *p;
   }
+  if (const JsonValue* v = root.Find("cni.dev/valid-attachments")) {
+    auto bad = [&](std::string msg) {
+      *error = Err(kInvalidConfig, absl::StrCat("network configuration: cni.dev/valid-attachments",
+                                                msg));
+      return std::nullopt;
+    };
+    if (!v->is_array()) return bad(": must be an array");
+    std::vector<std::pair<std::string, std::string>> valid;
+    for (size_t i = 0; i < v->items().size(); ++i) {
+      const JsonValue& item = v->items()[i];
+      const JsonValue* id = item.is_object() ? item.Find("containerID") : nullptr;
+      const JsonValue* ifname = item.is_object() ? item.Find("ifname") : nullptr;
+      if (id == nullptr || !id->is_string() || !ValidContainerId(id->str())) {
+        return bad(absl::StrCat("[", i, "].containerID: must be a container id"));
+      }
+      if (ifname == nullptr || !ifname->is_string() || !ValidIfName(ifname->str())) {
+        return bad(absl::StrCat("[", i, "].ifname: must be an interface name"));
+      }
+      valid.emplace_back(id->str(), ifname->str());
+    }
+    conf.valid_attachments = std::move(valid);
+  }
   return conf;
 }
 
@@ -404,6 +523,7 @@ std::optional<std::vector<std::string>> PodAddresses(const JsonValue& prev, Plug
     }
   }
   std::vector<std::string> out;
+  std::set<std::string> seen;
   const JsonValue* ips = prev.Find("ips");
   if (ips == nullptr) return out;
   if (!ips->is_array()) return fail("prevResult.ips: must be an array");
@@ -435,7 +555,7 @@ std::optional<std::vector<std::string>> PodAddresses(const JsonValue& prev, Plug
       if (!in_sandbox[static_cast<size_t>(idx->number())]) continue;
     }
     std::string s = a->ToString();
-    if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
+    if (seen.insert(s).second) out.push_back(std::move(s));
   }
   return out;
 }
@@ -470,16 +590,27 @@ Outcome Run(const std::map<std::string, std::string>& env, absl::string_view std
                          ",\"supportedVersions\":[", absl::StrJoin(quoted, ","), "]}\n");
     return o;
   }
-  if (command != "ADD" && command != "DEL" && command != "CHECK") {
+  if (command != "ADD" && command != "DEL" && command != "CHECK" && command != "STATUS" &&
+      command != "GC") {
     return Fail(kCurrentVersion,
                 Err(kInvalidEnvironment,
-                    command.empty() ? "CNI_COMMAND: required (ADD, DEL, CHECK or VERSION)"
-                                    : absl::StrCat("CNI_COMMAND: \"", command,
-                                                   "\": must be ADD, DEL, CHECK or VERSION")));
+                    command.empty()
+                        ? "CNI_COMMAND: required (ADD, DEL, CHECK, STATUS, GC or VERSION)"
+                        : absl::StrCat("CNI_COMMAND: \"", command,
+                                       "\": must be ADD, DEL, CHECK, STATUS, GC or VERSION")));
   }
   PluginError e;
   std::optional<NetConf> conf = ParseNetConf(stdin_text, &e);
   if (!conf) return Fail(kCurrentVersion, e);
+  if (command == "STATUS" || command == "GC") {
+    if (NeedsVersion(conf->cni_version, kStatusSince)) {
+      return Fail(conf->cni_version,
+                  Err(kIncompatibleVersion,
+                      absl::StrCat("cniVersion ", conf->cni_version, ": ", command, " needs ",
+                                   kStatusSince, " or later")));
+    }
+    return command == "STATUS" ? Status(*conf, options) : Gc(*conf, options);
+  }
   Context c;
   c.env = &env;
   c.conf = &*conf;

@@ -1,5 +1,5 @@
-// netpol-cni: a chained CNI plugin (CNI spec 1.0.0; configs of 0.3.0, 0.3.1 and 0.4.0 are
-// accepted too) that tells netpol-agent about each pod network attachment, so that no pod
+// netpol-cni: a chained CNI plugin (CNI spec 1.1.0; configs of 0.3.0, 0.3.1, 0.4.0 and 1.0.0
+// are accepted too) that tells netpol-agent about each pod network attachment, so that no pod
 // starts before its policies are in the kernel. cni/README.md documents the configuration,
 // the behaviour per command and the error codes.
 //
@@ -25,7 +25,7 @@
 namespace netpol::cni {
 
 // The spec version of this plugin's own output (VERSION, errors without a usable config).
-inline constexpr char kCurrentVersion[] = "1.0.0";
+inline constexpr char kCurrentVersion[] = "1.1.0";
 // Every version whose configs (and prevResult) the plugin reads, oldest first.
 const std::vector<std::string>& SupportedVersions();
 
@@ -39,6 +39,7 @@ enum ErrorCode : int {
   kDecodeFailure = 6,         // stdin is not JSON
   kInvalidConfig = 7,         // network configuration or prevResult invalid
   kTryAgainLater = 11,        // the agent is unreachable, starting, or did not commit in time
+  kPluginNotAvailable = 50,   // STATUS: the agent is not reachable or not ready
   kNotEnforced = 100,         // CHECK: the pod's rules are not (exactly) in the kernel
   kAgentRejected = 101,       // the agent refused the request for another reason
 };
@@ -59,6 +60,8 @@ class AgentClient {
                                                     absl::Time deadline, bool wait_for_ready) = 0;
   virtual absl::StatusOr<v1::DetachResponse> Detach(const v1::DetachRequest& request,
                                                     absl::Time deadline, bool wait_for_ready) = 0;
+  virtual absl::StatusOr<v1::GarbageCollectResponse> GarbageCollect(
+      const v1::GarbageCollectRequest& request, absl::Time deadline, bool wait_for_ready) = 0;
   virtual absl::StatusOr<v1::ListAttachmentsResponse> List(const v1::ListAttachmentsRequest& request,
                                                            absl::Time deadline,
                                                            bool wait_for_ready) = 0;
@@ -81,6 +84,8 @@ struct NetConf {
   absl::Duration timeout = absl::Seconds(10);
   // "prevResult", when present: its exact input text and parsed value.
   std::optional<JsonValue> prev_result;
+  // "cni.dev/valid-attachments" (GC): (containerID, ifname) pairs still in use.
+  std::optional<std::vector<std::pair<std::string, std::string>>> valid_attachments;
 };
 
 // Parses and validates the network configuration. Errors: code 6 (not JSON), 1 (version not
@@ -97,6 +102,10 @@ std::optional<std::vector<std::string>> PodAddresses(const JsonValue& prev_resul
 std::optional<std::map<std::string, std::string>> ParseCniArgs(absl::string_view text,
                                                                PluginError* error);
 
+// Why `path` (CNI_NETNS) does not name a pod's network namespace, or "" when it does: it must
+// exist and be a network namespace (nsfs), and not the one this process runs in (the host's).
+std::string NetnsProblem(const std::string& path);
+
 struct Outcome {
   int exit_code = 0;
   std::string out;  // stdout: the result, the version info or the error object
@@ -109,6 +118,11 @@ struct RunOptions {
   std::function<void(absl::Duration)> sleep = [](absl::Duration d) { absl::SleepFor(d); };
   // How long to wait between attempts while the agent answers UNAVAILABLE (starting up).
   absl::Duration retry_interval = absl::Milliseconds(200);
+  // Why CNI_NETNS does not name a pod's network namespace ("" when it does). The default asks
+  // the kernel (NetnsProblem); tests of other behaviour replace it.
+  std::function<std::string(const std::string&)> netns_problem = [](const std::string& p) {
+    return NetnsProblem(p);
+  };
 };
 
 // Runs the plugin: `env` holds the CNI_* variables, `stdin_text` the network configuration.

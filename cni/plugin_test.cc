@@ -23,6 +23,9 @@ class FakeAgent : public AgentClient {
  public:
   std::vector<absl::Status> attach_results{absl::OkStatus()};
   std::vector<absl::Status> detach_results{absl::OkStatus()};
+  absl::Status gc_status;
+  v1::GarbageCollectResponse gc_response;
+  std::vector<v1::GarbageCollectRequest> gcs;
   absl::Status list_status;
   v1::ListAttachmentsResponse list_response;
   std::vector<v1::AttachRequest> attaches;
@@ -45,6 +48,13 @@ class FakeAgent : public AgentClient {
     absl::Status s = Next(detach_results, detaches.size());
     if (!s.ok()) return s;
     return v1::DetachResponse();
+  }
+  absl::StatusOr<v1::GarbageCollectResponse> GarbageCollect(const v1::GarbageCollectRequest& r,
+                                                           absl::Time, bool wfr) override {
+    gcs.push_back(r);
+    wait_for_ready.push_back(wfr);
+    if (!gc_status.ok()) return gc_status;
+    return gc_response;
   }
   absl::StatusOr<v1::ListAttachmentsResponse> List(const v1::ListAttachmentsRequest& r, absl::Time,
                                                    bool wfr) override {
@@ -78,6 +88,11 @@ class PluginTest : public ::testing::Test {
     };
     options_.now = [this] { return clock_.now; };
     options_.sleep = [this](absl::Duration d) { clock_.now += d; };
+    // CNI_NETNS paths here are made up; NetnsRefusesWhatIsNotAPodsNetns tests the real check.
+    options_.netns_problem = [this](const std::string& p) {
+      netns_checked_.push_back(p);
+      return std::string();
+    };
   }
   void TearDown() override {
     if (listen_fd_ >= 0) ::close(listen_fd_);
@@ -159,6 +174,10 @@ class PluginTest : public ::testing::Test {
                                               bool w) override {
       return to_->Detach(r, d, w);
     }
+    absl::StatusOr<v1::GarbageCollectResponse> GarbageCollect(const v1::GarbageCollectRequest& r,
+                                                             absl::Time d, bool w) override {
+      return to_->GarbageCollect(r, d, w);
+    }
     absl::StatusOr<v1::ListAttachmentsResponse> List(const v1::ListAttachmentsRequest& r,
                                                      absl::Time d, bool w) override {
       return to_->List(r, d, w);
@@ -174,14 +193,15 @@ class PluginTest : public ::testing::Test {
   Clock clock_;
   RunOptions options_;
   std::vector<std::string> dialed_;
+  std::vector<std::string> netns_checked_;
 };
 
 TEST_F(PluginTest, VersionListsTheSupportedVersions) {
   Outcome o = RunWith({{"CNI_COMMAND", "VERSION"}}, R"({"cniVersion": "1.0.0"})");
   EXPECT_EQ(o.exit_code, 0);
   EXPECT_EQ(o.out,
-            "{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"0.3.0\",\"0.3.1\",\"0.4.0\","
-            "\"1.0.0\"]}\n");
+            "{\"cniVersion\":\"1.1.0\",\"supportedVersions\":[\"0.3.0\",\"0.3.1\",\"0.4.0\","
+            "\"1.0.0\",\"1.1.0\"]}\n");
   // No stdin at all is fine for VERSION.
   EXPECT_EQ(RunWith({{"CNI_COMMAND", "VERSION"}}, "").exit_code, 0);
 }
@@ -198,26 +218,35 @@ struct ErrorCase {
 TEST_F(PluginTest, ErrorsFollowTheSpec) {
   const std::string prev = ", \"prevResult\": " + PrevResult();
   const ErrorCase cases[] = {
-      {"no command", {{"CNI_COMMAND", ""}}, "", kInvalidEnvironment, "CNI_COMMAND: required"},
-      {"unknown command", {{"CNI_COMMAND", "STATUS"}}, "", kInvalidEnvironment, "\"STATUS\""},
-      {"not json", {}, "{not json", kDecodeFailure, "network configuration on stdin: JSON at byte 1"},
-      {"not an object", {}, "[]", kDecodeFailure, "expected an object"},
+      {"no command", {{"CNI_COMMAND", ""}}, "", kInvalidEnvironment, "CNI_COMMAND: required", "1.1.0"},
+      {"unknown command", {{"CNI_COMMAND", "REPAIR"}}, "", kInvalidEnvironment, "\"REPAIR\"", "1.1.0"},
+      {"status before 1.1.0", {{"CNI_COMMAND", "STATUS"}}, Config("1.0.0"), kIncompatibleVersion,
+       "STATUS needs 1.1.0 or later"},
+      {"gc before 1.1.0", {{"CNI_COMMAND", "GC"}}, Config("1.0.0"), kIncompatibleVersion,
+       "GC needs 1.1.0 or later"},
+      {"gc without the list", {{"CNI_COMMAND", "GC"}}, Config("1.1.0"), kInvalidConfig,
+       "cni.dev/valid-attachments: required for GC", "1.1.0"},
+      {"gc bad list", {{"CNI_COMMAND", "GC"}},
+       Config("1.1.0", R"(, "cni.dev/valid-attachments": [{"containerID": "-x", "ifname": "eth0"}])"),
+       kInvalidConfig, "cni.dev/valid-attachments[0].containerID", "1.1.0"},
+      {"not json", {}, "{not json", kDecodeFailure, "network configuration on stdin: JSON at byte 1", "1.1.0"},
+      {"not an object", {}, "[]", kDecodeFailure, "expected an object", "1.1.0"},
       {"no cniVersion", {}, R"({"name": "n", "type": "netpol-cni"})", kInvalidConfig,
-       "cniVersion: required"},
+       "cniVersion: required", "1.1.0"},
       {"unsupported version", {}, Config("2.0.0"), kIncompatibleVersion,
-       "cniVersion \"2.0.0\" is not supported"},
+       "cniVersion \"2.0.0\" is not supported", "1.1.0"},
       {"no name", {}, R"({"cniVersion": "1.0.0", "type": "netpol-cni"})", kInvalidConfig,
-       "name: required"},
+       "name: required", "1.1.0"},
       {"name not a string", {}, R"({"cniVersion": "1.0.0", "name": 3, "type": "t"})",
-       kInvalidConfig, "name: must be a non-empty string, found number"},
+       kInvalidConfig, "name: must be a non-empty string, found number", "1.1.0"},
       {"relative socket", {}, R"({"cniVersion": "1.0.0", "name": "n", "type": "t", "agentSocket": "agent.sock"})",
-       kInvalidConfig, "agentSocket: \"agent.sock\": must be an absolute path"},
+       kInvalidConfig, "agentSocket: \"agent.sock\": must be an absolute path", "1.1.0"},
       {"zero timeout", {}, R"({"cniVersion": "1.0.0", "name": "n", "type": "t", "timeoutSeconds": 0})",
-       kInvalidConfig, "timeoutSeconds: 0: must be a number of seconds above 0"},
+       kInvalidConfig, "timeoutSeconds: 0: must be a number of seconds above 0", "1.1.0"},
       {"timeout a string", {}, R"({"cniVersion": "1.0.0", "name": "n", "type": "t", "timeoutSeconds": "10s"})",
-       kInvalidConfig, "timeoutSeconds: string: must be a number of seconds"},
+       kInvalidConfig, "timeoutSeconds: string: must be a number of seconds", "1.1.0"},
       {"prevResult not an object", {}, Config("1.0.0", ", \"prevResult\": []"), kInvalidConfig,
-       "prevResult: must be an object"},
+       "prevResult: must be an object", "1.1.0"},
       {"no container id", {{"CNI_CONTAINERID", ""}}, "", kInvalidEnvironment,
        "CNI_CONTAINERID: required"},
       {"bad container id", {{"CNI_CONTAINERID", "-x/y"}}, "", kInvalidEnvironment,
@@ -229,7 +258,7 @@ TEST_F(PluginTest, ErrorsFollowTheSpec) {
       {"bad args", {{"CNI_ARGS", "K8S_POD_NAME"}}, "", kInvalidEnvironment,
        "CNI_ARGS: \"K8S_POD_NAME\": must be KEY=VALUE"},
       {"no pod name", {{"CNI_ARGS", "K8S_POD_NAMESPACE=shop"}}, "", kInvalidEnvironment,
-       "K8S_POD_NAMESPACE and K8S_POD_NAME are required"},
+       "K8S_POD_NAMESPACE and K8S_POD_NAME go together"},
       {"no prevResult", {}, Config(), kInvalidConfig, "prevResult: required"},
       {"address not a cidr", {}, Config("1.0.0", R"(, "prevResult": {"ips": [{"address": "10.0.0.1"}]})"),
        kInvalidConfig, "prevResult.ips[0].address: \"10.0.0.1\": must be a CIDR"},
@@ -239,8 +268,8 @@ TEST_F(PluginTest, ErrorsFollowTheSpec) {
        kInvalidConfig, "prevResult.ips[0].interface: 0: must index prevResult.interfaces (0 entries)"},
       {"only host addresses", {}, Config("1.0.0", R"(, "prevResult": {"interfaces": [{"name": "cni0"}], "ips": [{"address": "10.0.0.1/24", "interface": 0}]})"),
        kInvalidConfig, "prevResult.ips: no address on an interface of the pod"},
-      {"version echoed in errors", {{"CNI_ARGS", ""}}, Config("0.4.0", prev), kInvalidEnvironment,
-       "K8S_POD_NAMESPACE", "0.4.0"},
+      {"version echoed in errors", {{"CNI_ARGS", "K8S_POD_NAME=x"}}, Config("0.4.0", prev),
+       kInvalidEnvironment, "K8S_POD_NAMESPACE", "0.4.0"},
       {"check before 0.4.0", {{"CNI_COMMAND", "CHECK"}}, Config("0.3.1", prev), kIncompatibleVersion,
        "CHECK needs 0.4.0 or later", "0.3.1"},
   };
@@ -271,8 +300,10 @@ TEST_F(PluginTest, AddAttachesThePodAndPassesPrevResultThroughByteForByte) {
   ASSERT_EQ(dialed_, std::vector<std::string>{socket_});
   ASSERT_EQ(agent_.attaches.size(), 1u);
   const v1::Attachment& a = agent_.attaches[0].attachment();
+  EXPECT_EQ(a.network(), "k8s-pod-network");
   EXPECT_EQ(a.container_id(), "c0ffee-1");
   EXPECT_EQ(a.netns(), "/var/run/netns/pod-1");
+  EXPECT_EQ(netns_checked_, std::vector<std::string>{"/var/run/netns/pod-1"});
   EXPECT_EQ(a.interface(), "eth0");
   EXPECT_EQ(a.pod_namespace(), "shop");
   EXPECT_EQ(a.pod_name(), "web-0");
@@ -353,24 +384,97 @@ TEST_F(PluginTest, DelDetachesAndIsQuietOnSuccess) {
   EXPECT_EQ(o.out, "");
   ASSERT_EQ(agent_.detaches.size(), 1u);
   EXPECT_EQ(agent_.detaches[0].container_id(), "c0ffee-1");
+  EXPECT_EQ(agent_.detaches[0].network(), "k8s-pod-network");
+  EXPECT_EQ(agent_.detaches[0].interface(), "eth0");
 }
 
-TEST_F(PluginTest, DelSucceedsWhenTheAgentIsDown) {
-  // Nothing listens on the socket: the agent is not asked at all.
+TEST_F(PluginTest, DelSucceedsWhenTheAgentIsAbsentAndIsRetriedWhenItDoesNotConfirm) {
+  // Nothing listens on the socket (agent stopped or not installed): the agent is not asked,
+  // and the pod's teardown is not blocked.
   Outcome o = RunWith(Env("DEL"), Config());
   EXPECT_EQ(o.exit_code, 0) << o.out;
   EXPECT_EQ(o.out, "");
   EXPECT_TRUE(dialed_.empty());
   EXPECT_NE(o.err.find("agent not reachable"), std::string::npos) << o.err;
-  // Listening but never ready until the timeout: still success.
+  // The agent is there but answers UNAVAILABLE until the timeout: the plugin retries within
+  // timeoutSeconds, then fails with 11 so the runtime repeats the (idempotent) DEL.
   Listen();
   agent_.detach_results = {absl::UnavailableError("starting")};
   o = RunWith(Env("DEL"), Config());
-  EXPECT_EQ(o.exit_code, 0) << o.out;
+  EXPECT_EQ(ErrorCode(o), kTryAgainLater) << o.out;
+  EXPECT_GT(agent_.detaches.size(), 3u);
+  // It does not confirm in time: the same.
+  agent_.detaches.clear();
+  agent_.detach_results = {absl::DeadlineExceededError("Deadline Exceeded")};
+  std::string msg;
+  EXPECT_EQ(ErrorCode(RunWith(Env("DEL"), Config()), "1.0.0", &msg), kTryAgainLater);
+  EXPECT_NE(msg.find("did not confirm the detach of k8s-pod-network/c0ffee-1/eth0"),
+            std::string::npos)
+      << msg;
+  // The repeated DEL succeeds once the agent answers.
+  agent_.detach_results = {absl::OkStatus()};
+  EXPECT_EQ(RunWith(Env("DEL"), Config()).exit_code, 0);
   // A refusal for another reason is an error.
   agent_.detach_results = {absl::PermissionDeniedError("read-only")};
   o = RunWith(Env("DEL"), Config());
   EXPECT_EQ(ErrorCode(o), kAgentRejected);
+}
+
+TEST_F(PluginTest, AddWithoutKubernetesArgsAttachesAContainerThatIsNotAPod) {
+  std::map<std::string, std::string> env = Env("ADD");
+  env["CNI_ARGS"] = "IgnoreUnknown=1";  // nerdctl, podman, cnitool
+  Outcome o = RunWith(env, Config("1.1.0", ", \"prevResult\": " + PrevResult()));
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  ASSERT_EQ(agent_.attaches.size(), 1u);
+  EXPECT_EQ(agent_.attaches[0].attachment().pod_name(), "");
+  EXPECT_EQ(agent_.attaches[0].attachment().pod_namespace(), "");
+  env.erase("CNI_ARGS");
+  EXPECT_EQ(RunWith(env, Config("1.1.0", ", \"prevResult\": " + PrevResult())).exit_code, 0);
+}
+
+TEST_F(PluginTest, CniOneOneStatusAndGc) {
+  Listen();
+  // ADD with a 1.1.0 config passes its prevResult through.
+  const std::string prev = absl::StrReplaceAll(PrevResult(), {{"1.0.0", "1.1.0"}});
+  Outcome o = RunWith(Env("ADD"), Config("1.1.0", ", \"prevResult\": " + prev));
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  EXPECT_EQ(o.out, prev);
+  // STATUS: the agent answers (NOT_FOUND for the probe id is an answer).
+  agent_.list_status = absl::NotFoundError("not found");
+  std::map<std::string, std::string> status_env = {{"CNI_COMMAND", "STATUS"}};
+  o = RunWith(status_env, Config("1.1.0"));
+  EXPECT_EQ(o.exit_code, 0) << o.out;
+  EXPECT_EQ(o.out, "");
+  agent_.list_status = absl::UnavailableError("netpol-agent is starting");
+  EXPECT_EQ(ErrorCode(RunWith(status_env, Config("1.1.0")), "1.1.0"), kPluginNotAvailable);
+  // GC: the valid list goes to the agent for this network.
+  agent_.gc_response.add_removed("k8s-pod-network/gone/eth0");
+  o = RunWith({{"CNI_COMMAND", "GC"}},
+              Config("1.1.0", R"(, "cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}, {"containerID": "c2", "ifname": "net1"}])"));
+  EXPECT_EQ(o.exit_code, 0) << o.out;
+  EXPECT_EQ(o.out, "");
+  EXPECT_NE(o.err.find("removed k8s-pod-network/gone/eth0"), std::string::npos) << o.err;
+  ASSERT_EQ(agent_.gcs.size(), 1u);
+  EXPECT_EQ(agent_.gcs[0].network(), "k8s-pod-network");
+  ASSERT_EQ(agent_.gcs[0].valid_size(), 2);
+  EXPECT_EQ(agent_.gcs[0].valid(1).container_id(), "c2");
+  EXPECT_EQ(agent_.gcs[0].valid(1).interface(), "net1");
+  // An empty list collects every attachment of the network.
+  o = RunWith({{"CNI_COMMAND", "GC"}}, Config("1.1.0", R"(, "cni.dev/valid-attachments": [])"));
+  EXPECT_EQ(o.exit_code, 0) << o.out;
+  EXPECT_EQ(agent_.gcs.back().valid_size(), 0);
+}
+
+TEST(NetnsProblemTest, RefusesWhatIsNotAPodsNetns) {
+  EXPECT_NE(NetnsProblem("/"), "");
+  EXPECT_NE(NetnsProblem("/../proc/1/ns/net"), "");
+  EXPECT_NE(NetnsProblem("/etc/hostname"), "");
+  EXPECT_NE(NetnsProblem("/nonexistent/netns"), "");
+  EXPECT_NE(NetnsProblem("proc/self/ns/net"), "");
+  EXPECT_NE(NetnsProblem("/proc/self/ns/mnt"), "");
+  // This process's own namespace is the runtime's: not a pod's.
+  EXPECT_NE(NetnsProblem("/proc/self/ns/net").find("own (host) network namespace"),
+            std::string::npos);
 }
 
 TEST_F(PluginTest, CheckVerifiesTheAttachmentAndTheKernel) {
@@ -386,6 +490,8 @@ TEST_F(PluginTest, CheckVerifiesTheAttachmentAndTheKernel) {
   EXPECT_EQ(o.out, "");
   ASSERT_EQ(agent_.lists.size(), 1u);
   EXPECT_EQ(agent_.lists[0].container_id(), "c0ffee-1");
+  EXPECT_EQ(agent_.lists[0].network(), "k8s-pod-network");
+  EXPECT_EQ(agent_.lists[0].interface(), "eth0");
   EXPECT_TRUE(agent_.lists[0].verify());
 
   st->set_verified(false);
