@@ -601,7 +601,15 @@ Outcome Run(const std::map<std::string, std::string>& env, absl::string_view std
   }
   PluginError e;
   std::optional<NetConf> conf = ParseNetConf(stdin_text, &e);
-  if (!conf) return Fail(kCurrentVersion, e);
+  if (!conf) {
+    // The error speaks the config's version when it names a supported one.
+    std::string version = kCurrentVersion;
+    if (absl::StatusOr<JsonValue> v = JsonValue::Parse(stdin_text); v.ok() && v->is_object()) {
+      const JsonValue* cv = v->Find("cniVersion");
+      if (cv != nullptr && cv->is_string() && VersionIndex(cv->str()) >= 0) version = cv->str();
+    }
+    return Fail(version, e);
+  }
   if (command == "STATUS" || command == "GC") {
     if (NeedsVersion(conf->cni_version, kStatusSince)) {
       return Fail(conf->cni_version,

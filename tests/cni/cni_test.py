@@ -19,8 +19,13 @@ the expected and observed values, the agent's log and the nft table):
   * CHECK passes, and fails with code 100 when the pod's element is removed from the kernel.
   * DEL removes the pod's elements, is idempotent, and succeeds while the agent is down.
   * ADD while the agent is down fails with code 11 naming the socket, within timeoutSeconds.
-  * At start the agent drops attachments whose netns is gone; an address handed to a new pod
-    while a stale attachment still holds it does not carry the old pod's identity.
+  * An agent restarted where the pods' netns files are hidden (a tmpfs over /run/netns in its
+    own mount namespace, as a DaemonSet that mounts only /run/netpol and /var/lib/netpol sees
+    them), with its table deleted meanwhile, enforces every running pod again: probes prove it.
+  * An address handed to a new pod while a stale attachment still holds it does not carry the
+    old pod's identity.
+  * A 1.1.0 configuration: ADD, CHECK, STATUS, GC (removes what `cni.dev/valid-attachments`
+    does not list) and DEL; a container without K8S_POD_* is attached as a non-pod.
 
 Usage: cni_test.py --cni PATH --agent PATH --ctl PATH   (root; see tests/lab/README.md)
 """
@@ -278,10 +283,20 @@ class Test:
             flags.append("--watch-changes=false")
         return flags
 
-    def start_agent(self):
+    def hidden_netns_argv(self, argv):
+        """`argv` in its own mount namespace where /run/netns is an empty tmpfs: the pods' netns
+        files are invisible, as for an agent container that mounts only /run/netpol and
+        /var/lib/netpol."""
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                'mount -t tmpfs netpol-test-hidden /run/netns && exec "$@"', "sh"] + argv
+
+    def start_agent(self, hide_netns=False):
         log = open(self.agent_log, "a")
+        argv = [self.args.agent] + self.agent_flags()
+        if hide_netns:
+            argv = self.hidden_netns_argv(argv)
         self.agent = subprocess.Popen(
-            ["ip", "netns", "exec", self.lab.node_netns, self.args.agent] + self.agent_flags(),
+            ["ip", "netns", "exec", self.lab.node_netns] + argv,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -527,6 +542,7 @@ class Test:
         self.agent_down()
         self.reuse_after_restart()
         self.old_config_version()
+        self.cni_one_one()
         step("PASS")
 
     def check_version_and_errors(self):
@@ -534,8 +550,8 @@ class Test:
         inv = self.rt.invoke(self.net, plugin, "VERSION", "", "", "")
         check(inv.rc == 0, "VERSION exits 0", invocation=inv)
         v = json.loads(inv.out)
-        check(v == {"cniVersion": "1.0.0",
-                    "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]},
+        check(v == {"cniVersion": "1.1.0",
+                    "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]},
               "VERSION result", got=v)
         bad = dict(self.net, plugins=[self.net["plugins"][0],
                                       dict(plugin, timeoutSeconds="soon")])
@@ -575,23 +591,39 @@ class Test:
         step("agent down: ADD fails with code 11 naming %s after %.1fs; DEL succeeds"
              % (self.socket, invs[1].seconds))
 
-        # While the agent is down: client's DEL comes but its netns lingers (its attachment
-        # stays, stale); other's DEL comes and its netns goes (dropped when the agent starts).
+        # While the agent is down: client's DEL comes (it cannot reach the agent: its record
+        # stays, stale) but its netns lingers; web and other keep running.
         self.client_ip = self.lab.pods["shop/client"].spec.ipv4
         self.other_ip = self.lab.pods["shop/other"].spec.ipv4
-        for key, remove in (("shop/client", False), ("shop/other", True)):
-            t0 = time.monotonic()
-            invs = self.delete(key, remove_netns=remove)
-            check(all(i.rc == 0 and i.out == "" for i in invs), "DEL %s with the agent down" % key,
-                  invocations=invs)
-            check(time.monotonic() - t0 < 2 * TIMEOUT_SECONDS, "DEL does not hang", invocations=invs)
-        self.start_agent()
+        t0 = time.monotonic()
+        invs = self.delete("shop/client", remove_netns=False)
+        check(all(i.rc == 0 and i.out == "" for i in invs), "DEL shop/client with the agent down",
+              invocations=invs)
+        check(time.monotonic() - t0 < 2 * TIMEOUT_SECONDS, "DEL does not hang", invocations=invs)
+        # The table goes too (a reboot, `nft flush ruleset`): what the restarted agent enforces
+        # comes from its state directory alone.
+        self.lab.node_exec(["nft", "delete", "table", "inet", "netpol"])
+        # The restarted agent cannot see the pods' netns files.
+        seen = lab.run(["ip", "netns", "exec", self.lab.node_netns] +
+                       self.hidden_netns_argv(["ls", "-A", "/run/netns"])).stdout
+        check(seen.strip() == "" and os.path.exists("/run/netns/" + self.lab.pods["shop/web"].netns),
+              "the hidden view of /run/netns is empty while the pods' netns exist", seen=seen)
+        self.start_agent(hide_netns=True)
+        log = self.read_log()
+        check("netns is gone" not in log and "dropped" not in log,
+              "the agent dropped nothing at start", log=log)
         table = self.nft()
-        check(not has_ip(table, self.other_ip), "the agent dropped the attachment whose netns is gone",
-              nft=table, log=self.read_log())
-        check(has_ip(table, self.client_ip) and "%s . tcp . 80" % self.client_ip in table,
-              "the stale attachment (netns still there) is kept", nft=table)
-        step("agent restart: attachment with a gone netns dropped, the other kept")
+        for ip in (self.lab.pods["shop/web"].spec.ipv4, self.other_ip, self.client_ip):
+            check(has_ip(table, ip), "the restarted agent enforces %s again" % ip, nft=table)
+        # Real packets: web and other are isolated by default deny (client's DEL took its
+        # interface away; an allowed client comes back below, with the newcomer's labels).
+        self.expect_reach("shop/other", "shop/web", False)
+        self.expect_reach("shop/web", "shop/other", False)
+        self.expect_reach("shop/other", "shop/web", False, "v6")
+        step("agent restarted with the pods' netns hidden and its table gone: every pod enforced")
+        invs = self.delete("shop/other")
+        check(all(i.rc == 0 and i.out == "" for i in invs), "DEL shop/other", invocations=invs)
+        check(not has_ip(self.nft(), self.other_ip), "DEL removed other's elements", nft=self.nft())
 
     def reuse_after_restart(self):
         # The client's address goes to a new pod while the stale attachment still holds it.
@@ -623,6 +655,73 @@ class Test:
         check(all(i.rc == 0 for i in invs), "DEL with a 0.4.0 config", invocations=invs)
         check(not has_ip(self.nft(), pod.spec.ipv4), "0.4.0 DEL removed the elements", nft=self.nft())
         step("a 0.4.0 conflist: ADD passthrough, CHECK, DEL")
+
+
+    def cni_one_one(self):
+        """A 1.1.0 configuration. Debian's bridge speaks at most 1.0.0, so bridge runs with the
+        1.0.0 list and netpol-cni is invoked as a runtime invokes it for a 1.1.0 list: its config
+        says 1.1.0 and its prevResult is the bridge's result as 1.1.0 (the same format)."""
+        net11 = conflist("1.1.0", self.socket, self.ipam_dir)
+        plugin = net11["plugins"][1]
+        pod = self.make_netns("shop", "modern")
+        cid = "c-shop-modern"
+        netns = "/run/netns/" + pod.netns
+        args = pod_args("shop", "modern")
+        bridge = self.rt.invoke(self.net, self.net["plugins"][0], "ADD", cid, netns, args)
+        check(bridge.rc == 0, "bridge ADD", invocation=bridge)
+        prev = re.sub(r'"cniVersion":\s*"1\.0\.0"', '"cniVersion": "1.1.0"', bridge.out, count=1)
+        check('"1.1.0"' in prev, "prevResult rewritten as 1.1.0", prev=prev)
+        result = json.loads(prev)
+        for ip in result["ips"]:
+            addr = ip["address"].split("/")[0]
+            if ":" in addr:
+                pod.spec.ipv6 = addr
+            else:
+                pod.spec.ipv4 = addr
+        inv = self.rt.invoke(net11, plugin, "ADD", cid, netns, args, prev)
+        check(inv.rc == 0 and inv.out == prev, "1.1.0 ADD passes prevResult through", invocation=inv)
+        self.expect_reach("shop/modern", "shop/web", False)
+        self.expect_reach("shop/newcomer", "shop/modern", False)
+        inv = self.rt.invoke(net11, plugin, "CHECK", cid, netns, args, prev)
+        check(inv.rc == 0 and inv.out == "", "1.1.0 CHECK passes", invocation=inv)
+        inv = self.rt.invoke(net11, plugin, "STATUS", "", "", "")
+        check(inv.rc == 0 and inv.out == "", "STATUS with the agent up", invocation=inv)
+        # GC: the runtime still uses web and newcomer only; modern's record goes.
+        valid = [{"containerID": self.pods[k]["cid"], "ifname": "eth0"}
+                 for k in ("shop/web", "shop/newcomer")]
+        gc = dict(plugin)
+        gc["cni.dev/valid-attachments"] = valid
+        inv = self.rt.invoke(dict(net11, plugins=[net11["plugins"][0], gc]), gc, "GC", "", "", "")
+        check(inv.rc == 0, "GC succeeds", invocation=inv)
+        table = self.nft()
+        check(not has_ip(table, pod.spec.ipv4), "GC removed modern's elements", nft=table)
+        check(has_ip(table, self.lab.pods["shop/web"].spec.ipv4), "GC kept web", nft=table)
+        self.expect_reach("shop/newcomer", "shop/web", True)
+        inv = self.rt.invoke(net11, plugin, "DEL", cid, netns, args, prev)
+        check(inv.rc == 0, "1.1.0 DEL after GC succeeds (idempotent)", invocation=inv)
+        self.rt.invoke(self.net, self.net["plugins"][0], "DEL", cid, netns, args, bridge.out)
+        self.remove_netns("shop/modern")
+        step("a 1.1.0 config: ADD passthrough, CHECK, STATUS, GC by valid-attachments, DEL")
+
+        # A runtime outside Kubernetes (no K8S_POD_*): attached as a container that is not a
+        # pod. Its address leaves any pod; no policy isolates it, so web reaches it.
+        pod = self.make_netns("shop", "plain")
+        cid = "c-plain"
+        netns = "/run/netns/" + pod.netns
+        invs = self.rt.add(self.net, cid, netns, "IgnoreUnknown=1")
+        check(all(i.rc == 0 for i in invs) and len(invs) == 2,
+              "ADD without K8S_POD_* succeeds", invocations=invs)
+        pod.spec.ipv4 = json.loads(invs[-1].out)["ips"][0]["address"].split("/")[0]
+        self.expect_reach("shop/web", "shop/plain", True)
+        self.expect_reach("shop/plain", "shop/web", False)
+        pods = json.loads(self.ctl(["get", "pods", "-n", "shop", "-o", "json"]).stdout
+                          or "{}")
+        check(not any(has_ip(json.dumps(i), pod.spec.ipv4) for i in pods.get("items", [])),
+              "no pod holds the container's address", pods=pods)
+        dels = self.rt.delete(self.net, cid, netns, "IgnoreUnknown=1")
+        check(all(i.rc == 0 for i in dels), "DEL of the non-pod container", invocations=dels)
+        self.remove_netns("shop/plain")
+        step("ADD without K8S_POD_*: attached as a non-pod container, reachable, holds no pod")
 
 
 STATE = """
