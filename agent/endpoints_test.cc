@@ -261,6 +261,112 @@ TEST_F(EndpointsTest, ConcurrentAttachesAllReturnEnforced) {
   EXPECT_EQ(endpoints_->Current()->size(), static_cast<size_t>(kPods));
 }
 
+// Multus: web's container on the pod network (eth0) and on a second network (net1), both
+// chaining netpol-cni. Both addresses are web's and enforced; an API write keeps both; DEL of
+// net1 leaves eth0 enforced.
+TEST_F(EndpointsTest, SecondInterfaceNeitherReplacesNorRemovesTheFirst) {
+  Apply(kShop);
+  MustAttach(Req("c-web", "shop", "web", {"10.244.1.5"}));
+  v1::AttachRequest net1 = Req("c-web", "shop", "web", {"192.168.50.5"});
+  net1.mutable_attachment()->set_network("storage");
+  net1.mutable_attachment()->set_interface("net1");
+  v1::AttachResponse r = MustAttach(net1);
+  EXPECT_EQ(r.replaced_container_ids_size(), 0);
+  EXPECT_EQ(endpoints_->Current()->size(), 2u);
+  EXPECT_THAT(Kernel(), HasSubstr("10.244.1.5 comment \"shop/web\""));
+  EXPECT_THAT(Kernel(), HasSubstr("192.168.50.5 comment \"shop/web\""));
+  // client reaches web on 8080 at both addresses' chains (one pod, one chain).
+  MustAttach(Req("c-client", "shop", "client", {"10.244.1.6"}));
+  Apply("apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop, labels: {app: web, v: \"2\"}}\n");
+  EXPECT_EQ(store_->Current().state->FindPod("shop/web")->ips.size(), 2u);
+  v1::DetachRequest d;
+  d.set_network("storage");
+  d.set_container_id("c-web");
+  d.set_interface("net1");
+  auto g = api_->Detach(d, kTimeout);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_TRUE(g->found());
+  EXPECT_THAT(Kernel(), Not(HasSubstr("192.168.50.5")));
+  EXPECT_THAT(Kernel(), HasSubstr("10.244.1.5 comment \"shop/web\""));
+  // CHECK of each interface: eth0 is there, net1 is not.
+  v1::ListAttachmentsRequest l;
+  l.set_network("pods");
+  l.set_container_id("c-web");
+  l.set_interface("eth0");
+  l.set_verify(true);
+  auto listed = api_->List(l);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->attachments_size(), 1);
+  EXPECT_TRUE(listed->attachments(0).verified()) << listed->attachments(0).problem();
+  l.set_network("storage");
+  l.set_interface("net1");
+  EXPECT_TRUE(absl::IsNotFound(api_->List(l).status()));
+}
+
+TEST_F(EndpointsTest, GarbageCollectRemovesWhatTheRuntimeNoLongerLists) {
+  Apply(kShop);
+  MustAttach(Req("c-web", "shop", "web", {"10.244.1.5"}));
+  MustAttach(Req("c-client", "shop", "client", {"10.244.1.6"}));
+  v1::GarbageCollectRequest gc;
+  gc.set_network("pods");
+  v1::AttachmentRef* ref = gc.add_valid();
+  ref->set_container_id("c-web");
+  ref->set_interface("eth0");
+  auto r = api_->GarbageCollect(gc, kTimeout);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(r->removed(), ElementsAre("pods/c-client/eth0"));
+  EXPECT_THAT(Kernel(), Not(HasSubstr("10.244.1.6")));
+  EXPECT_THAT(Kernel(), HasSubstr("10.244.1.5"));
+  // Another network's GC touches nothing of this one.
+  gc.set_network("storage");
+  gc.clear_valid();
+  r = api_->GarbageCollect(gc, kTimeout);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->removed_size(), 0);
+  EXPECT_EQ(endpoints_->Current()->size(), 1u);
+  gc.clear_network();
+  EXPECT_TRUE(absl::IsInvalidArgument(api_->GarbageCollect(gc, kTimeout).status()));
+}
+
+// nerdctl/podman: no pod names. The container takes its address from the stale API pod that
+// held it (whose allows must not stick to it) and is dispatched nowhere.
+TEST_F(EndpointsTest, AContainerThatIsNotAPodTakesItsAddressAndIsIsolatedByNothing) {
+  Apply(kShop);
+  MustAttach(Req("c-web", "shop", "web", {"10.244.1.5"}));
+  MustAttach(Req("c-client", "shop", "client", {"10.244.1.6"}));
+  ASSERT_THAT(Kernel(), HasSubstr("10.244.1.6 . tcp . 8080"));
+  MustAttach(Req("c-plain", "", "", {"10.244.1.6"}));
+  EXPECT_THAT(Kernel(), Not(HasSubstr("10.244.1.6")));
+  EXPECT_EQ(store_->Current().state->FindPodByIp(*IpAddr::Parse("10.244.1.6")), nullptr);
+  v1::ListAttachmentsRequest l;
+  l.set_container_id("c-plain");
+  l.set_verify(true);
+  auto listed = api_->List(l);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->attachments_size(), 1);
+  EXPECT_EQ(listed->attachments(0).pod(), "");
+  EXPECT_TRUE(listed->attachments(0).verified()) << listed->attachments(0).problem();
+}
+
+// Addresses and paths no pod has are refused, nothing stored.
+TEST_F(EndpointsTest, AttachRefusesWhatNoPodHas) {
+  for (const std::vector<std::string>& ips :
+       {std::vector<std::string>{"0.0.0.0"}, {"::"}, {"224.0.0.5"}, {"255.255.255.255"},
+        {"10.244.1.5", "10.244.1.6"}}) {
+    auto r = api_->Attach(Req("c-web", "shop", "web", ips), kTimeout);
+    EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << ips[0] << ": " << r.status();
+  }
+  for (const char* netns : {"/", "/../proc/1/ns/net", "relative/ns"}) {
+    v1::AttachRequest req = Req("c-web", "shop", "web", {"10.244.1.5"});
+    req.mutable_attachment()->set_netns(netns);
+    auto r = api_->Attach(req, kTimeout);
+    EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << netns << ": " << r.status();
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr("attachment.netns"));
+  }
+  EXPECT_TRUE(endpoints_->Current()->empty());
+  EXPECT_EQ(store_->Current().generation, 0u);
+}
+
 TEST_F(EndpointsTest, BadAttachChangesNothing) {
   v1::AttachRequest req = Req("c-web", "shop", "web", {"10.244.1.300"});
   auto r = api_->Attach(req, kTimeout);
