@@ -23,16 +23,27 @@ inline bool SkipIsFailure() {
   return ci != nullptr && std::strcmp(ci, "1") == 0;
 }
 
+namespace skip_or_fail_internal {
+inline ::testing::TestPartResult::Type Type() {
+  return SkipIsFailure() ? ::testing::TestPartResult::kFatalFailure
+                         : ::testing::TestPartResult::kSkip;
+}
+// What gtest's own GTEST_FAIL() / GTEST_SKIP() put before the message.
+inline const char* Head() { return SkipIsFailure() ? "Failed" : ""; }
+inline const char* Lead() {
+  return SkipIsFailure() ? "cannot run, and NETPOL_CI=1 makes that a failure: " : "";
+}
+inline const char* Tail() { return SkipIsFailure() ? "" : " (a failure when NETPOL_CI=1)"; }
+}  // namespace skip_or_fail_internal
+
 }  // namespace netpol::testing
 
-// The switch keeps a caller's `if (...) NETPOL_SKIP_OR_FAIL(...); else ...` unambiguous.
-#define NETPOL_SKIP_OR_FAIL(reason)                                                     \
-  switch (0)                                                                            \
-  case 0:                                                                               \
-  default:                                                                              \
-    if (::netpol::testing::SkipIsFailure()) {                                           \
-      GTEST_FAIL() << "cannot run, and NETPOL_CI=1 makes that a failure: " << reason;  \
-    } else                                                                              \
-      GTEST_SKIP() << reason << " (a failure when NETPOL_CI=1)"
+// One expression, built as gtest builds GTEST_FAIL() and GTEST_SKIP(): no if/else of its own.
+#define NETPOL_SKIP_OR_FAIL(reason)                                                       \
+  return ::testing::internal::AssertHelper(                                               \
+             ::netpol::testing::skip_or_fail_internal::Type(), __FILE__, __LINE__,        \
+             ::netpol::testing::skip_or_fail_internal::Head()) =                          \
+             ::testing::Message() << ::netpol::testing::skip_or_fail_internal::Lead()     \
+                                  << reason << ::netpol::testing::skip_or_fail_internal::Tail()
 
 #endif  // NETPOL_ENGINE_UTIL_SKIP_OR_FAIL_H_
