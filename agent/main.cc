@@ -206,6 +206,9 @@ int main(int argc, char** argv) {
     eopts.client.keepalive_time = absl::GetFlag(FLAGS_etcd_keepalive);
     eopts.client.keepalive_timeout = absl::GetFlag(FLAGS_etcd_keepalive);
     eopts.prefix = absl::GetFlag(FLAGS_etcd_prefix);
+    // The last synced State is kept in the state directory: a restart while etcd is down
+    // enforces and serves it (marked stale) instead of waiting for etcd.
+    eopts.cache_dir = state_dir;
     absl::StatusOr<std::unique_ptr<etcd::EtcdDatastore>> created =
         etcd::EtcdDatastore::Create(eopts);
     if (!created.ok()) return Fail("--datastore", created.status());
@@ -341,13 +344,30 @@ int main(int argc, char** argv) {
     etcd_store->SetListener([&reconciler] { reconciler.Notify(); });
     etcd_store->Start();
     etcd_starter = std::thread([&] {
+      while (!stopping.load() && !etcd_store->WaitForState(absl::Seconds(10))) {
+        LogWarning("etcd: no list yet and no state cache; the kernel keeps its table as it is "
+                   "until a list arrives");
+      }
+      if (stopping.load()) return;
+      if (etcd_store->status().synced) {
+        absl::Status st = reconcile_attachments();
+        if (!st.ok()) {
+          LogError(absl::StrCat("cannot reconcile the CNI attachments: ", st.ToString()));
+        }
+        start_syncing();
+        return;
+      }
+      // The state cache: enforce and serve it now; the attachments are reconciled against
+      // etcd once it answers.
+      start_syncing();
       while (!stopping.load() && !etcd_store->WaitSynced(absl::Seconds(10))) {
-        LogWarning("etcd: no list yet; the kernel keeps its table as it is until one arrives");
+        LogWarning(absl::StrCat("etcd: not listed yet; enforcing and serving the cached state "
+                                "of revision ", etcd_store->Current().generation));
       }
       if (stopping.load()) return;
       absl::Status st = reconcile_attachments();
       if (!st.ok()) LogError(absl::StrCat("cannot reconcile the CNI attachments: ", st.ToString()));
-      start_syncing();
+      reconciler.Notify();
     });
   }
   std::thread ready([&] {

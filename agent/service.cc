@@ -95,6 +95,35 @@ void DatastoreToApi(const DatastoreHealth& h, v1::DatastoreStatus* out) {
     case DatastoreHealth::Kind::kUnknown:
       break;
   }
+  out->set_stale(h.stale);
+  if (!h.cache_path.empty()) {
+    v1::StateCacheStatus* c = out->mutable_cache();
+    c->set_path(h.cache_path);
+    c->set_version(h.cache_version);
+    if (h.cache_saved_at != absl::InfinitePast()) {
+      *c->mutable_saved_at() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(h.cache_saved_at));
+    }
+    c->set_error(ErrorText(h.cache_error));
+  }
+}
+
+// Non-empty when reads answer from this node's own copy of a remote datastore that it cannot
+// reach now (or has not reached since it started): what Get/List say about their answer.
+std::string StaleNote(const DatastoreHealth& h, uint64_t generation) {
+  if (h.kind != DatastoreHealth::Kind::kEtcd || h.healthy) return "";
+  if (h.stale) {
+    return absl::StrCat("etcd ", h.endpoints, " has not been reached since this agent started: ",
+                        "this answer is its state cache of revision ", generation,
+                        h.cache_saved_at == absl::InfinitePast()
+                            ? std::string()
+                            : absl::StrCat(" (saved at ", absl::FormatTime(h.cache_saved_at),
+                                           ")"));
+  }
+  const absl::Status why = !h.watch_error.ok() ? h.watch_error : h.last_write_error;
+  return absl::StrCat("etcd ", h.endpoints, " is not answering",
+                      why.ok() ? std::string() : absl::StrCat(" (", why.message(), ")"),
+                      ": this answer is this node's cached view at revision ", generation,
+                      "; etcd may hold newer changes");
 }
 
 v1::SideDecision SideToApi(const SideDecision& d) {
@@ -377,6 +406,7 @@ absl::StatusOr<v1::GetResponse> AgentService::Get(const v1::GetRequest& request)
   const State& st = *snap.state;
   const std::string key = KeyOf(ref);
   v1::GetResponse out;
+  out.set_stale(StaleNote(store_->Health(), snap.generation));
   switch (ref.kind()) {
     case v1::NAMESPACE:
       if (const Namespace* ns = st.FindNamespace(key)) {
@@ -398,7 +428,9 @@ absl::StatusOr<v1::GetResponse> AgentService::Get(const v1::GetRequest& request)
       }
     }
   }
-  return absl::NotFoundError(absl::StrCat(RefString(ref), ": not found"));
+  return absl::NotFoundError(absl::StrCat(RefString(ref), ": not found",
+                                          out.stale().empty() ? "" : " (", out.stale(),
+                                          out.stale().empty() ? "" : ")"));
 }
 
 absl::StatusOr<v1::ListResponse> AgentService::List(const v1::ListRequest& request) const {
@@ -409,6 +441,7 @@ absl::StatusOr<v1::ListResponse> AgentService::List(const v1::ListRequest& reque
   const State& st = *snap.state;
   v1::ListResponse out;
   out.set_generation(snap.generation);
+  out.set_stale(StaleNote(store_->Health(), snap.generation));
   const std::string& ns = request.namespace_();
   auto in_ns = [&ns](const std::string& object_ns) { return ns.empty() || object_ns == ns; };
   switch (request.kind()) {

@@ -105,6 +105,15 @@ struct DatastoreHealth {
     absl::Status error;
   };
   std::vector<ResourceWatch> resources;
+
+  // Remote datastores (etcd): the last synced State kept in the state directory
+  // (state_cache.h). `stale`: the objects served and enforced come from that cache because the
+  // datastore has not been reached since the agent started.
+  bool stale = false;
+  std::string cache_path;           // empty: no cache
+  std::string cache_version;        // the datastore version of the state in the cache file
+  absl::Time cache_saved_at = absl::InfinitePast();
+  absl::Status cache_error;         // the last save's failure
 };
 
 // Where the agent's objects live: the embedded Store below (one node) or the shared etcd

@@ -444,6 +444,7 @@ int Get(Client& c, const std::vector<std::string>& args, const CommandOptions& o
     v1::GetResponse resp;
     grpc::Status st = c.objects().Get(c.Context().get(), req, &resp);
     if (!st.ok()) return Error(err, c.Explain(st));
+    if (!resp.stale().empty()) err << "netpolctl: warning: " << resp.stale() << "\n";
     objects.push_back(resp.object());
     CommandOptions o = opts;
     if (o.namespace_name.empty()) o.namespace_name = req.ref().namespace_();
@@ -458,6 +459,7 @@ int Get(Client& c, const std::vector<std::string>& args, const CommandOptions& o
   v1::ListResponse resp;
   grpc::Status st = c.objects().List(c.Context().get(), req, &resp);
   if (!st.ok()) return Error(err, c.Explain(st));
+  if (!resp.stale().empty()) err << "netpolctl: warning: " << resp.stale() << "\n";
   for (const v1::Object& o : resp.objects()) {
     if (!selector || Matches(*selector, ApiLabels(o))) objects.push_back(o);
   }
@@ -533,6 +535,19 @@ std::vector<std::vector<std::string>> DatastoreRows(const v1::StatusResponse& s)
     return rows;
   } else {
     rows.push_back({"Datastore:", health});
+  }
+  if (d.stale()) {
+    rows.push_back({"Stale:", "yes: not reached since the agent started; enforcing and serving "
+                              "the state cache (writes are refused)"});
+  }
+  if (d.has_cache()) {
+    const v1::StateCacheStatus& k = d.cache();
+    std::string cache = k.version().empty()
+                            ? absl::StrCat(k.path(), ", nothing saved yet")
+                            : absl::StrCat(k.path(), ", version ", k.version());
+    if (k.has_saved_at()) absl::StrAppend(&cache, " saved at ", TimeUtil::ToString(k.saved_at()));
+    if (!k.error().empty()) absl::StrAppend(&cache, "; the last save failed: ", k.error());
+    rows.push_back({"State cache:", cache});
   }
   rows.push_back(
       {"Last write error:", d.last_write_error().empty() ? "none" : d.last_write_error()});

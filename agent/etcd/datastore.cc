@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "agent/log.h"
@@ -86,6 +87,10 @@ EtcdDatastore::EtcdDatastore(DatastoreOptions options, std::unique_ptr<Client> c
   view_.revisions = std::make_shared<const std::map<std::string, int64_t>>();
   view_.invalid = std::make_shared<const std::map<std::string, std::string>>();
   status_.endpoints = client_->EndpointsText();
+  if (!options_.cache_dir.empty()) {
+    cache_ = std::make_unique<StateCache>(options_.cache_dir,
+                                          absl::StrCat("etcd prefix ", layout_.prefix()));
+  }
 }
 
 EtcdDatastore::~EtcdDatastore() { Stop(); }
@@ -95,6 +100,34 @@ void EtcdDatastore::SetListener(std::function<void()> on_change) {
 }
 
 void EtcdDatastore::Start() {
+  {
+    absl::MutexLock l(&mu_);
+    if (worker_.joinable() || stopping_) return;
+  }
+  if (cache_ != nullptr) {
+    absl::StatusOr<CachedState> cached = cache_->Load();
+    int64_t revision = 0;
+    if (cached.ok() && !absl::SimpleAtoi(cached->version, &revision)) {
+      cached = absl::DataLossError(absl::StrCat(cache_->path(), ": version \"", cached->version,
+                                                "\" is not an etcd revision"));
+    }
+    if (cached.ok()) {
+      LogInfo(absl::StrCat(
+          "etcd: enforcing the cached state of revision ", revision, " saved at ",
+          absl::FormatTime(cached->saved_at), " (", cache_->path(), ": ",
+          cached->state.namespaces.size(), " namespaces, ", cached->state.pods.size(), " pods, ",
+          cached->state.policies.size(), " policies) until etcd is listed"));
+      absl::MutexLock l(&mu_);
+      view_.snapshot.state = std::make_shared<const State>(std::move(cached->state));
+      view_.snapshot.generation = static_cast<uint64_t>(revision);
+      status_.from_cache = true;
+    } else if (!absl::IsNotFound(cached.status())) {
+      LogWarning(absl::StrCat("etcd: not using the state cache: ", cached.status().ToString(),
+                              "; nothing is enforced from it until etcd is listed"));
+    } else if (cached.status().message().find(" holds the state of ") != std::string::npos) {
+      LogWarning(absl::StrCat("etcd: not using the state cache: ", cached.status().message()));
+    }
+  }
   absl::MutexLock l(&mu_);
   if (worker_.joinable() || stopping_) return;
   worker_ = std::thread([this] { Run(); });
@@ -107,6 +140,18 @@ void EtcdDatastore::Stop() {
     if (watch_ != nullptr) watch_->Cancel();
   }
   if (worker_.joinable()) worker_.join();
+}
+
+void EtcdDatastore::FlushStateCache() {
+  if (cache_ != nullptr) cache_->Flush();
+}
+
+bool EtcdDatastore::WaitForState(absl::Duration timeout) const {
+  absl::MutexLock l(&mu_);
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return status_.synced || status_.from_cache;
+  };
+  return mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
 }
 
 bool EtcdDatastore::WaitSynced(absl::Duration timeout) const {
@@ -146,6 +191,14 @@ DatastoreHealth EtcdDatastore::Health() const {
   h.watch_endpoint = s.watch_endpoint;
   h.watch_error = s.last_error;
   h.revision = s.revision;
+  h.stale = s.from_cache;
+  if (cache_ != nullptr) {
+    const StateCacheStatus c = cache_->status();
+    h.cache_path = c.path;
+    h.cache_version = c.saved_version;
+    h.cache_saved_at = c.saved_at;
+    h.cache_error = c.last_error;
+  }
   return h;
 }
 
@@ -180,10 +233,14 @@ void EtcdDatastore::RecordError(const absl::Status& status, const std::string& w
 }
 
 void EtcdDatastore::Publish(View view) {
+  // Offered before it is visible: whoever sees the snapshot (a write waiting for its
+  // revision) may Flush the cache and find it saved.
+  if (cache_ != nullptr) cache_->Offer(view.snapshot.state, absl::StrCat(view.revision));
   {
     absl::MutexLock l(&mu_);
     view_ = std::move(view);
     status_.synced = true;
+    status_.from_cache = false;
   }
   if (on_change_) on_change_();
 }
@@ -458,6 +515,9 @@ absl::StatusOr<Snapshot> EtcdDatastore::Write(const Mutation& mutate, bool* atte
       *attempted = true;
       return absl::UnavailableError(absl::StrCat(
           "etcd datastore ", st.endpoints, " not reached yet, so nothing can be written",
+          st.from_cache ? absl::StrCat(" (this node enforces and serves its cached state of "
+                                       "revision ", st.generation, ")")
+                        : std::string(),
           st.last_error.ok() ? std::string() : absl::StrCat(": ", st.last_error.message())));
     }
     ASSIGN_OR_RETURN(std::optional<Change> change, mutate(*base.snapshot.state));

@@ -42,6 +42,7 @@
 #include "absl/time/time.h"
 #include "agent/etcd/client.h"
 #include "agent/etcd/keys.h"
+#include "agent/state_cache.h"
 #include "agent/store.h"
 
 namespace netpol::agent::etcd {
@@ -56,6 +57,10 @@ struct DatastoreOptions {
   // hammering one object each win about half the rounds, so losing 32 in a row is
   // practically impossible; Aborted when it happens (nothing stored).
   int max_write_attempts = 32;
+  // The state directory for the state cache (state_cache.h): every published snapshot is saved
+  // there with its revision, and Start() publishes the saved one at once, marked stale, so an
+  // agent started while etcd is down enforces and serves it until the first list. Empty: none.
+  std::string cache_dir;
   // Backoff between reconnection attempts, doubling from min to max.
   absl::Duration retry_min = absl::Milliseconds(200);
   absl::Duration retry_max = absl::Seconds(3);
@@ -76,6 +81,8 @@ struct DatastoreStatus {
   int64_t compactions = 0;    // re-lists because etcd compacted past the watch
   int64_t conflicts = 0;      // write transactions whose compares failed
   int64_t invalid_keys = 0;   // keys left out of the State now
+  // The published snapshot is the state cache's (revision `generation`), not yet a list's.
+  bool from_cache = false;
   // The last write's failure (a transaction not stored or not confirmed, or etcd not reached
   // yet); OK when it succeeded or none was tried. Mutation errors are not write failures.
   absl::Status last_write_error;
@@ -90,15 +97,21 @@ class EtcdDatastore : public Datastore {
   // `on_change` is called (from the watcher thread, no lock held) after each new snapshot is
   // published. Set it before Start().
   void SetListener(std::function<void()> on_change);
-  // Starts the watcher thread. Stop() ends it (a blocked write returns Unavailable).
+  // Publishes the state cache's snapshot when there is one (options.cache_dir), then starts the
+  // watcher thread. Stop() ends it (a blocked write returns Unavailable).
   void Start();
   void Stop();
   // Blocks until the first list has been published; false after `timeout`.
   bool WaitSynced(absl::Duration timeout) const;
+  // Blocks until a State to enforce is published: the state cache's (at Start) or a list's.
+  bool WaitForState(absl::Duration timeout) const;
 
-  // Before the first list: an empty State at generation 0.
+  // Before the first list: the state cache's snapshot, or an empty State at generation 0.
   Snapshot Current() const override;
   absl::StatusOr<Snapshot> Update(const Mutation& mutate) override;
+
+  // Returns once every snapshot published so far is saved in the state cache (tests).
+  void FlushStateCache();
 
   DatastoreStatus status() const;
   // etcd: healthy once the first list is published while the watch is connected (writes go
@@ -151,6 +164,7 @@ class EtcdDatastore : public Datastore {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   WatchStream* watch_ ABSL_GUARDED_BY(mu_) = nullptr;  // the stream the watcher reads now
   std::function<void()> on_change_;
+  std::unique_ptr<StateCache> cache_;  // null without options.cache_dir
   std::thread worker_;
 };
 

@@ -3,6 +3,8 @@
 // back, compaction past a watch, values that do not decode.
 #include "agent/etcd/datastore.h"
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <iostream>
 #include <memory>
@@ -343,6 +345,80 @@ TEST_F(DatastoreTest, EtcdDownRefusesWritesKeepsStateAndRecovers) {
   EXPECT_TRUE(h.healthy);
   EXPECT_TRUE(h.last_write_error.ok());
   EXPECT_EQ(h.watch_endpoint, etcd_->endpoint());
+}
+
+// Fail-static across restarts: every published snapshot goes to the state cache; a datastore
+// started while etcd is down publishes the cached one at once, marked stale, refuses writes,
+// and converges on etcd's State when etcd returns.
+TEST_F(DatastoreTest, StartsFromTheStateCacheWhileEtcdIsDown) {
+  const std::string cache_dir = dir_ + "/state";
+  ASSERT_EQ(mkdir(cache_dir.c_str(), 0700), 0);
+  DatastoreOptions o = Options();
+  o.cache_dir = cache_dir;
+  std::unique_ptr<EtcdDatastore> a = Started(o);
+  absl::StatusOr<Snapshot> written = a->Update(Apply(Objects()));
+  ASSERT_TRUE(written.ok()) << written.status();
+  a->FlushStateCache();
+  EXPECT_EQ(a->Health().cache_version, absl::StrCat(written->generation));
+  EXPECT_FALSE(a->Health().stale);
+  a.reset();
+  raw_.reset();
+  etcd_->Kill();
+
+  std::unique_ptr<EtcdDatastore> b = NewStore(o);
+  b->Start();
+  ASSERT_TRUE(b->WaitForState(absl::Seconds(20)));
+  EXPECT_FALSE(b->status().synced);
+  EXPECT_TRUE(b->status().from_cache);
+  EXPECT_EQ(b->Current().generation, written->generation);
+  EXPECT_TRUE(*b->Current().state == *written->state);
+  DatastoreHealth h = b->Health();
+  EXPECT_TRUE(h.stale);
+  EXPECT_FALSE(h.healthy);
+  absl::StatusOr<Snapshot> refused = b->Update(Apply(Objects(
+      "apiVersion: v1\nkind: Namespace\nmetadata: {name: yy}\n")));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
+  EXPECT_NE(refused.status().message().find(
+                absl::StrCat("enforces and serves its cached state of revision ",
+                             written->generation)),
+            std::string::npos)
+      << refused.status();
+
+  // etcd returns, and meanwhile another writer changed a label: b converges on etcd's State.
+  ASSERT_TRUE(etcd_->Restart().ok());
+  raw_ = NewStore();
+  const int64_t rev = Put("/netpol/v1/namespaces/x",
+                          "apiVersion: v1\nkind: Namespace\nmetadata: {name: x, labels: {n: \"1\"}}\n");
+  ASSERT_TRUE(b->WaitSynced(absl::Seconds(20)));
+  ASSERT_TRUE(Eventually([&] { return b->Current().generation == static_cast<uint64_t>(rev); }));
+  EXPECT_EQ(b->Current().state->namespaces.at("x").labels.at("n"), "1");
+  EXPECT_EQ(b->Current().state->pods.size(), 2u);
+  EXPECT_FALSE(b->status().from_cache);
+  ASSERT_TRUE(Eventually([&] { return b->Health().healthy; }));
+  EXPECT_FALSE(b->Health().stale);
+  b->FlushStateCache();
+  EXPECT_EQ(b->Health().cache_version, absl::StrCat(rev));
+}
+
+// A cache saved under another prefix is not enforced: the datastore waits for etcd.
+TEST_F(DatastoreTest, AnotherPrefixsStateCacheIsNotUsed) {
+  const std::string cache_dir = dir_ + "/state";
+  ASSERT_EQ(mkdir(cache_dir.c_str(), 0700), 0);
+  DatastoreOptions o = Options();
+  o.cache_dir = cache_dir;
+  std::unique_ptr<EtcdDatastore> a = Started(o);
+  ASSERT_TRUE(a->Update(Apply(Objects())).ok());
+  a->FlushStateCache();
+  a.reset();
+  raw_.reset();
+  etcd_->Kill();
+  o.prefix = "/other/";
+  std::unique_ptr<EtcdDatastore> b = NewStore(o);
+  b->Start();
+  EXPECT_FALSE(b->status().from_cache);
+  EXPECT_TRUE(b->Current().state->namespaces.empty());
+  EXPECT_FALSE(b->Health().stale);
 }
 
 TEST_F(DatastoreTest, CompactionPastTheWatchRelists) {

@@ -113,6 +113,14 @@ void EtcdProcess::Kill() {
   pid_ = -1;
 }
 
+void EtcdProcess::Freeze() {
+  if (pid_ > 0) ::kill(pid_, SIGSTOP);
+}
+
+void EtcdProcess::Thaw() {
+  if (pid_ > 0) ::kill(pid_, SIGCONT);
+}
+
 absl::Status EtcdProcess::Restart() {
   Kill();
   return Spawn();

@@ -29,6 +29,10 @@ class EtcdProcess {
   void Kill();
   // Starts it again on the same data directory and ports; waits until it answers.
   absl::Status Restart();
+  // Stops the server in place (SIGSTOP): its connections stay open and nothing answers, as
+  // with a hung or overloaded etcd. Thaw() resumes it (SIGCONT).
+  void Freeze();
+  void Thaw();
 
   // "127.0.0.1:PORT".
   const std::string& endpoint() const { return endpoint_; }
