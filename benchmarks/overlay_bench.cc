@@ -10,6 +10,9 @@
 //   BM_Overlay/<tier>/stolen   each iteration first gives one remote pod an attached address
 //                              (a stale API address; a vector append, inside the timing), which
 //                              the overlay takes back: one pod changed per iteration
+//   BM_Attach/<tier>/readd     agent::Attach of a new sandbox of one attached pod, then Detach
+//                              of it: the transitions CNI ADD/DEL run under the store's lock
+//                              (a State copy and one pass over the pods each: linear in pods)
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -89,6 +92,25 @@ void BM_Stolen(benchmark::State& st, Setup* s) {
   st.counters["pods"] = static_cast<double>(s->state.pods.size());
 }
 
+void BM_Attach(benchmark::State& st, Setup* s) {
+  if (s->attachments.empty()) {
+    st.SkipWithError("no attachments");
+    return;
+  }
+  agent::Attachment fresh = s->attachments.begin()->second;
+  fresh.container_id = "c-new-sandbox";
+  uint64_t changed = 0;
+  for (auto _ : st) {
+    agent::AttachmentChange a = agent::Attach(s->state, s->attachments, fresh);
+    agent::AttachmentChange d =
+        agent::Detach(a.state, a.attachments, agent::AttachmentSelector{"", fresh.container_id, ""});
+    changed += a.changed && d.found ? 1 : 0;
+    benchmark::DoNotOptimize(d.state);
+  }
+  if (changed != static_cast<uint64_t>(st.iterations())) st.SkipWithError("attach did nothing");
+  st.counters["pods"] = static_cast<double>(s->state.pods.size());
+}
+
 // Registers the benchmarks of every tier in --tiers and runs them. 1 when a tier cannot be
 // generated.
 int RegisterAndRun() {
@@ -108,6 +130,8 @@ int RegisterAndRun() {
     benchmark::RegisterBenchmark(("BM_Overlay/" + name + "/steady").c_str(), BM_Steady, s)
         ->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark(("BM_Overlay/" + name + "/stolen").c_str(), BM_Stolen, s)
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("BM_Attach/" + name + "/readd").c_str(), BM_Attach, s)
         ->Unit(benchmark::kMicrosecond);
   }
   benchmark::RunSpecifiedBenchmarks();
