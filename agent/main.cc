@@ -84,6 +84,10 @@ ABSL_FLAG(std::string, etcd_key, "", "PEM private key of --etcd-cert");
 ABSL_FLAG(absl::Duration, etcd_keepalive, absl::Seconds(10),
           "Ping etcd connections this often and drop one unanswered for as long, so a lost "
           "watch is noticed (etcd refuses pings more often than its --grpc-keepalive-min-time)");
+ABSL_FLAG(absl::Duration, etcd_write_timeout, absl::Seconds(5),
+          "The longest a write to etcd may take to learn its fate, waiting behind this node's "
+          "other writes included: past it the write fails, 'not stored' when it never reached "
+          "etcd, 'outcome unknown' when it may have");
 ABSL_FLAG(bool, watch_changes, true,
           "Follow nf_tables change notifications and repair the table at once when anything "
           "else changes it (the periodic check still runs)");
@@ -206,6 +210,7 @@ int main(int argc, char** argv) {
     eopts.client.keepalive_time = absl::GetFlag(FLAGS_etcd_keepalive);
     eopts.client.keepalive_timeout = absl::GetFlag(FLAGS_etcd_keepalive);
     eopts.prefix = absl::GetFlag(FLAGS_etcd_prefix);
+    eopts.write_deadline = absl::GetFlag(FLAGS_etcd_write_timeout);
     // The last synced State is kept in the state directory: a restart while etcd is down
     // enforces and serves it (marked stale) instead of waiting for etcd.
     eopts.cache_dir = state_dir;

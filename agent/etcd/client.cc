@@ -1,6 +1,7 @@
 // The etcd v3 client. See client.h.
 #include "agent/etcd/client.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <utility>
@@ -85,7 +86,17 @@ WatchStream::~WatchStream() {
   }
 }
 
-bool WatchStream::Begin() { return stream_->Write(create_); }
+bool WatchStream::Begin() {
+  absl::MutexLock l(&write_mu_);
+  return stream_->Write(create_);
+}
+
+bool WatchStream::RequestProgress() {
+  etcdserverpb::WatchRequest r;
+  r.mutable_progress_request();
+  absl::MutexLock l(&write_mu_);
+  return stream_ != nullptr && stream_->Write(r);
+}
 
 bool WatchStream::Next(etcdserverpb::WatchResponse* out) { return stream_->Read(out); }
 
@@ -148,15 +159,32 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const ClientOptions& opti
 
 std::string Client::EndpointsText() const { return absl::StrJoin(options_.endpoints, ","); }
 
+namespace {
+
+// Whether a failed call's error says no connection was made, so the request never left this
+// process (gRPC fails such calls before sending anything when wait_for_ready is off).
+bool NeverSent(const absl::Status& s) {
+  if (!absl::IsUnavailable(s)) return false;
+  for (absl::string_view m : {"failed to connect", "Connection refused",
+                              "connections to all backends failing", "DNS resolution failed",
+                              "No route to host", "Network is unreachable", "empty address list"}) {
+    if (absl::StrContains(s.message(), m)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 template <typename Call>
-absl::Status Client::OnSomeMember(bool idempotent, Call call) {
+absl::Status Client::OnSomeMember(bool idempotent, Call call, absl::Time deadline) {
   const size_t n = members_.size();
   const size_t first = preferred_.load() % n;
   absl::Status last;
   for (size_t i = 0; i < n; ++i) {
     const size_t at = (first + i) % n;
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + options_.request_timeout));
+    context.set_deadline(
+        absl::ToChronoTime(std::min(absl::Now() + options_.request_timeout, deadline)));
     // Reads wait (up to the deadline) for a connection being made instead of failing at once
     // (see Watch for why); writes fail fast so a client hears "unavailable" right away while
     // etcd is down.
@@ -175,8 +203,13 @@ absl::Status Client::OnSomeMember(bool idempotent, Call call) {
     }
     // This member is unreachable or slow: prefer the next one from now on.
     preferred_.store((at + 1) % n);
-    // A write that timed out may have been applied; it is not sent again.
-    if (absl::IsDeadlineExceeded(last)) return last;
+    // A write that may have reached etcd may have been applied; it is not sent again.
+    if (!idempotent && !NeverSent(last)) {
+      return absl::UnknownError(absl::StrCat(
+          "outcome unknown: the request may have reached etcd but no answer came: ",
+          last.message()));
+    }
+    if (absl::Now() >= deadline) break;
   }
   return last;
 }
@@ -215,12 +248,14 @@ absl::StatusOr<ListResult> Client::List(const std::string& key, const std::strin
   return out;
 }
 
-absl::StatusOr<etcdserverpb::TxnResponse> Client::Txn(const etcdserverpb::TxnRequest& request) {
+absl::StatusOr<etcdserverpb::TxnResponse> Client::Txn(const etcdserverpb::TxnRequest& request,
+                                                      absl::Time deadline) {
   etcdserverpb::TxnResponse response;
-  // A transaction that timed out is not sent again: it may have been applied.
-  absl::Status st = OnSomeMember(false, [&](Member& m, grpc::ClientContext* ctx) {
-    return m.kv->Txn(ctx, request, &response);
-  });
+  // A transaction that may have reached etcd is not sent again: it may have been applied.
+  absl::Status st = OnSomeMember(
+      false,
+      [&](Member& m, grpc::ClientContext* ctx) { return m.kv->Txn(ctx, request, &response); },
+      deadline);
   if (!st.ok()) return st;
   return response;
 }

@@ -57,6 +57,9 @@ struct ListResult {
 class WatchStream {
  public:
   ~WatchStream();
+  // Asks etcd for a progress report on this stream (after Begin succeeded): etcd answers with
+  // a header-only response once it is serving, which shows it alive. False when not sent.
+  bool RequestProgress();
   // Blocks for the next response. False when the stream ended; Finish() says why.
   bool Next(etcdserverpb::WatchResponse* out);
   // The stream's final status (call after Next returned false).
@@ -72,6 +75,7 @@ class WatchStream {
   friend class Client;
   WatchStream() = default;
   std::string endpoint_;
+  absl::Mutex write_mu_;  // one stream write at a time (Begin, RequestProgress)
   etcdserverpb::WatchRequest create_;
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<etcdserverpb::WatchRequest, etcdserverpb::WatchResponse>>
@@ -88,9 +92,13 @@ class Client {
   absl::StatusOr<ListResult> List(const std::string& key, const std::string& range_end,
                                   int64_t page_size = 500);
   absl::StatusOr<etcdserverpb::RangeResponse> Range(const etcdserverpb::RangeRequest& request);
-  // One transaction. Unavailable when it was not sent; DeadlineExceeded when it was sent but no
-  // answer came (it may or may not have been applied).
-  absl::StatusOr<etcdserverpb::TxnResponse> Txn(const etcdserverpb::TxnRequest& request);
+  // One transaction, answered by `deadline` at the latest (and within request_timeout).
+  // Unavailable only when no member can have received it (no connection could be made);
+  // Unknown ("outcome unknown") when it may have reached etcd but no answer came (a deadline,
+  // a connection lost or a keepalive timeout after sending): it may or may not be applied, and
+  // it is not sent again.
+  absl::StatusOr<etcdserverpb::TxnResponse> Txn(const etcdserverpb::TxnRequest& request,
+                                                absl::Time deadline = absl::InfiniteFuture());
   absl::StatusOr<etcdserverpb::CompactionResponse> Compact(int64_t revision);
   // Opens a watch stream of [key, range_end) from `start_revision` (0: from now) on the next
   // member in turn. Begin() sends its create request; events come with Next().
@@ -109,7 +117,8 @@ class Client {
   explicit Client(ClientOptions options) : options_(std::move(options)) {}
   // Runs `call` on the preferred member, then on the others while they are unavailable.
   template <typename Call>
-  absl::Status OnSomeMember(bool idempotent, Call call);
+  absl::Status OnSomeMember(bool idempotent, Call call,
+                            absl::Time deadline = absl::InfiniteFuture());
 
   const ClientOptions options_;
   std::vector<Member> members_;

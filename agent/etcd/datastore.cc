@@ -184,7 +184,7 @@ DatastoreHealth EtcdDatastore::Health() const {
   const DatastoreStatus s = status();
   DatastoreHealth h;
   h.kind = DatastoreHealth::Kind::kEtcd;
-  h.healthy = s.synced && s.watching;
+  h.healthy = s.synced && s.watching && s.unanswered_since == absl::InfinitePast();
   h.last_write_error = s.last_write_error;
   h.endpoints = s.endpoints;
   h.watch_connected = s.watching;
@@ -366,6 +366,11 @@ void EtcdDatastore::Run() {
     bool relist = false;
     std::string why;
     while (stream->Next(&r)) {
+      {
+        // etcd answered: a write that failed for want of an answer no longer says it is away.
+        absl::MutexLock l(&mu_);
+        status_.unanswered_since = absl::InfinitePast();
+      }
       if (r.compact_revision() > 0) {
         why = absl::StrCat("etcd compacted its history up to revision ", r.compact_revision(),
                            ", past this node's revision ", CurrentView().revision);
@@ -496,17 +501,39 @@ TxnRequest EtcdDatastore::BuildTxn(const View& base, const State& next) const {
 }
 
 absl::StatusOr<Snapshot> EtcdDatastore::Update(const Mutation& mutate) {
-  absl::MutexLock w(&write_mu_);
+  const absl::Time deadline = absl::Now() + options_.write_deadline;
   bool attempted = false;
-  absl::StatusOr<Snapshot> out = Write(mutate, &attempted);
-  if (attempted) {
+  absl::StatusOr<Snapshot> out;
+  if (!write_mu_.LockWhenWithDeadline(absl::Condition::kTrue, deadline)) {
+    write_mu_.Unlock();
+    attempted = true;
+    out = absl::UnavailableError(absl::StrCat(
+        "etcd write not sent: this node's earlier writes to etcd did not finish within ",
+        absl::FormatDuration(options_.write_deadline),
+        " (etcd slow or not answering); the change was not stored"));
+  } else {
+    out = Write(mutate, deadline, &attempted);
+    write_mu_.Unlock();
+  }
+  if (!attempted) return out;
+  {
     absl::MutexLock l(&mu_);
     status_.last_write_error = out.status();
+    if (out.ok()) {
+      status_.unanswered_since = absl::InfinitePast();
+    } else if (absl::IsUnavailable(out.status()) || absl::IsUnknown(out.status()) ||
+               absl::IsDeadlineExceeded(out.status())) {
+      if (status_.unanswered_since == absl::InfinitePast()) status_.unanswered_since = absl::Now();
+      // Ask etcd to report on the watch: its answer shows it alive again.
+      if (watch_ != nullptr && status_.watching) watch_->RequestProgress();
+    }
   }
+  if (!out.ok()) LogWarning(absl::StrCat("etcd: write failed: ", out.status().ToString()));
   return out;
 }
 
-absl::StatusOr<Snapshot> EtcdDatastore::Write(const Mutation& mutate, bool* attempted) {
+absl::StatusOr<Snapshot> EtcdDatastore::Write(const Mutation& mutate, absl::Time deadline,
+                                              bool* attempted) {
   for (int attempt = 1; attempt <= options_.max_write_attempts; ++attempt) {
     *attempted = false;
     const View base = CurrentView();
@@ -525,19 +552,28 @@ absl::StatusOr<Snapshot> EtcdDatastore::Write(const Mutation& mutate, bool* atte
     TxnRequest txn = BuildTxn(base, change->state);
     if (txn.success_size() == 0) return base.snapshot;
     *attempted = true;
-    absl::StatusOr<etcdserverpb::TxnResponse> r = client_->Txn(txn);
+    if (absl::Now() >= deadline) {
+      return absl::UnavailableError(absl::StrCat(
+          "etcd write not sent: no time left of its ", absl::FormatDuration(options_.write_deadline),
+          " (--etcd-write-timeout) after waiting for this node's view; the change was not "
+          "stored"));
+    }
+    absl::StatusOr<etcdserverpb::TxnResponse> r = client_->Txn(txn, deadline);
     if (!r.ok()) {
       const std::string tail = absl::StrCat("; this node keeps enforcing etcd revision ",
                                             base.revision);
       if (absl::IsUnavailable(r.status())) {
         return absl::UnavailableError(absl::StrCat(
-            "etcd unavailable, the change was not stored: ", r.status().message(), tail));
-      }
-      if (absl::IsDeadlineExceeded(r.status())) {
-        return absl::UnavailableError(absl::StrCat(
-            "etcd did not answer in time; the change may or may not have been stored (check "
-            "with get): ",
+            "etcd unavailable, the change was not stored (it never reached etcd): ",
             r.status().message(), tail));
+      }
+      if (absl::IsUnknown(r.status()) || absl::IsDeadlineExceeded(r.status())) {
+        return absl::UnknownError(absl::StrCat(
+            "etcd did not confirm the write, outcome unknown: the change may or may not have "
+            "been stored (",
+            r.status().message(), ")", tail,
+            ". Find out with `netpolctl get` once `netpolctl status` shows the datastore "
+            "healthy; until then get answers from this node's own view and says so"));
       }
       if (absl::StrContains(r.status().message(), "too many operations")) {
         return absl::InvalidArgumentError(absl::StrCat(

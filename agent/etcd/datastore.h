@@ -22,8 +22,12 @@
 // must hold no key newer than the snapshot. When a compare fails (a concurrent writer), the
 // node waits until its watch has seen the conflicting change and runs the mutation again on
 // the new State, so no update is lost and nothing is half applied. A successful transaction
-// returns once this node's watch has published its revision. etcd unreachable: Unavailable,
-// nothing stored.
+// returns once this node's watch has published its revision. Each write learns its fate within
+// options.write_deadline: Unavailable ("not stored") only when it never reached etcd (no
+// connection, or still waiting behind this node's earlier writes); Unknown ("outcome unknown")
+// when it may have reached etcd without an answer (etcd frozen, a connection lost): it may or
+// may not have been stored, and this node's view (`get`) tells once etcd answers again. A
+// failed write makes Health unhealthy until etcd is heard from again, and is logged.
 //
 // Thread safety: all public methods are thread-safe.
 #ifndef NETPOL_AGENT_ETCD_DATASTORE_H_
@@ -51,6 +55,10 @@ struct DatastoreOptions {
   ClientOptions client;
   // Key prefix of every object (see keys.h).
   std::string prefix = kDefaultPrefix;
+  // The longest a write may take to learn its fate from etcd, from its arrival: waiting behind
+  // this node's other writes plus the transaction itself (--etcd-write-timeout). Past it the
+  // write fails: "not stored" if it was never sent, "outcome unknown" if it may have been.
+  absl::Duration write_deadline = absl::Seconds(5);
   // How long a successful write waits for this node's watch to deliver its revision.
   absl::Duration write_timeout = absl::Seconds(30);
   // Transactions tried per write when compares keep failing (concurrent writers). Two writers
@@ -86,6 +94,9 @@ struct DatastoreStatus {
   // The last write's failure (a transaction not stored or not confirmed, or etcd not reached
   // yet); OK when it succeeded or none was tried. Mutation errors are not write failures.
   absl::Status last_write_error;
+  // When a write last failed for want of an answer from etcd; InfinitePast once etcd was
+  // heard from since (a watch response, a successful write). Health is false meanwhile.
+  absl::Time unanswered_since = absl::InfinitePast();
 };
 
 class EtcdDatastore : public Datastore {
@@ -114,8 +125,8 @@ class EtcdDatastore : public Datastore {
   void FlushStateCache();
 
   DatastoreStatus status() const;
-  // etcd: healthy once the first list is published while the watch is connected (writes go
-  // through the same client; a write failure while etcd was away does not outlive it).
+  // etcd: healthy once the first list is published while the watch is connected and no write
+  // has failed for want of an answer since etcd was last heard from.
   DatastoreHealth Health() const override;
   Client* client() { return client_.get(); }
   const KeyLayout& layout() const { return layout_; }
@@ -136,7 +147,7 @@ class EtcdDatastore : public Datastore {
   // Update's body. `*attempted` tells whether its last attempt reached the point of writing
   // (a transaction sent, or refused for want of a first list), so that its result is a write
   // result and not a mutation's.
-  absl::StatusOr<Snapshot> Write(const Mutation& mutate, bool* attempted)
+  absl::StatusOr<Snapshot> Write(const Mutation& mutate, absl::Time deadline, bool* attempted)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Lists the prefix and publishes it. Returns the list error, if any.
   absl::Status ListAndPublish();

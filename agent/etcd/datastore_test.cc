@@ -421,6 +421,64 @@ TEST_F(DatastoreTest, AnotherPrefixsStateCacheIsNotUsed) {
   EXPECT_FALSE(b->Health().stale);
 }
 
+// etcd frozen (SIGSTOP: connections open, nothing answers). Every write learns its fate within
+// its deadline: a write that may have reached etcd says "outcome unknown" (UNKNOWN), never
+// "not stored"; one that says "not stored" (UNAVAILABLE) is indeed absent once etcd is back.
+// The first failed write makes the datastore unhealthy; etcd answering again makes it healthy.
+TEST_F(DatastoreTest, WritesToAFrozenEtcdAreUnknownOrNotStoredAndSayWhich) {
+  DatastoreOptions o = Options();
+  o.write_deadline = absl::Seconds(2);
+  o.client.keepalive_time = absl::Seconds(30);  // the watch stays up while etcd is frozen
+  o.client.keepalive_timeout = absl::Seconds(30);
+  std::unique_ptr<EtcdDatastore> a = Started(o);
+  ASSERT_TRUE(a->Update(Apply(Objects())).ok());
+  ASSERT_TRUE(Eventually([&] { return a->Health().healthy; }));
+
+  etcd_->Freeze();
+  constexpr int kWriters = 4;
+  std::vector<absl::Status> results(kWriters);
+  std::vector<std::thread> writers;
+  for (int i = 0; i < kWriters; ++i) {
+    writers.emplace_back([&, i] {
+      results[i] = a->Update(Apply(Objects(absl::StrCat(
+                                 "apiVersion: v1\nkind: Namespace\nmetadata: {name: w", i,
+                                 "}\n"))))
+                       .status();
+    });
+  }
+  for (std::thread& t : writers) t.join();
+  // Unhealthy after the failed writes, while etcd is still frozen.
+  DatastoreHealth h = a->Health();
+  EXPECT_FALSE(h.healthy);
+  EXPECT_FALSE(h.last_write_error.ok());
+  int unknown = 0;
+  for (int i = 0; i < kWriters; ++i) {
+    const absl::Status& st = results[i];
+    ASSERT_FALSE(st.ok()) << "writer " << i;
+    if (st.code() == absl::StatusCode::kUnknown) {
+      ++unknown;
+      EXPECT_NE(st.message().find("outcome unknown"), std::string::npos) << st;
+      EXPECT_EQ(st.message().find("not stored"), std::string::npos) << st;
+    } else {
+      EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+      EXPECT_NE(st.message().find("not stored"), std::string::npos) << st;
+    }
+  }
+  EXPECT_GE(unknown, 1) << "the first write was sent to the frozen etcd";
+
+  etcd_->Thaw();
+  ASSERT_TRUE(Eventually([&] { return a->Health().healthy; }));
+  // What etcd holds now, through a second node's fresh list: every "not stored" write is absent.
+  std::unique_ptr<EtcdDatastore> b = Started();
+  ASSERT_TRUE(Eventually([&] { return b->Current().generation == a->Current().generation; }));
+  for (int i = 0; i < kWriters; ++i) {
+    if (results[i].code() == absl::StatusCode::kUnavailable) {
+      EXPECT_EQ(b->Current().state->namespaces.count(absl::StrCat("w", i)), 0u)
+          << "writer " << i << " was told 'not stored': " << results[i];
+    }
+  }
+}
+
 TEST_F(DatastoreTest, CompactionPastTheWatchRelists) {
   DatastoreOptions slow = Options();
   // A long pause before reconnecting leaves time to write and compact while it is away.
