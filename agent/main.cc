@@ -175,12 +175,14 @@ int main(int argc, char** argv) {
     kopts.cluster = *cluster;
     kopts.page_size = absl::GetFlag(FLAGS_kube_page_size);
     kopts.watch_timeout = absl::GetFlag(FLAGS_kube_watch_timeout);
+    // The last synced State is kept in the state directory: a restart while the API server is
+    // unreachable enforces and serves it (marked stale) instead of waiting.
+    kopts.cache_dir = state_dir;
     absl::StatusOr<std::unique_ptr<k8s::KubernetesDatastore>> created =
         k8s::KubernetesDatastore::Create(kopts);
     if (!created.ok()) return Fail("--datastore=kubernetes", created.status());
-    if (::mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-      return Fail("cannot create the state directory " + state_dir,
-                  absl::Status(absl::ErrnoToStatusCode(errno), std::strerror(errno)));
+    if (absl::Status st = PrepareStateDirectory(state_dir); !st.ok()) {
+      return Fail("cannot use the state directory " + state_dir, st);
     }
     kube_store = created->get();
     store_owner = *std::move(created);
@@ -334,14 +336,29 @@ int main(int argc, char** argv) {
     kube_store->SetListener([&reconciler] { reconciler.Notify(); });
     kube_store->Start();
     etcd_starter = std::thread([&] {
+      while (!stopping.load() && !kube_store->WaitForState(absl::Seconds(10))) {
+        LogWarning("kubernetes: not listed yet and no state cache; the kernel keeps its table "
+                   "as it is until the first lists arrive");
+      }
+      if (stopping.load()) return;
+      if (kube_store->status().synced) {
+        absl::Status st = reconcile_attachments();
+        if (!st.ok()) {
+          LogError(absl::StrCat("cannot reconcile the CNI attachments: ", st.ToString()));
+        }
+        start_syncing();
+        return;
+      }
+      // The state cache: enforce and serve it now; the attachments are reconciled once the
+      // API server's lists are in.
+      start_syncing();
       while (!stopping.load() && !kube_store->WaitSynced(absl::Seconds(10))) {
-        LogWarning("kubernetes: not listed yet; the kernel keeps its table as it is until the "
-                   "first lists arrive");
+        LogWarning("kubernetes: not listed yet; enforcing and serving the cached state");
       }
       if (stopping.load()) return;
       absl::Status st = reconcile_attachments();
       if (!st.ok()) LogError(absl::StrCat("cannot reconcile the CNI attachments: ", st.ToString()));
-      start_syncing();
+      reconciler.Notify();
     });
   } else if (etcd_store == nullptr) {
     start_syncing();

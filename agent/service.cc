@@ -110,6 +110,23 @@ void DatastoreToApi(const DatastoreHealth& h, v1::DatastoreStatus* out) {
 // Non-empty when reads answer from this node's own copy of a remote datastore that it cannot
 // reach now (or has not reached since it started): what Get/List say about their answer.
 std::string StaleNote(const DatastoreHealth& h, uint64_t generation) {
+  if (h.kind == DatastoreHealth::Kind::kKubernetes) {
+    if (h.stale) {
+      return absl::StrCat("the Kubernetes API server ", h.endpoints,
+                          " has not been listed since this agent started: this answer is its "
+                          "state cache",
+                          h.cache_saved_at == absl::InfinitePast()
+                              ? std::string()
+                              : absl::StrCat(" (saved at ", absl::FormatTime(h.cache_saved_at),
+                                             ")"));
+    }
+    // A watch being re-opened (every few minutes) is not staleness; a failing one is.
+    if (h.watch_error.ok()) return "";
+    return absl::StrCat("the Kubernetes API server ", h.endpoints, " is not answering (",
+                        h.watch_error.message(), "): this answer is this node's view at ",
+                        "resourceVersion ", h.resource_version.empty() ? "-" : h.resource_version,
+                        "; the API server may hold newer changes");
+  }
   if (h.kind != DatastoreHealth::Kind::kEtcd || h.healthy) return "";
   if (h.stale) {
     return absl::StrCat("etcd ", h.endpoints, " has not been reached since this agent started: ",

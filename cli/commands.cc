@@ -532,7 +532,6 @@ std::vector<std::vector<std::string>> DatastoreRows(const v1::StatusResponse& s)
       if (k.skipped_objects_size() > 5) absl::StrAppend(&skipped, "; ...");
       rows.push_back({"Skipped:", skipped});
     }
-    return rows;
   } else {
     rows.push_back({"Datastore:", health});
   }
@@ -549,8 +548,11 @@ std::vector<std::vector<std::string>> DatastoreRows(const v1::StatusResponse& s)
     if (!k.error().empty()) absl::StrAppend(&cache, "; the last save failed: ", k.error());
     rows.push_back({"State cache:", cache});
   }
-  rows.push_back(
-      {"Last write error:", d.last_write_error().empty() ? "none" : d.last_write_error()});
+  // Kubernetes: objects are never written here.
+  if (!d.has_kubernetes()) {
+    rows.push_back(
+        {"Last write error:", d.last_write_error().empty() ? "none" : d.last_write_error()});
+  }
   return rows;
 }
 

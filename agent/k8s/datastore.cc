@@ -115,6 +115,10 @@ KubernetesDatastore::KubernetesDatastore(DatastoreOptions options, std::unique_p
   current_.state = std::make_shared<const State>();
   status_.server = options_.cluster.server;
   for (Resource r : kResources) status_.resources[Index(r)].resource = r;
+  if (!options_.cache_dir.empty()) {
+    cache_ = std::make_unique<StateCache>(options_.cache_dir,
+                                          absl::StrCat("kubernetes ", options_.cluster.server));
+  }
 }
 
 KubernetesDatastore::~KubernetesDatastore() { Stop(); }
@@ -135,12 +139,62 @@ void KubernetesDatastore::Restore(State state) {
   for (const auto& [k, v] : state.policies) restored_[2].insert(k);
   absl::MutexLock l(&mu_);
   current_.state = std::make_shared<const State>(std::move(state));
+  // Generation 1 with no change log: the first sync compiles it whole; the lists' changes
+  // (generation 2 on) are element-level against it.
+  current_.generation = 1;
+  log_.clear();
+  log_first_ = 2;
+  status_.from_cache = true;
 }
 
 void KubernetesDatastore::Start() {
+  {
+    absl::MutexLock l(&mu_);
+    if (runner_.joinable() || stopping_) return;
+  }
+  if (cache_ != nullptr) {
+    absl::StatusOr<CachedState> cached = cache_->Load();
+    if (cached.ok()) {
+      LogInfo(absl::StrCat(
+          "kubernetes: enforcing the cached state of ", cached->version, " saved at ",
+          absl::FormatTime(cached->saved_at), " (", cache_->path(), ": ",
+          cached->state.namespaces.size(), " namespaces, ", cached->state.pods.size(), " pods, ",
+          cached->state.policies.size(), " policies) until the API server is listed"));
+      Restore(std::move(cached->state));
+    } else if (!absl::IsNotFound(cached.status()) ||
+               cached.status().message().find(" holds the state of ") != std::string::npos) {
+      LogWarning(absl::StrCat("kubernetes: not using the state cache: ",
+                              cached.status().ToString()));
+    }
+  }
   absl::MutexLock l(&mu_);
   if (runner_.joinable() || stopping_) return;
   runner_ = std::thread([this] { Run(); });
+}
+
+void KubernetesDatastore::FlushStateCache() {
+  if (cache_ != nullptr) cache_->Flush();
+}
+
+bool KubernetesDatastore::WaitForState(absl::Duration timeout) const {
+  absl::MutexLock l(&mu_);
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return status_.synced || status_.from_cache;
+  };
+  return mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+}
+
+void KubernetesDatastore::OfferToCache(std::shared_ptr<const State> state) {
+  if (cache_ == nullptr) return;
+  std::string version;
+  {
+    absl::MutexLock l(&mu_);
+    for (const ResourceStatus& r : status_.resources) {
+      absl::StrAppend(&version, version.empty() ? "" : ",", ResourceName(r.resource), "=",
+                      r.resource_version);
+    }
+  }
+  cache_->Offer(std::move(state), absl::StrCat("resourceVersions ", version));
 }
 
 void KubernetesDatastore::Stop() {
@@ -208,6 +262,14 @@ DatastoreHealth KubernetesDatastore::Health() const {
   h.resource_version = s.resource_version;
   h.last_event_time = s.last_event_time;
   h.invalid_objects = s.invalid;
+  h.stale = s.from_cache;
+  if (cache_ != nullptr) {
+    const StateCacheStatus c = cache_->status();
+    h.cache_path = c.path;
+    h.cache_version = c.saved_version;
+    h.cache_saved_at = c.saved_at;
+    h.cache_error = c.last_error;
+  }
   for (const ResourceStatus& r : s.resources) {
     DatastoreHealth::ResourceWatch w;
     w.resource = ResourceName(r.resource);
@@ -330,6 +392,12 @@ void KubernetesDatastore::ApplyItemsLocked(Resource r, std::vector<Item>& items,
     }
   }
   for (Item& item : items) {
+    if (item.deleted) {
+      versions.erase(item.key);
+      invalid.erase(item.key);
+      if (Erase(r, item.key, state)) keys.insert(item.key);
+      continue;
+    }
     auto v = versions.find(item.key);
     if (v != versions.end() && v->second == item.resource_version && !item.resource_version.empty()) {
       continue;  // already applied (a replayed event, or unchanged since the last list)
@@ -391,10 +459,11 @@ void KubernetesDatastore::Apply(Resource r, std::vector<Item> items, bool full,
     }
     status_.invalid = std::move(invalid);
     if (!touched.empty() || publish_always) {
-      PublishLocked(std::move(state), std::move(touched));
+      PublishLocked(state, std::move(touched));
       published = true;
     }
   }
+  if (published) OfferToCache(std::move(state));
   if (published && on_change_) on_change_();
 }
 
@@ -438,9 +507,11 @@ void KubernetesDatastore::ApplyMany(std::array<std::vector<Item>, 3> lists,
     status_.invalid = std::move(invalid);
     // The first publication always makes a generation: the reconciler's first sync waits
     // for it.
-    PublishLocked(std::move(state), std::move(touched));
+    PublishLocked(state, std::move(touched));
     status_.synced = true;
+    status_.from_cache = false;
   }
+  OfferToCache(std::move(state));
   if (on_change_) on_change_();
 }
 

@@ -50,6 +50,7 @@
 #include "agent/attachments.h"
 #include "agent/k8s/client.h"
 #include "agent/k8s/decode.h"
+#include "agent/state_cache.h"
 #include "agent/store.h"
 
 namespace netpol::agent::k8s {
@@ -70,6 +71,12 @@ struct DatastoreOptions {
   // One list page's deadline.
   absl::Duration request_timeout = absl::Seconds(60);
   uint64_t seed = 0;  // jitter; 0: from the clock
+  // The state directory for the state cache (agent/state_cache.h): every State the API's
+  // events publish is saved there with the resourceVersions, and Start() publishes the saved
+  // one at once, marked stale, so an agent started while the API server is unreachable
+  // enforces and serves it until the first lists (which then change only what differs).
+  // Empty: none.
+  std::string cache_dir;
 };
 
 struct ResourceStatus {
@@ -93,6 +100,8 @@ struct KubernetesStatus {
   int64_t events = 0;      // watch events applied (bookmarks excluded)
   // Objects left out because netpol cannot represent them: "pod ns/a: reason".
   std::vector<std::string> invalid;
+  // The published State is the state cache's, not yet the API's lists'.
+  bool from_cache = false;
 };
 
 class KubernetesDatastore : public Datastore {
@@ -105,11 +114,18 @@ class KubernetesDatastore : public Datastore {
   // The node's CNI attachments, overlaid on every change from the API. Before Start().
   void SetAttachments(std::function<std::shared_ptr<const Attachments>()> attachments);
   // Starts with `state` as the last known State (a saved copy: enforced until the first lists
-  // replace it, which then change only what differs). Optional; before Start().
+  // replace it, which then change only what differs). Optional; before Start(). Start() does
+  // this itself with the state cache's State (options.cache_dir).
   void Restore(State state);
+  // Publishes the state cache's State when there is one, then starts listing and watching.
   void Start();
   void Stop();
+  // Blocks until the first lists are published; false after `timeout`.
   bool WaitSynced(absl::Duration timeout) const;
+  // Blocks until a State to enforce is published: the state cache's (at Start) or the lists'.
+  bool WaitForState(absl::Duration timeout) const;
+  // Returns once every State published so far is saved in the state cache (tests).
+  void FlushStateCache();
 
   Snapshot Current() const override;
   absl::StatusOr<Snapshot> Update(const Mutation& mutate) override;
@@ -149,8 +165,12 @@ class KubernetesDatastore : public Datastore {
 
   const DatastoreOptions options_;
   const std::unique_ptr<Client> client_;
+  // Offers the published State to the state cache (with apply_mu_ held).
+  void OfferToCache(std::shared_ptr<const State> state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+
   std::function<void()> on_change_;
   std::function<std::shared_ptr<const Attachments>()> attachments_;
+  std::unique_ptr<StateCache> cache_;  // null without options.cache_dir
 
   // Serializes every change of the State (watch threads, Update) and guards the per-object
   // bookkeeping.

@@ -2,8 +2,9 @@
 """The Kubernetes datastore against the real kube-apiserver (tests/k8s/apiserver.py): paged
 lists, watch events as exact element-level changes, a watch resumed across an API server
 restart without losing or repeating an event, RBAC revoked (fail-static, the resource and verb
-named), and 410 Gone answered by a re-list whose differences are exactly the changes made while
-the watch was away.
+named), 410 Gone answered by a re-list whose differences are exactly the changes made while
+the watch was away, and a restart while the API server is down serving the state cache until the
+lists converge on exactly what changed.
 
 k8s_sync_probe runs the datastore alone and prints every published generation (the keys it
 changed and the whole State) and every status change as JSON lines. No root, no kernel.
@@ -49,10 +50,10 @@ def check(cond, message):
 
 
 class Probe:
-    def __init__(self, binary, kubeconfig, page_size):
+    def __init__(self, binary, kubeconfig, page_size, state_dir):
         self.proc = subprocess.Popen(
             [binary, "--kubeconfig=" + kubeconfig, "--page_size=%d" % page_size,
-             "--retry_max=1s"],
+             "--retry_max=1s", "--state_dir=" + state_dir],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines = queue.Queue()
         self.log = []
@@ -184,7 +185,10 @@ def run(api, probe_binary, tmp):
         "podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.1/8"}}]}],
         "policyTypes": ["Egress"]}))
     kubeconfig = api.kubeconfig(os.path.join(tmp, "probe.kubeconfig"), user="probe")
-    probe = Probe(probe_binary, kubeconfig, page_size=2)
+    state_dir = os.path.join(tmp, "probe-state")
+    os.mkdir(state_dir, 0o700)
+    probe = Probe(probe_binary, kubeconfig, page_size=2, state_dir=state_dir)
+    probes = [probe]
     results = []
 
     def case(name, fn):
@@ -304,6 +308,28 @@ def run(api, probe_binary, tmp):
         check(state["policies"] == ["shop/allow-web", "shop/hostbits"], "policies %s"
               % state["policies"])
 
+    def restarted_while_api_down_enforces_cache_then_converges():
+        nonlocal probe
+        probe.until_status(all_watching, "watching")
+        last = probe.generation  # saved in the state cache before its line was printed
+        probe.stop()
+        # Changes while no probe runs, then the API server goes away.
+        api.label("pod", "p1", {"app": "web"}, namespace="shop")
+        api.create_pod("shop", "p8", {"app": "web"}, node="node-1", ips=["10.244.1.8"])
+        api.stop_apiserver()
+        probe = Probe(probe_binary, kubeconfig, page_size=2, state_dir=state_dir)
+        probes.append(probe)
+        g = probe.generations_until(lambda d: True, "cached state")[0]
+        check(g["generation"] == 1 and g["status"]["fromCache"] and not g["status"]["synced"],
+              "the first generation must be the cache's: %s" % g["status"])
+        check(g["state"] == last["state"], "the cached state differs from the last one")
+        probe.until_status(lambda s: any(r["error"] for r in s["resources"]), "API down")
+        api.start_apiserver()
+        g = probe.generations_until(lambda d: d["status"]["synced"], "listed")
+        expect(union(g), pods=["shop/p1", "shop/p8"])
+        check(not g[-1]["status"]["fromCache"], "still marked as the cache's")
+        check(g[-1]["state"]["pods"]["shop/p1"]["labels"] == {"app": "web"}, "p1")
+
     seen = []
     orig = probe.next_line
 
@@ -320,8 +346,11 @@ def run(api, probe_binary, tmp):
         case("restart_resumes_without_loss_or_repeat", restart_resumes_without_loss_or_repeat)
         case("rbac_revoked_then_410_relist_exact_deltas",
              rbac_revoked_then_410_relist_exact_deltas)
+        case("restarted_while_api_down_enforces_cache_then_converges",
+             restarted_while_api_down_enforces_cache_then_converges)
     finally:
-        probe.stop()
+        for p in probes:
+            p.stop()
         if not all(results):
             print("probe log (tail):\n" + "\n".join(probe.log[-40:]))
     return results

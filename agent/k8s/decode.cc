@@ -366,6 +366,7 @@ absl::StatusOr<WatchEvent> DecodeWatchEvent(Resource r, absl::string_view line) 
       DecodeItem(r, o.get_object(), &event.item);
       if (event.type == WatchEvent::Type::kDeleted) {
         event.item.object.reset();
+        event.item.deleted = true;
         event.item.invalid.clear();
         event.item.warnings.clear();
       }

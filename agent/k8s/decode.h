@@ -45,6 +45,7 @@ struct Item {
   std::optional<Object> object;
   std::string invalid;
   std::vector<std::string> warnings;  // unknown fields the loader ignored
+  bool deleted = false;               // a DELETED watch event's object
 };
 
 struct ListPage {

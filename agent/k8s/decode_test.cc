@@ -94,6 +94,7 @@ TEST(DecodeTest, WatchEvents) {
   ASSERT_TRUE(e.ok()) << e.status();
   EXPECT_EQ(e->type, WatchEvent::Type::kDeleted);
   EXPECT_FALSE(e->item.object.has_value());
+  EXPECT_TRUE(e->item.deleted);
 
   e = DecodeWatchEvent(Resource::kPods,
                        R"({"type":"BOOKMARK","object":{"kind":"Pod","apiVersion":"v1","metadata":{"resourceVersion":"120","annotations":{"k8s.io/initial-events-end":"true"}},"spec":{"containers":null}}})");

@@ -19,6 +19,8 @@ ABSL_FLAG(std::string, kubeconfig, "", "kubeconfig file");
 ABSL_FLAG(int, page_size, 500, "objects per list page");
 ABSL_FLAG(absl::Duration, watch_timeout, absl::Minutes(5), "server-side watch timeout");
 ABSL_FLAG(absl::Duration, retry_max, absl::Seconds(2), "backoff cap");
+ABSL_FLAG(std::string, state_dir, "",
+          "state cache directory (each generation is saved before its line is printed)");
 
 namespace {
 
@@ -80,7 +82,8 @@ std::string StatusJson(const k8s::KubernetesStatus& s) {
         ",\"error\":", Quote(r.error.ok() ? "" : std::string(r.error.message())), "}"));
   }
   for (const std::string& i : s.invalid) invalid.push_back(Quote(i));
-  return absl::StrCat("{\"synced\":", s.synced ? "true" : "false", ",\"lists\":", s.lists,
+  return absl::StrCat("{\"synced\":", s.synced ? "true" : "false", ",\"fromCache\":",
+                      s.from_cache ? "true" : "false", ",\"lists\":", s.lists,
                       ",\"pages\":", s.pages, ",\"relists\":", s.relists, ",\"events\":",
                       s.events, ",\"resourceVersion\":", Quote(s.resource_version),
                       ",\"invalid\":[", absl::StrJoin(invalid, ","), "],\"resources\":[",
@@ -101,6 +104,7 @@ int main(int argc, char** argv) {
   options.page_size = absl::GetFlag(FLAGS_page_size);
   options.watch_timeout = absl::GetFlag(FLAGS_watch_timeout);
   options.retry_max = absl::GetFlag(FLAGS_retry_max);
+  options.cache_dir = absl::GetFlag(FLAGS_state_dir);
   absl::StatusOr<std::unique_ptr<k8s::KubernetesDatastore>> ds =
       k8s::KubernetesDatastore::Create(options);
   if (!ds.ok()) {
@@ -114,6 +118,7 @@ int main(int argc, char** argv) {
     absl::MutexLock l(&mu);
     Snapshot s = store->Current();
     if (s.generation == printed) return;
+    store->FlushStateCache();
     std::optional<ChangedKeys> keys = store->ChangesBetween(printed, s.generation);
     std::string changed = "null";
     if (keys) {
@@ -129,6 +134,7 @@ int main(int argc, char** argv) {
   };
   store->SetListener(print);
   store->Start();
+  print();  // the state cache's State, when Start published one
   std::string last;
   for (;;) {
     std::string now = StatusJson(store->status());
