@@ -278,8 +278,9 @@ class Test:
         flags = ["--node-name=" + NODE, "--listen=unix://" + self.socket,
                  "--state-dir=" + self.state_dir, "--table=netpol", "--check-interval=0"]
         helpfull = subprocess.run([self.args.agent, "--helpfull"], capture_output=True,
-                                  text=True).stdout
-        if "watch_changes" in helpfull:
+                                  text=True)
+        if "watch_changes" in helpfull.stdout + helpfull.stderr or \
+                "--watch-changes" in helpfull.stdout + helpfull.stderr:
             flags.append("--watch-changes=false")
         return flags
 
