@@ -1,6 +1,8 @@
 // Model <-> netpol.v1 conversions. See convert.h.
 #include "agent/convert.h"
 
+#include <limits>
+
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -366,53 +368,64 @@ std::string KeyOf(const v1::ObjectRef& ref) {
   return ref.namespace_() + "/" + ref.name();
 }
 
+namespace {
+
+// One client-sent object as a Kubernetes JSON object (apiVersion, kind, int-or-string ports).
+// `index` names it in errors ("items[3]").
+absl::StatusOr<google::protobuf::Struct> ApiObjectToStruct(const v1::Object& o, size_t index) {
+  const google::protobuf::Message* inner = nullptr;
+  const char* api_version = "v1";
+  const char* kind = nullptr;
+  switch (o.kind_case()) {
+    case v1::Object::kNamespace:
+      inner = &o.namespace_();
+      kind = "Namespace";
+      break;
+    case v1::Object::kPod:
+      inner = &o.pod();
+      kind = "Pod";
+      break;
+    case v1::Object::kNetworkPolicy:
+      inner = &o.network_policy();
+      kind = "NetworkPolicy";
+      api_version = "networking.k8s.io/v1";
+      break;
+    case v1::Object::KIND_NOT_SET:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "items[", index, "]: no object: set one of namespace, pod, networkPolicy"));
+  }
+  google::protobuf::util::JsonPrintOptions print;
+  std::string json;
+  auto st = google::protobuf::util::MessageToJsonString(*inner, &json, print);
+  if (!st.ok()) return absl::InternalError(std::string(st.message()));
+  google::protobuf::Struct s;
+  st = google::protobuf::util::JsonStringToMessage(json, &s);
+  if (!st.ok()) return absl::InternalError(std::string(st.message()));
+  (*s.mutable_fields())["apiVersion"].set_string_value(api_version);
+  (*s.mutable_fields())["kind"].set_string_value(kind);
+  auto spec = s.mutable_fields()->find("spec");
+  if (o.kind_case() == v1::Object::kNetworkPolicy && spec != s.mutable_fields()->end() &&
+      spec->second.has_struct_value()) {
+    FixPorts(spec->second.mutable_struct_value(), "ingress");
+    FixPorts(spec->second.mutable_struct_value(), "egress");
+  }
+  return s;
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> ApiObjectsToJson(const std::vector<const v1::Object*>& objects) {
   google::protobuf::Struct list;
   (*list.mutable_fields())["apiVersion"].set_string_value("v1");
   (*list.mutable_fields())["kind"].set_string_value("List");
   google::protobuf::ListValue* items = (*list.mutable_fields())["items"].mutable_list_value();
-  google::protobuf::util::JsonPrintOptions print;
   for (size_t i = 0; i < objects.size(); ++i) {
-    const v1::Object& o = *objects[i];
-    const google::protobuf::Message* inner = nullptr;
-    const char* api_version = "v1";
-    const char* kind = nullptr;
-    switch (o.kind_case()) {
-      case v1::Object::kNamespace:
-        inner = &o.namespace_();
-        kind = "Namespace";
-        break;
-      case v1::Object::kPod:
-        inner = &o.pod();
-        kind = "Pod";
-        break;
-      case v1::Object::kNetworkPolicy:
-        inner = &o.network_policy();
-        kind = "NetworkPolicy";
-        api_version = "networking.k8s.io/v1";
-        break;
-      case v1::Object::KIND_NOT_SET:
-        return absl::InvalidArgumentError(absl::StrCat(
-            "items[", i, "]: no object: set one of namespace, pod, networkPolicy"));
-    }
-    std::string json;
-    auto st = google::protobuf::util::MessageToJsonString(*inner, &json, print);
-    if (!st.ok()) return absl::InternalError(std::string(st.message()));
-    google::protobuf::Struct s;
-    st = google::protobuf::util::JsonStringToMessage(json, &s);
-    if (!st.ok()) return absl::InternalError(std::string(st.message()));
-    (*s.mutable_fields())["apiVersion"].set_string_value(api_version);
-    (*s.mutable_fields())["kind"].set_string_value(kind);
-    auto spec = s.mutable_fields()->find("spec");
-    if (o.kind_case() == v1::Object::kNetworkPolicy && spec != s.mutable_fields()->end() &&
-        spec->second.has_struct_value()) {
-      FixPorts(spec->second.mutable_struct_value(), "ingress");
-      FixPorts(spec->second.mutable_struct_value(), "egress");
-    }
+    ASSIGN_OR_RETURN(google::protobuf::Struct s, ApiObjectToStruct(*objects[i], i));
     *items->add_values()->mutable_struct_value() = std::move(s);
   }
   std::string out;
-  auto st = google::protobuf::util::MessageToJsonString(list, &out, print);
+  auto st = google::protobuf::util::MessageToJsonString(list, &out,
+                                                         google::protobuf::util::JsonPrintOptions());
   if (!st.ok()) return absl::InternalError(std::string(st.message()));
   return out;
 }
@@ -420,15 +433,27 @@ absl::StatusOr<std::string> ApiObjectsToJson(const std::vector<const v1::Object*
 absl::StatusOr<std::vector<Object>> ParseApiObjects(
     const google::protobuf::RepeatedPtrField<v1::Object>& objects, const std::string& source) {
   if (objects.empty()) return std::vector<Object>{};
-  std::vector<const v1::Object*> ptrs;
-  for (const v1::Object& o : objects) ptrs.push_back(&o);
-  absl::StatusOr<std::string> json = ApiObjectsToJson(ptrs);
-  if (!json.ok()) {
-    return absl::Status(json.status().code(), absl::StrCat(source, ": ", json.status().message()));
+  // One JSON document per object ("---" between them): the loader holds one document's node
+  // tree at a time, and an error before an object is identified names "document <i + 1>".
+  std::string stream;
+  for (int i = 0; i < objects.size(); ++i) {
+    absl::StatusOr<google::protobuf::Struct> s = ApiObjectToStruct(objects[i], i);
+    if (!s.ok()) {
+      return absl::Status(s.status().code(), absl::StrCat(source, ": ", s.status().message()));
+    }
+    std::string json;
+    auto st = google::protobuf::util::MessageToJsonString(*s, &json,
+                                                           google::protobuf::util::JsonPrintOptions());
+    if (!st.ok()) return absl::InternalError(std::string(st.message()));
+    absl::StrAppend(&stream, "---\n", json, "\n");
   }
   LoadOptions options;
   options.source = source;
-  ASSIGN_OR_RETURN(LoadResult loaded, LoadYaml(*json, options));
+  // This JSON is our rendering of objects the request already carried, not a manifest: the
+  // request's own bounds apply (the server's kMaxRequestBytes and kMaxObjectsPerRequest), not
+  // the loader's limit on a manifest's text.
+  options.max_bytes = std::numeric_limits<size_t>::max();
+  ASSIGN_OR_RETURN(LoadResult loaded, LoadYaml(stream, options));
   return std::move(loaded.objects);
 }
 

@@ -30,8 +30,6 @@
 namespace netpol::agent {
 namespace {
 
-// Large enough for an 8 MiB manifest (the loader's limit) plus framing.
-constexpr int kMaxReceiveBytes = 16 << 20;
 // Render and List answers can be large on big clusters.
 constexpr int kMaxSendBytes = 256 << 20;
 // The synchronous server runs each call on its own thread. Capping them bounds the agent's
@@ -85,10 +83,11 @@ absl::Duration WriteTimeout(const grpc::ServerContext* ctx, absl::Duration max) 
   return std::max(absl::ZeroDuration(), std::min(left, max));
 }
 
+// Moves the answer into gRPC's response (a swap: a large List is never copied).
 template <typename T>
-grpc::Status Reply(const absl::StatusOr<T>& result, T* response) {
+grpc::Status Reply(absl::StatusOr<T>&& result, T* response) {
   if (!result.ok()) return ToGrpc(result.status());
-  *response = *result;
+  *response = *std::move(result);
   return grpc::Status::OK;
 }
 
@@ -114,10 +113,11 @@ class ObjectServiceImpl final : public v1::ObjectService::Service {
     if (!s_->Ready()) return NotReady();
     return Reply(s_->Get(*req), resp);
   }
-  grpc::Status List(grpc::ServerContext*, const v1::ListRequest* req,
+  grpc::Status List(grpc::ServerContext* ctx, const v1::ListRequest* req,
                     v1::ListResponse* resp) override {
     if (!s_->Ready()) return NotReady();
-    return Reply(s_->List(*req), resp);
+    // A large List waiting for its turn gives up at the call's deadline.
+    return Reply(s_->List(*req, absl::FromChrono(ctx->deadline())), resp);
   }
 
  private:
@@ -332,7 +332,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(AgentService* service,
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.SetMaxReceiveMessageSize(kMaxReceiveBytes);
+  builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
   builder.SetMaxSendMessageSize(kMaxSendBytes);
   grpc::ResourceQuota quota("netpol-agent");
   quota.SetMaxThreads(kMaxRpcThreads);

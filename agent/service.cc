@@ -191,11 +191,92 @@ absl::StatusOr<AdmissionGate::Slot> AdmissionGate::Enter() {
   return Slot(this);
 }
 
+TurnGate::Turn& TurnGate::Turn::operator=(Turn&& o) noexcept {
+  if (this != &o) {
+    if (gate_ != nullptr) gate_->Release();
+    gate_ = o.gate_;
+    o.gate_ = nullptr;
+  }
+  return *this;
+}
+
+TurnGate::Turn::~Turn() {
+  if (gate_ != nullptr) gate_->Release();
+}
+
+bool TurnGate::Wait(absl::Time deadline, Turn* turn) {
+  absl::MutexLock l(&mu_);
+  auto free = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return in_flight_ < limit_; };
+  if (!mu_.AwaitWithDeadline(absl::Condition(&free), deadline)) return false;
+  ++in_flight_;
+  *turn = Turn(this);
+  return true;
+}
+
+int TurnGate::in_flight() const {
+  absl::MutexLock l(&mu_);
+  return in_flight_;
+}
+
+void TurnGate::Release() {
+  absl::MutexLock l(&mu_);
+  --in_flight_;
+}
+
+MemoryTrimmer::MemoryTrimmer() : thread_([this] { Run(); }) {}
+
+MemoryTrimmer::~MemoryTrimmer() {
+  {
+    absl::MutexLock l(&mu_);
+    stop_ = true;
+  }
+  thread_.join();
+}
+
+void MemoryTrimmer::Request() {
+  absl::MutexLock l(&mu_);
+  requested_ = true;
+}
+
+int64_t MemoryTrimmer::trims() const {
+  absl::MutexLock l(&mu_);
+  return trims_;
+}
+
+void MemoryTrimmer::Run() {
+  // Delays after the latest request, from the previous trim of the series.
+  static constexpr absl::Duration kSeries[] = {absl::Milliseconds(500), absl::Milliseconds(1500),
+                                               absl::Seconds(6), absl::Seconds(22)};
+  auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_; };
+  auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return requested_ || stop_; };
+  absl::MutexLock l(&mu_);
+  for (;;) {
+    mu_.Await(absl::Condition(&wake));
+    if (stop_) return;
+    size_t i = 0;
+    while (i < sizeof(kSeries) / sizeof(kSeries[0])) {
+      requested_ = false;
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping), kSeries[i])) return;
+      if (requested_) {  // a newer request starts the series again
+        i = 0;
+        continue;
+      }
+      mu_.Unlock();
+      malloc_trim(0);
+      mu_.Lock();
+      ++trims_;
+      ++i;
+    }
+  }
+}
+
 AgentService::AgentService(Datastore* store, Reconciler* reconciler)
     : store_(store), reconciler_(reconciler) {}
 
+
 void AgentService::set_max_pending(int n) {
   writes_.set_limit(n);
+  dry_runs_.set_limit(n);
   attachments_.set_limit(n);
   kernel_reads_.set_limit(n);
   read_only_kernel_reads_.set_limit(n);
@@ -256,6 +337,8 @@ absl::Status AgentService::Write(const Mutate& mutate, bool dry_run, absl::Durat
     for (const std::string& pod : AffectedPods(*snap.state, committed.get(), change.state, program)) {
       plan->add_affected_pods(pod);
     }
+    // The changed State and the whole compile are freed when the response is sent.
+    if (static_cast<size_t>(response->results_size()) >= kTrimAfterObjects) trimmer_.Request();
     return absl::OkStatus();
   }
   const absl::Time deadline = absl::Now() + timeout;
@@ -264,9 +347,9 @@ absl::Status AgentService::Write(const Mutate& mutate, bool dry_run, absl::Durat
   absl::Status st = StoreChange(mutate, &results, &generation);
   if (st.ok()) st = reconciler_->WaitFor(generation, deadline - absl::Now());
   // A request of many objects leaves its parse trees, State copies and the compile's scratch
-  // freed but held by malloc (hundreds of MB at 10k objects): hand them back to the system.
-  // No lock is held here.
-  if (results.size() >= kTrimAfterObjects) malloc_trim(0);
+  // freed but held by malloc (hundreds of MB at 10k objects): hand them back to the system
+  // once the response is sent too (MemoryTrimmer).
+  if (results.size() >= kTrimAfterObjects) trimmer_.Request();
   RETURN_IF_ERROR(st);
   for (v1::ObjectResult& r : results) *response->add_results() = std::move(r);
   response->set_generation(generation);
@@ -371,13 +454,12 @@ void AgentService::StoreBatch(const std::vector<QueuedWrite*>& batch) {
 
 absl::StatusOr<v1::ApplyResponse> AgentService::Apply(const v1::ApplyRequest& request,
                                                       absl::Duration timeout) {
-  // Admitted before any work, so a refused write has changed nothing. Dry runs never wait for
-  // the kernel and are not gated; they work whoever owns the objects (diff).
-  AdmissionGate::Slot slot;
-  if (!request.dry_run()) {
-    RETURN_IF_ERROR(store_->ObjectWritesAllowed());
-    ASSIGN_OR_RETURN(slot, writes_.Enter());
-  }
+  // Admitted before any work, so a refused write has changed nothing. Dry runs compile the
+  // whole State: a gate of their own, so they never crowd out writes; they work whoever owns
+  // the objects (diff).
+  if (!request.dry_run()) RETURN_IF_ERROR(store_->ObjectWritesAllowed());
+  ASSIGN_OR_RETURN(AdmissionGate::Slot slot,
+                   request.dry_run() ? dry_runs_.Enter() : writes_.Enter());
   ASSIGN_OR_RETURN(std::vector<Object> objects,
                    LoadObjects(request.objects(), request.manifests()));
   if (objects.empty()) {
@@ -394,11 +476,9 @@ absl::StatusOr<v1::ApplyResponse> AgentService::Apply(const v1::ApplyRequest& re
 
 absl::StatusOr<v1::DeleteResponse> AgentService::Delete(const v1::DeleteRequest& request,
                                                         absl::Duration timeout) {
-  AdmissionGate::Slot slot;
-  if (!request.dry_run()) {
-    RETURN_IF_ERROR(store_->ObjectWritesAllowed());
-    ASSIGN_OR_RETURN(slot, writes_.Enter());
-  }
+  if (!request.dry_run()) RETURN_IF_ERROR(store_->ObjectWritesAllowed());
+  ASSIGN_OR_RETURN(AdmissionGate::Slot slot,
+                   request.dry_run() ? dry_runs_.Enter() : writes_.Enter());
   std::vector<v1::ObjectRef> refs(request.refs().begin(), request.refs().end());
   ASSIGN_OR_RETURN(std::vector<Object> objects,
                    LoadObjects(google::protobuf::RepeatedPtrField<v1::Object>(),
@@ -450,32 +530,69 @@ absl::StatusOr<v1::GetResponse> AgentService::Get(const v1::GetRequest& request)
                                           out.stale().empty() ? "" : ")"));
 }
 
-absl::StatusOr<v1::ListResponse> AgentService::List(const v1::ListRequest& request) const {
+absl::StatusOr<v1::ListResponse> AgentService::List(const v1::ListRequest& request,
+                                                    absl::Time deadline) const {
   if (KindName(request.kind()) == nullptr) {
     return absl::InvalidArgumentError("kind: required (NAMESPACE, POD or NETWORK_POLICY)");
   }
   Snapshot snap = store_->Current();
   const State& st = *snap.state;
+  const std::string& ns = request.namespace_();
+  // The objects of one namespace are a key range ("ns/..."): counted and walked without
+  // looking at the others.
+  auto range = [&ns](const auto& objects) {
+    if (ns.empty()) return std::make_pair(objects.begin(), objects.end());
+    return std::make_pair(objects.lower_bound(ns + "/"), objects.lower_bound(ns + "0"));
+  };
+  size_t count = 0;
+  switch (request.kind()) {
+    case v1::NAMESPACE:
+      count = st.namespaces.size();
+      break;
+    case v1::POD: {
+      auto [b, e] = range(st.pods);
+      count = static_cast<size_t>(std::distance(b, e));
+      break;
+    }
+    default: {
+      auto [b, e] = range(st.policies);
+      count = static_cast<size_t>(std::distance(b, e));
+      break;
+    }
+  }
+  // A large answer waits for its turn: each holds its objects as messages until sent.
+  const bool large = count > kLargeReadObjects;
+  TurnGate::Turn turn;
+  if (large) {
+    if (!large_reads_.Wait(deadline, &turn)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "netpol-agent is busy: ", kMaxLargeReads, " Lists of more than ", kLargeReadObjects,
+          " objects are being answered and this one's deadline passed while waiting for its "
+          "turn: retry with backoff, or list one namespace at a time"));
+    }
+  }
   v1::ListResponse out;
   out.set_generation(snap.generation);
   out.set_stale(StaleNote(store_->Health(), snap.generation));
-  const std::string& ns = request.namespace_();
-  auto in_ns = [&ns](const std::string& object_ns) { return ns.empty() || object_ns == ns; };
+  out.mutable_objects()->Reserve(static_cast<int>(count));
   switch (request.kind()) {
     case v1::NAMESPACE:
       for (const auto& [k, n] : st.namespaces) *out.add_objects()->mutable_namespace_() = ToApi(n);
       break;
-    case v1::POD:
-      for (const auto& [k, p] : st.pods) {
-        if (in_ns(p.namespace_name)) *out.add_objects()->mutable_pod() = ToApi(p);
+    case v1::POD: {
+      auto [b, e] = range(st.pods);
+      for (auto it = b; it != e; ++it) *out.add_objects()->mutable_pod() = ToApi(it->second);
+      break;
+    }
+    default: {
+      auto [b, e] = range(st.policies);
+      for (auto it = b; it != e; ++it) {
+        *out.add_objects()->mutable_network_policy() = ToApi(it->second);
       }
       break;
-    default:
-      for (const auto& [k, p] : st.policies) {
-        if (in_ns(p.namespace_name)) *out.add_objects()->mutable_network_policy() = ToApi(p);
-      }
-      break;
+    }
   }
+  if (large) trimmer_.Request();  // the messages are freed once gRPC has sent them
   return out;
 }
 

@@ -10,14 +10,14 @@
 // many requests already wait for the kernel (backpressure: nothing changed, retry with backoff).
 //
 // Backpressure: requests that wait for the kernel pass an AdmissionGate first. Writes (Apply,
-// Delete; not dry runs) share one gate; the CNI's calls (Attach, Detach, and ListAttachments
+// Delete) share one gate, dry runs (which compile the whole State) one of their own; the CNI's calls (Attach, Detach, and ListAttachments
 // with verify, CNI CHECK, from callers that may write) another, so API clients never crowd out
 // a pod's ADD or CHECK; reads that wait for the kernel (WaitForGeneration, Render of the
 // kernel's table, ListAttachments with verify) have one gate per caller class (Caller below),
 // so read-only clients (plain TCP) can fill only their own. A request finding its gate full is
 // refused at once with ResourceExhausted, before anything is loaded or stored; reads that need
 // no kernel (Get, List, Check, ExplainPod, Render of the committed program, Status) are never
-// gated.
+// refused, but large Lists wait for their turn (kMaxLargeReads).
 //
 // Bounded waits: WaitForGeneration of a generation beyond what the store holds plus what the
 // admitted writes can still store (one generation each) is answered at once with OutOfRange
@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -57,9 +58,19 @@
 namespace netpol::agent {
 
 // Objects (or manifests) one Apply or Delete may carry; beyond: RESOURCE_EXHAUSTED. Requests
-// are also bounded in bytes by the server (16 MiB, server.cc) and each manifest by the loader
-// (kMaxLoadBytes); labels and selectors by the validator's Kubernetes limits.
+// are also bounded in bytes (kMaxRequestBytes) and each manifest by the loader (kMaxLoadBytes,
+// 8 MiB); labels and selectors by the validator's Kubernetes limits.
 inline constexpr int kMaxObjectsPerRequest = 100000;
+
+// The largest request the server accepts, in bytes (gRPC answers RESOURCE_EXHAUSTED beyond).
+// Objects given as messages are bounded by it and kMaxObjectsPerRequest only.
+inline constexpr int kMaxRequestBytes = 16 << 20;
+
+// A List answering more objects than this is a large read: at most kMaxLargeReads are built at
+// once (the others wait for their turn until their deadline), and the memory they freed is
+// returned to the system once they are sent (six parallel 100,000-pod Lists: benchmarks/README.md).
+inline constexpr size_t kLargeReadObjects = 10000;
+inline constexpr int kMaxLargeReads = 2;
 
 // The default of --max-pending-writes: writes admitted at once (validating, storing or waiting
 // for their commit). Admitted writes are stored together (group commit, below) and reach the
@@ -115,6 +126,61 @@ class AdmissionGate {
 // client certificate). Each class has its own kernel-read gate.
 enum class Caller { kTrusted, kReadOnly };
 
+// Lets at most `limit` requests in at once; the others wait for their turn until a deadline.
+// Thread-safe.
+class TurnGate {
+ public:
+  // A turn held; released when destroyed. Move-only.
+  class Turn {
+   public:
+    Turn() = default;
+    Turn(Turn&& o) noexcept : gate_(o.gate_) { o.gate_ = nullptr; }
+    Turn& operator=(Turn&& o) noexcept;
+    Turn(const Turn&) = delete;
+    Turn& operator=(const Turn&) = delete;
+    ~Turn();
+
+   private:
+    friend class TurnGate;
+    explicit Turn(TurnGate* gate) : gate_(gate) {}
+    TurnGate* gate_ = nullptr;
+  };
+
+  explicit TurnGate(int limit) : limit_(limit) {}
+  // A turn, or false when `deadline` passed first.
+  bool Wait(absl::Time deadline, Turn* turn);
+  int in_flight() const;
+
+ private:
+  void Release();
+  const int limit_;
+  mutable absl::Mutex mu_;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Hands memory freed by large requests back to the system (malloc_trim) after they end: glibc
+// keeps freed pages of each thread's arena, so the peak of a large List or write would
+// otherwise stay resident. gRPC frees a response only once the client has read it (a slow
+// client holds a large List for seconds), so a request is followed by trims 0.5, 2, 8 and 30
+// seconds after it (each a few milliseconds); a newer request starts the series again.
+// Thread-safe.
+class MemoryTrimmer {
+ public:
+  MemoryTrimmer();
+  ~MemoryTrimmer();
+  void Request();
+  // Trims done since start (for tests).
+  int64_t trims() const;
+
+ private:
+  void Run();
+  mutable absl::Mutex mu_;
+  bool requested_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t trims_ ABSL_GUARDED_BY(mu_) = 0;
+  std::thread thread_;
+};
+
 class AgentService {
  public:
   // `store` (the embedded Store or the etcd datastore) and `reconciler` are not owned and must
@@ -130,6 +196,10 @@ class AgentService {
   // kDefaultMaxPendingWrites. Set before serving.
   void set_max_pending(int n);
   AdmissionGate& write_gate() { return writes_; }
+  AdmissionGate& dry_run_gate() { return dry_runs_; }
+  // Large Lists being built (at most kMaxLargeReads at once), and the trimmer they use.
+  TurnGate& large_read_gate() const { return large_reads_; }
+  const MemoryTrimmer& trimmer() const { return trimmer_; }
   // Attach, Detach, and ListAttachments with verify from trusted callers (the CNI plugin).
   AdmissionGate& attach_gate() { return attachments_; }
   AdmissionGate& kernel_read_gate(Caller caller) const {
@@ -144,7 +214,10 @@ class AgentService {
   absl::StatusOr<v1::DeleteResponse> Delete(const v1::DeleteRequest& request,
                                             absl::Duration timeout);
   absl::StatusOr<v1::GetResponse> Get(const v1::GetRequest& request) const;
-  absl::StatusOr<v1::ListResponse> List(const v1::ListRequest& request) const;
+  // A large List (kLargeReadObjects) waits for its turn until `deadline`, then fails with
+  // ResourceExhausted.
+  absl::StatusOr<v1::ListResponse> List(const v1::ListRequest& request,
+                                        absl::Time deadline = absl::InfiniteFuture()) const;
 
   absl::StatusOr<v1::CheckResponse> Check(const v1::CheckRequest& request) const;
   absl::StatusOr<v1::ExplainPodResponse> ExplainPod(const v1::ExplainPodRequest& request) const;
@@ -199,6 +272,10 @@ class AgentService {
   bool leader_active_ ABSL_GUARDED_BY(batch_mu_) = false;
   AdmissionGate writes_{"writes (Apply, Delete)", "--max-pending-writes",
                         kDefaultMaxPendingWrites};
+  AdmissionGate dry_runs_{"dry runs (Apply, Delete with dryRun)", "--max-pending-writes",
+                          kDefaultMaxPendingWrites};
+  mutable TurnGate large_reads_{kMaxLargeReads};
+  mutable MemoryTrimmer trimmer_;
   AdmissionGate attachments_{"attachment changes (Attach, Detach)", "--max-pending-writes",
                              kDefaultMaxPendingWrites};
   mutable AdmissionGate kernel_reads_{"reads of the kernel (WaitForGeneration, Render of the "

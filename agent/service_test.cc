@@ -74,6 +74,13 @@ class ServiceTest : public ::testing::Test {
   std::unique_ptr<AgentService> service_;
 };
 
+v1::ApplyRequest ApplyOf(const std::string& yaml, bool dry_run = false) {
+  v1::ApplyRequest req;
+  req.add_manifests()->set_text(yaml);
+  req.set_dry_run(dry_run);
+  return req;
+}
+
 std::vector<std::string> Words(const google::protobuf::RepeatedPtrField<v1::ObjectResult>& rs) {
   std::vector<std::string> out;
   for (const auto& r : rs) {
@@ -343,6 +350,118 @@ TEST_F(ServiceTest, APolicyBeyondTheElementBoundIsRefusedAndNothingStored) {
   EXPECT_EQ(store_->Current().generation, 1u);
 }
 
+// Objects given as messages are bounded by the request's limits (16 MiB, 100,000 objects),
+// not by a manifest's 8 MiB: their JSON rendering is larger than the request.
+TEST_F(ServiceTest, ObjectsAsMessagesAreBoundByTheRequestLimitsOnly) {
+  // 3,000 pods of 40 long labels: about 10 MB as messages, more than 8 MiB as JSON.
+  constexpr int kPods = 3000;
+  v1::ApplyRequest req;
+  for (int i = 0; i < kPods; ++i) {
+    v1::Pod* pod = req.add_objects()->mutable_pod();
+    pod->mutable_metadata()->set_name(absl::StrCat("pod-", i));
+    pod->mutable_metadata()->set_namespace_("default");
+    for (int l = 0; l < 40; ++l) {
+      (*pod->mutable_metadata()->mutable_labels())[absl::StrCat("label-", l)] =
+          std::string(63, 'v');
+    }
+    pod->mutable_spec()->set_node_name("node-2");
+    pod->mutable_status()->set_pod_ip(absl::StrCat("10.64.", i / 256, ".", i % 256));
+  }
+  ASSERT_LT(req.ByteSizeLong(), static_cast<size_t>(kMaxRequestBytes));
+  std::vector<const v1::Object*> ptrs;
+  for (const v1::Object& o : req.objects()) ptrs.push_back(&o);
+  ASSERT_GT(ApiObjectsToJson(ptrs)->size(), kMaxLoadBytes);
+  auto applied = service_->Apply(req, kTimeout);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->results_size(), kPods);
+  EXPECT_EQ(store_->Current().state->pods.size(), static_cast<size_t>(kPods));
+
+  // Beyond 100,000 objects: RESOURCE_EXHAUSTED naming the count, nothing stored.
+  const uint64_t before = store_->Current().generation;
+  v1::ApplyRequest many;
+  for (int i = 0; i <= kMaxObjectsPerRequest; ++i) {
+    many.add_objects()->mutable_namespace_()->mutable_metadata()->set_name(absl::StrCat("n", i));
+  }
+  auto r = service_->Apply(many, kTimeout);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("request holds 100001 objects"));
+  // A manifest beyond 8 MiB: RESOURCE_EXHAUSTED too, naming it.
+  v1::ApplyRequest big;
+  big.add_manifests()->set_text(std::string(kMaxLoadBytes + 1, '#'));
+  big.mutable_manifests(0)->set_source("big.yaml");
+  r = service_->Apply(big, kTimeout);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr("big.yaml: input is 8388609 bytes, more than the limit of 8388608 (8 MiB)"));
+  EXPECT_EQ(store_->Current().generation, before);
+}
+
+TEST_F(ServiceTest, DryRunsPassAGateOfTheirOwn) {
+  service_->set_max_pending(1);
+  auto held = service_->dry_run_gate().Enter();
+  ASSERT_TRUE(held.ok());
+  auto dry = service_->Apply(ApplyOf(kShop, /*dry_run=*/true), kTimeout);
+  ASSERT_EQ(dry.status().code(), absl::StatusCode::kResourceExhausted) << dry.status();
+  EXPECT_THAT(std::string(dry.status().message()), HasSubstr("dry runs"));
+  v1::DeleteRequest del;
+  del.set_dry_run(true);
+  v1::ObjectRef* ref = del.add_refs();
+  ref->set_kind(v1::NAMESPACE);
+  ref->set_name("shop");
+  EXPECT_EQ(service_->Delete(del, kTimeout).status().code(), absl::StatusCode::kResourceExhausted);
+  // Writes have their own gate: dry runs never crowd them out.
+  EXPECT_TRUE(service_->Apply(ApplyOf(kShop), kTimeout).ok());
+  *held = AdmissionGate::Slot();
+  EXPECT_TRUE(service_->Apply(ApplyOf(kShop, /*dry_run=*/true), kTimeout).ok());
+  EXPECT_EQ(service_->dry_run_gate().refused(), 2);
+}
+
+TEST_F(ServiceTest, LargeListsWaitForTheirTurnAndSmallOnesDoNot) {
+  v1::ApplyRequest req;
+  for (size_t i = 0; i <= kLargeReadObjects; ++i) {
+    v1::Pod* pod = req.add_objects()->mutable_pod();
+    pod->mutable_metadata()->set_name(absl::StrCat("pod-", i));
+    pod->mutable_metadata()->set_namespace_("bulk");
+  }
+  v1::Pod* other = req.add_objects()->mutable_pod();
+  other->mutable_metadata()->set_name("one");
+  other->mutable_metadata()->set_namespace_("small");
+  ASSERT_TRUE(service_->Apply(req, kTimeout).ok());
+  const int64_t trims = service_->trimmer().trims();
+
+  // Every turn taken: a large List waits until its deadline, then says why.
+  std::vector<TurnGate::Turn> turns(kMaxLargeReads);
+  for (TurnGate::Turn& t : turns) {
+    ASSERT_TRUE(service_->large_read_gate().Wait(absl::InfiniteFuture(), &t));
+  }
+  v1::ListRequest all;
+  all.set_kind(v1::POD);
+  auto waited = service_->List(all, absl::Now());
+  ASSERT_EQ(waited.status().code(), absl::StatusCode::kResourceExhausted) << waited.status();
+  EXPECT_THAT(std::string(waited.status().message()), HasSubstr("list one namespace at a time"));
+  // A namespace's objects are counted alone: a small List is answered at once.
+  v1::ListRequest small = all;
+  small.set_namespace_("small");
+  auto answered = service_->List(small, absl::Now());
+  ASSERT_TRUE(answered.ok()) << answered.status();
+  ASSERT_EQ(answered->objects_size(), 1);
+  EXPECT_EQ(answered->objects(0).pod().metadata().name(), "one");
+  // A turn freed: the large List is answered, whole, and memory is trimmed after it.
+  turns.pop_back();
+  auto listed = service_->List(all, absl::Now() + kTimeout);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->objects_size(), static_cast<int>(kLargeReadObjects) + 2);
+  v1::ListRequest bulk = all;
+  bulk.set_namespace_("bulk");
+  EXPECT_EQ(service_->List(bulk, absl::Now() + kTimeout)->objects_size(),
+            static_cast<int>(kLargeReadObjects) + 1);
+  EXPECT_EQ(service_->large_read_gate().in_flight(), kMaxLargeReads - 1);
+  for (int i = 0; i < 20000 && service_->trimmer().trims() == trims; ++i) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_GT(service_->trimmer().trims(), trims);
+}
+
 // A backend whose commits wait until the test opens it: stands for a kernel that is slow to
 // commit while writers pile up.
 class HeldBackend : public nft::Backend {
@@ -389,11 +508,7 @@ std::string PortPolicy(const std::string& name, int port) {
       port, "}]\n");
 }
 
-v1::ApplyRequest ApplyOf(const std::string& yaml) {
-  v1::ApplyRequest req;
-  req.add_manifests()->set_text(yaml);
-  return req;
-}
+
 
 TEST(AdmissionTest, WritesBeyondTheLimitAreRefusedAtOnceAndChangeNothingWhileReadsAreServed) {
   const std::string dir = fixtures::MakeTempDir("netpol-admission-test-");

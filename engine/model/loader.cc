@@ -14,6 +14,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <istream>
 #include <optional>
@@ -1203,15 +1204,21 @@ std::vector<size_t> DocumentOffsets(const std::string& text, const std::vector<i
 
 }  // namespace
 
+// The one refusal of an input beyond `limit` bytes, `prefix` naming it ("t.yaml: ").
+absl::Status TooLarge(const std::string& prefix, uintmax_t size, size_t limit) {
+  std::string mib = limit % (1 << 20) == 0 ? absl::StrCat(" (", limit >> 20, " MiB)") : "";
+  return absl::ResourceExhaustedError(absl::StrCat(prefix, "input is ", size,
+                                                   " bytes, more than the limit of ", limit, mib));
+}
+
 absl::StatusOr<LoadResult> LoadYaml(absl::string_view text, const LoadOptions& options) {
   LoadResult result;
   LoadState st;
   st.options = &options;
   st.warnings = &result.warnings;
   st.max_nodes = kNodesPerByte * text.size() + kNodeSlack;
-  if (text.size() > kMaxLoadBytes) {
-    return absl::InvalidArgumentError(st.Prefix(absl::StrCat(
-        "input is ", text.size(), " bytes, more than the limit of ", kMaxLoadBytes, " (8 MiB)")));
+  if (text.size() > options.max_bytes) {
+    return TooLarge(st.Prefix(""), text.size(), options.max_bytes);
   }
   std::string copy(text);
   std::vector<int> starts;
@@ -1275,11 +1282,7 @@ absl::StatusOr<LoadResult> LoadFile(const std::string& path, const LoadOptions& 
     if (ec == std::errc::permission_denied) return absl::PermissionDeniedError(msg);
     return absl::InvalidArgumentError(msg);
   }
-  if (size > kMaxLoadBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(opts.source, ": input is ", size,
-                                                   " bytes, more than the limit of ", kMaxLoadBytes,
-                                                   " (8 MiB)"));
-  }
+  if (size > opts.max_bytes) return TooLarge(opts.source + ": ", size, opts.max_bytes);
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     int err = errno;
@@ -1288,7 +1291,8 @@ absl::StatusOr<LoadResult> LoadFile(const std::string& path, const LoadOptions& 
     return absl::InvalidArgumentError(msg);
   }
   // Read one byte past the limit so a file that grew after the size check is still caught.
-  std::string text(kMaxLoadBytes + 1, '\0');
+  std::string text(
+      (opts.max_bytes == std::numeric_limits<size_t>::max() ? size : opts.max_bytes) + 1, '\0');
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
   if (in.bad()) {
     return absl::InvalidArgumentError(absl::StrCat(opts.source, ": read error"));

@@ -38,7 +38,7 @@
 // One bad document rejects the whole load; all errors found are reported, one per line, the
 // first line being the first error.
 //
-// Limits against hostile input: at most 8 MiB of text per load, YAML nesting of a few hundred
+// Limits against hostile input: at most 8 MiB of text per load (LoadOptions::max_bytes), YAML nesting of a few hundred
 // levels (the parser's own guard), and a budget of twice the input size (plus 64 Ki) in nodes
 // visited per load, which stops alias bombs before they expand. Parse errors, wrong node types
 // and out-of-range numbers anywhere are errors, never crashes.
@@ -80,6 +80,10 @@ struct Object {
   friend bool operator!=(const Object& a, const Object& b) { return !(a == b); }
 };
 
+// The largest input LoadYaml accepts by default (LoadOptions::max_bytes), in bytes: one
+// manifest. Beyond: ResourceExhausted, "input is N bytes, more than the limit of 8388608 (8 MiB)".
+inline constexpr size_t kMaxLoadBytes = 8 << 20;
+
 struct LoadOptions {
   // Names the input in messages (a file name, "-" for stdin). Empty: messages start with the
   // object.
@@ -89,6 +93,8 @@ struct LoadOptions {
   bool strict = true;
   // The namespace of Pods and NetworkPolicies whose metadata.namespace is absent (kubectl -n).
   std::string default_namespace = "default";
+  // The largest input accepted, in bytes (ResourceExhausted beyond).
+  size_t max_bytes = kMaxLoadBytes;
 };
 
 struct LoadResult {
@@ -96,14 +102,12 @@ struct LoadResult {
   std::vector<std::string> warnings;  // formatted like errors
 };
 
-// The largest input LoadYaml accepts, in bytes.
-inline constexpr size_t kMaxLoadBytes = 8 << 20;
 
 // Parses every document of `text`. Empty documents are skipped.
 absl::StatusOr<LoadResult> LoadYaml(absl::string_view text, const LoadOptions& options = {});
 
 // Reads and parses one file. options.source defaults to `path`. NotFound / PermissionDenied /
-// InvalidArgument (unreadable, too large, bad content).
+// ResourceExhausted (too large) / InvalidArgument (unreadable, bad content).
 absl::StatusOr<LoadResult> LoadFile(const std::string& path, const LoadOptions& options = {});
 
 // Loads `path` if it is a file; if a directory, every *.yaml, *.yml and *.json file directly in

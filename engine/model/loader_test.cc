@@ -1009,8 +1009,13 @@ TEST(LoaderTest, SizeLimit) {
   std::string big(kMaxLoadBytes + 1, '#');
   auto r = LoadYaml(big, Opts());
   ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(r.status().message(),
             "t.yaml: input is 8388609 bytes, more than the limit of 8388608 (8 MiB)");
+  LoadOptions small = Opts();
+  small.max_bytes = 10;
+  EXPECT_EQ(LoadYaml(std::string(11, '#'), small).status().message(),
+            "t.yaml: input is 11 bytes, more than the limit of 10");
 }
 
 TEST(LoaderTest, AliasBombIsStopped) {
@@ -1167,6 +1172,7 @@ TEST_F(FileTest, LoadFile) {
   Write("big.yaml", std::string(kMaxLoadBytes + 10, ' '));
   auto big = LoadFile(dir_ + "/big.yaml");
   ASSERT_FALSE(big.ok());
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(big.status().message(),
             dir_ + "/big.yaml: input is 8388618 bytes, more than the limit of 8388608 (8 MiB)");
 
