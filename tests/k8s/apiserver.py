@@ -662,14 +662,11 @@ class APIServer:
             content_type="application/merge-patch+json")
 
     def label(self, kind, name, labels, namespace=None):
-        """Replaces the labels of a pod or namespace (kind "pod"/"namespace") with `labels`."""
-        path = self.object_path(kind, name, namespace)
-        cur = self.call("GET", path)
-        old = (cur.get("metadata") or {}).get("labels") or {}
-        patch = {k: None for k in old if k not in labels}
-        patch.update(labels)
-        return self.call("PATCH", path, {"metadata": {"labels": patch}},
-                         content_type="application/merge-patch+json")
+        """Replaces the labels of a pod or namespace (kind "pod"/"namespace") with `labels`, in
+        one request (a JSON patch of metadata.labels). Returns the stored object."""
+        return self.call("PATCH", self.object_path(kind, name, namespace),
+                         [{"op": "add", "path": "/metadata/labels", "value": dict(labels)}],
+                         content_type="application/json-patch+json")
 
     def object_path(self, kind, name, namespace=None):
         kind = kind.lower()
@@ -691,17 +688,14 @@ class APIServer:
         return self.call("DELETE", path, ok=(200, 202, 404))
 
     def apply_policy(self, policy):
-        """Creates or replaces a NetworkPolicy (a dict). Returns the stored object."""
+        """Creates or updates a NetworkPolicy (a dict) in one request: server-side apply with this
+        fixture's field manager, forced, so every field it gave before and omits now is removed
+        (fields only another manager set stay; a policy's ingress/egress lists are atomic and
+        replaced whole). Returns the stored object."""
         meta = policy["metadata"]
         path = self.object_path("networkpolicy", meta["name"], meta["namespace"])
-        cur = self.request("GET", path)
-        if cur.status == 404:
-            coll = "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies" % self._q(
-                meta["namespace"])
-            return self.call("POST", coll, policy)
-        body = json.loads(json.dumps(policy))
-        body["metadata"]["resourceVersion"] = cur.json()["metadata"]["resourceVersion"]
-        return self.call("PUT", path, body)
+        return self.call("PATCH", path + "?fieldManager=netpol-test&force=true", policy,
+                         content_type="application/apply-patch+yaml")
 
     def create_token(self, serviceaccount, namespace, seconds=3600):
         """A token of ServiceAccount namespace/serviceaccount (TokenRequest, as `kubectl create

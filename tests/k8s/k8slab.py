@@ -285,24 +285,30 @@ class K8sLab(multilab.MultiLab):
         pols = self.api.call("GET", RESOURCES["networkpolicies"])["items"]
         for p in pols:
             m = p["metadata"]
-            merge(targets, self.delete("NetworkPolicy", m["name"], m["namespace"]))
+            self.api.delete("NetworkPolicy", m["name"], m["namespace"])
+            merge(targets, {"networkpolicies": self._rv(p) + 1})
+        have = {}  # (kind, namespace, name) -> the stored object; one list per kind
+        for kind, res in (("Namespace", "namespaces"), ("Pod", "pods")):
+            for item in self.api.call("GET", RESOURCES[res])["items"]:
+                m = item["metadata"]
+                have[(kind, m.get("namespace"), m["name"])] = item
         for o in self.model_objects:
             m = o["metadata"]
             ns = m.get("namespace")
-            cur = self.api.request("GET", self.api.object_path(o["kind"], m["name"], ns))
+            cur = have.get((o["kind"], ns, m["name"]))
             if o["kind"] == "Pod":
-                if cur.status == 404:
+                if cur is None:
                     merge(targets, {"pods": self._rv(self.create_pod(o))})
                     continue
-                st = cur.json().get("status") or {}
-                if st.get("phase") != "Running":
+                if (cur.get("status") or {}).get("phase") != "Running" or \
+                        cur["metadata"].get("deletionTimestamp"):
                     merge(targets, self.recreate_pod(ns, m["name"]))
                     continue
-            have = (cur.json()["metadata"].get("labels") or {})
+            labels = cur["metadata"].get("labels") or {}
             want = dict(m.get("labels") or {})
             if o["kind"] == "Namespace":
                 want["kubernetes.io/metadata.name"] = m["name"]
-            if have != want:
+            if labels != want:
                 merge(targets, self.set_labels(o["kind"], m["name"], want, ns))
         return targets
 
