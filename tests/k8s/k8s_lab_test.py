@@ -319,14 +319,14 @@ def wait_disconnected(L, nodes, timeout=60):
 def scenario_restart(r, out):
     L, pods = r.lab, r.model.pods
     r.settle(L.reset())
-    L.change("policy create", lambda: L.apply_policy(FROM_Y))
+    L.change("policy create", lambda: L.apply_policy(FROM_Y), record=False)
     want_y = expect_x_from(pods, lambda s: s.startswith("y/"))
     r.probe(want_y, "before the restart")
     L.api.stop_apiserver()
     wait_disconnected(L, L.nodes)
     r.probe(want_y, "API server down: enforcement unchanged")
     L.api.start_apiserver()
-    L.change("edit after API restart", lambda: L.apply_policy(FROM_Z))
+    L.change("edit after API restart", lambda: L.apply_policy(FROM_Z), record=False)
     r.probe(expect_x_from(pods, lambda s: s.startswith("z/")), "a change after the restart")
     print("  agents kept enforcing while the API server was down and applied a later change",
           file=out)
@@ -348,7 +348,7 @@ def cut(L, node, on):
 def scenario_compaction(r, out):
     L, pods = r.lab, r.model.pods
     r.settle(L.reset())
-    L.change("policy create", lambda: L.apply_policy(FROM_Y))
+    L.change("policy create", lambda: L.apply_policy(FROM_Y), record=False)
     node = L.nodes[-1]
     others = L.nodes[:-1]
     cut(L, node, True)
@@ -375,7 +375,7 @@ def scenario_compaction(r, out):
 def scenario_agent_restart(r, out):
     L, pods = r.lab, r.model.pods
     r.settle(L.reset())
-    L.change("policy create", lambda: L.apply_policy(FROM_Y))
+    L.change("policy create", lambda: L.apply_policy(FROM_Y), record=False)
     want_y = expect_x_from(pods, lambda s: s.startswith("y/"))
     node = L.nodes[0]
     L.stop_agent(node)
@@ -399,7 +399,7 @@ def scenario_agent_restart(r, out):
     finally:
         if L.api.proc is None:
             L.api.start_apiserver()
-    L.change("edit after API back", lambda: L.apply_policy(FROM_Z))
+    L.change("edit after API back", lambda: L.apply_policy(FROM_Z), record=False)
     r.probe(expect_x_from(pods, lambda s: s.startswith("z/")), "converged after the API is back")
     print("  %s rebuilt its table from the saved state with the API server down" % node,
           file=out)
@@ -432,7 +432,7 @@ subjects:
 def scenario_rbac(r, out):
     L, pods = r.lab, r.model.pods
     r.settle(L.reset())
-    L.change("policy create", lambda: L.apply_policy(FROM_Y))
+    L.change("policy create", lambda: L.apply_policy(FROM_Y), record=False)
     want_y = expect_x_from(pods, lambda s: s.startswith("y/"))
     L.api.kubectl("apply", "-f", "-", input=NO_WATCH_ROLE)
     kc = L.kubeconfig_for_token("nowatch", L.api.create_token("netpol-agent-nowatch",
@@ -464,7 +464,7 @@ def scenario_rbac(r, out):
         L.stop_agent(node)
         L.start_agent(node)
         L.wait_serving(nodes=[node], timeout=60)
-    L.change("edit after RBAC fixed", lambda: L.apply_policy(FROM_Z))
+    L.change("edit after RBAC fixed", lambda: L.apply_policy(FROM_Z), record=False)
     r.probe(expect_x_from(pods, lambda s: s.startswith("z/")), "with deploy/'s role again")
 
 

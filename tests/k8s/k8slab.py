@@ -202,13 +202,15 @@ class K8sLab(multilab.MultiLab):
             pass
         return None
 
-    def change(self, what, fn, nodes=None):
+    def change(self, what, fn, nodes=None, record=True):
         """Runs fn() (one API change, returning {resource: resourceVersion to wait for}), waits
         until every node's kernel has it, and records under `what` the time from the request to
         the last node's kernel commit: the commit's time is the agent's own log line for the
         sync ("sync ... generation=N", written once the kernel acknowledged the batch), so the
         number does not include this test's polling. Changes made with kubectl count from
-        kubectl's return (its start-up is not the agent's latency). Returns fn's result."""
+        kubectl's return (its start-up is not the agent's latency). record=False: not counted (a
+        change right after an outage measures the reconnection, not the event path). Returns
+        fn's result."""
         nodes = nodes or self.nodes
         before = {n: self._applied.get(n, -1) for n in nodes}
         if any(g < 0 for g in before.values()):
@@ -218,7 +220,7 @@ class K8sLab(multilab.MultiLab):
         targets = fn()
         start = self._request_started or t0
         self.wait_applied(targets, nodes=nodes)
-        if targets:
+        if targets and record:
             times = [self.sync_time(n, before[n]) for n in nodes]
             if all(t is not None for t in times):
                 self.latencies.setdefault(what, []).append(max(0.0, max(times) - start))
