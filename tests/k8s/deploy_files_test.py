@@ -3,8 +3,8 @@
 NET_ADMIN and never privileged, exactly the host paths /run/netpol and /var/lib/netpol, the
 agent's flags with the node name from the downward API, the ServiceAccount the binding names,
 exactly get/list/watch on the three resources), the paths the manifests run exist in the image
-(deploy/Dockerfile), and every shared library of the binaries comes from a Debian package the
-Dockerfile installs.
+(deploy/Dockerfile), and every shared library the binaries name (DT_NEEDED) comes from a Debian
+package the Dockerfile installs (apt brings those packages' own dependencies).
 
     deploy_files_test.py --deploy deploy --binary bazel-bin/agent/netpol-agent [--binary ...]
 
@@ -180,10 +180,14 @@ def test_image_libraries(args, objs):
     for binary in args.binary:
         check("/usr/local/bin/" + os.path.basename(binary) in copied,
               "%s is not copied into the image" % os.path.basename(binary))
+        # The libraries the binary names itself (DT_NEEDED); apt installs theirs with them.
+        dyn = subprocess.run(["readelf", "-d", binary], capture_output=True, text=True,
+                             check=True).stdout
+        direct = set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dyn))
         out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
         for line in out.splitlines():
             m = re.match(r"\s*(\S+) => (\S+)", line)
-            if m:
+            if m and m.group(1) in direct:
                 needs.setdefault(m.group(2), (m.group(1), set()))[1].add(
                     os.path.basename(binary))
     check(needs, "ldd found no libraries in %s" % args.binary)
