@@ -16,6 +16,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "engine/model/loader.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace netpol::agent {
@@ -23,7 +24,7 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 
-// Kubernetes object names are at most 253 characters (DNS subdomain).
+// Network names are bounded like Kubernetes object names.
 constexpr size_t kMaxNameLength = 253;
 // Container ids are opaque to us; this only bounds what we store.
 constexpr size_t kMaxIdLength = 256;
@@ -42,15 +43,13 @@ bool ValidContainerId(const std::string& id) {
   });
 }
 
-absl::Status CheckName(const std::string& value, const std::string& field) {
+// A pod's namespace or name from the CNI arguments, held to the rules the loader holds metadata
+// to: anything else (a quote, a newline, 300 characters) would be stored as a pod no manifest
+// can name. `label`: a namespace (DNS label), else a pod name (DNS subdomain).
+absl::Status CheckName(const std::string& value, const std::string& field, bool label) {
   if (value.empty()) return absl::InvalidArgumentError(field + ": required");
-  if (value.size() > kMaxNameLength || value.find('/') != std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": \"", value, "\": must be a Kubernetes object name"));
-  }
-  return absl::OkStatus();
+  return label ? ValidateDnsLabel(field, value) : ValidateDnsSubdomain(field, value);
 }
-
 
 // Why no pod can hold `ip` ("" when one can).
 std::string NotAPodAddress(const IpAddr& ip) {
@@ -68,9 +67,7 @@ std::string NotAPodAddress(const IpAddr& ip) {
     if (b[15] == 0) return "unspecified";
     if (b[15] == 1) return "loopback";
   }
-  if (zero10 && b[10] == 0xff && b[11] == 0xff) {
-    return "an IPv4-mapped IPv6 address (give the IPv4 address)";
-  }
+  if (ip.IsV4Mapped()) return "an IPv4-mapped IPv6 address (give the IPv4 address)";
   if (b[0] == 0xff) return "multicast";
   return "";
 }
@@ -289,8 +286,8 @@ absl::StatusOr<Attachment> AttachmentFromApi(const v1::Attachment& in, const std
                      "\": not a valid interface name (1-15 bytes, no '/', ':' or whitespace)"));
   }
   if (!in.pod_namespace().empty() || !in.pod_name().empty()) {
-    if (auto s = CheckName(in.pod_namespace(), field + ".podNamespace"); !s.ok()) return s;
-    if (auto s = CheckName(in.pod_name(), field + ".podName"); !s.ok()) return s;
+    if (auto s = CheckName(in.pod_namespace(), field + ".podNamespace", true); !s.ok()) return s;
+    if (auto s = CheckName(in.pod_name(), field + ".podName", false); !s.ok()) return s;
   }
   a.pod_namespace = in.pod_namespace();
   a.pod_name = in.pod_name();

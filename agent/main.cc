@@ -21,6 +21,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -39,6 +40,7 @@
 #include "agent/store.h"
 #include "engine/compiler/compiler.h"
 #include "engine/compiler/incremental.h"
+#include "engine/model/loader.h"
 #include "engine/netlink/change_monitor.h"
 #include "engine/netlink/netlink_backend.h"
 #include "engine/util/flags.h"
@@ -153,10 +155,21 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // Flags are checked before anything is opened: a name the compiler cannot write stops the
+  // agent here with its reason, instead of failing every sync.
   std::string node = absl::GetFlag(FLAGS_node_name);
-  if (node.empty()) node = Hostname();
+  // As the kubelet: a node named after its host has the host name in lower case.
+  if (node.empty()) node = absl::AsciiStrToLower(Hostname());
   if (node.empty()) {
     return Fail("--node-name", absl::InvalidArgumentError("empty and no hostname to default to"));
+  }
+  if (absl::Status s = ValidateDnsSubdomain("a Kubernetes node name", node); !s.ok()) {
+    return Fail("--node-name", s);
+  }
+  {
+    compiler::CompileOptions opts;
+    opts.table = absl::GetFlag(FLAGS_table);
+    if (absl::Status s = compiler::ValidateOptions(opts); !s.ok()) return Fail("--table", s);
   }
 
   // 1. The store. A damaged file stops us here, before the kernel is touched. With etcd, the

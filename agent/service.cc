@@ -626,6 +626,9 @@ absl::StatusOr<v1::CheckResponse> AgentService::Check(const v1::CheckRequest& re
           return absl::InvalidArgumentError(
               absl::StrCat(field, ".address: ", a.status().message()));
         }
+        if (absl::Status mapped = RefuseV4Mapped(*a); !mapped.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat(field, ".address: ", mapped.message()));
+        }
         if (address_family && *address_family != a->family) {
           return absl::InvalidArgumentError(
               absl::StrCat(field, ".address: mixes IPv4 and IPv6 with the other end"));
@@ -652,6 +655,11 @@ absl::StatusOr<v1::CheckResponse> AgentService::Check(const v1::CheckRequest& re
   if (request.port() < 1 || request.port() > 65535) {
     return absl::InvalidArgumentError(
         absl::StrCat("port: ", request.port(), ": must be between 1 and 65535"));
+  }
+  // Unspecified means TCP, as in Kubernetes; a value the API does not define is an error.
+  if (!v1::Protocol_IsValid(request.protocol())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "protocol: ", static_cast<int>(request.protocol()), ": must be TCP, UDP or SCTP"));
   }
   const Family f = address_family ? *address_family : family.value_or(Family::kV4);
   Decision d = Decide(st, src, dst, f, FromApi(request.protocol()), request.port());

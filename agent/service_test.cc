@@ -214,7 +214,21 @@ TEST_F(ServiceTest, GetListCheckExplainStatus) {
   EXPECT_EQ(service_->Check(check)->verdict(), v1::ALLOWED);
   check.mutable_source()->set_address("not-an-ip");
   EXPECT_THAT(std::string(service_->Check(check).status().message()), HasSubstr("source.address"));
+  // An IPv4-mapped IPv6 address is refused, as Kubernetes refuses it in pod IPs and ipBlocks.
+  check.mutable_source()->set_address("::ffff:192.0.2.1");
+  auto mapped = service_->Check(check);
+  EXPECT_EQ(mapped.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(mapped.status().message(),
+            "source.address: \"::ffff:192.0.2.1\": must not be an IPv4-mapped IPv6 address "
+            "(write 192.0.2.1)");
   check.mutable_source()->set_pod("shop/client");
+  // A protocol value the API does not define is refused, not taken as TCP.
+  check.set_protocol(static_cast<v1::Protocol>(7));
+  auto unknown = service_->Check(check);
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(unknown.status().message(), "protocol: 7: must be TCP, UDP or SCTP");
+  check.set_protocol(v1::UDP);
+  EXPECT_TRUE(service_->Check(check).ok());
   check.set_port(0);
   EXPECT_EQ(service_->Check(check).status().code(), absl::StatusCode::kInvalidArgument);
 

@@ -19,15 +19,6 @@ using nft::Selector;
 const char* DirName(Dir d) { return d == Dir::kIngress ? "ingress" : "egress"; }
 int Fam(Family f) { return f == Family::kV4 ? 0 : 1; }
 
-uint64_t Fnv1a64(const std::string& s) {
-  uint64_t h = 1469598103934665603ULL;  // FNV-1a 64-bit offset basis
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ULL;  // FNV-1a 64-bit prime
-  }
-  return h;
-}
-
 std::string Sanitize(const std::string& s) {
   std::string out;
   for (char c : s) {
@@ -50,12 +41,12 @@ std::string JoinLimited(const std::string& head, const std::vector<std::string>&
       if (out.size() + rest.size() > limit) {
         out.resize(limit > rest.size() ? limit - rest.size() : 0);
       }
-      return out + rest;
+      return nft::CommentFrom(out + rest);
     }
     out += piece;
   }
   if (out.size() > limit) out.resize(limit);
-  return out;
+  return nft::CommentFrom(out);
 }
 
 // ---- addresses as box coordinates ----
@@ -109,13 +100,13 @@ absl::StatusOr<std::vector<PortSpec>> NormalizePorts(const NetworkPolicy& policy
     if (!ValidProtocol(pp.protocol)) {
       return PolicyError(policy, path + ".protocol", "must be TCP, UDP or SCTP");
     }
+    if (std::string problem = EndPortProblem(pp); !problem.empty()) {
+      return PolicyError(policy, path + ".endPort", problem);
+    }
     PortSpec s;
     s.protocol = pp.protocol;
     if (pp.named_port) {
       if (pp.port) return PolicyError(policy, path + ".port", "both a number and a name");
-      if (pp.end_port) {
-        return PolicyError(policy, path + ".endPort", "not allowed with a named port");
-      }
       if (pp.named_port->empty()) return PolicyError(policy, path + ".port", "empty name");
       s.kind = PortSpec::Kind::kNamed;
       s.name = *pp.named_port;
@@ -123,21 +114,10 @@ absl::StatusOr<std::vector<PortSpec>> NormalizePorts(const NetworkPolicy& policy
       if (*pp.port < 1 || *pp.port > 65535) {
         return PolicyError(policy, path + ".port", "must be between 1 and 65535");
       }
-      int32_t end = *pp.port;
-      if (pp.end_port) {
-        if (*pp.end_port < *pp.port) {
-          return PolicyError(policy, path + ".endPort", "must be >= port");
-        }
-        if (*pp.end_port > 65535) {
-          return PolicyError(policy, path + ".endPort", "must be between 1 and 65535");
-        }
-        end = *pp.end_port;
-      }
       s.kind = PortSpec::Kind::kRange;
       s.lo = static_cast<uint16_t>(*pp.port);
-      s.hi = static_cast<uint16_t>(end);
+      s.hi = static_cast<uint16_t>(pp.end_port.value_or(*pp.port));
     } else {
-      if (pp.end_port) return PolicyError(policy, path + ".endPort", "requires port");
       s.kind = PortSpec::Kind::kProtoAll;
     }
     out.push_back(std::move(s));

@@ -35,12 +35,13 @@ const char* DirName(Dir d);
 // 0 for IPv4, 1 for IPv6.
 int Fam(Family f);
 
-uint64_t Fnv1a64(const std::string& s);
+using nft::Fnv1a64;
 
 // Keeps characters that are valid in nft identifiers and Kubernetes names; maps the rest to '-'.
 std::string Sanitize(const std::string& s);
 
-// Joins `items` after `head` within `limit` bytes, ending in " +N more" when some do not fit.
+// Joins `items` after `head` within `limit` bytes, ending in " +N more" when some do not fit;
+// the result is a valid comment (nft::CommentFrom).
 std::string JoinLimited(const std::string& head, const std::vector<std::string>& items,
                         size_t limit = nft::kMaxCommentLength);
 

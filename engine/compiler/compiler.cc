@@ -48,12 +48,6 @@ constexpr uint8_t kIcmpv6 = 58;
 // advertisement (136).
 constexpr uint8_t kNdFirstType = 133, kNdLastType = 136;
 
-bool ValidIdentifier(const std::string& s) {
-  if (s.empty() || s.size() > nft::kMaxNameLength) return false;
-  if (!((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z'))) return false;
-  return Sanitize(s) == s;
-}
-
 uint32_t ProtoPort(uint8_t proto, uint16_t port) { return uint32_t{proto} << 16 | port; }
 
 template <typename T>
@@ -616,13 +610,16 @@ absl::StatusOr<Program> Compiler::Run() {
 
   Program prog;
   prog.table = opts_.table;
-  prog.comment = opts_.node_name.empty() ? "Kubernetes NetworkPolicy, managed by netpol"
-                                         : absl::StrCat("Kubernetes NetworkPolicy for node ",
-                                                        opts_.node_name, ", managed by netpol");
+  // A node name is a DNS subdomain of up to 253 characters: CommentFrom bounds the comment.
+  prog.comment = nft::CommentFrom(opts_.node_name.empty()
+                                      ? "Kubernetes NetworkPolicy, managed by netpol"
+                                      : absl::StrCat("Kubernetes NetworkPolicy for node ",
+                                                     opts_.node_name, ", managed by netpol"));
   EmitSkeleton(&prog);
 
-  std::vector<Element> dispatch[2][2];  // [dir][family]
-  std::map<IpAddr, std::string> self;   // address -> pod key
+  // [dir][family]: (pod key, element), so that the first pod by key keeps a shared address.
+  std::vector<std::pair<std::string, Element>> dispatch[2][2];
+  std::map<IpAddr, std::string> self;  // address -> pod key
   for (auto& [gkey, g] : groups) {
     GroupSets sets;
     for (const NetworkPolicy* p : g.policies) {
@@ -635,8 +632,8 @@ absl::StatusOr<Program> Compiler::Run() {
         Element e;
         e.key.push_back(FieldValue::Addr(ip));
         e.verdict = Verdict::Jump(g.name);
-        e.comment = pod->Key();
-        dispatch[static_cast<int>(g.dir)][Fam(ip.family)].push_back(std::move(e));
+        e.comment = nft::CommentFrom(pod->Key());
+        dispatch[static_cast<int>(g.dir)][Fam(ip.family)].emplace_back(pod->Key(), std::move(e));
         self.emplace(ip, pod->Key());
       }
     }
@@ -644,9 +641,9 @@ absl::StatusOr<Program> Compiler::Run() {
   // Two local pods claiming one address: the first by key keeps it.
   for (auto& per_dir : dispatch) {
     for (auto& els : per_dir) {
-      std::stable_sort(els.begin(), els.end(), [](const Element& a, const Element& b) {
-        if (a.key != b.key) return a.key < b.key;
-        return a.comment < b.comment;
+      std::stable_sort(els.begin(), els.end(), [](const auto& a, const auto& b) {
+        if (a.second.key != b.second.key) return a.second.key < b.second.key;
+        return a.first < b.first;
       });
     }
   }
@@ -654,11 +651,14 @@ absl::StatusOr<Program> Compiler::Run() {
                                       {kEgressDispatchV4, kEgressDispatchV6}};
   for (int d = 0; d < 2; ++d) {
     for (int f = 0; f < 2; ++f) {
+      std::vector<Element> els;
+      els.reserve(dispatch[d][f].size());
+      for (auto& [pod_key, e] : dispatch[d][f]) els.push_back(std::move(e));
       AddSet(&prog, dispatch_names[d][f], {f == 0 ? FieldType::kIpv4Addr : FieldType::kIpv6Addr},
              false,
              absl::StrCat(d == 0 ? "ingress" : "egress",
                           " dispatch: local isolated pod -> its group chain"),
-             std::move(dispatch[d][f]));
+             std::move(els));
       prog.sets[dispatch_names[d][f]].vmap = true;
     }
   }
@@ -679,7 +679,6 @@ absl::StatusOr<Program> Compiler::Run() {
 
 using internal::Dir;
 using internal::NormalizePorts;
-using internal::ValidIdentifier;
 
 bool IsLocalPod(const Pod& pod, const CompileOptions& opts) {
   if (pod.host_network) return false;
@@ -726,14 +725,7 @@ absl::Status ValidateChanged(const State& state, const Delta& changed) {
 }
 
 absl::Status ValidateOptions(const CompileOptions& opts) {
-  if (!ValidIdentifier(opts.table)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("table name \"", opts.table,
-                     "\": must start with a letter, use only letters, digits, "
-                     "'-', '_' and '.', and be at most ",
-                     nft::kMaxNameLength, " characters"));
-  }
-  return absl::OkStatus();
+  return nft::ValidateObjectName("table", opts.table);
 }
 
 }  // namespace netpol::compiler

@@ -972,7 +972,8 @@ const ErrorCase kErrors[] = {
        p.ingress.push_back(From({}, {pp}));
        Add(s, p);
      },
-     "networkpolicy x/bad: spec.ingress[0].ports[0].endPort: requires port"},
+     "networkpolicy x/bad: spec.ingress[0].ports[0].endPort: may only be used with a numeric "
+     "port"},
     {"BadProtocol",
      [](State* s, CompileOptions*) {
        NetworkPolicy p = Policy("x", "bad", Sel({}), true, false);
@@ -984,9 +985,10 @@ const ErrorCase kErrors[] = {
      "networkpolicy x/bad: spec.ingress[0].ports[0].protocol: must be TCP, UDP "
      "or SCTP"},
     {"BadTableName", [](State*, CompileOptions* o) { o->table = "1bad"; },
-     "table name \"1bad\": must start with a letter, use only letters, digits, "
-     "'-', '_' and "
-     "'.', and be at most 63 characters"},
+     "table name \"1bad\": must start with a letter"},
+    // The same rule as the writers': nft cannot read a keyword as the table's name.
+    {"KeywordTableName", [](State*, CompileOptions* o) { o->table = "counter"; },
+     "table name \"counter\": is an nft keyword, which nft's parser cannot read as a name"},
     {"PolicyTooLarge",
      [](State* s, CompileOptions*) {
        NetworkPolicy p = Policy("x", "huge", Sel({}), true, false);

@@ -1033,12 +1033,12 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& 
     if (was == now) continue;
     const std::string map = DispatchMap(static_cast<Dir>(d), ip.family);
     if (was) {
-      Element e{{FieldValue::Addr(ip)}, Verdict::Jump(was->second), was->first};
+      Element e{{FieldValue::Addr(ip)}, Verdict::Jump(was->second), nft::CommentFrom(was->first)};
       fixed_dels.emplace_back(map, e);
       EraseElement(&prog, map, e);
     }
     if (now) {
-      Element e{{FieldValue::Addr(ip)}, Verdict::Jump(now->second), now->first};
+      Element e{{FieldValue::Addr(ip)}, Verdict::Jump(now->second), nft::CommentFrom(now->first)};
       fixed_adds.emplace_back(map, e);
       InsertElement(&prog, map, e);
     }

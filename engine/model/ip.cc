@@ -85,6 +85,22 @@ absl::StatusOr<IpAddr> IpAddr::Parse(absl::string_view text) {
   return a;
 }
 
+bool IpAddr::IsV4Mapped() const {
+  if (family != Family::kV6) return false;
+  for (int i = 0; i < 10; ++i) {
+    if (bytes[i] != 0) return false;
+  }
+  return bytes[10] == 0xff && bytes[11] == 0xff;
+}
+
+absl::Status RefuseV4Mapped(const IpAddr& a) {
+  if (!a.IsV4Mapped()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("\"", a.ToString(), "\": must not be an IPv4-mapped IPv6 address (write ",
+                   IpAddr::V4(a.bytes[12], a.bytes[13], a.bytes[14], a.bytes[15]).ToString(),
+                   ")"));
+}
+
 IpAddr IpAddr::V4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
   IpAddr ip;
   ip.family = Family::kV4;

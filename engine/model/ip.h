@@ -29,6 +29,8 @@ struct IpAddr {
   int bits() const { return family == Family::kV4 ? 32 : 128; }
   int size() const { return family == Family::kV4 ? 4 : 16; }
   std::string ToString() const;  // canonical text (RFC 5952 for IPv6)
+  // An IPv4-mapped IPv6 address, ::ffff:a.b.c.d (RFC 4291 section 2.5.5.2).
+  bool IsV4Mapped() const;
 
   friend bool operator==(const IpAddr& a, const IpAddr& b) {
     return a.family == b.family && a.bytes == b.bytes;
@@ -41,6 +43,13 @@ struct IpAddr {
   }
   friend bool operator<=(const IpAddr& a, const IpAddr& b) { return !(b < a); }
 };
+
+// Kubernetes refuses IPv4-mapped IPv6 addresses in pod IPs and in ipBlock CIDRs ("must not be an
+// IPv4-mapped IPv6 address"): the kernel sees that traffic as IPv4, so taken as IPv6 the address
+// would never match it. Every input path (manifests, CNI attachments, Check requests) calls this:
+// InvalidArgument "\"::ffff:10.0.0.1\": must not be an IPv4-mapped IPv6 address (write
+// 10.0.0.1)", OK for any other address.
+absl::Status RefuseV4Mapped(const IpAddr& a);
 
 struct Cidr {
   IpAddr addr;  // always masked to the prefix

@@ -78,6 +78,24 @@ TEST(IpAddrTest, ParseAndPrint) {
   }
 }
 
+TEST(IpAddrTest, IPv4MappedAddressesAreRefused) {
+  for (const char* text : {"::ffff:10.0.0.1", "::ffff:a00:1", "0:0:0:0:0:ffff:10.0.0.1"}) {
+    IpAddr a = *IpAddr::Parse(text);
+    EXPECT_TRUE(a.IsV4Mapped()) << text;
+    absl::Status s = RefuseV4Mapped(a);
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << text;
+    EXPECT_EQ(s.message(),
+              "\"::ffff:10.0.0.1\": must not be an IPv4-mapped IPv6 address (write 10.0.0.1)");
+  }
+  // Neighbours of the mapped range, IPv4-compatible addresses and IPv4 itself are fine.
+  for (const char* text : {"10.0.0.1", "::10.0.0.1", "::fffe:a00:1", "1::ffff:a00:1", "::1",
+                           "64:ff9b::a00:1"}) {
+    IpAddr a = *IpAddr::Parse(text);
+    EXPECT_FALSE(a.IsV4Mapped()) << text;
+    EXPECT_TRUE(RefuseV4Mapped(a).ok()) << text;
+  }
+}
+
 TEST(IpAddrTest, FamilyAndOrder) {
   EXPECT_EQ(A("1.2.3.4").family, Family::kV4);
   EXPECT_EQ(A("::1.2.3.4").family, Family::kV6);

@@ -780,6 +780,10 @@ void ParsePod(Walker& w, const Fields& top, Pod* pod) {
         w.Error(path, std::string(ip.status().message()));
         return;
       }
+      if (absl::Status mapped = RefuseV4Mapped(*ip); !mapped.ok()) {
+        w.Error(path, std::string(mapped.message()));
+        return;
+      }
       if (std::find(pod->ips.begin(), pod->ips.end(), *ip) != pod->ips.end()) return;
       for (const IpAddr& other : pod->ips) {
         if (other.family == ip->family) {
@@ -810,6 +814,10 @@ std::optional<Cidr> CidrField(Walker& w, const YAML::Node& n, const std::string&
   auto c = Cidr::Parse(*text);
   if (!c.ok()) {
     w.Error(path, std::string(c.status().message()));
+    return std::nullopt;
+  }
+  if (absl::Status mapped = RefuseV4Mapped(c->addr); !mapped.ok()) {
+    w.Error(path, std::string(mapped.message()));
     return std::nullopt;
   }
   return *c;
@@ -849,11 +857,8 @@ void ParsePolicyPort(Walker& w, const YAML::Node& n, const std::string& path, Po
     auto e = w.Int(end, epath, 1, 65535);
     if (e) {
       out->end_port = static_cast<int32_t>(*e);
-      if (!out->port && port_ok) {
-        w.Error(epath, "may only be used with a numeric port");
-      } else if (out->port && *e < *out->port) {
-        w.Error(epath, "must be >= port");
-      }
+      std::string problem = EndPortProblem(*out);
+      if (!problem.empty() && port_ok) w.Error(epath, problem);
     }
   }
 }
@@ -1211,12 +1216,28 @@ absl::Status TooLarge(const std::string& prefix, uintmax_t size, size_t limit) {
                                                    " bytes, more than the limit of ", limit, mib));
 }
 
+absl::Status ValidateDnsLabel(absl::string_view what, absl::string_view value) {
+  if (IsDnsLabelText(value)) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, ": invalid name ", Show(value), ": ", kDnsLabelRule));
+}
+
+absl::Status ValidateDnsSubdomain(absl::string_view what, absl::string_view value) {
+  if (IsDnsSubdomainText(value)) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, ": invalid name ", Show(value), ": ", kDnsSubdomainRule));
+}
+
 absl::StatusOr<LoadResult> LoadYaml(absl::string_view text, const LoadOptions& options) {
   LoadResult result;
   LoadState st;
   st.options = &options;
   st.warnings = &result.warnings;
   st.max_nodes = kNodesPerByte * text.size() + kNodeSlack;
+  if (absl::Status ns = ValidateDnsLabel("default namespace", options.default_namespace);
+      !ns.ok()) {
+    return absl::InvalidArgumentError(st.Prefix(std::string(ns.message())));
+  }
   if (text.size() > options.max_bytes) {
     return TooLarge(st.Prefix(""), text.size(), options.max_bytes);
   }

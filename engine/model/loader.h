@@ -27,6 +27,8 @@
 //   - Pods: containerPort 1-65535, port names IANA service names unique within the pod,
 //     status.podIP/podIPs valid addresses, at most one per family (podIP first, duplicates
 //     merged).
+//   - IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are refused in podIPs and ipBlocks, as the
+//     API server refuses them ("must not be an IPv4-mapped IPv6 address").
 // Scalars follow YAML 1.1 as Kubernetes reads them: an unquoted 80 is a number, "80" a string,
 // unquoted yes/no/on/off/true/false booleans, ~/null null. A string field given a number or
 // boolean is an error (quote it), as with kubectl.
@@ -92,6 +94,7 @@ struct LoadOptions {
   // warnings when false.
   bool strict = true;
   // The namespace of Pods and NetworkPolicies whose metadata.namespace is absent (kubectl -n).
+  // A DNS label: LoadYaml refuses the whole input otherwise.
   std::string default_namespace = "default";
   // The largest input accepted, in bytes (ResourceExhausted beyond).
   size_t max_bytes = kMaxLoadBytes;
@@ -121,6 +124,13 @@ absl::StatusOr<LoadResult> LoadPath(const std::string& path, const LoadOptions& 
 std::string ToYaml(const Object& object);
 // Renders several objects as a multi-document stream ("---" between documents).
 std::string ToYaml(const std::vector<Object>& objects);
+
+// The Kubernetes name rules the loader applies to metadata, for names that come from elsewhere
+// (CNI arguments, flags, kubectl -n): OK when `value` is valid, else InvalidArgument
+// `<what>: invalid name "<value, escaped>": must be a lowercase RFC 1123 ...`.
+// Labels (at most 63 characters): namespaces. Subdomains (at most 253): pods, policies, nodes.
+absl::Status ValidateDnsLabel(absl::string_view what, absl::string_view value);
+absl::Status ValidateDnsSubdomain(absl::string_view what, absl::string_view value);
 
 // Inserts or replaces `object` in `state` under its key.
 void Upsert(const Object& object, State* state);

@@ -157,6 +157,14 @@ std::vector<ErrorCase> ErrorCases() {
        Policy(from + "ipBlock:\n        cidr: 10.0.0.0/8\n        except: [10.1.0.1/16]\n"),
        "spec.ingress[0].from[0].ipBlock.except[0]: invalid CIDR \"10.1.0.1/16\": host bits set "
        "(did you mean \"10.1.0.0/16\"?)"},
+      {"cidr IPv4-mapped",
+       Policy(from + "ipBlock:\n        cidr: \"::ffff:10.0.0.0/104\"\n"),
+       "spec.ingress[0].from[0].ipBlock.cidr: \"::ffff:10.0.0.0\": must not be an IPv4-mapped "
+       "IPv6 address (write 10.0.0.0)"},
+      {"except IPv4-mapped",
+       Policy(from + "ipBlock:\n        cidr: \"::/0\"\n        except: [\"::ffff:0:0/96\"]\n"),
+       "spec.ingress[0].from[0].ipBlock.except[0]: \"::ffff:0.0.0.0\": must not be an "
+       "IPv4-mapped IPv6 address"},
       {"egress peer path", Policy("  egress:\n  - to:\n    - ipBlock:\n        cidr: x\n"),
        "spec.egress[0].to[0].ipBlock.cidr: invalid CIDR \"x\": missing prefix length"},
 
@@ -330,6 +338,13 @@ std::vector<ErrorCase> ErrorCases() {
        PodDoc("  containers: []\n", "  podIP: 10.0.0.1\n  podIPs:\n  - ip: 10.0.0.2\n"),
        "status.podIPs[0].ip: a pod may have at most one address per family; 10.0.0.1 and "
        "10.0.0.2 conflict"},
+      // IPv4-mapped IPv6 addresses are refused as the API server refuses them.
+      {"podIP IPv4-mapped", PodDoc("  containers: []\n", "  podIP: \"::ffff:10.0.0.1\"\n"),
+       "status.podIP: \"::ffff:10.0.0.1\": must not be an IPv4-mapped IPv6 address (write "
+       "10.0.0.1)"},
+      {"podIPs IPv4-mapped",
+       PodDoc("  containers: []\n", "  podIPs:\n  - ip: \"::ffff:a00:2\"\n"),
+       "status.podIPs[0].ip: \"::ffff:10.0.0.2\": must not be an IPv4-mapped IPv6 address"},
 
       // Wrong node types.
       {"spec a list", Policy("  []\n"), "spec: must be a map, got list"},
@@ -506,6 +521,40 @@ TEST(LoaderTest, DefaultNamespace) {
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->objects[0].Key(), "shop/a");
   EXPECT_EQ(ok->objects[1].Key(), "other/b");
+}
+
+// The default namespace (kubectl -n) is a namespace name like any other: an invalid one refuses
+// the input, even where every object names its own namespace.
+TEST(LoaderTest, InvalidDefaultNamespaceIsRefused) {
+  for (const std::string& ns : {std::string("a\"b"), std::string("Shop"), std::string("a.b"),
+                                std::string(64, 'a'), std::string("x\ny")}) {
+    LoadOptions o = Opts();
+    o.default_namespace = ns;
+    auto r = LoadYaml("apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: other}\n", o);
+    ASSERT_FALSE(r.ok()) << ns;
+    EXPECT_TRUE(absl::IsInvalidArgument(r.status()));
+    EXPECT_THAT(std::string(r.status().message()),
+                ::testing::StartsWith("t.yaml: default namespace: invalid name \""));
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr("lowercase RFC 1123 label"));
+    EXPECT_EQ(std::string(r.status().message()).find('\n'), std::string::npos);
+  }
+}
+
+// Names that come from outside manifests (CNI arguments, flags) are held to the same rules.
+TEST(LoaderTest, NameRulesForNamesFromElsewhere) {
+  const std::string longest = std::string(63, 'a') + "." + std::string(63, 'b') + "." +
+                              std::string(63, 'c') + "." + std::string(61, 'd');
+  EXPECT_TRUE(ValidateDnsSubdomain("pod", longest).ok());
+  EXPECT_TRUE(ValidateDnsSubdomain("pod", "web-1").ok());
+  EXPECT_TRUE(ValidateDnsLabel("namespace", std::string(63, 'n')).ok());
+  for (const std::string& bad : {longest + "e", std::string("a\"b"), std::string("A"),
+                                 std::string(""), std::string("a..b"), std::string("-a")}) {
+    absl::Status s = ValidateDnsSubdomain("podName", bad);
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << bad;
+    EXPECT_THAT(std::string(s.message()), ::testing::StartsWith("podName: invalid name \""));
+  }
+  EXPECT_FALSE(ValidateDnsLabel("namespace", "a.b").ok());
+  EXPECT_FALSE(ValidateDnsLabel("namespace", std::string(64, 'n')).ok());
 }
 
 TEST(LoaderTest, ErrorAndWarningCountsAreCapped) {

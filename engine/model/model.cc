@@ -15,6 +15,14 @@ const char* ProtocolName(Protocol p) {
   return "UNKNOWN";  // not reachable for values built by the loader
 }
 
+std::string EndPortProblem(const PolicyPort& p) {
+  if (!p.end_port) return "";
+  if (!p.port) return "may only be used with a numeric port";
+  if (*p.end_port < *p.port) return "must be >= port";
+  if (*p.end_port > 65535) return "must be between 1 and 65535";
+  return "";
+}
+
 std::optional<int32_t> Pod::ResolvePort(const std::string& name, Protocol protocol) const {
   if (name.empty()) return std::nullopt;
   for (const ContainerPort& p : ports) {

@@ -94,6 +94,11 @@ struct PolicyPort {
   }
 };
 
+// The endPort rules of a NetworkPolicyPort, as Kubernetes has them: endPort only with a numeric
+// port, and port <= endPort <= 65535. "" when `p` holds them (or has no endPort), else what its
+// endPort breaks. The loader and the compiler both ask this one function.
+std::string EndPortProblem(const PolicyPort& p);
+
 struct IPBlock {
   Cidr cidr;
   std::vector<Cidr> except;

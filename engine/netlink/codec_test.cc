@@ -420,9 +420,9 @@ TEST(RuleCodecTest, EncoderRejectsBadRules) {
        "only a trailing '*' wildcard is allowed"},
       {"bare wildcard", MakeRule({nft::IfnameMatch{true, "*"}}, Verdict::Accept()),
        "interface name is empty"},
-      {"jump without chain", MakeRule({}, Verdict::Jump("")), "verdict.chain: name is empty"},
+      {"jump without chain", MakeRule({}, Verdict::Jump("")), "verdict: chain name \"\": is empty"},
       {"accept with chain", MakeRule({}, Verdict{Verdict::Kind::kAccept, "x"}),
-       "verdict.chain: only jump and goto name a chain"},
+       "verdict: only jump and goto name a chain"},
       {"comment quote", MakeRule({}, Verdict::Accept(), false, "say \"hi\""),
        "comment: comment may hold only printable ASCII"},
       {"comment length", MakeRule({}, Verdict::Accept(), false, std::string(129, 'x')),
@@ -681,11 +681,12 @@ TEST(SetCodecTest, RejectsBadSets) {
     std::string error;
   };
   std::vector<Case> cases = {
-      {{"", {FieldType::kIpv4Addr}, false, false, ""}, "name: name is empty"},
+      {{"", {FieldType::kIpv4Addr}, false, false, ""}, "set name \"\": is empty"},
       {{"1st", {FieldType::kIpv4Addr}, false, false, ""}, "must start with a letter"},
       {{"a b", {FieldType::kIpv4Addr}, false, false, ""}, "may hold only letters"},
-      {{std::string(64, 'a'), {FieldType::kIpv4Addr}, false, false, ""}, "is longer than 63 bytes"},
-      {{"k", {}, false, false, ""}, "key: set key has no field"},
+      {{std::string(64, 'a'), {FieldType::kIpv4Addr}, false, false, ""},
+       "is 64 bytes, longer than 63"},
+      {{"k", {}, false, false, ""}, "key has no field"},
       {{"i", {FieldType::kIpv4Addr}, true, false, ""}, "single-field interval sets"},
       {{"big",
         {FieldType::kIpv6Addr, FieldType::kIpv6Addr, FieldType::kIpv6Addr, FieldType::kIpv6Addr,
@@ -693,7 +694,7 @@ TEST(SetCodecTest, RejectsBadSets) {
         false,
         false,
         ""},
-       "exceeds the 64-byte register file"},
+       "key of 68 bytes exceeds the 64-byte register file"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.error);
@@ -816,7 +817,7 @@ TEST(ElementCodecTest, RejectsBadElements) {
       {"h4", Elem({FieldValue::Addr(Ip("10.0.0.1"))}, Verdict::Accept()),
        "verdict: h4 is not a verdict map"},
       {"m", Elem({FieldValue::Addr(Ip("10.0.0.1"))}, Verdict::Jump("")),
-       "verdict.chain: name is empty"},
+       "verdict: chain name \"\": is empty"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.error);
@@ -1030,9 +1031,9 @@ TEST(BatchTest, SetsNotInTheTransactionComeFromTheKernel) {
   }
   {
     nft::Transaction tx("netpol");
-    tx.AddElements("missing", {Elem({FieldValue::Addr(Ip("10.0.0.1"))})});
+    tx.AddElements("absent", {Elem({FieldValue::Addr(Ip("10.0.0.1"))})});
     auto b = EncodeTransaction(tx, 1, kernel);
-    EXPECT_THAT(std::string(b.status().message()), HasSubstr("set missing does not exist"));
+    EXPECT_THAT(std::string(b.status().message()), HasSubstr("set absent does not exist"));
   }
   {
     KernelSetFn failing = [](const std::string&) -> absl::StatusOr<std::optional<Set>> {
@@ -1074,7 +1075,7 @@ TEST(BatchTest, RejectsBadCommands) {
        [](nft::Transaction* tx) {
          tx->AddChain({"a/b", std::nullopt, "", {}});
        },
-       "command 0 (add chain a/b): chain.name: name a/b may hold only"},
+       "command 0 (add chain a/b): chain name \"a/b\": may hold only"},
       {"bad element",
        [](nft::Transaction* tx) {
          tx->AddSet({"s", {FieldType::kIpv4Addr}, false, false, ""});

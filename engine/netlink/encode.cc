@@ -29,24 +29,18 @@ absl::Status Invalid(const std::string& path, const std::string& msg) {
   return absl::InvalidArgumentError(path.empty() ? msg : absl::StrCat(path, ": ", msg));
 }
 
+// A shared rule's error (engine/nft/program.h) with the field path in front.
+absl::Status At(const std::string& path, absl::Status s) {
+  if (s.ok()) return s;
+  return Invalid(path, std::string(s.message()));
+}
+
 absl::Status ValidateComment(const std::string& path, const std::string& comment) {
-  if (comment.size() > nft::kMaxCommentLength) {
-    return Invalid(path, absl::StrCat("comment is ", comment.size(), " bytes, at most ",
-                                      nft::kMaxCommentLength, " allowed"));
-  }
-  for (char c : comment) {
-    if (c < 0x20 || c > 0x7e || c == '"') {
-      return Invalid(path, "comment may hold only printable ASCII other than '\"'");
-    }
-  }
-  return absl::OkStatus();
+  return At(path, nft::ValidateComment(comment));
 }
 
 absl::Status ValidateVerdict(const std::string& path, const nft::Verdict& v) {
-  bool needs_chain = v.kind == nft::Verdict::Kind::kJump || v.kind == nft::Verdict::Kind::kGoto;
-  if (needs_chain) return ValidateName(path + ".chain", v.chain);
-  if (!v.chain.empty()) return Invalid(path + ".chain", "only jump and goto name a chain");
-  return absl::OkStatus();
+  return At(path, nft::ValidateVerdict(v));
 }
 
 UdataPtr CommentUdata(uint8_t type, const std::string& comment) {
@@ -235,7 +229,7 @@ class RuleEncoder {
 
   absl::Status EncodeMatch(const std::string& path, const nft::LookupMatch& m) {
     if (m.key.empty()) return Invalid(path + ".key", "lookup key is empty");
-    RETURN_IF_ERROR(ValidateName(path + ".set", m.set));
+    RETURN_IF_ERROR(ValidateName(path + ".set", "set", m.set));
     const SetBinding* b = sets_(m.set);
     if (b == nullptr) return Invalid(path + ".set", absl::StrCat("set ", m.set, " does not exist"));
     const nft::Set& set = b->set;
@@ -354,84 +348,14 @@ void PutField(FieldType t, const nft::FieldValue& v, bool end, uint32_t slot, st
 
 }  // namespace
 
-absl::Status ValidateName(const std::string& what, const std::string& name) {
-  if (name.empty()) return Invalid(what, "name is empty");
-  if (name.size() > nft::kMaxNameLength) {
-    return Invalid(what,
-                   absl::StrCat("name ", name, " is longer than ", nft::kMaxNameLength, " bytes"));
-  }
-  if (!((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z'))) {
-    return Invalid(what, absl::StrCat("name ", name, " must start with a letter"));
-  }
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.';
-    if (!ok) {
-      return Invalid(
-          what, absl::StrCat("name ", name, " may hold only letters, digits, '-', '_' and '.'"));
-    }
-  }
-  return absl::OkStatus();
+absl::Status ValidateName(const std::string& path, const char* what, const std::string& name) {
+  return At(path, nft::ValidateObjectName(what, name));
 }
 
-absl::Status ValidateSet(const nft::Set& set) {
-  RETURN_IF_ERROR(ValidateName("name", set.name));
-  if (set.key.empty()) return Invalid("key", "set key has no field");
-  if (set.interval && set.key.size() == 1) {
-    return Invalid("interval",
-                   "single-field interval sets are not supported; use a "
-                   "concatenation");
-  }
-  if (KeyLength(set.key) > kRegisterSlots * 4) {
-    return Invalid("key", absl::StrCat("key of ", KeyLength(set.key),
-                                       " bytes exceeds the 64-byte register file"));
-  }
-  return ValidateComment("comment", set.comment);
-}
+absl::Status ValidateSet(const nft::Set& set) { return nft::ValidateSetDef(set); }
 
 absl::Status ValidateElement(const nft::Set& set, const nft::Element& e, bool keys_only) {
-  if (e.key.size() != set.key.size()) {
-    return Invalid("key", absl::StrCat("has ", e.key.size(), " fields, set ", set.name, " has ",
-                                       set.key.size()));
-  }
-  for (size_t i = 0; i < e.key.size(); ++i) {
-    std::string path = absl::StrCat("key[", i, "]");
-    const nft::FieldValue& v = e.key[i];
-    FieldType t = set.key[i];
-    if (t == FieldType::kIpv4Addr || t == FieldType::kIpv6Addr) {
-      Family want = t == FieldType::kIpv4Addr ? Family::kV4 : Family::kV6;
-      if (v.lo != 0 || v.hi != 0) return Invalid(path, "a number given for an address field");
-      if (v.addr_lo.family != want || v.addr_hi.family != want) {
-        return Invalid(path, absl::StrCat("address family does not match ", nft::FieldTypeName(t)));
-      }
-      if (v.addr_hi < v.addr_lo) return Invalid(path, "range end is below its start");
-      if (!set.interval && v.addr_lo != v.addr_hi) {
-        return Invalid(path,
-                       absl::StrCat("a range needs an interval set; ", set.name, " is not one"));
-      }
-    } else {
-      if (v.addr_lo != IpAddr{} || v.addr_hi != IpAddr{}) {
-        return Invalid(path, "an address given for a number field");
-      }
-      uint32_t max = t == FieldType::kInetProto ? 255 : 65535;
-      if (v.hi > max || v.lo > max) {
-        return Invalid(path, absl::StrCat("value exceeds ", max));
-      }
-      if (v.hi < v.lo) return Invalid(path, "range end is below its start");
-      if (!set.interval && v.lo != v.hi) {
-        return Invalid(path,
-                       absl::StrCat("a range needs an interval set; ", set.name, " is not one"));
-      }
-    }
-  }
-  if (e.verdict) {
-    if (!set.vmap) return Invalid("verdict", absl::StrCat(set.name, " is not a verdict map"));
-    RETURN_IF_ERROR(ValidateVerdict("verdict", *e.verdict));
-  } else if (set.vmap && !keys_only) {
-    return Invalid("verdict",
-                   absl::StrCat("an element of verdict map ", set.name, " needs a verdict"));
-  }
-  return ValidateComment("comment", e.comment);
+  return nft::ValidateElementShape(set, e, keys_only);
 }
 
 std::string EncodeKey(const nft::Set& set, const nft::Element& e, bool end) {
@@ -456,7 +380,7 @@ TablePtr BuildTable(const std::string& table, const std::string& comment) {
 }
 
 absl::StatusOr<ChainPtr> BuildChain(const std::string& table, const nft::Chain& chain) {
-  RETURN_IF_ERROR(ValidateName("name", chain.name));
+  RETURN_IF_ERROR(ValidateName("", "chain", chain.name));
   RETURN_IF_ERROR(ValidateComment("comment", chain.comment));
   ChainPtr c(nftnl_chain_alloc());
   nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_FAMILY, NFPROTO_INET);
@@ -544,7 +468,7 @@ absl::StatusOr<SetPtr> BuildSet(const std::string& table, const nft::Set& set, u
 
 absl::StatusOr<RulePtr> BuildRule(const std::string& table, const std::string& chain,
                                   const nft::Rule& rule, const SetLookupFn& sets) {
-  RETURN_IF_ERROR(ValidateName("chain", chain));
+  RETURN_IF_ERROR(ValidateName("", "chain", chain));
   RulePtr r(nftnl_rule_alloc());
   nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, NFPROTO_INET);
   nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, table.c_str());
@@ -752,7 +676,7 @@ class TransactionEncoder {
   }
 
   absl::Status EncodeChain(size_t i, const nft::Command& c) {
-    RETURN_IF_ERROR(ValidateName("chain.name", c.chain.name));
+    RETURN_IF_ERROR(ValidateName("", "chain", c.chain.name));
     switch (c.verb) {
       case nft::Verb::kAdd:
       case nft::Verb::kCreate: {
@@ -800,7 +724,7 @@ class TransactionEncoder {
   }
 
   absl::Status EncodeSet(size_t i, const nft::Command& c) {
-    RETURN_IF_ERROR(ValidateName("set.name", c.set.name));
+    RETURN_IF_ERROR(ValidateName("", "set", c.set.name));
     switch (c.verb) {
       case nft::Verb::kAdd:
       case nft::Verb::kCreate: {
@@ -834,7 +758,7 @@ class TransactionEncoder {
   }
 
   absl::Status EncodeElements(size_t i, const nft::Command& c) {
-    RETURN_IF_ERROR(ValidateName("set.name", c.set.name));
+    RETURN_IF_ERROR(ValidateName("", "set", c.set.name));
     uint16_t type = 0, flags = 0;
     bool keys_only = false;
     switch (c.verb) {
@@ -909,7 +833,7 @@ class TransactionEncoder {
 
 absl::StatusOr<EncodedBatch> EncodeTransaction(const nft::Transaction& tx, uint32_t first_seq,
                                                const KernelSetFn& kernel_sets) {
-  RETURN_IF_ERROR(ValidateName("table", tx.table()));
+  RETURN_IF_ERROR(ValidateName("", "table", tx.table()));
   TransactionEncoder enc(tx, first_seq, kernel_sets);
   return enc.Run();
 }

@@ -30,10 +30,12 @@ struct SetBinding {
 // Returns the binding of a set by name, or null when no such set exists.
 using SetLookupFn = std::function<const SetBinding*(const std::string& name)>;
 
-absl::Status ValidateName(const std::string& what, const std::string& name);
+// The rules of engine/nft/program.h (the fake backend holds programs to the same ones), with
+// the field path in front: a table, chain or set name (`what`: "table", "chain", "set"), a set
+// definition, an element against its set (`keys_only`: for deletes, where verdict and comment
+// are not needed; they are still checked when present).
+absl::Status ValidateName(const std::string& path, const char* what, const std::string& name);
 absl::Status ValidateSet(const nft::Set& set);
-// Checks an element against its set. `keys_only`: for deletes, where verdict and comment are
-// not needed (they are still checked when present).
 absl::Status ValidateElement(const nft::Set& set, const nft::Element& e, bool keys_only);
 
 // The key (or, with `end`, the key_end of an interval element) as the kernel stores it.

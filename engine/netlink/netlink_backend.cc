@@ -383,7 +383,7 @@ absl::Status NetlinkBackend::Commit(const nft::Transaction& tx) {
 }
 
 absl::StatusOr<nft::Program> NetlinkBackend::Dump(const std::string& table) {
-  RETURN_IF_ERROR(ValidateName("table", table));
+  RETURN_IF_ERROR(ValidateName("", "table", table));
   RETURN_IF_ERROR(EnsureSocket());
   absl::StatusOr<nft::Program> p = DumpOnSocket(table);
   if (absl::IsUnavailable(p.status())) socket_.reset();
@@ -391,7 +391,7 @@ absl::StatusOr<nft::Program> NetlinkBackend::Dump(const std::string& table) {
 }
 
 absl::StatusOr<bool> NetlinkBackend::HasTable(const std::string& table) {
-  RETURN_IF_ERROR(ValidateName("table", table));
+  RETURN_IF_ERROR(ValidateName("", "table", table));
   RETURN_IF_ERROR(EnsureSocket());
   bool found = false, interrupted = false;
   absl::Status s = Request(

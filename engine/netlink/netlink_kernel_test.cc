@@ -10,6 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "engine/compiler/compiler.h"
+#include "engine/model/model.h"
 #include "engine/netlink/netlink_backend.h"
 #include "engine/netlink/test_support.h"
 #include "engine/nft/diff.h"
@@ -228,6 +230,53 @@ TEST_F(KernelTest, ProgramRoundTripsThroughDumpAndNftListing) {
   EXPECT_EQ(*dumped, p);
 
   EXPECT_EQ(Nft(absl::StrCat("list table inet ", kTable)), nft::RenderProgram(p));
+}
+
+// The longest names Kubernetes allows (253-character pod, policy and node names, a 63-character
+// namespace) compile into a program the encoder and the kernel take, and that dumps back as
+// compiled and lists through nft.
+TEST_F(KernelTest, CompiledProgramWithTheLongestKubernetesNamesCommitsAndReadsBack) {
+  const std::string label = std::string(63, 'n');
+  const std::string longest =
+      std::string(63, 'a') + "." + std::string(63, 'b') + "." + std::string(63, 'c') + "." +
+      std::string(61, 'd');
+  ASSERT_EQ(longest.size(), 253u);
+  State s;
+  Namespace ns;
+  ns.name = label;
+  ns.labels[kNamespaceNameLabel] = label;
+  s.namespaces[label] = ns;
+  const std::vector<std::string> names = {longest, std::string(63, 'a') + "." +
+                                                       std::string(63, 'b') + ".c"};
+  int i = 0;
+  for (const std::string& name : names) {
+    Pod pod;
+    pod.namespace_name = label;
+    pod.name = name;
+    pod.node_name = longest;
+    pod.labels["app"] = "db";
+    pod.ips = {Ip(absl::StrCat("10.0.0.", ++i)), Ip(absl::StrCat("fd00::", i))};
+    s.pods[pod.Key()] = pod;
+  }
+  NetworkPolicy pol;
+  pol.namespace_name = label;
+  pol.name = longest;
+  pol.ingress_type = pol.egress_type = true;
+  Rule any;
+  pol.ingress.push_back(any);
+  s.policies[pol.Key()] = pol;
+  compiler::CompileOptions o;
+  o.table = kTable;
+  o.node_name = longest;
+  absl::StatusOr<Program> p = compiler::Compile(s, o);
+  ASSERT_TRUE(p.ok()) << p.status();
+
+  ASSERT_OK(backend_->Commit(nft::FullReplace(*p)));
+  auto dumped = backend_->Dump(kTable);
+  ASSERT_TRUE(dumped.ok()) << dumped.status();
+  EXPECT_EQ(*dumped, nft::Canonical(*p));
+  EXPECT_EQ(dumped->elements.at("ingress-dispatch-v4").size(), 2u);
+  EXPECT_EQ(Nft(absl::StrCat("list table inet ", kTable)), nft::RenderProgram(*p));
 }
 
 TEST_F(KernelTest, EmptyTableDumpsEmpty) {

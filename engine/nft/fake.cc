@@ -25,48 +25,13 @@ constexpr char kBusy[] = "Device or resource busy";          // EBUSY
 constexpr char kNotSupported[] = "Operation not supported";  // EOPNOTSUPP
 constexpr char kLoop[] = "Too many links";                   // ELOOP/EMLINK as nft reports them
 
-// Largest key of a set: NFT_DATA_VALUE_MAXLEN, with every field padded to a 4-byte register.
-constexpr size_t kMaxKeyBytes = 64;
 // IFNAMSIZ - 1.
 constexpr size_t kMaxIfnameLength = 15;
 
-absl::Status ValidateComment(const std::string& what, const std::string& comment) {
-  if (comment.size() > kMaxCommentLength) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": comment longer than ", kMaxCommentLength, " bytes"));
-  }
-  for (char c : comment) {
-    if (c < 0x20 || c > 0x7e || c == '"') {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": comment may hold printable ASCII except '\"' only"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-size_t FieldBytes(FieldType t) {
-  return t == FieldType::kIpv4Addr ? 4 : t == FieldType::kIpv6Addr ? 16 : 4;  // padded
-}
-
-absl::Status ValidateSetDef(const Set& s) {
-  RETURN_IF_ERROR(ValidateObjectName("set", s.name));
-  RETURN_IF_ERROR(ValidateComment(absl::StrCat("set ", s.name), s.comment));
-  if (s.key.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("set ", s.name, ": key has no fields"));
-  }
-  size_t bytes = 0;
-  for (FieldType t : s.key) bytes += FieldBytes(t);
-  if (bytes > kMaxKeyBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("set ", s.name, ": key ", RenderKeyType(s.key),
-                                                   " is longer than ", kMaxKeyBytes, " bytes"));
-  }
-  if (s.interval && s.key.size() < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "set ", s.name,
-        ": single-field interval sets are not supported (netpol uses concatenated interval "
-        "sets only)"));
-  }
-  return absl::OkStatus();
+// A shared rule's error with where it was found in front.
+absl::Status At(const std::string& what, absl::Status s) {
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
 }
 
 bool IsJumpOrGoto(const Verdict& v) {
@@ -74,13 +39,8 @@ bool IsJumpOrGoto(const Verdict& v) {
 }
 
 absl::Status ValidateTarget(const TableState& t, const Verdict& v, const std::string& what) {
-  if (!IsJumpOrGoto(v)) {
-    if (!v.chain.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": verdict ", RenderVerdict(v), " names chain ", v.chain));
-    }
-    return absl::OkStatus();
-  }
+  RETURN_IF_ERROR(At(what, ValidateVerdict(v)));
+  if (!IsJumpOrGoto(v)) return absl::OkStatus();
   auto it = t.chains.find(v.chain);
   if (it == t.chains.end()) {
     return absl::NotFoundError(absl::StrCat(what, ": ", RenderVerdict(v), ": chain ", v.chain,
@@ -149,7 +109,7 @@ absl::Status ValidateRule(const TableState& t, const std::string& chain, const R
   if (rule.matches.empty() && !rule.counter && !rule.verdict.has_value()) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": rule has no statements"));
   }
-  RETURN_IF_ERROR(ValidateComment(what, rule.comment));
+  RETURN_IF_ERROR(At(what, ValidateComment(rule.comment)));
   for (size_t i = 0; i < rule.matches.size(); ++i) {
     const Match& m = rule.matches[i];
     const std::string mwhat = absl::StrCat(what, ": match ", i);
@@ -212,60 +172,9 @@ absl::Status ValidateRule(const TableState& t, const std::string& chain, const R
 
 absl::Status ValidateElement(const TableState& t, const Set& set, const Element& e) {
   const std::string what = RenderElement(set, e);
-  if (e.key.size() != set.key.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": key has ", e.key.size(),
-                                                   " fields, set type ", RenderKeyType(set.key),
-                                                   " has ", set.key.size()));
-  }
-  for (size_t i = 0; i < e.key.size(); ++i) {
-    const FieldValue& v = e.key[i];
-    const std::string fwhat =
-        absl::StrCat(what, ": field ", i, " (", FieldTypeName(set.key[i]), ")");
-    switch (set.key[i]) {
-      case FieldType::kIpv4Addr:
-      case FieldType::kIpv6Addr: {
-        Family f = set.key[i] == FieldType::kIpv4Addr ? Family::kV4 : Family::kV6;
-        if (v.addr_lo.family != f || v.addr_hi.family != f) {
-          return absl::InvalidArgumentError(absl::StrCat(fwhat, ": address of the wrong family"));
-        }
-        if (v.lo != 0 || v.hi != 0) {
-          return absl::InvalidArgumentError(absl::StrCat(fwhat, ": number set on an address"));
-        }
-        if (v.addr_hi < v.addr_lo) {
-          return absl::InvalidArgumentError(absl::StrCat(fwhat, ": range is reversed"));
-        }
-        if (!set.interval && v.addr_lo != v.addr_hi) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(fwhat, ": range in a set without intervals"));
-        }
-        break;
-      }
-      case FieldType::kInetProto:
-      case FieldType::kInetService: {
-        uint32_t max = set.key[i] == FieldType::kInetProto ? 255 : 65535;
-        if (v.addr_lo != IpAddr{} || v.addr_hi != IpAddr{}) {
-          return absl::InvalidArgumentError(absl::StrCat(fwhat, ": address set on a number"));
-        }
-        if (v.hi > max || v.lo > v.hi) {
-          return absl::InvalidArgumentError(absl::StrCat(fwhat, ": range ", v.lo, "-", v.hi,
-                                                         " outside 0..", max, " or reversed"));
-        }
-        if (!set.interval && v.lo != v.hi) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(fwhat, ": range in a set without intervals"));
-        }
-        break;
-      }
-    }
-  }
-  if (set.vmap && !e.verdict.has_value()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": verdict map element without verdict"));
-  }
-  if (!set.vmap && e.verdict.has_value()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": verdict on an element of a plain set"));
-  }
+  RETURN_IF_ERROR(At(what, ValidateElementShape(set, e)));
   if (e.verdict.has_value()) RETURN_IF_ERROR(ValidateTarget(t, *e.verdict, what));
-  return ValidateComment(what, e.comment);
+  return absl::OkStatus();
 }
 
 bool Overlaps(const std::vector<FieldValue>& a, const std::vector<FieldValue>& b,
@@ -320,14 +229,14 @@ absl::Status ApplyTable(std::optional<TableState>* state, const std::string& tab
   switch (c.verb) {
     case Verb::kAdd:
       if (!state->has_value()) {
-        RETURN_IF_ERROR(ValidateComment(absl::StrCat("table ", table), c.comment));
+        RETURN_IF_ERROR(ValidateComment(c.comment));
         state->emplace();
         (*state)->comment = c.comment;
       }
       return absl::OkStatus();
     case Verb::kCreate:
       if (state->has_value()) return absl::AlreadyExistsError(kExists);
-      RETURN_IF_ERROR(ValidateComment(absl::StrCat("table ", table), c.comment));
+      RETURN_IF_ERROR(ValidateComment(c.comment));
       state->emplace();
       (*state)->comment = c.comment;
       return absl::OkStatus();
@@ -353,7 +262,7 @@ absl::Status ApplyChain(TableState& t, const Command& c) {
     case Verb::kAdd:
     case Verb::kCreate: {
       RETURN_IF_ERROR(ValidateObjectName("chain", in.name));
-      RETURN_IF_ERROR(ValidateComment(absl::StrCat("chain ", in.name), in.comment));
+      RETURN_IF_ERROR(ValidateComment(in.comment));
       if (!in.rules.empty()) {
         return absl::InvalidArgumentError("chain command carries rules; add them with kRule");
       }
@@ -454,10 +363,7 @@ absl::Status ApplyElements(TableState& t, const Command& c) {
   for (const Element& e : c.elements) {
     const std::string what = RenderElement(s.def, e);
     if (c.verb == Verb::kDelete || c.verb == Verb::kDestroy) {
-      if (e.key.size() != s.def.key.size()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(what, ": key has ", e.key.size(), " fields, set has ", s.def.key.size()));
-      }
+      RETURN_IF_ERROR(At(what, ValidateElementShape(s.def, e, /*keys_only=*/true)));
       auto eit = s.elements.find(e.key);
       if (eit == s.elements.end()) {
         if (c.verb == Verb::kDestroy) continue;

@@ -146,9 +146,9 @@ INSTANTIATE_TEST_SUITE_P(
                       MakeRule({IfnameMatch{true, "ve*th"}}, Verdict::Accept()),
                       "trailing wildcard"},
         RuleErrorCase{"AcceptNamingAChain", MakeRule({}, Verdict{Verdict::Kind::kAccept, "c"}),
-                      "names chain c"},
+                      "only jump and goto name a chain"},
         RuleErrorCase{"CommentTooLong", MakeRule({}, Verdict::Accept(), std::string(129, 'x')),
-                      "comment longer than 128 bytes"}),
+                      "comment is 129 bytes, at most 128 allowed"}),
     [](const ::testing::TestParamInfo<RuleErrorCase>& info) { return info.param.name; });
 
 TEST(ValidateProgramTest, RandomProgramsAreValid) {
@@ -178,7 +178,7 @@ TEST(ValidateProgramTest, InconsistentProgramsAreRefused) {
   p = Small();
   p.chains["fwd"] = MakeChain("fwd");
   EXPECT_THAT(std::string(ValidateProgram(p).message()),
-              HasSubstr("chain name \"fwd\": an nft keyword"));
+              HasSubstr("chain name \"fwd\": is an nft keyword"));
 
   p = Small();
   p.table = "";

@@ -5,7 +5,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "engine/util/status_macros.h"
 
 namespace netpol::nft {
 
@@ -105,29 +107,147 @@ const std::vector<std::string>& NftKeywords() {
   return *kKeywords;
 }
 
+namespace {
+
+absl::Status Invalid(const std::string& msg) { return absl::InvalidArgumentError(msg); }
+
+bool IsLetter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+bool IsCommentChar(char c) { return c >= 0x20 && c <= 0x7e && c != '"'; }
+
+// A register holds 4 bytes; every key field takes whole registers.
+size_t PaddedBytes(FieldType t) { return t == FieldType::kIpv6Addr ? 16 : 4; }
+
+}  // namespace
+
 absl::Status ValidateObjectName(const char* what, const std::string& name) {
-  if (name.empty() || name.size() > kMaxNameLength) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " name \"", name.substr(0, 80),
-                                                   "\": length must be 1..", kMaxNameLength));
+  const std::string head = absl::StrCat(what, " name \"", absl::CEscape(name.substr(0, 80)),
+                                        name.size() > 80 ? "...\": " : "\": ");
+  if (name.empty()) return Invalid(absl::StrCat(head, "is empty"));
+  if (name.size() > kMaxNameLength) {
+    return Invalid(absl::StrCat(head, "is ", name.size(), " bytes, longer than ", kMaxNameLength));
   }
-  auto alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
-  if (!alpha(name[0])) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " name \"", name, "\": must start with a letter"));
-  }
+  if (!IsLetter(name[0])) return Invalid(absl::StrCat(head, "must start with a letter"));
   for (char c : name) {
-    if (!alpha(c) && !(c >= '0' && c <= '9') && c != '_' && c != '-' && c != '.') {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, " name \"", name, "\": only letters, digits, '_', '-', '.'"));
+    if (!IsLetter(c) && !(c >= '0' && c <= '9') && c != '_' && c != '-' && c != '.') {
+      return Invalid(absl::StrCat(head, "may hold only letters, digits, '-', '_' and '.'"));
     }
   }
   for (const std::string& kw : NftKeywords()) {
     if (name == kw) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, " name \"", name, "\": an nft keyword, which nft's parser cannot read as a name"));
+      return Invalid(
+          absl::StrCat(head, "is an nft keyword, which nft's parser cannot read as a name"));
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status ValidateComment(const std::string& comment) {
+  if (comment.size() > kMaxCommentLength) {
+    return Invalid(absl::StrCat("comment is ", comment.size(), " bytes, at most ",
+                                kMaxCommentLength, " allowed"));
+  }
+  for (char c : comment) {
+    if (!IsCommentChar(c)) return Invalid("comment may hold only printable ASCII other than '\"'");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateVerdict(const Verdict& v) {
+  if (v.kind == Verdict::Kind::kJump || v.kind == Verdict::Kind::kGoto) {
+    return ValidateObjectName("chain", v.chain);
+  }
+  if (!v.chain.empty()) return Invalid("only jump and goto name a chain");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSetDef(const Set& set) {
+  RETURN_IF_ERROR(ValidateObjectName("set", set.name));
+  if (set.key.empty()) return Invalid("key has no field");
+  size_t bytes = 0;
+  for (FieldType t : set.key) bytes += PaddedBytes(t);
+  if (bytes > kMaxKeyBytes) {
+    return Invalid(absl::StrCat("key of ", bytes, " bytes exceeds the ", kMaxKeyBytes,
+                                "-byte register file"));
+  }
+  if (set.interval && set.key.size() < 2) {
+    return Invalid(
+        "single-field interval sets are not supported (netpol uses concatenated interval sets "
+        "only)");
+  }
+  return ValidateComment(set.comment);
+}
+
+absl::Status ValidateElementShape(const Set& set, const Element& e, bool keys_only) {
+  if (e.key.size() != set.key.size()) {
+    return Invalid(absl::StrCat("key: has ", e.key.size(), " fields, set ", set.name, " has ",
+                                set.key.size()));
+  }
+  for (size_t i = 0; i < e.key.size(); ++i) {
+    const std::string path = absl::StrCat("key[", i, "]: ");
+    const FieldValue& v = e.key[i];
+    const FieldType t = set.key[i];
+    const bool range = t == FieldType::kIpv4Addr || t == FieldType::kIpv6Addr
+                           ? v.addr_lo != v.addr_hi
+                           : v.lo != v.hi;
+    if (t == FieldType::kIpv4Addr || t == FieldType::kIpv6Addr) {
+      const Family want = t == FieldType::kIpv4Addr ? Family::kV4 : Family::kV6;
+      if (v.lo != 0 || v.hi != 0) return Invalid(path + "a number given for an address field");
+      if (v.addr_lo.family != want || v.addr_hi.family != want) {
+        return Invalid(absl::StrCat(path, "address family does not match ", FieldTypeName(t)));
+      }
+      if (v.addr_hi < v.addr_lo) return Invalid(path + "range end is below its start");
+    } else {
+      if (v.addr_lo != IpAddr{} || v.addr_hi != IpAddr{}) {
+        return Invalid(path + "an address given for a number field");
+      }
+      const uint32_t max = t == FieldType::kInetProto ? 255 : 65535;
+      if (v.hi > max || v.lo > max) return Invalid(absl::StrCat(path, "value exceeds ", max));
+      if (v.hi < v.lo) return Invalid(path + "range end is below its start");
+    }
+    if (range && !set.interval) {
+      return Invalid(
+          absl::StrCat(path, "a range needs an interval set; ", set.name, " is not one"));
+    }
+  }
+  if (e.verdict) {
+    if (!set.vmap) return Invalid(absl::StrCat("verdict: ", set.name, " is not a verdict map"));
+    if (absl::Status s = ValidateVerdict(*e.verdict); !s.ok()) {
+      return Invalid(absl::StrCat("verdict: ", s.message()));
+    }
+  } else if (set.vmap && !keys_only) {
+    return Invalid(
+        absl::StrCat("verdict: an element of verdict map ", set.name, " needs a verdict"));
+  }
+  return ValidateComment(e.comment);
+}
+
+uint64_t Fnv1a64(const std::string& s) {
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a 64-bit offset basis
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;  // FNV-1a 64-bit prime
+  }
+  return h;
+}
+
+std::string CommentFrom(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    if (IsCommentChar(c)) {
+      out.push_back(c);
+    } else {
+      absl::StrAppend(&out, "\\x", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
+    }
+  }
+  if (out.size() <= kMaxCommentLength) return out;
+  // '~' and 8 hex digits: the hash of the whole text, so two long texts sharing their first
+  // bytes still differ.
+  const std::string tail =
+      absl::StrCat("~", absl::Hex(static_cast<uint32_t>(Fnv1a64(text) >> 32), absl::kZeroPad8));
+  out.resize(kMaxCommentLength - tail.size());
+  return out + tail;
 }
 
 Program Canonical(Program program) {

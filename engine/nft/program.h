@@ -236,11 +236,44 @@ struct Program {
   }
 };
 
+// ---- the rules every writer holds a program to ----
+//
+// One function per rule. The fake backend and the netlink encoder both call these, so they refuse
+// the same things with the same words; each returns InvalidArgument with the problem alone and
+// the caller puts where it was found in front ("set x: ...", "command 3 (...): elements[0]: ...").
+// Names and comments quoted in a message are escaped (absl::CEscape), so a message never carries
+// control characters from its input.
+
 // Returns OK when `name` is a valid table, chain or set name (see above); the error names `what`
 // ("chain", "set", "table") and the name.
 absl::Status ValidateObjectName(const char* what, const std::string& name);
 // The words nft 1.0.6 reads as keywords where a name is expected (`fwd`, `icmp`, `counter`, ...).
 const std::vector<std::string>& NftKeywords();
+// A comment of a table, chain, rule, set or element: at most kMaxCommentLength bytes of printable
+// ASCII without '"'.
+absl::Status ValidateComment(const std::string& comment);
+// A verdict: jump and goto name a valid chain, the others none.
+absl::Status ValidateVerdict(const Verdict& v);
+// A set definition: its name, a key of 1..kMaxKeyBytes bytes (every field padded to a 4-byte
+// register), intervals only over concatenations, its comment.
+absl::Status ValidateSetDef(const Set& set);
+// An element against its set's definition: one value per key field, of the field's kind and
+// range, ranges only in interval sets, a verdict exactly in verdict maps (`keys_only`, for
+// deletes: a missing verdict is fine), its comment.
+absl::Status ValidateElementShape(const Set& set, const Element& e, bool keys_only = false);
+// Largest key of a set: NFT_DATA_VALUE_MAXLEN, the 16 4-byte registers.
+inline constexpr size_t kMaxKeyBytes = 64;
+
+// ---- names and comments derived from outside text (object names, flags) ----
+
+// 64-bit FNV-1a: the stable hash of shortened names and comments.
+uint64_t Fnv1a64(const std::string& s);
+// `text` made a valid comment: every byte outside printable ASCII and every '"' written as
+// \xNN; when that is longer than kMaxCommentLength, its first bytes followed by '~' and eight
+// hex digits of Fnv1a64(text), so distinct long texts keep distinct comments. The identity on
+// text that is already a valid comment. Every comment the compiler derives from object names
+// goes through here.
+std::string CommentFrom(const std::string& text);
 
 // Returns the nft name of a key field type: ipv4_addr, ipv6_addr, inet_proto, inet_service.
 const char* FieldTypeName(FieldType t);
