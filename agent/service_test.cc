@@ -138,6 +138,19 @@ spec:
   EXPECT_EQ(Kernel(), before);
   EXPECT_EQ(service_->Apply(v1::ApplyRequest(), kTimeout).status().code(),
             absl::StatusCode::kInvalidArgument);
+
+  // The default namespace (netpolctl apply -n) is held to the namespace name rules.
+  v1::ApplyRequest bad_ns;
+  auto* manifest = bad_ns.add_manifests();
+  manifest->set_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n");
+  manifest->set_default_namespace("a\"b");
+  auto refused = service_->Apply(bad_ns, kTimeout);
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("default namespace: invalid name \"a\\\"b\": must be a lowercase RFC 1123 "
+                        "label"));
+  EXPECT_EQ(store_->Current().generation, 1u);
+  EXPECT_EQ(Kernel(), before);
 }
 
 TEST_F(ServiceTest, DryRunReturnsThePlanAndChangesNothing) {

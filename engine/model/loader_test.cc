@@ -164,7 +164,7 @@ std::vector<ErrorCase> ErrorCases() {
       {"except IPv4-mapped",
        Policy(from + "ipBlock:\n        cidr: \"::/0\"\n        except: [\"::ffff:0:0/96\"]\n"),
        "spec.ingress[0].from[0].ipBlock.except[0]: \"::ffff:0.0.0.0\": must not be an "
-       "IPv4-mapped IPv6 address"},
+       "IPv4-mapped IPv6 address (write 0.0.0.0)"},
       {"egress peer path", Policy("  egress:\n  - to:\n    - ipBlock:\n        cidr: x\n"),
        "spec.egress[0].to[0].ipBlock.cidr: invalid CIDR \"x\": missing prefix length"},
 
@@ -344,7 +344,8 @@ std::vector<ErrorCase> ErrorCases() {
        "10.0.0.1)"},
       {"podIPs IPv4-mapped",
        PodDoc("  containers: []\n", "  podIPs:\n  - ip: \"::ffff:a00:2\"\n"),
-       "status.podIPs[0].ip: \"::ffff:10.0.0.2\": must not be an IPv4-mapped IPv6 address"},
+       "status.podIPs[0].ip: \"::ffff:10.0.0.2\": must not be an IPv4-mapped IPv6 address "
+       "(write 10.0.0.2)"},
 
       // Wrong node types.
       {"spec a list", Policy("  []\n"), "spec: must be a map, got list"},
@@ -538,6 +539,31 @@ TEST(LoaderTest, InvalidDefaultNamespaceIsRefused) {
     EXPECT_THAT(std::string(r.status().message()), HasSubstr("lowercase RFC 1123 label"));
     EXPECT_EQ(std::string(r.status().message()).find('\n'), std::string::npos);
   }
+}
+
+// What a CNI attachment stores (a pod with a name, a namespace and addresses) and objects with
+// the longest names Kubernetes allows write out as YAML that loads back as the same objects, so
+// `netpolctl get -o yaml` output re-applies.
+TEST(LoaderTest, StoredObjectsReloadFromTheirYaml) {
+  const std::string longest = std::string(63, 'a') + "." + std::string(63, 'b') + "." +
+                              std::string(63, 'c') + "." + std::string(61, 'd');
+  Pod shell;
+  shell.namespace_name = std::string(63, 'n');
+  shell.name = longest;
+  shell.ips = {*IpAddr::Parse("10.0.0.1"), *IpAddr::Parse("fd00::1")};
+  Pod full = shell;
+  full.name = "web-1";
+  full.labels = {{"app.kubernetes.io/name", "web_1.x-Y"}, {"empty", ""}};
+  full.node_name = longest;
+  full.ports = {{"http", 8080, Protocol::kTCP}, {"dns", 53, Protocol::kUDP}};
+  NetworkPolicy policy;
+  policy.namespace_name = shell.namespace_name;
+  policy.name = longest;
+  policy.ingress_type = true;
+  const std::vector<Object> objects = {Object{shell}, Object{full}, Object{policy}};
+  auto r = LoadYaml(ToYaml(objects), Opts());
+  ASSERT_TRUE(r.ok()) << r.status() << "\n" << ToYaml(objects);
+  EXPECT_EQ(r->objects, objects);
 }
 
 // Names that come from outside manifests (CNI arguments, flags) are held to the same rules.

@@ -262,7 +262,7 @@ TEST_F(KernelTest, CompiledProgramWithTheLongestKubernetesNamesCommitsAndReadsBa
   pol.namespace_name = label;
   pol.name = longest;
   pol.ingress_type = pol.egress_type = true;
-  Rule any;
+  netpol::Rule any;
   pol.ingress.push_back(any);
   s.policies[pol.Key()] = pol;
   compiler::CompileOptions o;

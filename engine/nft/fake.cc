@@ -25,9 +25,6 @@ constexpr char kBusy[] = "Device or resource busy";          // EBUSY
 constexpr char kNotSupported[] = "Operation not supported";  // EOPNOTSUPP
 constexpr char kLoop[] = "Too many links";                   // ELOOP/EMLINK as nft reports them
 
-// IFNAMSIZ - 1.
-constexpr size_t kMaxIfnameLength = 15;
-
 // A shared rule's error with where it was found in front.
 absl::Status At(const std::string& what, absl::Status s) {
   if (s.ok()) return s;
@@ -53,120 +50,21 @@ absl::Status ValidateTarget(const TableState& t, const Verdict& v, const std::st
   return absl::OkStatus();
 }
 
-std::string SelectorsText(const std::vector<Selector>& key) {
-  std::vector<FieldType> types;
-  for (Selector s : key) types.push_back(SelectorType(s));
-  Rule r;
-  LookupMatch m;
-  m.key = key;
-  m.set = "x";
-  r.matches.push_back(m);
-  std::string text = RenderRule(r);
-  return text.substr(0, text.size() - std::string(" @x").size());
-}
-
-std::optional<Family> SelectorFamily(Selector s) {
-  switch (s) {
-    case Selector::kIpSaddr:
-    case Selector::kIpDaddr:
-    case Selector::kCtOrigIpSaddr:
-      return Family::kV4;
-    case Selector::kIp6Saddr:
-    case Selector::kIp6Daddr:
-    case Selector::kCtOrigIp6Saddr:
-      return Family::kV6;
-    default:
-      return std::nullopt;
-  }
-}
-
-// nft refuses rules whose protocols conflict: ip and ip6 selectors together, or a `meta nfproto`
-// followed by a selector of the other family ("conflicting protocols specified").
-absl::Status ValidateFamilies(const Rule& rule, const std::string& what) {
-  std::optional<Family> selectors, nfproto;
-  for (const Match& m : rule.matches) {
-    if (const auto* nf = std::get_if<NfProtoMatch>(&m)) {
-      nfproto = nf->family;
-      continue;
-    }
-    const auto* lk = std::get_if<LookupMatch>(&m);
-    if (lk == nullptr) continue;
-    for (Selector s : lk->key) {
-      std::optional<Family> f = SelectorFamily(s);
-      if (!f.has_value()) continue;
-      if ((selectors.has_value() && *selectors != *f) || (nfproto.has_value() && *nfproto != *f)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(what, ": conflicting protocols (ip and ip6) in one rule"));
-      }
-      selectors = f;
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ValidateRule(const TableState& t, const std::string& chain, const Rule& rule) {
+absl::Status ValidateRule(const TableState& t, const Rule& rule) {
   const std::string what = absl::StrCat("rule \"", RenderRule(rule), "\"");
-  if (rule.matches.empty() && !rule.counter && !rule.verdict.has_value()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": rule has no statements"));
-  }
-  RETURN_IF_ERROR(At(what, ValidateComment(rule.comment)));
+  RETURN_IF_ERROR(At(what, ValidateRuleShape(rule)));
   for (size_t i = 0; i < rule.matches.size(); ++i) {
-    const Match& m = rule.matches[i];
-    const std::string mwhat = absl::StrCat(what, ": match ", i);
-    if (const auto* ct = std::get_if<CtStateMatch>(&m)) {
-      if (!ct->established && !ct->related && !ct->invalid && !ct->new_ && !ct->untracked) {
-        return absl::InvalidArgumentError(absl::StrCat(mwhat, ": ct state without states"));
-      }
-    } else if (const auto* ic = std::get_if<Icmpv6TypeMatch>(&m)) {
-      if (ic->lo > ic->hi) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(mwhat, ": icmpv6 type range ", ic->lo, "-", ic->hi, " is reversed"));
-      }
-    } else if (const auto* ifn = std::get_if<IfnameMatch>(&m)) {
-      size_t star = ifn->name.find('*');
-      if (ifn->name.empty() || ifn->name.size() > kMaxIfnameLength || ifn->name == "*" ||
-          (star != std::string::npos && star != ifn->name.size() - 1) ||
-          ifn->name.find('"') != std::string::npos) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            mwhat, ": interface name \"", ifn->name, "\" must be 1..", kMaxIfnameLength,
-            " characters without '\"', with '*' only as a trailing wildcard"));
-      }
-    } else if (const auto* lk = std::get_if<LookupMatch>(&m)) {
-      if (lk->key.empty()) {
-        return absl::InvalidArgumentError(absl::StrCat(mwhat, ": lookup without key"));
-      }
-      auto it = t.sets.find(lk->set);
-      if (it == t.sets.end()) {
-        return absl::NotFoundError(
-            absl::StrCat(mwhat, ": set ", lk->set, " does not exist: ", kNoEntry));
-      }
-      const Set& def = it->second.def;
-      std::vector<FieldType> types;
-      for (Selector s : lk->key) types.push_back(SelectorType(s));
-      if (types != def.key) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(mwhat, ": key ", SelectorsText(lk->key), " (", RenderKeyType(types),
-                         ") does not match set ", lk->set, " type ", RenderKeyType(def.key)));
-      }
-      if (lk->vmap) {
-        if (!def.vmap) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(mwhat, ": vmap lookup in ", lk->set, ", which is not a verdict map"));
-        }
-        if (i + 1 != rule.matches.size()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(mwhat, ": a vmap lookup must be the rule's last match"));
-        }
-        if (rule.verdict.has_value() || rule.counter || lk->negate) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(mwhat, ": a vmap lookup takes no rule verdict, counter or negation"));
-        }
-      }
+    const auto* lk = std::get_if<LookupMatch>(&rule.matches[i]);
+    if (lk == nullptr) continue;
+    const std::string mwhat = absl::StrCat(what, ": matches[", i, "]");
+    auto it = t.sets.find(lk->set);
+    if (it == t.sets.end()) {
+      return absl::NotFoundError(
+          absl::StrCat(mwhat, ": set ", lk->set, " does not exist: ", kNoEntry));
     }
+    RETURN_IF_ERROR(At(mwhat, ValidateLookup(*lk, it->second.def)));
   }
-  RETURN_IF_ERROR(ValidateFamilies(rule, what));
   if (rule.verdict.has_value()) RETURN_IF_ERROR(ValidateTarget(t, *rule.verdict, what));
-  (void)chain;
   return absl::OkStatus();
 }
 
@@ -309,7 +207,7 @@ absl::Status ApplyRule(TableState& t, const Command& c) {
   }
   auto it = t.chains.find(c.chain.name);
   if (it == t.chains.end()) return absl::NotFoundError(kNoEntry);
-  RETURN_IF_ERROR(ValidateRule(t, c.chain.name, c.rule));
+  RETURN_IF_ERROR(ValidateRule(t, c.rule));
   it->second.rules.push_back(c.rule);
   return absl::OkStatus();
 }

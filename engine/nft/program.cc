@@ -2,7 +2,9 @@
 #include "engine/nft/program.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "absl/strings/escaping.h"
@@ -220,6 +222,125 @@ absl::Status ValidateElementShape(const Set& set, const Element& e, bool keys_on
         absl::StrCat("verdict: an element of verdict map ", set.name, " needs a verdict"));
   }
   return ValidateComment(e.comment);
+}
+
+namespace {
+
+std::optional<Family> SelectorFamily(Selector s) {
+  switch (SelectorType(s)) {
+    case FieldType::kIpv4Addr:
+      return Family::kV4;
+    case FieldType::kIpv6Addr:
+      return Family::kV6;
+    default:
+      return std::nullopt;
+  }
+}
+
+absl::Status ValidateMatch(const CtStateMatch& m) {
+  if (!m.established && !m.related && !m.invalid && !m.new_ && !m.untracked) {
+    return Invalid("ct state match lists no state");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateMatch(const Icmpv6TypeMatch& m) {
+  if (m.lo > m.hi) {
+    return Invalid(absl::StrCat("icmpv6 type range ", m.lo, "-", m.hi, " is reversed"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateMatch(const IfnameMatch& m) {
+  std::string name = m.name;
+  if (!name.empty() && name.back() == '*') name.pop_back();
+  if (name.empty()) return Invalid("interface name is empty");
+  if (name.size() > kMaxIfnameLength) {
+    return Invalid(absl::StrCat("interface name \"", absl::CEscape(m.name), "\" is longer than ",
+                                kMaxIfnameLength, " bytes"));
+  }
+  if (name.find_first_of(std::string("*\"\0", 3)) != std::string::npos) {
+    return Invalid(absl::StrCat("interface name \"", absl::CEscape(m.name),
+                                "\": only a trailing '*' wildcard is allowed, and no '\"'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateMatch(const LookupMatch& m) {
+  if (m.key.empty()) return Invalid("lookup key is empty");
+  RETURN_IF_ERROR(ValidateObjectName("set", m.set));
+  if (m.vmap && m.negate) return Invalid("a vmap lookup cannot be negated");
+  return absl::OkStatus();
+}
+
+template <typename M>
+absl::Status ValidateMatch(const M&) {
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateRuleShape(const Rule& rule) {
+  if (rule.matches.empty() && !rule.counter && !rule.verdict) {
+    return Invalid("rule has no match, counter or verdict");
+  }
+  if (rule.matches.size() > kMaxMatches) {
+    return Invalid(
+        absl::StrCat(rule.matches.size(), " matches, at most ", kMaxMatches, " allowed"));
+  }
+  std::optional<Family> family;  // of the selectors and nfproto matches so far
+  for (size_t i = 0; i < rule.matches.size(); ++i) {
+    const std::string path = absl::StrCat("matches[", i, "]: ");
+    const Match& m = rule.matches[i];
+    if (absl::Status s = std::visit([](const auto& v) { return ValidateMatch(v); }, m); !s.ok()) {
+      return Invalid(absl::StrCat(path, s.message()));
+    }
+    std::vector<Family> families;
+    if (const auto* nf = std::get_if<NfProtoMatch>(&m)) families.push_back(nf->family);
+    if (const auto* lk = std::get_if<LookupMatch>(&m)) {
+      if (lk->vmap) {
+        if (i + 1 != rule.matches.size()) {
+          return Invalid(path + "a vmap lookup must be the rule's last match");
+        }
+        if (rule.verdict) return Invalid(path + "a vmap rule has no verdict of its own");
+        if (rule.counter) return Invalid(path + "a vmap rule has no counter");
+      }
+      for (Selector s : lk->key) {
+        if (std::optional<Family> f = SelectorFamily(s)) families.push_back(*f);
+      }
+    }
+    for (Family f : families) {
+      if (family && *family != f) {
+        return Invalid(path + "conflicting protocols (ip and ip6) in one rule");
+      }
+      family = f;
+    }
+  }
+  if (rule.verdict) {
+    if (absl::Status s = ValidateVerdict(*rule.verdict); !s.ok()) {
+      return Invalid(absl::StrCat("verdict: ", s.message()));
+    }
+  }
+  return ValidateComment(rule.comment);
+}
+
+absl::Status ValidateLookup(const LookupMatch& m, const Set& set) {
+  if (m.vmap != set.vmap) {
+    return Invalid(set.vmap ? absl::StrCat(set.name, " is a verdict map; use vmap")
+                            : absl::StrCat(set.name, " is not a verdict map"));
+  }
+  if (m.key.size() != set.key.size()) {
+    return Invalid(absl::StrCat("key has ", m.key.size(), " fields, set ", set.name, " has ",
+                                set.key.size()));
+  }
+  for (size_t i = 0; i < m.key.size(); ++i) {
+    if (SelectorType(m.key[i]) != set.key[i]) {
+      return Invalid(absl::StrCat("key[", i, "]: ", SelectorText(m.key[i]),
+                                  " does not match field type ", FieldTypeName(set.key[i]),
+                                  " of set ", set.name));
+    }
+  }
+  return absl::OkStatus();
 }
 
 uint64_t Fnv1a64(const std::string& s) {

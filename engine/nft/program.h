@@ -263,6 +263,17 @@ absl::Status ValidateSetDef(const Set& set);
 absl::Status ValidateElementShape(const Set& set, const Element& e, bool keys_only = false);
 // Largest key of a set: NFT_DATA_VALUE_MAXLEN, the 16 4-byte registers.
 inline constexpr size_t kMaxKeyBytes = 64;
+// A rule on its own: at least one match, counter or verdict; at most kMaxMatches matches, each
+// well formed ("matches[i]: ..."); a vmap lookup only last, without verdict, counter or
+// negation; no ip and ip6 selectors together (nft: "conflicting protocols"); its verdict and
+// comment. What a lookup needs of its set is ValidateLookup's.
+absl::Status ValidateRuleShape(const Rule& rule);
+// A lookup against the set it names: a verdict map exactly for vmap lookups, one selector per
+// key field, each of the field's type.
+absl::Status ValidateLookup(const LookupMatch& m, const Set& set);
+inline constexpr size_t kMaxMatches = 64;
+// IFNAMSIZ - 1.
+inline constexpr size_t kMaxIfnameLength = 15;
 
 // ---- names and comments derived from outside text (object names, flags) ----
 
