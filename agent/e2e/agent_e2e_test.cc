@@ -504,7 +504,7 @@ TEST_F(AgentTest, TlsClientsWithACertificateFromTheClientCaMayWrite) {
 TEST_F(AgentTest, UnavailableUntilTheFirstSyncCommits) {
   // A datastore that never answers keeps the first sync from happening: the agent stays up,
   // answers UNAVAILABLE and NOT_SERVING in health.
-  StartAgent({"--datastore=http://127.0.0.1:9"});
+  StartAgent({"--datastore=etcd://127.0.0.1:9"});
   v1::StatusResponse s;
   for (int i = 0; i < 40; ++i) {
     grpc::ClientContext ctx;
