@@ -27,7 +27,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lab"))
-import lab  # noqa: E402
+import lab as lablib  # noqa: E402
 
 
 def canonical(listing):
@@ -113,7 +113,7 @@ def main():
     ap.add_argument("--pods", type=int, default=300)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    lab.require_root("crash_test")
+    lablib.require_root("crash_test")
     if os.environ.get("NETPOL_CRASH_NETNS") != "1":
         env = dict(os.environ, NETPOL_CRASH_NETNS="1")
         return subprocess.call(["unshare", "--net", sys.executable, os.path.abspath(__file__)]
