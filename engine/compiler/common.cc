@@ -445,38 +445,26 @@ bool LargeRulePort(const PortSpec& ps, Dir dir) {
          (ps.kind == PortSpec::Kind::kNamed && dir == Dir::kIngress);
 }
 
-namespace {
-
-// The ranges of the rule's ipBlocks (CidrMinus) and its selector peers.
-std::pair<uint64_t, uint64_t> PeerCounts(const Rule& rule) {
-  uint64_t ranges = 0, selectors = 0;
+LargeShape LargeShapeOf(const Rule& rule, Dir dir, const std::vector<PortSpec>& specs) {
+  LargeShape shape;
   for (const Peer& peer : rule.peers) {
     if (peer.ip_block) {
-      ranges += CidrMinus(peer.ip_block->cidr, peer.ip_block->except).size();
+      shape.ranges += CidrMinus(peer.ip_block->cidr, peer.ip_block->except).size();
     } else if (peer.pod_selector || peer.namespace_selector) {
-      ++selectors;
+      shape.selectors = true;
     }
   }
-  return {ranges, selectors};
+  for (const PortSpec& ps : specs) shape.ports += LargeRulePort(ps, dir) ? 1 : 0;
+  return shape;
 }
 
-bool IsLarge(uint64_t ranges, uint64_t selectors, uint64_t ports) {
-  const uint64_t weighted = ranges + kSelectorPeerWeight * selectors;
-  return ports >= 2 && weighted >= 2 && weighted * ports > kLargeRuleProduct;
+bool IsLarge(const LargeShape& shape, uint64_t selector_addrs) {
+  const uint64_t peers = shape.ranges + selector_addrs;
+  return shape.ports >= 2 && peers >= 2 && peers * shape.ports > kLargeRuleProduct;
 }
 
-uint64_t LargePorts(Dir dir, const std::vector<PortSpec>& specs) {
-  uint64_t n = 0;
-  for (const PortSpec& ps : specs) n += LargeRulePort(ps, dir) ? 1 : 0;
-  return n;
-}
-
-}  // namespace
-
-bool IsLargeRule(const Rule& rule, Dir dir, const std::vector<PortSpec>& specs) {
-  if (rule.peers.empty()) return false;
-  const auto [ranges, selectors] = PeerCounts(rule);
-  return IsLarge(ranges, selectors, LargePorts(dir, specs));
+bool LargeDependsOnPods(const LargeShape& shape) {
+  return shape.selectors && shape.ports >= 2 && !IsLarge(shape, 0);
 }
 
 absl::Status CheckPolicySize(const NetworkPolicy& policy) {
@@ -485,9 +473,18 @@ absl::Status CheckPolicySize(const NetworkPolicy& policy) {
     const std::vector<Rule>& rules = dir == Dir::kIngress ? policy.ingress : policy.egress;
     for (size_t i = 0; i < rules.size(); ++i) {
       ASSIGN_OR_RETURN(std::vector<PortSpec> specs, NormalizePorts(policy, dir, i, rules[i]));
-      const auto [ranges, selectors] = PeerCounts(rules[i]);
+      // Counted from the policy alone, as it always was (stored policies stay valid): a
+      // selector peer weighs kBoundSelectorWeight ranges and adds no element of its own.
+      const LargeShape shape = LargeShapeOf(rules[i], dir, specs);
+      const uint64_t ranges = shape.ranges;
       const uint64_t ports = specs.size();
-      if (!rules[i].peers.empty() && IsLarge(ranges, selectors, LargePorts(dir, specs))) {
+      uint64_t selectors = 0;
+      for (const Peer& peer : rules[i].peers) {
+        if (!peer.ip_block && (peer.pod_selector || peer.namespace_selector)) ++selectors;
+      }
+      const uint64_t weighted = ranges + kBoundSelectorWeight * selectors;
+      if (!rules[i].peers.empty() && shape.ports >= 2 && weighted >= 2 &&
+          weighted * shape.ports > kLargeRuleProduct) {
         total += ranges + ports;
       } else {
         total += std::max<uint64_t>(ranges, 1) * ports;

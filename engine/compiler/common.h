@@ -168,20 +168,37 @@ Slot SelectorSlot(const PortSpec& ps, int f);
 // concatenated set is a "large rule": its peers and its ports go into two sets of their own,
 // looked up by one chain rule, so it costs peers + ports elements instead of peers x ports.
 
-// The product (peer ranges x ports) above which a rule is large. A selector peer counts as
-// kSelectorPeerWeight ranges (it may match any number of pods).
+// The product (resolved peers x ports) above which a rule is large. The resolved peers of a
+// rule are its ipBlock ranges (CidrMinus) plus the addresses of the pods its selector peers
+// match in the State (each selector peer counted on its own), so the decision is a pure
+// function of the State: Compile and the incremental compiler make the same one.
 constexpr uint64_t kLargeRuleProduct = 1024;
-constexpr uint64_t kSelectorPeerWeight = 64;
 // The most set elements the static part of one policy may need (RULESET.md "Large rules":
 // per rule, ipBlock ranges x ports, or ranges + ports for a large rule).
 constexpr uint64_t kMaxPolicyElements = 50000;
+// How many ranges a selector peer weighs in that static count (CheckPolicySize only).
+constexpr uint64_t kBoundSelectorWeight = 64;
 
 // Whether port spec `ps` of a large rule for `dir` goes into the rule's port set (numbers,
 // ranges, protocol-only, ingress named ports); an egress named port resolves on each
 // destination pod and stays with the peers (slot SP).
 bool LargeRulePort(const PortSpec& ps, Dir dir);
-// Whether `rule` (its ports normalized into `specs`) is a large rule for `dir`.
-bool IsLargeRule(const Rule& rule, Dir dir, const std::vector<PortSpec>& specs);
+// What the large-rule decision needs from the policy alone.
+struct LargeShape {
+  uint64_t ranges = 0;     // ipBlock ranges after except
+  uint64_t ports = 0;      // port specs that LargeRulePort counts
+  bool selectors = false;  // whether some peer is a pod or namespace selector
+};
+LargeShape LargeShapeOf(const Rule& rule, Dir dir, const std::vector<PortSpec>& specs);
+// Whether a rule of shape `shape` whose selector peers match `selector_addrs` pod addresses
+// (summed over its selector peers) is large.
+bool IsLarge(const LargeShape& shape, uint64_t selector_addrs);
+// Whether the decision depends on the pods (it has selector peers, and is neither always
+// small, having fewer than two ports, nor large by its ipBlocks alone).
+bool LargeDependsOnPods(const LargeShape& shape);
+// The pod addresses one selector peer contributes: those of an eligible peer pod (not
+// hostNetwork) that it matches.
+inline uint64_t PeerPodAddrs(const Pod& pod) { return pod.host_network ? 0 : pod.ips.size(); }
 // InvalidArgument naming the policy when its rules need more than kMaxPolicyElements elements.
 // Errors of NormalizePorts first.
 absl::Status CheckPolicySize(const NetworkPolicy& policy);

@@ -160,6 +160,9 @@ class Compiler {
   absl::Status ValidatePolicies();
   const Labels& NamespaceLabels(const std::string& ns);
   const std::vector<const Pod*>& PeerPods(const NetworkPolicy& policy, const Peer& peer);
+  // Whether `rule` of `policy` is a large rule for `dir` in the State (RULESET.md "Large rules").
+  bool IsLargeRuleNow(const NetworkPolicy& policy, const Rule& rule, Dir dir,
+                      const std::vector<PortSpec>& specs);
   // Non-hostNetwork pods resolving (name, protocol), with the resolved port.
   absl::StatusOr<const std::vector<std::pair<const Pod*, uint16_t>>*> PodsWithNamedPort(
       const NamedPort& np);
@@ -230,6 +233,18 @@ const std::vector<const Pod*>& Compiler::PeerPods(const NetworkPolicy& policy, c
     add_namespace(policy.namespace_name);
   }
   return peer_pods_.emplace(&peer, std::move(pods)).first->second;
+}
+
+bool Compiler::IsLargeRuleNow(const NetworkPolicy& policy, const Rule& rule, Dir dir,
+                              const std::vector<PortSpec>& specs) {
+  const LargeShape shape = LargeShapeOf(rule, dir, specs);
+  if (!LargeDependsOnPods(shape)) return IsLarge(shape, 0);
+  uint64_t addrs = 0;
+  for (const Peer& peer : rule.peers) {
+    if (peer.ip_block || (!peer.pod_selector && !peer.namespace_selector)) continue;
+    for (const Pod* pod : PeerPods(policy, peer)) addrs += PeerPodAddrs(*pod);
+  }
+  return IsLarge(shape, addrs);
 }
 
 absl::StatusOr<const std::vector<std::pair<const Pod*, uint16_t>>*> Compiler::PodsWithNamedPort(
@@ -339,7 +354,7 @@ absl::Status Compiler::AddRule(const Group& g, const NetworkPolicy& policy, size
                                const Rule& rule, GroupSets* sets) {
   const std::string src = RuleSource(policy, g.dir, index);
   const std::vector<PortSpec>& specs = ports_.at({&policy, {static_cast<int>(g.dir), index}});
-  if (IsLargeRule(rule, g.dir, specs)) {
+  if (IsLargeRuleNow(policy, rule, g.dir, specs)) {
     sets->large.emplace_back();
     const size_t k = sets->large.size() - 1;
     sets->large[k].src = src;

@@ -4,9 +4,11 @@
 #include "engine/compiler/incremental.h"
 
 #include <algorithm>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <optional>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -305,9 +307,41 @@ absl::Status Contribute(const Group& g, const Template& t, const Pod& pod, const
   return absl::OkStatus();
 }
 
+// Whether rule `index` (for the group's direction) of a policy, its ports normalized into
+// `specs`, is large in the State being built (RULESET.md "Large rules").
+using LargeFn = std::function<bool(const NetworkPolicy& policy, size_t index, const Rule& rule,
+                                   const std::vector<PortSpec>& specs)>;
+
+// The pod addresses that the selector peers of `rule` (of `policy`) match in `s`, summed over
+// its selector peers, as compiler.cc counts them.
+uint64_t SelectorAddrs(const State& s, const NetworkPolicy& policy, const Rule& rule) {
+  uint64_t n = 0;
+  auto count_ns = [&](const std::string& ns, const Peer& peer) {
+    ForEachInNamespace(s.pods, ns, [&](const Pod& pod) {
+      if (!PeerEligible(pod)) return;
+      if (peer.pod_selector && !Matches(*peer.pod_selector, pod.labels)) return;
+      n += internal::PeerPodAddrs(pod);
+    });
+  };
+  for (const Peer& peer : rule.peers) {
+    if (peer.ip_block) continue;
+    if (peer.namespace_selector) {
+      // Each namespace with pods once (pod keys are "namespace/name", sorted).
+      for (auto it = s.pods.begin(); it != s.pods.end();) {
+        const std::string ns = NamespaceOf(it->first);
+        if (Matches(*peer.namespace_selector, NamespaceLabels(s, ns))) count_ns(ns, peer);
+        it = s.pods.lower_bound(ns + static_cast<char>('/' + 1));
+      }
+    } else if (peer.pod_selector) {
+      count_ns(policy.namespace_name, peer);
+    }
+  }
+  return n;
+}
+
 // Fills the shape (which slots exist, with their sources), the static elements and the templates
 // of `g` from its policies, in compiler.cc's order of rules, ports and peers.
-absl::Status Shape(const State& s, Group* g) {
+absl::Status Shape(const State& s, const LargeFn& is_large, Group* g) {
   const Dir dir = g->spec.dir;
   for (const std::string& key : g->spec.policies) {
     auto pit = s.policies.find(key);
@@ -318,7 +352,7 @@ absl::Status Shape(const State& s, Group* g) {
       const Rule& rule = rules[i];
       const std::string src = internal::RuleSource(policy, dir, i);
       ASSIGN_OR_RETURN(std::vector<PortSpec> specs, NormalizePorts(policy, dir, i, rule));
-      const bool large = internal::IsLargeRule(rule, dir, specs);
+      const bool large = is_large(policy, i, rule, specs);
       const size_t k = g->large.size();
       if (large) g->large.push_back(LargeRule{src});
       for (const PortSpec& ps : specs) {
@@ -551,6 +585,39 @@ struct IncrementalCompiler::Impl {
   };
   std::map<std::string, NsSelRefs> tmpl_nssel;  // namespace-selector peers, by selector
   std::map<NamedPort, std::vector<TRef>> tmpl_named;    // egress named ports on any/ipBlock
+  // Large-rule decisions that depend on pods (RULESET.md "Large rules"): for each such rule of
+  // a policy some group was built from, its shape and the pod addresses its selector peers
+  // match in the committed State. Filled when groups are built, kept current by Update.
+  using RuleId = std::tuple<std::string, int, size_t>;  // policy key, Dir, rule index
+  struct Tracked {
+    internal::LargeShape shape;
+    uint64_t addrs = 0;
+  };
+  std::map<RuleId, Tracked> tracked;
+
+  // The large-rule decision for building groups of direction `dir` from `s`: counts from `out`,
+  // else from `known` (the committed counts, not for `changed_policies`), else computed from
+  // `s` and stored into `out`.
+  static LargeFn TrackingLargeFn(const State& s, Dir dir, std::map<RuleId, Tracked>* out,
+                                 const std::map<RuleId, Tracked>* known = nullptr,
+                                 const std::set<std::string>* changed_policies = nullptr) {
+    return [&s, dir, out, known, changed_policies](const NetworkPolicy& policy, size_t index,
+                                                   const Rule& rule,
+                                                   const std::vector<PortSpec>& specs) {
+      const internal::LargeShape shape = internal::LargeShapeOf(rule, dir, specs);
+      if (!internal::LargeDependsOnPods(shape)) return internal::IsLarge(shape, 0);
+      const RuleId id{policy.Key(), static_cast<int>(dir), index};
+      auto it = out->find(id);
+      if (it == out->end() && known != nullptr && !changed_policies->count(policy.Key())) {
+        auto k = known->find(id);
+        if (k != known->end()) return internal::IsLarge(shape, k->second.addrs);
+      }
+      if (it == out->end()) {
+        it = out->emplace(id, Tracked{shape, SelectorAddrs(s, policy, rule)}).first;
+      }
+      return internal::IsLarge(shape, it->second.addrs);
+    };
+  }
 
   void Clear() {
     held = false;
@@ -570,6 +637,7 @@ struct IncrementalCompiler::Impl {
     tmpl_by_ns.clear();
     tmpl_nssel.clear();
     tmpl_named.clear();
+    tracked.clear();
   }
 
   void IndexPod(const Pod& pod, bool add) {
@@ -661,8 +729,9 @@ struct IncrementalCompiler::Impl {
   // Fills g (spec and name set) from `s`: shape, static elements, every pod's contribution.
   // `delta`: what changed since the indexes were built (its pods and namespaces are looked up
   // in `s` directly).
-  absl::Status Build(const State& s, const Delta& delta, Group* g) const {
-    RETURN_IF_ERROR(Shape(s, g));
+  absl::Status Build(const State& s, const Delta& delta, const LargeFn& is_large,
+                     Group* g) const {
+    RETURN_IF_ERROR(Shape(s, is_large, g));
     std::map<std::string, Labels> scratch;
     auto labels_of = [&](const std::string& ns) -> const Labels& {
       return LabelsOf(s, ns, delta.namespaces, &scratch);
@@ -775,7 +844,7 @@ struct IncrementalCompiler::Impl {
       members[key] = std::move(m);
     }
     for (auto& [gkey, g] : groups) {
-      RETURN_IF_ERROR(Build(state, Delta{}, g.get()));
+      RETURN_IF_ERROR(Build(state, Delta{}, TrackingLargeFn(state, g->spec.dir, &tracked), g.get()));
       RegisterTemplates(g.get(), true);
     }
     held = true;
@@ -856,7 +925,68 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& 
     }
     if (!m.gkey[0].empty() || !m.gkey[1].empty()) next_members[key] = std::move(m);
   }
-  // Groups that change: deleted (no member left), created, rebuilt (a policy of theirs changed).
+  // Rules whose large-rule decision depends on pods: their counts in the new State, and the
+  // policies with a rule crossing the threshold (their groups change layout: rebuilt).
+  std::map<RuleId, Tracked> next_tracked;
+  std::set<std::string> flipped;
+  if (!tracked.empty() && (!delta.pods.empty() || !delta.namespaces.empty())) {
+    struct Seen {
+      const Pod* pod;
+      const Labels* labels;
+      int sign;
+    };
+    std::vector<Seen> seen;
+    std::map<std::string, Labels> old_scratch, new_scratch;
+    std::set<std::string> keys(delta.pods.begin(), delta.pods.end());
+    for (const std::string& ns : delta.namespaces) {
+      ForEachInNamespace(new_state.pods, ns, [&](const Pod& pod) { keys.insert(pod.Key()); });
+    }
+    for (const std::string& key : keys) {
+      const bool changed = delta.pods.count(key) > 0;
+      const Pod* versions[2] = {changed ? old_state.FindPod(key) : new_state.FindPod(key),
+                                new_state.FindPod(key)};
+      for (int v = 0; v < 2; ++v) {
+        const Pod* pod = versions[v];
+        if (pod == nullptr || !PeerEligible(*pod)) continue;
+        const std::string& ns = pod->namespace_name;
+        const Labels& labels = v == 0 ? LabelsOf(old_state, ns, delta.namespaces, &old_scratch)
+                                      : LabelsOf(new_state, ns, delta.namespaces, &new_scratch);
+        seen.push_back({pod, &labels, v == 0 ? -1 : 1});
+      }
+    }
+    for (const auto& [id, t] : tracked) {
+      const std::string& pkey = std::get<0>(id);
+      if (delta.policies.count(pkey)) continue;  // recounted when its groups are rebuilt
+      auto pit = old_state.policies.find(pkey);
+      if (pit == old_state.policies.end()) continue;
+      const NetworkPolicy& policy = pit->second;
+      const std::vector<Rule>& rules =
+          std::get<1>(id) == static_cast<int>(Dir::kIngress) ? policy.ingress : policy.egress;
+      if (std::get<2>(id) >= rules.size()) continue;
+      const Rule& rule = rules[std::get<2>(id)];
+      int64_t d = 0;
+      for (const Seen& x : seen) {
+        for (const Peer& peer : rule.peers) {
+          if (peer.ip_block || (!peer.pod_selector && !peer.namespace_selector)) continue;
+          if (peer.namespace_selector ? !Matches(*peer.namespace_selector, *x.labels)
+                                      : x.pod->namespace_name != policy.namespace_name) {
+            continue;
+          }
+          if (peer.pod_selector && !Matches(*peer.pod_selector, x.pod->labels)) continue;
+          d += x.sign * static_cast<int64_t>(internal::PeerPodAddrs(*x.pod));
+        }
+      }
+      if (d == 0) continue;
+      Tracked next = t;
+      next.addrs = static_cast<uint64_t>(static_cast<int64_t>(t.addrs) + d);
+      if (internal::IsLarge(t.shape, t.addrs) != internal::IsLarge(next.shape, next.addrs)) {
+        flipped.insert(pkey);
+      }
+      next_tracked[id] = next;
+    }
+  }
+  // Groups that change: deleted (no member left), created, rebuilt (a policy of theirs changed,
+  // or a rule of one crossed the large-rule threshold).
   std::set<std::string> deleted, created, rebuilt;
   for (const auto& [gkey, d] : count_delta) {
     auto it = groups.find(gkey);
@@ -866,11 +996,11 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& 
       deleted.insert(gkey);
     }
   }
-  if (!delta.policies.empty()) {
+  if (!delta.policies.empty() || !flipped.empty()) {
     for (const auto& [gkey, g] : groups) {
       if (deleted.count(gkey)) continue;
       for (const std::string& p : g->spec.policies) {
-        if (delta.policies.count(p)) {
+        if (delta.policies.count(p) || flipped.count(p)) {
           rebuilt.insert(gkey);
           break;
         }
@@ -894,7 +1024,12 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& 
     g->name = groups.at(gkey)->name;
     fresh.emplace(gkey, std::move(g));
   }
-  for (auto& [gkey, g] : fresh) RETURN_IF_ERROR(Build(new_state, delta, g.get()));
+  for (auto& [gkey, g] : fresh) {
+    RETURN_IF_ERROR(Build(new_state, delta,
+                          TrackingLargeFn(new_state, g->spec.dir, &next_tracked, &tracked,
+                                          &delta.policies),
+                          g.get()));
+  }
 
   // Peer changes seen by the groups that stay as they are.
   std::set<std::string> peers(delta.pods.begin(), delta.pods.end());
@@ -943,6 +1078,12 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& 
   }
 
   // ---- 2. Nothing fails from here on: apply. ----
+  for (const std::string& key : delta.policies) {
+    tracked.erase(tracked.lower_bound(RuleId{key, 0, 0}),
+                  tracked.lower_bound(RuleId{key + '\0', 0, 0}));
+  }
+  for (auto& [id, t] : next_tracked) tracked[id] = t;
+  if (!flipped.empty()) ++stats.large_rule_crossings;
   const bool structural = !created.empty() || !deleted.empty() || !rebuilt.empty();
   if (before != nullptr) {
     *before = Program();

@@ -55,6 +55,9 @@ struct IncrementalStats {
   int64_t updates = 0;         // successful Updates
   int64_t full_fallbacks = 0;  // Updates that ran a full Compile (options changed, name clash)
   int64_t groups_rebuilt = 0;  // groups created, rebuilt or deleted by Updates
+  // Updates in which a pod or namespace event moved a rule across the large-rule threshold
+  // (RULESET.md "Large rules"; its groups were rebuilt)
+  int64_t large_rule_crossings = 0;
 };
 
 class IncrementalCompiler {

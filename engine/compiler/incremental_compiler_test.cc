@@ -2,6 +2,7 @@
 // applied by the fake backend onto program(S1) lands exactly on Compile(S2), and the program the
 // incremental compiler holds renders like Compile(S2) too; chains of updates keep it so. Plus
 // targeted rows for what reaches the kernel (element commands only where no group changes).
+#include <iostream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -248,6 +249,7 @@ TEST(IncrementalCompilerTest, UnrelatedStatesLandExactly) {
 }
 
 TEST(IncrementalCompilerTest, LongChainsOfUpdatesStayExact) {
+  int64_t crossings = 0;
   for (uint32_t seed = 1; seed <= 60; ++seed) {
     for (const char* node : {"n1", "n2"}) {
       State s = testing::RandomState(seed, {.min_pods = 8, .max_pods = 16, .min_policies = 2,
@@ -272,8 +274,61 @@ TEST(IncrementalCompilerTest, LongChainsOfUpdatesStayExact) {
         o = std::move(next_o);
       }
       EXPECT_EQ(ic.stats().full_fallbacks, 0);
+      crossings += ic.stats().large_rule_crossings;
     }
   }
+  // The random rules include selector rules whose size moves across the large-rule threshold
+  // with the pods (testutil.cc RandomLargeRule): those layout changes are exercised.
+  EXPECT_GT(crossings, 10);
+  std::cout << crossings << " updates moved a rule across the large-rule threshold\n";
+}
+
+// A selector rule is large or not depending on the pod addresses it matches (RULESET.md "Large
+// rules"): `from: [namespaceSelector: {}]` on 16 ports crosses at 65 addresses. The crossing
+// updates rebuild the group (its layout changes) and land exactly; updates on one side of the
+// threshold change elements only.
+TEST(IncrementalCompilerTest, SelectorRuleCrossingTheLargeThresholdLandsExactly) {
+  State s;
+  Add(&s, testing::MakeNamespace("x"));
+  Add(&s, testing::MakePod("x", "web", {{"app", "web"}}, "n1", {"10.0.0.2"}));
+  Add(&s, testing::EveryNamespacePolicy("x", "all", 16));
+  testing::AddCrowd(&s, "crowd", 0, 63, "n2");  // 64 addresses: small
+  IncrementalCompiler ic;
+  ASSERT_TRUE(ic.Reset(s, Node("n1")).ok());
+  auto step = [&](const State& next, const std::string& label) {
+    const int64_t rebuilt = ic.stats().groups_rebuilt;
+    CheckUpdate(&ic, s, next, Node("n1"), label);
+    s = next;
+    return ic.stats().groups_rebuilt - rebuilt;
+  };
+  State up = s;
+  testing::AddCrowd(&up, "crowd", 63, 1, "n2");  // 65: large
+  EXPECT_EQ(step(up, "up to 65"), 1);
+  EXPECT_EQ(ic.stats().large_rule_crossings, 1);
+  State many = s;
+  testing::AddCrowd(&many, "crowd", 64, 4936, "n2");  // 5,001 addresses: still large
+  EXPECT_EQ(step(many, "up to 5,001"), 0);
+  size_t elements = 0;
+  for (const auto& [name, els] : ic.program().elements) elements += els.size();
+  EXPECT_GT(elements, 5000u);
+  EXPECT_LT(elements, 5100u);  // not 5,001 x 16
+  State down = s;
+  for (int i = 63; i < 5000; ++i) down.pods.erase(absl::StrCat("crowd/crowd-", i));
+  EXPECT_EQ(step(down, "down to 64"), 1);
+  EXPECT_EQ(ic.stats().large_rule_crossings, 2);
+  // A namespace relabelled out of the selector's reach crosses too (x/web alone: small).
+  NetworkPolicy labelled = testing::EveryNamespacePolicy("x", "all", 16);
+  labelled.ingress[0].peers[0].namespace_selector = testing::Sel({{"team", "red"}});
+  State relabel = s;
+  Add(&relabel, labelled);
+  Add(&relabel, testing::MakeNamespace("crowd", {{"team", "red"}}));
+  testing::AddCrowd(&relabel, "crowd", 63, 10, "n2");  // 73 addresses in crowd: large
+  step(relabel, "policy and namespace labels");
+  State out = s;
+  Add(&out, testing::MakeNamespace("crowd", {{"team", "blue"}}));
+  const int64_t crossings = ic.stats().large_rule_crossings;
+  EXPECT_EQ(step(out, "namespace relabelled"), 1);
+  EXPECT_EQ(ic.stats().large_rule_crossings, crossings + 1);
 }
 
 // The program depends on the State alone, not on the order its objects arrived in: the State

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "engine/compiler/compiler.h"
 #include "engine/compiler/incremental.h"
 #include "engine/compiler/testutil.h"
@@ -75,6 +76,48 @@ TEST_F(LargeRuleKernelTest, IncrementalUpdateOfALargeRuleCommits) {
   ASSERT_TRUE(want.ok()) << want.status();
   absl::StatusOr<nft::Program> dumped = backend_->Dump(want->table);
   ASSERT_TRUE(dumped.ok()) << dumped.status();
+  EXPECT_EQ(nft::RenderProgram(*dumped), nft::RenderProgram(*want));
+}
+
+// A selector peer is as large as the pods it matches: `from: [namespaceSelector: {}]` on 16 ports
+// over 5,000 pods is a large rule (pods + ports, ~5,016 elements, not 80,000), from scratch and
+// when the pods arrive through the incremental compiler after the rule was small.
+TEST_F(LargeRuleKernelTest, EveryNamespaceSelectorOverFiveThousandPodsIsPodsPlusPorts) {
+  CompileOptions opts;
+  opts.node_name = "n1";
+  State small;
+  testing::Add(&small, testing::MakeNamespace("x"));
+  testing::Add(&small, testing::MakePod("x", "web", {{"app", "web"}}, "n1", {"10.0.0.2"}));
+  testing::Add(&small, testing::EveryNamespacePolicy("x", "all", 16));
+  testing::AddCrowd(&small, "crowd", 0, 20, "n2");
+  State big = small;
+  testing::AddCrowd(&big, "crowd", 20, 4980, "n2");
+
+  absl::StatusOr<nft::Program> want = Compile(big, opts);
+  ASSERT_TRUE(want.ok()) << want.status();
+  const size_t elements = ElementCount(*want);
+  EXPECT_GE(elements, 5016u);
+  EXPECT_LT(elements, 5100u);
+  ASSERT_OK(backend_->Commit(nft::FullReplace(*want)));
+  absl::StatusOr<nft::Program> dumped = backend_->Dump(want->table);
+  ASSERT_TRUE(dumped.ok()) << dumped.status();
+  EXPECT_EQ(ElementCount(*dumped), elements);
+  EXPECT_EQ(nft::RenderProgram(*dumped), nft::RenderProgram(*want));
+
+  // Incrementally: small (21 addresses x 16 in the concatenated set), then the 4,980 pods.
+  IncrementalCompiler inc;
+  absl::StatusOr<nft::Transaction> reset = inc.Reset(small, opts);
+  ASSERT_TRUE(reset.ok()) << reset.status();
+  ASSERT_OK(backend_->Commit(*reset));
+  Delta d;
+  for (int i = 20; i < 5000; ++i) d.pods.insert(absl::StrCat("crowd/crowd-", i));
+  absl::StatusOr<nft::Transaction> tx = inc.Update(small, big, d, opts);
+  ASSERT_TRUE(tx.ok()) << tx.status();
+  ASSERT_OK(backend_->Commit(*tx));
+  EXPECT_EQ(inc.stats().large_rule_crossings, 1);
+  dumped = backend_->Dump(want->table);
+  ASSERT_TRUE(dumped.ok()) << dumped.status();
+  EXPECT_EQ(ElementCount(*dumped), elements);
   EXPECT_EQ(nft::RenderProgram(*dumped), nft::RenderProgram(*want));
 }
 

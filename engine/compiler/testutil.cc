@@ -104,6 +104,27 @@ NetworkPolicy WidePolicy(const std::string& ns, const std::string& name, int blo
   return p;
 }
 
+NetworkPolicy EveryNamespacePolicy(const std::string& ns, const std::string& name, int ports) {
+  NetworkPolicy p;
+  p.namespace_name = ns;
+  p.name = name;
+  p.pod_selector.match_labels["app"] = "web";
+  p.ingress_type = true;
+  Rule r;
+  r.peers.push_back(NamespacePeer(LabelSelector{}));
+  for (int i = 0; i < ports; ++i) r.ports.push_back(TcpPort(WidePort(i)));
+  p.ingress.push_back(std::move(r));
+  return p;
+}
+
+void AddCrowd(State* state, const std::string& ns, int first, int count, const std::string& node) {
+  for (int i = first; i < first + count; ++i) {
+    const int a = 2 * i;
+    Add(state, MakePod(ns, absl::StrCat("crowd-", i), {{"app", "crowd"}}, node,
+                       {absl::StrCat("10.64.", a / 256, ".", a % 256)}));
+  }
+}
+
 void Add(State* state, Namespace ns) { state->namespaces[ns.name] = std::move(ns); }
 void Add(State* state, Pod pod) { state->pods[pod.Key()] = std::move(pod); }
 void Add(State* state, NetworkPolicy policy) { state->policies[policy.Key()] = std::move(policy); }
@@ -227,15 +248,19 @@ PolicyPort RandomPort(Rng& rng) {
   return p;
 }
 
-// A rule large enough (RULESET.md "Large rules") to get sets of its own: many ports (some of
-// them the probed ones) and a selector peer, or many small ipBlocks around the pod addresses.
+// A rule that is large (RULESET.md "Large rules"), or may be depending on the pods: many ports
+// (some of them the probed ones) and a selector peer, or many small ipBlocks around the pod
+// addresses.
 Rule RandomLargeRule(Rng& rng) {
   static const std::vector<std::pair<Protocol, int32_t>> kProbed = {
       {Protocol::kTCP, 80},  {Protocol::kTCP, 8080}, {Protocol::kTCP, 9090}, {Protocol::kTCP, 53},
       {Protocol::kUDP, 53},  {Protocol::kUDP, 9090}, {Protocol::kSCTP, 55},  {Protocol::kTCP, 1000}};
   Rule r;
   const bool blocks = rng.Chance(50);
-  const int numeric = blocks ? 34 + rng.Uniform(4) : 17 + rng.Uniform(4);
+  // With selector peers, the rule is large when (matched pod addresses) x ports > 1,024: 60 to
+  // 260 ports put that threshold at 4 to 17 addresses, which pods coming, going and relabelled
+  // cross back and forth.
+  const int numeric = blocks ? 34 + rng.Uniform(4) : 60 + rng.Uniform(201);
   for (int i = 0; i < numeric; ++i) {
     PolicyPort p;
     if (rng.Chance(25)) {
@@ -258,8 +283,10 @@ Rule RandomLargeRule(Rng& rng) {
       r.peers.push_back(BlockPeer(absl::StrCat("10.0.", node, ".", at, "/30"), except));
     }
     r.peers.push_back(BlockPeer(absl::StrCat("fd00::", rng.Uniform(2), ":0/124"), {}));
-  } else {
+  } else if (rng.Chance(50)) {
     r.peers.push_back(PodPeer(RandomPodSelector(rng)));
+  } else {
+    r.peers.push_back(NamespacePeer(RandomNamespaceSelector(rng)));
   }
   for (int i = rng.Uniform(3); i > 0; --i) r.peers.push_back(RandomPeer(rng));
   return r;

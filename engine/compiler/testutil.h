@@ -49,6 +49,12 @@ NetworkPolicy WidePolicy(const std::string& ns, const std::string& name, int blo
 // Block `i` and port `i` of WidePolicy.
 std::string WideBlock(int i);
 int32_t WidePort(int i);
+// Policy ns/name selecting app=web pods, with one ingress rule `from: [namespaceSelector: {}]`
+// on `ports` TCP ports (WidePort): its size depends on how many pods the cluster has.
+NetworkPolicy EveryNamespacePolicy(const std::string& ns, const std::string& name, int ports);
+// Adds pods crowd-<first>..crowd-<first+count-1> to namespace `ns` on node `node`, one IPv4
+// address each, no two adjacent (10.64.0.0 + 2 i).
+void AddCrowd(State* state, const std::string& ns, int first, int count, const std::string& node);
 
 // The node addresses RandomState uses: index 0 = "n1", 1 = "n2".
 IpAddr NodeAddr(int node, Family family);

@@ -146,13 +146,14 @@ class Gen:
         return p
 
     def large_rule(self, peers_key):
-        """A rule beyond the compiler's product limit (engine/compiler/RULESET.md "Large rules"):
-        its peers and ports get sets of their own. Many unprobed ports with some server ports
-        and random ones among them; a selector peer, or 40 small blocks around pod addresses."""
+        """A rule beyond the compiler's product limit (engine/compiler/RULESET.md "Large rules"),
+        or near it: its peers and ports get sets of their own. Many unprobed ports with some
+        server ports and random ones among them; 40 small blocks around pod addresses (large),
+        or a selector peer, large or not depending on how many pod addresses it matches."""
         r = self.r
         blocks = self.chance(0.5)
         ports = [{"protocol": r.choice(("TCP", "UDP")), "port": n}
-                 for n in r.sample(range(2000, 3000), 30 if blocks else 17)]
+                 for n in r.sample(range(2000, 3000), 30 if blocks else r.randint(60, 260))]
         for i in r.sample(range(len(ports)), 2):
             ports[i]["port"] = r.choice(SERVER_PORTS)
         ports += [self.port() for _ in range(r.randint(0, 2))]
