@@ -115,8 +115,20 @@ TEST(IncrementalTest, DiffAfterSmallEditsLandsExactly) {
   }
 }
 
+// The large rules of a program: their port sets, "<chain>-s<k>p".
+size_t LargeRuleCount(const nft::Program& p) {
+  size_t n = 0;
+  for (const auto& [name, set] : p.sets) {
+    const size_t dash = name.rfind("-s");
+    if (dash == std::string::npos || name.back() != 'p' || dash + 3 > name.size()) continue;
+    const std::string k = name.substr(dash + 2, name.size() - dash - 3);
+    if (!k.empty() && k.find_first_not_of("0123456789") == std::string::npos) ++n;
+  }
+  return n;
+}
+
 TEST(IncrementalTest, PodChurnInsideGroupsIsElementCommandsOnly) {
-  int nonempty = 0;
+  int nonempty = 0, crossed = 0;
   for (uint32_t seed = 1; seed <= 150; ++seed) {
     State s1 = testing::RandomState(seed);
     State s2 = s1;
@@ -139,7 +151,14 @@ TEST(IncrementalTest, PodChurnInsideGroupsIsElementCommandsOnly) {
     }
     for (const State* from : {&s1, &s2}) {
       const State* to = from == &s1 ? &s2 : &s1;
-      nft::Transaction tx = nft::Diff(MustCompile(*from, "n1"), MustCompile(*to, "n1"));
+      const nft::Program a = MustCompile(*from, "n1"), b = MustCompile(*to, "n1");
+      nft::Transaction tx = nft::Diff(a, b);
+      // Unless a selector rule crossed the large-rule threshold (RULESET.md "Large rules"),
+      // which changes its group's layout.
+      if (LargeRuleCount(a) != LargeRuleCount(b)) {
+        ++crossed;
+        continue;
+      }
       for (const nft::Command& c : tx.commands()) {
         EXPECT_EQ(c.kind, nft::ObjectKind::kElement)
             << "seed " << seed << ": " << nft::DescribeCommand(tx.table(), c);
@@ -149,6 +168,7 @@ TEST(IncrementalTest, PodChurnInsideGroupsIsElementCommandsOnly) {
     CheckTransition(s1, s2, absl::StrCat("seed ", seed, " churn"));
   }
   EXPECT_GT(nonempty, 120);  // most seeds have local isolated pods
+  EXPECT_LT(crossed, 30);    // crossings are the exception
 }
 
 }  // namespace
