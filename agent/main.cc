@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -344,66 +345,57 @@ int main(int argc, char** argv) {
     reconciler.Start();
     if (watcher != nullptr) watcher->Start();
   };
+  // A remote datastore (etcd, the Kubernetes API) is started, then enforced as soon as it has
+  // a State: its first lists, or its state cache at once (the CNI attachments are reconciled
+  // once it is listed, not against a cached State).
   std::thread etcd_starter;
+  auto reconcile_attachments_logged = [&] {
+    absl::Status st = reconcile_attachments();
+    if (!st.ok()) LogError(absl::StrCat("cannot reconcile the CNI attachments: ", st.ToString()));
+  };
+  auto start_remote = [&](auto* store, std::string no_state_warning,
+                          std::function<std::string()> cached_warning) {
+    store->SetListener([&reconciler] { reconciler.Notify(); });
+    store->Start();
+    etcd_starter = std::thread([&, store, no_state_warning, cached_warning] {
+      while (!stopping.load() && !store->WaitForState(absl::Seconds(10))) {
+        LogWarning(no_state_warning);
+      }
+      if (stopping.load()) return;
+      if (store->status().synced) {
+        reconcile_attachments_logged();
+        start_syncing();
+        return;
+      }
+      start_syncing();
+      while (!stopping.load() && !store->WaitSynced(absl::Seconds(10))) {
+        LogWarning(cached_warning());
+      }
+      if (stopping.load()) return;
+      reconcile_attachments_logged();
+      reconciler.Notify();
+    });
+  };
   if (kube_store != nullptr) {
-    kube_store->SetListener([&reconciler] { reconciler.Notify(); });
-    kube_store->Start();
-    etcd_starter = std::thread([&] {
-      while (!stopping.load() && !kube_store->WaitForState(absl::Seconds(10))) {
-        LogWarning("kubernetes: not listed yet and no state cache; the kernel keeps its table "
-                   "as it is until the first lists arrive");
-      }
-      if (stopping.load()) return;
-      if (kube_store->status().synced) {
-        absl::Status st = reconcile_attachments();
-        if (!st.ok()) {
-          LogError(absl::StrCat("cannot reconcile the CNI attachments: ", st.ToString()));
-        }
-        start_syncing();
-        return;
-      }
-      // The state cache: enforce and serve it now; the attachments are reconciled once the
-      // API server's lists are in.
-      start_syncing();
-      while (!stopping.load() && !kube_store->WaitSynced(absl::Seconds(10))) {
-        LogWarning("kubernetes: not listed yet; enforcing and serving the cached state");
-      }
-      if (stopping.load()) return;
-      absl::Status st = reconcile_attachments();
-      if (!st.ok()) LogError(absl::StrCat("cannot reconcile the CNI attachments: ", st.ToString()));
-      reconciler.Notify();
-    });
-  } else if (etcd_store == nullptr) {
-    start_syncing();
+    start_remote(kube_store,
+                 "kubernetes: not listed yet and no state cache; the kernel keeps its table "
+                 "as it is until the first lists arrive",
+                 [] {
+                   return std::string(
+                       "kubernetes: not listed yet; enforcing and serving the cached state");
+                 });
+  } else if (etcd_store != nullptr) {
+    start_remote(etcd_store,
+                 "etcd: no list yet and no state cache; the kernel keeps its table as it is "
+                 "until a list arrives",
+                 [etcd_store] {
+                   return absl::StrCat(
+                       "etcd: not listed yet; enforcing and serving the cached state of "
+                       "revision ",
+                       etcd_store->Current().generation);
+                 });
   } else {
-    etcd_store->SetListener([&reconciler] { reconciler.Notify(); });
-    etcd_store->Start();
-    etcd_starter = std::thread([&] {
-      while (!stopping.load() && !etcd_store->WaitForState(absl::Seconds(10))) {
-        LogWarning("etcd: no list yet and no state cache; the kernel keeps its table as it is "
-                   "until a list arrives");
-      }
-      if (stopping.load()) return;
-      if (etcd_store->status().synced) {
-        absl::Status st = reconcile_attachments();
-        if (!st.ok()) {
-          LogError(absl::StrCat("cannot reconcile the CNI attachments: ", st.ToString()));
-        }
-        start_syncing();
-        return;
-      }
-      // The state cache: enforce and serve it now; the attachments are reconciled against
-      // etcd once it answers.
-      start_syncing();
-      while (!stopping.load() && !etcd_store->WaitSynced(absl::Seconds(10))) {
-        LogWarning(absl::StrCat("etcd: not listed yet; enforcing and serving the cached state "
-                                "of revision ", etcd_store->Current().generation));
-      }
-      if (stopping.load()) return;
-      absl::Status st = reconcile_attachments();
-      if (!st.ok()) LogError(absl::StrCat("cannot reconcile the CNI attachments: ", st.ToString()));
-      reconciler.Notify();
-    });
+    start_syncing();
   }
   std::thread ready([&] {
     while (!stopping.load()) {
