@@ -43,6 +43,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/state_cache.h"
 #include "api/netpol/v1/object_service.pb.h"
 #include "engine/compiler/delta.h"
 #include "engine/model/model.h"
@@ -114,6 +115,13 @@ struct DatastoreHealth {
   std::string cache_version;        // the datastore version of the state in the cache file
   absl::Time cache_saved_at = absl::InfinitePast();
   absl::Status cache_error;         // the last save's failure
+  // Fills the cache_* fields from the cache's own status.
+  void SetCache(const StateCacheStatus& c) {
+    cache_path = c.path;
+    cache_version = c.saved_version;
+    cache_saved_at = c.saved_at;
+    cache_error = c.last_error;
+  }
 };
 
 // Where the agent's objects live: the embedded Store below (one node) or the shared etcd

@@ -192,13 +192,7 @@ DatastoreHealth EtcdDatastore::Health() const {
   h.watch_error = s.last_error;
   h.revision = s.revision;
   h.stale = s.from_cache;
-  if (cache_ != nullptr) {
-    const StateCacheStatus c = cache_->status();
-    h.cache_path = c.path;
-    h.cache_version = c.saved_version;
-    h.cache_saved_at = c.saved_at;
-    h.cache_error = c.last_error;
-  }
+  if (cache_ != nullptr) h.SetCache(cache_->status());
   return h;
 }
 

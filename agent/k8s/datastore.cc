@@ -263,13 +263,7 @@ DatastoreHealth KubernetesDatastore::Health() const {
   h.last_event_time = s.last_event_time;
   h.invalid_objects = s.invalid;
   h.stale = s.from_cache;
-  if (cache_ != nullptr) {
-    const StateCacheStatus c = cache_->status();
-    h.cache_path = c.path;
-    h.cache_version = c.saved_version;
-    h.cache_saved_at = c.saved_at;
-    h.cache_error = c.last_error;
-  }
+  if (cache_ != nullptr) h.SetCache(cache_->status());
   for (const ResourceStatus& r : s.resources) {
     DatastoreHealth::ResourceWatch w;
     w.resource = ResourceName(r.resource);
@@ -422,31 +416,36 @@ void KubernetesDatastore::ApplyItemsLocked(Resource r, std::vector<Item>& items,
   }
 }
 
-void KubernetesDatastore::Apply(Resource r, std::vector<Item> items, bool full,
-                                const std::string& resource_version, bool publish_always) {
-  std::array<std::vector<Item>, 3> lists;
-  std::array<std::string, 3> rvs;
-  lists[Index(r)] = std::move(items);
-  rvs[Index(r)] = resource_version;
-  absl::MutexLock a(&apply_mu_);
+std::shared_ptr<State> KubernetesDatastore::NextStateLocked(
+    const std::function<void(State*, ChangedKeys*)>& apply, bool overlay_always,
+    ChangedKeys* touched, std::vector<std::string>* invalid) {
   std::shared_ptr<const State> base;
   {
     absl::MutexLock l(&mu_);
     base = current_.state;
   }
   auto state = std::make_shared<State>(*base);
-  ChangedKeys touched;
-  ApplyItemsLocked(r, lists[Index(r)], full, state.get(), &touched);
-  size_t events = full ? 0 : lists[Index(r)].size();
-  if (attachments_ && !touched.pods.empty()) {
+  apply(state.get(), touched);
+  if (attachments_ && (overlay_always || !touched->pods.empty())) {
     std::set<std::string> overlaid;
     OverlayAttachments(*attachments_(), state.get(), &overlaid);
-    touched.pods.insert(overlaid.begin(), overlaid.end());
+    touched->pods.insert(overlaid.begin(), overlaid.end());
   }
-  std::vector<std::string> invalid;
   for (const auto& per : invalid_) {
-    for (const auto& [k, why] : per) invalid.push_back(why);
+    for (const auto& [k, why] : per) invalid->push_back(why);
   }
+  return state;
+}
+
+void KubernetesDatastore::Apply(Resource r, std::vector<Item> items, bool full,
+                                const std::string& resource_version, bool publish_always) {
+  absl::MutexLock a(&apply_mu_);
+  const size_t events = full ? 0 : items.size();
+  ChangedKeys touched;
+  std::vector<std::string> invalid;
+  std::shared_ptr<State> state = NextStateLocked(
+      [&](State* s, ChangedKeys* t) { ApplyItemsLocked(r, items, full, s, t); },
+      /*overlay_always=*/false, &touched, &invalid);
   bool published = false;
   {
     absl::MutexLock l(&mu_);
@@ -482,25 +481,13 @@ void KubernetesDatastore::PublishLocked(std::shared_ptr<const State> state, Chan
 void KubernetesDatastore::ApplyMany(std::array<std::vector<Item>, 3> lists,
                                     const std::array<std::string, 3>& rvs) {
   absl::MutexLock a(&apply_mu_);
-  std::shared_ptr<const State> base;
-  {
-    absl::MutexLock l(&mu_);
-    base = current_.state;
-  }
-  auto state = std::make_shared<State>(*base);
   ChangedKeys touched;
-  for (Resource r : kResources) {
-    ApplyItemsLocked(r, lists[Index(r)], /*full=*/true, state.get(), &touched);
-  }
-  if (attachments_) {
-    std::set<std::string> overlaid;
-    OverlayAttachments(*attachments_(), state.get(), &overlaid);
-    touched.pods.insert(overlaid.begin(), overlaid.end());
-  }
   std::vector<std::string> invalid;
-  for (const auto& per : invalid_) {
-    for (const auto& [k, why] : per) invalid.push_back(why);
-  }
+  std::shared_ptr<State> state = NextStateLocked(
+      [&](State* s, ChangedKeys* t) {
+        for (Resource r : kResources) ApplyItemsLocked(r, lists[Index(r)], /*full=*/true, s, t);
+      },
+      /*overlay_always=*/true, &touched, &invalid);
   {
     absl::MutexLock l(&mu_);
     for (Resource r : kResources) status_.resources[Index(r)].resource_version = rvs[Index(r)];

@@ -150,6 +150,13 @@ class KubernetesDatastore : public Datastore {
   void Apply(Resource r, std::vector<Item> items, bool full, const std::string& resource_version,
              bool publish_always = false);
   void ApplyMany(std::array<std::vector<Item>, 3> lists, const std::array<std::string, 3>& rvs);
+  // With apply_mu_ held: a copy of the published State that `apply` changes (recording the
+  // keys it touches), with the CNI attachments overlaid when a pod changed (or always, with
+  // `overlay_always`); `invalid` gets why each object left out is invalid.
+  std::shared_ptr<State> NextStateLocked(const std::function<void(State*, ChangedKeys*)>& apply,
+                                         bool overlay_always, ChangedKeys* touched,
+                                         std::vector<std::string>* invalid)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   void RecordError(Resource r, const absl::Status& status, const std::string& verb);
   void SetWatching(Resource r, bool watching);
   bool Pause(absl::Duration d);
