@@ -708,6 +708,41 @@ struct IncrementalCompiler::Impl {
     return it->second;
   }
 
+  // The pods whose standing as peers `delta` may change: the changed pods and every pod of a
+  // changed namespace (by key, as of `new_state`).
+  static std::set<std::string> PeerKeys(const State& new_state, const Delta& delta) {
+    std::set<std::string> keys(delta.pods.begin(), delta.pods.end());
+    for (const std::string& ns : delta.namespaces) {
+      ForEachInNamespace(new_state.pods, ns, [&](const Pod& pod) { keys.insert(pod.Key()); });
+    }
+    return keys;
+  }
+
+  // Calls fn(pod, labels of its namespace, sign) for the peer-eligible old version (sign -1,
+  // from `old_state`) and new version (+1) of each pod in `keys` (PeerKeys); a pod `delta`
+  // does not name has the same version on both sides. The labels live in the scratch maps
+  // (or the cache) until they go. Stops at fn's first error.
+  template <typename Fn>
+  absl::Status ForEachPeerVersion(const State& old_state, const State& new_state,
+                                  const Delta& delta, const std::set<std::string>& keys,
+                                  std::map<std::string, Labels>* old_scratch,
+                                  std::map<std::string, Labels>* new_scratch, Fn fn) const {
+    for (const std::string& key : keys) {
+      const bool changed = delta.pods.count(key) > 0;
+      const Pod* versions[2] = {changed ? old_state.FindPod(key) : new_state.FindPod(key),
+                                new_state.FindPod(key)};
+      for (int v = 0; v < 2; ++v) {
+        const Pod* pod = versions[v];
+        if (pod == nullptr || !PeerEligible(*pod)) continue;
+        const std::string& ns = pod->namespace_name;
+        const Labels& labels = v == 0 ? LabelsOf(old_state, ns, delta.namespaces, old_scratch)
+                                      : LabelsOf(new_state, ns, delta.namespaces, new_scratch);
+        RETURN_IF_ERROR(fn(*pod, labels, v == 0 ? -1 : 1));
+      }
+    }
+    return absl::OkStatus();
+  }
+
   // The namespaces with pods that `sel` matches, as of the committed State (the changed
   // namespaces `changed` are left to the caller). Computed on first use per distinct selector,
   // then kept up to date by Update (namespace changes, namespaces gaining pods).
@@ -929,6 +964,8 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& 
   // policies with a rule crossing the threshold (their groups change layout: rebuilt).
   std::map<RuleId, Tracked> next_tracked;
   std::set<std::string> flipped;
+  // The pods whose standing as peers may change, for these counts and the element changes below.
+  const std::set<std::string> peers = PeerKeys(new_state, delta);
   if (!tracked.empty() && (!delta.pods.empty() || !delta.namespaces.empty())) {
     struct Seen {
       const Pod* pod;
@@ -937,23 +974,12 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& 
     };
     std::vector<Seen> seen;
     std::map<std::string, Labels> old_scratch, new_scratch;
-    std::set<std::string> keys(delta.pods.begin(), delta.pods.end());
-    for (const std::string& ns : delta.namespaces) {
-      ForEachInNamespace(new_state.pods, ns, [&](const Pod& pod) { keys.insert(pod.Key()); });
-    }
-    for (const std::string& key : keys) {
-      const bool changed = delta.pods.count(key) > 0;
-      const Pod* versions[2] = {changed ? old_state.FindPod(key) : new_state.FindPod(key),
-                                new_state.FindPod(key)};
-      for (int v = 0; v < 2; ++v) {
-        const Pod* pod = versions[v];
-        if (pod == nullptr || !PeerEligible(*pod)) continue;
-        const std::string& ns = pod->namespace_name;
-        const Labels& labels = v == 0 ? LabelsOf(old_state, ns, delta.namespaces, &old_scratch)
-                                      : LabelsOf(new_state, ns, delta.namespaces, &new_scratch);
-        seen.push_back({pod, &labels, v == 0 ? -1 : 1});
-      }
-    }
+    RETURN_IF_ERROR(ForEachPeerVersion(
+        old_state, new_state, delta, peers, &old_scratch, &new_scratch,
+        [&](const Pod& pod, const Labels& labels, int sign) {
+          seen.push_back({&pod, &labels, sign});
+          return absl::OkStatus();
+        }));
     for (const auto& [id, t] : tracked) {
       const std::string& pkey = std::get<0>(id);
       if (delta.policies.count(pkey)) continue;  // recounted when its groups are rebuilt
@@ -1032,49 +1058,39 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& 
   }
 
   // Peer changes seen by the groups that stay as they are.
-  std::set<std::string> peers(delta.pods.begin(), delta.pods.end());
-  for (const std::string& ns : delta.namespaces) {
-    ForEachInNamespace(new_state.pods, ns, [&](const Pod& pod) { peers.insert(pod.Key()); });
-  }
   std::map<std::pair<Group*, int>, std::map<Box, int>> element_delta;
   {
     std::map<std::string, Labels> old_scratch, new_scratch;
     Contribution c;
-    for (const std::string& key : peers) {
-      const bool changed = delta.pods.count(key) > 0;
-      const Pod* versions[2] = {changed ? old_state.FindPod(key) : new_state.FindPod(key),
-                                new_state.FindPod(key)};
-      for (int v = 0; v < 2; ++v) {
-        const Pod* pod = versions[v];
-        if (pod == nullptr || !PeerEligible(*pod)) continue;
-        const std::string& ns = pod->namespace_name;
-        const Labels& labels = v == 0 ? LabelsOf(old_state, ns, delta.namespaces, &old_scratch)
-                                      : LabelsOf(new_state, ns, delta.namespaces, &new_scratch);
-        std::vector<const std::vector<TRef>*> lists;
-        for (const auto& [sel_key, entry] : tmpl_nssel) {
-          if (Matches(entry.sel, labels)) lists.push_back(&entry.refs);
-        }
-        auto by_ns = tmpl_by_ns.find(ns);
-        if (by_ns != tmpl_by_ns.end()) lists.push_back(&by_ns->second);
-        std::set<NamedPort> named_ports;
-        for (const ContainerPort& p : pod->ports) {
-          if (p.name.empty() || !named_ports.insert({p.name, p.protocol}).second) continue;
-          auto named = tmpl_named.find({p.name, p.protocol});
-          if (named != tmpl_named.end()) lists.push_back(&named->second);
-        }
-        for (const std::vector<TRef>* list : lists) {
-          for (const TRef& r : *list) {
-            if (!deleted.empty() && deleted.count(r.g->spec.key)) continue;
-            if (!rebuilt.empty() && rebuilt.count(r.g->spec.key)) continue;
-            c.clear();
-            RETURN_IF_ERROR(Contribute(*r.g, r.g->templates[r.i], *pod, labels, &c));
-            for (auto& [slot, box] : c) {
-              element_delta[{r.g, static_cast<int>(slot)}][std::move(box)] += v == 0 ? -1 : 1;
+    RETURN_IF_ERROR(ForEachPeerVersion(
+        old_state, new_state, delta, peers, &old_scratch, &new_scratch,
+        [&](const Pod& pod, const Labels& labels, int sign) -> absl::Status {
+          const std::string& ns = pod.namespace_name;
+          std::vector<const std::vector<TRef>*> lists;
+          for (const auto& [sel_key, entry] : tmpl_nssel) {
+            if (Matches(entry.sel, labels)) lists.push_back(&entry.refs);
+          }
+          auto by_ns = tmpl_by_ns.find(ns);
+          if (by_ns != tmpl_by_ns.end()) lists.push_back(&by_ns->second);
+          std::set<NamedPort> named_ports;
+          for (const ContainerPort& p : pod.ports) {
+            if (p.name.empty() || !named_ports.insert({p.name, p.protocol}).second) continue;
+            auto named = tmpl_named.find({p.name, p.protocol});
+            if (named != tmpl_named.end()) lists.push_back(&named->second);
+          }
+          for (const std::vector<TRef>* list : lists) {
+            for (const TRef& r : *list) {
+              if (!deleted.empty() && deleted.count(r.g->spec.key)) continue;
+              if (!rebuilt.empty() && rebuilt.count(r.g->spec.key)) continue;
+              c.clear();
+              RETURN_IF_ERROR(Contribute(*r.g, r.g->templates[r.i], pod, labels, &c));
+              for (auto& [slot, box] : c) {
+                element_delta[{r.g, static_cast<int>(slot)}][std::move(box)] += sign;
+              }
             }
           }
-        }
-      }
-    }
+          return absl::OkStatus();
+        }));
   }
 
   // ---- 2. Nothing fails from here on: apply. ----
