@@ -11,20 +11,11 @@ Skips visibly when the API server binary is absent (fails when NETPOL_CI=1). Clo
 import os
 import sys
 import time
-import traceback
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import apiserver  # noqa: E402
-
-
-class Failure(Exception):
-    pass
-
-
-def check(cond, message):
-    if not cond:
-        raise Failure(message)
+from checks import Failure, check, run  # noqa: E402,F401
 
 
 def test_admin_and_kubectl(api):
@@ -137,25 +128,12 @@ TESTS = [test_admin_and_kubectl, test_pod_status_as_kubelet, test_client_cert_us
 
 def main():
     apiserver.require(kubectl=True)
-    passed = failed = 0
     t0 = time.monotonic()
     with apiserver.APIServer() as api:
         print("API server %s up in %.1fs" % (api.url, time.monotonic() - t0))
-        for t in TESTS:
-            ts = time.monotonic()
-            try:
-                t(api)
-                passed += 1
-                print("PASS %s (%.1fs)" % (t.__name__, time.monotonic() - ts))
-            except (Failure, apiserver.APIServerError) as e:
-                failed += 1
-                print("FAIL %s: %s" % (t.__name__, e))
-            except Exception:
-                failed += 1
-                print("FAIL %s:\n%s" % (t.__name__, traceback.format_exc()))
+        failed = run(TESTS, api, expected=(apiserver.APIServerError,))
         if failed:
             print("API server log (tail):\n" + api.log_tail())
-    print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 
 

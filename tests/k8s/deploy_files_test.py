@@ -16,21 +16,14 @@ import os
 import re
 import subprocess
 import sys
-import traceback
 
 import yaml
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checks import Failure, check, run  # noqa: E402,F401
+
 SA = ("kube-system", "netpol-agent")
 READ = ["get", "list", "watch"]
-
-
-class Failure(Exception):
-    pass
-
-
-def check(cond, message):
-    if not cond:
-        raise Failure(message)
 
 
 def load(deploy):
@@ -211,20 +204,7 @@ def main():
     ap.add_argument("--binary", action="append", default=[])
     args = ap.parse_args()
     objs = load(args.deploy)
-    passed = failed = 0
-    for t in TESTS:
-        try:
-            t(args, objs)
-            passed += 1
-            print("PASS %s" % t.__name__)
-        except Failure as e:
-            failed += 1
-            print("FAIL %s: %s" % (t.__name__, e))
-        except Exception:
-            failed += 1
-            print("FAIL %s:\n%s" % (t.__name__, traceback.format_exc()))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return 1 if run(TESTS, args, objs) else 0
 
 
 if __name__ == "__main__":

@@ -17,20 +17,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checks import Failure, check, run  # noqa: E402,F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTDATA = os.path.join(HERE, "testdata")
 OURS = "00-netpol.conflist"
-
-
-class Failure(Exception):
-    pass
-
-
-def check(cond, message):
-    if not cond:
-        raise Failure(message)
 
 
 def snapshot(*dirs):
@@ -232,20 +225,7 @@ def main():
     if shutil.which("jq") is None:
         print("FAILED: jq is not installed (tools/setup installs it)")
         return 1
-    passed = failed = 0
-    for t in TESTS:
-        try:
-            t(args)
-            passed += 1
-            print("PASS %s" % t.__name__)
-        except Failure as e:
-            failed += 1
-            print("FAIL %s: %s" % (t.__name__, e))
-        except Exception:
-            failed += 1
-            print("FAIL %s:\n%s" % (t.__name__, traceback.format_exc()))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return 1 if run(TESTS, args) else 0
 
 
 if __name__ == "__main__":
