@@ -57,6 +57,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/model/model.h"
+#include "engine/model/names.h"
 
 namespace netpol {
 
@@ -125,12 +126,8 @@ std::string ToYaml(const Object& object);
 // Renders several objects as a multi-document stream ("---" between documents).
 std::string ToYaml(const std::vector<Object>& objects);
 
-// The Kubernetes name rules the loader applies to metadata, for names that come from elsewhere
-// (CNI arguments, flags, kubectl -n): OK when `value` is valid, else InvalidArgument
-// `<what>: invalid name "<value, escaped>": must be a lowercase RFC 1123 ...`.
-// Labels (at most 63 characters): namespaces. Subdomains (at most 253): pods, policies, nodes.
-absl::Status ValidateDnsLabel(absl::string_view what, absl::string_view value);
-absl::Status ValidateDnsSubdomain(absl::string_view what, absl::string_view value);
+// The Kubernetes name rules the loader applies to metadata (ValidateDnsLabel,
+// ValidateDnsSubdomain) are in engine/model/names.h, included here.
 
 // Inserts or replaces `object` in `state` under its key.
 void Upsert(const Object& object, State* state);
