@@ -380,6 +380,40 @@ TEST(RuleCodecTest, DecodeInvertsEncode) {
   }
 }
 
+TEST(RuleCodecTest, CounterValuesDecodeWithTheRuleComment) {
+  auto sets = TestSets();
+  auto bindings = Bindings(sets);
+  Rule counted = MakeRule({Lookup({Selector::kIpSaddr}, "h4")}, Verdict::Return(), true,
+                          "x/a ingress[0], x/b ingress[1]");
+  auto r = BuildRule("T", "in-x", counted, LookupIn(bindings));
+  ASSERT_TRUE(r.ok()) << r.status();
+  // The encoder writes zeros; the kernel fills in what it counted when it dumps the rule.
+  nftnl_expr_iter* it = nftnl_expr_iter_create(r->get());
+  int counters = 0;
+  for (nftnl_expr* e = nftnl_expr_iter_next(it); e != nullptr; e = nftnl_expr_iter_next(it)) {
+    if (Str(nftnl_expr_get_str(e, NFTNL_EXPR_NAME)) != "counter") continue;
+    ++counters;
+    EXPECT_EQ(nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS), 0u);
+    nftnl_expr_set_u64(e, NFTNL_EXPR_CTR_PACKETS, 7);
+    nftnl_expr_set_u64(e, NFTNL_EXPR_CTR_BYTES, (uint64_t{1} << 40) + 3);
+  }
+  nftnl_expr_iter_destroy(it);
+  EXPECT_EQ(counters, 1);
+  RulePtr parsed = ThroughNetlink(r->get());
+  std::optional<nft::RuleCount> count = DecodeRuleCount(parsed.get());
+  ASSERT_TRUE(count.has_value());
+  EXPECT_EQ(*count, (nft::RuleCount{"in-x", 0, "x/a ingress[0], x/b ingress[1]", 7,
+                                    (uint64_t{1} << 40) + 3}));
+  auto decoded = DecodeRule(parsed.get(), sets);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(*decoded, counted);
+
+  auto plain = BuildRule("T", "in-x", MakeRule({}, Verdict::Drop(), false, "d"),
+                         LookupIn(bindings));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(DecodeRuleCount(ThroughNetlink(plain->get()).get()).has_value());
+}
+
 TEST(RuleCodecTest, EncoderRejectsBadRules) {
   auto bindings = Bindings(TestSets());
   struct Case {

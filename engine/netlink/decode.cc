@@ -646,4 +646,23 @@ absl::StatusOr<nft::Rule> DecodeRule(nftnl_rule* r, const std::map<std::string, 
   return rule;
 }
 
+std::optional<nft::RuleCount> DecodeRuleCount(nftnl_rule* r) {
+  std::optional<nft::RuleCount> out;
+  nftnl_expr_iter* it = nftnl_expr_iter_create(r);
+  for (nftnl_expr* e = nftnl_expr_iter_next(it); e != nullptr; e = nftnl_expr_iter_next(it)) {
+    if (Str(nftnl_expr_get_str(e, NFTNL_EXPR_NAME)) != "counter") continue;
+    out.emplace();
+    out->packets = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
+    out->bytes = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
+    break;
+  }
+  nftnl_expr_iter_destroy(it);
+  if (!out) return out;
+  out->chain = Str(nftnl_rule_get_str(r, NFTNL_RULE_CHAIN));
+  uint32_t len = 0;
+  const void* ud = nftnl_rule_get_data(r, NFTNL_RULE_USERDATA, &len);
+  out->comment = CommentFromUdata(ud, len, NFTNL_UDATA_RULE_COMMENT);
+  return out;
+}
+
 }  // namespace netpol::netlink

@@ -9,11 +9,13 @@
 #define NETPOL_ENGINE_NETLINK_DECODE_H_
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/netlink/codec.h"
+#include "engine/nft/backend.h"
 #include "engine/nft/program.h"
 
 namespace netpol::netlink {
@@ -30,6 +32,11 @@ absl::StatusOr<nft::Set> DecodeSet(const nftnl_set* s);
 absl::StatusOr<std::vector<nft::Element>> DecodeElements(const nft::Set& set, nftnl_set* s);
 // A rule; `sets` are the table's sets (lookups must refer to one of them).
 absl::StatusOr<nft::Rule> DecodeRule(nftnl_rule* r, const std::map<std::string, nft::Set>& sets);
+
+// The chain, comment and counter values of rule `r` when it has a `counter` (nullopt
+// otherwise); RuleCount::index is the caller's (the rule's position in the dump of its chain).
+// The rule's matches are not decoded: reading counters is not a check of the table (Dump is).
+std::optional<nft::RuleCount> DecodeRuleCount(nftnl_rule* r);
 
 }  // namespace netpol::netlink
 

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <map>
 #include <optional>
 #include <set>
 #include <utility>
@@ -365,6 +366,68 @@ absl::StatusOr<nft::Program> NetlinkBackend::DumpOnSocket(const std::string& tab
   }
   return absl::AbortedError(absl::StrCat("dump table inet ", table, ": the ruleset changed in ",
                                          options_.max_dump_attempts, " consecutive attempts"));
+}
+
+absl::StatusOr<std::vector<nft::RuleCount>> NetlinkBackend::ReadCountersOnSocket(
+    const std::string& table) {
+  for (int attempt = 0; attempt < options_.max_dump_attempts; ++attempt) {
+    ASSIGN_OR_RETURN(uint32_t before, GenerationOnSocket());
+    bool interrupted = false, found = false;
+    // Per chain, its rules' counts in dump order (the rule's position in the chain).
+    std::map<std::string, std::vector<std::optional<nft::RuleCount>>> chains;
+    absl::Status s = Request(
+        socket_.get(), NextSeq(1), NFT_MSG_GETTABLE, false, options_.reply_timeout_ms,
+        [&](nlmsghdr* nlh) { mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, table.c_str()); },
+        [&](const nlmsghdr*) -> absl::Status {
+          found = true;
+          return absl::OkStatus();
+        },
+        &interrupted);
+    if (absl::IsNotFound(s)) {
+      return absl::NotFoundError(absl::StrCat("table inet ", table, " does not exist"));
+    }
+    RETURN_IF_ERROR(s);
+    if (!found) return absl::UnavailableError("netlink: the kernel sent no table");
+    RETURN_IF_ERROR(Request(
+        socket_.get(), NextSeq(1), NFT_MSG_GETRULE, true, options_.reply_timeout_ms,
+        [&](nlmsghdr* nlh) { mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table.c_str()); },
+        [&](const nlmsghdr* m) -> absl::Status {
+          RulePtr r(nftnl_rule_alloc());
+          if (nftnl_rule_nlmsg_parse(m, r.get()) < 0) {
+            return absl::UnavailableError("netlink: cannot parse a rule message");
+          }
+          if (table != Str(nftnl_rule_get_str(r.get(), NFTNL_RULE_TABLE))) {
+            return absl::OkStatus();
+          }
+          chains[Str(nftnl_rule_get_str(r.get(), NFTNL_RULE_CHAIN))].push_back(
+              DecodeRuleCount(r.get()));
+          return absl::OkStatus();
+        },
+        &interrupted));
+    ASSIGN_OR_RETURN(uint32_t after, GenerationOnSocket());
+    if (before != after || interrupted) continue;  // read across a commit: start over
+    std::vector<nft::RuleCount> out;
+    for (auto& [chain, rules] : chains) {
+      for (size_t i = 0; i < rules.size(); ++i) {
+        if (!rules[i]) continue;
+        rules[i]->index = i;
+        out.push_back(*std::move(rules[i]));
+      }
+    }
+    return out;
+  }
+  return absl::AbortedError(absl::StrCat("read counters of table inet ", table,
+                                         ": the ruleset changed in ", options_.max_dump_attempts,
+                                         " consecutive attempts"));
+}
+
+absl::StatusOr<std::vector<nft::RuleCount>> NetlinkBackend::ReadCounters(
+    const std::string& table) {
+  RETURN_IF_ERROR(ValidateName("", "table", table));
+  RETURN_IF_ERROR(EnsureSocket());
+  absl::StatusOr<std::vector<nft::RuleCount>> r = ReadCountersOnSocket(table);
+  if (absl::IsUnavailable(r.status())) socket_.reset();
+  return r;
 }
 
 absl::Status NetlinkBackend::EnsureSocket() {

@@ -66,6 +66,11 @@ class NetlinkBackend : public nft::Backend {
   // One NFT_MSG_GETTABLE request: no chains, rules, sets or elements are read.
   absl::StatusOr<bool> HasTable(const std::string& table) override;
 
+  // One NFT_MSG_GETRULE dump of the table (its rules only: no set, element or chain is read),
+  // between two reads of the ruleset generation id, retried like Dump while it changes so the
+  // positions are those of one generation. Rules are listed chain by chain in name order.
+  absl::StatusOr<std::vector<nft::RuleCount>> ReadCounters(const std::string& table) override;
+
   // The ruleset generation id (NFT_MSG_GETGEN); it changes with every committed batch.
   absl::StatusOr<uint32_t> Generation();
 
@@ -87,6 +92,7 @@ class NetlinkBackend : public nft::Backend {
   absl::Status CommitOnSocket(const nft::Transaction& tx);
   absl::StatusOr<nft::Program> DumpOnSocket(const std::string& table);
   absl::StatusOr<uint32_t> GenerationOnSocket();
+  absl::StatusOr<std::vector<nft::RuleCount>> ReadCountersOnSocket(const std::string& table);
   // The definition of set `name` in the kernel's table; nullopt when absent.
   absl::StatusOr<std::optional<nft::Set>> KernelSet(const std::string& table,
                                                     const std::string& name);

@@ -1,7 +1,10 @@
 // NetlinkBackend against the real kernel. Every test moves the test process into a fresh network
 // namespace first (unshare(CLONE_NEWNET)), so it sees an empty ruleset and never touches the
 // host's firewall; `nft` runs as a child and inherits that namespace.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -689,6 +692,109 @@ TEST_F(KernelTest, DumpReportsForeignObjects) {
   auto dumped = backend_->Dump(kTable);
   EXPECT_TRUE(absl::IsAborted(dumped.status())) << dumped.status();
   EXPECT_THAT(std::string(dumped.status().message()), HasSubstr("stateful object hits"));
+}
+
+// Sends `n` UDP datagrams of `payload` bytes from an unbound socket to 127.0.0.1:`port`; returns
+// how many sendto accepted (a datagram dropped in `output` fails with EPERM).
+int SendUdp(uint16_t port, int n, size_t payload) {
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string data(payload, 'x');
+  int sent = 0;
+  for (int i = 0; i < n; ++i) {
+    if (sendto(fd, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to)) ==
+        static_cast<ssize_t>(data.size())) {
+      ++sent;
+    }
+  }
+  close(fd);
+  return sent;
+}
+
+// A group chain as the compiler makes one with counters: packets to 127.0.0.1 are dispatched
+// from `output` into `g`, whose lookup accepts UDP port 9999 and whose last rule drops.
+Program CountedProgram() {
+  Program p;
+  p.table = kTable;
+  p.sets["d"] = {"d", {FieldType::kIpv4Addr}, false, true, ""};
+  p.sets["s"] = {"s", nft::testing::kV4ProtoPort, false, false, ""};
+  p.elements["d"] = {Elem({FieldValue::Addr(Ip("127.0.0.1"))}, Verdict::Jump("g"))};
+  p.elements["s"] = {Elem({FieldValue::Addr(Ip("127.0.0.1")), FieldValue::Num(17),
+                           FieldValue::Num(9999)})};
+  Chain out;
+  out.name = "out";
+  out.base = nft::BaseChainSpec{nft::Hook::kOutput, 0, false};
+  out.rules.push_back(
+      MakeRule({nft::testing::VmapLookup({Selector::kIpDaddr}, "d")}, std::nullopt, "dispatch"));
+  p.chains["out"] = out;
+  Chain g;
+  g.name = "g";
+  g.rules.push_back(MakeRule({nft::testing::Lookup({Selector::kIpDaddr, Selector::kL4Proto,
+                                                    Selector::kThDport},
+                                                   "s")},
+                             Verdict::Return(), "x/a egress[0]", true));
+  g.rules.push_back(MakeRule({}, Verdict::Drop(), "no egress rule of x/a", true));
+  p.chains["g"] = g;
+  return p;
+}
+
+TEST_F(KernelTest, RuleCountersCountPacketsAndSurviveElementChanges) {
+  ASSERT_EQ(netlink::Run("ip link set lo up"), "");
+  Program p = CountedProgram();
+  ASSERT_OK(CommitProgram(p));
+  // A receiver on 9999, so no ICMP error comes back through `output`.
+  int rx = socket(AF_INET, SOCK_DGRAM, 0);
+  ASSERT_GE(rx, 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_port = htons(9999);
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(rx, reinterpret_cast<sockaddr*>(&at), sizeof(at)), 0);
+
+  EXPECT_EQ(SendUdp(9999, 5, 10), 5);
+  EXPECT_EQ(SendUdp(9998, 3, 22), 0) << "dropped in output";
+  // IPv4 datagrams: 20 (IP) + 8 (UDP) + payload bytes each.
+  std::vector<nft::RuleCount> want = {{"g", 0, "x/a egress[0]", 5, 5 * 38},
+                                      {"g", 1, "no egress rule of x/a", 3, 3 * 50}};
+  auto counts = backend_->ReadCounters(kTable);
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_EQ(*counts, want);
+
+  // An unrelated incremental change (elements of both sets, another chain) keeps the counts.
+  Program next = p;
+  next.elements["s"].push_back(
+      Elem({FieldValue::Addr(Ip("127.0.0.2")), FieldValue::Num(6), FieldValue::Num(80)}));
+  next.elements["d"].push_back(Elem({FieldValue::Addr(Ip("127.0.0.3"))}, Verdict::Jump("h")));
+  next.chains["h"] = nft::testing::MakeChain("h");
+  next.chains["h"].rules.push_back(MakeRule({}, Verdict::Drop(), "other group", true));
+  ASSERT_OK(backend_->Commit(nft::Diff(p, next)));
+  EXPECT_EQ(SendUdp(9999, 2, 10), 2);
+  want[0].packets += 2;
+  want[0].bytes += 2 * 38;
+  want.push_back({"h", 0, "other group", 0, 0});
+  counts = backend_->ReadCounters(kTable);
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_EQ(*counts, want);
+
+  // A change of the chain's rules flushes it: its counts start over, the other chain's stay.
+  Program edited = next;
+  edited.chains["g"].rules[1].comment = "no egress rule of x/a, x/b";
+  ASSERT_OK(backend_->Commit(nft::Diff(next, edited)));
+  counts = backend_->ReadCounters(kTable);
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_EQ(*counts, (std::vector<nft::RuleCount>{{"g", 0, "x/a egress[0]", 0, 0},
+                                                  {"g", 1, "no egress rule of x/a, x/b", 0, 0},
+                                                  {"h", 0, "other group", 0, 0}}));
+  // The dump of the program is unaffected by the counts.
+  auto dumped = backend_->Dump(kTable);
+  ASSERT_TRUE(dumped.ok()) << dumped.status();
+  EXPECT_EQ(*dumped, nft::Canonical(edited));
+  close(rx);
+  EXPECT_EQ(backend_->ReadCounters("nothing-here").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(KernelTest, GenerationAdvancesPerCommit) {

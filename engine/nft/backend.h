@@ -2,15 +2,32 @@
 #ifndef NETPOL_ENGINE_NFT_BACKEND_H_
 #define NETPOL_ENGINE_NFT_BACKEND_H_
 
+#include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "engine/nft/program.h"
 #include "engine/nft/transaction.h"
 
 namespace netpol::nft {
+
+// What the `counter` statement of one rule has counted (Rule::counter).
+struct RuleCount {
+  std::string chain;
+  size_t index = 0;     // the rule's position in its chain
+  std::string comment;  // the rule's comment: lets a reader check it is the rule it expects
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
+  friend bool operator==(const RuleCount& a, const RuleCount& b) {
+    return a.chain == b.chain && a.index == b.index && a.comment == b.comment &&
+           a.packets == b.packets && a.bytes == b.bytes;
+  }
+};
 
 // Thread-compatible: callers serialize Commit/Dump on one backend.
 class Backend {
@@ -30,6 +47,15 @@ class Backend {
     if (absl::IsNotFound(p.status())) return false;
     if (!p.ok()) return p.status();
     return true;
+  }
+  // The counters of every rule of table `table` that has one, chain by chain (chains in name
+  // order), rules in chain order. Reads the rules only: no set or element. A rule's count lives
+  // as long as the rule: flushing or deleting its chain (or the table) starts it over, element
+  // changes do not touch it. NotFound when the table does not exist; Unimplemented for a
+  // backend that keeps no counts.
+  virtual absl::StatusOr<std::vector<RuleCount>> ReadCounters(const std::string& table) {
+    return absl::UnimplementedError(
+        absl::StrCat("this backend keeps no rule counters (table ", table, ")"));
   }
 };
 

@@ -141,6 +141,7 @@ absl::Status ApplyTable(std::optional<TableState>* state, const std::string& tab
     case Verb::kFlush:
       if (!state->has_value()) return absl::NotFoundError(kNoEntry);
       for (auto& [name, chain] : (*state)->chains) chain.rules.clear();
+      (*state)->counts.clear();
       return absl::OkStatus();
     case Verb::kDelete:
       if (!state->has_value()) return absl::NotFoundError(kNoEntry);
@@ -182,6 +183,7 @@ absl::Status ApplyChain(TableState& t, const Command& c) {
     case Verb::kFlush:
       if (it == t.chains.end()) return absl::NotFoundError(kNoEntry);
       it->second.rules.clear();
+      t.counts.erase(in.name);
       return absl::OkStatus();
     case Verb::kDelete:
     case Verb::kDestroy: {
@@ -194,6 +196,7 @@ absl::Status ApplyChain(TableState& t, const Command& c) {
             absl::StrCat("still referenced by ", ref, ": ", kBusy));
       }
       t.chains.erase(it);
+      t.counts.erase(in.name);
       return absl::OkStatus();
     }
   }
@@ -416,6 +419,53 @@ absl::StatusOr<Program> FakeBackend::Dump(const std::string& table) {
     return absl::NotFoundError(absl::StrCat("table inet ", table, ": ", kNoEntry));
   }
   return ToProgram(table, it->second);
+}
+
+absl::StatusOr<std::vector<RuleCount>> FakeBackend::ReadCounters(const std::string& table) {
+  auto it = tables_.find(table);
+  if (it == tables_.end()) {
+    return absl::NotFoundError(absl::StrCat("table inet ", table, ": ", kNoEntry));
+  }
+  const TableState& t = it->second;
+  std::vector<RuleCount> out;
+  for (const auto& [name, chain] : t.chains) {
+    auto c = t.counts.find(name);
+    for (size_t i = 0; i < chain.rules.size(); ++i) {
+      if (!chain.rules[i].counter) continue;
+      RuleCount rc;
+      rc.chain = name;
+      rc.index = i;
+      rc.comment = chain.rules[i].comment;
+      if (c != t.counts.end() && i < c->second.size()) {
+        rc.packets = c->second[i].first;
+        rc.bytes = c->second[i].second;
+      }
+      out.push_back(std::move(rc));
+    }
+  }
+  return out;
+}
+
+absl::Status FakeBackend::AddPackets(const std::string& table, const std::string& chain,
+                                     size_t index, uint64_t packets, uint64_t bytes) {
+  auto it = tables_.find(table);
+  if (it == tables_.end()) {
+    return absl::NotFoundError(absl::StrCat("table inet ", table, ": ", kNoEntry));
+  }
+  TableState& t = it->second;
+  auto c = t.chains.find(chain);
+  if (c == t.chains.end() || index >= c->second.rules.size()) {
+    return absl::NotFoundError(absl::StrCat("chain ", chain, " rule ", index, ": ", kNoEntry));
+  }
+  if (!c->second.rules[index].counter) {
+    return absl::InvalidArgumentError(absl::StrCat("chain ", chain, " rule ", index,
+                                                   " has no counter"));
+  }
+  std::vector<std::pair<uint64_t, uint64_t>>& v = t.counts[chain];
+  if (v.size() <= index) v.resize(index + 1);
+  v[index].first += packets;
+  v[index].second += bytes;
+  return absl::OkStatus();
 }
 
 void FakeBackend::FailCommit(int n, absl::Status status) {

@@ -22,8 +22,11 @@
 #ifndef NETPOL_ENGINE_NFT_FAKE_H_
 #define NETPOL_ENGINE_NFT_FAKE_H_
 
+#include <cstddef>
+#include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -43,6 +46,14 @@ class FakeBackend : public Backend {
   absl::Status Commit(const Transaction& tx) override;
   // Returns the table in canonical form (see Canonicalize). NotFound when missing.
   absl::StatusOr<Program> Dump(const std::string& table) override;
+  // The counts AddPackets gave each rule with a counter (0 for the others), with the kernel's
+  // lifetime: flushing or deleting a chain or the table starts its rules' counts over.
+  absl::StatusOr<std::vector<RuleCount>> ReadCounters(const std::string& table) override;
+  // As if `packets` packets of `bytes` bytes in all hit rule `index` of `chain` (which must
+  // have a counter). NotFound for a missing table, chain or rule; InvalidArgument for a rule
+  // without a counter.
+  absl::Status AddPackets(const std::string& table, const std::string& chain, size_t index,
+                          uint64_t packets, uint64_t bytes);
 
   // Fault injection: makes the `n`th Commit call from now (1 = the next one) fail with `status`
   // and leave every table untouched. Several failures may be pending at once.
@@ -65,6 +76,8 @@ class FakeBackend : public Backend {
     std::string comment;
     std::map<std::string, Chain> chains;
     std::map<std::string, SetState> sets;
+    // Per chain, the (packets, bytes) of its rules by position; missing entries are 0.
+    std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>> counts;
   };
 
  private:

@@ -57,6 +57,44 @@ TEST(FakeBackendTest, InjectedFailureHitsTheNthCommitOnly) {
   EXPECT_EQ(fake.commit_count(), 3);
 }
 
+// A program whose chain c counts its two rules.
+Program Counted() {
+  Program p = Small();
+  p.sets["s"] = MakeSet("s", {FieldType::kIpv4Addr});
+  p.chains["c"].rules.push_back(
+      MakeRule({Lookup({Selector::kIpSaddr}, "s")}, Verdict::Return(), "allow", true));
+  p.chains["c"].rules.push_back(MakeRule({}, Verdict::Drop(), "deny", true));
+  p.elements["s"] = {E({A("10.0.1.1")})};
+  return p;
+}
+
+TEST(FakeBackendTest, RuleCountsSurviveElementChangesAndStartOverWithTheirChain) {
+  FakeBackend fake;
+  ASSERT_TRUE(fake.Commit(FullReplace(Counted())).ok());
+  ASSERT_TRUE(fake.AddPackets("t", "c", 0, 3, 180).ok());
+  ASSERT_TRUE(fake.AddPackets("t", "c", 1, 2, 120).ok());
+  ASSERT_TRUE(fake.AddPackets("t", "c", 0, 1, 60).ok());
+  const std::vector<RuleCount> counted = {{"c", 0, "allow", 4, 240}, {"c", 1, "deny", 2, 120}};
+  EXPECT_EQ(*fake.ReadCounters("t"), counted);
+
+  Program more = Counted();
+  more.elements["s"].push_back(E({A("10.0.1.2")}));
+  more.elements["m"].push_back(EV({A("10.0.0.2")}, Verdict::Jump("c")));
+  Transaction elements = Diff(Counted(), more);
+  ASSERT_TRUE(fake.Commit(elements).ok());
+  EXPECT_EQ(*fake.ReadCounters("t"), counted);
+
+  Program edited = more;
+  edited.chains["c"].rules[1].comment = "deny, edited";
+  ASSERT_TRUE(fake.Commit(Diff(more, edited)).ok());  // flushes c and adds its rules again
+  const std::vector<RuleCount> fresh = {{"c", 0, "allow", 0, 0}, {"c", 1, "deny, edited", 0, 0}};
+  EXPECT_EQ(*fake.ReadCounters("t"), fresh);
+
+  EXPECT_EQ(fake.AddPackets("t", "base", 0, 1, 1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(fake.AddPackets("t", "c", 2, 1, 1).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(fake.ReadCounters("missing").status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST(FakeBackendTest, DefaultInjectedFailureIsUnavailable) {
   FakeBackend fake;
   fake.FailCommit(1);
