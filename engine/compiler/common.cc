@@ -537,6 +537,11 @@ std::optional<Box> LargePortBox(const PortSpec& ps, std::optional<uint16_t> ingr
   return std::nullopt;  // not a large-rule port (callers check LargeRulePort)
 }
 
+void CountRules(bool counters, nft::Chain* chain) {
+  if (!counters) return;
+  for (nft::Rule& r : chain->rules) r.counter = true;
+}
+
 nft::Rule MakeRule(std::vector<nft::Match> matches, std::optional<nft::Verdict> verdict,
                    std::string comment) {
   nft::Rule r;

@@ -219,6 +219,10 @@ Box LargePeerBox(U128 lo, U128 hi);
 // port adds nothing).
 std::optional<Box> LargePortBox(const PortSpec& ps, std::optional<uint16_t> ingress_port);
 
+// Gives every rule of group chain `chain` a counter when `counters` (CompileOptions::
+// rule_counters); the last step of building a group chain in both compilers.
+void CountRules(bool counters, nft::Chain* chain);
+
 nft::Rule MakeRule(std::vector<nft::Match> matches, std::optional<nft::Verdict> verdict,
                    std::string comment);
 nft::LookupMatch Lookup(std::vector<nft::Selector> key, std::string set, bool vmap = false);

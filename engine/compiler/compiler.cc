@@ -436,6 +436,7 @@ void Compiler::EmitGroup(const Group& g, GroupSets& s, Program* prog) {
 
   if (s.all.present) {
     chain.rules.push_back(MakeRule({}, Verdict::Return(), JoinLimited("", s.all.list)));
+    internal::CountRules(opts_.rule_counters, &chain);
     prog->chains[chain.name] = std::move(chain);
     return;
   }
@@ -491,6 +492,7 @@ void Compiler::EmitGroup(const Group& g, GroupSets& s, Program* prog) {
     }
   }
   chain.rules.push_back(MakeRule({}, Verdict::Drop(), DropComment(g.dir, policy_keys)));
+  internal::CountRules(opts_.rule_counters, &chain);
   prog->chains[chain.name] = std::move(chain);
 }
 

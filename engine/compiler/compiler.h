@@ -68,6 +68,9 @@ struct CompileOptions {
   // Keys ("namespace/name") of pods a CNI attached to this node, local even
   // before their nodeName is known. Unknown keys are ignored.
   std::set<std::string> attached_pods;
+  // Every rule of every group chain (each lookup, large-rule and allow-all rule, and the
+  // closing drop) carries a `counter` statement (RULESET.md "Counters"). Base chains never do.
+  bool rule_counters = false;
 };
 
 // Compiles `state` into the desired Program for the node described by `opts`.

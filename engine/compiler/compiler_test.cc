@@ -642,6 +642,37 @@ TEST(CompilerTest, RandomStatesCompileToValidPrograms) {
   }
 }
 
+TEST(CompilerTest, RuleCountersMarkEveryGroupRuleAndNoBaseChainRule) {
+  int counted = 0;
+  for (uint32_t seed = 1; seed <= 100; ++seed) {
+    State s = testing::RandomState(seed);
+    CompileOptions o;
+    o.node_name = "n1";
+    absl::StatusOr<nft::Program> plain = Compile(s, o);
+    ASSERT_TRUE(plain.ok()) << plain.status();
+    o.rule_counters = true;
+    absl::StatusOr<nft::Program> p = Compile(s, o);
+    ASSERT_TRUE(p.ok()) << p.status();
+    ASSERT_TRUE(nft::ValidateProgram(*p).ok()) << "seed " << seed;
+    EXPECT_EQ(p->sets, plain->sets);
+    EXPECT_EQ(p->elements, plain->elements);
+    for (const auto& [name, chain] : p->chains) {
+      const nft::Chain& off = plain->chains.at(name);
+      ASSERT_EQ(chain.rules.size(), off.rules.size()) << name;
+      for (size_t i = 0; i < chain.rules.size(); ++i) {
+        EXPECT_FALSE(off.rules[i].counter) << name << " rule " << i;
+        // A group chain's rules all count; base chains (accepting or dispatching) never do.
+        EXPECT_EQ(chain.rules[i].counter, !chain.base.has_value()) << name << " rule " << i;
+        nft::Rule same = chain.rules[i];
+        same.counter = false;
+        EXPECT_EQ(same, off.rules[i]) << name << " rule " << i;
+        counted += chain.rules[i].counter;
+      }
+    }
+  }
+  EXPECT_GT(counted, 100);
+}
+
 // The large rules of a program: their port sets, "<chain>-s<k>p".
 size_t LargeRuleCount(const nft::Program& p) {
   size_t n = 0;

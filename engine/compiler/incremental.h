@@ -28,8 +28,9 @@
 //     peers of that group's rules). Changed groups reach the kernel through nft::Diff of just
 //     those groups plus the dispatch maps;
 //   * attached pods that come or go (CompileOptions::attached_pods): like a change of those pods;
-//   * another table or node name than the held ones, or a group name that collides with another
-//     group's (the salted names of RULESET.md): a full Compile and a Diff of the whole programs.
+//   * another table or node name than the held ones (or rule counters switched on or off), or a
+//     group name that collides with another group's (the salted names of RULESET.md): a full
+//     Compile and a Diff of the whole programs.
 // Nothing per event scans the whole State or copies or diffs the whole Program.
 //
 // Thread-compatible.

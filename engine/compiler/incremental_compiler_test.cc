@@ -235,6 +235,25 @@ TEST(IncrementalCompilerTest, SmallEditsLandExactly) {
   }
 }
 
+TEST(IncrementalCompilerTest, SwitchingRuleCountersRecompilesWhole) {
+  int checked = 0;
+  for (uint32_t seed = 1; seed <= 40; ++seed) {
+    State s1 = testing::RandomState(seed);
+    State s2 = Mutate(s1, seed);
+    IncrementalCompiler ic;
+    CompileOptions off = Node("n1");
+    CompileOptions on = off;
+    on.rule_counters = true;
+    if (!ic.Reset(s1, off).ok() || !Compile(s2, on).ok()) continue;
+    CheckUpdate(&ic, s1, s2, off, on, absl::StrCat("seed ", seed, " counters on"));
+    CheckUpdate(&ic, s2, s2, on, off, absl::StrCat("seed ", seed, " counters off"));
+    if (HasFailure()) return;
+    EXPECT_EQ(ic.stats().full_fallbacks, 2);
+    ++checked;
+  }
+  EXPECT_GT(checked, 20);
+}
+
 TEST(IncrementalCompilerTest, UnrelatedStatesLandExactly) {
   for (uint32_t seed = 1; seed <= 200; ++seed) {
     State s1 = testing::RandomState(seed);
@@ -256,6 +275,7 @@ TEST(IncrementalCompilerTest, LongChainsOfUpdatesStayExact) {
                                             .max_policies = 6});
       IncrementalCompiler ic;
       CompileOptions o = Node(node);
+      o.rule_counters = seed % 2 == 0;  // the agent's default layout and the plain one
       if (!ic.Reset(s, o).ok()) continue;
       Rng rng(seed * 31 + 7);
       for (int step = 0; step < 25; ++step) {
