@@ -5,6 +5,9 @@
 //
 // Thread safety: Get and Watch may run concurrently from several threads (one curl handle per
 // call).
+//
+// Get and Stream are virtual so a unit test can stand a scripted API in for the network
+// (agent/k8s/reflector_test.cc); the agent uses this class as it is.
 #ifndef NETPOL_AGENT_K8S_CLIENT_H_
 #define NETPOL_AGENT_K8S_CLIENT_H_
 
@@ -28,13 +31,13 @@ struct HttpResponse {
 class Client {
  public:
   explicit Client(ClusterConfig config);
-  ~Client();
+  virtual ~Client();
 
   const ClusterConfig& config() const { return config_; }
 
   // GET `path` (with its query). A transport failure (connection refused, TLS, timeout) is
   // Unavailable naming the server; any HTTP status is returned as is.
-  absl::StatusOr<HttpResponse> Get(const std::string& path, absl::Duration timeout);
+  virtual absl::StatusOr<HttpResponse> Get(const std::string& path, absl::Duration timeout);
 
   // Streamed GET: once the status line and headers are in, `on_status` receives the status
   // (a non-200 body is collected and returned instead of streamed); then each complete line of
@@ -45,12 +48,12 @@ class Client {
   // `idle_timeout`: no byte for that long ends the stream as Unavailable.
   // `on_headers` (optional) receives the status once the headers are in; `on_chunk` (optional)
   // runs after the lines of each chunk received (a batch of events).
-  absl::StatusOr<HttpResponse> Stream(const std::string& path,
-                                      const std::function<bool(absl::string_view)>& on_line,
-                                      const std::atomic<bool>* cancel,
-                                      absl::Duration idle_timeout,
-                                      const std::function<void(long)>& on_headers = nullptr,
-                                      const std::function<void()>& on_chunk = nullptr);
+  virtual absl::StatusOr<HttpResponse> Stream(const std::string& path,
+                                              const std::function<bool(absl::string_view)>& on_line,
+                                              const std::atomic<bool>* cancel,
+                                              absl::Duration idle_timeout,
+                                              const std::function<void(long)>& on_headers = nullptr,
+                                              const std::function<void()>& on_chunk = nullptr);
 
  private:
   struct Handle;

@@ -101,8 +101,17 @@ absl::StatusOr<std::unique_ptr<KubernetesDatastore>> KubernetesDatastore::Create
   if (options.cluster.server.empty()) {
     return absl::InvalidArgumentError("kubernetes: no API server address");
   }
-  if (options.page_size <= 0) return absl::InvalidArgumentError("kubernetes: page size <= 0");
   auto client = std::make_unique<Client>(options.cluster);
+  return Create(std::move(options), std::move(client));
+}
+
+absl::StatusOr<std::unique_ptr<KubernetesDatastore>> KubernetesDatastore::Create(
+    DatastoreOptions options, std::unique_ptr<Client> client) {
+  if (options.cluster.server.empty()) {
+    return absl::InvalidArgumentError("kubernetes: no API server address");
+  }
+  if (options.page_size <= 0) return absl::InvalidArgumentError("kubernetes: page size <= 0");
+  if (client == nullptr) return absl::InvalidArgumentError("kubernetes: no client");
   return std::unique_ptr<KubernetesDatastore>(
       new KubernetesDatastore(std::move(options), std::move(client)));
 }
@@ -279,6 +288,12 @@ absl::Duration KubernetesDatastore::Jitter(absl::Duration d) {
   absl::MutexLock l(&mu_);
   std::uniform_real_distribution<double> dist(0.5, 1.0);
   return d * dist(rng_);
+}
+
+absl::Duration KubernetesDatastore::Backoff(absl::Duration d) {
+  const absl::Duration wait = Jitter(d);
+  if (options_.on_backoff) options_.on_backoff(wait);
+  return wait;
 }
 
 bool KubernetesDatastore::Pause(absl::Duration d) {
@@ -514,7 +529,7 @@ void KubernetesDatastore::Run() {
       if (st.ok()) break;
       if (absl::IsCancelled(st)) return;
       RecordError(r, st, "cannot list");
-      if (!Pause(Jitter(backoff))) return;
+      if (!Pause(Backoff(backoff))) return;
       backoff = std::min(backoff * 2, options_.retry_max);
     }
   }
@@ -539,7 +554,7 @@ void KubernetesDatastore::WatchLoop(Resource r) {
   bool need_list = false;
   auto fail = [&](const absl::Status& st, const std::string& verb) {
     RecordError(r, st, verb);
-    if (!Pause(Jitter(backoff))) return false;
+    if (!Pause(Backoff(backoff))) return false;
     backoff = std::min(backoff * 2, options_.retry_max);
     return true;
   };

@@ -77,6 +77,8 @@ struct DatastoreOptions {
   // enforces and serves it until the first lists (which then change only what differs).
   // Empty: none.
   std::string cache_dir;
+  // Tests: called with each reconnection wait (after a failed list or watch) before it starts.
+  std::function<void(absl::Duration)> on_backoff;
 };
 
 struct ResourceStatus {
@@ -107,6 +109,9 @@ struct KubernetesStatus {
 class KubernetesDatastore : public Datastore {
  public:
   static absl::StatusOr<std::unique_ptr<KubernetesDatastore>> Create(DatastoreOptions options);
+  // With `client` instead of an HTTPS client of options.cluster (a unit test's scripted API).
+  static absl::StatusOr<std::unique_ptr<KubernetesDatastore>> Create(
+      DatastoreOptions options, std::unique_ptr<Client> client);
   ~KubernetesDatastore() override;
 
   // `on_change` runs (no lock held) after each snapshot the API's events publish.
@@ -161,6 +166,8 @@ class KubernetesDatastore : public Datastore {
   void SetWatching(Resource r, bool watching);
   bool Pause(absl::Duration d);
   absl::Duration Jitter(absl::Duration d);
+  // The wait before reconnecting: Jitter(d), reported to options.on_backoff.
+  absl::Duration Backoff(absl::Duration d);
   bool stopping() const;
 
   // With apply_mu_ and mu_ held: publishes `state` as the next generation with `keys`.
