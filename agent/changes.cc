@@ -5,9 +5,15 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "agent/convert.h"
+#include "api/convert.h"
 
 namespace netpol::agent {
+
+using api::KeyOf;
+using api::KindName;
+using api::RefOf;
+using api::RefString;
+
 namespace {
 
 template <typename T>

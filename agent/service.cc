@@ -11,8 +11,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "agent/convert.h"
 #include "agent/program_view.h"
+#include "api/convert.h"
 #include "engine/compiler/compiler.h"
 #include "engine/eval/eval.h"
 #include "engine/model/loader.h"
@@ -21,6 +21,15 @@
 #include "google/protobuf/util/time_util.h"
 
 namespace netpol::agent {
+
+using api::FromApi;
+using api::KeyOf;
+using api::KindName;
+using api::ParseApiObjects;
+using api::RefOf;
+using api::RefString;
+using api::ToApi;
+
 namespace {
 
 using google::protobuf::util::TimeUtil;

@@ -11,14 +11,18 @@
 
 #include "absl/synchronization/mutex.h"
 
-#include "agent/convert.h"
 #include "agent/testing/fixtures.h"
+#include "api/convert.h"
 #include "engine/nft/fake.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 
 namespace netpol::agent {
+
+using api::ApiObjectsToJson;
+using api::KubectlName;
+
 namespace {
 
 using ::testing::ElementsAre;

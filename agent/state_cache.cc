@@ -6,14 +6,18 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "agent/convert.h"
 #include "agent/durable_file.h"
 #include "agent/log.h"
+#include "api/convert.h"
 #include "api/netpol/v1/object_service.pb.h"
 #include "engine/model/loader.h"
 #include "engine/util/status_macros.h"
 
 namespace netpol::agent {
+
+using api::FromApiTrusted;
+using api::ToApi;
+
 namespace {
 
 constexpr DurableFormat kFormat{"netpol-datastore-cache", 1, "datastore cache"};

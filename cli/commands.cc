@@ -18,7 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "agent/convert.h"
+#include "api/convert.h"
 #include "engine/eval/eval.h"
 #include "engine/model/ip.h"
 #include "engine/util/program.h"
@@ -32,7 +32,7 @@
 namespace netpol::cli {
 namespace {
 
-using agent::KubectlName;
+using api::KubectlName;
 
 // Exit codes.
 constexpr int kOk = 0;
@@ -251,7 +251,7 @@ int PrintObjects(const std::vector<v1::Object>& api, bool single, const CommandO
                  v1::Kind kind, std::ostream& out, std::ostream& err) {
   std::vector<Object> objects;
   for (const v1::Object& o : api) {
-    absl::StatusOr<Object> m = agent::FromApiTrusted(o);
+    absl::StatusOr<Object> m = api::FromApiTrusted(o);
     if (!m.ok()) return Error(err, m.status());
     objects.push_back(*std::move(m));
   }
@@ -262,7 +262,7 @@ int PrintObjects(const std::vector<v1::Object>& api, bool single, const CommandO
   if (opts.output == "json") {
     std::vector<const v1::Object*> ptrs;
     for (const v1::Object& o : api) ptrs.push_back(&o);
-    absl::StatusOr<std::string> json = agent::ApiObjectsToJson(ptrs);
+    absl::StatusOr<std::string> json = api::ApiObjectsToJson(ptrs);
     if (!json.ok()) return Error(err, json.status());
     std::string text = PrettyJson(*json);
     if (single) {
@@ -278,7 +278,7 @@ int PrintObjects(const std::vector<v1::Object>& api, bool single, const CommandO
     return kOk;
   }
   if (opts.output == "name") {
-    for (const Object& o : objects) out << KubectlName(agent::RefOf(o)) << "\n";
+    for (const Object& o : objects) out << KubectlName(api::RefOf(o)) << "\n";
     return kOk;
   }
   if (objects.empty()) {
@@ -717,7 +717,7 @@ absl::StatusOr<State> FetchState(Client& c) {
     grpc::Status st = c.objects().List(c.Context().get(), req, &resp);
     if (!st.ok()) return c.Explain(st);
     for (const v1::Object& o : resp.objects()) {
-      absl::StatusOr<Object> m = agent::FromApiTrusted(o);
+      absl::StatusOr<Object> m = api::FromApiTrusted(o);
       if (!m.ok()) return m.status();
       if (const Namespace* ns = m->AsNamespace()) state.namespaces[ns->name] = *ns;
       if (const Pod* pod = m->AsPod()) state.pods[pod->Key()] = *pod;
@@ -841,7 +841,7 @@ int Describe(Client& c, const std::vector<std::string>& args, const CommandOptio
   v1::GetResponse got;
   grpc::Status st = c.objects().Get(c.Context().get(), get, &got);
   if (!st.ok()) return Error(err, c.Explain(st));
-  absl::StatusOr<Object> obj = agent::FromApiTrusted(got.object());
+  absl::StatusOr<Object> obj = api::FromApiTrusted(got.object());
   if (!obj.ok()) return Error(err, obj.status());
   absl::StatusOr<State> state = FetchState(c);
   if (!state.ok()) return Error(err, state.status());

@@ -1,5 +1,5 @@
 // Model <-> netpol.v1 conversions. See convert.h.
-#include "agent/convert.h"
+#include "api/convert.h"
 
 #include <limits>
 
@@ -10,7 +10,7 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 
-namespace netpol::agent {
+namespace netpol::api {
 namespace {
 
 using google::protobuf::RepeatedPtrField;
@@ -472,4 +472,4 @@ absl::StatusOr<Object> FromApiTrusted(const v1::Object& object) {
   return absl::DataLossError(absl::StrCat(who, ": ", o.status().message()));
 }
 
-}  // namespace netpol::agent
+}  // namespace netpol::api

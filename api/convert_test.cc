@@ -1,17 +1,17 @@
 // Model <-> netpol.v1 conversions: round trips and validation of client-sent objects.
-#include "agent/convert.h"
+#include "api/convert.h"
 
 #include "agent/testing/fixtures.h"
 #include "engine/model/loader.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 
-namespace netpol::agent {
+namespace netpol::api {
 namespace {
 
 using google::protobuf::RepeatedPtrField;
 
-std::vector<Object> Sample() { return fixtures::LoadObjects(fixtures::kSample); }
+std::vector<Object> Sample() { return agent::fixtures::LoadObjects(agent::fixtures::kSample); }
 
 TEST(ConvertTest, TrustedRoundTrip) {
   for (const Object& o : Sample()) {
@@ -101,4 +101,4 @@ TEST(ConvertTest, Names) {
 }
 
 }  // namespace
-}  // namespace netpol::agent
+}  // namespace netpol::api

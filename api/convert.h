@@ -6,8 +6,8 @@
 //     their errors carry the same object names and field paths, as YAML given to netpolctl.
 //   * FromApiTrusted: objects the agent wrote itself (the state file). Only the text fields
 //     (addresses, CIDRs) are parsed; errors name the object and field.
-#ifndef NETPOL_AGENT_CONVERT_H_
-#define NETPOL_AGENT_CONVERT_H_
+#ifndef NETPOL_API_CONVERT_H_
+#define NETPOL_API_CONVERT_H_
 
 #include <string>
 #include <vector>
@@ -17,7 +17,7 @@
 #include "engine/model/loader.h"
 #include "engine/model/model.h"
 
-namespace netpol::agent {
+namespace netpol::api {
 
 v1::Object ToApi(const Object& object);
 v1::Namespace ToApi(const Namespace& ns);
@@ -52,6 +52,6 @@ absl::StatusOr<std::vector<Object>> ParseApiObjects(
 // Converts an object the agent itself stored. DataLoss when a field does not parse.
 absl::StatusOr<Object> FromApiTrusted(const v1::Object& object);
 
-}  // namespace netpol::agent
+}  // namespace netpol::api
 
-#endif  // NETPOL_AGENT_CONVERT_H_
+#endif  // NETPOL_API_CONVERT_H_
