@@ -15,6 +15,11 @@ Scenarios (all by default; --scenario picks some):
                 patched), probed over the full matrix once every node applied it.
   restart       the API server is restarted: agents keep enforcing while it is down, say they
                 are not connected, and apply a change made after it is back.
+  watch-cut     while pod labels change in a burst, every node's TCP connections to the API
+                server are aborted (ss -K) every 150 ms, so watch streams die mid-stream
+                again and again; the agents resume each watch from the last resourceVersion
+                they saw (never an older one: no re-list, versions only move forward) and
+                converge on the last change, judged by packets.
   compaction    one node is cut off from the API server; changes are made, etcd is compacted
                 and the API server restarted, so the node's watch resumes from a compacted
                 resourceVersion: it gets 410 Gone, re-lists and converges.
@@ -35,7 +40,9 @@ closing line `N passed, N failed`.
 import argparse
 import json
 import os
+import re
 import sys
+import threading
 import time
 import traceback
 
@@ -55,7 +62,8 @@ import cases as caselib  # noqa: E402
 import conformance_test as single  # noqa: E402
 import yaml  # noqa: E402
 
-SCENARIOS = ("events", "conformance", "restart", "compaction", "agent-restart", "rbac")
+SCENARIOS = ("events", "conformance", "restart", "watch-cut", "compaction", "agent-restart",
+             "rbac")
 
 
 class Failure(Exception):
@@ -345,6 +353,85 @@ def cut(L, node, on):
         L.exec_on(node, ["nft", "delete", "table", "inet", "k8scut"])
 
 
+def abort_api_connections(L, node):
+    """Aborts the node's established TCP connections to the API server (`ss -K`: the kernel
+    resets them inside the node's namespace, as a connection lost mid-stream); returns how many
+    were aborted."""
+    cp = L.exec_on(node, ["ss", "-K", "-t", "-n", "state", "established", "dst",
+                          k8slab.multilab.ETCD_V4, "dport", "=", ":%d" % L.api.port], check=False)
+    check(cp.returncode == 0, "ss -K on %s: %s" % (node, cp.stderr.strip()))
+    return sum(1 for ln in cp.stdout.splitlines() if ":%d" % L.api.port in ln)
+
+
+RESUME_LINE = re.compile(r"kubernetes: watching (\w+) again from resourceVersion (\d+)")
+
+
+def scenario_watch_cut(r, out):
+    L, pods = r.lab, r.model.pods
+    r.settle(L.reset())
+    # x accepts TCP/80 only from pods labelled allow=yes, in any namespace.
+    allowed = policy("from-allowed", "x", [{"namespaceSelector": {}, "podSelector": {
+        "matchLabels": {"allow": "yes"}}}])
+    start = L.change("policy create", lambda: L.apply_policy(allowed), record=False)
+    since = {n: r.log_size(n) for n in L.nodes}
+    # 8 rounds over four peers; each peer's label flips every round it is written, and the
+    # last write of each decides: y/a and z/b end allowed, y/c and z/a do not.
+    peers = [("y", "a"), ("y", "c"), ("z", "a"), ("z", "b")]
+    final = {("y", "a"): "yes", ("y", "c"): "no", ("z", "a"): "no", ("z", "b"): "yes"}
+    writes = []
+    for rnd in range(8):
+        for ns, name in peers:
+            last = rnd == 7
+            value = final[(ns, name)] if last else ("yes" if (rnd + len(name)) % 2 else "no")
+            writes.append((ns, name, value))
+    aborted = {n: 0 for n in L.nodes}
+    stop = threading.Event()
+    errors = []
+
+    def cutter():
+        try:
+            while not stop.is_set():
+                for n in L.nodes:
+                    aborted[n] += abort_api_connections(L, n)
+                stop.wait(0.15)
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    targets = {}
+    t = threading.Thread(target=cutter)
+    t.start()
+    try:
+        for ns, name, value in writes:
+            merge(targets, L.set_labels("Pod", name, {"pod": name, "allow": value}, ns))
+            time.sleep(0.03)
+    finally:
+        stop.set()
+        t.join()
+    check(not errors, "cutting connections failed: %s" % errors)
+    L.wait_applied(targets, timeout=120)
+    r.probe(expect_x_from(pods, lambda s: final.get(tuple(s.split("/"))) == "yes"),
+            "after %d label changes with the watches cut" % len(writes))
+    first_rv = start["networkpolicies"]
+    for node in L.nodes:
+        text = r._log(node)[since[node]:]
+        check(aborted[node] > 0, "%s: no connection to the API server was aborted" % node)
+        resumed = [(m.group(1), int(m.group(2))) for m in RESUME_LINE.finditer(text)]
+        pods_resumed = [rv for res, rv in resumed if res == "pods"]
+        check(pods_resumed, "%s never resumed its pods watch:\n%s" % (node, text[-2000:]))
+        check("listing again" not in text,
+              "%s re-listed instead of resuming its watches:\n%s" % (node, text[-2000:]))
+        for res in {res for res, _ in resumed}:
+            rvs = [rv for x, rv in resumed if x == res]
+            check(rvs == sorted(rvs), "%s resumed its %s watch from an older version: %s"
+                  % (node, res, rvs))
+        check(max(pods_resumed) > first_rv,
+              "%s's pods watch never resumed past the start of the changes (%s <= %d)"
+              % (node, pods_resumed, first_rv))
+        print("  %s: %d connections aborted; watches resumed %d times (pods from %s)" % (
+            node, aborted[node], len(resumed), ", ".join(str(v) for v in pods_resumed[:8])),
+            file=out)
+
+
 def scenario_compaction(r, out):
     L, pods = r.lab, r.model.pods
     r.settle(L.reset())
@@ -498,6 +585,7 @@ def main():
             len(L.nodes), L.api.url, time.monotonic() - t0))
         r = Runner(L, model)
         fns = {"events": scenario_events, "restart": scenario_restart,
+               "watch-cut": scenario_watch_cut,
                "compaction": scenario_compaction, "agent-restart": scenario_agent_restart,
                "rbac": scenario_rbac}
         for name in scenarios:
