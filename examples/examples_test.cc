@@ -11,9 +11,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/compiler/compiler.h"
-#include "engine/compiler/tracer.h"
 #include "engine/eval/eval.h"
 #include "engine/model/loader.h"
+#include "engine/trace/tracer.h"
 #include "gtest/gtest.h"
 
 namespace netpol {
@@ -265,7 +265,7 @@ TEST(ExamplesTest, LoadCompileAndDecide) {
         EXPECT_EQ(d.allowed, f.want) << what << " (evaluator): " << d.Explain();
         // The node's own connections leave through `output`, which the program leaves alone.
         if (std::string(f.src) == "node") continue;
-        compiler::Packet packet;
+        trace::Packet packet;
         packet.src = AddressOf(state, f.src, family);
         packet.dst = AddressOf(state, f.dst, family);
         packet.l4proto = static_cast<uint8_t>(f.protocol);
@@ -278,10 +278,10 @@ TEST(ExamplesTest, LoadCompileAndDecide) {
         bool accepted = true;
         std::string traces;
         for (const std::string& chain : chains) {
-          absl::StatusOr<compiler::TraceResult> trace = compiler::Trace(*program, chain, packet);
-          ASSERT_TRUE(trace.ok()) << what << ": " << trace.status();
-          absl::StrAppend(&traces, chain, ":\n", trace->ToString(), "\n");
-          if (!trace->accepted) {
+          absl::StatusOr<trace::TraceResult> traced = trace::Trace(*program, chain, packet);
+          ASSERT_TRUE(traced.ok()) << what << ": " << traced.status();
+          absl::StrAppend(&traces, chain, ":\n", traced->ToString(), "\n");
+          if (!traced->accepted) {
             accepted = false;
             break;
           }

@@ -9,9 +9,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/compiler/testutil.h"
-#include "engine/compiler/tracer.h"
 #include "engine/nft/fake.h"
 #include "engine/nft/transaction.h"
+#include "engine/trace/tracer.h"
 #include "gtest/gtest.h"
 
 namespace netpol::compiler {
@@ -27,6 +27,9 @@ using testing::NamespacePeer;
 using testing::PodPeer;
 using testing::Sel;
 using testing::TcpPort;
+using trace::Packet;
+using trace::Trace;
+using trace::TraceResult;
 
 constexpr char kNode[] = "node-1";
 

@@ -11,9 +11,9 @@
 #include "absl/strings/str_join.h"
 #include "engine/compiler/compiler.h"
 #include "engine/compiler/testutil.h"
-#include "engine/compiler/tracer.h"
 #include "engine/eval/eval.h"
 #include "engine/model/loader.h"
+#include "engine/trace/tracer.h"
 #include "gtest/gtest.h"
 
 namespace netpol::compiler {
@@ -21,6 +21,9 @@ namespace {
 
 using testing::Ip;
 using testing::NodeAddr;
+using trace::Packet;
+using trace::Trace;
+using trace::TraceResult;
 
 const char* const kNodes[2] = {"n1", "n2"};
 

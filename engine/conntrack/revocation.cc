@@ -8,7 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "engine/compiler/tracer.h"
+#include "engine/trace/tracer.h"
 
 namespace netpol::conntrack {
 namespace {
@@ -482,16 +482,16 @@ std::vector<FlowFilter> RevocationFilters(const nft::Program& before, const nft:
 }
 
 bool StillAllowed(const nft::Program& after, const Flow& flow) {
-  compiler::Packet packet;
+  trace::Packet packet;
   packet.src = flow.src;
   packet.dst = flow.dst;
   packet.l4proto = flow.l4proto;
   packet.dport = flow.has_ports ? flow.dport : 0;
   if (flow.l4proto == 58) packet.icmpv6_type = flow.icmp_type;
-  packet.ct = compiler::CtState::kNew;
+  packet.ct = trace::CtState::kNew;
   for (const auto& [name, chain] : after.chains) {
     if (!chain.base) continue;
-    compiler::Packet p = packet;
+    trace::Packet p = packet;
     if (chain.base->hook == nft::Hook::kPostrouting) {
       if (flow.nat_src.has_value()) {
         p.orig_src = p.src;
@@ -500,7 +500,7 @@ bool StillAllowed(const nft::Program& after, const Flow& flow) {
     } else if (chain.base->hook != nft::Hook::kForward) {
       continue;
     }
-    absl::StatusOr<compiler::TraceResult> r = compiler::Trace(after, name, p, false);
+    absl::StatusOr<trace::TraceResult> r = trace::Trace(after, name, p, false);
     if (!r.ok()) return true;  // cannot judge: keep
     if (!r->accepted) return false;
   }

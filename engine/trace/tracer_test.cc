@@ -1,14 +1,13 @@
 // The tracer against hand-built programs: the kernel's walk semantics the
 // differential test relies on.
-#include "engine/compiler/tracer.h"
+#include "engine/trace/tracer.h"
 
 #include <functional>
 #include <string>
 
-#include "engine/compiler/testutil.h"
 #include "gtest/gtest.h"
 
-namespace netpol::compiler {
+namespace netpol::trace {
 namespace {
 
 using nft::Chain;
@@ -20,7 +19,12 @@ using nft::Program;
 using nft::Rule;
 using nft::Selector;
 using nft::Verdict;
-using testing::Ip;
+
+IpAddr Ip(const std::string& text) {
+  absl::StatusOr<IpAddr> a = IpAddr::Parse(text);
+  EXPECT_TRUE(a.ok()) << text;
+  return a.value_or(IpAddr());
+}
 
 Rule R(std::vector<nft::Match> m, std::optional<Verdict> v) {
   Rule r;
@@ -297,4 +301,4 @@ TEST(TraceErrorsTest, MissingChainAndSetAndLoop) {
 }
 
 }  // namespace
-}  // namespace netpol::compiler
+}  // namespace netpol::trace

@@ -1,4 +1,4 @@
-#include "engine/compiler/tracer.h"
+#include "engine/trace/tracer.h"
 
 #include <variant>
 
@@ -8,7 +8,7 @@
 #include "engine/nft/program.h"
 #include "engine/nft/transaction.h"
 
-namespace netpol::compiler {
+namespace netpol::trace {
 namespace {
 
 using nft::FieldType;
@@ -266,4 +266,4 @@ absl::StatusOr<TraceResult> Trace(const nft::Program& program, const std::string
   }
 }
 
-}  // namespace netpol::compiler
+}  // namespace netpol::trace

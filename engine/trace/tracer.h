@@ -5,11 +5,12 @@
 // chain; a return or the end of a non-base chain resumes the caller; the end of
 // a base chain applies its policy).
 //
-// It answers "what would this table do to a packet?" without a kernel, and
-// serves the differential tests that compare compiled programs against the
-// reference evaluator.
-#ifndef NETPOL_ENGINE_COMPILER_TRACER_H_
-#define NETPOL_ENGINE_COMPILER_TRACER_H_
+// It answers "what would this table do to a packet?" without a kernel. Production
+// code: conntrack revocation (engine/conntrack) asks it which established flows a
+// new program drops. It also serves the differential tests that compare compiled
+// programs against the reference evaluator.
+#ifndef NETPOL_ENGINE_TRACE_TRACER_H_
+#define NETPOL_ENGINE_TRACE_TRACER_H_
 
 #include <cstdint>
 #include <optional>
@@ -20,7 +21,7 @@
 #include "engine/model/ip.h"
 #include "engine/nft/program.h"
 
-namespace netpol::compiler {
+namespace netpol::trace {
 
 enum class CtState { kNew, kEstablished, kRelated, kInvalid, kUntracked };
 
@@ -60,6 +61,6 @@ struct TraceResult {
 absl::StatusOr<TraceResult> Trace(const nft::Program& program, const std::string& chain,
                                   const Packet& packet, bool explain = true);
 
-}  // namespace netpol::compiler
+}  // namespace netpol::trace
 
-#endif  // NETPOL_ENGINE_COMPILER_TRACER_H_
+#endif  // NETPOL_ENGINE_TRACE_TRACER_H_
