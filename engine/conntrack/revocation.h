@@ -160,12 +160,12 @@ class RevocationPlan {
 // of element filters and pods: the agent uses RevocationPlan instead.
 std::vector<FlowFilter> RevocationFilters(const nft::Program& before, const nft::Transaction& tx);
 
-// Returns whether `after` still accepts `flow` as a new connection: traced (engine/compiler's
-// tracer) through every base chain on the forward hook (with the original source) and on the
-// postrouting hook (with the source after SNAT, as a forwarded packet: no local socket), a flow
-// is allowed when all of them accept it. A program without such base chains, or one the tracer
-// cannot evaluate, allows everything (revocation then keeps the flow: never revoke what cannot
-// be judged).
+// Returns whether `after` still accepts `flow` as a new connection: traced (the packet tracer,
+// engine/trace) through every base chain on the forward hook (with the original source) and on
+// the postrouting hook (with the source after SNAT, as a forwarded packet: no local socket), a
+// flow is allowed when all of them accept it. A program without such base chains, or one the
+// tracer cannot evaluate, allows everything (revocation then keeps the flow: never revoke what
+// cannot be judged).
 bool StillAllowed(const nft::Program& after, const Flow& flow);
 
 }  // namespace netpol::conntrack
