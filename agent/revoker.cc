@@ -25,6 +25,7 @@ Revoker::Revoker(TableOpener open, HostAddresses hosts)
 void Revoker::AfterCommit(const nft::Program* before, const nft::Transaction& tx,
                           const nft::Program& after) {
   if (before == nullptr) return;
+  ++stats_.commits;
   const absl::Time start = absl::Now();
   // Factored candidates (RevocationPlan): a relabelling of many pods stays linear in the change.
   const conntrack::RevocationPlan plan = conntrack::RevocationPlan::Build(*before, tx);
@@ -53,9 +54,12 @@ void Revoker::AfterCommit(const nft::Program* before, const nft::Transaction& tx
       conntrack::RevokePlan(table->get(), plan, options);
   if (!report.ok()) {
     ++stats_.errors;
+    ++stats_.dumps;  // the listing that failed
     LogError(absl::StrCat("revocation: ", report.status().ToString()));
     return;
   }
+  stats_.dumps += static_cast<int64_t>(report->dumps);
+  stats_.scanned += static_cast<int64_t>(report->scanned);
   stats_.deleted += static_cast<int64_t>(report->deleted.size());
   stats_.kept += static_cast<int64_t>(report->kept);
   stats_.errors += static_cast<int64_t>(report->errors.size());

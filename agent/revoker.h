@@ -3,11 +3,12 @@
 //
 // From the program committed until now and the transaction just committed it computes the
 // candidate flows (conntrack::RevocationPlan, linear in the change: never one filter per pod and
-// removed element), lists the conntrack table once per family and deletes the
-// entries that match a candidate and that the new program no longer accepts as a new
+// removed element), lists the conntrack table once per family the candidates name and deletes
+// the entries that match a candidate and that the new program no longer accepts as a new
 // connection (conntrack::StillAllowed). Flows that stay allowed, and flows from the host's own
 // addresses, are untouched; the table is never flushed. One log line per revocation naming the
-// counts and the first flows deleted.
+// counts and the first flows deleted. A commit without candidates (it removed no allow element
+// and isolated or re-grouped no pod) costs the plan only: no table is opened or listed.
 //
 // Thread-compatible: the reconciler calls it under its sync lock.
 #ifndef NETPOL_AGENT_REVOKER_H_
@@ -24,7 +25,12 @@
 namespace netpol::agent {
 
 struct RevokerStats {
+  int64_t commits = 0;      // transactions seen (AfterCommit with a previous program)
   int64_t revocations = 0;  // commits that produced candidate flows
+  // conntrack table listings (one per family the candidates name); none for a commit that
+  // removed no allow and isolated or re-grouped no pod
+  int64_t dumps = 0;
+  int64_t scanned = 0;      // conntrack entries listed by those dumps
   int64_t deleted = 0;      // conntrack entries deleted
   int64_t kept = 0;         // candidates the new program still allows
   int64_t errors = 0;       // listing or deletion failures

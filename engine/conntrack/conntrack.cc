@@ -174,6 +174,7 @@ absl::StatusOr<RevokeReport> RevokeMatching(Table* table, const std::set<Family>
   RevokeReport report;
   const std::set<IpAddr> host(options.host_addresses.begin(), options.host_addresses.end());
   for (Family family : families) {
+    ++report.dumps;
     absl::StatusOr<std::vector<Entry>> entries = table->Dump(family);
     if (!entries.ok()) return entries.status();
     report.scanned += entries->size();

@@ -77,6 +77,7 @@ struct RevokeOptions {
 };
 
 struct RevokeReport {
+  size_t dumps = 0;            // table listings (Table::Dump calls, one per family)
   size_t scanned = 0;          // entries listed
   size_t matched = 0;          // entries matching a filter (host flows excluded)
   size_t kept = 0;             // matched, kept by RevokeOptions::keep

@@ -10,6 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/compiler/compiler.h"
+#include "engine/compiler/delta.h"
+#include "engine/compiler/incremental.h"
 #include "engine/conntrack/conntrack.h"
 #include "engine/model/loader.h"
 #include "engine/nft/diff.h"
@@ -305,6 +307,107 @@ TEST(RevocationFilters, Table) {
       EXPECT_TRUE(matched) << f.ToString();
       EXPECT_TRUE(StillAllowed(after, f)) << f.ToString();
     }
+  }
+}
+
+State StateOf(const std::vector<std::string>& docs) {
+  State state;
+  for (const std::string& doc : docs) {
+    absl::StatusOr<LoadResult> loaded = LoadYaml(doc);
+    EXPECT_TRUE(loaded.ok()) << loaded.status();
+    if (!loaded.ok()) continue;
+    for (const Object& o : loaded->objects) Upsert(o, &state);
+  }
+  return state;
+}
+
+constexpr char kPeerD[] = R"(
+apiVersion: v1
+kind: Pod
+metadata: {namespace: x, name: d, labels: {app: b}}
+spec: {nodeName: n2}
+status:
+  podIPs: [{ip: 10.0.1.9}]
+)";
+
+constexpr char kLocalE[] = R"(
+apiVersion: v1
+kind: Pod
+metadata: {namespace: x, name: e, labels: {app: b}}
+spec: {nodeName: n1}
+status:
+  podIPs: [{ip: 10.0.0.9}]
+)";
+
+constexpr char kAllowB81ToA[] = R"(
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: x, name: web81}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: b}}}]
+    ports: [{port: 81}]
+)";
+
+constexpr char kAllowB80And81[] = R"(
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: x, name: web}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: b}}}]
+    ports: [{port: 80}, {port: 81}]
+)";
+
+// The decision the agent's revoker takes after each commit: a conntrack dump only when the
+// transaction removed an allow or isolated (or re-grouped) a pod; never for a change that only
+// adds. The transactions are the agent's: IncrementalCompiler::Update from one State to the
+// next, with the old program as Update reports it.
+TEST(RevocationPlan, WhichCommitsNeedADump) {
+  struct DumpCase {
+    std::string name;
+    std::vector<std::string> before, after;
+    std::set<Family> dumped;  // the families listed; empty: no dump at all
+  };
+  const std::vector<DumpCase> cases = {
+      {"a remote pod joins an allowed peer group: elements added only",
+       {kCluster, kAllowB80}, {kCluster, kAllowB80, kPeerD}, {}},
+      // Over-approximated: the pod moves to the chain of its new group (both policies), so its
+      // dispatch entry is re-pointed and every flow to it is a candidate; StillAllowed keeps
+      // them all, but the table is listed.
+      {"a second policy allows the isolated pod more: re-grouped", {kCluster, kAllowB80},
+       {kCluster, kAllowB80, kAllowB81ToA}, {Family::kV4, Family::kV6}},
+      {"a local pod is created, not isolated, an allowed peer", {kCluster, kAllowB80},
+       {kCluster, kAllowB80, kLocalE}, {}},
+      {"a policy allows one more port", {kCluster, kAllowB80}, {kCluster, kAllowB80And81}, {}},
+      {"an allowed peer pod is deleted", {kCluster, kAllowB80, kPeerD}, {kCluster, kAllowB80},
+       {Family::kV4}},
+      {"an allowed peer loses its label", {kCluster, kAllowB80}, {kCluster, kAllowB80, kRelabelB},
+       {Family::kV4}},
+      {"a local pod is newly isolated", {kCluster, kAllowB80},
+       {kCluster, kAllowB80, kIsolateB}, {Family::kV4}},
+      {"a policy allows one port fewer", {kCluster, kAllowB80And81}, {kCluster, kAllowB80},
+       {Family::kV4}},
+  };
+  for (const DumpCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const State old_state = StateOf(c.before);
+    const State new_state = StateOf(c.after);
+    compiler::CompileOptions options;
+    options.node_name = "n1";
+    compiler::IncrementalCompiler incremental;
+    ASSERT_TRUE(incremental.Reset(old_state, options).ok());
+    nft::Program before;
+    absl::StatusOr<nft::Transaction> tx =
+        incremental.Update(old_state, new_state, compiler::DiffStates(old_state, new_state),
+                           options, &before);
+    ASSERT_TRUE(tx.ok()) << tx.status();
+    EXPECT_FALSE(tx->empty()) << "the case changes nothing";
+    const RevocationPlan plan = RevocationPlan::Build(before, *tx);
+    EXPECT_EQ(plan.empty(), c.dumped.empty()) << tx->ToNftText();
+    EXPECT_EQ(plan.families(), c.dumped) << tx->ToNftText();
   }
 }
 
