@@ -30,10 +30,12 @@
 #include "agent/durable_file.h"
 #include "agent/endpoints.h"
 #include "agent/etcd/datastore.h"
+#include "agent/etcd/node_status.h"
 #include "agent/k8s/config.h"
 #include "agent/k8s/datastore.h"
 #include "agent/log.h"
 #include "agent/metrics.h"
+#include "agent/node_status.h"
 #include "agent/reconciler.h"
 #include "agent/revoker.h"
 #include "agent/server.h"
@@ -81,6 +83,13 @@ ABSL_FLAG(absl::Duration, kube_watch_timeout, absl::Minutes(5),
           "With --datastore=kubernetes: the server-side timeout of each watch, randomized "
           "between this and twice this; the watch then resumes from its last resourceVersion");
 ABSL_FLAG(std::string, etcd_prefix, "/netpol/v1/", "Key prefix of the objects in etcd");
+ABSL_FLAG(std::string, etcd_status_prefix, netpol::agent::etcd::kDefaultStatusPrefix,
+          "Key prefix of the node status records in etcd (netpolctl status --all-nodes); must "
+          "not overlap --etcd-prefix");
+ABSL_FLAG(absl::Duration, node_status_ttl, absl::Seconds(30),
+          "With a shared datastore: this node's published status stays live this long without "
+          "renewal (renewed every third of it); past it, netpolctl status --all-nodes shows the "
+          "node as stale");
 ABSL_FLAG(std::string, etcd_cacert, "", "PEM CA that signed etcd's server certificates (TLS)");
 ABSL_FLAG(std::string, etcd_cert, "", "PEM client certificate for etcd (TLS client auth)");
 ABSL_FLAG(std::string, etcd_key, "", "PEM private key of --etcd-cert");
@@ -296,6 +305,27 @@ int main(int argc, char** argv) {
   service.set_max_pending(absl::GetFlag(FLAGS_max_pending_writes));
   EndpointApi endpoint_api(store_ptr, &reconciler, endpoints_ptr);
 
+  // 2b. This node's status in the shared datastore (netpolctl status --all-nodes).
+  std::unique_ptr<NodeStatusRegistry> node_statuses;
+  if (etcd_store != nullptr) {
+    absl::StatusOr<std::unique_ptr<etcd::EtcdNodeStatus>> created = etcd::EtcdNodeStatus::Create(
+        etcd_store->client(), absl::GetFlag(FLAGS_etcd_status_prefix),
+        absl::GetFlag(FLAGS_etcd_prefix), node);
+    if (!created.ok()) return Fail("--etcd-status-prefix", created.status());
+    node_statuses = *std::move(created);
+  }
+  std::unique_ptr<NodeStatusPublisher> status_publisher;
+  if (node_statuses != nullptr) {
+    if (absl::GetFlag(FLAGS_node_status_ttl) < absl::Seconds(1)) {
+      return Fail("--node-status-ttl", absl::InvalidArgumentError("must be at least 1s"));
+    }
+    service.set_node_statuses(node_statuses.get());
+    NodeStatusPublisherOptions popts;
+    popts.ttl = absl::GetFlag(FLAGS_node_status_ttl);
+    status_publisher = std::make_unique<NodeStatusPublisher>(
+        node_statuses.get(), [&service] { return service.OwnNodeStatus(); }, popts);
+  }
+
   // 3. The API (UNAVAILABLE / NOT_SERVING until the first sync).
   ServerOptions sopts;
   sopts.listen = absl::GetFlag(FLAGS_listen);
@@ -397,6 +427,7 @@ int main(int argc, char** argv) {
   } else {
     start_syncing();
   }
+  if (status_publisher != nullptr) status_publisher->Start();
   std::thread ready([&] {
     while (!stopping.load()) {
       if (service.Ready()) {
@@ -416,6 +447,8 @@ int main(int argc, char** argv) {
   if (etcd_starter.joinable()) etcd_starter.detach();  // may wait for etcd; _Exit ends it
   (*server)->SetServing(false);
   (*server)->Shutdown(absl::Seconds(5));
+  // A clean stop ends this node's liveness at once: it shows as stale, not as current.
+  if (status_publisher != nullptr) status_publisher->Stop();
   // Exit without waiting for a sync in flight: a kernel transaction is atomic and every store
   // change is fsynced before it is acknowledged, so stopping anywhere leaves both consistent,
   // and a wedged kernel call must not hold up the shutdown.

@@ -161,6 +161,10 @@ class StatusServiceImpl final : public v1::StatusService::Service {
     // A wait holds a thread and a kernel-read slot: never longer than a write may wait.
     return Reply(s_->WaitForGeneration(*req, WriteTimeout(ctx, max_wait_), CallerOf(ctx)), resp);
   }
+  grpc::Status ListNodeStatus(grpc::ServerContext*, const v1::ListNodeStatusRequest*,
+                              v1::ListNodeStatusResponse* resp) override {
+    return Reply(s_->ListNodeStatus(), resp);
+  }
 
  private:
   AgentService* const s_;

@@ -4,6 +4,7 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <map>
 #include <optional>
 #include <set>
 #include <utility>
@@ -728,6 +729,56 @@ absl::StatusOr<v1::RenderResponse> AgentService::Render(const v1::RenderRequest&
   std::shared_ptr<const nft::Program> program = reconciler_->committed();
   if (program == nullptr) return absl::UnavailableError("no program committed yet");
   out.set_nft_text(nft::RenderProgram(*program));
+  return out;
+}
+
+v1::NodeStatus AgentService::OwnNodeStatus() const {
+  SyncStatus s = reconciler_->status();
+  v1::NodeStatus out;
+  out.set_node_name(reconciler_->CompileOptionsNow().node_name);
+  out.set_generation(store_->Current().generation);
+  out.set_applied_generation(s.applied_generation);
+  out.set_serving(s.synced_once);
+  if (!s.last_error.ok()) out.set_last_error(s.last_error.ToString());
+  if (s.last_sync_time != absl::InfinitePast()) {
+    // The periodic check moves it too (every --check-interval), rewriting the record then.
+    *out.mutable_last_sync_time() =
+        TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(s.last_sync_time));
+  }
+  out.set_datastore_healthy(store_->Health().healthy);
+  out.mutable_build()->set_version(util::BuildVersion());
+  out.mutable_build()->set_commit(util::BuildCommit());
+  out.mutable_build()->set_compilation_mode(util::BuildCompilationMode());
+  return out;
+}
+
+absl::StatusOr<v1::ListNodeStatusResponse> AgentService::ListNodeStatus() const {
+  if (node_statuses_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "node status is published only with a shared datastore (etcd or kubernetes); this "
+        "agent uses the embedded store: see `netpolctl status`");
+  }
+  const uint64_t own = store_->Current().generation;
+  ASSIGN_OR_RETURN(std::vector<v1::NodeStatus> nodes, node_statuses_->List());
+  v1::ListNodeStatusResponse out;
+  uint64_t newest = own;
+  for (v1::NodeStatus& n : nodes) {
+    newest = std::max<uint64_t>(newest, n.generation());
+    *out.add_nodes() = std::move(n);
+  }
+  out.set_newest_generation(newest);
+  std::map<uint64_t, bool> same;  // applied generation -> holds the newest objects
+  for (v1::NodeStatus& n : *out.mutable_nodes()) {
+    if (n.stale() || !n.serving()) continue;
+    const uint64_t applied = n.applied_generation();
+    auto it = same.find(applied);
+    if (it == same.end()) {
+      absl::StatusOr<bool> s =
+          applied >= newest ? true : node_statuses_->SameObjects(applied, newest);
+      it = same.emplace(applied, s.ok() && *s).first;
+    }
+    n.set_current(it->second);
+  }
   return out;
 }
 

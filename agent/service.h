@@ -49,6 +49,7 @@
 #include "absl/time/time.h"
 #include "agent/changes.h"
 #include "agent/endpoints.h"
+#include "agent/node_status.h"
 #include "agent/reconciler.h"
 #include "agent/store.h"
 #include "api/netpol/v1/object_service.pb.h"
@@ -190,6 +191,9 @@ class AgentService {
   // Makes writes keep the addresses of CNI-attached pods (OverlayAttachments). `endpoints` is
   // not owned, may be null (no attachments) and must outlive the service; set before serving.
   void set_endpoints(const Endpoints* endpoints) { endpoints_ = endpoints; }
+  // Where the nodes of a shared datastore publish their status (ListNodeStatus). Not owned, may
+  // be null (the embedded store); set before serving.
+  void set_node_statuses(NodeStatusRegistry* registry) { node_statuses_ = registry; }
 
   // Sizes the admission gates (see the file comment): at most `n` writes, `n` CNI calls and
   // `n` kernel reads per caller class at once; zero or less: unbounded. Default
@@ -225,6 +229,11 @@ class AgentService {
                                             Caller caller = Caller::kTrusted) const;
 
   v1::StatusResponse Status() const;
+  // This node's record for the shared datastore (publish_time and ttl left to the publisher).
+  // Cheaper than Status: nothing is counted.
+  v1::NodeStatus OwnNodeStatus() const;
+  // Every node's record and the newest generation known; FailedPrecondition without a registry.
+  absl::StatusOr<v1::ListNodeStatusResponse> ListNodeStatus() const;
   // Waits at most min(the request's timeout, `max_timeout`); OutOfRange at once for a
   // generation no admitted write can reach (see the file comment).
   absl::StatusOr<v1::StatusResponse> WaitForGeneration(const v1::WaitForGenerationRequest& request,
@@ -267,6 +276,7 @@ class AgentService {
   Datastore* const store_;
   Reconciler* const reconciler_;
   const Endpoints* endpoints_ = nullptr;
+  NodeStatusRegistry* node_statuses_ = nullptr;
   absl::Mutex batch_mu_;
   std::vector<QueuedWrite*> queue_ ABSL_GUARDED_BY(batch_mu_);
   bool leader_active_ ABSL_GUARDED_BY(batch_mu_) = false;

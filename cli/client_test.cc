@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -344,6 +345,171 @@ TEST(PermissionTest, SocketTheUserMayNotOpenIsReportedAsPermissionDenied) {
   EXPECT_THAT(err.str(), HasSubstr("Run netpolctl as that user (e.g. with sudo)"));
   EXPECT_THAT(err.str(), Not(HasSubstr("Is the agent running?")));
   EXPECT_THAT(err.str(), Not(HasSubstr("nothing accepts connections")));
+}
+
+// Answers ListNodeStatus with a given response, and WaitForGeneration with a given status.
+class NodesService final : public v1::StatusService::Service {
+ public:
+  NodesService(v1::ListNodeStatusResponse nodes, grpc::Status wait)
+      : nodes_(std::move(nodes)), wait_(std::move(wait)) {}
+  grpc::Status ListNodeStatus(grpc::ServerContext*, const v1::ListNodeStatusRequest*,
+                              v1::ListNodeStatusResponse* resp) override {
+    *resp = nodes_;
+    return grpc::Status::OK;
+  }
+  grpc::Status WaitForGeneration(grpc::ServerContext*, const v1::WaitForGenerationRequest* req,
+                                 v1::StatusResponse* resp) override {
+    ++waits_;
+    if (!wait_.ok()) return wait_;
+    resp->set_node_name("node-1");
+    resp->set_applied_generation(req->generation());
+    return grpc::Status::OK;
+  }
+  int waits() const { return waits_; }
+
+ private:
+  v1::ListNodeStatusResponse nodes_;
+  grpc::Status wait_;
+  std::atomic<int> waits_{0};
+};
+
+// Runs `args` against `service`; returns stdout + stderr and the exit code in `code`.
+std::string RunAgainst(const std::string& name, v1::StatusService::Service* service,
+                       const std::vector<std::string>& args, const CommandOptions& opts,
+                       int* code) {
+  const std::string server = "unix://" + SocketPath(name);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(server, grpc::InsecureServerCredentials());
+  builder.RegisterService(service);
+  std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
+  if (grpc_server == nullptr) return "cannot serve on " + server;
+  ClientOptions options;
+  options.server = server;
+  options.timeout = absl::Seconds(20);
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+  if (!client.ok()) return client.status().ToString();
+  std::istringstream in;
+  std::ostringstream out, err;
+  *code = cli::Run(**client, args, opts, in, out, err);
+  grpc_server->Shutdown();
+  ::unlink(SocketPath(name).c_str());
+  return out.str() + err.str();
+}
+
+v1::NodeStatus Node(const std::string& name, uint64_t applied, bool current, bool stale) {
+  v1::NodeStatus n;
+  n.set_node_name(name);
+  n.set_generation(applied);
+  n.set_applied_generation(applied);
+  n.set_serving(true);
+  n.set_datastore_healthy(true);
+  n.set_current(current);
+  n.set_stale(stale);
+  n.mutable_build()->set_version("0.1.0");
+  return n;
+}
+
+TEST(AllNodesTest, ExitsZeroOnlyWhenEveryNodeIsCurrent) {
+  struct Case {
+    std::string name;
+    std::vector<v1::NodeStatus> nodes;
+    int want_code;
+    std::vector<std::string> want;
+  } cases[] = {
+      {"all-current",
+       {Node("node-1", 9, true, false), Node("node-2", 7, true, false)},
+       0,
+       {"node-1   9 ", "node-2   7 (same objects as 9)", " ok "}},
+      {"one-stale",
+       {Node("node-1", 9, true, false), Node("node-2", 9, false, true)},
+       1,
+       {"node-2   9 ", "yes"}},
+      {"one-behind",
+       {Node("node-1", 9, true, false), Node("node-2", 7, false, false)},
+       1,
+       {"node-2   7 (behind 9)"}},
+      {"none", {}, 1, {"No node has published a status yet."}},
+  };
+  for (const Case& c : cases) {
+    v1::ListNodeStatusResponse resp;
+    resp.set_newest_generation(9);
+    for (const v1::NodeStatus& n : c.nodes) *resp.add_nodes() = n;
+    NodesService service(resp, grpc::Status::OK);
+    CommandOptions opts;
+    opts.all_nodes = true;
+    int code = -1;
+    const std::string out = RunAgainst("nodes-" + c.name, &service, {"status"}, opts, &code);
+    EXPECT_EQ(code, c.want_code) << c.name << ":\n" << out;
+    EXPECT_THAT(out, HasSubstr("Newest generation: 9\n")) << c.name;
+    for (const std::string& w : c.want) EXPECT_THAT(out, HasSubstr(w)) << c.name << ":\n" << out;
+  }
+}
+
+TEST(WaitTest, UsageErrorsExitTwoWithoutCalling) {
+  struct Case {
+    std::string name;
+    CommandOptions opts;
+    std::string want;
+  } cases[3];
+  cases[0].name = "no-condition";
+  cases[0].opts.generation = 3;
+  cases[0].want = "wait needs --for=enforced";
+  cases[1].name = "unknown-condition";
+  cases[1].opts.wait_for = "deleted";
+  cases[1].opts.generation = 3;
+  cases[1].want = "unknown condition --for=deleted";
+  cases[2].name = "both";
+  cases[2].opts.wait_for = "enforced";
+  cases[2].opts.generation = 3;
+  cases[2].opts.files = {"a.yaml"};
+  cases[2].opts.files_given = true;
+  cases[2].want = "exactly one of -f FILE and --generation G";
+  for (const Case& c : cases) {
+    NodesService service(v1::ListNodeStatusResponse(), grpc::Status::OK);
+    int code = -1;
+    const std::string out = RunAgainst("wait-" + c.name, &service, {"wait"}, c.opts, &code);
+    EXPECT_EQ(code, 2) << c.name << ": " << out;
+    EXPECT_THAT(out, HasSubstr(c.want)) << c.name;
+    EXPECT_EQ(service.waits(), 0) << c.name;
+  }
+}
+
+TEST(WaitTest, GenerationEnforcedExitsZero) {
+  NodesService service(v1::ListNodeStatusResponse(), grpc::Status::OK);
+  CommandOptions opts;
+  opts.wait_for = "enforced";
+  opts.generation = 7;
+  int code = -1;
+  const std::string out = RunAgainst("wait-ok", &service, {"wait"}, opts, &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("generation 7 is enforced on node node-1"));
+}
+
+TEST(WaitTest, NotEnforcedWithinTheTimeoutExitsThree) {
+  NodesService service(v1::ListNodeStatusResponse(),
+                       grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                    "generation 7 not in the kernel yet (applied 5)"));
+  CommandOptions opts;
+  opts.wait_for = "enforced";
+  opts.generation = 7;
+  opts.timeout = absl::Milliseconds(300);
+  int code = -1;
+  const std::string out = RunAgainst("wait-timeout", &service, {"wait"}, opts, &code);
+  EXPECT_EQ(code, 3) << out;
+  EXPECT_THAT(out, HasSubstr("timed out after 300ms: generation 7 is not in this node's kernel"));
+  EXPECT_GE(service.waits(), 1);
+}
+
+TEST(WaitTest, AnAgentErrorExitsOne) {
+  NodesService service(v1::ListNodeStatusResponse(),
+                       grpc::Status(grpc::StatusCode::OUT_OF_RANGE, "generation 99 is beyond"));
+  CommandOptions opts;
+  opts.wait_for = "enforced";
+  opts.generation = 99;
+  int code = -1;
+  const std::string out = RunAgainst("wait-range", &service, {"wait"}, opts, &code);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_THAT(out, HasSubstr("generation 99 is beyond"));
 }
 
 }  // namespace

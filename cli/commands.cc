@@ -38,6 +38,7 @@ using api::KubectlName;
 constexpr int kOk = 0;
 constexpr int kFailed = 1;
 constexpr int kUsage = 2;
+constexpr int kTimedOut = 3;  // wait: not enforced within --timeout
 
 int Error(std::ostream& err, const absl::Status& s, int code = kFailed) {
   err << "error: " << s.message() << "\n";
@@ -466,6 +467,182 @@ int Get(Client& c, const std::vector<std::string>& args, const CommandOptions& o
   return PrintObjects(objects, false, list_opts, *kind, out, err);
 }
 
+// ---- wait ----
+
+// A context whose deadline is `deadline` plus a grace for the answer to travel.
+std::unique_ptr<grpc::ClientContext> ContextUntil(Client& c, absl::Time deadline) {
+  std::unique_ptr<grpc::ClientContext> ctx = c.Context();
+  ctx->set_deadline(absl::ToChronoTime(deadline + absl::Seconds(2)));
+  return ctx;
+}
+
+// Whether an answer means "try again" (the agent is starting or busy).
+bool Transient(const grpc::Status& st) {
+  return st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+}
+
+// Sleeps `d`, never past `deadline`.
+void SleepUntilAtMost(absl::Duration d, absl::Time deadline) {
+  absl::SleepFor(std::max(absl::ZeroDuration(), std::min(d, deadline - absl::Now())));
+}
+
+// The generation at which the store holds every object of the files as they are written
+// there: a dry-run apply of the files (the agent's own loader and comparison) is repeated until
+// it would change none of them; the store's generation read after that answer is one at which
+// they were all stored. Its kernel holding that generation (or a later one) is "enforced".
+int StoredGeneration(Client& c, const CommandOptions& opts, absl::Time deadline,
+                     std::istream& in, std::ostream& err, uint64_t* generation) {
+  absl::StatusOr<std::vector<v1::Manifest>> manifests = ReadManifests(opts.files, in);
+  if (!manifests.ok()) return Error(err, manifests.status());
+  absl::Status ns_ok = CheckNamespaces(*manifests, opts.namespace_name);
+  if (!ns_ok.ok()) return Error(err, ns_ok);
+  v1::ApplyRequest req;
+  for (v1::Manifest& m : *manifests) {
+    m.set_default_namespace(opts.namespace_name);
+    *req.add_manifests() = std::move(m);
+  }
+  req.set_dry_run(true);
+  std::string waiting_for;
+  for (;;) {
+    v1::ApplyResponse resp;
+    grpc::Status st = c.objects().Apply(ContextUntil(c, deadline).get(), req, &resp);
+    if (st.ok()) {
+      std::vector<std::string> pending;
+      for (const v1::ObjectResult& r : resp.results()) {
+        if (r.action() == v1::UNCHANGED) continue;
+        std::string ref = agent::RefString(r.ref());
+        pending.push_back(absl::StrCat(ref, " (", ActionWord(r.action()), ")"));
+      }
+      if (pending.empty()) {
+        v1::StatusResponse s;
+        st = c.status().Status(ContextUntil(c, deadline).get(), v1::StatusRequest(), &s);
+        if (st.ok()) {
+          *generation = s.generation();
+          return kOk;
+        }
+      } else {
+        waiting_for = absl::StrCat("the store does not hold these objects as in the files yet ",
+                                   "(applying would change them): ",
+                                   absl::StrJoin(pending, ", "));
+      }
+    }
+    if (!st.ok()) {
+      if (!Transient(st) && st.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+        return Error(err, c.Explain(st));
+      }
+      waiting_for = std::string(c.Explain(st).message());
+    }
+    if (absl::Now() >= deadline) {
+      err << "error: timed out after " << absl::FormatDuration(opts.timeout) << ": "
+          << waiting_for << "\n";
+      return kTimedOut;
+    }
+    SleepUntilAtMost(opts.poll_interval, deadline);
+  }
+}
+
+int Wait(Client& c, const std::vector<std::string>& args, const CommandOptions& opts,
+         std::istream& in, std::ostream& out, std::ostream& err) {
+  if (args.size() != 1) return UsageError(err, "wait takes only flags");
+  if (opts.wait_for.empty()) return UsageError(err, "wait needs --for=enforced");
+  if (opts.wait_for != "enforced") {
+    return UsageError(err, absl::StrCat("unknown condition --for=", opts.wait_for,
+                                        " (the one condition is: enforced)"));
+  }
+  const bool by_files = opts.files_given || !opts.files.empty();
+  if (by_files == (opts.generation >= 0)) {
+    return UsageError(err, "wait needs exactly one of -f FILE and --generation G");
+  }
+  if (opts.timeout <= absl::ZeroDuration()) return UsageError(err, "--timeout must be positive");
+  const absl::Time deadline = absl::Now() + opts.timeout;
+  uint64_t generation = static_cast<uint64_t>(std::max<int64_t>(0, opts.generation));
+  if (by_files) {
+    int code = StoredGeneration(c, opts, deadline, in, err, &generation);
+    if (code != kOk) return code;
+  }
+  std::string waiting_for;
+  for (;;) {
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) {
+      err << "error: timed out after " << absl::FormatDuration(opts.timeout)
+          << ": generation " << generation << " is not in this node's kernel"
+          << (waiting_for.empty() ? "" : ": ") << waiting_for << "\n";
+      return kTimedOut;
+    }
+    v1::WaitForGenerationRequest req;
+    req.set_generation(generation);
+    *req.mutable_timeout() = google::protobuf::util::TimeUtil::NanosecondsToDuration(
+        absl::ToInt64Nanoseconds(left));
+    v1::StatusResponse s;
+    grpc::Status st = c.status().WaitForGeneration(ContextUntil(c, deadline).get(), req, &s);
+    if (st.ok()) {
+      if (opts.output == "json") {
+        out << ToJson(s);
+      } else {
+        out << "generation " << generation << " is enforced on node " << s.node_name()
+            << " (in the kernel: " << s.applied_generation() << ")\n";
+      }
+      return kOk;
+    }
+    // The agent bounds each wait by its write timeout; a longer --timeout asks again.
+    if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      waiting_for = st.error_message();
+      continue;
+    }
+    if (!Transient(st)) return Error(err, c.Explain(st));
+    waiting_for = std::string(c.Explain(st).message());
+    SleepUntilAtMost(opts.poll_interval, deadline);
+  }
+}
+
+// ---- status --all-nodes ----
+
+std::string Ago(const google::protobuf::Timestamp& t, absl::Time now) {
+  if (t.seconds() == 0 && t.nanos() == 0) return "never";
+  absl::Time then = absl::FromUnixNanos(google::protobuf::util::TimeUtil::TimestampToNanoseconds(t));
+  absl::Duration d = std::max(absl::ZeroDuration(), absl::Trunc(now - then, absl::Seconds(1)));
+  return d == absl::ZeroDuration() ? "0s" : absl::FormatDuration(d);
+}
+
+int AllNodes(Client& c, const CommandOptions& opts, std::ostream& out, std::ostream& err) {
+  v1::ListNodeStatusResponse resp;
+  grpc::Status st =
+      c.status().ListNodeStatus(c.Context().get(), v1::ListNodeStatusRequest(), &resp);
+  if (!st.ok()) return Error(err, c.Explain(st));
+  bool all_current = resp.nodes_size() > 0;
+  for (const v1::NodeStatus& n : resp.nodes()) {
+    all_current &= n.current();
+  }
+  const int code = all_current ? kOk : kFailed;
+  if (opts.output == "json") {
+    out << ToJson(resp);
+    return code;
+  }
+  const absl::Time now = absl::Now();
+  std::vector<std::vector<std::string>> rows = {
+      {"NODE", "ENFORCED", "HEALTH", "LAST SYNC", "VERSION", "AGE", "STALE"}};
+  for (const v1::NodeStatus& n : resp.nodes()) {
+    std::string health = !n.serving()                ? "starting"
+                         : !n.last_error().empty()   ? "sync failed: " + n.last_error()
+                         : !n.datastore_healthy()    ? "datastore unhealthy"
+                                                     : "ok";
+    std::string enforced = absl::StrCat(n.applied_generation());
+    if (n.applied_generation() < resp.newest_generation()) {
+      absl::StrAppend(&enforced, n.current() ? " (same objects as " : " (behind ",
+                      resp.newest_generation(), ")");
+    }
+    std::string last_sync = Ago(n.last_sync_time(), now);
+    if (last_sync != "never") last_sync += " ago";
+    rows.push_back({n.node_name(), enforced, health, last_sync, n.build().version(),
+                    Ago(n.publish_time(), now), n.stale() ? "yes" : "no"});
+  }
+  out << "Newest generation: " << resp.newest_generation() << "\n";
+  if (resp.nodes().empty()) out << "No node has published a status yet.\n";
+  else PrintTable(rows, out);
+  return code;
+}
+
 // The datastore rows of `netpolctl status` (none from an agent that does not report it).
 std::vector<std::vector<std::string>> DatastoreRows(const v1::StatusResponse& s) {
   using google::protobuf::util::TimeUtil;
@@ -557,6 +734,7 @@ std::vector<std::vector<std::string>> DatastoreRows(const v1::StatusResponse& s)
 }
 
 int Status(Client& c, const CommandOptions& opts, std::ostream& out, std::ostream& err) {
+  if (opts.all_nodes) return AllNodes(c, opts, out, err);
   v1::StatusResponse s;
   grpc::Status st = c.status().Status(c.Context().get(), v1::StatusRequest(), &s);
   if (!st.ok()) return Error(err, c.Explain(st));
@@ -973,7 +1151,8 @@ absl::Status CheckOutput(const std::string& cmd, const std::string& output) {
   std::vector<std::string> allowed;
   if (cmd == "get") {
     allowed = {"wide", "yaml", "json", "name"};
-  } else if (cmd == "status" || cmd == "check" || cmd == "explain" || cmd == "version") {
+  } else if (cmd == "status" || cmd == "check" || cmd == "explain" || cmd == "version" ||
+             cmd == "wait") {
     allowed = {"json"};
   } else if (cmd == "apply" || cmd == "delete") {
     allowed = {"name"};
@@ -1092,9 +1271,9 @@ _netpolctl() {
     cur=${COMP_WORDS[COMP_CWORD]}; prev=${COMP_WORDS[COMP_CWORD-1]}
     words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD
   }
-  local commands="apply delete get describe status check explain render diff version completion"
+  local commands="apply delete get describe status check explain render diff wait version completion"
   local kinds="namespaces pods networkpolicies"
-  local flags="--server -f --filename -n --namespace -A --all-namespaces -l --selector -o --output --from --to --port --protocol --ip-family --kernel --ignore-not-found --dry-run --tls-ca --tls-cert --tls-key --timeout --help --version"
+  local flags="--server -f --filename -n --namespace -A --all-namespaces -l --selector -o --output --from --to --port --protocol --ip-family --kernel --ignore-not-found --dry-run --tls-ca --tls-cert --tls-key --timeout --for --generation --all-nodes --help --version"
   case "$prev" in
     -f|--filename|--tls-ca|--tls-cert|--tls-key) _filedir 2>/dev/null || COMPREPLY=($(compgen -f -- "$cur")); return ;;
     -n|--namespace) COMPREPLY=($(compgen -W "$(__netpolctl_names namespaces)" -- "$cur")); return ;;
@@ -1146,6 +1325,14 @@ Usage:
                                               a policy's selected pods and the pods its peers
                                               resolve to; the policies selecting a pod
   netpolctl status [-o json]                  exit 0 only when serving and the last sync succeeded
+  netpolctl status --all-nodes [-o json]      every node's published status (etcd, kubernetes):
+                                              enforced generation, health, last sync, version,
+                                              age, stale; exit 0 only when every node is live
+                                              and has enforced the newest generation
+  netpolctl wait --for=enforced -f FILE|DIR|- | --generation G [--timeout 90s]
+                                              return once this node's kernel holds the objects
+                                              of FILE as stored (or generation G): exit 0
+                                              enforced, 1 error, 2 usage, 3 timed out
   netpolctl check --from SRC --to DST --port P [--protocol TCP|UDP|SCTP] [--ip-family IPv6]
                                               SRC/DST: NS/POD, POD (in -n or default), an IP, or
                                               node (source only); exit 0 allowed, 1 denied,
@@ -1195,6 +1382,7 @@ int Run(Client& client, const std::vector<std::string>& args, const CommandOptio
   if (cmd == "delete") return Delete(client, args, options, in, out, err);
   if (cmd == "get") return Get(client, args, options, out, err);
   if (cmd == "status") return Status(client, options, out, err);
+  if (cmd == "wait") return Wait(client, args, options, in, out, err);
   if (cmd == "describe") return Describe(client, args, options, out, err);
   if (cmd == "version") return Version(client, options, out, err);
   if (cmd == "check") return Check(client, options, out, err);

@@ -6,6 +6,11 @@
 //   describe KIND NAME [-n NS]   a policy: the pods it selects and the peers its rules resolve
 //                                to; a pod: the policies selecting it; a namespace: its objects
 //   status                   exit 0 only when serving and the last sync succeeded
+//   status --all-nodes       every node's published status (shared datastores); exit 0 only
+//                            when every node is live and has enforced the newest generation
+//   wait --for=enforced -f FILE | --generation G [--timeout D]
+//                            returns once this node's kernel holds FILE's objects as stored /
+//                            generation G: exit 0 enforced, 1 error, 2 usage, 3 timed out
 //   check --from A --to B --port P [--protocol TCP]   exit 0 allowed, 1 denied, 2 otherwise
 //   explain pod NS/NAME
 //   render [--kernel]        the nft program as text
@@ -22,6 +27,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "cli/client.h"
 #include "engine/model/model.h"
 
@@ -41,6 +47,12 @@ struct CommandOptions {
   bool kernel = false;             // render: read the kernel's table instead of the committed one
   bool ignore_not_found = false;   // delete
   bool dry_run = false;            // apply, delete
+  bool all_nodes = false;          // status
+  std::string wait_for;            // wait: --for (only "enforced")
+  int64_t generation = -1;         // wait: --generation; -1 when not given
+  absl::Duration timeout = absl::Seconds(90);  // wait: the whole wait (--timeout)
+  // wait: between two reads of whether the store holds FILE's objects yet.
+  absl::Duration poll_interval = absl::Milliseconds(200);
 };
 
 // The usage text.

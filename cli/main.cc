@@ -39,7 +39,11 @@ ABSL_FLAG(bool, dry_run, false, "apply/delete: validate and report without chang
 ABSL_FLAG(std::string, tls_ca, "", "TCP: CA certificate of the agent (enables TLS)");
 ABSL_FLAG(std::string, tls_cert, "", "TCP: client certificate (lets this client write)");
 ABSL_FLAG(std::string, tls_key, "", "TCP: client private key");
-ABSL_FLAG(absl::Duration, timeout, absl::Seconds(90), "Per-call deadline");
+ABSL_FLAG(absl::Duration, timeout, absl::Seconds(90),
+          "Per-call deadline; wait: the longest to wait in all");
+ABSL_FLAG(std::string, for, "", "wait: the condition (enforced)");
+ABSL_FLAG(int64_t, generation, -1, "wait: the generation to wait for");
+ABSL_FLAG(bool, all_nodes, false, "status: every node of the shared datastore");
 
 int main(int argc, char** argv) {
   const std::string usage = netpol::cli::Usage();
@@ -83,5 +87,9 @@ int main(int argc, char** argv) {
   opts.kernel = absl::GetFlag(FLAGS_kernel);
   opts.ignore_not_found = absl::GetFlag(FLAGS_ignore_not_found);
   opts.dry_run = absl::GetFlag(FLAGS_dry_run);
+  opts.all_nodes = absl::GetFlag(FLAGS_all_nodes);
+  opts.wait_for = absl::GetFlag(FLAGS_for);
+  opts.generation = absl::GetFlag(FLAGS_generation);
+  opts.timeout = absl::GetFlag(FLAGS_timeout);
   return netpol::cli::Run(**client, args, opts, std::cin, std::cout, std::cerr);
 }

@@ -152,6 +152,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const ClientOptions& opti
     m.endpoint = endpoint;
     m.kv = etcdserverpb::KV::NewStub(channel);
     m.watch = etcdserverpb::Watch::NewStub(channel);
+    m.lease = etcdserverpb::Lease::NewStub(channel);
     client->members_.push_back(std::move(m));
   }
   return client;
@@ -270,6 +271,48 @@ absl::StatusOr<etcdserverpb::CompactionResponse> Client::Compact(int64_t revisio
   });
   if (!st.ok()) return st;
   return response;
+}
+
+absl::StatusOr<int64_t> Client::LeaseGrant(absl::Duration ttl) {
+  etcdserverpb::LeaseGrantRequest request;
+  request.set_ttl(std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(ttl, absl::Seconds(1)))));
+  etcdserverpb::LeaseGrantResponse response;
+  // A grant that reached etcd without an answer leaves a lease that expires on its own.
+  absl::Status st = OnSomeMember(true, [&](Member& m, grpc::ClientContext* ctx) {
+    return m.lease->LeaseGrant(ctx, request, &response);
+  });
+  if (!st.ok()) return st;
+  if (!response.error().empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("etcd lease grant: ", response.error()));
+  }
+  return response.id();
+}
+
+absl::StatusOr<int64_t> Client::LeaseKeepAliveOnce(int64_t id) {
+  etcdserverpb::LeaseKeepAliveRequest request;
+  request.set_id(id);
+  etcdserverpb::LeaseKeepAliveResponse response;
+  absl::Status st = OnSomeMember(true, [&](Member& m, grpc::ClientContext* ctx) {
+    auto stream = m.lease->LeaseKeepAlive(ctx);
+    if (!stream->Write(request)) return stream->Finish();
+    stream->WritesDone();
+    bool got = stream->Read(&response);
+    grpc::Status finished = stream->Finish();
+    if (!finished.ok()) return finished;
+    if (!got) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "no keepalive answer");
+    return grpc::Status::OK;
+  });
+  if (!st.ok()) return st;
+  return response.ttl();
+}
+
+absl::Status Client::LeaseRevoke(int64_t id) {
+  etcdserverpb::LeaseRevokeRequest request;
+  request.set_id(id);
+  etcdserverpb::LeaseRevokeResponse response;
+  return OnSomeMember(true, [&](Member& m, grpc::ClientContext* ctx) {
+    return m.lease->LeaseRevoke(ctx, request, &response);
+  });
 }
 
 std::unique_ptr<WatchStream> Client::Watch(const std::string& key, const std::string& range_end,

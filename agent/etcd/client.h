@@ -100,6 +100,13 @@ class Client {
   absl::StatusOr<etcdserverpb::TxnResponse> Txn(const etcdserverpb::TxnRequest& request,
                                                 absl::Time deadline = absl::InfiniteFuture());
   absl::StatusOr<etcdserverpb::CompactionResponse> Compact(int64_t revision);
+  // Leases: a key put with a lease is deleted by etcd when the lease expires, `ttl` after its
+  // last renewal. LeaseGrant returns the new lease's id; LeaseKeepAliveOnce renews it once and
+  // returns the TTL etcd restarted (0: the lease is gone, expired or revoked); LeaseRevoke
+  // deletes it and its keys at once.
+  absl::StatusOr<int64_t> LeaseGrant(absl::Duration ttl);
+  absl::StatusOr<int64_t> LeaseKeepAliveOnce(int64_t id);
+  absl::Status LeaseRevoke(int64_t id);
   // Opens a watch stream of [key, range_end) from `start_revision` (0: from now) on the next
   // member in turn. Begin() sends its create request; events come with Next().
   std::unique_ptr<WatchStream> Watch(const std::string& key, const std::string& range_end,
@@ -113,6 +120,7 @@ class Client {
     std::string endpoint;
     std::unique_ptr<etcdserverpb::KV::Stub> kv;
     std::unique_ptr<etcdserverpb::Watch::Stub> watch;
+    std::unique_ptr<etcdserverpb::Lease::Stub> lease;
   };
   explicit Client(ClientOptions options) : options_(std::move(options)) {}
   // Runs `call` on the preferred member, then on the others while they are unavailable.

@@ -70,8 +70,10 @@ class MultiLab(lab.Lab):
     after up()."""
 
     def __init__(self, model, agent, netpolctl, nodes=3, prefix=None, keepalive="1s",
-                 extra_ports=()):
+                 extra_ports=(), status_ttl="3s"):
         super().__init__(model, prefix=prefix, extra_ports=extra_ports)
+        # --node-status-ttl of every agent: short, so a killed agent shows as stale soon.
+        self.status_ttl = status_ttl
         self.agent_bin = agent
         self.netpolctl_bin = netpolctl
         self.keepalive = keepalive
@@ -232,6 +234,30 @@ class MultiLab(lab.Lab):
         out = self.etcdctl(["endpoint", "status", "-w", "json"]).stdout
         return int(json.loads(out)[0]["Status"]["header"]["revision"])
 
+    def objects_at(self, revision=0):
+        """{key: mod_revision} of the object keys under PREFIX at `revision` (0: now); None
+        when etcd cannot answer for that revision (compacted)."""
+        args = ["get", "--prefix", PREFIX, "--keys-only", "-w", "json"]
+        if revision:
+            args.append("--rev=%d" % revision)
+        cp = self.etcdctl(args, check=bool(not revision))
+        if cp.returncode != 0:
+            return None
+        kvs = json.loads(cp.stdout).get("kvs") or []
+        return {kv["key"]: int(kv["mod_revision"]) for kv in kvs}
+
+    def objects_revision(self):
+        """The newest mod_revision of an object key under PREFIX. The agents' generations follow
+        the objects' prefix only: their node status keys raise etcd's own revision, not them."""
+        return max(self.objects_at().values(), default=0)
+
+    def same_objects(self, older, newer):
+        """Whether etcd held the same object keys and values at both revisions."""
+        if older == newer:
+            return True
+        at_older = self.objects_at(older)
+        return at_older is not None and at_older == self.objects_at(newer)
+
     # ---- agents
 
     def socket(self, node):
@@ -246,7 +272,8 @@ class MultiLab(lab.Lab):
             ["ip", "netns", "exec", self.node_ns[node], self.agent_bin, "--node-name=" + node,
              "--listen=unix://" + self.socket(node),
              "--state-dir=" + os.path.join(self.workdir, "state-" + node), "--table=netpol",
-             "--datastore=etcd://" + ETCD_ENDPOINT, "--etcd-keepalive=" + self.keepalive],
+             "--datastore=etcd://" + ETCD_ENDPOINT, "--etcd-keepalive=" + self.keepalive,
+             "--node-status-ttl=" + self.status_ttl],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
 
@@ -314,20 +341,27 @@ class MultiLab(lab.Lab):
         return out
 
     def wait_converged(self, timeout=60, nodes=None):
-        """Waits until every node's kernel enforces etcd's current revision; returns it."""
-        revision = self.etcd_revision()
+        """Waits until each node's kernel enforces the generation its datastore delivered, at
+        least the newest object key's revision in etcd, and every node holds the objects of the
+        newest of their generations (etcd's keys compared at both revisions: a node that
+        re-listed has its list's revision, which other keys may have raised without any object
+        changing). Returns that newest generation."""
+        target = self.objects_revision()
+        nodes = nodes or self.nodes
         deadline = time.monotonic() + timeout
-        for node in nodes or self.nodes:
-            while True:
-                st = self.status(node)
-                if st["applied"] == revision:
-                    break
-                if time.monotonic() > deadline:
-                    raise LabError("%s enforces revision %s, etcd is at %d after %ss:\n%s\n%s" % (
-                        node, st["applied"], revision, timeout, st["text"],
-                        self.tail(self.agent_log(node))))
-                time.sleep(0.05)
-        return revision
+        while True:
+            sts = {node: self.status(node) for node in nodes}
+            newest = max(st["generation"] for st in sts.values())
+            if (newest >= target and
+                    all(st["applied"] == st["generation"] for st in sts.values()) and
+                    all(self.same_objects(st["generation"], newest) for st in sts.values())):
+                return newest
+            if time.monotonic() > deadline:
+                raise LabError("nodes did not converge on a generation >= %d (the newest object "
+                               "key) after %ss:\n%s" % (target, timeout, "\n".join(
+                                   "%s: %s\n%s" % (n, st["text"], self.tail(self.agent_log(n)))
+                                   for n, st in sts.items())))
+            time.sleep(0.05)
 
     def place(self, text):
         """Rewrites spec.nodeName of the model's pods in multi-document YAML to their nodes."""

@@ -21,6 +21,11 @@ Scenarios (all by default; --scenario picks some):
                 past that node's watch, heal: the node re-lists and converges.
   conflict      two agents apply conflicting versions of the same objects at the same time,
                 several rounds: the result is one whole version, identical on every node.
+  node-status   `netpolctl wait --for=enforced` (-f FILE, --generation G) on another node
+                than the writer returns only once that node's kernel holds the change (read
+                right after it returns); `status --all-nodes` lists every node current and
+                exits 0, shows a killed agent as stale (its etcd lease expires after the lab's
+                --node-status-ttl) and exits 1, and exits 0 again once it is back.
 
 Output: one PASS/FAIL line per case or scenario, details under a failure, and a closing line
 `N passed, N failed`.
@@ -30,8 +35,10 @@ Output: one PASS/FAIL line per case or scenario, details under a failure, and a 
 """
 
 import argparse
+import json
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -49,7 +56,8 @@ import dplib  # noqa: E402
 import cases as caselib  # noqa: E402
 import conformance_test as single  # noqa: E402  (tests/datapath: expected_table, same_objects)
 
-SCENARIOS = ("conformance", "locality", "etcd-down", "agent-restart", "compaction", "conflict")
+SCENARIOS = ("conformance", "locality", "etcd-down", "agent-restart", "compaction", "conflict",
+             "node-status")
 
 
 class Failure(Exception):
@@ -430,6 +438,126 @@ def scenario_conflict(runner, model, args, out):
         print("  round %d: %s won, every node agrees" % (rnd, winner), file=out)
 
 
+# ------------------------------------------------------------------------------ node status
+
+WAIT_PROBE = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: wait-probe-%(i)d, namespace: "x"}
+spec:
+  podSelector: {}
+  ingress:
+  - from: [{ipBlock: {cidr: 198.51.100.%(i)d/32}}]
+    ports: [{port: 80}]
+"""
+
+
+def all_nodes(the_lab, node):
+    """(exit code, parsed JSON, text) of `status --all-nodes` through `node`."""
+    js = the_lab.netpolctl(node, ["status", "--all-nodes", "-o", "json"], check=False,
+                           timeout=20)
+    text = the_lab.netpolctl(node, ["status", "--all-nodes"], check=False, timeout=20)
+    try:
+        parsed = json.loads(js.stdout)
+    except ValueError:
+        parsed = {}
+    return js.returncode, parsed, text.stdout + text.stderr
+
+
+def wait_all_nodes(the_lab, node, want_code, what, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        code, parsed, text = all_nodes(the_lab, node)
+        if code == want_code:
+            return parsed, text
+        check(time.monotonic() < deadline, "status --all-nodes never exited %d (%s):\n%s" % (
+            want_code, what, text))
+        time.sleep(0.2)
+
+
+def scenario_node_status(runner, model, args, out):
+    the_lab = runner.lab
+    runner.reset()
+    first, last = the_lab.nodes[0], the_lab.nodes[-1]
+    # A node hosting pods of namespace x (which the probe policy selects), other than the writer.
+    x_nodes = sorted({the_lab.placement[p] for p in model.pods if p.startswith("x/")} -
+                     {first})
+    check(x_nodes, "no node other than %s hosts a pod of namespace x" % first)
+    target = x_nodes[0]
+
+    # 1. Every node live and current.
+    parsed, text = wait_all_nodes(the_lab, first, 0, "every node up")
+    names = sorted(n["nodeName"] for n in parsed.get("nodes", []))
+    check(names == sorted(the_lab.nodes), "want nodes %s, got %s" % (the_lab.nodes, text))
+    check(all(n.get("current") and not n.get("stale") for n in parsed["nodes"]),
+          "a node is stale or not current:\n" + text)
+    newest = int(parsed.get("newestGeneration", 0))
+    check(newest >= the_lab.objects_revision(),
+          "newest generation %d is older than etcd's newest object" % newest)
+    print("  all current at generation %d:\n%s" % (newest, text), file=out)
+
+    # 2. wait -f: written through the first node, waited for on another, whose kernel must hold
+    #    the change the moment wait returns.
+    for i in (1, 2):
+        policy = WAIT_PROBE % {"i": i}
+        address = "198.51.100.%d" % i
+        check(address not in the_lab.nft_list(), "%s already in a table" % address)
+        writer = threading.Thread(target=runner.apply, args=(policy, first))
+        writer.start()
+        cp = the_lab.netpolctl(target, ["wait", "--for=enforced", "-f", "-", "--timeout=60s"],
+                               input=policy, check=False)
+        kernel = the_lab.exec_on(target, ["nft", "list", "table", "inet", "netpol"]).stdout
+        writer.join()
+        check(cp.returncode == 0, "wait -f on %s exited %d: %s" % (target, cp.returncode,
+                                                                  cp.stdout + cp.stderr))
+        check(address in kernel, "wait -f on %s returned (%s) but its kernel lacks %s:\n%s" % (
+            target, cp.stdout.strip(), address, kernel))
+        print("  %s: %s" % (target, cp.stdout.strip()), file=out)
+
+    # 3. wait --generation: the writer's generation after a change, waited for on the last node.
+    runner.apply(WAIT_PROBE % {"i": 3}, node=first)
+    gen = the_lab.status(first)["generation"]
+    cp = the_lab.netpolctl(last, ["wait", "--for=enforced", "--generation", str(gen),
+                                  "--timeout=60s"], check=False)
+    st = the_lab.status(last)
+    check(cp.returncode == 0, "wait --generation %d on %s exited %d: %s" % (
+        gen, last, cp.returncode, cp.stdout + cp.stderr))
+    check(st["applied"] >= gen, "wait --generation %d on %s returned, applied is %d" % (
+        gen, last, st["applied"]))
+    # A file whose objects are not stored: times out with exit 3, naming them.
+    cp = the_lab.netpolctl(last, ["wait", "--for=enforced", "-f", "-", "--timeout=1s"],
+                           input=WAIT_PROBE % {"i": 4}, check=False)
+    check(cp.returncode == 3 and "x/wait-probe-4" in cp.stderr,
+          "wait for objects never stored: want exit 3 naming them, got %d: %s" % (
+              cp.returncode, cp.stdout + cp.stderr))
+
+    # 4. Kill the last agent: it shows as stale once its lease expires; status exits 1.
+    the_lab.stop_agent(last, sig=signal.SIGKILL)
+    parsed, text = wait_all_nodes(the_lab, first, 1, "%s killed" % last)
+    stale = {n["nodeName"]: bool(n.get("stale")) for n in parsed.get("nodes", [])}
+    deadline = time.monotonic() + 30
+    while not stale.get(last):
+        check(time.monotonic() < deadline, "%s never shown stale:\n%s" % (last, text))
+        time.sleep(0.2)
+        code, parsed, text = all_nodes(the_lab, first)
+        check(code == 1, "status --all-nodes exited %d with %s killed:\n%s" % (code, last, text))
+        stale = {n["nodeName"]: bool(n.get("stale")) for n in parsed.get("nodes", [])}
+    check(not any(v for k, v in stale.items() if k != last), "a live node is stale:\n" + text)
+    check(re.search(r"^%s\s.*\syes\s*$" % re.escape(last), text, re.M),
+          "the table does not show %s stale:\n%s" % (last, text))
+    print("  %s killed:\n%s" % (last, text), file=out)
+
+    # 5. Back: every node current again.
+    the_lab.start_agent(last)
+    the_lab.wait_serving(nodes=[last])
+    parsed, text = wait_all_nodes(the_lab, first, 0, "%s restarted" % last)
+    check(all(n.get("current") and not n.get("stale") for n in parsed["nodes"]),
+          "a node is stale or not current:\n" + text)
+    # The restarted node re-listed at etcd's revision, raised by the status records alone:
+    # the others hold the same objects at their older generation and count as current.
+    print("  %s back:\n%s" % (last, text), file=out)
+    runner.delete("".join("---\n" + WAIT_PROBE % {"i": i} for i in (1, 2, 3)), node=first)
+
+
 def single_pod_with_label(model, key, who, rnd):
     doc = model.documents[("Pod",) + tuple(key.split("/"))]
     return doc.replace('labels: {pod: "a"}', 'labels: {pod: "a", writer: "%s%d"}' % (who, rnd))
@@ -491,7 +619,7 @@ def main():
             buf = Collect()
             fn = {"locality": scenario_locality, "etcd-down": scenario_etcd_down,
                   "agent-restart": scenario_agent_restart, "compaction": scenario_compaction,
-                  "conflict": scenario_conflict}[name]
+                  "conflict": scenario_conflict, "node-status": scenario_node_status}[name]
             try:
                 fn(runner, model, args, buf)
                 verdict = "PASS"
