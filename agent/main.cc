@@ -33,6 +33,7 @@
 #include "agent/etcd/node_status.h"
 #include "agent/k8s/config.h"
 #include "agent/k8s/datastore.h"
+#include "agent/k8s/node_status.h"
 #include "agent/log.h"
 #include "agent/metrics.h"
 #include "agent/node_status.h"
@@ -90,6 +91,9 @@ ABSL_FLAG(absl::Duration, node_status_ttl, absl::Seconds(30),
           "With a shared datastore: this node's published status stays live this long without "
           "renewal (renewed every third of it); past it, netpolctl status --all-nodes shows the "
           "node as stale");
+ABSL_FLAG(std::string, node_status_namespace, "",
+          "With --datastore=kubernetes: the namespace of the node status Leases (default: "
+          "$POD_NAMESPACE, else kube-system)");
 ABSL_FLAG(std::string, etcd_cacert, "", "PEM CA that signed etcd's server certificates (TLS)");
 ABSL_FLAG(std::string, etcd_cert, "", "PEM client certificate for etcd (TLS client auth)");
 ABSL_FLAG(std::string, etcd_key, "", "PEM private key of --etcd-cert");
@@ -188,6 +192,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<Datastore> store_owner;
   etcd::EtcdDatastore* etcd_store = nullptr;
   k8s::KubernetesDatastore* kube_store = nullptr;
+  std::unique_ptr<NodeStatusRegistry> kube_node_statuses;
   if (absl::GetFlag(FLAGS_datastore) == "kubernetes") {
     const std::string kubeconfig = absl::GetFlag(FLAGS_kubeconfig);
     absl::StatusOr<k8s::ClusterConfig> cluster =
@@ -209,6 +214,12 @@ int main(int argc, char** argv) {
     }
     kube_store = created->get();
     store_owner = *std::move(created);
+    std::string status_ns = absl::GetFlag(FLAGS_node_status_namespace);
+    if (status_ns.empty()) {
+      const char* env = std::getenv("POD_NAMESPACE");
+      status_ns = env != nullptr && *env != '\0' ? env : "kube-system";
+    }
+    kube_node_statuses = std::make_unique<k8s::KubernetesNodeStatus>(*cluster, status_ns, node);
     LogInfo(absl::StrCat("datastore: kubernetes ", cluster->server, " from ", cluster->source,
                          " (read-only: objects come from the API server)"));
   } else if (absl::GetFlag(FLAGS_datastore).empty()) {
@@ -306,7 +317,7 @@ int main(int argc, char** argv) {
   EndpointApi endpoint_api(store_ptr, &reconciler, endpoints_ptr);
 
   // 2b. This node's status in the shared datastore (netpolctl status --all-nodes).
-  std::unique_ptr<NodeStatusRegistry> node_statuses;
+  std::unique_ptr<NodeStatusRegistry> node_statuses = std::move(kube_node_statuses);
   if (etcd_store != nullptr) {
     absl::StatusOr<std::unique_ptr<etcd::EtcdNodeStatus>> created = etcd::EtcdNodeStatus::Create(
         etcd_store->client(), absl::GetFlag(FLAGS_etcd_status_prefix),

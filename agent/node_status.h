@@ -37,6 +37,10 @@ class NodeStatusRegistry {
   // Whether the objects at generation `older` are the objects at generation `newer` (nothing
   // changed in between). False when it cannot be told.
   virtual absl::StatusOr<bool> SameObjects(uint64_t older, uint64_t newer) = 0;
+  // Whether generations mean the same on every node (etcd: revisions). When not (Kubernetes:
+  // each agent counts its own), a node is current when its kernel holds every generation its
+  // datastore delivered and its datastore is healthy (watching).
+  virtual bool SharedGenerations() const { return true; }
 };
 
 // The record's fields that change with the node's state (everything but publish_time and

@@ -761,16 +761,21 @@ absl::StatusOr<v1::ListNodeStatusResponse> AgentService::ListNodeStatus() const 
   const uint64_t own = store_->Current().generation;
   ASSIGN_OR_RETURN(std::vector<v1::NodeStatus> nodes, node_statuses_->List());
   v1::ListNodeStatusResponse out;
+  const bool shared = node_statuses_->SharedGenerations();
   uint64_t newest = own;
   for (v1::NodeStatus& n : nodes) {
     newest = std::max<uint64_t>(newest, n.generation());
     *out.add_nodes() = std::move(n);
   }
-  out.set_newest_generation(newest);
+  if (shared) out.set_newest_generation(newest);
   std::map<uint64_t, bool> same;  // applied generation -> holds the newest objects
   for (v1::NodeStatus& n : *out.mutable_nodes()) {
     if (n.stale() || !n.serving()) continue;
     const uint64_t applied = n.applied_generation();
+    if (!shared) {
+      n.set_current(applied >= n.generation() && n.datastore_healthy());
+      continue;
+    }
     auto it = same.find(applied);
     if (it == same.end()) {
       absl::StatusOr<bool> s =

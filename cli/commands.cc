@@ -637,7 +637,12 @@ int AllNodes(Client& c, const CommandOptions& opts, std::ostream& out, std::ostr
     rows.push_back({n.node_name(), enforced, health, last_sync, n.build().version(),
                     Ago(n.publish_time(), now), n.stale() ? "yes" : "no"});
   }
-  out << "Newest generation: " << resp.newest_generation() << "\n";
+  if (resp.newest_generation() == 0) {
+    out << "Generations: per node (each agent numbers its own; current: its kernel holds all "
+           "its watches delivered)\n";
+  } else {
+    out << "Newest generation: " << resp.newest_generation() << "\n";
+  }
   if (resp.nodes().empty()) out << "No node has published a status yet.\n";
   else PrintTable(rows, out);
   return code;

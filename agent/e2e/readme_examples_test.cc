@@ -217,6 +217,9 @@ TEST_F(AgentTest, ReadmeExamples) {
                   if (ex.expect == "INVALID_ARGUMENT") return grpc::StatusCode::INVALID_ARGUMENT;
                   if (ex.expect == "NOT_FOUND") return grpc::StatusCode::NOT_FOUND;
                   if (ex.expect == "PERMISSION_DENIED") return grpc::StatusCode::PERMISSION_DENIED;
+                  if (ex.expect == "FAILED_PRECONDITION") {
+                    return grpc::StatusCode::FAILED_PRECONDITION;
+                  }
                   ADD_FAILURE() << "unknown expectation " << ex.expect;
                   return grpc::StatusCode::UNKNOWN;
                 }())

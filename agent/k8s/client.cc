@@ -113,6 +113,26 @@ absl::StatusOr<HttpResponse> Client::Get(const std::string& path, absl::Duration
   return out;
 }
 
+absl::StatusOr<HttpResponse> Client::Send(const std::string& method, const std::string& path,
+                                          const std::string& body, absl::Duration timeout) {
+  Handle h;
+  if (absl::Status st = Prepare(&h, path); !st.ok()) return st;
+  // Appended to the list Prepare handed to curl (its head does not change).
+  h.headers = curl_slist_append(h.headers, "Content-Type: application/json");
+  HttpResponse out;
+  curl_easy_setopt(h.curl, CURLOPT_CUSTOMREQUEST, method.c_str());
+  curl_easy_setopt(h.curl, CURLOPT_POSTFIELDS, body.data());
+  curl_easy_setopt(h.curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  curl_easy_setopt(h.curl, CURLOPT_WRITEFUNCTION, CollectBody);
+  curl_easy_setopt(h.curl, CURLOPT_WRITEDATA, &out.body);
+  curl_easy_setopt(h.curl, CURLOPT_TIMEOUT_MS, static_cast<long>(absl::ToInt64Milliseconds(timeout)));
+  CURLcode code = curl_easy_perform(h.curl);
+  if (code != CURLE_OK) return TransportError(code, h.error, config_.server);
+  curl_easy_getinfo(h.curl, CURLINFO_RESPONSE_CODE, &out.status);
+  if (out.status == 401) credentials_.Invalidate();
+  return out;
+}
+
 namespace {
 
 struct StreamState {

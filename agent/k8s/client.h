@@ -38,6 +38,9 @@ class Client {
   // GET `path` (with its query). A transport failure (connection refused, TLS, timeout) is
   // Unavailable naming the server; any HTTP status is returned as is.
   virtual absl::StatusOr<HttpResponse> Get(const std::string& path, absl::Duration timeout);
+  // `method` ("POST", "PUT") `path` with a JSON `body`; like Get otherwise.
+  absl::StatusOr<HttpResponse> Send(const std::string& method, const std::string& path,
+                                    const std::string& body, absl::Duration timeout);
 
   // Streamed GET: once the status line and headers are in, `on_status` receives the status
   // (a non-200 body is collected and returned instead of streamed); then each complete line of

@@ -2,8 +2,9 @@
 """deploy/ against the real kube-apiserver: `kubectl apply --dry-run=server` accepts every
 manifest (deploy/ and deploy/uninstall/), creating them works and is idempotent, and the
 ServiceAccount's RBAC is exactly what the agent needs: `kubectl auth can-i` says yes to
-get/list/watch on pods, namespaces and networkpolicies cluster-wide and no to everything else
-checked (writes, pods/status, secrets, nodes, services), and a token from `kubectl create token`
+get/list/watch on pods, namespaces and networkpolicies cluster-wide, get/list/create/update on
+leases in kube-system (the node status Leases) and no to everything else checked (writes,
+other verbs on leases and leases elsewhere, pods/status, secrets, nodes, services), and a token from `kubectl create token`
 lists and watches the three resources over HTTPS while a write is forbidden.
 
 Skips visibly without the API server binary (fails when NETPOL_CI=1).
@@ -42,6 +43,8 @@ def test_create(api, args):
     cp = api.kubectl("apply", "-f", args.deploy)
     for what in ("serviceaccount/netpol-agent", "clusterrole.rbac.authorization.k8s.io/"
                  "netpol-agent", "clusterrolebinding.rbac.authorization.k8s.io/netpol-agent",
+                 "role.rbac.authorization.k8s.io/netpol-agent-node-status",
+                 "rolebinding.rbac.authorization.k8s.io/netpol-agent-node-status",
                  "daemonset.apps/netpol-agent"):
         check(what + " created" in cp.stdout, "%s not created: %s" % (what, cp.stdout))
     again = api.kubectl("apply", "-f", args.deploy).stdout
@@ -92,6 +95,15 @@ def test_rbac_can_i(api, args):
         for v in ("create", "update", "patch", "delete", "deletecollection"):
             if allowed(api, v, r, "default"):
                 wrong.append("%s %s: allowed" % (v, r))
+    # Its node status Lease: get/list/create/update in kube-system, nothing else.
+    for v in ("get", "list", "create", "update"):
+        if not allowed(api, v, "leases.coordination.k8s.io", "kube-system"):
+            wrong.append("%s leases in kube-system: not allowed" % v)
+        if allowed(api, v, "leases.coordination.k8s.io", "default"):
+            wrong.append("%s leases in default: allowed" % v)
+    for v in ("delete", "patch", "watch"):
+        if allowed(api, v, "leases.coordination.k8s.io", "kube-system"):
+            wrong.append("%s leases in kube-system: allowed" % v)
     for v, r, sub in (("patch", "pods", "status"), ("get", "secrets", None),
                       ("list", "nodes", None), ("list", "services", None),
                       ("list", "endpointslices.discovery.k8s.io", None),

@@ -64,6 +64,18 @@ def test_rbac(args, objs):
                              "name": role["metadata"]["name"]}, "roleRef %s" % crb["roleRef"])
     check(crb["subjects"] == [{"kind": "ServiceAccount", "name": SA[1], "namespace": SA[0]}],
           "subjects %s" % crb["subjects"])
+    # The node status Leases: get/list/create/update on leases, in the agent's namespace only.
+    lrole = find(objs, "Role")
+    check(lrole["metadata"].get("namespace") == SA[0], "Role namespace %s" % lrole["metadata"])
+    check(lrole["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                              "verbs": ["get", "list", "create", "update"]}],
+          "Role rules %s" % lrole["rules"])
+    rb = find(objs, "RoleBinding")
+    check(rb["metadata"].get("namespace") == SA[0] and
+          rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                            "name": lrole["metadata"]["name"]} and
+          rb["subjects"] == [{"kind": "ServiceAccount", "name": SA[1], "namespace": SA[0]}],
+          "RoleBinding %s" % rb)
 
 
 def test_daemonset(args, objs):
@@ -93,6 +105,9 @@ def test_daemonset(args, objs):
     check(env.get("NODE_NAME", {}).get("valueFrom") == {"fieldRef": {"fieldPath":
                                                                       "spec.nodeName"}},
           "NODE_NAME must come from spec.nodeName: %s" % env.get("NODE_NAME"))
+    check(env.get("POD_NAMESPACE", {}).get("valueFrom") == {"fieldRef": {"fieldPath":
+                                                                        "metadata.namespace"}},
+          "POD_NAMESPACE must come from metadata.namespace: %s" % env.get("POD_NAMESPACE"))
     listen = [a for a in cmd if a.startswith("--listen=")]
     state = [a for a in cmd if a.startswith("--state-dir=")]
     check(listen == ["--listen=unix:///run/netpol/agent.sock"], "listen %s" % listen)

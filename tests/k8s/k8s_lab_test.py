@@ -29,6 +29,12 @@ Scenarios (all by default; --scenario picks some):
   rbac          an agent whose ClusterRole lacks `watch` on networkpolicies says so (resource and
                 verb) and keeps enforcing; the deploy/ role's token works (every other
                 scenario's agents use it).
+  node-status   every agent (with deploy/'s token) keeps a coordination.k8s.io Lease
+                "netpol-<node>" in kube-system with its status; `netpolctl status --all-nodes`
+                lists both nodes current and exits 0; `netpolctl wait --for=enforced -f FILE`
+                on the second node returns once its kernel holds a policy kubectl applies
+                meanwhile (read right after it returns); a killed agent shows as stale once its
+                Lease expires (--node-status-ttl=3s) and the command exits 1; restarted, 0.
 
 Output: PASS/FAIL per scenario or case, details under a failure, the latency table, and a
 closing line `N passed, N failed`.
@@ -42,6 +48,7 @@ import json
 import os
 import re
 import sys
+import signal
 import threading
 import time
 import traceback
@@ -63,7 +70,7 @@ import conformance_test as single  # noqa: E402
 import yaml  # noqa: E402
 
 SCENARIOS = ("events", "conformance", "restart", "watch-cut", "compaction", "agent-restart",
-             "rbac")
+             "rbac", "node-status")
 
 
 class Failure(Exception):
@@ -555,6 +562,82 @@ def scenario_rbac(r, out):
     r.probe(expect_x_from(pods, lambda s: s.startswith("z/")), "with deploy/'s role again")
 
 
+# ------------------------------------------------------------------------------ node status
+
+WAIT_PROBE = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: wait-probe, namespace: "x"}
+spec:
+  podSelector: {}
+  ingress:
+  - from: [{ipBlock: {cidr: 198.51.100.7/32}}]
+    ports: [{port: 80}]
+"""
+
+
+def all_nodes(L, node):
+    js = L.netpolctl(node, ["status", "--all-nodes", "-o", "json"], check=False, timeout=20)
+    text = L.netpolctl(node, ["status", "--all-nodes"], check=False, timeout=20)
+    try:
+        parsed = json.loads(js.stdout)
+    except ValueError:
+        parsed = {}
+    return js.returncode, parsed, text.stdout + text.stderr
+
+
+def wait_all_nodes(L, node, want_code, what, stale=None, timeout=60):
+    """Polls `status --all-nodes` until it exits `want_code` (and, when given, exactly the
+    nodes in `stale` are stale)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code, parsed, text = all_nodes(L, node)
+        got_stale = {n["nodeName"] for n in parsed.get("nodes", []) if n.get("stale")}
+        if code == want_code and (stale is None or got_stale == set(stale)):
+            return parsed, text
+        check(time.monotonic() < deadline, "status --all-nodes never exited %d%s (%s):\n%s" % (
+            want_code, "" if stale is None else " with %s stale" % sorted(stale), what, text))
+        time.sleep(0.2)
+
+
+def scenario_node_status(r, out):
+    L = r.lab
+    r.settle(L.reset())
+    first, last = L.nodes[0], L.nodes[-1]
+    parsed, text = wait_all_nodes(L, first, 0, "every node up", stale=())
+    check(sorted(n["nodeName"] for n in parsed["nodes"]) == sorted(L.nodes) and
+          all(n.get("current") for n in parsed["nodes"]), "want every node current:\n" + text)
+    print("  all current:\n%s" % text, file=out)
+    lease = L.api.call("GET", "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/"
+                       "netpol-" + last)
+    record = json.loads(lease["metadata"]["annotations"]["netpol.io/node-status"])
+    check(lease["spec"]["holderIdentity"] == last and
+          lease["spec"]["leaseDurationSeconds"] == 3 and record["nodeName"] == last and
+          lease["metadata"]["labels"].get("netpol.io/node-status") == "true",
+          "Lease netpol-%s: %s" % (last, json.dumps(lease)[:2000]))
+
+    # wait -f on the last node while kubectl applies the policy.
+    check("198.51.100.7" not in L.nft_list(), "198.51.100.7 already in a table")
+    writer = threading.Thread(target=L.kubectl_apply, args=(WAIT_PROBE,))
+    writer.start()
+    cp = L.netpolctl(last, ["wait", "--for=enforced", "-f", "-", "--timeout=60s"],
+                     input=WAIT_PROBE, check=False)
+    kernel = L.exec_on(last, ["nft", "list", "table", "inet", "netpol"]).stdout
+    writer.join()
+    check(cp.returncode == 0, "wait -f on %s exited %d: %s" % (last, cp.returncode,
+                                                              cp.stdout + cp.stderr))
+    check("198.51.100.7" in kernel, "wait -f on %s returned (%s) but its kernel lacks the "
+          "policy's address:\n%s" % (last, cp.stdout.strip(), kernel))
+    print("  %s: %s" % (last, cp.stdout.strip()), file=out)
+    L.kubectl_delete("NetworkPolicy", "wait-probe", "x")
+
+    L.stop_agent(last, sig=signal.SIGKILL)
+    parsed, text = wait_all_nodes(L, first, 1, "%s killed" % last, stale=(last,))
+    print("  %s killed:\n%s" % (last, text), file=out)
+    L.start_agent(last)
+    L.wait_serving(nodes=[last], timeout=60)
+    parsed, text = wait_all_nodes(L, first, 0, "%s restarted" % last, stale=())
+
+
 # ------------------------------------------------------------------------------ main
 
 def main():
@@ -587,7 +670,7 @@ def main():
         fns = {"events": scenario_events, "restart": scenario_restart,
                "watch-cut": scenario_watch_cut,
                "compaction": scenario_compaction, "agent-restart": scenario_agent_restart,
-               "rbac": scenario_rbac}
+               "rbac": scenario_rbac, "node-status": scenario_node_status}
         for name in scenarios:
             if name == "conformance":
                 scenario_conformance(r, args, results)

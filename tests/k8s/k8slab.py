@@ -103,7 +103,8 @@ class K8sLab(multilab.MultiLab):
             ["ip", "netns", "exec", self.node_ns[node], self.agent_bin, "--node-name=" + node,
              "--listen=unix://" + self.socket(node),
              "--state-dir=" + os.path.join(self.workdir, "state-" + node), "--table=netpol",
-             "--datastore=kubernetes", "--kubeconfig=" + (kubeconfig or self.kubeconfigs[node])]
+             "--datastore=kubernetes", "--kubeconfig=" + (kubeconfig or self.kubeconfigs[node]),
+             "--node-status-ttl=" + self.status_ttl]
             + list(extra),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
