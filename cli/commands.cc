@@ -511,7 +511,7 @@ int StoredGeneration(Client& c, const CommandOptions& opts, absl::Time deadline,
       std::vector<std::string> pending;
       for (const v1::ObjectResult& r : resp.results()) {
         if (r.action() == v1::UNCHANGED) continue;
-        std::string ref = agent::RefString(r.ref());
+        std::string ref = api::RefString(r.ref());
         pending.push_back(absl::StrCat(ref, " (", ActionWord(r.action()), ")"));
       }
       if (pending.empty()) {
