@@ -325,6 +325,39 @@ std::vector<GoldenRule> GoldenRules() {
        "[ lookup reg 1 set self6 ]\n"
        "[ immediate reg 0 accept ]"},
       {"counter", MakeRule({}, std::nullopt, true), "[ counter pkts 0 bytes 0 ]"},
+      {"limit rate 10/second burst 20 packets log prefix \"deny in-x\" group 100 snaplen 128 drop",
+       [] {
+         Rule r = MakeRule({}, Verdict::Drop());
+         r.limit = nft::LimitStmt{10, 20};
+         r.log = nft::LogStmt{"deny in-x", 100, 128};
+         return r;
+       }(),
+       "[ limit rate 10/second burst 20 type packets flags 0x0 ]\n"
+       "[ log prefix deny in-x group 100 snaplen 128 qthreshold 0 ]\n"
+       "[ immediate reg 0 drop ]"},
+      {"limit rate 10/second counter log group 100 drop",
+       [] {
+         Rule r = MakeRule({}, Verdict::Drop(), true);
+         r.limit = nft::LimitStmt{10, nft::kNftDefaultBurst};
+         r.log = nft::LogStmt{"", 100, 0};
+         return r;
+       }(),
+       "[ limit rate 10/second burst 5 type packets flags 0x0 ]\n"
+       "[ counter pkts 0 bytes 0 ]\n"
+       "[ log group 100 snaplen 0 qthreshold 0 ]\n"
+       "[ immediate reg 0 drop ]"},
+      {"ip saddr @h4 log prefix \"a\" group 3 snaplen 96 return",
+       [] {
+         Rule r = MakeRule({Lookup({Selector::kIpSaddr}, "h4")}, Verdict::Return());
+         r.log = nft::LogStmt{"a", 3, 96};
+         return r;
+       }(),
+       "[ meta load nfproto => reg 1 ]\n"
+       "[ cmp eq reg 1 0x00000002 ]\n"
+       "[ payload load 4b @ network header + 12 => reg 1 ]\n"
+       "[ lookup reg 1 set h4 ]\n"
+       "[ log prefix a group 3 snaplen 96 qthreshold 0 ]\n"
+       "[ immediate reg 0 return ]"},
   };
 }
 
@@ -461,6 +494,41 @@ TEST(RuleCodecTest, EncoderRejectsBadRules) {
        "comment may hold only printable ASCII"},
       {"comment length", MakeRule({}, Verdict::Accept(), false, std::string(129, 'x')),
        "comment is 129 bytes, at most 128 allowed"},
+      {"zero limit rate",
+       [] {
+         Rule r = MakeRule({}, Verdict::Drop());
+         r.limit = nft::LimitStmt{0, 5};
+         return r;
+       }(),
+       "limit: rate 0 is outside 1-1000000 packets per second"},
+      {"zero limit burst",
+       [] {
+         Rule r = MakeRule({}, Verdict::Drop());
+         r.limit = nft::LimitStmt{10, 0};
+         return r;
+       }(),
+       "limit: burst 0 is outside 1-1000000 packets"},
+      {"log prefix length",
+       [] {
+         Rule r = MakeRule({}, Verdict::Drop());
+         r.log = nft::LogStmt{std::string(128, 'p'), 1, 0};
+         return r;
+       }(),
+       "log: prefix is 128 bytes, at most 127 allowed"},
+      {"log prefix quote",
+       [] {
+         Rule r = MakeRule({}, Verdict::Drop());
+         r.log = nft::LogStmt{"a\"b", 1, 0};
+         return r;
+       }(),
+       "log: prefix may hold only printable ASCII"},
+      {"vmap with log",
+       [] {
+         Rule r = MakeRule({Lookup({Selector::kIpDaddr}, "m", true)}, std::nullopt);
+         r.log = nft::LogStmt{"", 1, 0};
+         return r;
+       }(),
+       "matches[0]: a vmap rule has no limit or log"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -516,9 +584,9 @@ TEST(RuleCodecTest, DecoderRejectsForeignBytecode) {
     std::string error;
   };
   std::vector<Case> cases = {
-      {"log statement",
-       {{"log", {}, {}, {}}, accept},
-       "expression 0 (log) is not part of any netpol match"},
+      {"quota statement",
+       {{"quota", {}, {}, {}}, accept},
+       "expression 0 (quota) is not part of any netpol match"},
       {"other meta key",
        {{"meta", {{NFTNL_EXPR_META_KEY, NFT_META_MARK}, {NFTNL_EXPR_META_DREG, 1}}, {}, {}},
         accept},
@@ -593,6 +661,25 @@ TEST(RuleCodecTest, DecoderRejectsForeignBytecode) {
        {{"immediate", {{NFTNL_EXPR_IMM_DREG, 0}, {NFTNL_EXPR_IMM_VERDICT, NF_QUEUE}}, {}, {}}},
        "has verdict code 3"},
       {"statement after the verdict", {accept, {"counter", {}, {}, {}}}, "follows the verdict"},
+      {"log to syslog", {{"log", {}, {}, {{NFTNL_EXPR_LOG_PREFIX, "x"}}}, accept},
+       "logs to syslog, not to an nflog group"},
+      {"counter after the log",
+       {{"log", {}, {{NFTNL_EXPR_LOG_GROUP, std::string("\x01\x00", 2)}}, {}}, {"counter", {}, {}, {}}, accept},
+       "follows the log"},
+      {"match after the log",
+       {{"log", {}, {{NFTNL_EXPR_LOG_GROUP, std::string("\x01\x00", 2)}}, {}},
+        {"fib",
+         {{NFTNL_EXPR_FIB_DREG, 1},
+          {NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE},
+          {NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_SADDR}},
+         {},
+         {}},
+        {"cmp",
+         {{NFTNL_EXPR_CMP_SREG, 1}, {NFTNL_EXPR_CMP_OP, NFT_CMP_EQ}},
+         {{NFTNL_EXPR_CMP_DATA, U32Bytes(2)}},
+         {}},
+        accept},
+       "follows a limit or log"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);

@@ -285,10 +285,22 @@ class RuleDecoder {
       if (out_.verdict || vmap_done_) return Bad(i_, "follows the verdict");
       const std::string name = Name(i_);
       size_t start = i_;
+      if (name == "limit") {
+        if (out_.limit) return Bad(i_, "is a second limit");
+        if (out_.counter || out_.log) return Bad(i_, "follows a statement");
+        RETURN_IF_ERROR(DecodeLimit());
+        continue;
+      }
       if (name == "counter") {
         if (out_.counter) return Bad(i_, "is a second counter");
+        if (out_.log) return Bad(i_, "follows the log");
         out_.counter = true;
         ++i_;
+        continue;
+      }
+      if (name == "log") {
+        if (out_.log) return Bad(i_, "is a second log");
+        RETURN_IF_ERROR(DecodeLog());
         continue;
       }
       if (name == "immediate") {
@@ -322,8 +334,9 @@ class RuleDecoder {
       }
       RETURN_IF_ERROR(s);
       // A counter counts before the verdict; only a vmap lookup (which is the verdict) may
-      // follow it.
+      // follow it. Limits and logs come after every match.
       if (out_.counter && !vmap_done_) return Bad(start, "follows the counter");
+      if (out_.limit || out_.log) return Bad(start, "follows a limit or log");
     }
     return out_;
   }
@@ -356,6 +369,46 @@ class RuleDecoder {
            U32(i, NFTNL_EXPR_CMP_OP) == op && Data(i, NFTNL_EXPR_CMP_DATA).size() == len;
   }
   static std::string U32Bytes(uint32_t v) { return std::string(reinterpret_cast<char*>(&v), 4); }
+
+  // `limit rate <n>/second burst <b> packets`, as nft writes it (no byte limits, no `over`).
+  absl::Status DecodeLimit() {
+    const nftnl_expr* e = ex_[i_];
+    if (!Has(i_, NFTNL_EXPR_LIMIT_RATE) || !Has(i_, NFTNL_EXPR_LIMIT_UNIT)) {
+      return Bad(i_, "has no rate");
+    }
+    uint64_t rate = nftnl_expr_get_u64(e, NFTNL_EXPR_LIMIT_RATE);
+    uint64_t unit = nftnl_expr_get_u64(e, NFTNL_EXPR_LIMIT_UNIT);
+    if (unit != 1) return Bad(i_, absl::StrCat("is per ", unit, " seconds, not per second"));
+    if (U32(i_, NFTNL_EXPR_LIMIT_TYPE) != NFT_LIMIT_PKTS) return Bad(i_, "limits bytes");
+    if (U32(i_, NFTNL_EXPR_LIMIT_FLAGS) != 0) return Bad(i_, "is inverted (over)");
+    uint32_t burst = U32(i_, NFTNL_EXPR_LIMIT_BURST);
+    if (rate < 1 || rate > nft::kMaxLimitValue || burst < 1 || burst > nft::kMaxLimitValue) {
+      return Bad(i_, absl::StrCat("has rate ", rate, " burst ", burst));
+    }
+    out_.limit = nft::LimitStmt{static_cast<uint32_t>(rate), burst};
+    ++i_;
+    return absl::OkStatus();
+  }
+
+  // `log [prefix "<p>"] group <g> [snaplen <s>]`: nflog only (no syslog level, no flags).
+  absl::Status DecodeLog() {
+    const nftnl_expr* e = ex_[i_];
+    if (!Has(i_, NFTNL_EXPR_LOG_GROUP)) return Bad(i_, "logs to syslog, not to an nflog group");
+    if (Has(i_, NFTNL_EXPR_LOG_LEVEL) || U32(i_, NFTNL_EXPR_LOG_FLAGS) != 0 ||
+        U32(i_, NFTNL_EXPR_LOG_QTHRESHOLD) != 0) {
+      return Bad(i_, "has a level, flags or a queue threshold");
+    }
+    nft::LogStmt log;
+    log.group = nftnl_expr_get_u16(e, NFTNL_EXPR_LOG_GROUP);
+    log.snaplen = U32(i_, NFTNL_EXPR_LOG_SNAPLEN);
+    if (Has(i_, NFTNL_EXPR_LOG_PREFIX)) {
+      const char* p = nftnl_expr_get_str(e, NFTNL_EXPR_LOG_PREFIX);
+      log.prefix = p ? p : "";
+    }
+    out_.log = std::move(log);
+    ++i_;
+    return absl::OkStatus();
+  }
 
   bool IsIcmpv6(size_t i) const {
     uint32_t reg = U32(i, NFTNL_EXPR_META_DREG);

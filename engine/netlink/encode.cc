@@ -118,6 +118,24 @@ void AddCounter(nftnl_rule* r) {
   nftnl_rule_add_expr(r, e);
 }
 
+void AddLimit(nftnl_rule* r, const nft::LimitStmt& l) {
+  nftnl_expr* e = NewExpr("limit");
+  nftnl_expr_set_u64(e, NFTNL_EXPR_LIMIT_RATE, l.rate);
+  nftnl_expr_set_u64(e, NFTNL_EXPR_LIMIT_UNIT, 1);  // per second
+  nftnl_expr_set_u32(e, NFTNL_EXPR_LIMIT_BURST, l.burst);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_LIMIT_TYPE, NFT_LIMIT_PKTS);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_LIMIT_FLAGS, 0);
+  nftnl_rule_add_expr(r, e);
+}
+
+void AddLog(nftnl_rule* r, const nft::LogStmt& l) {
+  nftnl_expr* e = NewExpr("log");
+  if (!l.prefix.empty()) nftnl_expr_set_str(e, NFTNL_EXPR_LOG_PREFIX, l.prefix.c_str());
+  nftnl_expr_set_u16(e, NFTNL_EXPR_LOG_GROUP, l.group);
+  if (l.snaplen != 0) nftnl_expr_set_u32(e, NFTNL_EXPR_LOG_SNAPLEN, l.snaplen);
+  nftnl_rule_add_expr(r, e);
+}
+
 void AddVerdict(nftnl_rule* r, const nft::Verdict& v) {
   nftnl_expr* e = NewExpr("immediate");
   nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
@@ -161,7 +179,9 @@ class RuleEncoder {
       const nft::Match& m = rule.matches[i];
       RETURN_IF_ERROR(std::visit([&](const auto& v) { return EncodeMatch(path, v); }, m));
     }
+    if (rule.limit) AddLimit(r_, *rule.limit);
     if (rule.counter) AddCounter(r_);
+    if (rule.log) AddLog(r_, *rule.log);
     if (rule.verdict) AddVerdict(r_, *rule.verdict);
     return absl::OkStatus();
   }

@@ -180,6 +180,25 @@ Program Representative() {
                 Lookup({Selector::kIpDaddr}, "pods4")},
                Verdict::Drop(), "negated"),
       MakeRule({fresh, nft::NfProtoMatch{Family::kV6}}, std::nullopt, "count only", true),
+      [] {
+        // A group's closing drop with deny logging: limited, logged to an nflog group.
+        Rule r = MakeRule({}, Verdict::Drop(), "logged deny");
+        r.limit = nft::LimitStmt{10, 20};
+        r.log = nft::LogStmt{"deny in-a", 100, 128};
+        return r;
+      }(),
+      [] {
+        Rule r = MakeRule({}, Verdict::Drop(), "default burst, counted, bare log", true);
+        r.limit = nft::LimitStmt{3, nft::kNftDefaultBurst};
+        r.log = nft::LogStmt{"", 7, 0};
+        return r;
+      }(),
+      [] {
+        Rule r = MakeRule({Lookup({Selector::kIpSaddr}, "pods4")}, Verdict::Return(),
+                          "logged allow");
+        r.log = nft::LogStmt{"allow pod-a", 100, 128};
+        return r;
+      }(),
       MakeRule({}, Verdict::Drop(), "default deny"),
   };
   Chain pod_b;

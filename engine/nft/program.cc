@@ -281,8 +281,29 @@ absl::Status ValidateMatch(const M&) {
 }  // namespace
 
 absl::Status ValidateRuleShape(const Rule& rule) {
-  if (rule.matches.empty() && !rule.counter && !rule.verdict) {
+  if (rule.matches.empty() && !rule.counter && !rule.verdict && !rule.log && !rule.limit) {
     return Invalid("rule has no match, counter or verdict");
+  }
+  if (rule.limit) {
+    if (rule.limit->rate < 1 || rule.limit->rate > kMaxLimitValue) {
+      return Invalid(absl::StrCat("limit: rate ", rule.limit->rate, " is outside 1-",
+                                  kMaxLimitValue, " packets per second"));
+    }
+    if (rule.limit->burst < 1 || rule.limit->burst > kMaxLimitValue) {
+      return Invalid(absl::StrCat("limit: burst ", rule.limit->burst, " is outside 1-",
+                                  kMaxLimitValue, " packets"));
+    }
+  }
+  if (rule.log) {
+    if (rule.log->prefix.size() > kMaxLogPrefixLength) {
+      return Invalid(absl::StrCat("log: prefix is ", rule.log->prefix.size(), " bytes, at most ",
+                                  kMaxLogPrefixLength, " allowed"));
+    }
+    for (char c : rule.log->prefix) {
+      if (!IsCommentChar(c)) {
+        return Invalid("log: prefix may hold only printable ASCII other than '\"'");
+      }
+    }
   }
   if (rule.matches.size() > kMaxMatches) {
     return Invalid(
@@ -304,6 +325,7 @@ absl::Status ValidateRuleShape(const Rule& rule) {
         }
         if (rule.verdict) return Invalid(path + "a vmap rule has no verdict of its own");
         if (rule.counter) return Invalid(path + "a vmap rule has no counter");
+        if (rule.limit || rule.log) return Invalid(path + "a vmap rule has no limit or log");
       }
       for (Selector s : lk->key) {
         if (std::optional<Family> f = SelectorFamily(s)) families.push_back(*f);

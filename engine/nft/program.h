@@ -138,14 +138,46 @@ struct LocalSocketMatch {
 using Match = std::variant<CtStateMatch, NfProtoMatch, Icmpv6TypeMatch, LookupMatch, IfnameMatch,
                            FibLocalMatch, LocalSocketMatch>;
 
+// ---- rule statements ----
+
+// `limit rate <rate>/second [burst <burst> packets]`: a token bucket per rule in the kernel; a
+// packet beyond the rate (after the burst) ends the rule like a failed match, so the rules after
+// it see exactly what the limit held back. nft omits `burst 5 packets` (its default) when listing.
+struct LimitStmt {
+  uint32_t rate = 0;   // packets per second, >= 1
+  uint32_t burst = 0;  // packets, >= 1
+  friend bool operator==(const LimitStmt& a, const LimitStmt& b) {
+    return a.rate == b.rate && a.burst == b.burst;
+  }
+};
+inline constexpr uint32_t kNftDefaultBurst = 5;
+
+// `log [prefix "<prefix>"] group <group> [snaplen <snaplen>]`: the packet (its first `snaplen`
+// bytes from the network header, 0 = whole) to userspace through nfnetlink_log group `group`.
+// The prefix travels with the packet (NFULA_PREFIX): at most kMaxLogPrefixLength bytes of
+// printable ASCII other than '"'.
+struct LogStmt {
+  std::string prefix;
+  uint16_t group = 0;
+  uint32_t snaplen = 0;
+  friend bool operator==(const LogStmt& a, const LogStmt& b) {
+    return a.prefix == b.prefix && a.group == b.group && a.snaplen == b.snaplen;
+  }
+};
+inline constexpr size_t kMaxLogPrefixLength = 127;  // NF_LOG_PREFIXLEN - 1
+
+// A rule is `<matches> [limit] [counter] [log] [verdict] [comment]`, in that order, which is the
+// order of its netlink expressions and of nft's listing.
 struct Rule {
   std::vector<Match> matches;      // ANDed, in order
+  std::optional<LimitStmt> limit;  // after the matches
   bool counter = false;            // `counter` before the verdict
+  std::optional<LogStmt> log;      // after the counter, before the verdict
   std::optional<Verdict> verdict;  // absent for vmap rules and pure counters
   std::string comment;             // required by the compiler: names the policy and rule
   friend bool operator==(const Rule& a, const Rule& b) {
-    return a.matches == b.matches && a.counter == b.counter && a.verdict == b.verdict &&
-           a.comment == b.comment;
+    return a.matches == b.matches && a.limit == b.limit && a.counter == b.counter &&
+           a.log == b.log && a.verdict == b.verdict && a.comment == b.comment;
   }
 };
 
@@ -266,12 +298,14 @@ inline constexpr size_t kMaxKeyBytes = 64;
 // A rule on its own: at least one match, counter or verdict; at most kMaxMatches matches, each
 // well formed ("matches[i]: ..."); a vmap lookup only last, without verdict, counter or
 // negation; no ip and ip6 selectors together (nft: "conflicting protocols"); its verdict and
-// comment. What a lookup needs of its set is ValidateLookup's.
+// comment; a limit's rate and burst (1..kMaxLimitValue) and a log's prefix (and neither in a vmap
+// rule). What a lookup needs of its set is ValidateLookup's.
 absl::Status ValidateRuleShape(const Rule& rule);
 // A lookup against the set it names: a verdict map exactly for vmap lookups, one selector per
 // key field, each of the field's type.
 absl::Status ValidateLookup(const LookupMatch& m, const Set& set);
 inline constexpr size_t kMaxMatches = 64;
+inline constexpr uint32_t kMaxLimitValue = 1000000;
 // IFNAMSIZ - 1.
 inline constexpr size_t kMaxIfnameLength = 15;
 

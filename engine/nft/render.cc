@@ -275,9 +275,23 @@ std::string RuleText(const Rule& rule, Form form, const RenderOptions& options) 
       parts.push_back("meta skuid >= 0");
     }
   }
+  if (rule.limit) {
+    std::string limit = absl::StrCat("limit rate ", rule.limit->rate, "/second");
+    if (rule.limit->burst != kNftDefaultBurst) {
+      absl::StrAppend(&limit, " burst ", rule.limit->burst, " packets");
+    }
+    parts.push_back(std::move(limit));
+  }
   if (rule.counter) {
     parts.push_back(form == Form::kList && !options.stateless ? "counter packets 0 bytes 0"
                                                               : "counter");
+  }
+  if (rule.log) {
+    std::string log = "log";
+    if (!rule.log->prefix.empty()) absl::StrAppend(&log, " prefix ", Quote(rule.log->prefix));
+    absl::StrAppend(&log, " group ", rule.log->group);
+    if (rule.log->snaplen != 0) absl::StrAppend(&log, " snaplen ", rule.log->snaplen);
+    parts.push_back(std::move(log));
   }
   if (rule.verdict.has_value()) parts.push_back(RenderVerdict(*rule.verdict));
   if (!rule.comment.empty()) parts.push_back(absl::StrCat("comment ", Quote(rule.comment)));

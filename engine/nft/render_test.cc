@@ -194,7 +194,25 @@ INSTANTIATE_TEST_SUITE_P(
                       FibLocalMatch{false}},
                      Verdict::Jump("x")),
             "iifname \"cni0\" oifname \"veth*\" fib saddr type local fib daddr type local jump x"},
-        RuleCase{"CounterOnly", MakeRule({}, std::nullopt, "", true), "counter packets 0 bytes 0"}),
+        RuleCase{"CounterOnly", MakeRule({}, std::nullopt, "", true), "counter packets 0 bytes 0"},
+        RuleCase{"LimitLogDrop",
+                 [] {
+                   Rule r = MakeRule({}, Verdict::Drop(), "d");
+                   r.limit = LimitStmt{10, 20};
+                   r.log = LogStmt{"deny in-x", 100, 128};
+                   return r;
+                 }(),
+                 "limit rate 10/second burst 20 packets log prefix \"deny in-x\" group 100 snaplen "
+                 "128 drop comment \"d\""},
+        RuleCase{"DefaultBurstAndBareLog",
+                 [] {
+                   Rule r = MakeRule({}, Verdict::Return());
+                   r.limit = LimitStmt{3, kNftDefaultBurst};
+                   r.counter = true;
+                   r.log = LogStmt{"", 7, 0};
+                   return r;
+                 }(),
+                 "limit rate 3/second counter packets 0 bytes 0 log group 7 return"}),
     [](const ::testing::TestParamInfo<RuleCase>& info) { return info.param.name; });
 
 TEST(RenderElementTest, Forms) {
