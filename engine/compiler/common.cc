@@ -206,6 +206,27 @@ std::string DropComment(Dir dir, const std::vector<std::string>& policy_keys) {
   return JoinLimited(absl::StrCat("no ", DirName(dir), " rule of "), policy_keys);
 }
 
+std::string SuppressedComment(Dir dir, const std::vector<std::string>& policy_keys) {
+  return JoinLimited(absl::StrCat(kSuppressedCommentPrefix, "no ", DirName(dir), " rule of "),
+                     policy_keys);
+}
+
+void AppendDrop(nft::Chain* chain, Dir dir, const std::vector<std::string>& policy_keys,
+                const std::optional<nft::LimitStmt>& limit, std::optional<nft::LogStmt> log) {
+  nft::Rule drop = MakeRule({}, nft::Verdict::Drop(), DropComment(dir, policy_keys));
+  if (!limit || !log) {
+    chain->rules.push_back(std::move(drop));
+    return;
+  }
+  log->prefix = absl::StrCat(kDenyLogPrefix, chain->name);
+  drop.limit = limit;
+  drop.log = std::move(log);
+  chain->rules.push_back(std::move(drop));
+  nft::Rule suppressed = MakeRule({}, nft::Verdict::Drop(), SuppressedComment(dir, policy_keys));
+  suppressed.counter = true;
+  chain->rules.push_back(std::move(suppressed));
+}
+
 // ---- group set kinds ----
 
 Slot SA(int f) { return f == 0 ? kA4 : kA6; }

@@ -108,6 +108,20 @@ std::string GroupComment(Dir dir, const Resolution& resolution,
                          const std::vector<std::string>& policy_keys);
 std::string DropComment(Dir dir, const std::vector<std::string>& policy_keys);
 
+// The log prefix of a group chain's logged drop: "deny <chain>" (the reader of the nflog group
+// finds the chain, hence the direction and the group, from it).
+inline constexpr char kDenyLogPrefix[] = "deny ";
+// Appends the closing rules of group chain `chain`: `drop`, or with deny logging (`limit` and
+// `log` set; the log's prefix is filled in here) `limit ... log ... drop` followed by
+// `counter drop` for what the limit held back.
+void AppendDrop(nft::Chain* chain, Dir dir, const std::vector<std::string>& policy_keys,
+                const std::optional<nft::LimitStmt>& limit, std::optional<nft::LogStmt> log);
+// The comment of the counted drop after a logged one starts with this (the agent sums those
+// counters: the drops the limit kept from the log).
+inline constexpr char kSuppressedCommentPrefix[] = "over the log limit: ";
+// The comment of the counted drop after a logged one.
+std::string SuppressedComment(Dir dir, const std::vector<std::string>& policy_keys);
+
 // ---- group set kinds ----
 
 // The sets a group chain may look up; kSlotOrder is the order of the chain's rules.

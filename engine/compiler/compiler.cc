@@ -491,7 +491,7 @@ void Compiler::EmitGroup(const Group& g, GroupSets& s, Program* prog) {
       chain.rules.push_back(LargeRuleLookup(g.name, k, f, g.dir, JoinLimited("", {l.src})));
     }
   }
-  chain.rules.push_back(MakeRule({}, Verdict::Drop(), DropComment(g.dir, policy_keys)));
+  AppendDrop(&chain, g.dir, policy_keys, DenyLimit(opts_), DenyLogStmt(opts_));
   internal::CountRules(opts_.rule_counters, &chain);
   prog->chains[chain.name] = std::move(chain);
 }
@@ -742,7 +742,30 @@ absl::Status ValidateChanged(const State& state, const Delta& changed) {
 }
 
 absl::Status ValidateOptions(const CompileOptions& opts) {
-  return nft::ValidateObjectName("table", opts.table);
+  RETURN_IF_ERROR(nft::ValidateObjectName("table", opts.table));
+  if (opts.deny_log) {
+    const CompileOptions::DenyLog& d = *opts.deny_log;
+    if (d.rate < 1 || d.rate > nft::kMaxLimitValue) {
+      return absl::InvalidArgumentError(absl::StrCat("deny log: rate ", d.rate, " is outside 1-",
+                                                     nft::kMaxLimitValue, " packets per second"));
+    }
+    if (d.burst < 1 || d.burst > nft::kMaxLimitValue) {
+      return absl::InvalidArgumentError(absl::StrCat("deny log: burst ", d.burst,
+                                                     " is outside 1-", nft::kMaxLimitValue));
+    }
+  }
+  return absl::OkStatus();
 }
+
+namespace internal {
+std::optional<nft::LimitStmt> DenyLimit(const CompileOptions& opts) {
+  if (!opts.deny_log) return std::nullopt;
+  return nft::LimitStmt{opts.deny_log->rate, opts.deny_log->burst};
+}
+std::optional<nft::LogStmt> DenyLogStmt(const CompileOptions& opts) {
+  if (!opts.deny_log) return std::nullopt;
+  return nft::LogStmt{"", opts.deny_log->group, opts.deny_log->snaplen};
+}
+}  // namespace internal
 
 }  // namespace netpol::compiler

@@ -71,6 +71,22 @@ struct CompileOptions {
   // Every rule of every group chain (each lookup, large-rule and allow-all rule, and the
   // closing drop) carries a `counter` statement (RULESET.md "Counters"). Base chains never do.
   bool rule_counters = false;
+  // Deny logs (RULESET.md "Deny logs"): when set, the closing drop of every group chain sends
+  // the packet's first `snaplen` bytes to nflog group `group` with the prefix "deny <chain>",
+  // at most `rate` packets per second (burst `burst`) per group chain; the drops beyond that
+  // go through a counted rule of their own (`counter drop`), so they are counted, not logged.
+  struct DenyLog {
+    uint16_t group = 0;
+    uint32_t rate = 0;
+    uint32_t burst = 0;
+    uint32_t snaplen = 0;
+    friend bool operator==(const DenyLog& a, const DenyLog& b) {
+      return a.group == b.group && a.rate == b.rate && a.burst == b.burst &&
+             a.snaplen == b.snaplen;
+    }
+    friend bool operator!=(const DenyLog& a, const DenyLog& b) { return !(a == b); }
+  };
+  std::optional<DenyLog> deny_log;
 };
 
 // Compiles `state` into the desired Program for the node described by `opts`.
@@ -104,6 +120,13 @@ absl::StatusOr<std::optional<uint16_t>> ResolveNamedPort(const Pod& pod, const s
 // Returns whether `pod` is enforced on the node of `opts` (local and not
 // hostNetwork).
 bool IsLocalPod(const Pod& pod, const CompileOptions& opts);
+
+namespace internal {
+// CompileOptions::deny_log as the statements of a group chain's logged drop (both nullopt
+// without deny logging; the log's prefix is the chain's, filled in by AppendDrop).
+std::optional<nft::LimitStmt> DenyLimit(const CompileOptions& opts);
+std::optional<nft::LogStmt> DenyLogStmt(const CompileOptions& opts);
+}  // namespace internal
 
 }  // namespace netpol::compiler
 

@@ -728,6 +728,48 @@ TEST(CompilerTest, PodJoiningOrLeavingAGroupChangesElementsOnly) {
   EXPECT_GT(checked, 100);  // most seeds really changed elements
 }
 
+TEST(CompilerTest, DenyLogEndsEveryGroupWithALimitedLoggedDropAndACountedOne) {
+  State s = BaseState();
+  Add(&s, Policy("x", "deny-all", Sel({}), true, true));
+  CompileOptions o = Opts();
+  o.deny_log = CompileOptions::DenyLog{100, 10, 20, 128};
+  nft::Program p = MustCompile(s, o);
+  nft::Program plain = MustCompile(s);
+  size_t groups = 0;
+  for (const auto& [name, chain] : p.chains) {
+    if (chain.base) continue;
+    ++groups;
+    SCOPED_TRACE(name);
+    ASSERT_GE(chain.rules.size(), 2u);
+    const nft::Rule& logged = chain.rules[chain.rules.size() - 2];
+    const nft::Rule& over = chain.rules.back();
+    ASSERT_TRUE(logged.limit.has_value());
+    EXPECT_EQ(*logged.limit, (nft::LimitStmt{10, 20}));
+    ASSERT_TRUE(logged.log.has_value());
+    EXPECT_EQ(*logged.log, (nft::LogStmt{"deny " + name, 100, 128}));
+    EXPECT_EQ(logged.verdict, nft::Verdict::Drop());
+    EXPECT_EQ(logged.comment, plain.chains.at(name).rules.back().comment);
+    EXPECT_TRUE(over.counter);
+    EXPECT_FALSE(over.limit.has_value());
+    EXPECT_FALSE(over.log.has_value());
+    EXPECT_EQ(over.verdict, nft::Verdict::Drop());
+    EXPECT_EQ(over.comment.rfind("over the log limit: no ", 0), 0u) << over.comment;
+    // Nothing else changes: without the two statements and the extra rule it is the plain chain.
+    nft::Chain stripped = chain;
+    stripped.rules.pop_back();
+    stripped.rules.back().limit.reset();
+    stripped.rules.back().log.reset();
+    EXPECT_EQ(stripped, plain.chains.at(name));
+  }
+  EXPECT_EQ(groups, 2u);  // x's pods on this node: ingress and egress
+  EXPECT_EQ(p.sets, plain.sets);
+  EXPECT_EQ(p.elements, plain.elements);
+
+  o.deny_log->rate = 0;
+  EXPECT_EQ(Compile(s, o).status().message(),
+            "deny log: rate 0 is outside 1-1000000 packets per second");
+}
+
 TEST(CompilerTest, ChainLengthIsBoundedWhateverThePolicyCount) {
   State s = BaseState();
   for (int i = 0; i < 200; ++i) {

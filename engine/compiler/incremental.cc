@@ -449,13 +449,13 @@ absl::Status Shape(const State& s, const LargeFn& is_large, Group* g) {
 }
 
 // Adds g's chain, sets and elements to `prog`, as compiler.cc's EmitGroup.
-void EmitGroup(const Group& g, bool counters, Program* prog) {
+void EmitGroup(const Group& g, const CompileOptions& opts, Program* prog) {
   nft::Chain chain;
   chain.name = g.name;
   chain.comment = GroupComment(g.spec.dir, g.spec.resolution, g.spec.policies);
   if (g.all.present) {
     chain.rules.push_back(MakeRule({}, Verdict::Return(), JoinLimited("", g.all.list)));
-    internal::CountRules(counters, &chain);
+    internal::CountRules(opts.rule_counters, &chain);
     prog->chains[chain.name] = std::move(chain);
     return;
   }
@@ -492,8 +492,9 @@ void EmitGroup(const Group& g, bool counters, Program* prog) {
       }
     }
   }
-  chain.rules.push_back(MakeRule({}, Verdict::Drop(), DropComment(g.spec.dir, g.spec.policies)));
-  internal::CountRules(counters, &chain);
+  internal::AppendDrop(&chain, g.spec.dir, g.spec.policies, internal::DenyLimit(opts),
+                       internal::DenyLogStmt(opts));
+  internal::CountRules(opts.rule_counters, &chain);
   prog->chains[chain.name] = std::move(chain);
 }
 
@@ -917,7 +918,7 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& 
   // Attached pods coming and going (CNI ADD/DEL) only move pods in or out of locality: they
   // are handled like changed pods. Another node or table is a different program altogether.
   if (o.table != opts.table || o.node_name != opts.node_name ||
-      o.rule_counters != opts.rule_counters || name_clash) {
+      o.rule_counters != opts.rule_counters || o.deny_log != opts.deny_log || name_clash) {
     return FullUpdate(new_state, o, before);
   }
   std::set<std::string> relocated;
@@ -1234,7 +1235,7 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& 
     }
   }
   if (structural) {
-    for (auto& [gkey, g] : fresh) EmitGroup(*g, opts.rule_counters, &to);
+    for (auto& [gkey, g] : fresh) EmitGroup(*g, o, &to);
     nft::Transaction diff = nft::Diff(from, to);
     for (const nft::Command& c : diff.commands()) tx.Append(c);
     if (before != nullptr) {

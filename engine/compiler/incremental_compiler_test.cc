@@ -29,9 +29,11 @@ using testing::Rng;
 using testing::Sel;
 using testing::TcpPort;
 
+// Node n2 logs its drops, so every random transition is checked with and without deny logging.
 CompileOptions Node(const std::string& node) {
   CompileOptions o;
   o.node_name = node;
+  if (node == "n2") o.deny_log = CompileOptions::DenyLog{100, 10, 20, 128};
   return o;
 }
 
