@@ -23,6 +23,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -35,6 +36,7 @@
 #include "agent/k8s/datastore.h"
 #include "agent/k8s/node_status.h"
 #include "agent/log.h"
+#include "agent/flow_log.h"
 #include "agent/metrics.h"
 #include "agent/node_status.h"
 #include "agent/reconciler.h"
@@ -42,6 +44,7 @@
 #include "agent/server.h"
 #include "agent/service.h"
 #include "agent/store.h"
+#include "engine/compiler/common.h"
 #include "engine/compiler/compiler.h"
 #include "engine/compiler/incremental.h"
 #include "engine/model/loader.h"
@@ -123,8 +126,24 @@ ABSL_FLAG(int64_t, cold_start_chunk_elements, 20000,
 ABSL_FLAG(absl::Duration, check_interval, absl::Seconds(60),
           "How often to compare the kernel's table with the expected program and repair drift "
           "(0 disables)");
+ABSL_FLAG(int, deny_log_group, 100,
+          "nflog group the drops of the compiled program are logged to and the agent reads "
+          "(flow logs: netpolctl logs, FlowService, --flow-log); 0: no deny logs");
+ABSL_FLAG(int, deny_log_rate, 10,
+          "Logged drops per second per pod group and direction (a kernel limit per group chain; "
+          "drops beyond it are counted, not logged)");
+ABSL_FLAG(int, deny_log_burst, 20, "Burst of --deny-log-rate, in packets");
+ABSL_FLAG(std::string, flow_log, "",
+          "Append every flow record to this file as JSON lines (empty: no file)");
+ABSL_FLAG(int64_t, flow_log_max_bytes, 64 << 20,
+          "Rotate --flow-log (to PATH.1, replacing it) before it would pass this size");
+ABSL_FLAG(int, flow_log_buffer, 1000, "Flow records held in memory for netpolctl logs");
 
 namespace {
+
+// The bytes of each logged packet sent to the agent: the IPv4/IPv6 header with options or
+// extension headers and the transport ports.
+constexpr uint32_t kDenyLogSnaplen = 128;
 
 int Fail(const std::string& what, const absl::Status& status) {
   std::fprintf(stderr, "netpol-agent: %s: %s\n", what.c_str(), status.ToString().c_str());
@@ -292,6 +311,59 @@ int main(int argc, char** argv) {
   ReconcilerOptions ropts;
   ropts.compile.table = absl::GetFlag(FLAGS_table);
   ropts.compile.node_name = node;
+  const int deny_log_group = absl::GetFlag(FLAGS_deny_log_group);
+  if (deny_log_group < 0 || deny_log_group > 65535) {
+    return Fail("--deny-log-group", absl::InvalidArgumentError("must be 0-65535"));
+  }
+  if (deny_log_group != 0) {
+    compiler::CompileOptions::DenyLog d;
+    d.group = static_cast<uint16_t>(deny_log_group);
+    d.rate = static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_deny_log_rate)));
+    d.burst = static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_deny_log_burst)));
+    d.snaplen = kDenyLogSnaplen;
+    ropts.compile.deny_log = d;
+    if (absl::Status st = compiler::ValidateOptions(ropts.compile); !st.ok()) {
+      return Fail("--deny-log-rate/--deny-log-burst", st);
+    }
+  }
+  // Flow logs: the reader of the nflog group. Without it the kernel still limits and counts.
+  std::unique_ptr<FlowLog> flow_log;
+  std::unique_ptr<netlink::NetlinkBackend> counter_reader;
+  absl::Mutex counter_mu;
+  if (deny_log_group != 0) {
+    absl::StatusOr<std::unique_ptr<netlink::NetlinkBackend>> cr =
+        netlink::NetlinkBackend::Create();
+    if (cr.ok()) counter_reader = *std::move(cr);
+    FlowLogOptions fopts;
+    fopts.group = static_cast<uint16_t>(deny_log_group);
+    fopts.node = node;
+    fopts.state = [store_ptr] { return store_ptr->Current().state; };
+    fopts.buffer = static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_flow_log_buffer)));
+    fopts.file = absl::GetFlag(FLAGS_flow_log);
+    fopts.file_max_bytes = static_cast<uint64_t>(std::max<int64_t>(
+        4096, absl::GetFlag(FLAGS_flow_log_max_bytes)));
+    const std::string table = ropts.compile.table;
+    fopts.suppressed = [&counter_reader, &counter_mu, table]() -> absl::StatusOr<uint64_t> {
+      absl::MutexLock lock(&counter_mu);
+      if (counter_reader == nullptr) return absl::UnavailableError("no netlink socket");
+      absl::StatusOr<std::vector<nft::RuleCount>> cs = counter_reader->ReadCounters(table);
+      if (!cs.ok()) return cs.status();
+      uint64_t sum = 0;
+      for (const nft::RuleCount& c : *cs) {
+        if (absl::StartsWith(c.comment, compiler::internal::kSuppressedCommentPrefix)) {
+          sum += c.packets;
+        }
+      }
+      return sum;
+    };
+    absl::StatusOr<std::unique_ptr<FlowLog>> fl = FlowLog::Start(std::move(fopts));
+    if (fl.ok()) {
+      flow_log = *std::move(fl);
+    } else {
+      LogWarning(absl::StrCat("flow logs are off: ", fl.status().ToString(),
+                              " (the kernel still limits and counts the logged drops)"));
+    }
+  }
   ropts.check_interval = absl::GetFlag(FLAGS_check_interval);
   ropts.cold_start_chunk_elements =
       static_cast<size_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_cold_start_chunk_elements)));
@@ -344,6 +416,7 @@ int main(int argc, char** argv) {
   sopts.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   sopts.client_ca_file = absl::GetFlag(FLAGS_client_ca);
   sopts.endpoints = &endpoint_api;
+  sopts.flow_log = flow_log.get();
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(&service, sopts);
   if (!server.ok()) return Fail("cannot start the gRPC server", server.status());
   std::unique_ptr<MetricsServer> metrics;

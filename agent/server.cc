@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "api/grpc/health/v1/health.pb.h"
 #include "api/netpol/v1/endpoint_service.grpc.pb.h"
+#include "api/netpol/v1/flow_service.grpc.pb.h"
 #include "api/netpol/v1/object_service.grpc.pb.h"
 #include "api/netpol/v1/query_service.grpc.pb.h"
 #include "api/netpol/v1/status_service.grpc.pb.h"
@@ -41,6 +42,7 @@ constexpr int kMaxRpcThreads = 2048;
 
 const char* const kServiceNames[] = {
     "netpol.v1.EndpointService",
+    "netpol.v1.FlowService",
     "netpol.v1.ObjectService",
     "netpol.v1.QueryService",
     "netpol.v1.StatusService",
@@ -171,6 +173,43 @@ class StatusServiceImpl final : public v1::StatusService::Service {
   const absl::Duration max_wait_;
 };
 
+// At most this many Logs streams at once (each holds an RPC thread while it follows).
+constexpr int kMaxFlowStreams = 32;
+
+class FlowServiceImpl final : public v1::FlowService::Service {
+ public:
+  explicit FlowServiceImpl(FlowLog* log) : log_(log) {}
+
+  grpc::Status Logs(grpc::ServerContext* ctx, const v1::FlowLogsRequest* req,
+                    grpc::ServerWriter<v1::FlowRecord>* writer) override {
+    if (log_ == nullptr) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "flow logs are off on this agent (--deny-log-group=0, or the nflog "
+                          "group could not be bound: see the agent's log)");
+    }
+    if (streams_.fetch_add(1) >= kMaxFlowStreams) {
+      streams_.fetch_sub(1);
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("netpol-agent is busy: ", kMaxFlowStreams,
+                                       " flow log streams are already open; retry later"));
+    }
+    log_->Follow(
+        *req, [writer](const v1::FlowRecord& r) { return writer->Write(r); },
+        [ctx] { return ctx->IsCancelled(); });
+    streams_.fetch_sub(1);
+    return grpc::Status::OK;
+  }
+  grpc::Status Stats(grpc::ServerContext*, const v1::FlowLogStatsRequest*,
+                     v1::FlowLogStats* resp) override {
+    if (log_ != nullptr) *resp = log_->Stats();
+    return grpc::Status::OK;
+  }
+
+ private:
+  FlowLog* const log_;
+  std::atomic<int> streams_{0};
+};
+
 class EndpointServiceImpl final : public v1::EndpointService::Service {
  public:
   EndpointServiceImpl(AgentService* s, EndpointApi* api, absl::Duration write_timeout)
@@ -280,6 +319,7 @@ class Server::Impl {
   std::unique_ptr<QueryServiceImpl> queries;
   std::unique_ptr<StatusServiceImpl> status;
   std::unique_ptr<EndpointServiceImpl> endpoints;
+  std::unique_ptr<FlowServiceImpl> flows;
   std::unique_ptr<grpc::Server> server;
   std::vector<std::string> unix_paths;
 };
@@ -329,6 +369,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(AgentService* service,
                                                             options.write_timeout);
   }
 
+  impl->flows = std::make_unique<FlowServiceImpl>(options.flow_log);
+
   grpc::EnableDefaultHealthCheckService(true);
   // Reflection describes a service from the descriptors linked into the binary; gRPC's built-in
   // health service brings none, so grpc.health.v1 comes from our copy of its .proto. Naming it
@@ -365,6 +407,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(AgentService* service,
   builder.RegisterService(impl->queries.get());
   builder.RegisterService(impl->status.get());
   if (impl->endpoints != nullptr) builder.RegisterService(impl->endpoints.get());
+  builder.RegisterService(impl->flows.get());
   impl->server = builder.BuildAndStart();
   if (impl->server == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "agent/endpoints.h"
+#include "agent/flow_log.h"
 #include "agent/service.h"
 #include "grpcpp/server.h"
 
@@ -43,6 +44,9 @@ struct ServerOptions {
   // Serves netpol.v1.EndpointService (CNI attachments) when set; not owned, must outlive the
   // server. Attach and Detach are writes (Unix socket or TLS client certificate).
   EndpointApi* endpoints = nullptr;
+  // Serves netpol.v1.FlowService from it; null: Logs answers FAILED_PRECONDITION (flow logs
+  // are off) and Stats `enabled: false`. Not owned, must outlive the server.
+  FlowLog* flow_log = nullptr;
 };
 
 class Server {

@@ -28,6 +28,8 @@ PreParsed PreParse(const std::vector<std::string>& argv) {
   PreParsed out;
   if (argv.empty()) return out;
   out.args.push_back(argv[0]);
+  // `logs -f` follows (as kubectl logs -f): there -f takes no file.
+  bool logs = false, positional = false;
   for (size_t i = 1; i < argv.size(); ++i) {
     const std::string& a = argv[i];
     if (a == "--") {
@@ -35,6 +37,8 @@ PreParsed PreParse(const std::vector<std::string>& argv) {
       break;
     }
     if (a.size() < 2 || a[0] != '-') {
+      if (!positional && a == "logs") logs = true;
+      positional = true;
       out.args.push_back(a);
       continue;
     }
@@ -42,6 +46,10 @@ PreParsed PreParse(const std::vector<std::string>& argv) {
     const std::string body = a.substr(long_form ? 2 : 1);
     const size_t eq = body.find('=');
     const std::string name = body.substr(0, eq);
+    if (logs && name == "f" && eq == std::string::npos) {
+      out.args.push_back("--follow");
+      continue;
+    }
     // -f and --filename, with the value attached, after '=' or in the next argument.
     if (name == "f" || name == "filename") {
       if (eq != std::string::npos) {

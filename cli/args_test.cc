@@ -35,6 +35,15 @@ TEST(PreParseTest, KubectlLongNamesAndAttachedShorthands) {
   EXPECT_FALSE(p.files_given);
 }
 
+TEST(PreParseTest, LogsDashFFollowsAndTakesNoFile) {
+  PreParsed p = PreParse({"netpolctl", "logs", "-f", "--denied", "-n", "shop"});
+  EXPECT_THAT(p.args, ElementsAre("netpolctl", "logs", "--follow", "--denied", "-n", "shop"));
+  EXPECT_FALSE(p.files_given);
+  // Elsewhere -f still names files, also when "logs" is a file name.
+  PreParsed q = PreParse({"netpolctl", "apply", "-f", "logs"});
+  EXPECT_THAT(q.files, ElementsAre("logs"));
+}
+
 TEST(PreParseTest, NothingAfterDoubleDashAndAMissingValueIsLeftForAbseil) {
   EXPECT_THAT(PreParse({"netpolctl", "get", "--", "-f", "x"}).args,
               ElementsAre("netpolctl", "get", "--", "-f", "x"));

@@ -67,6 +67,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const ClientOptions& opti
   c->objects_ = v1::ObjectService::NewStub(c->channel_);
   c->queries_ = v1::QueryService::NewStub(c->channel_);
   c->status_ = v1::StatusService::NewStub(c->channel_);
+  c->flows_ = v1::FlowService::NewStub(c->channel_);
   return c;
 }
 

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "api/netpol/v1/flow_service.grpc.pb.h"
 #include "api/netpol/v1/object_service.grpc.pb.h"
 #include "api/netpol/v1/query_service.grpc.pb.h"
 #include "api/netpol/v1/status_service.grpc.pb.h"
@@ -41,6 +42,7 @@ class Client {
   v1::ObjectService::Stub& objects() { return *objects_; }
   v1::QueryService::Stub& queries() { return *queries_; }
   v1::StatusService::Stub& status() { return *status_; }
+  v1::FlowService::Stub& flows() { return *flows_; }
   // A context carrying the deadline (a call fails at once when no connection can be made).
   std::unique_ptr<grpc::ClientContext> Context() const;
   // Turns an RPC error into a message that says what to do. UNAVAILABLE has two causes told
@@ -69,6 +71,7 @@ class Client {
   std::unique_ptr<v1::ObjectService::Stub> objects_;
   std::unique_ptr<v1::QueryService::Stub> queries_;
   std::unique_ptr<v1::StatusService::Stub> status_;
+  std::unique_ptr<v1::FlowService::Stub> flows_;
 };
 
 }  // namespace netpol::cli

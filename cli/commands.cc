@@ -738,6 +738,70 @@ std::vector<std::vector<std::string>> DatastoreRows(const v1::StatusResponse& s)
   return rows;
 }
 
+// One flow record as a line: time, verdict, direction, protocol, source -> destination, the
+// policies. An endpoint is "ns/pod (ip):port" or "ip:port".
+std::string FlowLine(const v1::FlowRecord& r) {
+  auto end = [](const v1::FlowEndpoint& e) {
+    std::string ip = absl::StrContains(e.ip(), ':') ? absl::StrCat("[", e.ip(), "]") : e.ip();
+    std::string s = e.pod().empty() ? ip : absl::StrCat(e.pod(), " (", e.ip(), ")");
+    if (e.port() != 0) absl::StrAppend(&s, e.pod().empty() ? ":" : " port ", e.port());
+    return s;
+  };
+  absl::Time t = absl::FromUnixSeconds(r.time().seconds()) + absl::Nanoseconds(r.time().nanos());
+  return absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", t, absl::UTCTimeZone()), " ",
+                      v1::Verdict_Name(r.verdict()), " ",
+                      r.direction() == v1::INGRESS ? "ingress" : "egress", " ", r.protocol(), " ",
+                      end(r.source()), " -> ", end(r.destination()), " policies: ",
+                      r.policies().empty() ? "<none>" : absl::StrJoin(r.policies(), ", "));
+}
+
+int Logs(Client& c, const std::vector<std::string>& args, const CommandOptions& opts,
+         std::ostream& out, std::ostream& err) {
+  if (args.size() != 1) return UsageError(err, "logs takes no arguments (use --pod NS/NAME)");
+  if (opts.denied && opts.allowed) return UsageError(err, "--denied and --allowed exclude each other");
+  v1::FlowLogsRequest req;
+  req.set_follow(opts.follow);
+  if (opts.denied) req.set_verdict(v1::DENIED);
+  if (opts.allowed) req.set_verdict(v1::ALLOWED);
+  if (!opts.pod.empty()) {
+    std::string pod = opts.pod;
+    if (!absl::StrContains(pod, '/')) {
+      pod = absl::StrCat(opts.namespace_name.empty() ? "default" : opts.namespace_name, "/", pod);
+    }
+    req.set_pod(pod);
+  } else if (!opts.namespace_name.empty()) {
+    req.set_namespace_(opts.namespace_name);
+  }
+  if (opts.tail < 0) return UsageError(err, "--tail must be >= 0");
+  req.set_tail(opts.tail);
+  if (opts.stats) {
+    v1::FlowLogStats stats;
+    grpc::Status st = c.flows().Stats(c.Context().get(), v1::FlowLogStatsRequest(), &stats);
+    if (!st.ok()) return Error(err, c.Explain(st));
+    out << ToJson(stats) << "\n";
+    return kOk;
+  }
+  // Following has no deadline: the stream ends when the agent stops or on Ctrl-C.
+  std::unique_ptr<grpc::ClientContext> ctx =
+      opts.follow ? std::make_unique<grpc::ClientContext>() : c.Context();
+  std::unique_ptr<grpc::ClientReader<v1::FlowRecord>> reader = c.flows().Logs(ctx.get(), req);
+  v1::FlowRecord r;
+  google::protobuf::util::JsonPrintOptions jo;
+  while (reader->Read(&r)) {
+    if (opts.output == "json") {
+      std::string line;
+      google::protobuf::util::MessageToJsonString(r, &line, jo);
+      out << line << "\n";
+    } else {
+      out << FlowLine(r) << "\n";
+    }
+    out.flush();
+  }
+  grpc::Status st = reader->Finish();
+  if (!st.ok()) return Error(err, c.Explain(st));
+  return kOk;
+}
+
 int Status(Client& c, const CommandOptions& opts, std::ostream& out, std::ostream& err) {
   if (opts.all_nodes) return AllNodes(c, opts, out, err);
   v1::StatusResponse s;
@@ -1157,7 +1221,7 @@ absl::Status CheckOutput(const std::string& cmd, const std::string& output) {
   if (cmd == "get") {
     allowed = {"wide", "yaml", "json", "name"};
   } else if (cmd == "status" || cmd == "check" || cmd == "explain" || cmd == "version" ||
-             cmd == "wait") {
+             cmd == "wait" || cmd == "logs") {
     allowed = {"json"};
   } else if (cmd == "apply" || cmd == "delete") {
     allowed = {"name"};
@@ -1276,9 +1340,9 @@ _netpolctl() {
     cur=${COMP_WORDS[COMP_CWORD]}; prev=${COMP_WORDS[COMP_CWORD-1]}
     words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD
   }
-  local commands="apply delete get describe status check explain render diff wait version completion"
+  local commands="apply delete get describe status check explain render diff wait logs version completion"
   local kinds="namespaces pods networkpolicies"
-  local flags="--server -f --filename -n --namespace -A --all-namespaces -l --selector -o --output --from --to --port --protocol --ip-family --kernel --ignore-not-found --dry-run --tls-ca --tls-cert --tls-key --timeout --for --generation --all-nodes --help --version"
+  local flags="--server -f --filename -n --namespace -A --all-namespaces -l --selector -o --output --from --to --port --protocol --ip-family --kernel --denied --allowed --follow --pod --tail --stats --ignore-not-found --dry-run --tls-ca --tls-cert --tls-key --timeout --for --generation --all-nodes --help --version"
   case "$prev" in
     -f|--filename|--tls-ca|--tls-cert|--tls-key) _filedir 2>/dev/null || COMPREPLY=($(compgen -f -- "$cur")); return ;;
     -n|--namespace) COMPREPLY=($(compgen -W "$(__netpolctl_names namespaces)" -- "$cur")); return ;;
@@ -1344,6 +1408,10 @@ Usage:
                                               2 not applicable or error
   netpolctl explain pod NS/NAME               policies, chains and named ports of a pod
   netpolctl render [--kernel]                 the nftables program (as committed, or read back)
+  netpolctl logs [--denied|--allowed] [-f] [--pod NS/NAME] [-n NS] [--tail N] [-o json]
+                                              what the kernel dropped (and allowed, where logged)
+                                              on this node, with the pods and policies; -f
+                                              follows; --stats: received, lost, suppressed
   netpolctl diff -f FILE|DIR|-                what applying would change (exit 1 when anything)
   netpolctl version [-o json]                 this client's and the agent's version
   netpolctl completion bash                   bash completion: source <(netpolctl completion bash)
@@ -1393,6 +1461,7 @@ int Run(Client& client, const std::vector<std::string>& args, const CommandOptio
   if (cmd == "check") return Check(client, options, out, err);
   if (cmd == "explain") return Explain(client, args, options, out, err);
   if (cmd == "render") return Render(client, options, out, err);
+  if (cmd == "logs") return Logs(client, args, options, out, err);
   return UsageError(err, absl::StrCat("unknown command \"", cmd, "\""));
 }
 

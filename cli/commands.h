@@ -14,6 +14,7 @@
 //   check --from A --to B --port P [--protocol TCP]   exit 0 allowed, 1 denied, 2 otherwise
 //   explain pod NS/NAME
 //   render [--kernel]        the nft program as text
+//   logs [--denied|--allowed] [-f] [--pod NS/NAME] [-n NS] [-o json]   flow records
 //   diff -f FILE             the plan of applying FILE (dry run); exit 1 when it changes anything
 //   version                  this client's and the agent's version
 //   completion bash          a bash completion script
@@ -53,6 +54,12 @@ struct CommandOptions {
   absl::Duration timeout = absl::Seconds(90);  // wait: the whole wait (--timeout)
   // wait: between two reads of whether the store holds FILE's objects yet.
   absl::Duration poll_interval = absl::Milliseconds(200);
+  // logs: only drops / only logged allows, keep following, one pod ("ns/name", or a name in -n),
+  // the newest N held records (0: all), the flow log's counts instead of records.
+  bool denied = false, allowed = false, follow = false;
+  std::string pod;
+  int tail = 0;
+  bool stats = false;
 };
 
 // The usage text.

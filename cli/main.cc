@@ -44,6 +44,12 @@ ABSL_FLAG(absl::Duration, timeout, absl::Seconds(90),
 ABSL_FLAG(std::string, for, "", "wait: the condition (enforced)");
 ABSL_FLAG(int64_t, generation, -1, "wait: the generation to wait for");
 ABSL_FLAG(bool, all_nodes, false, "status: every node of the shared datastore");
+ABSL_FLAG(bool, denied, false, "logs: only dropped packets");
+ABSL_FLAG(bool, allowed, false, "logs: only allowed connections (of policies that log them)");
+ABSL_FLAG(bool, follow, false, "logs: keep printing new records (also -f after logs)");
+ABSL_FLAG(std::string, pod, "", "logs: only records of this pod (NS/NAME, or NAME in -n)");
+ABSL_FLAG(int, tail, 0, "logs: the newest N records held by the agent (0: all held)");
+ABSL_FLAG(bool, stats, false, "logs: the flow log's counts (received, lost, suppressed) as JSON");
 
 int main(int argc, char** argv) {
   const std::string usage = netpol::cli::Usage();
@@ -91,5 +97,11 @@ int main(int argc, char** argv) {
   opts.wait_for = absl::GetFlag(FLAGS_for);
   opts.generation = absl::GetFlag(FLAGS_generation);
   opts.timeout = absl::GetFlag(FLAGS_timeout);
+  opts.denied = absl::GetFlag(FLAGS_denied);
+  opts.allowed = absl::GetFlag(FLAGS_allowed);
+  opts.follow = absl::GetFlag(FLAGS_follow);
+  opts.pod = absl::GetFlag(FLAGS_pod);
+  opts.tail = absl::GetFlag(FLAGS_tail);
+  opts.stats = absl::GetFlag(FLAGS_stats);
   return netpol::cli::Run(**client, args, opts, std::cin, std::cout, std::cerr);
 }

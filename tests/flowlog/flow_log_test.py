@@ -1,0 +1,296 @@
+#!/usr/bin/python3
+"""Flow logs with real packets in the lab (tests/lab): what the kernel dropped, as records.
+
+netpol-agent runs in the lab node's namespace with deny logs on (nflog group, a kernel limit per
+pod group and direction) and --flow-log. The conformance model is applied, then two policies:
+x/deny-a-ingress isolates x/a for ingress (nothing allowed), y/deny-b-egress isolates y/b for
+egress. Then, from the pods' own namespaces:
+
+- denied connections, each exactly one packet (a TCP SYN whose connect gives up before the
+  kernel retransmits, or one UDP datagram) from a fixed source port: x/b -> x/a TCP 80 and UDP 81
+  over IPv4 and IPv6 (ingress drops), y/b -> z/c TCP 80 over IPv4 (an egress drop);
+- a marker packet (x/c -> x/a UDP 81) sent after them, whose record shows every earlier one was
+  read.
+
+The records before the marker must be exactly the five expected ones, naming the right pods,
+ports, protocols, direction and policies, in `netpolctl logs -o json` and in the --flow-log file.
+Then a flood of N UDP datagrams from x/c at a rate far beyond the kernel limit: every one is
+either a record or counted as suppressed (`netpolctl logs --stats`), and the suppressed count
+grew. The only waits are bounded waits for records to arrive; nothing is timed.
+
+    flow_log_test.py --agent PATH/netpol-agent --ctl PATH/netpolctl
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
+
+import lab  # noqa: E402
+import yaml  # noqa: E402  (python3-yaml)
+
+MODEL = os.path.join(ROOT, "tests", "conformance", "model.yaml")
+NODE = "node-1"
+GROUP = 7301
+FLOOD = 2000
+WAIT = 60  # seconds: the bound of every wait for records (never an assertion on time)
+
+# Sends exactly one packet to (ip, port) from source port `sport`: a UDP datagram, or a TCP SYN
+# (connect with a 0.3 s timeout: the SYN is not retransmitted before the socket is closed).
+SEND = r"""
+import socket, sys
+proto, ip, port, sport, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+for i in range(count):
+    s = socket.socket(fam, socket.SOCK_DGRAM if proto == "UDP" else socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if sport:
+        s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", sport))
+    if proto == "UDP":
+        s.sendto(b"x", (ip, port))
+    else:
+        s.settimeout(0.3)
+        try:
+            s.connect((ip, port))
+            print("CONNECTED")
+        except OSError:
+            pass
+    s.close()
+"""
+
+
+class Failure(Exception):
+    pass
+
+
+def policy(ns, name, pod, types):
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"namespace": ns, "name": name},
+            "spec": {"podSelector": {"matchLabels": {"pod": pod}}, "policyTypes": types}}
+
+
+def write_yaml(path, docs):
+    with open(path, "w") as f:
+        f.write("---\n".join(json.dumps(d) + "\n" for d in docs))
+    return path
+
+
+class Agent:
+    def __init__(self, args, the_lab, workdir):
+        self.args = args
+        self.server = "unix://" + os.path.join(workdir, "agent.sock")
+        self.flow_file = os.path.join(workdir, "flows.jsonl")
+        self.log_path = os.path.join(workdir, "agent.log")
+        state_dir = os.path.join(workdir, "state")
+        os.makedirs(state_dir, mode=0o700)
+        log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", the_lab.node_netns, args.agent, "--node-name=" + NODE,
+             "--state-dir=" + state_dir, "--listen=" + self.server,
+             "--deny-log-group=%d" % GROUP, "--deny-log-rate=5", "--deny-log-burst=5",
+             "--flow-log=" + self.flow_file, "--flow-log-buffer=100000"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 30
+        while self.ctl("status").returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise Failure("netpol-agent not serving:\n" + self.log_tail())
+            time.sleep(0.1)
+
+    def ctl(self, *args):
+        return subprocess.run([self.args.ctl, "--server=" + self.server] + list(args),
+                              capture_output=True, text=True, timeout=120)
+
+    def apply(self, path):
+        cp = self.ctl("apply", "-f", path)
+        if cp.returncode != 0:
+            raise Failure("netpolctl apply -f %s: %s%s" % (path, cp.stdout, cp.stderr))
+
+    def records(self):
+        cp = self.ctl("logs", "-o", "json")
+        if cp.returncode != 0:
+            raise Failure("netpolctl logs: %s%s" % (cp.stdout, cp.stderr))
+        return [json.loads(line) for line in cp.stdout.splitlines() if line.strip()]
+
+    def stats(self):
+        cp = self.ctl("logs", "--stats")
+        if cp.returncode != 0:
+            raise Failure("netpolctl logs --stats: %s%s" % (cp.stdout, cp.stderr))
+        return json.loads(cp.stdout)
+
+    def log_tail(self, n=30):
+        try:
+            with open(self.log_path) as f:
+                return "".join(f.readlines()[-n:])
+        except OSError as e:
+            return "(no log: %s)" % e
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def send(the_lab, src, proto, dst_ip, port, sport, count=1):
+    cp = lab.run(["ip", "netns", "exec", the_lab._netns_of(src), lab.PYTHON, "-c", SEND,
+                  proto, dst_ip, str(port), str(sport), str(count)], timeout=120)
+    if "CONNECTED" in cp.stdout:
+        raise Failure("%s -> %s %s/%d connected: the policy does not deny it" %
+                      (src, dst_ip, proto, port))
+
+
+def summary(r):
+    """The fields of a record the test knows in advance (not the time or the chain's hash)."""
+    src, dst = r.get("source", {}), r.get("destination", {})
+    return (r.get("verdict"), r.get("direction"), r.get("protocol"),
+            src.get("pod", ""), src.get("ip"), src.get("port", 0),
+            dst.get("pod", ""), dst.get("ip"), dst.get("port", 0),
+            tuple(r.get("policies", [])), r.get("node"))
+
+
+def wait_for(what, fetch, done):
+    deadline = time.monotonic() + WAIT
+    while True:
+        got = fetch()
+        if done(got):
+            return got
+        if time.monotonic() > deadline:
+            raise Failure("%s: not there after %d s; have %s" % (what, WAIT, got))
+        time.sleep(0.2)
+
+
+def scenario(args, workdir):
+    with open(MODEL) as f:
+        objects = [d for d in yaml.safe_load_all(f) if d and d.get("kind") != "Lab"]
+    model_file = write_yaml(os.path.join(workdir, "model.yaml"), objects)
+    policies_file = write_yaml(os.path.join(workdir, "policies.yaml"), [
+        policy("x", "deny-a-ingress", "a", ["Ingress"]),
+        policy("y", "deny-b-egress", "b", ["Egress"])])
+    problems = []
+
+    def expect(what, ok, detail=""):
+        print("  [%s] %s%s" % ("ok" if ok else "FAIL", what, (": " + detail) if detail else ""))
+        if not ok:
+            problems.append("%s %s" % (what, detail))
+
+    with lab.Lab(lab.load_model(MODEL)) as the_lab:
+        agent = Agent(args, the_lab, workdir)
+        try:
+            agent.apply(model_file)
+            agent.apply(policies_file)
+            rendered = agent.ctl("render").stdout
+            expect("the program logs drops to group %d" % GROUP,
+                   ("group %d snaplen 128" % GROUP) in rendered and "limit rate 5/second" in rendered)
+            a, b, yb, zc, c = (the_lab.pods[k] for k in ("x/a", "x/b", "y/b", "z/c", "x/c"))
+            want = []
+            sport = 40001
+            for fam in lab.FAMILIES:
+                for proto, port in (("TCP", 80), ("UDP", 81)):
+                    send(the_lab, "x/b", proto, a.ip(fam), port, sport)
+                    want.append(("DENIED", "INGRESS", proto, "x/b", b.ip(fam), sport,
+                                 "x/a", a.ip(fam), port, ("x/deny-a-ingress",), NODE))
+                    sport += 1
+            send(the_lab, "y/b", "TCP", zc.ip("v4"), 80, sport)
+            want.append(("DENIED", "EGRESS", "TCP", "y/b", yb.ip("v4"), sport,
+                         "z/c", zc.ip("v4"), 80, ("y/deny-b-egress",), NODE))
+            marker_port = 45000
+            send(the_lab, "x/c", "UDP", a.ip("v4"), 81, marker_port)
+
+            def has_marker(recs):
+                return any(r.get("source", {}).get("port") == marker_port for r in recs)
+
+            recs = wait_for("the marker's record", agent.records, has_marker)
+            before = []
+            for r in recs:
+                if r.get("source", {}).get("port") == marker_port:
+                    break
+                before.append(summary(r))
+            expect("exactly the expected records before the marker", sorted(before) == sorted(want),
+                   "got %s, want %s" % (before, want))
+            chains = {r.get("chain", "") for r in recs}
+            expect("records name their group chain", all(ch.startswith(("in-", "eg-"))
+                                                         for ch in chains), str(chains))
+
+            # The JSON-lines file holds the same records.
+            with open(agent.flow_file) as f:
+                lines = [json.loads(l) for l in f if l.strip()]
+            expect("the --flow-log file holds the same records",
+                   [summary(r) for r in lines[:len(recs)]] == [summary(r) for r in recs],
+                   "%d lines, %d records" % (len(lines), len(recs)))
+
+            # Filters: --pod and --denied.
+            cp = agent.ctl("logs", "--denied", "--pod", "y/b", "-o", "json")
+            got = [summary(json.loads(l)) for l in cp.stdout.splitlines() if l.strip()]
+            expect("logs --denied --pod y/b", got == [want[-1]], str(got))
+            cp = agent.ctl("logs", "--pod", "x/b")
+            expect("text lines name pods and policies",
+                   cp.returncode == 0 and len(cp.stdout.splitlines()) == 4 and
+                   all("DENIED ingress" in l and "policies: x/deny-a-ingress" in l and
+                       "x/b (" in l and "x/a (" in l for l in cp.stdout.splitlines()), cp.stdout)
+
+            # A flood far beyond the limit: every datagram is a record or suppressed.
+            s0 = agent.stats()
+            flood_port = 46000
+            send(the_lab, "x/c", "UDP", a.ip("v4"), 81, flood_port, FLOOD)
+
+            def flood_count():
+                n = sum(1 for r in agent.records()
+                        if r.get("source", {}).get("port") == flood_port)
+                s = agent.stats()
+                return (n, int(s.get("suppressed", 0)) - int(s0.get("suppressed", 0)), s)
+
+            n, suppressed, s = wait_for(
+                "%d flood packets recorded or suppressed" % FLOOD, flood_count,
+                lambda got: got[0] + got[1] >= FLOOD)
+            print("  flood: %d records, %d suppressed" % (n, suppressed))
+            expect("records + suppressed == packets sent", n + suppressed == FLOOD,
+                   "%d + %d" % (n, suppressed))
+            expect("the kernel limit held most of the flood back", suppressed > FLOOD // 2,
+                   "%d suppressed" % suppressed)
+            expect("nothing lost on the way to the agent",
+                   int(s.get("queueDropped", 0)) == 0 and int(s.get("socketDropped", 0)) == 0,
+                   json.dumps(s))
+        finally:
+            agent.stop()
+            if problems:
+                print("agent log:\n" + agent.log_tail())
+    return problems
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agent", required=True)
+    ap.add_argument("--ctl", required=True)
+    args = ap.parse_args()
+    args.agent = os.path.abspath(args.agent)
+    args.ctl = os.path.abspath(args.ctl)
+    lab.require_root("flow_log_test")
+    workdir = tempfile.mkdtemp(prefix="netpol-flowlog-")
+    try:
+        problems = scenario(args, workdir)
+    except (Failure, lab.LabError) as e:
+        problems = [str(e)]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if problems:
+        print("FAIL:\n  " + "\n  ".join(problems))
+        return 1
+    print("PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
