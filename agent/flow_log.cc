@@ -5,6 +5,7 @@
 #include <libmnl/libmnl.h>
 #include <libnetfilter_log/libnetfilter_log.h>
 #include <linux/netfilter/nfnetlink_log.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -246,6 +247,17 @@ absl::StatusOr<std::unique_ptr<FlowLog>> FlowLog::Start(FlowLogOptions options) 
     s = Configure(
         nl, portid, group,
         [](nlmsghdr* nlh) { nflog_attr_put_cfg_mode(nlh, NFULNL_COPY_PACKET, 0xffff); }, 2);
+  }
+  if (s.ok()) {
+    // Every packet at once: the kernel otherwise batches up to 100 packets or one second per
+    // message (the limit in the rule already bounds how many come).
+    s = Configure(
+        nl, portid, group,
+        [](nlmsghdr* nlh) {
+          mnl_attr_put_u32(nlh, NFULA_CFG_QTHRESH, htonl(1));
+          mnl_attr_put_u32(nlh, NFULA_CFG_TIMEOUT, htonl(1));
+        },
+        3);
   }
   if (!s.ok()) {
     mnl_socket_close(nl);
