@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "agent/testing/fixtures.h"
 #include "gmock/gmock.h"
@@ -174,42 +175,43 @@ TEST(FlowLogTest, HeldRecordsFollowersFiltersAndTheRotatedFile) {
   o.state = [state] { return state; };
   o.buffer = 3;
   o.file = dir + "/flows.jsonl";
-  o.file_max_bytes = 600;  // about two records per file
+  o.file_max_bytes = 1000;  // three or four records per file: the 5 rotate once
   o.suppressed = [] { return absl::StatusOr<uint64_t>(42); };
   std::unique_ptr<FlowLog> log = FlowLog::StartWithoutSocket(o);
-
-  // A follower of shop/web's records, started before any record exists.
-  v1::FlowLogsRequest follow;
-  follow.set_follow(true);
-  follow.set_pod("shop/web");
-  std::vector<std::string> followed;
-  absl::Notification got_two;
-  std::atomic<bool> done{false};
-  std::thread follower([&] {
-    log->Follow(
-        follow,
-        [&](const v1::FlowRecord& r) {
-          followed.push_back(r.destination().ip());
-          if (followed.size() == 2) got_two.Notify();
-          return true;
-        },
-        [&] { return done.load(); });
-  });
 
   ASSERT_TRUE(log->Add(Packet("deny in-a", "10.1.0.11", "10.1.0.10", 6, 80)));
   ASSERT_TRUE(log->Add(Packet("deny eg-b", "10.1.0.11", "192.0.2.1", 17, 53)));
   ASSERT_TRUE(log->Add(Packet("foreign", "10.1.0.11", "10.1.0.10", 6, 80)));
   ASSERT_TRUE(log->Add(Packet("deny in-a", "10.1.0.11", "fd00:1::10", 6, 81)));
   ASSERT_TRUE(log->Add(Packet("deny in-a", "10.1.0.11", "10.1.0.10", 6, 82)));
-  got_two.WaitForNotification();  // no deadline: a lost record hangs and fails the test
-  // The web follower saw its records only (the second web record, to fd00:1::10, is one of them).
-  EXPECT_THAT(followed, ElementsAre("10.1.0.10", "fd00:1::10"));
-
-  // Wait until the worker took every packet, through Stats (records is 4: the foreign prefix
-  // made none).
+  // The worker has taken every packet once Stats counts 4 records (the foreign prefix made
+  // none). No deadline: a lost record hangs and fails the test.
   while (log->Stats().records() < 4) absl::SleepFor(absl::Milliseconds(10));
+
+  // A follower of shop/web: the held records (the buffer keeps the newest 3: ports 53, 81, 82;
+  // web's are 81 and 82), then a new one. Whether the follower starts before or after the new
+  // record is made, it sees the same three, in order.
+  v1::FlowLogsRequest follow;
+  follow.set_follow(true);
+  follow.set_pod("shop/web");
+  std::vector<std::string> followed;
+  absl::Notification got_three;
+  std::atomic<bool> done{false};
+  std::thread follower([&] {
+    log->Follow(
+        follow,
+        [&](const v1::FlowRecord& r) {
+          followed.push_back(absl::StrCat(r.destination().ip(), ":", r.destination().port()));
+          if (followed.size() == 3) got_three.Notify();
+          return true;
+        },
+        [&] { return done.load(); });
+  });
+  ASSERT_TRUE(log->Add(Packet("deny in-a", "10.1.0.11", "10.1.0.10", 6, 83)));
+  got_three.WaitForNotification();
   done.store(true);
   follower.join();
+  EXPECT_THAT(followed, ElementsAre("fd00:1::10:81", "10.1.0.10:82", "10.1.0.10:83"));
 
   v1::FlowLogsRequest all;
   std::vector<uint32_t> ports;
@@ -217,7 +219,7 @@ TEST(FlowLogTest, HeldRecordsFollowersFiltersAndTheRotatedFile) {
     ports.push_back(r.destination().port());
     return true;
   }, [] { return false; });
-  EXPECT_THAT(ports, ElementsAre(53, 81, 82));  // the buffer holds the newest 3
+  EXPECT_THAT(ports, ElementsAre(81, 82, 83));  // the buffer holds the newest 3
   v1::FlowLogsRequest egress_ns;
   egress_ns.set_namespace_("shop");
   egress_ns.set_tail(1);
@@ -226,16 +228,16 @@ TEST(FlowLogTest, HeldRecordsFollowersFiltersAndTheRotatedFile) {
     ports.push_back(r.destination().port());
     return true;
   }, [] { return false; });
-  EXPECT_THAT(ports, ElementsAre(82));
+  EXPECT_THAT(ports, ElementsAre(83));
 
   v1::FlowLogStats stats = log->Stats();
-  EXPECT_EQ(stats.received(), 5);
-  EXPECT_EQ(stats.records(), 4);
+  EXPECT_EQ(stats.received(), 6);
+  EXPECT_EQ(stats.records(), 5);
   EXPECT_EQ(stats.queue_dropped(), 0);
   EXPECT_EQ(stats.suppressed(), 42);
   EXPECT_EQ(stats.file_error(), "");
 
-  // The file was rotated once it would pass 600 bytes: both parts together hold the 4 records,
+  // The file was rotated once it would pass 1000 bytes: both parts together hold the 5 records,
   // one JSON object a line.
   auto lines = [](const std::string& path) {
     std::ifstream in(path);
@@ -246,12 +248,12 @@ TEST(FlowLogTest, HeldRecordsFollowersFiltersAndTheRotatedFile) {
   std::vector<std::string> a = lines(o.file + ".1"), b = lines(o.file);
   EXPECT_FALSE(a.empty());
   EXPECT_FALSE(b.empty());
-  EXPECT_EQ(a.size() + b.size(), 4u);
+  EXPECT_EQ(a.size() + b.size(), 5u);
   for (const std::string& l : b) {
     EXPECT_THAT(l, HasSubstr("\"verdict\":\"DENIED\""));
     EXPECT_THAT(l, HasSubstr("\"node\":\"node-1\""));
   }
-  EXPECT_THAT(b.back(), HasSubstr("\"destination\":{\"ip\":\"10.1.0.10\",\"port\":82,\"pod\":\"shop/web\"}"));
+  EXPECT_THAT(b.back(), HasSubstr("\"destination\":{\"ip\":\"10.1.0.10\",\"port\":83,\"pod\":\"shop/web\"}"));
   log.reset();
   fixtures::RemoveTree(dir);
 }
