@@ -320,6 +320,15 @@ absl::StatusOr<std::vector<Object>> AgentService::LoadObjects(
           " brings the count to ", out.size(), "); at most ", kMaxObjectsPerRequest,
           " per request: split the change"));
     }
+    // ClusterNetworkPolicies and Nodes load and validate, but this agent neither stores nor
+    // enforces them: the whole request is refused rather than silently ignoring a guardrail.
+    for (const Object& o : loaded.objects) {
+      if (o.AsClusterNetworkPolicy() == nullptr && o.AsNode() == nullptr) continue;
+      return absl::UnimplementedError(absl::StrCat(
+          options.source, ": ", o.Ref(), ": ", o.Kind(),
+          " is validated but not stored or enforced by this version of netpol (no datapath for "
+          "the Admin and Baseline tiers yet); nothing was changed"));
+    }
   }
   return out;
 }

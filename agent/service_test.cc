@@ -157,6 +157,34 @@ spec:
   EXPECT_EQ(Kernel(), before);
 }
 
+TEST_F(ServiceTest, ClusterNetworkPoliciesAndNodesAreRefusedNotSilentlyIgnored) {
+  MustApply(kShop);
+  const std::string before = Kernel();
+  for (const char* yaml :
+       {"apiVersion: v1\nkind: Namespace\nmetadata: {name: fine}\n---\n"
+        "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
+        "metadata: {name: guard}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}},\n"
+        "  ingress: [{action: Deny, from: [{namespaces: {}}]}]}\n",
+        "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n"}) {
+    for (bool dry_run : {false, true}) {
+      auto r = service_->Apply(ApplyOf(yaml, dry_run), kTimeout);
+      ASSERT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << yaml;
+      EXPECT_THAT(std::string(r.status().message()),
+                  HasSubstr("is validated but not stored or enforced by this version of netpol"));
+    }
+    v1::DeleteRequest del;
+    del.add_manifests()->set_text(yaml);
+    EXPECT_EQ(service_->Delete(del, kTimeout).status().code(), absl::StatusCode::kUnimplemented);
+  }
+  auto r = service_->Apply(ApplyOf("apiVersion: policy.networking.k8s.io/v1alpha2\n"
+                                   "kind: ClusterNetworkPolicy\nmetadata: {name: guard}\n"),
+                           kTimeout);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);  // invalid first
+  EXPECT_EQ(store_->Current().generation, 1u);
+  EXPECT_EQ(store_->Current().state->namespaces.count("fine"), 0u);
+  EXPECT_EQ(Kernel(), before);
+}
+
 TEST_F(ServiceTest, DryRunReturnsThePlanAndChangesNothing) {
   MustApply(kShop);
   const std::string before = Kernel();

@@ -50,7 +50,8 @@ std::string KeyLayout::PoliciesOfNamespace(const std::string& ns) const {
 std::string KeyLayout::KeyOf(const Object& object) const {
   if (const Namespace* ns = object.AsNamespace()) return NamespaceKey(ns->name);
   if (const Pod* pod = object.AsPod()) return PodKey(pod->Key());
-  return PolicyKey(object.AsNetworkPolicy()->Key());
+  // Only the three stored kinds reach here (Decode refuses the others first).
+  return PolicyKey(object.Key());
 }
 
 std::string KeyLayout::Encode(const Object& object) { return ToYaml(object); }
@@ -93,6 +94,9 @@ absl::StatusOr<Object> KeyLayout::Decode(absl::string_view key, absl::string_vie
                             " objects; want exactly one"));
   }
   Object& object = loaded->objects[0];
+  if (object.AsClusterNetworkPolicy() != nullptr || object.AsNode() != nullptr) {
+    return bad(absl::StrCat("the value is ", object.Ref(), ", a kind this version does not store"));
+  }
   if (absl::string_view(object.Kind()) != want_kind || object.Name() != want_name ||
       object.NamespaceName() != want_ns) {
     return bad(absl::StrCat("the value is ", object.Ref(), ", which belongs under ",

@@ -100,6 +100,12 @@ TEST(KeyLayoutTest, BadKeysAndValuesAreNamed) {
       {"invalid field", "/netpol/v1/pods/x/a",
        pod + "status: {podIPs: [{ip: 10.0.0.300}]}\n", "etcd key /netpol/v1/pods/x/a: pod x/a"},
       {"not yaml", "/netpol/v1/namespaces/x", "{{{", "etcd key /netpol/v1/namespaces/x"},
+      {"a kind not stored", "/netpol/v1/networkpolicies/x/guard",
+       "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
+       "metadata: {name: guard}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}}}\n",
+       "the value is clusternetworkpolicy guard, a kind this version does not store"},
+      {"a node", "/netpol/v1/namespaces/n1", "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n",
+       "the value is node n1, a kind this version does not store"},
   };
   KeyLayout l = Layout();
   for (const Case& c : cases) {

@@ -166,6 +166,101 @@ void EmitRules(YAML::Emitter& e, const char* field, const char* peers_field,
   e << YAML::EndSeq;
 }
 
+void EmitNamespacedPod(YAML::Emitter& e, const NamespacedPod& p) {
+  e << YAML::BeginMap;
+  EmitKey(e, "namespaceSelector");
+  EmitSelector(e, p.namespace_selector);
+  EmitKey(e, "podSelector");
+  EmitSelector(e, p.pod_selector);
+  e << YAML::EndMap;
+}
+
+void EmitCnpPeer(YAML::Emitter& e, const CnpPeer& peer) {
+  e << YAML::BeginMap;
+  if (peer.namespaces) {
+    EmitKey(e, "namespaces");
+    EmitSelector(e, *peer.namespaces);
+  } else if (peer.pods) {
+    EmitKey(e, "pods");
+    EmitNamespacedPod(e, *peer.pods);
+  } else if (peer.nodes) {
+    EmitKey(e, "nodes");
+    EmitSelector(e, *peer.nodes);
+  } else if (!peer.networks.empty()) {
+    EmitKey(e, "networks");
+    e << YAML::BeginSeq;
+    for (const Cidr& c : peer.networks) e << c.ToString();
+    e << YAML::EndSeq;
+  }
+  e << YAML::EndMap;
+}
+
+const char* ProtocolField(Protocol p) {
+  switch (p) {
+    case Protocol::kTCP:
+      return "tcp";
+    case Protocol::kUDP:
+      return "udp";
+    case Protocol::kSCTP:
+      return "sctp";
+  }
+  return "tcp";
+}
+
+void EmitCnpRules(YAML::Emitter& e, const char* field, const char* peers_field,
+                  const std::vector<CnpRule>& rules) {
+  if (rules.empty()) return;
+  EmitKey(e, field);
+  e << YAML::BeginSeq;
+  for (const CnpRule& r : rules) {
+    e << YAML::BeginMap;
+    if (!r.name.empty()) {
+      EmitKey(e, "name");
+      EmitString(e, r.name);
+    }
+    EmitKey(e, "action");
+    e << CnpActionName(r.action);
+    EmitKey(e, peers_field);
+    e << YAML::BeginSeq;
+    for (const CnpPeer& peer : r.peers) EmitCnpPeer(e, peer);
+    e << YAML::EndSeq;
+    if (!r.ports.empty()) {
+      EmitKey(e, "protocols");
+      e << YAML::BeginSeq;
+      for (const CnpPort& p : r.ports) {
+        e << YAML::BeginMap;
+        if (p.named_port) {
+          EmitKey(e, "destinationNamedPort");
+          EmitString(e, *p.named_port);
+        } else {
+          EmitKey(e, ProtocolField(p.protocol.value_or(Protocol::kTCP)));
+          e << YAML::BeginMap;
+          EmitKey(e, "destinationPort");
+          e << YAML::BeginMap;
+          if (p.end_port == 0) {
+            EmitKey(e, "number");
+            e << p.port;
+          } else {
+            EmitKey(e, "range");
+            e << YAML::BeginMap;
+            EmitKey(e, "start");
+            e << p.port;
+            EmitKey(e, "end");
+            e << p.end_port;
+            e << YAML::EndMap;
+          }
+          e << YAML::EndMap;
+          e << YAML::EndMap;
+        }
+        e << YAML::EndMap;
+      }
+      e << YAML::EndSeq;
+    }
+    e << YAML::EndMap;
+  }
+  e << YAML::EndSeq;
+}
+
 void EmitObject(YAML::Emitter& e, const Object& object) {
   e << YAML::BeginMap;
   if (const Namespace* ns = object.AsNamespace()) {
@@ -247,6 +342,45 @@ void EmitObject(YAML::Emitter& e, const Object& object) {
     EmitRules(e, "ingress", "from", np->ingress);
     EmitRules(e, "egress", "to", np->egress);
     e << YAML::EndMap;
+  } else if (const ClusterNetworkPolicy* cnp = object.AsClusterNetworkPolicy()) {
+    EmitKey(e, "apiVersion");
+    e << kClusterNetworkPolicyApiVersion;
+    EmitKey(e, "kind");
+    e << "ClusterNetworkPolicy";
+    EmitMeta(e, cnp->name, nullptr, {});
+    EmitKey(e, "spec");
+    e << YAML::BeginMap;
+    EmitKey(e, "tier");
+    e << CnpTierName(cnp->tier);
+    EmitKey(e, "priority");
+    e << cnp->priority;
+    EmitKey(e, "subject");
+    EmitCnpPeer(e, cnp->subject);
+    EmitCnpRules(e, "ingress", "from", cnp->ingress);
+    EmitCnpRules(e, "egress", "to", cnp->egress);
+    e << YAML::EndMap;
+  } else if (const Node* node = object.AsNode()) {
+    EmitKey(e, "apiVersion");
+    e << "v1";
+    EmitKey(e, "kind");
+    e << "Node";
+    EmitMeta(e, node->name, nullptr, node->labels);
+    if (!node->ips.empty()) {
+      EmitKey(e, "status");
+      e << YAML::BeginMap;
+      EmitKey(e, "addresses");
+      e << YAML::BeginSeq;
+      for (const IpAddr& ip : node->ips) {
+        e << YAML::BeginMap;
+        EmitKey(e, "type");
+        e << "InternalIP";
+        EmitKey(e, "address");
+        e << ip.ToString();
+        e << YAML::EndMap;
+      }
+      e << YAML::EndSeq;
+      e << YAML::EndMap;
+    }
   }
   e << YAML::EndMap;
 }

@@ -16,6 +16,12 @@ void ParsePod(Walker& w, const Fields& top, Pod* pod);
 // NetworkPolicy (networking.k8s.io/v1): every field.
 void ParseNetworkPolicy(Walker& w, const Fields& top, NetworkPolicy* np);
 
+// ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2): every field; spec.egress[].to[]
+// .domainNames is refused as not supported.
+void ParseClusterNetworkPolicy(Walker& w, const Fields& top, ClusterNetworkPolicy* cnp);
+// Node (v1): metadata (name, labels) and the InternalIP/ExternalIP entries of status.addresses.
+void ParseNode(Walker& w, const Fields& top, Node* node);
+
 }  // namespace netpol::load
 
 #endif  // NETPOL_ENGINE_MODEL_KINDS_H_

@@ -38,8 +38,12 @@ const char* Object::Kind() const {
       return "Namespace";
     case 1:
       return "Pod";
-    default:
+    case 2:
       return "NetworkPolicy";
+    case 3:
+      return "ClusterNetworkPolicy";
+    default:
+      return "Node";
   }
 }
 
@@ -55,7 +59,7 @@ const std::string& Object::Name() const {
 }
 
 std::string Object::Key() const {
-  if (const Namespace* ns = AsNamespace()) return ns->name;
+  if (!Namespaced()) return Name();
   return absl::StrCat(NamespaceName(), "/", Name());
 }
 
@@ -68,15 +72,22 @@ void Upsert(const Object& object, State* state) {
     state->pods[p->Key()] = *p;
   } else if (const NetworkPolicy* np = object.AsNetworkPolicy()) {
     state->policies[np->Key()] = *np;
+  } else if (const ClusterNetworkPolicy* cnp = object.AsClusterNetworkPolicy()) {
+    state->cluster_policies[cnp->name] = *cnp;
+  } else if (const Node* node = object.AsNode()) {
+    state->nodes[node->name] = *node;
   }
 }
 
 std::vector<Object> ObjectsOf(const State& state) {
   std::vector<Object> out;
-  out.reserve(state.namespaces.size() + state.pods.size() + state.policies.size());
+  out.reserve(state.namespaces.size() + state.pods.size() + state.policies.size() +
+              state.cluster_policies.size() + state.nodes.size());
   for (const auto& [key, ns] : state.namespaces) out.push_back(Object{ns});
   for (const auto& [key, pod] : state.pods) out.push_back(Object{pod});
   for (const auto& [key, np] : state.policies) out.push_back(Object{np});
+  for (const auto& [key, cnp] : state.cluster_policies) out.push_back(Object{cnp});
+  for (const auto& [key, node] : state.nodes) out.push_back(Object{node});
   return out;
 }
 
@@ -90,7 +101,7 @@ using yaml11::Describe;
 using yaml11::Resolve;
 using yaml11::ScalarType;
 
-enum class Kind { kNamespace, kPod, kNetworkPolicy, kList };
+enum class Kind { kNamespace, kPod, kNetworkPolicy, kClusterNetworkPolicy, kNode, kList };
 
 const char* KindLower(Kind k) {
   switch (k) {
@@ -100,6 +111,10 @@ const char* KindLower(Kind k) {
       return "pod";
     case Kind::kNetworkPolicy:
       return "networkpolicy";
+    case Kind::kClusterNetworkPolicy:
+      return "clusternetworkpolicy";
+    case Kind::kNode:
+      return "node";
     case Kind::kList:
       return "list";
   }
@@ -117,10 +132,15 @@ constexpr KindInfo kKinds[] = {
     {"Namespace", Kind::kNamespace, "v1", nullptr},
     {"Pod", Kind::kPod, "v1", nullptr},
     {"NetworkPolicy", Kind::kNetworkPolicy, "networking.k8s.io/v1", nullptr},
+    {"ClusterNetworkPolicy", Kind::kClusterNetworkPolicy, kClusterNetworkPolicyApiVersion, nullptr},
+    {"Node", Kind::kNode, "v1", nullptr},
     {"List", Kind::kList, "v1", nullptr},
     {"NamespaceList", Kind::kList, "v1", "Namespace"},
     {"PodList", Kind::kList, "v1", "Pod"},
     {"NetworkPolicyList", Kind::kList, "networking.k8s.io/v1", "NetworkPolicy"},
+    {"ClusterNetworkPolicyList", Kind::kList, kClusterNetworkPolicyApiVersion,
+     "ClusterNetworkPolicy"},
+    {"NodeList", Kind::kList, "v1", "Node"},
 };
 
 const KindInfo* FindKind(absl::string_view name) {
@@ -153,8 +173,8 @@ void LoadObject(LoadState& st, const YAML::Node& doc, const std::string& locator
     info = FindKind(*kind);
     if (info == nullptr || (in_list && info->kind == Kind::kList)) {
       dw.Error("", absl::StrCat("unsupported kind ", Show(*kind),
-                                " (supported: Namespace, Pod, "
-                                "NetworkPolicy",
+                                " (supported: Namespace, Pod, NetworkPolicy, "
+                                "ClusterNetworkPolicy, Node",
                                 in_list ? ")" : ", List)"));
       return;
     }
@@ -176,9 +196,11 @@ void LoadObject(LoadState& st, const YAML::Node& doc, const std::string& locator
         if (key.Scalar() == "namespace") ns = value.Scalar();
       }
       if (!name.empty()) {
-        ref = info->kind == Kind::kNamespace
-                  ? absl::StrCat("namespace ", Clip(name))
-                  : absl::StrCat(KindLower(info->kind), " ", Clip(ns), "/", Clip(name));
+        bool cluster_scoped = info->kind == Kind::kNamespace ||
+                              info->kind == Kind::kClusterNetworkPolicy ||
+                              info->kind == Kind::kNode;
+        ref = cluster_scoped ? absl::StrCat(KindLower(info->kind), " ", Clip(name))
+                             : absl::StrCat(KindLower(info->kind), " ", Clip(ns), "/", Clip(name));
       }
     }
   }
@@ -226,6 +248,20 @@ void LoadObject(LoadState& st, const YAML::Node& doc, const std::string& locator
       NetworkPolicy np;
       load::ParseNetworkPolicy(w, *top, &np);
       out->push_back(Object{std::move(np)});
+      return;
+    }
+    case Kind::kClusterNetworkPolicy: {
+      w.CheckFields(*top, "", {"apiVersion", "kind", "metadata", "spec", "status"});
+      ClusterNetworkPolicy cnp;
+      load::ParseClusterNetworkPolicy(w, *top, &cnp);
+      out->push_back(Object{std::move(cnp)});
+      return;
+    }
+    case Kind::kNode: {
+      w.CheckFields(*top, "", {"apiVersion", "kind", "metadata", "spec", "status"});
+      Node node;
+      load::ParseNode(w, *top, &node);
+      out->push_back(Object{std::move(node)});
       return;
     }
   }

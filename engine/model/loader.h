@@ -1,9 +1,10 @@
 // Loading Kubernetes manifests (YAML or JSON) into the model types, and writing them back.
 //
 // Input is one or more YAML documents (JSON is YAML) holding Namespace (v1), Pod (v1),
-// NetworkPolicy (networking.k8s.io/v1) or List (v1) objects; List items may be any of the
-// first three. Typed lists as the API server returns them (NamespaceList, PodList,
-// NetworkPolicyList) are accepted too; their items may omit kind and apiVersion.
+// NetworkPolicy (networking.k8s.io/v1), ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2),
+// Node (v1) or List (v1) objects; List items may be any but List. Typed lists as the API server
+// returns them (NamespaceList, PodList, NetworkPolicyList, ClusterNetworkPolicyList, NodeList)
+// are accepted too; their items may omit kind and apiVersion.
 //
 // Validation follows the Kubernetes API server:
 //   - Every object's top level (apiVersion, kind, metadata, spec, status) and every field of a
@@ -29,6 +30,18 @@
 //     merged).
 //   - IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are refused in podIPs and ipBlocks, as the
 //     API server refuses them ("must not be an IPv4-mapped IPv6 address").
+//   - ClusterNetworkPolicy, as its CRD schema and validation rules: every field; metadata.name a
+//     DNS-1123 subdomain, metadata.namespace ignored (cluster-scoped); spec.tier Admin/Baseline;
+//     spec.priority 0-1000; spec.subject exactly one of namespaces/pods; at most 25 ingress and
+//     25 egress rules; a rule's name at most 100 characters, action Accept/Deny/Pass, 1-25 peers
+//     (from/to), protocols absent or 1-25 entries; a peer exactly one of namespaces, pods and,
+//     egress only, nodes or networks (1-25 distinct canonical CIDRs, as ipBlock); pods.podSelector
+//     required; a protocols entry exactly one of tcp/udp/sctp (with destinationPort: exactly one
+//     of number 1-65535 or range start < end) or destinationNamedPort (an IANA service name),
+//     which networks/nodes peers of the same rule forbid. domainNames is refused: "not supported".
+//   - Nodes: metadata.name a DNS-1123 subdomain, labels; status.addresses entries need type and
+//     address; InternalIP/ExternalIP addresses must be valid IPs (other types are names and are
+//     ignored).
 // Scalars follow YAML 1.1 as Kubernetes reads them: an unquoted 80 is a number, "80" a string,
 // unquoted yes/no/on/off/true/false booleans, ~/null null. A string field given a number or
 // boolean is an error (quote it), as with kubectl.
@@ -36,7 +49,8 @@
 // Errors are InvalidArgument and name the source, the object and the field path:
 //   examples/x.yaml: networkpolicy x/deny-all: spec.ingress[0].ports[1].endPort: must be >= port
 // Problems found before an object is identified name the document (1-based):
-//   a.yaml: document 2: unsupported kind "Service" (supported: Namespace, Pod, NetworkPolicy, List)
+//   a.yaml: document 2: unsupported kind "Service" (supported: Namespace, Pod, NetworkPolicy,
+//   ClusterNetworkPolicy, Node, List)
 // One bad document rejects the whole load; all errors found are reported, one per line, the
 // first line being the first error.
 //
@@ -63,25 +77,35 @@ namespace netpol {
 
 // One loaded object.
 struct Object {
-  std::variant<Namespace, Pod, NetworkPolicy> value;
+  std::variant<Namespace, Pod, NetworkPolicy, ClusterNetworkPolicy, Node> value;
 
-  // "Namespace", "Pod" or "NetworkPolicy".
+  // "Namespace", "Pod", "NetworkPolicy", "ClusterNetworkPolicy" or "Node".
   const char* Kind() const;
-  // The namespace of a Pod/NetworkPolicy; empty for a Namespace.
+  // Pods and NetworkPolicies live in a namespace; the other kinds are cluster-scoped.
+  bool Namespaced() const { return AsPod() != nullptr || AsNetworkPolicy() != nullptr; }
+  // The namespace of a Pod/NetworkPolicy; empty for the cluster-scoped kinds.
   const std::string& NamespaceName() const;
   const std::string& Name() const;
-  // "name" for a Namespace, "namespace/name" otherwise (the State map key).
+  // "name" for a cluster-scoped kind, "namespace/name" otherwise (the State map key).
   std::string Key() const;
-  // How errors name the object: "namespace web", "pod default/a", "networkpolicy x/deny-all".
+  // How errors name the object: "namespace web", "pod default/a", "networkpolicy x/deny-all",
+  // "clusternetworkpolicy guard", "node n1".
   std::string Ref() const;
 
   const Namespace* AsNamespace() const { return std::get_if<Namespace>(&value); }
   const Pod* AsPod() const { return std::get_if<Pod>(&value); }
   const NetworkPolicy* AsNetworkPolicy() const { return std::get_if<NetworkPolicy>(&value); }
+  const ClusterNetworkPolicy* AsClusterNetworkPolicy() const {
+    return std::get_if<ClusterNetworkPolicy>(&value);
+  }
+  const Node* AsNode() const { return std::get_if<Node>(&value); }
 
   friend bool operator==(const Object& a, const Object& b) { return a.value == b.value; }
   friend bool operator!=(const Object& a, const Object& b) { return !(a == b); }
 };
+
+// The apiVersion of ClusterNetworkPolicy.
+inline constexpr char kClusterNetworkPolicyApiVersion[] = "policy.networking.k8s.io/v1alpha2";
 
 // The largest input LoadYaml accepts by default (LoadOptions::max_bytes), in bytes: one
 // manifest. Beyond: ResourceExhausted, "input is N bytes, more than the limit of 8388608 (8 MiB)".

@@ -406,7 +406,7 @@ std::vector<ErrorCase> ErrorCases() {
        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: "
        "Service\nmetadata: {name: s}\n",
        "t.yaml: document 2: unsupported kind \"Service\" (supported: Namespace, Pod, "
-       "NetworkPolicy, List)"},
+       "NetworkPolicy, ClusterNetworkPolicy, Node, List)"},
       {"kind missing", "apiVersion: v1\nmetadata: {name: a}\n",
        "t.yaml: document 1: kind: required"},
       {"kind not a string", "apiVersion: v1\nkind: [Pod]\n",
@@ -421,10 +421,10 @@ std::vector<ErrorCase> ErrorCases() {
        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n  metadata: "
        "{name: a}\n- apiVersion: v1\n  kind: Service\n",
        "t.yaml: document 1: items[1]: unsupported kind \"Service\" (supported: Namespace, Pod, "
-       "NetworkPolicy)"},
+       "NetworkPolicy, ClusterNetworkPolicy, Node)"},
       {"list inside list", "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: List\n",
        "t.yaml: document 1: items[0]: unsupported kind \"List\" (supported: Namespace, Pod, "
-       "NetworkPolicy)"},
+       "NetworkPolicy, ClusterNetworkPolicy, Node)"},
       {"list item error names the item",
        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: a, "
        "namespace: x}\n  spec: {hostNetwork: 1}\n",

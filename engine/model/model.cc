@@ -15,6 +15,20 @@ const char* ProtocolName(Protocol p) {
   return "UNKNOWN";  // not reachable for values built by the loader
 }
 
+const char* CnpTierName(CnpTier t) { return t == CnpTier::kAdmin ? "Admin" : "Baseline"; }
+
+const char* CnpActionName(CnpAction a) {
+  switch (a) {
+    case CnpAction::kAccept:
+      return "Accept";
+    case CnpAction::kDeny:
+      return "Deny";
+    case CnpAction::kPass:
+      return "Pass";
+  }
+  return "UNKNOWN";
+}
+
 std::string EndPortProblem(const PolicyPort& p) {
   if (!p.end_port) return "";
   if (!p.port) return "may only be used with a numeric port";

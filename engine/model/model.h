@@ -1,4 +1,5 @@
-// The objects netpol enforces: Namespaces, Pods and networking.k8s.io/v1 NetworkPolicies, as
+// The objects netpol enforces: Namespaces, Pods and networking.k8s.io/v1 NetworkPolicies, and
+// the ClusterNetworkPolicies (policy.networking.k8s.io/v1alpha2) and Nodes it stores, as
 // plain value types, plus the State that holds a cluster's worth of them.
 //
 // Field names follow the Kubernetes API. Absent vs empty matters in NetworkPolicy and is kept:
@@ -147,19 +148,105 @@ struct NetworkPolicy {
   }
 };
 
+// A Node (v1): its labels (for ClusterNetworkPolicy `nodes` peers) and the IP addresses of its
+// status.addresses (InternalIP and ExternalIP entries; host names are not addresses).
+struct Node {
+  std::string name;
+  Labels labels;
+  std::vector<IpAddr> ips;  // in input order, duplicates merged
+  friend bool operator==(const Node& a, const Node& b) {
+    return a.name == b.name && a.labels == b.labels && a.ips == b.ips;
+  }
+};
+
+// ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2): cluster-wide rules of the Admin tier
+// (before NetworkPolicy) or the Baseline tier (after it). Field names follow the API.
+enum class CnpTier : uint8_t { kAdmin, kBaseline };
+const char* CnpTierName(CnpTier t);  // "Admin", "Baseline"
+
+enum class CnpAction : uint8_t { kAccept, kDeny, kPass };
+const char* CnpActionName(CnpAction a);  // "Accept", "Deny", "Pass"
+
+// NamespacedPod: pods matching `pod_selector` in namespaces matching `namespace_selector`
+// (empty selectors select everything).
+struct NamespacedPod {
+  LabelSelector namespace_selector;
+  LabelSelector pod_selector;
+  friend bool operator==(const NamespacedPod& a, const NamespacedPod& b) {
+    return a.namespace_selector == b.namespace_selector && a.pod_selector == b.pod_selector;
+  }
+};
+
+// A subject (exactly one of namespaces/pods) or a peer (exactly one of namespaces, pods, and for
+// egress nodes or networks). hostNetwork pods are never matched by namespaces/pods.
+struct CnpPeer {
+  std::optional<LabelSelector> namespaces;
+  std::optional<NamespacedPod> pods;
+  std::optional<LabelSelector> nodes;  // egress only: the addresses of matching Nodes
+  std::vector<Cidr> networks;          // egress only: non-empty when this is a networks peer
+  friend bool operator==(const CnpPeer& a, const CnpPeer& b) {
+    return a.namespaces == b.namespaces && a.pods == b.pods && a.nodes == b.nodes &&
+           a.networks == b.networks;
+  }
+};
+
+// One entry of a rule's `protocols`: a protocol with a destination port number or range
+// (tcp/udp/sctp.destinationPort.number or .range), or destinationNamedPort (`named_port`, any
+// protocol: the destination pod's container port of that name).
+struct CnpPort {
+  std::optional<Protocol> protocol;  // absent only with named_port
+  int32_t port = 0;                  // number, or range start
+  int32_t end_port = 0;              // range end (> port); 0 for a single number
+  std::optional<std::string> named_port;
+  friend bool operator==(const CnpPort& a, const CnpPort& b) {
+    return a.protocol == b.protocol && a.port == b.port && a.end_port == b.end_port &&
+           a.named_port == b.named_port;
+  }
+};
+
+// An ingress (`peers` = from) or egress (`peers` = to) rule. `peers` is never empty; `ports`
+// empty (protocols absent) = every protocol and port.
+struct CnpRule {
+  std::string name;  // optional, at most 100 characters
+  CnpAction action = CnpAction::kDeny;
+  std::vector<CnpPeer> peers;
+  std::vector<CnpPort> ports;
+  friend bool operator==(const CnpRule& a, const CnpRule& b) {
+    return a.name == b.name && a.action == b.action && a.peers == b.peers && a.ports == b.ports;
+  }
+};
+
+struct ClusterNetworkPolicy {
+  std::string name;  // cluster-scoped: the key
+  CnpTier tier = CnpTier::kAdmin;
+  int32_t priority = 0;  // 0-1000, lower first
+  CnpPeer subject;       // namespaces or pods
+  std::vector<CnpRule> ingress;
+  std::vector<CnpRule> egress;
+
+  const std::string& Key() const { return name; }
+  friend bool operator==(const ClusterNetworkPolicy& a, const ClusterNetworkPolicy& b) {
+    return a.name == b.name && a.tier == b.tier && a.priority == b.priority &&
+           a.subject == b.subject && a.ingress == b.ingress && a.egress == b.egress;
+  }
+};
+
 // A cluster's objects, keyed by name (namespaces) or "namespace/name". Ordered maps keep every
 // derived output deterministic.
 struct State {
   std::map<std::string, Namespace> namespaces;
   std::map<std::string, Pod> pods;
   std::map<std::string, NetworkPolicy> policies;
+  std::map<std::string, ClusterNetworkPolicy> cluster_policies;  // by name
+  std::map<std::string, Node> nodes;                            // by name
 
   const Namespace* FindNamespace(const std::string& name) const;
   const Pod* FindPod(const std::string& key) const;
   // Returns the (non-hostNetwork) pod that owns address `a`, or nullptr.
   const Pod* FindPodByIp(const IpAddr& a) const;
   friend bool operator==(const State& a, const State& b) {
-    return a.namespaces == b.namespaces && a.pods == b.pods && a.policies == b.policies;
+    return a.namespaces == b.namespaces && a.pods == b.pods && a.policies == b.policies &&
+           a.cluster_policies == b.cluster_policies && a.nodes == b.nodes;
   }
 };
 
