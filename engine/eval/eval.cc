@@ -141,6 +141,98 @@ bool RuleMatches(const State& state, const NetworkPolicy& policy, const Rule& ru
   return false;
 }
 
+// ClusterNetworkPolicy subjects and peers. Namespaces and pods never match hostNetwork pods (the
+// Resolved `pod` is never one); nodes and networks match the far end's address.
+bool CnpPodMatches(const State& state, const CnpPeer& peer, const Pod& pod) {
+  if (pod.host_network) return false;
+  if (peer.namespaces) return Matches(*peer.namespaces, NamespaceLabels(state, pod.namespace_name));
+  if (peer.pods) {
+    return Matches(peer.pods->namespace_selector, NamespaceLabels(state, pod.namespace_name)) &&
+           Matches(peer.pods->pod_selector, pod.labels);
+  }
+  return false;
+}
+
+bool CnpPeerMatches(const State& state, const CnpPeer& peer, const Resolved& other) {
+  if (peer.namespaces || peer.pods)
+    return other.pod != nullptr && CnpPodMatches(state, peer, *other.pod);
+  if (!other.addr) return false;
+  if (peer.nodes) {
+    for (const auto& [name, node] : state.nodes) {
+      if (!Matches(*peer.nodes, node.labels)) continue;
+      for (const IpAddr& ip : node.ips) {
+        if (ip == *other.addr) return true;
+      }
+    }
+    return false;
+  }
+  for (const Cidr& c : peer.networks) {
+    if (c.addr.family == other.addr->family && c.Contains(*other.addr)) return true;
+  }
+  return false;
+}
+
+bool CnpPortMatches(const CnpPort& p, Protocol protocol, int port, const Pod* destination) {
+  if (p.named_port) {
+    if (destination == nullptr) return false;
+    std::optional<int32_t> resolved = destination->ResolvePort(*p.named_port, protocol);
+    return resolved && *resolved == port;
+  }
+  if (p.protocol != protocol) return false;
+  if (p.end_port != 0) return p.port <= port && port <= p.end_port;
+  return p.port == port;
+}
+
+bool CnpRuleMatches(const State& state, const CnpRule& rule, const Resolved& other,
+                    Protocol protocol, int port, const Pod* destination) {
+  bool port_ok = rule.ports.empty();
+  for (const CnpPort& p : rule.ports)
+    port_ok = port_ok || CnpPortMatches(p, protocol, port, destination);
+  if (!port_ok) return false;
+  for (const CnpPeer& peer : rule.peers) {
+    if (CnpPeerMatches(state, peer, other)) return true;
+  }
+  return false;
+}
+
+// The CNPs of `tier` whose subject selects `pod`, in evaluation order: priority, then name.
+std::vector<const ClusterNetworkPolicy*> TierPolicies(const State& state, CnpTier tier,
+                                                      const Pod& pod) {
+  std::vector<const ClusterNetworkPolicy*> out;
+  for (const auto& [name, cnp] : state.cluster_policies) {
+    if (cnp.tier == tier && CnpPodMatches(state, cnp.subject, pod)) out.push_back(&cnp);
+  }
+  std::stable_sort(out.begin(), out.end(), [](const auto* a, const auto* b) {
+    return a->priority < b->priority;  // the map already orders equal priorities by name
+  });
+  return out;
+}
+
+// Walks one tier for one side: the first matching rule of the first CNP (in order) that has one
+// decides. Accept/Deny: returns it. Pass: returns it too (the caller moves to the next tier).
+// No match: nullopt.
+std::optional<CnpRuleRef> EvaluateTier(const State& state, CnpTier tier, Direction direction,
+                                       const Pod& subject, const Resolved& other,
+                                       const Pod* destination, Protocol protocol, int port) {
+  for (const ClusterNetworkPolicy* cnp : TierPolicies(state, tier, subject)) {
+    const std::vector<CnpRule>& rules =
+        direction == Direction::kIngress ? cnp->ingress : cnp->egress;
+    for (size_t i = 0; i < rules.size(); ++i) {
+      if (!CnpRuleMatches(state, rules[i], other, protocol, port, destination)) continue;
+      return CnpRuleRef{cnp->name,           tier,          cnp->priority,
+                        static_cast<int>(i), rules[i].name, rules[i].action};
+    }
+  }
+  return std::nullopt;
+}
+
+std::string CnpRuleText(const CnpRuleRef& r, Direction direction) {
+  return absl::StrCat(CnpTierName(r.tier), " tier: clusternetworkpolicy ", r.policy, " (priority ",
+                      r.priority, ") ", DirectionName(direction), "[", r.rule, "]",
+                      r.name.empty() ? "" : absl::StrCat(" \"", r.name, "\""), " ",
+                      CnpActionName(r.action));
+}
+
 // Evaluates one side. `subject` is the endpoint whose policies apply, `other` the far end,
 // `destination` the pod receiving the connection (for named ports).
 SideDecision EvaluateSide(const State& state, Direction direction, const Resolved& subject,
@@ -176,15 +268,47 @@ SideDecision EvaluateSide(const State& state, Direction direction, const Resolve
               return a.policy != b.policy ? a.policy < b.policy : a.rule < b.rule;
             });
   side.isolated = !side.isolating_policies.empty();
+
+  // The Admin tier first: its Accept or Deny is final; Pass goes on to NetworkPolicy.
+  std::string passed;
+  if (auto admin = EvaluateTier(state, CnpTier::kAdmin, direction, pod, other, destination,
+                                protocol, port)) {
+    if (admin->action != CnpAction::kPass) {
+      side.tier = DecidingTier::kAdmin;
+      side.allowed = admin->action == CnpAction::kAccept;
+      side.explanation = absl::StrCat(head, CnpRuleText(*admin, direction));
+      side.cnp_rule = std::move(admin);
+      return side;
+    }
+    passed = absl::StrCat(CnpRuleText(*admin, direction), "; ");
+    side.passed.push_back(std::move(*admin));
+  }
   if (!side.isolated) {
+    // Not selected by a NetworkPolicy: the Baseline tier, then the default (allow).
+    std::string not_isolated =
+        absl::StrCat("not isolated (no policy selects it for ", DirectionName(direction), ")");
+    if (auto baseline = EvaluateTier(state, CnpTier::kBaseline, direction, pod, other, destination,
+                                     protocol, port)) {
+      if (baseline->action != CnpAction::kPass) {
+        side.tier = DecidingTier::kBaseline;
+        side.allowed = baseline->action == CnpAction::kAccept;
+        side.explanation =
+            absl::StrCat(head, passed, not_isolated, "; ", CnpRuleText(*baseline, direction));
+        side.cnp_rule = std::move(baseline);
+        return side;
+      }
+      absl::StrAppend(&not_isolated, "; ", CnpRuleText(*baseline, direction));
+      side.passed.push_back(std::move(*baseline));
+    }
+    side.tier = DecidingTier::kDefault;
     side.allowed = true;
-    side.explanation = absl::StrCat(head, "not isolated (no policy selects it for ",
-                                    DirectionName(direction), ")");
+    side.explanation = absl::StrCat(head, passed, not_isolated);
     return side;
   }
+  side.tier = DecidingTier::kNetworkPolicy;
   side.allowed = !side.allowing_rules.empty();
-  std::string isolated =
-      absl::StrCat(head, "isolated by ", absl::StrJoin(side.isolating_policies, ", "), "; ");
+  std::string isolated = absl::StrCat(head, passed, "isolated by ",
+                                      absl::StrJoin(side.isolating_policies, ", "), "; ");
   if (side.allowed) {
     std::vector<std::string> rules;
     for (const RuleRef& r : side.allowing_rules) {
@@ -210,6 +334,22 @@ SideDecision Unconditional(Direction direction, const std::string& why) {
 }  // namespace
 
 const char* DirectionName(Direction d) { return d == Direction::kIngress ? "ingress" : "egress"; }
+
+const char* DecidingTierName(DecidingTier t) {
+  switch (t) {
+    case DecidingTier::kNone:
+      return "none";
+    case DecidingTier::kAdmin:
+      return "Admin";
+    case DecidingTier::kNetworkPolicy:
+      return "NetworkPolicy";
+    case DecidingTier::kBaseline:
+      return "Baseline";
+    case DecidingTier::kDefault:
+      return "default";
+  }
+  return "none";
+}
 
 Endpoint Endpoint::ForPod(const Pod& p) {
   Endpoint e;

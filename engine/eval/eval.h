@@ -1,5 +1,5 @@
-// The userspace evaluator: the reference statement of networking.k8s.io/v1 NetworkPolicy
-// semantics over a State. It answers "may A reach B on protocol/port?" and says which policies
+// The userspace evaluator: the reference statement of networking.k8s.io/v1 NetworkPolicy and
+// ClusterNetworkPolicy semantics over a State. It answers "may A reach B on protocol/port?" and says which policies
 // and rules decide it. It serves the Query/Explain API and is the oracle the kernel is compared
 // against, so it favours plain, obviously-correct code over speed: every call walks the policies
 // of the two namespaces involved.
@@ -31,10 +31,31 @@
 //   * A pod whose namespace is not in the State is given the namespace labels
 //     {kubernetes.io/metadata.name: <ns>}; a namespace's labels always include that label.
 //
+// ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2) adds two tiers around NetworkPolicy;
+// each side (egress of the source, ingress of the destination) is decided on its own:
+//   1. Admin tier: the CNPs whose subject selects the pod (namespaces, or pods = namespace AND
+//      pod selectors; hostNetwork pods are never subjects), in priority order (lower first; equal
+//      priorities by name, byte order: the API leaves that order to implementations, netpol makes
+//      it deterministic), each CNP's rules of that direction in order. The first rule whose
+//      peers and protocols match decides: Accept allows and Deny denies (final for this side);
+//      Pass skips the rest of the Admin tier.
+//   2. NetworkPolicy: when NetworkPolicies isolate the pod, they decide (allowed iff a rule
+//      allows), as above.
+//   3. Baseline tier: as the Admin tier, for pods no NetworkPolicy isolates; Pass skips to 4.
+//   4. The default: allowed.
+//   No implicit isolation: a CNP matches only what its rules say. Peers: namespaces/pods match
+//   non-hostNetwork pods (a bare address of a known pod is that pod); nodes match the addresses
+//   of Nodes (InternalIP/ExternalIP) whose labels match; networks match any address in the CIDRs,
+//   pod addresses included. Protocols absent = everything; a protocol entry matches its protocol
+//   and port number or range; destinationNamedPort resolves the name (with the connection's
+//   protocol) on the destination pod. The unconditional cases above (a pod to itself, the node
+//   to its pods, a hostNetwork pod to a pod of its own node) stay unconditional.
+//
 // Thread safety: all functions are pure and may run concurrently on a State nobody mutates.
 #ifndef NETPOL_ENGINE_EVAL_EVAL_H_
 #define NETPOL_ENGINE_EVAL_EVAL_H_
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -74,6 +95,30 @@ struct RuleRef {
   }
 };
 
+// A rule of a ClusterNetworkPolicy that matched a connection.
+struct CnpRuleRef {
+  std::string policy;  // the CNP's name
+  CnpTier tier = CnpTier::kAdmin;
+  int32_t priority = 0;
+  int rule = 0;      // index into spec.ingress or spec.egress
+  std::string name;  // the rule's name, may be empty
+  CnpAction action = CnpAction::kDeny;
+  friend bool operator==(const CnpRuleRef& a, const CnpRuleRef& b) {
+    return a.policy == b.policy && a.tier == b.tier && a.priority == b.priority &&
+           a.rule == b.rule && a.name == b.name && a.action == b.action;
+  }
+};
+
+// Which tier decided one side of a connection.
+enum class DecidingTier {
+  kNone,           // not a policy subject, or not evaluated (same pod, from the node)
+  kAdmin,          // an Admin-tier ClusterNetworkPolicy rule (Accept or Deny)
+  kNetworkPolicy,  // the pod is isolated by NetworkPolicies: allowed iff one of their rules is
+  kBaseline,       // a Baseline-tier ClusterNetworkPolicy rule (Accept or Deny)
+  kDefault,        // nothing decided: allowed
+};
+const char* DecidingTierName(DecidingTier t);  // "none", "Admin", "NetworkPolicy", ...
+
 // The verdict of one side: egress of the source or ingress of the destination.
 struct SideDecision {
   Direction direction = Direction::kIngress;
@@ -84,6 +129,9 @@ struct SideDecision {
   std::vector<std::string> isolating_policies;  // sorted policy keys
   std::vector<RuleRef> allowing_rules;          // every rule that allows the connection, sorted
   bool allowed = false;
+  DecidingTier tier = DecidingTier::kNone;
+  std::optional<CnpRuleRef> cnp_rule;  // the Accept/Deny rule when tier is kAdmin or kBaseline
+  std::vector<CnpRuleRef> passed;      // Pass rules that handed the connection on, in order
   std::string explanation;  // one line, e.g. "ingress of x/a: isolated by x/deny; no rule allows"
 };
 
