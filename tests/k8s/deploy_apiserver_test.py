@@ -2,10 +2,12 @@
 """deploy/ against the real kube-apiserver: `kubectl apply --dry-run=server` accepts every
 manifest (deploy/ and deploy/uninstall/), creating them works and is idempotent, and the
 ServiceAccount's RBAC is exactly what the agent needs: `kubectl auth can-i` says yes to
-get/list/watch on pods, namespaces and networkpolicies cluster-wide, get/list/create/update on
-leases in kube-system (the node status Leases) and no to everything else checked (writes,
-other verbs on leases and leases elsewhere, pods/status, secrets, nodes, services), and a token from `kubectl create token`
-lists and watches the three resources over HTTPS while a write is forbidden.
+get/list/watch on pods, namespaces, networkpolicies and clusternetworkpolicies cluster-wide,
+get/list/create/update on leases in kube-system (the node status Leases) and no to everything
+else checked (writes, other verbs on leases and leases elsewhere, pods/status, secrets, nodes,
+services), the ClusterNetworkPolicy CRD stores a valid object and refuses invalid ones, and a
+token from `kubectl create token`
+lists and watches the four resources over HTTPS while a write is forbidden.
 
 Skips visibly without the API server binary (fails when NETPOL_CI=1).
 
@@ -25,9 +27,16 @@ import apiserver  # noqa: E402
 from checks import Failure, check, run  # noqa: E402,F401
 
 AS = "system:serviceaccount:kube-system:netpol-agent"
-RESOURCES = ["pods", "namespaces", "networkpolicies.networking.k8s.io"]
+RESOURCES = ["pods", "namespaces", "networkpolicies.networking.k8s.io",
+             "clusternetworkpolicies.policy.networking.k8s.io"]
 LISTS = {"pods": "/api/v1/pods", "namespaces": "/api/v1/namespaces",
-         "networkpolicies.networking.k8s.io": "/apis/networking.k8s.io/v1/networkpolicies"}
+         "networkpolicies.networking.k8s.io": "/apis/networking.k8s.io/v1/networkpolicies",
+         "clusternetworkpolicies.policy.networking.k8s.io":
+         "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies"}
+CNP_CRD = "clusternetworkpolicies.policy.networking.k8s.io"
+CNP = ("apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
+       "metadata: {name: %s}\nspec:\n  tier: Admin\n  priority: %s\n"
+       "  subject: {namespaces: {matchLabels: {team: a}}}\n%s")
 
 
 def test_dry_run_server(api, args):
@@ -50,10 +59,49 @@ def test_create(api, args):
     again = api.kubectl("apply", "-f", args.deploy).stdout
     check("created" not in again and "configured" not in again,
           "a second apply changed something: %s" % again)
+    api.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/" + CNP_CRD)
     ds = api.call("GET", "/apis/apps/v1/namespaces/kube-system/daemonsets/netpol-agent")
     agent = ds["spec"]["template"]["spec"]["containers"][0]
     check(agent["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"],
           "stored DaemonSet: %s" % agent["securityContext"])
+
+
+def apply_text(api, text):
+    return api.kubectl("apply", "-f", "-", input=text, check=False)
+
+
+def test_crd(api, args):
+    """The CRD keeps what the API's schema keeps out and takes what it takes in."""
+    good = CNP % ("guard", 10, "  ingress:\n  - name: deny-from-b\n    action: Deny\n"
+                  "    from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: b}}}}]\n"
+                  "    protocols: [{tcp: {destinationPort: {range: {start: 80, end: 90}}}},"
+                  " {destinationNamedPort: web}]\n"
+                  "  egress:\n  - {action: Pass, to: [{networks: [10.0.0.0/8, \"fd00::/8\"]}]}\n"
+                  "  - {action: Accept, to: [{nodes: {}}]}\n")
+    cp = apply_text(api, good)
+    check(cp.returncode == 0, "a valid ClusterNetworkPolicy refused: %s" % cp.stderr)
+    got = api.kubectl("get", "cnp", "guard", "-o", "jsonpath={.spec.tier}/{.spec.priority}").stdout
+    check(got == "Admin/10", "kubectl get cnp guard: %r" % got)
+    bad = {
+        "priority": CNP % ("bad1", 1001, ""),
+        "tier": (CNP % ("bad2", 1, "")).replace("Admin", "Platform"),
+        "action": CNP % ("bad3", 1, "  ingress: [{action: Allow, from: [{namespaces: {}}]}]\n"),
+        "empty from": CNP % ("bad4", 1, "  ingress: [{action: Deny, from: []}]\n"),
+        "two peers in one": CNP % ("bad5", 1, "  ingress: [{action: Deny, from: [{namespaces: {},"
+                                   " pods: {podSelector: {}}}]}]\n"),
+        "range": CNP % ("bad6", 1, "  ingress: [{action: Deny, from: [{namespaces: {}}], protocols:"
+                        " [{udp: {destinationPort: {range: {start: 9, end: 9}}}}]}]\n"),
+        "named port to networks": CNP % ("bad7", 1, "  egress: [{action: Deny, to: [{networks:"
+                                         " [10.0.0.0/8]}], protocols: [{destinationNamedPort: dns}]}]\n"),
+        "26 rules": CNP % ("bad8", 1, "  ingress:\n" +
+                           "  - {action: Deny, from: [{namespaces: {}}]}\n" * 26),
+    }
+    for what, text in bad.items():
+        cp = apply_text(api, text)
+        check(cp.returncode != 0 and "invalid" in cp.stderr.lower(),
+              "the API server accepted a ClusterNetworkPolicy with a bad %s: %s %s"
+              % (what, cp.stdout, cp.stderr))
+    api.kubectl("delete", "cnp", "guard")
 
 
 def can_i(api, verb, resource, extra=()):
@@ -131,7 +179,7 @@ def test_token(api, args):
     check(res.status == 403, "listing secrets with the agent's token: %d" % res.status)
 
 
-TESTS = [test_dry_run_server, test_create, test_rbac_can_i, test_token]
+TESTS = [test_dry_run_server, test_create, test_crd, test_rbac_can_i, test_token]
 
 
 def main():

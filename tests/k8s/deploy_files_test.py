@@ -56,7 +56,9 @@ def test_rbac(args, objs):
                 for v in rule["verbs"]:
                     granted.add((g, r, v))
     want = {(g, r, v) for g, r in (("", "pods"), ("", "namespaces"),
-                                   ("networking.k8s.io", "networkpolicies")) for v in READ}
+                                   ("networking.k8s.io", "networkpolicies"),
+                                   ("policy.networking.k8s.io", "clusternetworkpolicies"))
+            for v in READ}
     check(granted == want, "ClusterRole grants %s, want exactly %s" % (
         sorted(granted ^ want), sorted(want)))
     crb = find(objs, "ClusterRoleBinding")
