@@ -205,6 +205,12 @@ absl::StatusOr<v1::Kind> ParseKind(std::string word) {
       word == "netpols" || word == "np" || word == "networkpolicies.networking.k8s.io") {
     return v1::NETWORK_POLICY;
   }
+  if (word == "clusternetworkpolicies" || word == "clusternetworkpolicy" || word == "cnp" ||
+      word == "cnps" || word == "clusternetworkpolicies.policy.networking.k8s.io") {
+    return absl::UnimplementedError(
+        "clusternetworkpolicies are validated but not stored or enforced by this version of "
+        "netpol (apply refuses them), so there are none to show");
+  }
   return absl::InvalidArgumentError(absl::StrCat(
       "the server doesn't have a resource type \"", word,
       "\" (use namespaces, pods or networkpolicies)"));

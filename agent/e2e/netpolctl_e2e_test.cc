@@ -227,6 +227,32 @@ TEST_F(NetpolctlTest, OutputFormatsACommandDoesNotHaveAreRefused) {
   }
 }
 
+TEST_F(NetpolctlTest, ClusterNetworkPoliciesAreRefusedNotSilentlyIgnored) {
+  const std::string cnp = WriteFile(
+      "cnp.yaml",
+      "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
+      "metadata: {name: guard}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}},\n"
+      "  ingress: [{action: Deny, from: [{namespaces: {}}]}]}\n");
+  CommandResult r = Ctl({"apply", "-f", cnp});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("clusternetworkpolicy guard: ClusterNetworkPolicy is validated but "
+                               "not stored or enforced by this version of netpol"));
+  EXPECT_EQ(r.out, "");
+  for (const char* word : {"cnp", "clusternetworkpolicies"}) {
+    r = Ctl({"get", word});
+    EXPECT_NE(r.exit_code, 0) << word;
+    EXPECT_THAT(r.err, HasSubstr("clusternetworkpolicies are validated but not stored")) << word;
+  }
+  const std::string bad = WriteFile(
+      "bad-cnp.yaml",
+      "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
+      "metadata: {name: guard}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}},\n"
+      "  egress: [{action: Accept, to: [{domainNames: [example.com]}]}]}\n");
+  r = Ctl({"apply", "-f", bad});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("spec.egress[0].to[0].domainNames: not supported"));
+}
+
 TEST_F(NetpolctlTest, GetWithLabelSelectorsAllNamespacesAndNames) {
   ApplyCluster({kWebPolicy});
   EXPECT_EQ(Ctl({"get", "pods", "-A", "-l", "app=web", "-o", "name"}).out, "pod/web\n");

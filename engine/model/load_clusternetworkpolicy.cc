@@ -50,7 +50,7 @@ std::string ExactlyOne(Walker& w, const Fields& f, absl::string_view path,
   std::vector<std::string> set;
   for (const auto& [k, v] : f.entries()) {
     for (absl::string_view a : allowed) {
-      if (k == a) set.push_back(k);
+      if (k == a && !v.IsNull()) set.push_back(k);  // `field:` alone is absent, as in JSON
     }
   }
   if (set.size() == 1) return set[0];
@@ -68,7 +68,7 @@ std::string ExactlyOne(Walker& w, const Fields& f, absl::string_view path,
 std::optional<LabelSelector> RequiredSelector(Walker& w, const Fields& f, absl::string_view field,
                                               absl::string_view path) {
   bool present = false;
-  for (const auto& [k, v] : f.entries()) present |= k == field;
+  for (const auto& [k, v] : f.entries()) present |= k == field && !v.IsNull();
   if (!present) {
     w.Error(Child(path, field), "required");
     return std::nullopt;

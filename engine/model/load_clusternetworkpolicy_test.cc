@@ -175,6 +175,13 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"PodsWithoutPodSelector",
                 "  tier: Admin\n  priority: 1\n  subject: {pods: {namespaceSelector: {}}}\n",
                 "spec.subject.pods.podSelector: required"},
+        BadCase{"NullPeer",
+                "  tier: Admin\n  priority: 1\n  subject: {namespaces: {}}\n  ingress:\n"
+                "  - {action: Deny, from: [{namespaces: null}]}\n",
+                "spec.ingress[0].from[0]: must specify exactly one of namespaces, pods"},
+        BadCase{"NullPodSelector",
+                "  tier: Admin\n  priority: 1\n  subject: {pods: {podSelector: null}}\n",
+                "spec.subject.pods.podSelector: required"},
         BadCase{"NodesSubject", "  tier: Admin\n  priority: 1\n  subject: {nodes: {}}\n",
                 "spec.subject.nodes: unknown field"},
         BadCase{"BadAction",
