@@ -1404,6 +1404,30 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Update(const State& old_st
 bool IncrementalCompiler::has_program() const { return impl_->held; }
 const nft::Program& IncrementalCompiler::program() const { return impl_->prog; }
 const CompileOptions& IncrementalCompiler::options() const { return impl_->opts; }
+
+// Walks each group's rules in EmitGroup's order.
+std::map<std::string, GroupRuleSources> IncrementalCompiler::RuleSources() const {
+  std::map<std::string, GroupRuleSources> out;
+  for (const auto& [key, g] : impl_->groups) {
+    GroupRuleSources& r = out[g->name];
+    r.ingress = g->spec.dir == Dir::kIngress;
+    r.policies = g->spec.policies;
+    if (g->all.present) {
+      r.rules.push_back(g->all.list);
+      continue;  // the chain is just `return`
+    }
+    for (Slot s : internal::kSlotOrder) {
+      if (g->slots[s].present) r.rules.push_back(g->slots[s].list);
+    }
+    for (size_t k = 0; k < g->large.size(); ++k) {
+      for (int part : {0, 1}) {
+        if (g->Present(LargeId(k, part))) r.rules.push_back({g->large[k].src});
+      }
+    }
+    r.rules.push_back({});
+  }
+  return out;
+}
 const IncrementalStats& IncrementalCompiler::stats() const { return impl_->stats; }
 
 nft::Program IncrementalCompiler::TakeProgram() {

@@ -38,9 +38,11 @@
 #define NETPOL_ENGINE_COMPILER_INCREMENTAL_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/compiler/compiler.h"
@@ -59,6 +61,17 @@ struct IncrementalStats {
   // Updates in which a pod or namespace event moved a rule across the large-rule threshold
   // (RULESET.md "Large rules"; its groups were rebuilt)
   int64_t large_rule_crossings = 0;
+};
+
+// What the rules of one group chain decide, for attributing their counters
+// (CompileOptions::rule_counters; RULESET.md "Counters").
+struct GroupRuleSources {
+  bool ingress = true;
+  // The keys of the group's policies ("namespace/name"), sorted.
+  std::vector<std::string> policies;
+  // Per rule of the chain, in order: the policy rules it holds ("ns/name ingress[0]"), in full
+  // where the rule's comment may shorten them; empty for the closing drop.
+  std::vector<std::vector<std::string>> rules;
 };
 
 class IncrementalCompiler {
@@ -93,6 +106,9 @@ class IncrementalCompiler {
   bool has_program() const;
   // Compile() of the last State. Only valid while has_program().
   const nft::Program& program() const;
+  // Per group chain of program() (by name), what its rules decide. Only valid while
+  // has_program(). Costs the groups' rules, not their elements.
+  std::map<std::string, GroupRuleSources> RuleSources() const;
   // The options of the last Reset/Update.
   const CompileOptions& options() const;
   // Gives up the held program (has_program() is false afterwards).

@@ -7,7 +7,12 @@
 #include <utility>
 #include <vector>
 
+#include <algorithm>
+#include <map>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "engine/compiler/compiler.h"
 #include "engine/compiler/incremental.h"
 #include "engine/compiler/testutil.h"
@@ -254,6 +259,58 @@ TEST(IncrementalCompilerTest, SwitchingRuleCountersRecompilesWhole) {
     ++checked;
   }
   EXPECT_GT(checked, 20);
+}
+
+// RuleSources names, for every rule of every group chain, what the rule's comment lists.
+void CheckRuleSources(const IncrementalCompiler& ic, const std::string& label) {
+  const std::map<std::string, GroupRuleSources> sources = ic.RuleSources();
+  size_t groups = 0;
+  for (const auto& [name, chain] : ic.program().chains) {
+    if (chain.base) continue;
+    ++groups;
+    auto it = sources.find(name);
+    ASSERT_NE(it, sources.end()) << label << ": " << name;
+    const GroupRuleSources& g = it->second;
+    EXPECT_EQ(name.rfind(g.ingress ? "in-" : "eg-", 0), 0u) << label << ": " << name;
+    ASSERT_EQ(g.rules.size(), chain.rules.size()) << label << ": " << name;
+    for (size_t i = 0; i < chain.rules.size(); ++i) {
+      const nft::Rule& r = chain.rules[i];
+      const bool drop = r.verdict && r.verdict->kind == nft::Verdict::Kind::kDrop;
+      EXPECT_EQ(drop, g.rules[i].empty()) << label << ": " << name << " rule " << i;
+      if (drop) continue;
+      const std::string full = absl::StrJoin(g.rules[i], ", ");
+      if (full.size() <= nft::kMaxCommentLength) {
+        EXPECT_EQ(r.comment, full) << label << ": " << name << " rule " << i;
+      } else {
+        EXPECT_TRUE(absl::EndsWith(r.comment, " more")) << label << ": " << r.comment;
+      }
+      for (const std::string& src : g.rules[i]) {
+        const std::string policy = src.substr(0, src.find(' '));
+        EXPECT_TRUE(std::binary_search(g.policies.begin(), g.policies.end(), policy))
+            << label << ": " << src << " outside " << absl::StrJoin(g.policies, ",");
+      }
+    }
+  }
+  EXPECT_EQ(groups, sources.size()) << label;
+}
+
+TEST(IncrementalCompilerTest, RuleSourcesNameWhatEachGroupRuleHolds) {
+  for (uint32_t seed = 1; seed <= 60; ++seed) {
+    State s = testing::RandomState(seed, {.min_pods = 8, .max_pods = 16, .min_policies = 2,
+                                          .max_policies = 8});
+    IncrementalCompiler ic;
+    CompileOptions o = Node("n1");
+    o.rule_counters = true;
+    if (!ic.Reset(s, o).ok()) continue;
+    CheckRuleSources(ic, absl::StrCat("seed ", seed));
+    for (int step = 0; step < 5; ++step) {
+      State next = Mutate(s, seed * 100 + step);
+      if (!ic.Update(s, next, DiffStates(s, next), o).ok()) continue;
+      CheckRuleSources(ic, absl::StrCat("seed ", seed, " step ", step));
+      if (HasFailure()) return;
+      s = std::move(next);
+    }
+  }
 }
 
 TEST(IncrementalCompilerTest, UnrelatedStatesLandExactly) {
