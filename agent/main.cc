@@ -110,6 +110,9 @@ ABSL_FLAG(absl::Duration, etcd_write_timeout, absl::Seconds(5),
 ABSL_FLAG(bool, watch_changes, true,
           "Follow nf_tables change notifications and repair the table at once when anything "
           "else changes it (the periodic check still runs)");
+ABSL_FLAG(bool, rule_counters, true,
+          "Count packets and bytes in every rule of every group chain (engine/compiler/RULESET.md "
+          "\"Counters\"): /metrics, `netpolctl get networkpolicies -o wide`, `netpolctl explain`");
 ABSL_FLAG(bool, revoke_connections, true,
           "After a change, delete the conntrack entries of established flows it denies "
           "(targeted; flows that stay allowed are untouched)");
@@ -311,6 +314,7 @@ int main(int argc, char** argv) {
   ReconcilerOptions ropts;
   ropts.compile.table = absl::GetFlag(FLAGS_table);
   ropts.compile.node_name = node;
+  ropts.compile.rule_counters = absl::GetFlag(FLAGS_rule_counters);
   const int deny_log_group = absl::GetFlag(FLAGS_deny_log_group);
   if (deny_log_group < 0 || deny_log_group > 65535) {
     return Fail("--deny-log-group", absl::InvalidArgumentError("must be 0-65535"));

@@ -1,11 +1,15 @@
 // Prometheus metrics. See metrics.h.
 #include "agent/metrics.h"
 
+#include <cstdint>
 #include <exception>
+#include <map>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "prometheus/collectable.h"
 #include "prometheus/exposer.h"
 #include "prometheus/metric_family.h"
@@ -86,7 +90,94 @@ class StatusCollectable : public prometheus::Collectable {
       program.metric.push_back(m);
     }
     out.push_back(program);
+    AddCounters(&out);
     return out;
+  }
+
+  // The rule counters (RULESET.md "Counters"): per policy rule (the readable view), per pod
+  // group's drop, and per compiled rule (exact). Nothing when counters are off or unreadable.
+  void AddCounters(std::vector<prometheus::MetricFamily>* out) const {
+    using prometheus::MetricType;
+    absl::StatusOr<v1::CountersResponse> c = service_->Counters(v1::CountersRequest());
+    if (!c.ok() || !c->enabled()) return;
+    auto family = [](const char* name, const char* help) {
+      prometheus::MetricFamily f;
+      f.name = name;
+      f.help = help;
+      f.type = MetricType::Counter;
+      return f;
+    };
+    auto metric = [](std::vector<prometheus::ClientMetric::Label> labels, uint64_t value) {
+      prometheus::ClientMetric m;
+      m.label = std::move(labels);
+      m.counter.value = static_cast<double>(value);
+      return m;
+    };
+    prometheus::MetricFamily rule_packets = family(
+        "netpol_policy_rule_packets_total",
+        "Packets allowed by a NetworkPolicy rule: the sum of the compiled rules holding it; a "
+        "rule sharing a lookup with others (shared=\"true\") counts their packets too");
+    prometheus::MetricFamily rule_bytes =
+        family("netpol_policy_rule_bytes_total", "Bytes of netpol_policy_rule_packets_total");
+    for (const v1::PolicyRuleCounter& r : c->policy_rules()) {
+      const std::string& key = r.rule().policy();
+      const size_t slash = key.find('/');
+      std::vector<prometheus::ClientMetric::Label> labels = {
+          {"namespace", key.substr(0, slash)},
+          {"policy", key.substr(slash + 1)},
+          {"direction", r.direction()},
+          {"rule", absl::StrCat(r.rule().rule())},
+          {"shared", r.shared() ? "true" : "false"}};
+      rule_packets.metric.push_back(metric(labels, r.packets()));
+      rule_bytes.metric.push_back(metric(labels, r.bytes()));
+    }
+    prometheus::MetricFamily drop_packets = family(
+        "netpol_dropped_packets_total",
+        "Packets of a local pod group dropped because no rule of its policies allowed them");
+    prometheus::MetricFamily drop_bytes =
+        family("netpol_dropped_bytes_total", "Bytes of netpol_dropped_packets_total");
+    prometheus::MetricFamily compiled_packets = family(
+        "netpol_compiled_rule_packets_total",
+        "Packets counted by one rule of a group chain (exact; policy_rules: what it holds)");
+    prometheus::MetricFamily compiled_bytes =
+        family("netpol_compiled_rule_bytes_total", "Bytes of netpol_compiled_rule_packets_total");
+    struct Drop {
+      std::vector<prometheus::ClientMetric::Label> labels;
+      uint64_t packets = 0, bytes = 0;
+    };
+    std::map<std::string, Drop> drops;
+    for (const v1::RuleCounter& r : c->rules()) {
+      std::vector<std::string> policy_rules;
+      for (const v1::RuleRef& ref : r.rules()) {
+        policy_rules.push_back(absl::StrCat(ref.policy(), " ", r.direction(), "[", ref.rule(), "]"));
+      }
+      std::vector<prometheus::ClientMetric::Label> labels = {
+          {"chain", r.chain()},
+          {"index", absl::StrCat(r.index())},
+          {"direction", r.direction()},
+          {"kind", r.kind() == v1::RuleCounter::DROP    ? "drop"
+                   : r.kind() == v1::RuleCounter::ALLOW ? "allow"
+                                                        : "unknown"},
+          {"policy_rules", absl::StrJoin(policy_rules, ",")}};
+      compiled_packets.metric.push_back(metric(labels, r.packets()));
+      compiled_bytes.metric.push_back(metric(labels, r.bytes()));
+      if (r.kind() != v1::RuleCounter::DROP) continue;
+      // A chain's drop rules (with deny logs: the logged drop and the rest) summed.
+      Drop& d = drops[r.chain()];
+      d.labels = {{"direction", r.direction()},
+                  {"chain", r.chain()},
+                  {"policies", absl::StrJoin(r.policies(), ",")}};
+      d.packets += r.packets();
+      d.bytes += r.bytes();
+    }
+    for (const auto& [chain, d] : drops) {
+      drop_packets.metric.push_back(metric(d.labels, d.packets));
+      drop_bytes.metric.push_back(metric(d.labels, d.bytes));
+    }
+    for (prometheus::MetricFamily* f : {&rule_packets, &rule_bytes, &drop_packets, &drop_bytes,
+                                        &compiled_packets, &compiled_bytes}) {
+      out->push_back(std::move(*f));
+    }
   }
 
  private:

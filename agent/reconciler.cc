@@ -2,6 +2,8 @@
 #include "agent/reconciler.h"
 
 #include <algorithm>
+#include <map>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -10,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "agent/log.h"
 #include "engine/nft/diff.h"
+#include "engine/util/status_macros.h"
 
 namespace netpol::agent {
 namespace {
@@ -372,6 +375,40 @@ std::shared_ptr<const nft::Program> Reconciler::CommittedLocked() const {
 absl::StatusOr<nft::Program> Reconciler::DumpKernel() {
   absl::MutexLock s(&sync_mu_);
   return backend_->Dump(options_.compile.table);
+}
+
+absl::StatusOr<std::vector<CountedRule>> Reconciler::ReadRuleCounters() {
+  absl::MutexLock s(&sync_mu_);
+  ASSIGN_OR_RETURN(std::vector<nft::RuleCount> counts,
+                   backend_->ReadCounters(options_.compile.table));
+  std::vector<CountedRule> out;
+  out.reserve(counts.size());
+  const bool held = incremental_.has_program();
+  std::map<std::string, compiler::GroupRuleSources> sources;
+  if (held) sources = incremental_.RuleSources();
+  for (nft::RuleCount& c : counts) {
+    CountedRule r;
+    r.count = std::move(c);
+    if (held) {
+      const nft::Program& program = incremental_.program();
+      auto chain = program.chains.find(r.count.chain);
+      auto group = sources.find(r.count.chain);
+      if (chain != program.chains.end() && group != sources.end() &&
+          r.count.index < chain->second.rules.size() &&
+          r.count.index < group->second.rules.size() &&
+          chain->second.rules[r.count.index].counter &&
+          chain->second.rules[r.count.index].comment == r.count.comment) {
+        r.attributed = true;
+        r.ingress = group->second.ingress;
+        r.policies = group->second.policies;
+        r.sources = group->second.rules[r.count.index];
+        const nft::Rule& rule = chain->second.rules[r.count.index];
+        r.drop = rule.verdict && rule.verdict->kind == nft::Verdict::Kind::kDrop;
+      }
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 void Reconciler::Run() {

@@ -33,6 +33,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -114,6 +115,19 @@ struct SyncStatus {
   int64_t change_log_syncs = 0;      // syncs through the change log (ReconcilerOptions::changes)
 };
 
+// One counted rule of the kernel's table and what it decides (RULESET.md "Counters").
+struct CountedRule {
+  nft::RuleCount count;
+  // Whether the rule is the committed program's rule at that position (same comment, with a
+  // counter) and the fields below say what it decides; false (only `count` is known) while no
+  // program is held, e.g. after a failed commit until the next sync.
+  bool attributed = false;
+  bool ingress = true;
+  bool drop = false;                  // the chain's closing drop
+  std::vector<std::string> policies;  // the keys of the group's policies
+  std::vector<std::string> sources;   // allow rules: the policy rules held ("ns/name ingress[0]")
+};
+
 class Reconciler {
  public:
   using SnapshotSource = std::function<Snapshot()>;
@@ -155,6 +169,9 @@ class Reconciler {
   std::shared_ptr<const nft::Program> committed() const;
   // Reads the table back from the kernel.
   absl::StatusOr<nft::Program> DumpKernel();
+  // Reads the rule counters from the kernel (nft::Backend::ReadCounters: the rules only) and
+  // attributes each to what the committed program's rule at that position decides.
+  absl::StatusOr<std::vector<CountedRule>> ReadRuleCounters();
   const ReconcilerOptions& options() const { return options_; }
   // options().compile with the currently attached pods: what a compile now must use.
   compiler::CompileOptions CompileOptionsNow() const;

@@ -145,6 +145,11 @@ class QueryServiceImpl final : public v1::QueryService::Service {
     if (!s_->Ready()) return NotReady();
     return Reply(s_->Render(*req, CallerOf(ctx)), resp);
   }
+  grpc::Status Counters(grpc::ServerContext* ctx, const v1::CountersRequest* req,
+                        v1::CountersResponse* resp) override {
+    if (!s_->Ready()) return NotReady();
+    return Reply(s_->Counters(*req, CallerOf(ctx)), resp);
+  }
 
  private:
   AgentService* const s_;

@@ -6,10 +6,14 @@
 #include <algorithm>
 #include <map>
 #include <optional>
+#include <map>
 #include <set>
+#include <string>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "agent/program_view.h"
@@ -691,6 +695,99 @@ absl::StatusOr<v1::CheckResponse> AgentService::Check(const v1::CheckRequest& re
   return out;
 }
 
+namespace {
+
+// "ns/name ingress[3]" (compiler::internal::RuleSource) as a RuleRef and its direction.
+bool ParseRuleSource(const std::string& src, v1::RuleRef* ref, std::string* direction) {
+  const size_t space = src.find(' ');
+  const size_t open = src.find('[', space);
+  if (space == std::string::npos || open == std::string::npos || src.back() != ']') return false;
+  int index = 0;
+  if (!absl::SimpleAtoi(src.substr(open + 1, src.size() - open - 2), &index)) return false;
+  ref->set_policy(src.substr(0, space));
+  ref->set_rule(index);
+  *direction = src.substr(space + 1, open - space - 1);
+  return true;
+}
+
+v1::RuleCounter RuleCounterOf(const CountedRule& r) {
+  v1::RuleCounter out;
+  out.set_chain(r.count.chain);
+  out.set_index(static_cast<int32_t>(r.count.index));
+  out.set_packets(r.count.packets);
+  out.set_bytes(r.count.bytes);
+  out.set_comment(r.count.comment);
+  if (!r.attributed) return out;
+  out.set_direction(r.ingress ? "ingress" : "egress");
+  out.set_kind(r.drop ? v1::RuleCounter::DROP : v1::RuleCounter::ALLOW);
+  for (const std::string& p : r.policies) out.add_policies(p);
+  for (const std::string& src : r.sources) {
+    v1::RuleRef ref;
+    std::string direction;
+    if (ParseRuleSource(src, &ref, &direction)) *out.add_rules() = std::move(ref);
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::CountersResponse> AgentService::Counters(const v1::CountersRequest&,
+                                                            Caller caller) const {
+  v1::CountersResponse out;
+  out.set_generation(reconciler_->status().applied_generation);
+  out.set_enabled(reconciler_->options().compile.rule_counters);
+  if (!out.enabled()) return out;
+  ASSIGN_OR_RETURN(AdmissionGate::Slot slot, kernel_read_gate(caller).Enter());
+  absl::StatusOr<std::vector<CountedRule>> counted = reconciler_->ReadRuleCounters();
+  if (!counted.ok()) return WithField(counted.status(), "reading the rule counters");
+  struct Sum {
+    uint64_t packets = 0, bytes = 0;
+    bool shared = false;
+  };
+  // By (policy, direction, rule index).
+  std::map<std::tuple<std::string, std::string, int32_t>, Sum> per_rule;
+  std::map<std::string, v1::PolicyCounter> per_policy;
+  for (const CountedRule& r : *counted) {
+    v1::RuleCounter rc = RuleCounterOf(r);
+    if (r.attributed) {
+      for (const std::string& p : r.policies) {
+        v1::PolicyCounter& pc = per_policy[p];
+        pc.set_policy(p);
+        if (r.drop) {
+          pc.set_dropped_packets(pc.dropped_packets() + r.count.packets);
+          pc.set_dropped_bytes(pc.dropped_bytes() + r.count.bytes);
+        }
+      }
+      std::set<std::string> allowing;
+      for (const v1::RuleRef& ref : rc.rules()) {
+        Sum& sum = per_rule[{ref.policy(), rc.direction(), ref.rule()}];
+        sum.packets += r.count.packets;
+        sum.bytes += r.count.bytes;
+        sum.shared |= rc.rules_size() > 1;
+        allowing.insert(ref.policy());
+      }
+      for (const std::string& p : allowing) {
+        v1::PolicyCounter& pc = per_policy[p];
+        pc.set_policy(p);
+        pc.set_allowed_packets(pc.allowed_packets() + r.count.packets);
+        pc.set_allowed_bytes(pc.allowed_bytes() + r.count.bytes);
+      }
+    }
+    *out.add_rules() = std::move(rc);
+  }
+  for (const auto& [key, sum] : per_rule) {
+    v1::PolicyRuleCounter* prc = out.add_policy_rules();
+    prc->mutable_rule()->set_policy(std::get<0>(key));
+    prc->mutable_rule()->set_rule(std::get<2>(key));
+    prc->set_direction(std::get<1>(key));
+    prc->set_packets(sum.packets);
+    prc->set_bytes(sum.bytes);
+    prc->set_shared(sum.shared);
+  }
+  for (auto& [p, pc] : per_policy) *out.add_policies() = std::move(pc);
+  return out;
+}
+
 absl::StatusOr<v1::ExplainPodResponse> AgentService::ExplainPod(
     const v1::ExplainPodRequest& request) const {
   if (request.pod().empty()) return absl::InvalidArgumentError("pod: required (namespace/name)");
@@ -720,6 +817,16 @@ absl::StatusOr<v1::ExplainPodResponse> AgentService::ExplainPod(
     std::vector<std::string> chains = PodChains(*program, *pod);
     for (const std::string& c : chains) out.add_chains(c);
     if (!chains.empty()) out.set_nft_text(nft::RenderProgram(SubProgram(*program, chains)));
+    if (!chains.empty() && reconciler_->options().compile.rule_counters) {
+      // Best effort: explaining a pod needs no kernel; without the counts it says the rest.
+      absl::StatusOr<std::vector<CountedRule>> counted = reconciler_->ReadRuleCounters();
+      if (counted.ok()) {
+        const std::set<std::string> mine(chains.begin(), chains.end());
+        for (const CountedRule& r : *counted) {
+          if (mine.count(r.count.chain)) *out.add_counters() = RuleCounterOf(r);
+        }
+      }
+    }
   }
   return out;
 }

@@ -227,6 +227,9 @@ class AgentService {
   absl::StatusOr<v1::ExplainPodResponse> ExplainPod(const v1::ExplainPodRequest& request) const;
   absl::StatusOr<v1::RenderResponse> Render(const v1::RenderRequest& request,
                                             Caller caller = Caller::kTrusted) const;
+  // Reads the kernel's rule counters (one rule dump, through the caller's kernel-read gate).
+  absl::StatusOr<v1::CountersResponse> Counters(const v1::CountersRequest& request,
+                                                Caller caller = Caller::kTrusted) const;
 
   v1::StatusResponse Status() const;
   // This node's record for the shared datastore (publish_time and ttl left to the publisher).

@@ -42,6 +42,7 @@ class ServiceTest : public ::testing::Test {
     store_ = *std::move(store);
     ReconcilerOptions o;
     o.compile.node_name = "node-1";
+    o.compile.rule_counters = rule_counters_;
     o.debounce = absl::ZeroDuration();
     o.check_interval = absl::ZeroDuration();
     Store* s = store_.get();
@@ -71,6 +72,7 @@ class ServiceTest : public ::testing::Test {
     return t.ok() ? *t : std::string(t.status().message());
   }
 
+  bool rule_counters_ = false;
   std::string dir_;
   nft::FakeBackend fake_;
   std::unique_ptr<Store> store_;
@@ -91,6 +93,124 @@ std::vector<std::string> Words(const google::protobuf::RepeatedPtrField<v1::Obje
     out.push_back(KubectlName(r.ref()) + " " + v1::Action_Name(r.action()));
   }
   return out;
+}
+
+class CountersTest : public ServiceTest {
+ protected:
+  CountersTest() { rule_counters_ = true; }
+
+  v1::CountersResponse MustCount() {
+    auto r = service_->Counters(v1::CountersRequest());
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : v1::CountersResponse();
+  }
+};
+
+TEST_F(CountersTest, CountsAreAttributedAndSurviveAnUnrelatedChange) {
+  MustApply(kShop);
+  v1::CountersResponse c = MustCount();
+  ASSERT_TRUE(c.enabled());
+  const v1::RuleCounter* allow = nullptr;
+  const v1::RuleCounter* drop = nullptr;
+  for (const v1::RuleCounter& r : c.rules()) {
+    EXPECT_EQ(r.direction(), "ingress") << r.ShortDebugString();
+    EXPECT_THAT(r.policies(), ElementsAre("shop/web-ingress"));
+    if (r.kind() == v1::RuleCounter::DROP) drop = &r;
+    // The IPv4 lookup holding client . tcp . 8080.
+    if (r.kind() == v1::RuleCounter::ALLOW && r.rules_size() == 1 &&
+        fake_.Render("netpol")->find("10.1.0.11 . tcp . 8080") != std::string::npos &&
+        allow == nullptr) {
+      allow = &r;
+    }
+  }
+  ASSERT_NE(allow, nullptr);
+  ASSERT_NE(drop, nullptr);
+  EXPECT_EQ(allow->rules(0).policy(), "shop/web-ingress");
+  EXPECT_EQ(allow->rules(0).rule(), 0);
+  const std::string chain = allow->chain();
+  const size_t allow_index = allow->index(), drop_index = drop->index();
+  ASSERT_TRUE(fake_.AddPackets("netpol", chain, allow_index, 3, 180).ok());
+  ASSERT_TRUE(fake_.AddPackets("netpol", chain, drop_index, 2, 120).ok());
+
+  // A pod joining an existing group's peers: element changes only, the counts stay.
+  MustApply(R"(apiVersion: v1
+kind: Pod
+metadata: {name: client-2, namespace: shop, labels: {app: client}}
+spec: {nodeName: node-2}
+status: {podIP: 10.2.0.7}
+)");
+  c = MustCount();
+  EXPECT_EQ(c.generation(), 2u);
+  uint64_t allowed = 0, dropped = 0;
+  for (const v1::RuleCounter& r : c.rules()) {
+    if (r.chain() == chain && r.index() == static_cast<int32_t>(allow_index)) allowed = r.packets();
+    if (r.chain() == chain && r.index() == static_cast<int32_t>(drop_index)) dropped = r.packets();
+  }
+  EXPECT_EQ(allowed, 3u);
+  EXPECT_EQ(dropped, 2u);
+  ASSERT_EQ(c.policy_rules_size(), 1);
+  EXPECT_EQ(c.policy_rules(0).rule().policy(), "shop/web-ingress");
+  EXPECT_EQ(c.policy_rules(0).direction(), "ingress");
+  EXPECT_EQ(c.policy_rules(0).packets(), 3u);
+  EXPECT_EQ(c.policy_rules(0).bytes(), 180u);
+  EXPECT_FALSE(c.policy_rules(0).shared());
+  ASSERT_EQ(c.policies_size(), 1);
+  EXPECT_EQ(c.policies(0).allowed_packets(), 3u);
+  EXPECT_EQ(c.policies(0).dropped_packets(), 2u);
+  EXPECT_EQ(c.policies(0).dropped_bytes(), 120u);
+
+  v1::ExplainPodRequest req;
+  req.set_pod("shop/web");
+  auto explained = service_->ExplainPod(req);
+  ASSERT_TRUE(explained.ok()) << explained.status();
+  EXPECT_EQ(explained->counters_size(), c.rules_size());
+  uint64_t sum = 0;
+  for (const v1::RuleCounter& r : explained->counters()) sum += r.packets();
+  EXPECT_EQ(sum, 5u);
+
+  // Another port in the same rule changes elements only: the chain and its counts stay.
+  MustApply(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-ingress, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: http}, {port: 9090}]
+)");
+  c = MustCount();
+  ASSERT_EQ(c.policies_size(), 1);
+  EXPECT_EQ(c.policies(0).allowed_packets(), 3u);
+  EXPECT_EQ(c.policies(0).dropped_packets(), 2u);
+
+  // A second rule sharing the lookup changes what the rule holds (its comment): the chain is
+  // rebuilt and its counts start over; the per-rule view says the lookup is shared.
+  MustApply(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-ingress, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: http}, {port: 9090}]
+  - from: [{podSelector: {matchLabels: {app: other}}}]
+    ports: [{port: 7070}]
+)");
+  c = MustCount();
+  ASSERT_GT(c.rules_size(), 0);
+  for (const v1::RuleCounter& r : c.rules()) EXPECT_EQ(r.packets(), 0u) << r.ShortDebugString();
+  ASSERT_EQ(c.policy_rules_size(), 2);
+  EXPECT_TRUE(c.policy_rules(0).shared());
+  EXPECT_TRUE(c.policy_rules(1).shared());
+}
+
+TEST_F(ServiceTest, CountersOffSayEnabledFalse) {
+  MustApply(kShop);
+  auto c = service_->Counters(v1::CountersRequest());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->enabled());
+  EXPECT_EQ(c->rules_size(), 0);
+  EXPECT_EQ(Kernel().find("counter"), std::string::npos);
 }
 
 TEST_F(ServiceTest, ApplyIsInTheKernelWhenItReturns) {

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <map>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
@@ -254,8 +256,26 @@ std::string PrettyJson(const std::string& json) {
   return out;
 }
 
+// For `get networkpolicies -o wide`: the agent's counts per policy, nullopt when it has none
+// (counters off, or the read failed: a warning says why).
+using PolicyHits = std::optional<std::map<std::string, v1::PolicyCounter>>;
+
+PolicyHits FetchPolicyHits(Client& c, std::ostream& err) {
+  v1::CountersResponse resp;
+  grpc::Status st = c.queries().Counters(c.Context().get(), v1::CountersRequest(), &resp);
+  if (!st.ok()) {
+    err << "netpolctl: warning: no rule counters: " << c.Explain(st) << "\n";
+    return std::nullopt;
+  }
+  if (!resp.enabled()) return std::nullopt;
+  std::map<std::string, v1::PolicyCounter> out;
+  for (const v1::PolicyCounter& p : resp.policies()) out[p.policy()] = p;
+  return out;
+}
+
 int PrintObjects(const std::vector<v1::Object>& api, bool single, const CommandOptions& opts,
-                 v1::Kind kind, std::ostream& out, std::ostream& err) {
+                 v1::Kind kind, std::ostream& out, std::ostream& err,
+                 const PolicyHits& hits = std::nullopt) {
   std::vector<Object> objects;
   for (const v1::Object& o : api) {
     absl::StatusOr<Object> m = api::FromApiTrusted(o);
@@ -308,7 +328,7 @@ int PrintObjects(const std::vector<v1::Object>& api, bool single, const CommandO
       break;
     default:
       header.insert(header.end(), {"POD-SELECTOR", "POLICY-TYPES"});
-      if (wide) header.insert(header.end(), {"INGRESS-RULES", "EGRESS-RULES"});
+      if (wide) header.insert(header.end(), {"INGRESS-RULES", "EGRESS-RULES", "HITS", "DROPPED"});
       break;
   }
   rows.push_back(header);
@@ -342,6 +362,15 @@ int PrintObjects(const std::vector<v1::Object>& api, bool single, const CommandO
       if (wide) {
         row.push_back(absl::StrCat(np->ingress.size()));
         row.push_back(absl::StrCat(np->egress.size()));
+        // Packets its rules allowed, and packets dropped in the groups it isolates, on this
+        // node since the chains were built (RULESET.md "Counters").
+        if (hits) {
+          auto h = hits->find(np->Key());
+          row.push_back(absl::StrCat(h == hits->end() ? 0 : h->second.allowed_packets()));
+          row.push_back(absl::StrCat(h == hits->end() ? 0 : h->second.dropped_packets()));
+        } else {
+          row.insert(row.end(), {"<none>", "<none>"});
+        }
       }
     }
     rows.push_back(row);
@@ -455,7 +484,9 @@ int Get(Client& c, const std::vector<std::string>& args, const CommandOptions& o
     objects.push_back(resp.object());
     CommandOptions o = opts;
     if (o.namespace_name.empty()) o.namespace_name = req.ref().namespace_();
-    return PrintObjects(objects, true, o, *kind, out, err);
+    PolicyHits hits;
+    if (o.output == "wide" && *kind == v1::NETWORK_POLICY) hits = FetchPolicyHits(c, err);
+    return PrintObjects(objects, true, o, *kind, out, err, hits);
   }
   // -A lists every namespace (as netpolctl does without -n), whatever -n says.
   CommandOptions list_opts = opts;
@@ -470,7 +501,9 @@ int Get(Client& c, const std::vector<std::string>& args, const CommandOptions& o
   for (const v1::Object& o : resp.objects()) {
     if (!selector || Matches(*selector, ApiLabels(o))) objects.push_back(o);
   }
-  return PrintObjects(objects, false, list_opts, *kind, out, err);
+  PolicyHits hits;
+  if (opts.output == "wide" && *kind == v1::NETWORK_POLICY) hits = FetchPolicyHits(c, err);
+  return PrintObjects(objects, false, list_opts, *kind, out, err, hits);
 }
 
 // ---- wait ----
@@ -944,6 +977,26 @@ int Explain(Client& c, const std::vector<std::string>& args, const CommandOption
           {"Chains:", JoinOrNone(chains)},
       },
       out);
+  if (!resp.counters().empty()) {
+    // What each rule of the pod's chains counted (shared by every pod of its group).
+    std::vector<std::vector<std::string>> rows = {
+        {"CHAIN", "RULE", "DIRECTION", "DECIDES", "PACKETS", "BYTES"}};
+    for (const v1::RuleCounter& r : resp.counters()) {
+      std::vector<std::string> decides;
+      if (r.kind() == v1::RuleCounter::DROP) {
+        decides.push_back("drop (no rule of " + absl::StrJoin(r.policies(), ", ") + ")");
+      }
+      for (const v1::RuleRef& ref : r.rules()) {
+        decides.push_back(absl::StrCat(ref.policy(), " ", r.direction(), "[", ref.rule(), "]"));
+      }
+      if (decides.empty()) decides.push_back(r.comment());
+      rows.push_back({r.chain(), absl::StrCat(r.index()), r.direction().empty() ? "?" : r.direction(),
+                      absl::StrJoin(decides, ", "), absl::StrCat(r.packets()),
+                      absl::StrCat(r.bytes())});
+    }
+    out << "\nRule counters (since each chain was built):\n";
+    PrintTable(rows, out);
+  }
   if (!resp.nft_text().empty()) out << "\n" << resp.nft_text();
   return kOk;
 }

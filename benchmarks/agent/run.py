@@ -10,7 +10,11 @@ through the gRPC API (Apply returns after the kernel commit). Then:
   the size of the model: the YAML of the tier's objects and the agent's on-disk store;
 - churn (on --churn-tier only): pod events at --rate for --seconds (add/delete pairs, open
   loop), p50/p99 event -> enforced, and the agent's CPU over the run (utime + stime of
-  /proc/PID/stat, all threads) as a share of one core.
+  /proc/PID/stat, all threads) as a share of one core;
+- scrapes (with --scrapes N): the agent serves /metrics (--metrics-listen) and N GETs of it
+  after the load, one at a time from inside the agent's namespace, give p50/p99/max seconds
+  per scrape and the size of the answer (the rule counters are read from the kernel on every
+  scrape). --agent-flag passes flags to the agent (e.g. --agent-flag=--rule-counters=false).
 
     sudo python3 benchmarks/agent/run.py --agent bazel-bin/agent/netpol-agent \
         --client bazel-bin/benchmarks/agent/agent_client --tiers T1,T2 --churn-tier T2 \
@@ -57,14 +61,14 @@ def dir_bytes(path):
 
 
 class Agent:
-    def __init__(self, binary, workdir):
+    def __init__(self, binary, workdir, flags=()):
         self.workdir = workdir
         self.state_dir = os.path.join(workdir, "state")
         self.socket = os.path.join(workdir, "agent.sock")
         self.log_path = os.path.join(workdir, "agent.log")
         os.makedirs(self.state_dir, mode=0o700)
         argv = ["unshare", "--net", "--", binary, "--node-name=" + NODE,
-                "--state-dir=" + self.state_dir, "--listen=unix://" + self.socket]
+                "--state-dir=" + self.state_dir, "--listen=unix://" + self.socket] + list(flags)
         with open(self.log_path, "w") as log:
             # unshare execs the agent: the pid is the agent's.
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
@@ -107,11 +111,48 @@ def client(args, agent, tier, mode, extra=()):
     return json.loads(cp.stdout.strip().splitlines()[-1])
 
 
+METRICS_PORT = 9464
+
+# Run inside the agent's network namespace: N sequential GETs of /metrics, their durations.
+SCRAPER = """
+import json, sys, time, urllib.request
+n, url = int(sys.argv[1]), sys.argv[2]
+times, size = [], 0
+for _ in range(n):
+    t0 = time.monotonic()
+    body = urllib.request.urlopen(url, timeout=120).read()
+    times.append(time.monotonic() - t0)
+    size = len(body)
+print(json.dumps({"times": times, "bytes": size,
+                  "rule_series": body.decode().count("netpol_compiled_rule_packets_total{")}))
+"""
+
+
+def scrape(agent, n):
+    ns = "/proc/%d/ns/net" % agent.proc.pid
+    subprocess.run(["nsenter", "--net=" + ns, "ip", "link", "set", "lo", "up"], check=True)
+    cp = subprocess.run(["nsenter", "--net=" + ns, sys.executable, "-c", SCRAPER, str(n),
+                         "http://127.0.0.1:%d/metrics" % METRICS_PORT],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if cp.returncode != 0:
+        raise RuntimeError("scraping /metrics failed: %s\nagent log:\n%s"
+                           % (cp.stderr, agent.log_tail()))
+    out = json.loads(cp.stdout)
+    times = sorted(out["times"])
+    pick = lambda q: times[min(len(times) - 1, int(q * len(times)))]
+    return {"scrapes": n, "p50_s": round(pick(0.5), 4), "p99_s": round(pick(0.99), 4),
+            "max_s": round(times[-1], 4), "bytes": out["bytes"],
+            "rule_series": out["rule_series"]}
+
+
 def run_tier(args, tier):
     workdir = tempfile.mkdtemp(prefix="netpol-agent-bench-")
     agent = None
     try:
-        agent = Agent(args.agent, workdir)
+        flags = list(args.agent_flag)
+        if args.scrapes:
+            flags.append("--metrics-listen=0.0.0.0:%d" % METRICS_PORT)
+        agent = Agent(args.agent, workdir, flags)
         pid = agent.proc.pid
         result = {"tier": tier, "idle": proc_status(pid)}
         cpu0 = cpu_seconds(pid)
@@ -131,6 +172,13 @@ def run_tier(args, tier):
                  result["idle"]["VmRSS"] / 1024, loaded["VmRSS"] / 1024,
                  loaded["VmHWM"] / 1024, result["rss_over_yaml"],
                  result["rss_delta_over_yaml"], result["load"]["seconds"]), flush=True)
+        if args.scrapes:
+            result["scrape"] = scrape(agent, args.scrapes)
+            sc = result["scrape"]
+            print("%s /metrics: %d scrapes, p50 %.1f ms, p99 %.1f ms, max %.1f ms; %.1f kB, "
+                  "%d compiled-rule series" % (tier, sc["scrapes"], sc["p50_s"] * 1000,
+                                               sc["p99_s"] * 1000, sc["max_s"] * 1000,
+                                               sc["bytes"] / 1024, sc["rule_series"]), flush=True)
         if tier == args.churn_tier:
             cpu0, t0 = cpu_seconds(pid), time.monotonic()
             churn = client(args, agent, tier, "churn",
@@ -172,6 +220,10 @@ def main():
     p.add_argument("--seconds", type=float, default=60.0, help="churn: duration")
     p.add_argument("--max-wall", type=float, default=0,
                    help="churn: stop sending after this many seconds (0: 2 x --seconds)")
+    p.add_argument("--scrapes", type=int, default=0,
+                   help="after the load, time this many GETs of /metrics")
+    p.add_argument("--agent-flag", action="append", default=[],
+                   help="an extra flag for the agent (repeatable)")
     p.add_argument("--out", help="write all results as JSON here")
     args = p.parse_args()
     if os.geteuid() != 0:

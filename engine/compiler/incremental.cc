@@ -1424,7 +1424,11 @@ std::map<std::string, GroupRuleSources> IncrementalCompiler::RuleSources() const
         if (g->Present(LargeId(k, part))) r.rules.push_back({g->large[k].src});
       }
     }
-    r.rules.push_back({});
+    // The closing drop: one rule, or with deny logs the logged drop and the counted rest.
+    auto chain = impl_->prog.chains.find(g->name);
+    const size_t n = chain == impl_->prog.chains.end() ? r.rules.size() + 1
+                                                       : chain->second.rules.size();
+    while (r.rules.size() < n) r.rules.push_back({});
   }
   return out;
 }

@@ -70,7 +70,8 @@ struct GroupRuleSources {
   // The keys of the group's policies ("namespace/name"), sorted.
   std::vector<std::string> policies;
   // Per rule of the chain, in order: the policy rules it holds ("ns/name ingress[0]"), in full
-  // where the rule's comment may shorten them; empty for the closing drop.
+  // where the rule's comment may shorten them; empty for the closing drop (two rules with deny
+  // logs: the logged drop and the counted drop of what the limit held back).
   std::vector<std::vector<std::string>> rules;
 };
 
