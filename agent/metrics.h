@@ -1,5 +1,7 @@
 // Prometheus metrics of the agent, served on --metrics-listen (off by default). Every value is
-// read from the StatusService answer at scrape time, so metrics and `netpolctl status` agree.
+// read at scrape time from the StatusService answer and, for the rule counters
+// (api/README.md "Rule counters"), from the QueryService Counters answer (one rule dump of the
+// kernel's table), so metrics, `netpolctl status` and `netpolctl get -o wide` agree.
 #ifndef NETPOL_AGENT_METRICS_H_
 #define NETPOL_AGENT_METRICS_H_
 
