@@ -317,13 +317,6 @@ absl::StatusOr<std::vector<Object>> AgentService::LoadObjects(
       options.default_namespace = manifests[i].default_namespace();
     }
     ASSIGN_OR_RETURN(LoadResult loaded, LoadYaml(manifests[i].text(), options));
-    for (Object& o : loaded.objects) out.push_back(std::move(o));
-    if (out.size() > static_cast<size_t>(kMaxObjectsPerRequest)) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "request holds more than ", kMaxObjectsPerRequest, " objects (", options.source,
-          " brings the count to ", out.size(), "); at most ", kMaxObjectsPerRequest,
-          " per request: split the change"));
-    }
     // ClusterNetworkPolicies and Nodes load and validate, but this agent neither stores nor
     // enforces them: the whole request is refused rather than silently ignoring a guardrail.
     for (const Object& o : loaded.objects) {
@@ -332,6 +325,13 @@ absl::StatusOr<std::vector<Object>> AgentService::LoadObjects(
           options.source, ": ", o.Ref(), ": ", o.Kind(),
           " is validated but not stored or enforced by this version of netpol (no datapath for "
           "the Admin and Baseline tiers yet); nothing was changed"));
+    }
+    for (Object& o : loaded.objects) out.push_back(std::move(o));
+    if (out.size() > static_cast<size_t>(kMaxObjectsPerRequest)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "request holds more than ", kMaxObjectsPerRequest, " objects (", options.source,
+          " brings the count to ", out.size(), "); at most ", kMaxObjectsPerRequest,
+          " per request: split the change"));
     }
   }
   return out;

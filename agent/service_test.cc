@@ -291,6 +291,9 @@ TEST_F(ServiceTest, ClusterNetworkPoliciesAndNodesAreRefusedNotSilentlyIgnored) 
       ASSERT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << yaml;
       EXPECT_THAT(std::string(r.status().message()),
                   HasSubstr("is validated but not stored or enforced by this version of netpol"));
+      EXPECT_THAT(std::string(r.status().message()),
+                  ::testing::AnyOf(HasSubstr("manifests[0]: clusternetworkpolicy guard: "),
+                                   HasSubstr("manifests[0]: node n1: ")));
     }
     v1::DeleteRequest del;
     del.add_manifests()->set_text(yaml);
