@@ -263,7 +263,7 @@ TEST_F(KernelTest, KeywordNamesAreTheOnesNftRefuses) {
     absl::StrAppend(&script, "if nft add chain inet t ", kw, " 2>/dev/null; then echo ACCEPTED ",
                     kw, "; fi\n");
   }
-  for (const std::string& name : {"forward", "input", "output", "netpol", "pod-a1b2c3-ns-x", "in",
+  for (const char* name : {"forward", "input", "output", "netpol", "pod-a1b2c3-ns-x", "in",
                                   "out", "dispatch4", "r0", "s0", "b0", "leaf"}) {
     EXPECT_TRUE(ValidateObjectName("chain", name).ok()) << name;
     absl::StrAppend(&script, "nft add chain inet t ", name, " || echo REFUSED ", name, "\n");
