@@ -25,8 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -84,64 +82,21 @@ def write_yaml(path, docs):
     return path
 
 
-class Agent:
+class Agent(lab.Agent):
+    """netpol-agent in the node namespace with deny logs on and a --flow-log file."""
+
     def __init__(self, args, the_lab, workdir):
-        self.args = args
-        self.server = "unix://" + os.path.join(workdir, "agent.sock")
         self.flow_file = os.path.join(workdir, "flows.jsonl")
-        self.log_path = os.path.join(workdir, "agent.log")
-        state_dir = os.path.join(workdir, "state")
-        os.makedirs(state_dir, mode=0o700)
-        log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", the_lab.node_netns, args.agent, "--node-name=" + NODE,
-             "--state-dir=" + state_dir, "--listen=" + self.server,
-             "--deny-log-group=%d" % GROUP, "--deny-log-rate=5", "--deny-log-burst=5",
-             "--flow-log=" + self.flow_file, "--flow-log-buffer=100000"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + 30
-        while self.ctl("status").returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise Failure("netpol-agent not serving:\n" + self.log_tail())
-            time.sleep(0.1)
-
-    def ctl(self, *args):
-        return subprocess.run([self.args.ctl, "--server=" + self.server] + list(args),
-                              capture_output=True, text=True, timeout=120)
-
-    def apply(self, path):
-        cp = self.ctl("apply", "-f", path)
-        if cp.returncode != 0:
-            raise Failure("netpolctl apply -f %s: %s%s" % (path, cp.stdout, cp.stderr))
+        super().__init__(args.agent, args.ctl, the_lab.node_netns, workdir, node=NODE, flags=[
+            "--deny-log-group=%d" % GROUP, "--deny-log-rate=5", "--deny-log-burst=5",
+            "--flow-log=" + self.flow_file, "--flow-log-buffer=100000"])
 
     def records(self):
-        cp = self.ctl("logs", "-o", "json")
-        if cp.returncode != 0:
-            raise Failure("netpolctl logs: %s%s" % (cp.stdout, cp.stderr))
-        return [json.loads(line) for line in cp.stdout.splitlines() if line.strip()]
+        out = self.must("logs", "-o", "json")
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def stats(self):
-        cp = self.ctl("logs", "--stats")
-        if cp.returncode != 0:
-            raise Failure("netpolctl logs --stats: %s%s" % (cp.stdout, cp.stderr))
-        return json.loads(cp.stdout)
-
-    def log_tail(self, n=30):
-        try:
-            with open(self.log_path) as f:
-                return "".join(f.readlines()[-n:])
-        except OSError as e:
-            return "(no log: %s)" % e
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        return json.loads(self.must("logs", "--stats"))
 
 
 def send(the_lab, src, proto, dst_ip, port, sport, count=1):

@@ -20,7 +20,6 @@ import argparse
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -67,42 +66,9 @@ def world(pods, flipped):
     return "---\n".join(docs)
 
 
-class Lab:
-    def __init__(self, args, tmp):
-        self.args, self.tmp = args, tmp
-        self.sock = "unix://" + os.path.join(tmp, "agent.sock")
-        self.state = os.path.join(tmp, "state")
-        self.log = open(os.path.join(tmp, "agent.log"), "ab")
-        self.agent = None
-
-    def start(self):
-        self.agent = subprocess.Popen(
-            [self.args.agent, "--node-name=node-1", "--listen=" + self.sock,
-             "--state-dir=" + self.state, "--check-interval=0", "--watch-changes=false"],
-            stdout=self.log, stderr=self.log)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.agent.poll() is not None:
-                raise SystemExit("agent exited: see " + self.log.name)
-            if self.ctl("status").returncode == 0:
-                return
-            time.sleep(0.05)
-        raise SystemExit("agent not serving after 60 s")
-
-    def kill(self):
-        self.agent.send_signal(signal.SIGKILL)
-        self.agent.wait()
-
-    def ctl(self, *args, check=False):
-        r = subprocess.run([self.args.ctl, "--server=" + self.sock] + list(args),
-                           capture_output=True, text=True)
-        if check and r.returncode != 0:
-            raise SystemExit("netpolctl %s: %s%s" % (" ".join(args), r.stdout, r.stderr))
-        return r
-
-    def listing(self):
-        r = subprocess.run(["nft", "list", "table", "inet", "netpol"], capture_output=True, text=True)
-        return canonical(r.stdout) if r.returncode == 0 else "missing: " + r.stderr
+def listing():
+    r = subprocess.run(["nft", "list", "table", "inet", "netpol"], capture_output=True, text=True)
+    return canonical(r.stdout) if r.returncode == 0 else "missing: " + r.stderr
 
 
 def main():
@@ -121,20 +87,22 @@ def main():
     args.agent, args.ctl = os.path.abspath(args.agent), os.path.abspath(args.ctl)
     rng = random.Random(args.seed)
     tmp = tempfile.mkdtemp(prefix="netpol-crash-")
+    agent = None
     try:
         files = {}
         for name, flipped in (("A", False), ("B", True)):
             files[name] = os.path.join(tmp, name + ".yaml")
             with open(files[name], "w") as f:
                 f.write(world(args.pods, flipped))
-        lab = Lab(args, tmp)
-        lab.start()
+        # In this process's own network namespace (netns None); started and waited for here.
+        agent = lablib.Agent(args.agent, args.ctl, None, tmp,
+                             flags=["--check-interval=0", "--watch-changes=false"])
         expected, took = {}, []
         for name in ("A", "B", "A"):
             t0 = time.time()
-            lab.ctl("apply", "-f", files[name], check=True)
+            agent.apply(files[name])
             took.append(time.time() - t0)
-            expected[name] = lab.listing()
+            expected[name] = listing()
         if expected["A"] == expected["B"]:
             raise SystemExit("A and B render the same table: the test would prove nothing")
         current, window = "A", max(took[1:])
@@ -144,17 +112,17 @@ def main():
             target = "B" if current == "A" else "A"
             # Skewed towards the start, where the store write and the commit happen.
             delay = window * rng.random() ** 3
-            apply = subprocess.Popen([args.ctl, "--server=" + lab.sock, "apply", "-f", files[target]],
+            apply = subprocess.Popen([args.ctl, "--server=" + agent.server, "apply", "-f", files[target]],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(delay)
-            lab.kill()
+            agent.kill()
             apply.wait()
-            now = lab.listing()
+            now = listing()
             outcome = "old" if now == expected[current] else "new" if now == expected[target] else "MIXED"
-            lab.start()
-            committed = lab.ctl("render", check=True).stdout
-            kernel = lab.ctl("render", "--kernel", check=True).stdout
-            after = lab.listing()
+            agent.start()
+            committed = agent.must("render")
+            kernel = agent.must("render", "--kernel")
+            after = listing()
             converged = committed == kernel and after in (expected["A"], expected["B"])
             print("kill %d: after %.0f ms of %s->%s: kernel held the %s program; restart %s"
                   % (k + 1, delay * 1000, current, target, outcome,
@@ -164,10 +132,15 @@ def main():
             else:
                 outcomes[outcome] += 1
             current = "A" if after == expected["A"] else "B"
-        lab.kill()
+        agent.kill()
         print("%d kills: %d old, %d new, %d failures" % (args.kills, outcomes["old"], outcomes["new"], failures))
         return 1 if failures else 0
+    except lablib.LabError as e:
+        print("FAILED: %s" % e)
+        return 1
     finally:
+        if agent is not None:
+            agent.stop()
         if os.environ.get("NETPOL_CRASH_KEEP") != "1":
             shutil.rmtree(tmp, ignore_errors=True)
 

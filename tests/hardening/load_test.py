@@ -28,7 +28,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -172,31 +171,22 @@ def main():
     if args.client:
         args.client = os.path.abspath(args.client)
     tmp = tempfile.mkdtemp(prefix="netpol-load-")
-    sock = "unix://" + os.path.join(tmp, "agent.sock")
-    log_path = os.path.join(tmp, "agent.log")
     agent = None
     problems = []
 
     def ctl(*a):
-        return subprocess.run([args.ctl, "--server=" + sock] + list(a), capture_output=True,
-                              text=True, timeout=300)
+        return agent.ctl(*a, timeout=300)
 
     try:
-        with open(log_path, "w") as log:
-            agent = subprocess.Popen(
-                [args.agent, "--node-name=node-1", "--listen=" + sock,
-                 "--state-dir=" + os.path.join(tmp, "state")], stdout=log, stderr=log)
-        deadline = time.monotonic() + 60
-        while ctl("status").returncode != 0:
-            if agent.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("agent not serving; log:\n" + open(log_path).read()[-3000:])
-            time.sleep(0.1)
+        # In this process's own network namespace (netns None).
+        agent = lab.Agent(args.agent, args.ctl, None, tmp)
+        sock, log_path = agent.server, agent.log_path
         with open(os.path.join(tmp, "base.yaml"), "w") as f:
             f.write(base_state(args.pods))
         cp = ctl("apply", "-f", os.path.join(tmp, "base.yaml"))
         if cp.returncode != 0:
             raise SystemExit("apply base state: " + cp.stderr)
-        before = rss_kib(agent.pid)
+        before = rss_kib(agent.proc.pid)
 
         stats = Stats()
         stop_at = time.monotonic() + args.seconds
@@ -220,11 +210,11 @@ def main():
                 t.start()
             alive = lambda: any(t.is_alive() for t in threads)
         while alive():
-            if agent.poll() is not None:
+            if not agent.running():
                 problems.append("the agent exited with status %s during the load"
-                                % agent.returncode)
+                                % agent.proc.returncode)
                 break
-            sample = rss_kib(agent.pid)
+            sample = rss_kib(agent.proc.pid)
             peak_rss = max(peak_rss, sample["VmRSS"])
             peak_threads = max(peak_threads, sample["Threads"])
             time.sleep(0.2)
@@ -256,8 +246,8 @@ def main():
                 stats.latency_summary[kind] = (pct(lat, 0.5), pct(lat, 0.99),
                                                max(lat) if lat else 0)
         elapsed = time.monotonic() - t0
-        if agent.poll() is None:
-            after = rss_kib(agent.pid)
+        if agent.running():
+            after = rss_kib(agent.proc.pid)
         else:
             after = {"VmRSS": 0, "VmHWM": 0, "Threads": 0}
 
@@ -295,7 +285,7 @@ def main():
             problems.append("agent memory peaked at %.1f MiB, bound %d MiB"
                             % (max(after["VmHWM"], peak_rss) / 1024, args.max_rss_mib))
 
-        if agent.poll() is None:
+        if agent.running():
             # The last acknowledged state: each client's policy carries its last acked port.
             cp = ctl("get", "networkpolicies", "-n", "load", "-o", "json")
             if cp.returncode != 0:
@@ -347,19 +337,13 @@ def main():
             else:
                 print("nft list table inet netpol holds exactly the %d acknowledged ports"
                       % len(want))
+    except lab.LabError as e:
+        problems.append(str(e))
     finally:
-        if agent is not None and agent.poll() is None:
-            agent.send_signal(signal.SIGTERM)
-            try:
-                agent.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
-        if problems:
-            try:
-                print("agent log tail:\n" + "".join(open(log_path).readlines()[-20:]))
-            except OSError:
-                pass
+        if agent is not None:
+            agent.stop(timeout=20)
+            if problems:
+                print("agent log tail:\n" + agent.log_tail(20))
         if args.keep:
             print("kept " + tmp)
         else:

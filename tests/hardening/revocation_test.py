@@ -17,9 +17,7 @@ because established traffic is filtered anyway.
 import argparse
 import json
 import os
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -112,7 +110,7 @@ class UdpFlow:
             ["ip", "netns", "exec", the_lab.pods[src].netns, lab.PYTHON, "-c", UDP_CLIENT,
              the_lab.pods[dst].ip(family), str(port)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
-        line = readline(self.proc.stdout, 10)
+        line = lab._readline(self.proc.stdout, time.monotonic() + 10)
         if line != "CONNECTED":
             self.close()
             raise Failure("%s: UDP client did not start: %r" % (self.name, line))
@@ -121,7 +119,7 @@ class UdpFlow:
         self.count += 1
         self.proc.stdin.write("u%d %s\n" % (self.count, timeout))
         self.proc.stdin.flush()
-        line = readline(self.proc.stdout, timeout + 10)
+        line = lab._readline(self.proc.stdout, time.monotonic() + timeout + 10)
         return lab.Result(line == "OK", "echo" if line == "OK" else (line.lower() or "gone"))
 
     def close(self):
@@ -133,70 +131,6 @@ class UdpFlow:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
-
-
-def readline(stream, timeout):
-    deadline = time.monotonic() + timeout
-    fd = stream.fileno()
-    buf = b""
-    while not buf.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        r, _, _ = select.select([fd], [], [], left)
-        if not r:
-            break
-        ch = os.read(fd, 1)
-        if not ch:
-            break
-        buf += ch
-    return buf.decode(errors="replace").strip()
-
-
-class Agent:
-    def __init__(self, args, the_lab, workdir, revoke):
-        self.args, self.lab = args, the_lab
-        self.server = "unix://" + os.path.join(workdir, "agent.sock")
-        self.state_dir = os.path.join(workdir, "state")
-        self.log_path = os.path.join(workdir, "agent.log")
-        os.makedirs(self.state_dir, mode=0o700)
-        log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", the_lab.node_netns, args.agent, "--node-name=" + NODE,
-             "--state-dir=" + self.state_dir, "--listen=" + self.server,
-             "--revoke-connections=%s" % ("true" if revoke else "false")],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + 30
-        while self.ctl("status").returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise Failure("netpol-agent not serving:\n" + self.log_tail())
-            time.sleep(0.1)
-
-    def ctl(self, *args):
-        return subprocess.run([self.args.ctl, "--server=" + self.server] + list(args),
-                              capture_output=True, text=True, timeout=120)
-
-    def apply(self, path):
-        cp = self.ctl("apply", "-f", path)
-        if cp.returncode != 0:
-            raise Failure("netpolctl apply -f %s: %s%s" % (path, cp.stdout, cp.stderr))
-
-    def log_tail(self, n=30):
-        try:
-            with open(self.log_path) as f:
-                return "".join(f.readlines()[-n:])
-        except OSError as e:
-            return "(no log: %s)" % e
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def write_yaml(path, docs):
@@ -226,7 +160,8 @@ def scenario(args, revoke, workdir):
                                                      "flowing" if want else "stopped"))
 
     with lab.Lab(lab.load_model(MODEL)) as the_lab:
-        agent = Agent(args, the_lab, workdir, revoke)
+        agent = lab.Agent(args.agent, args.ctl, the_lab.node_netns, workdir, node=NODE,
+                          flags=["--revoke-connections=%s" % ("true" if revoke else "false")])
         try:
             agent.apply(model_file)
             agent.apply(before_file)  # the ct rules exist before any flow is opened

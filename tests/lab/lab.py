@@ -740,6 +740,154 @@ class Lab:
             (family, proto.upper(), int(port))]
 
 
+# --------------------------------------------------------------------------------------------
+# The real netpol-agent in a namespace, and netpolctl against it
+
+
+class Agent:
+    """netpol-agent run in a network namespace (`ip netns exec`; or where this process is when
+    `netns` is None) with its embedded store in a state directory, its API on a unix socket and
+    its output in a log file, all under `workdir`; netpolctl against that socket.
+
+        agent = lab.Agent(args.agent, args.ctl, the_lab.node_netns, workdir,
+                          flags=["--revoke-connections=false"])
+        agent.apply(path)               # netpolctl apply -f path, or LabError
+        out = agent.must("render")      # stdout, or LabError
+        cp = agent.ctl("status")        # the CompletedProcess, whatever the exit
+        agent.stop()
+
+    The constructor starts the agent and waits until `netpolctl status` answers (start=False
+    leaves that to start(), or spawn() and wait_serving()). The log gets a line `=== start N`
+    before each start, so log_since_start() reads the latest start's output. Errors are
+    LabError, naming the agent's log tail."""
+
+    def __init__(self, agent, ctl, netns, workdir, flags=(), node=DEFAULT_NODE, start=True,
+                 socket=None, state_dir=None, log_path=None, timeout=60):
+        self.agent_bin, self.ctl_bin = agent, ctl
+        self.netns = netns
+        self.node = node
+        self.flags = list(flags)
+        self.socket = socket or os.path.join(workdir, "agent.sock")
+        self.server = "unix://" + self.socket
+        self.state_dir = state_dir or os.path.join(workdir, "state")
+        self.log_path = log_path or os.path.join(workdir, "agent.log")
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        self.proc = None
+        self.starts = 0
+        if start:
+            try:
+                self.start(timeout)
+            except BaseException:
+                self.stop()
+                raise
+
+    def argv(self):
+        argv = [self.agent_bin, "--node-name=" + self.node, "--state-dir=" + self.state_dir,
+                "--listen=" + self.server] + self.flags
+        if self.netns is None:
+            return argv
+        # `ip netns exec` execs the agent itself: self.proc.pid is the agent's pid.
+        return ["ip", "netns", "exec", self.netns] + argv
+
+    def spawn(self):
+        """Starts the agent without waiting for it; returns the time it was started."""
+        self.starts += 1
+        with open(self.log_path, "a") as log:
+            log.write("=== start %d\n" % self.starts)
+            log.flush()
+            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=log, start_new_session=True)
+        return time.monotonic()
+
+    def wait_serving(self, timeout=60):
+        """Waits until `netpolctl status` answers; returns that time. LabError when the agent
+        exits first or does not answer within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.ctl("status", "--timeout=5s").returncode == 0:
+                return time.monotonic()
+            if self.proc.poll() is not None:
+                raise LabError("netpol-agent exited with %s:\n%s" % (self.proc.returncode,
+                                                                     self.log_tail()))
+            if time.monotonic() > deadline:
+                raise LabError("netpol-agent not serving after %d s:\n%s" % (timeout,
+                                                                             self.log_tail()))
+            time.sleep(0.02)
+
+    def start(self, timeout=60):
+        """spawn() and wait_serving(); returns the time it answered."""
+        self.spawn()
+        return self.wait_serving(timeout)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        """Sends `sig` (SIGTERM: a clean stop) and waits; SIGKILL when it has not exited within
+        `timeout` seconds. Does nothing when the agent is not running."""
+        if not self.running():
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self):
+        """SIGKILLs the agent (checked to be the agent binary, not `ip` still entering the
+        namespace) and returns the time. LabError when it had exited before."""
+        pid, want = self.proc.pid, os.path.realpath(self.agent_bin)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                exe = os.path.realpath(os.readlink("/proc/%d/exe" % pid))
+            except OSError:
+                exe = None  # already exited: wait() below reports how
+            if exe is None or exe == want:
+                break
+            if time.monotonic() > deadline:
+                raise LabError("pid %d is still %s, not the agent" % (pid, exe))
+            time.sleep(0.0005)
+        os.kill(pid, signal.SIGKILL)
+        self.proc.wait()
+        if self.proc.returncode != -signal.SIGKILL:
+            raise LabError("netpol-agent exited with %s before the kill:\n%s"
+                           % (self.proc.returncode, self.log_tail()))
+        return time.monotonic()
+
+    def ctl(self, *args, input=None, timeout=120):
+        """netpolctl ARGS against this agent; the CompletedProcess, whatever its exit."""
+        return subprocess.run([self.ctl_bin, "--server=" + self.server] + list(args),
+                              input=input, capture_output=True, text=True, timeout=timeout)
+
+    def must(self, *args, input=None, timeout=120):
+        """netpolctl ARGS; its stdout, or LabError with its output when it fails."""
+        cp = self.ctl(*args, input=input, timeout=timeout)
+        if cp.returncode != 0:
+            raise LabError("netpolctl %s: exit %d: %s%s" % (" ".join(args), cp.returncode,
+                                                            cp.stdout, cp.stderr))
+        return cp.stdout
+
+    def apply(self, path):
+        return self.must("apply", "-f", path)
+
+    def log_since_start(self):
+        """The log of the latest start ('' when there is none yet)."""
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read().rsplit("=== start", 1)[-1]
+        except OSError:
+            return ""
+
+    def log_tail(self, n=30):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError as e:
+            return "(no log: %s)" % e
+
+
 def _readline(stream, deadline):
     fd = stream.fileno()
     buf = b""

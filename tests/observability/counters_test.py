@@ -27,10 +27,8 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -92,47 +90,13 @@ def write_docs(path, docs):
     return path
 
 
-class Agent:
+class Agent(lab.Agent):
+    """netpol-agent in the node namespace with /metrics on METRICS."""
+
     def __init__(self, args, the_lab, workdir):
-        self.args, self.lab = args, the_lab
-        self.server = "unix://" + os.path.join(workdir, "agent.sock")
-        self.state_dir = os.path.join(workdir, "state")
-        self.log_path = os.path.join(workdir, "agent.log")
-        os.makedirs(self.state_dir, mode=0o700)
-        with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", the_lab.node_netns, args.agent, "--node-name=" + NODE,
-                 "--state-dir=" + self.state_dir, "--listen=" + self.server,
-                 "--metrics-listen=" + METRICS],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while self.ctl("status", "--timeout=5s").returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise Failure("netpol-agent not serving:\n" + self.log_tail())
-            time.sleep(0.05)
-
-    def log_tail(self):
-        with open(self.log_path) as f:
-            return "".join(f.readlines()[-30:])
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def ctl(self, *args):
-        return subprocess.run([self.args.ctl, "--server=" + self.server] + list(args),
-                              capture_output=True, text=True, timeout=120)
-
-    def must(self, *args):
-        cp = self.ctl(*args)
-        if cp.returncode != 0:
-            raise Failure("netpolctl %s: %s%s" % (" ".join(args), cp.stdout, cp.stderr))
-        return cp.stdout
+        self.lab = the_lab
+        super().__init__(args.agent, args.ctl, the_lab.node_netns, workdir, node=NODE,
+                         flags=["--metrics-listen=" + METRICS])
 
     def last_sync_kind(self):
         out = json.loads(self.must("status", "-o", "json"))

@@ -43,7 +43,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -154,82 +153,12 @@ def canonical(listing):
     return "\n".join(head + sorted(blocks))
 
 
-class Agent:
+class Agent(lab.Agent):
+    """netpol-agent in the node namespace, started and killed by the test (start=False)."""
+
     def __init__(self, args, the_lab, workdir):
-        self.args, self.lab = args, the_lab
-        self.server = "unix://" + os.path.join(workdir, "agent.sock")
-        self.state_dir = os.path.join(workdir, "state")
-        self.log_path = os.path.join(workdir, "agent.log")
-        os.makedirs(self.state_dir, mode=0o700)
-        self.proc = None
-        self.starts = 0
-
-    def spawn(self):
-        self.starts += 1
-        with open(self.log_path, "a") as log:
-            log.write("=== start %d\n" % self.starts)
-            log.flush()
-            # `ip netns exec` execs the agent itself: self.proc.pid is the agent's pid.
-            self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.lab.node_netns, self.args.agent,
-                 "--node-name=" + NODE, "--state-dir=" + self.state_dir,
-                 "--listen=" + self.server],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        return time.monotonic()
-
-    def wait_serving(self, timeout=60):
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.ctl("status", "--timeout=5s").returncode == 0:
-                return time.monotonic()
-            if self.proc.poll() is not None:
-                raise Failure("netpol-agent exited with %s:\n%s" % (self.proc.returncode,
-                                                                    self.log_tail()))
-            if time.monotonic() > deadline:
-                raise Failure("netpol-agent not serving after %d s:\n%s" % (timeout,
-                                                                            self.log_tail()))
-            time.sleep(0.02)
-
-    def kill(self):
-        """SIGKILLs the agent process (checked to be the agent binary, not `ip`)."""
-        pid, want = self.proc.pid, os.path.realpath(self.args.agent)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                exe = os.path.realpath(os.readlink("/proc/%d/exe" % pid))
-            except OSError:
-                exe = None  # already exited: wait() below reports how
-            # Killed right after spawn() it may still be `ip` entering the namespace: wait for
-            # the exec, so the kill always hits the agent.
-            if exe is None or exe == want:
-                break
-            if time.monotonic() > deadline:
-                raise Failure("pid %d is still %s, not the agent" % (pid, exe))
-            time.sleep(0.0005)
-        os.kill(pid, signal.SIGKILL)
-        self.proc.wait()
-        if self.proc.returncode not in (-signal.SIGKILL,):
-            raise Failure("agent exited with %s before the kill:\n%s" % (self.proc.returncode,
-                                                                       self.log_tail()))
-        return time.monotonic()
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def ctl(self, *args, timeout=120):
-        return subprocess.run([self.args.ctl, "--server=" + self.server] + list(args),
-                              capture_output=True, text=True, timeout=timeout)
-
-    def apply(self, path):
-        cp = self.ctl("apply", "-f", path)
-        if cp.returncode != 0:
-            raise Failure("netpolctl apply -f %s: %s%s" % (path, cp.stdout, cp.stderr))
+        super().__init__(args.agent, args.ctl, the_lab.node_netns, workdir, node=NODE,
+                         start=False)
 
     def generations(self):
         """(generation, generation in the kernel) from `netpolctl status`; raises unless the
@@ -244,37 +173,21 @@ class Agent:
     def wait_log(self, marker, timeout=30):
         """Waits until the latest start's log has a line containing marker; returns the time."""
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with open(self.log_path) as f:
-                    if marker in f.read().rsplit("=== start", 1)[-1]:
-                        return time.monotonic()
-            except OSError:
-                pass
+        while marker not in self.log_since_start():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise Failure("netpol-agent never logged %r:\n%s" % (marker, self.log_tail()))
             time.sleep(0.001)
+        return time.monotonic()
 
     def start_phase(self):
         """How far the latest start got, from its log: before the first sync, synced but not
         yet serving, or serving."""
-        try:
-            with open(self.log_path) as f:
-                text = f.read().rsplit("=== start", 1)[-1]
-        except OSError:
-            return "unknown"
+        text = self.log_since_start()
         if "\tserving" in text or " serving\n" in text:
             return "after serving"
         if "sync kind=" in text:
             return "after the first sync"
         return "before the first sync completed"
-
-    def log_tail(self, n=30):
-        try:
-            with open(self.log_path) as f:
-                return "".join(f.readlines()[-n:])
-        except OSError as e:
-            return "(no log: %s)" % e
 
 
 class Probers:
