@@ -386,6 +386,15 @@ int main(int argc, char** argv) {
       revoker.AfterCommit(before, tx, after);
     };
   }
+  // Rule counters are read on a socket of their own, so a scrape never waits for a sync.
+  std::unique_ptr<netlink::NetlinkBackend> rule_counter_reader;
+  if (ropts.compile.rule_counters) {
+    absl::StatusOr<std::unique_ptr<netlink::NetlinkBackend>> cr =
+        netlink::NetlinkBackend::Create();
+    if (!cr.ok()) return Fail("--rule-counters", cr.status());
+    rule_counter_reader = *std::move(cr);
+    ropts.counter_backend = rule_counter_reader.get();
+  }
   Reconciler reconciler(backend->get(), [store_ptr] { return store_ptr->Current(); }, ropts);
   AgentService service(store_ptr, &reconciler);
   service.set_endpoints(endpoints_ptr);

@@ -49,7 +49,29 @@ std::string DescribeDrift(const nft::Program& want, const nft::Program& got) {
   return "table differs";
 }
 
+// Whether committing `tx` may have changed a rule (created, flushed or deleted a chain or the
+// table, or added a rule): element changes do not.
+bool TouchesRules(const nft::Transaction& tx) {
+  for (const nft::Command& c : tx.commands()) {
+    if (c.kind != nft::ObjectKind::kSet && c.kind != nft::ObjectKind::kElement) return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+ProgramSize SizeOf(const nft::Program& program) {
+  ProgramSize out;
+  out.chains = static_cast<int64_t>(program.chains.size());
+  out.sets = static_cast<int64_t>(program.sets.size());
+  for (const auto& [name, chain] : program.chains) {
+    out.rules += static_cast<int64_t>(chain.rules.size());
+  }
+  for (const auto& [name, elements] : program.elements) {
+    out.elements += static_cast<int64_t>(elements.size());
+  }
+  return out;
+}
 
 const char* SyncKindName(SyncKind kind) {
   switch (kind) {
@@ -264,8 +286,30 @@ absl::Status Reconciler::RecordSync(const Snapshot& snap, absl::Duration took,
                                     const SyncOutcome& out) {
   const absl::Status& st = out.status;
   const uint64_t objects_changed = snap.changes - std::min(snap.changes, last_changes_);
+  // What readers that must not wait for a sync (Status, ReadRuleCounters) learn of the
+  // committed program: its size and, with rule counters, what its counted rules decide.
+  // Computed here, by the sync, only when the transaction changed something they describe.
+  bool have_size, have_attribution;
   {
     absl::MutexLock l(&mu_);
+    have_size = status_.program.has_value();
+    have_attribution = attribution_ != nullptr;
+  }
+  std::optional<ProgramSize> size;
+  std::shared_ptr<const Attribution> attribution;
+  if (st.ok() && incremental_.has_program()) {
+    if (!out.tx.empty() || !have_size) size = SizeOf(incremental_.program());
+    if (options_.compile.rule_counters && (TouchesRules(out.tx) || !have_attribution)) {
+      attribution = AttributionLocked();
+    }
+  } else if (!st.ok() && out.compiled && out.kept != nullptr) {
+    size = SizeOf(*out.kept);  // the kernel kept it; the attribution of it stays
+  }
+  {
+    absl::MutexLock l(&mu_);
+    if (size) status_.program = size;
+    if (!st.ok() && out.compiled && out.kept == nullptr) status_.program.reset();
+    if (attribution != nullptr) attribution_ = std::move(attribution);
     ++status_.syncs;
     status_.attempted_generation = std::max(status_.attempted_generation, snap.generation);
     status_.last_sync_time = absl::Now();
@@ -377,38 +421,73 @@ absl::StatusOr<nft::Program> Reconciler::DumpKernel() {
   return backend_->Dump(options_.compile.table);
 }
 
-absl::StatusOr<std::vector<CountedRule>> Reconciler::ReadRuleCounters() {
-  absl::MutexLock s(&sync_mu_);
-  ASSIGN_OR_RETURN(std::vector<nft::RuleCount> counts,
-                   backend_->ReadCounters(options_.compile.table));
+std::shared_ptr<const Reconciler::Attribution> Reconciler::AttributionLocked() const {
+  auto out = std::make_shared<Attribution>();
+  if (!incremental_.has_program()) return out;
+  const nft::Program& program = incremental_.program();
+  for (auto& [name, group] : incremental_.RuleSources()) {
+    auto chain = program.chains.find(name);
+    if (chain == program.chains.end()) continue;
+    ChainAttribution& c = (*out)[name];
+    c.ingress = group.ingress;
+    c.policies = std::move(group.policies);
+    const size_t n = std::min(chain->second.rules.size(), group.rules.size());
+    c.rules.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      const nft::Rule& rule = chain->second.rules[i];
+      RuleAttribution a;
+      a.comment = rule.comment;
+      a.counter = rule.counter;
+      a.drop = rule.verdict && rule.verdict->kind == nft::Verdict::Kind::kDrop;
+      a.sources = std::move(group.rules[i]);
+      c.rules.push_back(std::move(a));
+    }
+  }
+  return out;
+}
+
+std::vector<CountedRule> Reconciler::Attribute(std::vector<nft::RuleCount> counts,
+                                               const Attribution* attribution) const {
   std::vector<CountedRule> out;
   out.reserve(counts.size());
-  const bool held = incremental_.has_program();
-  std::map<std::string, compiler::GroupRuleSources> sources;
-  if (held) sources = incremental_.RuleSources();
   for (nft::RuleCount& c : counts) {
     CountedRule r;
     r.count = std::move(c);
-    if (held) {
-      const nft::Program& program = incremental_.program();
-      auto chain = program.chains.find(r.count.chain);
-      auto group = sources.find(r.count.chain);
-      if (chain != program.chains.end() && group != sources.end() &&
-          r.count.index < chain->second.rules.size() &&
-          r.count.index < group->second.rules.size() &&
-          chain->second.rules[r.count.index].counter &&
-          chain->second.rules[r.count.index].comment == r.count.comment) {
-        r.attributed = true;
-        r.ingress = group->second.ingress;
-        r.policies = group->second.policies;
-        r.sources = group->second.rules[r.count.index];
-        const nft::Rule& rule = chain->second.rules[r.count.index];
-        r.drop = rule.verdict && rule.verdict->kind == nft::Verdict::Kind::kDrop;
+    if (attribution != nullptr) {
+      auto chain = attribution->find(r.count.chain);
+      if (chain != attribution->end() && r.count.index < chain->second.rules.size()) {
+        const RuleAttribution& a = chain->second.rules[r.count.index];
+        if (a.counter && a.comment == r.count.comment) {
+          r.attributed = true;
+          r.ingress = chain->second.ingress;
+          r.policies = chain->second.policies;
+          r.sources = a.sources;
+          r.drop = a.drop;
+        }
       }
     }
     out.push_back(std::move(r));
   }
   return out;
+}
+
+absl::StatusOr<std::vector<CountedRule>> Reconciler::ReadRuleCounters() {
+  std::vector<nft::RuleCount> counts;
+  std::shared_ptr<const Attribution> attribution;
+  if (options_.counter_backend != nullptr) {
+    {
+      absl::MutexLock l(&mu_);
+      attribution = attribution_;
+    }
+    absl::MutexLock r(&read_mu_);
+    ASSIGN_OR_RETURN(counts, options_.counter_backend->ReadCounters(options_.compile.table));
+  } else {
+    absl::MutexLock s(&sync_mu_);
+    ASSIGN_OR_RETURN(counts, backend_->ReadCounters(options_.compile.table));
+    absl::MutexLock l(&mu_);
+    attribution = attribution_;
+  }
+  return Attribute(std::move(counts), attribution.get());
 }
 
 void Reconciler::Run() {

@@ -28,6 +28,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -98,7 +99,22 @@ struct ReconcilerOptions {
   std::function<void(const nft::Program* before, const nft::Transaction& tx,
                      const nft::Program& after)>
       after_commit;
+  // A backend of its own (in the agent a second netlink socket) for ReadRuleCounters: counter
+  // reads then never wait for a sync (a /metrics scrape during a long commit), and are
+  // attributed against the last committed program's rules, published at each sync. Not owned;
+  // must outlive the reconciler; only ReadCounters is called on it, one call at a time. Null:
+  // counters are read through the main backend, after the sync in progress.
+  nft::Backend* counter_backend = nullptr;
 };
+
+// The size of a program, by kind of object.
+struct ProgramSize {
+  int64_t chains = 0;
+  int64_t rules = 0;
+  int64_t sets = 0;
+  int64_t elements = 0;
+};
+ProgramSize SizeOf(const nft::Program& program);
 
 struct SyncStatus {
   bool synced_once = false;          // a sync has committed since start
@@ -113,6 +129,9 @@ struct SyncStatus {
   int64_t transactions = 0;          // non-empty transactions committed
   int64_t repairs = 0;               // drift repairs
   int64_t change_log_syncs = 0;      // syncs through the change log (ReconcilerOptions::changes)
+  // The committed program's size (what the kernel holds), when there is one (after the first
+  // commit; after a failed commit, the program the kernel kept).
+  std::optional<ProgramSize> program;
 };
 
 // One counted rule of the kernel's table and what it decides (RULESET.md "Counters").
@@ -170,7 +189,11 @@ class Reconciler {
   // Reads the table back from the kernel.
   absl::StatusOr<nft::Program> DumpKernel();
   // Reads the rule counters from the kernel (nft::Backend::ReadCounters: the rules only) and
-  // attributes each to what the committed program's rule at that position decides.
+  // attributes each to what the committed program's rule at that position decides. With
+  // ReconcilerOptions::counter_backend it does not wait for a sync in progress: the
+  // attribution is the one published by the last successful sync (with rule counters on), and a
+  // rule whose position and comment are not that program's (the kernel read raced a commit,
+  // or someone edited the table) is returned unattributed.
   absl::StatusOr<std::vector<CountedRule>> ReadRuleCounters();
   const ReconcilerOptions& options() const { return options_; }
   // options().compile with the currently attached pods: what a compile now must use.
@@ -205,6 +228,25 @@ class Reconciler {
   std::shared_ptr<const nft::Program> CommittedLocked() const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
 
+  // What the committed program's counted rules decide, per chain (rule counters only): what
+  // ReadRuleCounters attributes counts with, published at each sync that changed rules.
+  struct RuleAttribution {
+    std::string comment;
+    bool counter = false;
+    bool drop = false;
+    std::vector<std::string> sources;
+  };
+  struct ChainAttribution {
+    bool ingress = true;
+    std::vector<std::string> policies;
+    std::vector<RuleAttribution> rules;
+  };
+  using Attribution = std::map<std::string, ChainAttribution>;
+  std::shared_ptr<const Attribution> AttributionLocked() const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
+  std::vector<CountedRule> Attribute(std::vector<nft::RuleCount> counts,
+                                     const Attribution* attribution) const;
+
   nft::Backend* const backend_;
   const SnapshotSource source_;
   const ReconcilerOptions options_;
@@ -227,6 +269,8 @@ class Reconciler {
   mutable std::shared_ptr<const nft::Program> committed_ ABSL_GUARDED_BY(mu_);
   mutable bool committed_in_compiler_ ABSL_GUARDED_BY(mu_) = false;
   SyncStatus status_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const Attribution> attribution_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex read_mu_;  // serializes calls on options_.counter_backend
   std::thread worker_;
 };
 

@@ -45,16 +45,6 @@ std::string PodKey(const std::string& text) {
   return text;
 }
 
-void CountProgram(const nft::Program& p, v1::ProgramCounts* out) {
-  out->set_chains(static_cast<int64_t>(p.chains.size()));
-  out->set_sets(static_cast<int64_t>(p.sets.size()));
-  int64_t rules = 0, elements = 0;
-  for (const auto& [n, c] : p.chains) rules += static_cast<int64_t>(c.rules.size());
-  for (const auto& [n, e] : p.elements) elements += static_cast<int64_t>(e.size());
-  out->set_rules(rules);
-  out->set_elements(elements);
-}
-
 std::string ErrorText(const absl::Status& s) { return s.ok() ? std::string() : s.ToString(); }
 
 void DatastoreToApi(const DatastoreHealth& h, v1::DatastoreStatus* out) {
@@ -944,8 +934,14 @@ v1::StatusResponse AgentService::Status() const {
   int64_t local = 0;
   for (const auto& [k, pod] : st.pods) local += compiler::IsLocalPod(pod, copts) ? 1 : 0;
   objects->set_local_pods(local);
-  if (std::shared_ptr<const nft::Program> program = reconciler_->committed()) {
-    CountProgram(*program, out.mutable_program());
+  if (s.program) {
+    // Counted by the sync that committed it: a status (a /metrics scrape) never waits for a
+    // sync in progress, nor copies the program.
+    v1::ProgramCounts* counts = out.mutable_program();
+    counts->set_chains(s.program->chains);
+    counts->set_rules(s.program->rules);
+    counts->set_sets(s.program->sets);
+    counts->set_elements(s.program->elements);
   }
   out.set_syncs(s.syncs);
   out.set_sync_failures(s.failures);

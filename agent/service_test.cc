@@ -658,6 +658,16 @@ class HeldBackend : public nft::Backend {
   absl::StatusOr<nft::Program> Dump(const std::string& table) override {
     return fake_.Dump(table);
   }
+  // Serialized with the commit's change of the fake kernel, never waiting for a held commit.
+  absl::StatusOr<std::vector<nft::RuleCount>> ReadCounters(const std::string& table) override {
+    absl::MutexLock l(&mu_);
+    return fake_.ReadCounters(table);
+  }
+  absl::Status AddPackets(const std::string& chain, size_t index, uint64_t packets,
+                          uint64_t bytes) {
+    absl::MutexLock l(&mu_);
+    return fake_.AddPackets("netpol", chain, index, packets, bytes);
+  }
   void Hold() {
     absl::MutexLock l(&mu_);
     open_ = false;
@@ -1063,6 +1073,84 @@ TEST_F(ServiceTest, ReadOnlyDatastoreRefusesWritesButServesReadsAndDryRuns) {
   get.mutable_ref()->set_name("shop");
   absl::StatusOr<v1::GetResponse> got = service.Get(get);
   EXPECT_TRUE(got.ok()) << got.status();
+}
+
+}  // namespace
+}  // namespace netpol::agent
+
+namespace netpol::agent {
+namespace {
+
+// What a /metrics scrape reads (Status and Counters) is answered while a sync holds the
+// reconciler in a commit that does not return: from the last committed program, not after it.
+TEST(CounterReadTest, StatusAndCountersAreServedWhileASyncIsHeldInTheKernel) {
+  const std::string dir = fixtures::MakeTempDir("netpol-counter-read-test-");
+  ASSERT_FALSE(dir.empty());
+  auto opened = Store::Open(dir);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  std::unique_ptr<Store> store = *std::move(opened);
+  HeldBackend backend;
+  ReconcilerOptions o;
+  o.compile.node_name = "node-1";
+  o.compile.rule_counters = true;
+  o.debounce = absl::ZeroDuration();
+  o.check_interval = absl::ZeroDuration();
+  // The agent gives counter reads a netlink socket of their own; here the same fake kernel,
+  // whose reads do not wait for the held commit.
+  o.counter_backend = &backend;
+  Store* s = store.get();
+  Reconciler reconciler(&backend, [s] { return s->Current(); }, o);
+  AgentService service(store.get(), &reconciler);
+  ASSERT_TRUE(reconciler.SyncNow().ok());
+  reconciler.Start();
+  ASSERT_TRUE(service.Apply(ApplyOf(kShop), kTimeout).ok());
+  const uint64_t applied = store->Current().generation;
+  auto before = service.Counters(v1::CountersRequest());
+  ASSERT_TRUE(before.ok()) << before.status();
+  const v1::RuleCounter* allow = nullptr;
+  for (const v1::RuleCounter& r : before->rules()) {
+    if (r.kind() == v1::RuleCounter::ALLOW && allow == nullptr) allow = &r;
+  }
+  ASSERT_NE(allow, nullptr);
+  ASSERT_TRUE(backend.AddPackets(allow->chain(), allow->index(), 4, 240).ok());
+  const v1::StatusResponse status_before = service.Status();
+  ASSERT_GT(status_before.program().rules(), 0);
+
+  // A write whose commit the kernel holds: the sync keeps the reconciler busy until released.
+  backend.Hold();
+  absl::Status written;
+  std::thread writer([&] {
+    written = service.Apply(ApplyOf(PortPolicy("held", 8100)), kTimeout).status();
+  });
+  while (!backend.CommitWaiting()) absl::SleepFor(absl::Milliseconds(1));
+
+  // Both return during the held sync, about the program the kernel holds.
+  auto during = service.Counters(v1::CountersRequest());
+  ASSERT_TRUE(during.ok()) << during.status();
+  EXPECT_EQ(during->generation(), applied);
+  ASSERT_EQ(during->policies_size(), 1);
+  EXPECT_EQ(during->policies(0).policy(), "shop/web-ingress");
+  EXPECT_EQ(during->policies(0).allowed_packets(), 4u);
+  EXPECT_EQ(during->policies(0).allowed_bytes(), 240u);
+  for (const v1::RuleCounter& r : during->rules()) {
+    EXPECT_FALSE(r.direction().empty()) << "unattributed: " << r.ShortDebugString();
+  }
+  const v1::StatusResponse status_during = service.Status();
+  EXPECT_EQ(status_during.applied_generation(), applied);
+  EXPECT_EQ(status_during.program().ShortDebugString(), status_before.program().ShortDebugString());
+
+  backend.Release();
+  writer.join();
+  ASSERT_TRUE(written.ok()) << written;
+  // After the commit: the new policy's rules are attributed too.
+  auto after = service.Counters(v1::CountersRequest());
+  ASSERT_TRUE(after.ok()) << after.status();
+  std::vector<std::string> policies;
+  for (const v1::PolicyCounter& p : after->policies()) policies.push_back(p.policy());
+  EXPECT_THAT(policies, ElementsAre("shop/held", "shop/web-ingress"));
+  EXPECT_GT(service.Status().program().elements(), status_before.program().elements());
+  reconciler.Stop();
+  fixtures::RemoveTree(dir);
 }
 
 }  // namespace

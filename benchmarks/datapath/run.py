@@ -25,6 +25,11 @@ benchmarks/workload/workload.h DatapathState) it measures, interleaved round by 
             (saddr . l4proto . dport), holding the client's pair and N-1 other pairs (as many as
             there are policies), then drop
   netpol    netpol's table, committed by netpol-enforce
+  optimal_obs  the optimal program with what netpol's observability adds to it: a `counter`
+            on the allow rule, the drop a limited `log group 100` drop plus a counted drop of
+            what the limit held back (RULESET.md "Counters", "Deny logs")
+  netpol_obs   netpol's table with rule counters and deny logs on (netpol-enforce
+            --rule_counters --deny_log_group 100: the agent's defaults)
 
 Each round runs every mode once, in an order rotated per round, so slow drifts of a shared
 machine spread over all modes. Every mode must connect every time; with N > 0 a connection to a
@@ -58,7 +63,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 
 import lab  # noqa: E402
 
-MODES = ("none", "accept", "iptables", "optimal", "netpol")
+MODES = ("none", "accept", "iptables", "optimal", "netpol", "optimal_obs", "netpol_obs")
+# Modes whose ruleset filters (a port no policy allows must stay closed under them).
+FILTERING = ("iptables", "optimal", "netpol", "optimal_obs", "netpol_obs")
 PORT = 8080
 BLOCKED_PORT = 81  # the lab's pod server listens here; no policy allows it
 NODE = "node-1"
@@ -108,10 +115,11 @@ def accept_nft(hooks):
         base_chain(hooks, h, ["ct state established,related accept"]) for h in NETPOL_HOOKS))
 
 
-def optimal_nft(hooks, n):
+def optimal_nft(hooks, n, observe=False):
     """The optimal program for N policies (see the module doc); N == 0 isolates nothing. It
     judges where netpol does: egress before source NAT (forward, input, output), ingress after
-    it (postrouting)."""
+    it (postrouting). With `observe`, the allow rule counts and the drop logs (limited) and
+    counts, as netpol's rules do with rule counters and deny logs on."""
     elements = ["%s . tcp . %d" % (CLIENT.ipv4, PORT)]
     elements += ["10.%d.%d.%d . tcp . %d" % (200 + i // 65536, (i // 256) % 256, i % 256, PORT)
                  for i in range(max(n - 1, 0))]
@@ -131,11 +139,15 @@ def optimal_nft(hooks, n):
     %(d)s
   }
   chain server_in {
-    ip saddr . meta l4proto . th dport @allowed accept
-    drop
-  }
+%(server_in)s  }
 %(chains)s}
 """ % {"t": OPTIMAL_TABLE, "e": ", ".join(elements), "d": dispatch,
+       "server_in": "".join("    %s\n" % r for r in (
+           ["ip saddr . meta l4proto . th dport @allowed counter accept",
+            "limit rate 10/second burst 20 packets log prefix \"deny server_in\" group 100 "
+            "snaplen 128 drop",
+            "counter drop"] if observe else
+           ["ip saddr . meta l4proto . th dport @allowed accept", "drop"])),
        "chains": "".join([base_chain(hooks, "forward", egress), base_chain(hooks, "input", egress),
                           base_chain(hooks, "output", egress),
                           base_chain(hooks, "postrouting", ingress)])}
@@ -183,16 +195,18 @@ class Bench:
         t0 = time.monotonic()
         if mode == "accept":
             self.lab.nft(accept_nft(self.hooks))
-        elif mode == "optimal":
-            self.lab.nft(optimal_nft(self.hooks, n))
+        elif mode in ("optimal", "optimal_obs"):
+            self.lab.nft(optimal_nft(self.hooks, n, observe=mode == "optimal_obs"))
         elif mode == "iptables":
             self.iptables_used = True
             self.node(["ipset", "restore", "-file", self.files[n]["ipset"]])
             with open(self.files[n]["iptables"]) as f:
                 self.node([self.ipt_restore], input=f.read())
-        elif mode == "netpol":
+        elif mode in ("netpol", "netpol_obs"):
+            obs = (["--rule_counters", "--deny_log_group", "100"] if mode == "netpol_obs"
+                   else [])
             self.node([self.args.enforce, "--state", self.files[n]["state"], "--node", NODE,
-                       "--table", "netpol"])
+                       "--table", "netpol"] + obs)
         return time.monotonic() - t0
 
     # ---- inputs
@@ -254,7 +268,7 @@ class Bench:
                                 float(x) for x in rf.read().split())
                         # The filter must filter: a port no policy allows stays closed.
                         blocked = ""
-                        if n > 0 and mode in ("iptables", "optimal", "netpol"):
+                        if n > 0 and mode in FILTERING:
                             probe = self.client(BLOCKED_PORT, 1, 0, 300)
                             blocked = "yes" if probe["ok"] == 0 else "NO"
                         row = [n, mode, r, "%.3f" % setup_s, res["count"], res["ok"],
@@ -318,6 +332,12 @@ class Bench:
                 added_np = per["netpol"]["p50_us"] - none
                 if added_np > 0:
                     ratios["iptables_added_over_netpol_added"] = added_ipt / added_np
+            # With counters and deny logs on: netpol's against the optimal program's with the
+            # same counters (the same target), and what turning them on costs each.
+            for a, b in (("netpol_obs", "optimal_obs"), ("netpol_obs", "optimal"),
+                         ("netpol_obs", "netpol"), ("optimal_obs", "optimal")):
+                if a in per and b in per and per[b]["p50_us"]:
+                    ratios["%s_over_%s" % (a, b)] = per[a]["p50_us"] / per[b]["p50_us"]
             ratios.update(per_round_ratios([r for r in rows if r["policies"] == n]))
             summary["results"][str(n)] = {"modes": per, "ratios": ratios}
         with open(os.path.join(self.out, "summary.json"), "w") as f:
@@ -361,6 +381,12 @@ def per_round_ratios(rows):
         out["optimal_added_us_rounds"] = median(opt_added)
         if np_added and median(opt_added) > 0:
             out["netpol_added_over_optimal_added_rounds"] = median(np_added) / median(opt_added)
+    for a, b in (("netpol_obs", "optimal_obs"), ("netpol_obs", "optimal"),
+                 ("netpol_obs", "netpol"), ("optimal_obs", "optimal")):
+        per_round = collect(lambda m: m[a] / m[b] if m.get(b) and a in m else None)
+        if per_round:
+            out["%s_over_%s_per_round" % (a, b)] = per_round
+            out["%s_over_%s_rounds" % (a, b)] = median(per_round)
     acc_added = collect(added("accept"))
     if acc_added:
         out["accept_added_us_rounds"] = median(acc_added)
@@ -408,6 +434,16 @@ def print_summary(summary):
                                                r.get("optimal_added_us_rounds", float("nan")),
                                                r.get("netpol_over_optimal_rounds", float("nan")))
         print(line)
+    obs = [(n, res["ratios"]) for n, res in summary["results"].items()
+           if "netpol_obs_over_optimal_obs" in res["ratios"]]
+    if obs:
+        print("\ncounters and deny logs on, p50 ratios pooled (median of the rounds):")
+        keys = ("netpol_obs_over_optimal_obs", "netpol_obs_over_optimal", "netpol_obs_over_netpol",
+                "optimal_obs_over_optimal")
+        print("%8s " % "policies" + "".join("%32s" % k for k in keys))
+        for n, r in obs:
+            print("%8s " % n + "".join("%32s" % ("%.3f (%.3f)" % (
+                r.get(k, float("nan")), r.get(k + "_rounds") or float("nan"))) for k in keys))
 
 
 def default_bin(args, name, rel):
