@@ -4,52 +4,30 @@
 // each commit as the agent's reconciler runs it. A commit that removes no allow and isolates no
 // pod lists no conntrack table (RevokerStats::dumps) and leaves the established flows alone; a
 // commit that removes an allow still deletes the flow it denies, and only that one.
-#include <unistd.h>
-
 #include <string>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "agent/revoker.h"
 #include "engine/compiler/compiler.h"
 #include "engine/compiler/delta.h"
 #include "engine/compiler/incremental.h"
+#include "engine/conntrack/fixtures.h"
 #include "engine/conntrack/kernel_lab.h"
-#include "engine/model/loader.h"
-#include "engine/util/skip_or_fail.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace netpol::agent {
 namespace {
 
+using conntrack::fixtures::StateOf;
 using conntrack::lab::CmdResult;
 using conntrack::lab::Flows;
+using conntrack::lab::kShopPods;
 using conntrack::lab::Lab;
 using conntrack::lab::Nft;
-using conntrack::lab::Sh;
+using conntrack::lab::ShopServerPolicy;
 using ::testing::Contains;
 using ::testing::Not;
-
-constexpr char kPods[] = R"(
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop}
----
-apiVersion: v1
-kind: Pod
-metadata: {namespace: shop, name: client, labels: {app: client}}
-spec: {nodeName: n1}
-status:
-  podIPs: [{ip: 10.1.0.2}, {ip: "fd00:1::2"}]
----
-apiVersion: v1
-kind: Pod
-metadata: {namespace: shop, name: server, labels: {app: server}}
-spec: {nodeName: n1}
-status:
-  podIPs: [{ip: 10.2.0.2}, {ip: "fd00:2::2"}]
-)";
 
 // A pod on another node that the policy's peer selector also selects: its creation only adds
 // set elements on this node.
@@ -62,38 +40,9 @@ status:
   podIPs: [{ip: 10.3.0.9}]
 )";
 
-std::string Policy(const std::string& ports) {
-  return absl::StrCat(R"(
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: shop, name: server}
-spec:
-  podSelector: {matchLabels: {app: server}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: client}}}]
-    ports: )", ports, "\n");
-}
-
-State StateOf(const std::vector<std::string>& docs) {
-  State state;
-  for (const std::string& doc : docs) {
-    absl::StatusOr<LoadResult> loaded = LoadYaml(doc);
-    EXPECT_TRUE(loaded.ok()) << loaded.status();
-    if (!loaded.ok()) continue;
-    for (const Object& o : loaded->objects) Upsert(o, &state);
-  }
-  return state;
-}
-
-class RevokerKernelTest : public ::testing::Test {
+class RevokerKernelTest : public conntrack::lab::KernelLabTest {
  protected:
-  void SetUp() override {
-    if (geteuid() != 0) NETPOL_SKIP_OR_FAIL("needs root to create network namespaces");
-    CmdResult nft = Sh("nft --version");
-    if (nft.status != 0) NETPOL_SKIP_OR_FAIL("nft not available: " << nft.output);
-    ASSERT_EQ(lab_.Setup(), "");
-    options_.node_name = "n1";
-  }
+  RevokerKernelTest() { options_.node_name = "n1"; }
 
   // Moves the compiler to `next`, commits the transaction with nft, then runs the revoker on
   // it as the reconciler does after a commit.
@@ -109,7 +58,6 @@ class RevokerKernelTest : public ::testing::Test {
     state_ = next;
   }
 
-  Lab lab_;
   compiler::CompileOptions options_;
   compiler::IncrementalCompiler compiler_;
   State state_;
@@ -117,7 +65,7 @@ class RevokerKernelTest : public ::testing::Test {
 };
 
 TEST_F(RevokerKernelTest, OnlyACommitThatRemovesAnAllowListsTheTable) {
-  state_ = StateOf({kPods, Policy("[{port: 8080}, {port: 9090}]")});
+  state_ = StateOf({kShopPods, ShopServerPolicy("[{port: 8080}, {port: 9090}]")});
   absl::StatusOr<nft::Transaction> install = compiler_.Reset(state_, options_);
   ASSERT_TRUE(install.ok()) << install.status();
   CmdResult r = Nft(install->ToNftText());
@@ -132,7 +80,8 @@ TEST_F(RevokerKernelTest, OnlyACommitThatRemovesAnAllowListsTheTable) {
   ASSERT_THAT(Flows(Family::kV4), Contains("tcp 10.1.0.2:* -> 10.2.0.2:8080"));
 
   // Unrelated to the established flows: another client appears on another node.
-  CommitAndRevoke(StateOf({kPods, Policy("[{port: 8080}, {port: 9090}]"), kRemoteClient}));
+  CommitAndRevoke(
+      StateOf({kShopPods, ShopServerPolicy("[{port: 8080}, {port: 9090}]"), kRemoteClient}));
   EXPECT_EQ(revoker_.stats().commits, 1);
   EXPECT_EQ(revoker_.stats().revocations, 0);
   EXPECT_EQ(revoker_.stats().dumps, 0) << "a commit that only adds must not list conntrack";
@@ -140,7 +89,7 @@ TEST_F(RevokerKernelTest, OnlyACommitThatRemovesAnAllowListsTheTable) {
   EXPECT_TRUE(Lab::Deliver(web, "still allowed"));
 
   // 8080 is no longer allowed: the revoker lists the table and deletes that flow only.
-  CommitAndRevoke(StateOf({kPods, Policy("[{port: 9090}]"), kRemoteClient}));
+  CommitAndRevoke(StateOf({kShopPods, ShopServerPolicy("[{port: 9090}]"), kRemoteClient}));
   EXPECT_EQ(revoker_.stats().commits, 2);
   EXPECT_EQ(revoker_.stats().revocations, 1);
   EXPECT_GE(revoker_.stats().dumps, 1);

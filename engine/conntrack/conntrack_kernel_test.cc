@@ -7,33 +7,31 @@
 // the test created (`ip netns` names carry the pid and are deleted at the end).
 #include "engine/conntrack/conntrack.h"
 
-#include <unistd.h>
-
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/compiler/compiler.h"
+#include "engine/conntrack/fixtures.h"
 #include "engine/conntrack/kernel_lab.h"
 #include "engine/conntrack/revocation.h"
-#include "engine/model/loader.h"
 #include "engine/nft/diff.h"
 #include "engine/nft/transaction.h"
-#include "engine/util/skip_or_fail.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace netpol::conntrack {
 namespace {
 
+using fixtures::Ip;
+using fixtures::StateOf;
 using lab::CmdResult;
 using lab::Flows;
 using lab::Lab;
 using lab::Nft;
-using lab::Sh;
-
-IpAddr Ip(const std::string& s) { return *IpAddr::Parse(s); }
+using lab::ShopServerPolicy;
+using ConntrackKernelTest = lab::KernelLabTest;
 
 FlowFilter Port(const std::string& src, const std::string& dst, uint8_t proto, uint16_t port) {
   FlowFilter f = FlowFilter::Any(Ip(src), Ip(dst));
@@ -44,18 +42,6 @@ FlowFilter Port(const std::string& src, const std::string& dst, uint8_t proto, u
 
 using ::testing::Contains;
 using ::testing::Not;
-
-class ConntrackKernelTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (geteuid() != 0) NETPOL_SKIP_OR_FAIL("needs root to create network namespaces");
-    CmdResult nft = Sh("nft --version");
-    if (nft.status != 0) NETPOL_SKIP_OR_FAIL("nft not available: " << nft.output);
-    std::string err = lab_.Setup();
-    ASSERT_EQ(err, "");
-  }
-  Lab lab_;
-};
 
 // Filters given directly: the flows they name lose their entries, the others keep them; once
 // new packets of the revoked flows are dropped, those flows stop and the others go on.
@@ -117,50 +103,17 @@ add rule inet lab forward udp dport 5353 drop
 // The whole path: compiled programs committed with nft, a policy change as a Diff, filters from
 // that Diff, the new program deciding what stays.
 TEST_F(ConntrackKernelTest, PolicyChangeRevokesWhatItDenies) {
-  constexpr char kState[] = R"(
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop}
----
-apiVersion: v1
-kind: Pod
-metadata: {namespace: shop, name: client, labels: {app: client}}
-spec: {nodeName: n1}
-status:
-  podIPs: [{ip: 10.1.0.2}, {ip: "fd00:1::2"}]
----
-apiVersion: v1
-kind: Pod
-metadata: {namespace: shop, name: server, labels: {app: server}}
-spec: {nodeName: n1}
-status:
-  podIPs: [{ip: 10.2.0.2}, {ip: "fd00:2::2"}]
-)";
-  auto policy = [](const std::string& ports) {
-    return absl::StrCat(R"(
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: shop, name: server}
-spec:
-  podSelector: {matchLabels: {app: server}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: client}}}]
-    ports: )", ports, "\n");
-  };
-  auto compile = [&](const std::string& policy_yaml) {
-    State state;
-    absl::StatusOr<LoadResult> loaded = LoadYaml(std::string(kState) + "---\n" + policy_yaml);
-    EXPECT_TRUE(loaded.ok()) << loaded.status();
-    for (const Object& o : loaded->objects) Upsert(o, &state);
+  auto compile = [](const std::string& policy_yaml) {
     compiler::CompileOptions options;
     options.node_name = "n1";
-    absl::StatusOr<nft::Program> p = compiler::Compile(state, options);
+    absl::StatusOr<nft::Program> p =
+        compiler::Compile(StateOf({lab::kShopPods, policy_yaml}), options);
     EXPECT_TRUE(p.ok()) << p.status();
-    return *p;
+    return p.ok() ? *p : nft::Program();
   };
   const nft::Program before =
-      compile(policy("[{port: 8080}, {port: 9090}, {port: 5353, protocol: UDP}]"));
-  const nft::Program after = compile(policy("[{port: 9090}]"));
+      compile(ShopServerPolicy("[{port: 8080}, {port: 9090}, {port: 5353, protocol: UDP}]"));
+  const nft::Program after = compile(ShopServerPolicy("[{port: 9090}]"));
 
   CmdResult r = Nft(nft::FullReplace(before).ToNftText());
   ASSERT_EQ(r.status, 0) << r.output;

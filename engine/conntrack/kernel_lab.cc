@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "engine/conntrack/conntrack.h"
+#include "engine/util/skip_or_fail.h"
 #include "gtest/gtest.h"
 
 namespace netpol::conntrack::lab {
@@ -32,6 +33,45 @@ CmdResult Nft(const std::string& script) {
   return r;
 }
 
+const char kShopPods[] = R"(
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: shop, name: client, labels: {app: client}}
+spec: {nodeName: n1}
+status:
+  podIPs: [{ip: 10.1.0.2}, {ip: "fd00:1::2"}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: shop, name: server, labels: {app: server}}
+spec: {nodeName: n1}
+status:
+  podIPs: [{ip: 10.2.0.2}, {ip: "fd00:2::2"}]
+)";
+
+std::string ShopServerPolicy(const std::string& ports) {
+  return absl::StrCat(R"(
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: shop, name: server}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: )", ports, "\n");
+}
+
+void KernelLabTest::SetUp() {
+  if (geteuid() != 0) NETPOL_SKIP_OR_FAIL("needs root to create network namespaces");
+  CmdResult nft = Sh("nft --version");
+  if (nft.status != 0) NETPOL_SKIP_OR_FAIL("nft not available: " << nft.output);
+  ASSERT_EQ(lab_.Setup(), "");
+}
+
 std::vector<std::string> Flows(Family family) {
   absl::StatusOr<std::unique_ptr<KernelTable>> table = KernelTable::Open();
   EXPECT_TRUE(table.ok()) << table.status();
@@ -51,6 +91,5 @@ std::vector<std::string> Flows(Family family) {
   std::sort(out.begin(), out.end());
   return out;
 }
-
 
 }  // namespace netpol::conntrack::lab

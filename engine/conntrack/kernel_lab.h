@@ -23,6 +23,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/model/ip.h"
+#include "gtest/gtest.h"
 
 namespace netpol::conntrack::lab {
 
@@ -208,6 +209,24 @@ class Lab {
 
   std::string client_, server_;
   std::vector<int> fds_;
+};
+
+// The lab's two ends as Kubernetes objects, on node n1: namespace shop, pod shop/client
+// (app: client) at the client side's addresses and pod shop/server (app: server) at the server
+// side's.
+extern const char kShopPods[];
+
+// Policy shop/server: pods app=server admit app=client on `ports` (a YAML list, e.g.
+// "[{port: 8080}]").
+std::string ShopServerPolicy(const std::string& ports);
+
+// A test fixture whose SetUp builds the lab (lab_); the test is skipped by hand, and fails when
+// NETPOL_CI=1, where the process is not root or nft is missing.
+class KernelLabTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+
+  Lab lab_;
 };
 
 // The flows of the conntrack table of the current namespace, as text, e.g.

@@ -13,7 +13,7 @@
 #include "engine/compiler/delta.h"
 #include "engine/compiler/incremental.h"
 #include "engine/conntrack/conntrack.h"
-#include "engine/model/loader.h"
+#include "engine/conntrack/fixtures.h"
 #include "engine/nft/diff.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -21,14 +21,10 @@
 namespace netpol::conntrack {
 namespace {
 
+using fixtures::Ip;
+using fixtures::StateOf;
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
-
-IpAddr Ip(const std::string& s) {
-  absl::StatusOr<IpAddr> a = IpAddr::Parse(s);
-  EXPECT_TRUE(a.ok()) << s;
-  return a.ok() ? *a : IpAddr();
-}
 
 Flow Tcp(const std::string& src, const std::string& dst, uint16_t dport, uint8_t proto = 6) {
   Flow f;
@@ -52,115 +48,87 @@ Flow Icmp(const std::string& src, const std::string& dst) {
   return f;
 }
 
+// A pod of namespace x labelled app=`app`, on `node`, with the addresses `ips` (a YAML list of
+// podIPs) and, when `port` is given, one container with that port (a YAML map).
+std::string Pod(const std::string& name, const std::string& app, const std::string& node,
+                const std::string& ips, const std::string& port = "") {
+  std::string spec = absl::StrCat("spec: {nodeName: ", node, "}\n");
+  if (!port.empty()) {
+    spec = absl::StrCat("spec:\n  nodeName: ", node, "\n  containers:\n  - name: main\n",
+                        "    ports: [", port, "]\n");
+  }
+  return absl::StrCat("\napiVersion: v1\nkind: Pod\nmetadata: {namespace: x, name: ", name,
+                      ", labels: {app: ", app, "}}\n", spec, "status:\n  podIPs: ", ips, "\n");
+}
+
+// Policy x/`name`: pods app=`target` admit pods app=b on `ports` (a YAML list).
+std::string AllowB(const std::string& name, const std::string& target,
+                   const std::string& ports) {
+  return absl::StrCat(R"(
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: x, name: )", name, R"(}
+spec:
+  podSelector: {matchLabels: {app: )", target, R"(}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: b}}}]
+    ports: )", ports, "\n");
+}
+
+constexpr char kPortHttp[] = "{name: http, containerPort: 8080}";
+constexpr char kIpsA[] = R"([{ip: 10.0.0.2}, {ip: "fd00::2"}])";
+
 // Pods a and b are on node n1 (local), c on n2. Policies are added per case.
-constexpr char kCluster[] = R"(
-apiVersion: v1
-kind: Namespace
-metadata: {name: x}
----
-apiVersion: v1
-kind: Pod
-metadata: {namespace: x, name: a, labels: {app: a}}
-spec:
-  nodeName: n1
-  containers:
-  - name: main
-    ports: [{name: http, containerPort: 8080}]
-status:
-  podIPs: [{ip: 10.0.0.2}, {ip: "fd00::2"}]
----
-apiVersion: v1
-kind: Pod
-metadata: {namespace: x, name: b, labels: {app: b}}
-spec: {nodeName: n1}
-status:
-  podIPs: [{ip: 10.0.0.3}]
----
-apiVersion: v1
-kind: Pod
-metadata: {namespace: x, name: c, labels: {app: c}}
-spec:
-  nodeName: n2
-  containers:
-  - name: main
-    ports: [{name: pg, containerPort: 5432}]
-status:
-  podIPs: [{ip: 10.0.1.4}, {ip: "fd00::1:4"}]
-)";
+std::string Cluster() {
+  return absl::StrCat("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---",
+                      Pod("a", "a", "n1", kIpsA, kPortHttp), "---",
+                      Pod("b", "b", "n1", "[{ip: 10.0.0.3}]"), "---",
+                      Pod("c", "c", "n2", R"([{ip: 10.0.1.4}, {ip: "fd00::1:4"}])",
+                          "{name: pg, containerPort: 5432}"));
+}
+std::string AllowB80() { return AllowB("web", "a", "[{port: 80}]"); }
+std::string AllowB81() { return AllowB("web", "a", "[{port: 81}]"); }
+std::string AllowB80And81() { return AllowB("web", "a", "[{port: 80}, {port: 81}]"); }
+// A second policy on a, of its own name.
+std::string AllowB81ToA() { return AllowB("web81", "a", "[{port: 81}]"); }
+std::string AllowB81ToA2() { return AllowB("web2", "a2", "[{port: 81}]"); }
+std::string RelabelA() { return Pod("a", "a2", "n1", kIpsA, kPortHttp); }
+std::string RelabelB() { return Pod("b", "other", "n1", "[{ip: 10.0.0.3}]"); }
+// Another peer (app: b) on the other node, and one on this node.
+std::string PeerD() { return Pod("d", "b", "n2", "[{ip: 10.0.1.9}]"); }
+std::string LocalE() { return Pod("e", "b", "n1", "[{ip: 10.0.0.9}]"); }
 
-constexpr char kAllowB80[] = R"(
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: x, name: web}
-spec:
-  podSelector: {matchLabels: {app: a}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: b}}}]
-    ports: [{port: 80}]
-)";
-
-constexpr char kAllowB81[] = R"(
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: x, name: web}
-spec:
-  podSelector: {matchLabels: {app: a}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: b}}}]
-    ports: [{port: 81}]
-)";
-
-constexpr char kRelabelB[] = R"(
-apiVersion: v1
-kind: Pod
-metadata: {namespace: x, name: b, labels: {app: other}}
-spec: {nodeName: n1}
-status:
-  podIPs: [{ip: 10.0.0.3}]
-)";
-
-constexpr char kBlock[] = R"(
+// Policy x/block: pod a admits 192.168.0.0/16 on 443, but for `except` (a YAML list, "" for
+// none).
+std::string Block(const std::string& except) {
+  return absl::StrCat(R"(
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {namespace: x, name: block}
 spec:
   podSelector: {matchLabels: {app: a}}
   ingress:
-  - from: [{ipBlock: {cidr: 192.168.0.0/16}}]
+  - from: [{ipBlock: {cidr: 192.168.0.0/16)", except.empty() ? "" : ", except: ", except, R"(}}]
     ports: [{port: 443}]
-)";
+)");
+}
 
-constexpr char kBlockExcept[] = R"(
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: x, name: block}
-spec:
-  podSelector: {matchLabels: {app: a}}
-  ingress:
-  - from: [{ipBlock: {cidr: 192.168.0.0/16, except: [192.168.7.0/24]}}]
-    ports: [{port: 443}]
-)";
-
-constexpr char kEgressToC[] = R"(
+// Policy x/out: pod a is isolated for egress and may reach what `egress` (YAML, the rules'
+// list with its key, "" for none) allows.
+std::string EgressOfA(const std::string& egress) {
+  return absl::StrCat(R"(
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {namespace: x, name: out}
 spec:
   podSelector: {matchLabels: {app: a}}
   policyTypes: [Egress]
-  egress:
-  - to: [{podSelector: {matchLabels: {app: c}}}]
-    ports: [{port: pg}]
-)";
-
-constexpr char kEgressNone[] = R"(
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: x, name: out}
-spec:
-  podSelector: {matchLabels: {app: a}}
-  policyTypes: [Egress]
-)";
+)", egress);
+}
+std::string EgressToC() {
+  return EgressOfA("  egress:\n  - to: [{podSelector: {matchLabels: {app: c}}}]\n"
+                   "    ports: [{port: pg}]\n");
+}
 
 constexpr char kIsolateB[] = R"(
 apiVersion: networking.k8s.io/v1
@@ -170,41 +138,10 @@ spec:
   podSelector: {matchLabels: {app: b}}
 )";
 
-constexpr char kAllowB81ToA2[] = R"(
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: x, name: web2}
-spec:
-  podSelector: {matchLabels: {app: a2}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: b}}}]
-    ports: [{port: 81}]
-)";
-
-constexpr char kRelabelA[] = R"(
-apiVersion: v1
-kind: Pod
-metadata: {namespace: x, name: a, labels: {app: a2}}
-spec:
-  nodeName: n1
-  containers:
-  - name: main
-    ports: [{name: http, containerPort: 8080}]
-status:
-  podIPs: [{ip: 10.0.0.2}, {ip: "fd00::2"}]
-)";
-
 nft::Program CompileYaml(const std::vector<std::string>& docs) {
-  State state;
-  for (const std::string& doc : docs) {
-    absl::StatusOr<LoadResult> loaded = LoadYaml(doc);
-    EXPECT_TRUE(loaded.ok()) << loaded.status();
-    if (!loaded.ok()) continue;
-    for (const Object& o : loaded->objects) Upsert(o, &state);
-  }
   compiler::CompileOptions options;
   options.node_name = "n1";
-  absl::StatusOr<nft::Program> program = compiler::Compile(state, options);
+  absl::StatusOr<nft::Program> program = compiler::Compile(StateOf(docs), options);
   EXPECT_TRUE(program.ok()) << program.status();
   return program.ok() ? *program : nft::Program();
 }
@@ -226,59 +163,52 @@ struct Case {
 std::vector<Case> Cases() {
   return {
       {"peer loses its label: its element of the ingress set goes",
-       {kCluster, kAllowB80},
-       {kCluster, kAllowB80, kRelabelB},
+       {Cluster(), AllowB80()},
+       {Cluster(), AllowB80(), RelabelB()},
        {"10.0.0.3 -> 10.0.0.2 tcp dport 80"},
        {Tcp("10.0.0.3", "10.0.0.2", 80)},
        {}},
       {"port changes from 80 to 81",
-       {kCluster, kAllowB80},
-       {kCluster, kAllowB81},
+       {Cluster(), AllowB80()},
+       {Cluster(), AllowB81()},
        {"10.0.0.3 -> 10.0.0.2 tcp dport 80"},
        {Tcp("10.0.0.3", "10.0.0.2", 80)},
        {}},
       {"except carved out of an ipBlock: the old range is a candidate, the tracer decides",
-       {kCluster, kBlock},
-       {kCluster, kBlockExcept},
+       {Cluster(), Block("")},
+       {Cluster(), Block("[192.168.7.0/24]")},
        {"192.168.0.0-192.168.255.255 -> 10.0.0.2 tcp dport 443"},
        {Tcp("192.168.7.9", "10.0.0.2", 443)},
        {Tcp("192.168.1.1", "10.0.0.2", 443)}},
       {"egress rule removed: the chain's rules change, so every flow from the pod is a candidate",
-       {kCluster, kEgressToC},
-       {kCluster, kEgressNone},
+       {Cluster(), EgressToC()},
+       {Cluster(), EgressOfA("")},
        {"10.0.0.2 -> any any", "10.0.0.2 -> 10.0.1.4 tcp dport 5432", "fd00::2 -> any any",
         "fd00::2 -> fd00::1:4 tcp dport 5432"},
        {Tcp("10.0.0.2", "10.0.1.4", 5432), Tcp("fd00::2", "fd00::1:4", 5432)},
        {}},
       {"pod newly isolated: every flow to it is a candidate",
-       {kCluster, kAllowB80},
-       {kCluster, kAllowB80, kIsolateB},
+       {Cluster(), AllowB80()},
+       {Cluster(), AllowB80(), kIsolateB},
        {"any -> 10.0.0.3 any"},
        {Tcp("10.0.0.2", "10.0.0.3", 22), Icmp("10.0.1.4", "10.0.0.3")},
        {}},
       {"policy deleted: candidates everywhere, but the pod is no longer isolated: all kept",
-       {kCluster, kAllowB80},
-       {kCluster},
+       {Cluster(), AllowB80()},
+       {Cluster()},
        {"any -> 10.0.0.2 any", "10.0.0.2 -> 10.0.0.2 any", "10.0.0.3 -> 10.0.0.2 tcp dport 80",
         "any -> fd00::2 any", "fd00::2 -> fd00::2 any"},
        {},
        {Tcp("10.0.0.3", "10.0.0.2", 80), Tcp("10.0.1.4", "10.0.0.2", 22)}},
       {"pod moves to another group: its dispatch entry is re-pointed",
-       {kCluster, kAllowB80, kAllowB81ToA2},
-       {kCluster, kAllowB80, kAllowB81ToA2, kRelabelA},
+       {Cluster(), AllowB80(), AllowB81ToA2()},
+       {Cluster(), AllowB80(), AllowB81ToA2(), RelabelA()},
        {"any -> 10.0.0.2 any", "10.0.0.3 -> 10.0.0.2 tcp dport 80", "any -> fd00::2 any"},
        {Tcp("10.0.0.3", "10.0.0.2", 80)},
        {Tcp("10.0.0.3", "10.0.0.2", 81)}},
       {"unrelated pod change: no filters",
-       {kCluster, kAllowB80},
-       {kCluster, kAllowB80, R"(
-apiVersion: v1
-kind: Pod
-metadata: {namespace: x, name: d, labels: {app: d}}
-spec: {nodeName: n2}
-status:
-  podIPs: [{ip: 10.0.1.9}]
-)"},
+       {Cluster(), AllowB80()},
+       {Cluster(), AllowB80(), Pod("d", "d", "n2", "[{ip: 10.0.1.9}]")},
        {},
        {},
        {}},
@@ -310,57 +240,6 @@ TEST(RevocationFilters, Table) {
   }
 }
 
-State StateOf(const std::vector<std::string>& docs) {
-  State state;
-  for (const std::string& doc : docs) {
-    absl::StatusOr<LoadResult> loaded = LoadYaml(doc);
-    EXPECT_TRUE(loaded.ok()) << loaded.status();
-    if (!loaded.ok()) continue;
-    for (const Object& o : loaded->objects) Upsert(o, &state);
-  }
-  return state;
-}
-
-constexpr char kPeerD[] = R"(
-apiVersion: v1
-kind: Pod
-metadata: {namespace: x, name: d, labels: {app: b}}
-spec: {nodeName: n2}
-status:
-  podIPs: [{ip: 10.0.1.9}]
-)";
-
-constexpr char kLocalE[] = R"(
-apiVersion: v1
-kind: Pod
-metadata: {namespace: x, name: e, labels: {app: b}}
-spec: {nodeName: n1}
-status:
-  podIPs: [{ip: 10.0.0.9}]
-)";
-
-constexpr char kAllowB81ToA[] = R"(
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: x, name: web81}
-spec:
-  podSelector: {matchLabels: {app: a}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: b}}}]
-    ports: [{port: 81}]
-)";
-
-constexpr char kAllowB80And81[] = R"(
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: x, name: web}
-spec:
-  podSelector: {matchLabels: {app: a}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: b}}}]
-    ports: [{port: 80}, {port: 81}]
-)";
-
 // The decision the agent's revoker takes after each commit: a conntrack dump only when the
 // transaction removed an allow or isolated (or re-grouped) a pod; never for a change that only
 // adds. The transactions are the agent's: IncrementalCompiler::Update from one State to the
@@ -373,22 +252,22 @@ TEST(RevocationPlan, WhichCommitsNeedADump) {
   };
   const std::vector<DumpCase> cases = {
       {"a remote pod joins an allowed peer group: elements added only",
-       {kCluster, kAllowB80}, {kCluster, kAllowB80, kPeerD}, {}},
+       {Cluster(), AllowB80()}, {Cluster(), AllowB80(), PeerD()}, {}},
       // Over-approximated: the pod moves to the chain of its new group (both policies), so its
       // dispatch entry is re-pointed and every flow to it is a candidate; StillAllowed keeps
       // them all, but the table is listed.
-      {"a second policy allows the isolated pod more: re-grouped", {kCluster, kAllowB80},
-       {kCluster, kAllowB80, kAllowB81ToA}, {Family::kV4, Family::kV6}},
-      {"a local pod is created, not isolated, an allowed peer", {kCluster, kAllowB80},
-       {kCluster, kAllowB80, kLocalE}, {}},
-      {"a policy allows one more port", {kCluster, kAllowB80}, {kCluster, kAllowB80And81}, {}},
-      {"an allowed peer pod is deleted", {kCluster, kAllowB80, kPeerD}, {kCluster, kAllowB80},
+      {"a second policy allows the isolated pod more: re-grouped", {Cluster(), AllowB80()},
+       {Cluster(), AllowB80(), AllowB81ToA()}, {Family::kV4, Family::kV6}},
+      {"a local pod is created, not isolated, an allowed peer", {Cluster(), AllowB80()},
+       {Cluster(), AllowB80(), LocalE()}, {}},
+      {"a policy allows one more port", {Cluster(), AllowB80()}, {Cluster(), AllowB80And81()}, {}},
+      {"an allowed peer pod is deleted", {Cluster(), AllowB80(), PeerD()}, {Cluster(), AllowB80()},
        {Family::kV4}},
-      {"an allowed peer loses its label", {kCluster, kAllowB80}, {kCluster, kAllowB80, kRelabelB},
+      {"an allowed peer loses its label", {Cluster(), AllowB80()}, {Cluster(), AllowB80(), RelabelB()},
        {Family::kV4}},
-      {"a local pod is newly isolated", {kCluster, kAllowB80},
-       {kCluster, kAllowB80, kIsolateB}, {Family::kV4}},
-      {"a policy allows one port fewer", {kCluster, kAllowB80And81}, {kCluster, kAllowB80},
+      {"a local pod is newly isolated", {Cluster(), AllowB80()},
+       {Cluster(), AllowB80(), kIsolateB}, {Family::kV4}},
+      {"a policy allows one port fewer", {Cluster(), AllowB80And81()}, {Cluster(), AllowB80()},
        {Family::kV4}},
   };
   for (const DumpCase& c : cases) {
@@ -412,8 +291,8 @@ TEST(RevocationPlan, WhichCommitsNeedADump) {
 }
 
 TEST(RevocationFilters, FullReplaceMakesEveryIsolatedPodACandidate) {
-  const nft::Program before = CompileYaml({kCluster, kAllowB80, kEgressToC});
-  const nft::Program after = CompileYaml({kCluster, kAllowB81, kEgressToC});
+  const nft::Program before = CompileYaml({Cluster(), AllowB80(), EgressToC()});
+  const nft::Program after = CompileYaml({Cluster(), AllowB81(), EgressToC()});
   const std::vector<FlowFilter> filters = RevocationFilters(before, nft::FullReplace(after));
   EXPECT_THAT(Texts(filters), ::testing::IsSupersetOf({"10.0.0.2 -> any any", "any -> 10.0.0.2 any",
                                                        "fd00::2 -> any any", "any -> fd00::2 any"}));
@@ -423,7 +302,7 @@ TEST(RevocationFilters, FullReplaceMakesEveryIsolatedPodACandidate) {
 }
 
 TEST(StillAllowed, IngressJudgesTheSourceAfterSnat) {
-  const nft::Program p = CompileYaml({kCluster, kAllowB80});
+  const nft::Program p = CompileYaml({Cluster(), AllowB80()});
   Flow direct = Tcp("10.0.0.3", "10.0.0.2", 80);
   EXPECT_TRUE(StillAllowed(p, direct));
   // The same connection masqueraded to the node's bridge address on the way to a: a's ingress
@@ -439,8 +318,8 @@ TEST(StillAllowed, IngressJudgesTheSourceAfterSnat) {
 }
 
 TEST(RevocationFilters, OtherTableContributesNothing) {
-  const nft::Program before = CompileYaml({kCluster, kAllowB80});
-  const nft::Program after = CompileYaml({kCluster, kAllowB81});
+  const nft::Program before = CompileYaml({Cluster(), AllowB80()});
+  const nft::Program after = CompileYaml({Cluster(), AllowB81()});
   const nft::Transaction diff = nft::Diff(before, after);
   ASSERT_FALSE(RevocationFilters(before, diff).empty());
   nft::Transaction tx("elsewhere");
