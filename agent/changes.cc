@@ -50,6 +50,10 @@ ChangeResult ApplyObjects(const State& base, const std::vector<Object>& objects)
       action = Put(&out.state.namespaces, ns->name, *ns);
     } else if (const Pod* pod = o.AsPod()) {
       action = Put(&out.state.pods, pod->Key(), *pod);
+    } else if (const ClusterNetworkPolicy* cnp = o.AsClusterNetworkPolicy()) {
+      action = Put(&out.state.cluster_policies, cnp->name, *cnp);
+    } else if (const Node* node = o.AsNode()) {
+      action = Put(&out.state.nodes, node->name, *node);
     } else {
       const NetworkPolicy* np = o.AsNetworkPolicy();
       action = Put(&out.state.policies, np->Key(), *np);
@@ -75,13 +79,14 @@ absl::StatusOr<ChangeResult> DeleteObjects(const State& base,
     const v1::ObjectRef& ref = refs[i];
     if (KindName(ref.kind()) == nullptr) {
       return absl::InvalidArgumentError(
-          absl::StrCat("refs[", i, "].kind: required (NAMESPACE, POD or NETWORK_POLICY)"));
+          absl::StrCat("refs[", i, "].kind: required (NAMESPACE, POD, NETWORK_POLICY, "
+                       "CLUSTER_NETWORK_POLICY or NODE)"));
     }
     if (ref.name().empty()) {
       return absl::InvalidArgumentError(absl::StrCat("refs[", i, "].name: required"));
     }
     v1::ObjectRef r = ref;
-    if (r.kind() == v1::NAMESPACE) {
+    if (api::IsClusterScoped(r.kind())) {
       r.clear_namespace_();
     } else if (r.namespace_().empty()) {
       r.set_namespace_("default");
@@ -99,11 +104,17 @@ absl::StatusOr<ChangeResult> DeleteObjects(const State& base,
       case v1::POD:
         erased = out.state.pods.erase(key);
         break;
+      case v1::CLUSTER_NETWORK_POLICY:
+        erased = out.state.cluster_policies.erase(key);
+        break;
+      case v1::NODE:
+        erased = out.state.nodes.erase(key);
+        break;
       default:
         erased = out.state.policies.erase(key);
         break;
     }
-    const bool gone_with_namespace = !erased && r.kind() != v1::NAMESPACE &&
+    const bool gone_with_namespace = !erased && !api::IsClusterScoped(r.kind()) &&
                                      cascaded.count(r.namespace_()) &&
                                      (r.kind() == v1::POD ? base.pods.count(key)
                                                           : base.policies.count(key));

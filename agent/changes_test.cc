@@ -132,7 +132,8 @@ metadata: {name: p}
 
 TEST(DeleteObjectsTest, BadRefs) {
   EXPECT_EQ(DeleteObjects(State{}, {Ref(v1::KIND_UNSPECIFIED, "x", "a")}, true).status().message(),
-            "refs[0].kind: required (NAMESPACE, POD or NETWORK_POLICY)");
+            "refs[0].kind: required (NAMESPACE, POD, NETWORK_POLICY, CLUSTER_NETWORK_POLICY or "
+            "NODE)");
   EXPECT_EQ(DeleteObjects(State{}, {Ref(v1::POD, "x", "")}, true).status().message(),
             "refs[0].name: required");
 }

@@ -28,6 +28,7 @@
 namespace netpol::agent {
 
 using api::FromApi;
+using api::IsClusterScoped;
 using api::KeyOf;
 using api::KindName;
 using api::ParseApiObjects;
@@ -38,6 +39,9 @@ using api::ToApi;
 namespace {
 
 using google::protobuf::util::TimeUtil;
+
+constexpr char kKindNames[] =
+    "NAMESPACE, POD, NETWORK_POLICY, CLUSTER_NETWORK_POLICY or NODE";
 
 // "namespace/name", or "name" in namespace default (as kubectl).
 std::string PodKey(const std::string& text) {
@@ -159,6 +163,19 @@ v1::SideDecision SideToApi(const SideDecision& d) {
   }
   out.set_allowed(d.allowed);
   out.set_explanation(d.explanation);
+  out.set_tier(DecidingTierName(d.tier));
+  auto cnp_rule = [](const CnpRuleRef& r, v1::ClusterNetworkPolicyRuleRef* o) {
+    o->set_policy(r.policy);
+    o->set_tier(r.tier == CnpTier::kAdmin ? v1::Admin : v1::Baseline);
+    o->set_priority(r.priority);
+    o->set_rule(r.rule);
+    o->set_name(r.name);
+    o->set_action(r.action == CnpAction::kAccept ? v1::Accept
+                  : r.action == CnpAction::kDeny ? v1::Deny
+                                                 : v1::Pass);
+  };
+  if (d.cnp_rule) cnp_rule(*d.cnp_rule, out.mutable_cluster_network_policy_rule());
+  for (const CnpRuleRef& r : d.passed) cnp_rule(r, out.add_passed());
   return out;
 }
 
@@ -290,7 +307,7 @@ bool AgentService::Ready() const { return reconciler_->status().synced_once; }
 
 absl::StatusOr<std::vector<Object>> AgentService::LoadObjects(
     const google::protobuf::RepeatedPtrField<v1::Object>& objects,
-    const google::protobuf::RepeatedPtrField<v1::Manifest>& manifests) const {
+    const google::protobuf::RepeatedPtrField<v1::Manifest>& manifests, bool for_apply) const {
   // Bounded work per request: checked before parsing (messages) and while loading (YAML).
   if (objects.size() > kMaxObjectsPerRequest || manifests.size() > kMaxObjectsPerRequest) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -298,7 +315,24 @@ absl::StatusOr<std::vector<Object>> AgentService::LoadObjects(
         objects.size() > kMaxObjectsPerRequest ? " objects" : " manifests", "; at most ",
         kMaxObjectsPerRequest, " per request: split the change"));
   }
+  // Until the compiler emits ClusterNetworkPolicies, applying one is refused, the whole request
+  // with it, rather than storing a guardrail that does nothing (ReconcilerOptions::
+  // compiles_cluster_network_policies). Deleting one, and Nodes, are fine.
+  const bool refuse_cnp = for_apply && !reconciler_->options().compiles_cluster_network_policies;
+  auto refuse = [&](const std::string& source,
+                    const std::vector<Object>& loaded) -> absl::Status {
+    if (!refuse_cnp) return absl::OkStatus();
+    for (const Object& o : loaded) {
+      if (o.AsClusterNetworkPolicy() == nullptr) continue;
+      return absl::UnimplementedError(absl::StrCat(
+          source, ": ", o.Ref(),
+          ": ClusterNetworkPolicy is validated but not stored or enforced by this version of "
+          "netpol (no datapath for the Admin and Baseline tiers yet); nothing was changed"));
+    }
+    return absl::OkStatus();
+  };
   ASSIGN_OR_RETURN(std::vector<Object> out, ParseApiObjects(objects, "objects"));
+  RETURN_IF_ERROR(refuse("objects", out));
   for (int i = 0; i < manifests.size(); ++i) {
     LoadOptions options;
     options.source = manifests[i].source().empty() ? absl::StrCat("manifests[", i, "]")
@@ -307,15 +341,7 @@ absl::StatusOr<std::vector<Object>> AgentService::LoadObjects(
       options.default_namespace = manifests[i].default_namespace();
     }
     ASSIGN_OR_RETURN(LoadResult loaded, LoadYaml(manifests[i].text(), options));
-    // ClusterNetworkPolicies and Nodes load and validate, but this agent neither stores nor
-    // enforces them: the whole request is refused rather than silently ignoring a guardrail.
-    for (const Object& o : loaded.objects) {
-      if (o.AsClusterNetworkPolicy() == nullptr && o.AsNode() == nullptr) continue;
-      return absl::UnimplementedError(absl::StrCat(
-          options.source, ": ", o.Ref(), ": ", o.Kind(),
-          " is validated but not stored or enforced by this version of netpol (no datapath for "
-          "the Admin and Baseline tiers yet); nothing was changed"));
-    }
+    RETURN_IF_ERROR(refuse(options.source, loaded.objects));
     for (Object& o : loaded.objects) out.push_back(std::move(o));
     if (out.size() > static_cast<size_t>(kMaxObjectsPerRequest)) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -474,7 +500,7 @@ absl::StatusOr<v1::ApplyResponse> AgentService::Apply(const v1::ApplyRequest& re
   ASSIGN_OR_RETURN(AdmissionGate::Slot slot,
                    request.dry_run() ? dry_runs_.Enter() : writes_.Enter());
   ASSIGN_OR_RETURN(std::vector<Object> objects,
-                   LoadObjects(request.objects(), request.manifests()));
+                   LoadObjects(request.objects(), request.manifests(), /*for_apply=*/true));
   if (objects.empty()) {
     return absl::InvalidArgumentError("no objects: set objects or manifests");
   }
@@ -495,7 +521,7 @@ absl::StatusOr<v1::DeleteResponse> AgentService::Delete(const v1::DeleteRequest&
   std::vector<v1::ObjectRef> refs(request.refs().begin(), request.refs().end());
   ASSIGN_OR_RETURN(std::vector<Object> objects,
                    LoadObjects(google::protobuf::RepeatedPtrField<v1::Object>(),
-                               request.manifests()));
+                               request.manifests(), /*for_apply=*/false));
   for (const Object& o : objects) refs.push_back(RefOf(o));
   if (refs.empty()) return absl::InvalidArgumentError("no objects: set refs or manifests");
   v1::DeleteResponse response;
@@ -508,10 +534,14 @@ absl::StatusOr<v1::DeleteResponse> AgentService::Delete(const v1::DeleteRequest&
 absl::StatusOr<v1::GetResponse> AgentService::Get(const v1::GetRequest& request) const {
   v1::ObjectRef ref = request.ref();
   if (KindName(ref.kind()) == nullptr) {
-    return absl::InvalidArgumentError("ref.kind: required (NAMESPACE, POD or NETWORK_POLICY)");
+    return absl::InvalidArgumentError(absl::StrCat("ref.kind: required (", kKindNames, ")"));
   }
   if (ref.name().empty()) return absl::InvalidArgumentError("ref.name: required");
-  if (ref.kind() != v1::NAMESPACE && ref.namespace_().empty()) ref.set_namespace_("default");
+  if (IsClusterScoped(ref.kind())) {
+    ref.clear_namespace_();
+  } else if (ref.namespace_().empty()) {
+    ref.set_namespace_("default");
+  }
   Snapshot snap = store_->Current();
   const State& st = *snap.state;
   const std::string key = KeyOf(ref);
@@ -530,6 +560,22 @@ absl::StatusOr<v1::GetResponse> AgentService::Get(const v1::GetRequest& request)
         return out;
       }
       break;
+    case v1::CLUSTER_NETWORK_POLICY: {
+      auto it = st.cluster_policies.find(key);
+      if (it != st.cluster_policies.end()) {
+        *out.mutable_object()->mutable_cluster_network_policy() = ToApi(it->second);
+        return out;
+      }
+      break;
+    }
+    case v1::NODE: {
+      auto it = st.nodes.find(key);
+      if (it != st.nodes.end()) {
+        *out.mutable_object()->mutable_node() = ToApi(it->second);
+        return out;
+      }
+      break;
+    }
     default: {
       auto it = st.policies.find(key);
       if (it != st.policies.end()) {
@@ -546,7 +592,7 @@ absl::StatusOr<v1::GetResponse> AgentService::Get(const v1::GetRequest& request)
 absl::StatusOr<v1::ListResponse> AgentService::List(const v1::ListRequest& request,
                                                     absl::Time deadline) const {
   if (KindName(request.kind()) == nullptr) {
-    return absl::InvalidArgumentError("kind: required (NAMESPACE, POD or NETWORK_POLICY)");
+    return absl::InvalidArgumentError(absl::StrCat("kind: required (", kKindNames, ")"));
   }
   Snapshot snap = store_->Current();
   const State& st = *snap.state;
@@ -561,6 +607,12 @@ absl::StatusOr<v1::ListResponse> AgentService::List(const v1::ListRequest& reque
   switch (request.kind()) {
     case v1::NAMESPACE:
       count = st.namespaces.size();
+      break;
+    case v1::CLUSTER_NETWORK_POLICY:
+      count = st.cluster_policies.size();
+      break;
+    case v1::NODE:
+      count = st.nodes.size();
       break;
     case v1::POD: {
       auto [b, e] = range(st.pods);
@@ -591,6 +643,14 @@ absl::StatusOr<v1::ListResponse> AgentService::List(const v1::ListRequest& reque
   switch (request.kind()) {
     case v1::NAMESPACE:
       for (const auto& [k, n] : st.namespaces) *out.add_objects()->mutable_namespace_() = ToApi(n);
+      break;
+    case v1::CLUSTER_NETWORK_POLICY:
+      for (const auto& [k, c] : st.cluster_policies) {
+        *out.add_objects()->mutable_cluster_network_policy() = ToApi(c);
+      }
+      break;
+    case v1::NODE:
+      for (const auto& [k, n] : st.nodes) *out.add_objects()->mutable_node() = ToApi(n);
       break;
     case v1::POD: {
       auto [b, e] = range(st.pods);
@@ -931,6 +991,8 @@ v1::StatusResponse AgentService::Status() const {
   objects->set_namespaces(static_cast<int64_t>(st.namespaces.size()));
   objects->set_pods(static_cast<int64_t>(st.pods.size()));
   objects->set_network_policies(static_cast<int64_t>(st.policies.size()));
+  objects->set_cluster_network_policies(static_cast<int64_t>(st.cluster_policies.size()));
+  objects->set_nodes(static_cast<int64_t>(st.nodes.size()));
   int64_t local = 0;
   for (const auto& [k, pod] : st.pods) local += compiler::IsLocalPod(pod, copts) ? 1 : 0;
   objects->set_local_pods(local);

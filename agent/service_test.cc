@@ -6,9 +6,11 @@
 #include <sys/resource.h>
 
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
 
 #include "agent/testing/fixtures.h"
@@ -43,6 +45,7 @@ class ServiceTest : public ::testing::Test {
     ReconcilerOptions o;
     o.compile.node_name = "node-1";
     o.compile.rule_counters = rule_counters_;
+    if (compiles_cnp_) o.compiles_cluster_network_policies = *compiles_cnp_;
     o.debounce = absl::ZeroDuration();
     o.check_interval = absl::ZeroDuration();
     Store* s = store_.get();
@@ -73,6 +76,7 @@ class ServiceTest : public ::testing::Test {
   }
 
   bool rule_counters_ = false;
+  std::optional<bool> compiles_cnp_;  // unset: the compiler's own answer
   std::string dir_;
   nft::FakeBackend fake_;
   std::unique_ptr<Store> store_;
@@ -277,35 +281,217 @@ spec:
   EXPECT_EQ(Kernel(), before);
 }
 
-TEST_F(ServiceTest, ClusterNetworkPoliciesAndNodesAreRefusedNotSilentlyIgnored) {
+constexpr char kGuard[] =
+    "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
+    "metadata: {name: guard}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}},\n"
+    "  ingress: [{action: Deny, from: [{namespaces: {}}]}]}\n";
+
+// An agent whose compiler cannot emit the tiers.
+class NoCnpCompilerTest : public ServiceTest {
+ protected:
+  NoCnpCompilerTest() { compiles_cnp_ = false; }
+};
+
+TEST_F(NoCnpCompilerTest, ClusterNetworkPoliciesAreRefusedNotSilentlyIgnored) {
   MustApply(kShop);
   const std::string before = Kernel();
-  for (const char* yaml :
-       {"apiVersion: v1\nkind: Namespace\nmetadata: {name: fine}\n---\n"
-        "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
-        "metadata: {name: guard}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}},\n"
-        "  ingress: [{action: Deny, from: [{namespaces: {}}]}]}\n",
-        "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n"}) {
-    for (bool dry_run : {false, true}) {
-      auto r = service_->Apply(ApplyOf(yaml, dry_run), kTimeout);
-      ASSERT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << yaml;
-      EXPECT_THAT(std::string(r.status().message()),
-                  HasSubstr("is validated but not stored or enforced by this version of netpol"));
-      EXPECT_THAT(std::string(r.status().message()),
-                  ::testing::AnyOf(HasSubstr("manifests[0]: clusternetworkpolicy guard: "),
-                                   HasSubstr("manifests[0]: node n1: ")));
-    }
-    v1::DeleteRequest del;
-    del.add_manifests()->set_text(yaml);
-    EXPECT_EQ(service_->Delete(del, kTimeout).status().code(), absl::StatusCode::kUnimplemented);
+  const std::string with_namespace =
+      absl::StrCat("apiVersion: v1\nkind: Namespace\nmetadata: {name: fine}\n---\n", kGuard);
+  for (bool dry_run : {false, true}) {
+    auto r = service_->Apply(ApplyOf(with_namespace, dry_run), kTimeout);
+    ASSERT_EQ(r.status().code(), absl::StatusCode::kUnimplemented);
+    EXPECT_THAT(std::string(r.status().message()),
+                HasSubstr("manifests[0]: clusternetworkpolicy guard: ClusterNetworkPolicy is "
+                          "validated but not stored or enforced by this version of netpol"));
   }
-  auto r = service_->Apply(ApplyOf("apiVersion: policy.networking.k8s.io/v1alpha2\n"
-                                   "kind: ClusterNetworkPolicy\nmetadata: {name: guard}\n"),
-                           kTimeout);
+  // As a message too.
+  v1::ApplyRequest as_object;
+  auto* cnp = as_object.add_objects()->mutable_cluster_network_policy();
+  cnp->mutable_metadata()->set_name("guard");
+  cnp->mutable_spec()->set_tier(v1::Admin);
+  cnp->mutable_spec()->set_priority(0);
+  cnp->mutable_spec()->mutable_subject()->mutable_namespaces();
+  auto r = service_->Apply(as_object, kTimeout);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("objects: clusternetworkpolicy guard"));
+  r = service_->Apply(ApplyOf("apiVersion: policy.networking.k8s.io/v1alpha2\n"
+                              "kind: ClusterNetworkPolicy\nmetadata: {name: guard}\n"),
+                      kTimeout);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);  // invalid first
   EXPECT_EQ(store_->Current().generation, 1u);
   EXPECT_EQ(store_->Current().state->namespaces.count("fine"), 0u);
   EXPECT_EQ(Kernel(), before);
+  // Nodes change nothing without ClusterNetworkPolicies: stored.
+  MustApply("apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {zone: a}}\n"
+            "status: {addresses: [{type: InternalIP, address: 10.9.0.1}]}\n");
+  EXPECT_EQ(store_->Current().state->nodes.size(), 1u);
+  EXPECT_EQ(Kernel(), before);
+}
+
+TEST_F(NoCnpCompilerTest, AStoredClusterNetworkPolicyStopsSyncsUntilDeleted) {
+  MustApply(kShop);
+  const std::string before = Kernel();
+  // Written behind the API's back (etcd directly, the Kubernetes API): the store holds it.
+  State with_cnp = *store_->Current().state;
+  for (const Object& o : fixtures::LoadObjects(kGuard)) Upsert(o, &with_cnp);
+  State more = with_cnp;
+  for (const Object& o : fixtures::LoadObjects(
+           "apiVersion: v1\nkind: Namespace\nmetadata: {name: later}\n")) {
+    Upsert(o, &more);
+  }
+  auto snap = store_->Update([&](const State&) -> absl::StatusOr<std::optional<Store::Change>> {
+    return Store::Change{more, 2};
+  });
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  absl::Status st = reconciler_->SyncNow();
+  ASSERT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+  EXPECT_THAT(std::string(st.message()),
+              HasSubstr("holds 1 ClusterNetworkPolicies (guard) but this version of netpol "
+                        "cannot enforce them"));
+  EXPECT_EQ(Kernel(), before);
+  EXPECT_EQ(reconciler_->status().applied_generation, 1u);
+  // Deleting it is allowed and lets the sync through.
+  v1::DeleteRequest del;
+  v1::ObjectRef* ref = del.add_refs();
+  ref->set_kind(v1::CLUSTER_NETWORK_POLICY);
+  ref->set_name("guard");
+  auto d = service_->Delete(del, kTimeout);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(reconciler_->status().applied_generation, d->generation());
+  EXPECT_TRUE(store_->Current().state->cluster_policies.empty());
+}
+
+// With a compiler that emits them: stored, read and deleted like the other kinds.
+class CnpStoreTest : public ServiceTest {
+ protected:
+  CnpStoreTest() { compiles_cnp_ = true; }
+};
+
+TEST_F(CnpStoreTest, CheckNamesTheTierThePolicyAndTheRuleThatDecided) {
+  MustApply(kShop);
+  v1::CheckRequest check;
+  check.mutable_source()->set_pod("shop/client");
+  check.mutable_destination()->set_pod("shop/web");
+  check.set_port(8080);
+  check.set_protocol(v1::TCP);
+  auto c = service_->Check(check);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->verdict(), v1::ALLOWED);
+  EXPECT_EQ(c->ingress().tier(), "NetworkPolicy");
+  EXPECT_EQ(c->egress().tier(), "default");
+  EXPECT_FALSE(c->ingress().has_cluster_network_policy_rule());
+
+  // An Admin-tier Deny of client -> web's http, after a Pass of nothing relevant, overrides the
+  // NetworkPolicy that allows it; the Baseline tier never runs for it.
+  MustApply(R"(apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: lock-web}
+spec:
+  tier: Admin
+  priority: 5
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}
+  ingress:
+  - name: other-passes
+    action: Pass
+    from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: other}}}}]
+  - name: no-clients
+    action: Deny
+    from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: client}}}}]
+    protocols: [{destinationNamedPort: http}]
+)");
+  c = service_->Check(check);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->verdict(), v1::DENIED);
+  EXPECT_EQ(c->ingress().tier(), "Admin");
+  const v1::ClusterNetworkPolicyRuleRef& rule = c->ingress().cluster_network_policy_rule();
+  EXPECT_EQ(rule.policy(), "lock-web");
+  EXPECT_EQ(rule.tier(), v1::Admin);
+  EXPECT_EQ(rule.priority(), 5);
+  EXPECT_EQ(rule.rule(), 1);
+  EXPECT_EQ(rule.name(), "no-clients");
+  EXPECT_EQ(rule.action(), v1::Deny);
+  EXPECT_THAT(c->explanation(),
+              HasSubstr("Admin tier: clusternetworkpolicy lock-web (priority 5) ingress[1] "
+                        "\"no-clients\" Deny"));
+
+  // From `other`: the Pass hands it to NetworkPolicy, which isolates web and does not allow it.
+  check.mutable_source()->set_pod("shop/other");
+  c = service_->Check(check);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->verdict(), v1::DENIED);
+  EXPECT_EQ(c->ingress().tier(), "NetworkPolicy");
+  ASSERT_EQ(c->ingress().passed_size(), 1);
+  EXPECT_EQ(c->ingress().passed(0).name(), "other-passes");
+  EXPECT_EQ(c->ingress().passed(0).action(), v1::Pass);
+}
+
+
+TEST_F(CnpStoreTest, ApplyGetListDeleteClusterNetworkPoliciesAndNodes) {
+  v1::ApplyResponse r = MustApply(fixtures::kClusterSample);
+  EXPECT_THAT(Words(r.results()),
+              ElementsAre("clusternetworkpolicy.policy.networking.k8s.io/guard CREATED",
+                          "clusternetworkpolicy.policy.networking.k8s.io/isolate CREATED",
+                          "node/n1 CREATED", "node/n2 CREATED"));
+  r = MustApply(fixtures::kClusterSample);
+  EXPECT_THAT(Words(r.results()),
+              ElementsAre("clusternetworkpolicy.policy.networking.k8s.io/guard UNCHANGED",
+                          "clusternetworkpolicy.policy.networking.k8s.io/isolate UNCHANGED",
+                          "node/n1 UNCHANGED", "node/n2 UNCHANGED"));
+  const State want = fixtures::LoadState(fixtures::kClusterSample);
+  EXPECT_TRUE(store_->Current().state->cluster_policies == want.cluster_policies);
+  EXPECT_TRUE(store_->Current().state->nodes == want.nodes);
+
+  v1::GetRequest get;
+  get.mutable_ref()->set_kind(v1::CLUSTER_NETWORK_POLICY);
+  get.mutable_ref()->set_name("guard");
+  get.mutable_ref()->set_namespace_("ignored");
+  auto g = service_->Get(get);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->object().cluster_network_policy().spec().priority(), 10);
+  get.mutable_ref()->set_kind(v1::NODE);
+  get.mutable_ref()->set_name("n1");
+  g = service_->Get(get);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->object().node().status().addresses_size(), 2);
+  get.mutable_ref()->set_name("n9");
+  EXPECT_EQ(service_->Get(get).status().message(), "node n9: not found");
+
+  v1::ListRequest list;
+  list.set_kind(v1::CLUSTER_NETWORK_POLICY);
+  auto l = service_->List(list, absl::InfiniteFuture());
+  ASSERT_TRUE(l.ok()) << l.status();
+  ASSERT_EQ(l->objects_size(), 2);
+  EXPECT_EQ(l->objects(1).cluster_network_policy().metadata().name(), "isolate");
+  list.set_kind(v1::NODE);
+  l = service_->List(list, absl::InfiniteFuture());
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_EQ(l->objects_size(), 2);
+  EXPECT_EQ(service_->Status().objects().cluster_network_policies(), 2);
+  EXPECT_EQ(service_->Status().objects().nodes(), 2);
+
+  // A changed priority is CONFIGURED; a bad one changes nothing.
+  const std::string changed = absl::StrReplaceAll(fixtures::kClusterSample,
+                                                  {{"priority: 10", "priority: 20"}});
+  r = MustApply(changed);
+  EXPECT_THAT(Words(r.results()),
+              ::testing::Contains("clusternetworkpolicy.policy.networking.k8s.io/guard CONFIGURED"));
+  const uint64_t gen = store_->Current().generation;
+  auto bad = service_->Apply(
+      ApplyOf(absl::StrReplaceAll(fixtures::kClusterSample, {{"priority: 10", "priority: 1001"}})),
+      kTimeout);
+  ASSERT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()),
+              HasSubstr("clusternetworkpolicy guard: spec.priority"));
+  EXPECT_EQ(store_->Current().generation, gen);
+
+  v1::DeleteRequest del;
+  del.add_manifests()->set_text(fixtures::kClusterSample);
+  auto d = service_->Delete(del, kTimeout);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->results_size(), 4);
+  EXPECT_TRUE(store_->Current().state->cluster_policies.empty());
+  EXPECT_TRUE(store_->Current().state->nodes.empty());
+  EXPECT_EQ(service_->Delete(del, kTimeout).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(ServiceTest, DryRunReturnsThePlanAndChangesNothing) {

@@ -109,13 +109,19 @@ ChangedKeys Resolve(const State& base, const State& next, const ChangedKeys& hin
   for (const std::string& k : hint.policies) {
     if (Differs(base.policies, next.policies, k)) out.policies.insert(k);
   }
+  for (const std::string& k : hint.cluster_policies) {
+    if (Differs(base.cluster_policies, next.cluster_policies, k)) out.cluster_policies.insert(k);
+  }
+  for (const std::string& k : hint.nodes) {
+    if (Differs(base.nodes, next.nodes, k)) out.nodes.insert(k);
+  }
   return out;
 }
 
 v1::ObjectRef RefFromKey(v1::Kind kind, const std::string& key) {
   v1::ObjectRef ref;
   ref.set_kind(kind);
-  if (kind == v1::NAMESPACE) {
+  if (api::IsClusterScoped(kind)) {
     ref.set_name(key);
   } else {
     size_t slash = key.find('/');
@@ -152,6 +158,22 @@ std::string EncodeRecord(const State& state, const ChangedKeys& keys, uint64_t g
       *upserts.add_objects()->mutable_network_policy() = ToApi(it->second);
     } else {
       *deletes.add_refs() = RefFromKey(v1::NETWORK_POLICY, k);
+    }
+  }
+  for (const std::string& k : keys.cluster_policies) {
+    auto it = state.cluster_policies.find(k);
+    if (it != state.cluster_policies.end()) {
+      *upserts.add_objects()->mutable_cluster_network_policy() = ToApi(it->second);
+    } else {
+      *deletes.add_refs() = RefFromKey(v1::CLUSTER_NETWORK_POLICY, k);
+    }
+  }
+  for (const std::string& k : keys.nodes) {
+    auto it = state.nodes.find(k);
+    if (it != state.nodes.end()) {
+      *upserts.add_objects()->mutable_node() = ToApi(it->second);
+    } else {
+      *deletes.add_refs() = RefFromKey(v1::NODE, k);
     }
   }
   const std::string u = upserts.SerializeAsString();
@@ -204,6 +226,14 @@ absl::Status ApplyRecord(const char* p, size_t size, uint64_t generation, State*
         state->policies.erase(key);
         keys->policies.insert(key);
         break;
+      case v1::CLUSTER_NETWORK_POLICY:
+        state->cluster_policies.erase(key);
+        keys->cluster_policies.insert(key);
+        break;
+      case v1::NODE:
+        state->nodes.erase(key);
+        keys->nodes.insert(key);
+        break;
       default:
         return absl::DataLossError("record deletes an object of no known kind");
     }
@@ -214,6 +244,10 @@ absl::Status ApplyRecord(const char* p, size_t size, uint64_t generation, State*
       keys->namespaces.insert(ns->name);
     } else if (const Pod* pod = obj.AsPod()) {
       keys->pods.insert(pod->Key());
+    } else if (const ClusterNetworkPolicy* cnp = obj.AsClusterNetworkPolicy()) {
+      keys->cluster_policies.insert(cnp->name);
+    } else if (const Node* node = obj.AsNode()) {
+      keys->nodes.insert(node->name);
     } else {
       keys->policies.insert(obj.AsNetworkPolicy()->Key());
     }
@@ -335,6 +369,12 @@ ChangedKeys KeysOfResults(const std::vector<v1::ObjectResult>& results) {
       case v1::POD:
         out.pods.insert(key);
         break;
+      case v1::CLUSTER_NETWORK_POLICY:
+        out.cluster_policies.insert(key);
+        break;
+      case v1::NODE:
+        out.nodes.insert(key);
+        break;
       default:
         out.policies.insert(key);
         break;
@@ -362,6 +402,10 @@ std::string Store::Encode(const State& state, uint64_t generation) {
   for (const auto& [k, np] : state.policies) {
     *file.add_objects()->mutable_network_policy() = ToApi(np);
   }
+  for (const auto& [k, cnp] : state.cluster_policies) {
+    *file.add_objects()->mutable_cluster_network_policy() = ToApi(cnp);
+  }
+  for (const auto& [k, node] : state.nodes) *file.add_objects()->mutable_node() = ToApi(node);
   std::string payload;
   file.SerializeToString(&payload);
   return EncodeDurable(kFormat, payload);

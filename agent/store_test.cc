@@ -76,6 +76,58 @@ TEST_F(StoreTest, EncodeDecodeRoundTripsEveryField) {
   EXPECT_TRUE(decoded->first == s);
 }
 
+TEST_F(StoreTest, ClusterNetworkPoliciesAndNodesPersistThroughJournalAndSnapshot) {
+  const State cluster = fixtures::LoadState(fixtures::kClusterSample);
+  ASSERT_EQ(cluster.cluster_policies.size(), 2u);
+  ASSERT_EQ(cluster.nodes.size(), 2u);
+  State both = SampleState();
+  for (const Object& o : ObjectsOf(cluster)) Upsert(o, &both);
+  auto decoded = Store::Decode(Store::Encode(both, 7));
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_TRUE(decoded->first == both);
+
+  // Journal records: created with touched keys, changed, one of each kind deleted, each a
+  // record of its own; reopening replays them.
+  State changed = both;
+  ClusterNetworkPolicy guard = changed.cluster_policies.find("guard")->second;
+  guard.priority = 11;
+  changed.cluster_policies.insert_or_assign("guard", guard);
+  Node n2 = changed.nodes.find("n2")->second;
+  n2.labels["zone"] = "b";
+  changed.nodes.insert_or_assign("n2", n2);
+  State deleted = changed;
+  deleted.cluster_policies.erase("isolate");
+  deleted.nodes.erase("n1");
+  {
+    auto store = Store::Open(dir_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    ChangedKeys created;
+    created.cluster_policies = {"guard", "isolate"};
+    created.nodes = {"n1", "n2"};
+    auto snap = (*store)->Update(
+        [&](const State& base) -> absl::StatusOr<std::optional<Store::Change>> {
+          State next = base;
+          for (const Object& o : ObjectsOf(cluster)) Upsert(o, &next);
+          return Store::Change{next, 4, created};
+        });
+    ASSERT_TRUE(snap.ok()) << snap.status();
+    ASSERT_TRUE((*store)->Update(Replace(both)).ok());      // hint-less: the pods and policies
+    ASSERT_TRUE((*store)->Update(Replace(changed)).ok());   // guard and n2 change
+    ASSERT_TRUE((*store)->Update(Replace(deleted)).ok());   // isolate and n1 go
+    auto keys = (*store)->ChangesBetween(2, 4);
+    ASSERT_TRUE(keys.has_value());
+    EXPECT_EQ(keys->cluster_policies, (std::set<std::string>{"guard", "isolate"}));
+    EXPECT_EQ(keys->nodes, (std::set<std::string>{"n1", "n2"}));
+    EXPECT_TRUE(keys->pods.empty());
+    EXPECT_EQ((*store)->compactions(), 0u);
+  }
+  auto reopened = Store::Open(dir_);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ((*reopened)->Current().generation, 4u);
+  EXPECT_TRUE(*(*reopened)->Current().state == deleted);
+  EXPECT_EQ((*reopened)->Current().state->cluster_policies.find("guard")->second.priority, 11);
+}
+
 TEST_F(StoreTest, UpdatePersistsBeforePublishingAndReopens) {
   State s = SampleState();
   {

@@ -65,6 +65,69 @@ void FillPeer(const Peer& p, v1::NetworkPolicyPeer* out) {
   }
 }
 
+void FillNamespacedPod(const NamespacedPod& p, v1::NamespacedPod* out) {
+  FillSelector(p.namespace_selector, out->mutable_namespace_selector());
+  FillSelector(p.pod_selector, out->mutable_pod_selector());
+}
+
+// The namespaces/pods side of a CNP subject or peer (every message kind has both fields).
+template <typename M>
+void FillCnpSelectors(const CnpPeer& p, M* out) {
+  if (p.namespaces) FillSelector(*p.namespaces, out->mutable_namespaces());
+  if (p.pods) FillNamespacedPod(*p.pods, out->mutable_pods());
+}
+
+void FillCnpEgressPeer(const CnpPeer& p, v1::ClusterNetworkPolicyEgressPeer* out) {
+  FillCnpSelectors(p, out);
+  if (p.nodes) FillSelector(*p.nodes, out->mutable_nodes());
+  for (const Cidr& c : p.networks) out->add_networks(c.ToString());
+}
+
+void FillCnpPort(const CnpPort& p, v1::ClusterNetworkPolicyProtocol* out) {
+  if (p.named_port) {
+    out->set_destination_named_port(*p.named_port);
+    return;
+  }
+  v1::ProtocolPort* pp = nullptr;
+  switch (p.protocol.value_or(Protocol::kTCP)) {
+    case Protocol::kTCP:
+      pp = out->mutable_tcp();
+      break;
+    case Protocol::kUDP:
+      pp = out->mutable_udp();
+      break;
+    case Protocol::kSCTP:
+      pp = out->mutable_sctp();
+      break;
+  }
+  v1::Port* port = pp->mutable_destination_port();
+  if (p.end_port != 0) {
+    port->mutable_range()->set_start(p.port);
+    port->mutable_range()->set_end(p.end_port);
+  } else {
+    port->set_number(p.port);
+  }
+}
+
+v1::ClusterNetworkPolicyRuleAction ActionToApi(CnpAction a) {
+  switch (a) {
+    case CnpAction::kAccept:
+      return v1::Accept;
+    case CnpAction::kDeny:
+      return v1::Deny;
+    case CnpAction::kPass:
+      return v1::Pass;
+  }
+  return v1::RULE_ACTION_UNSPECIFIED;
+}
+
+template <typename RuleMsg>
+void FillCnpRuleHead(const CnpRule& r, RuleMsg* out) {
+  out->set_name(r.name);
+  out->set_action(ActionToApi(r.action));
+  for (const CnpPort& p : r.ports) FillCnpPort(p, out->add_protocols());
+}
+
 // ---- trusted API -> model ----
 
 absl::StatusOr<LabelSelector> SelectorFrom(const v1::LabelSelector& s, const std::string& path) {
@@ -143,6 +206,150 @@ absl::StatusOr<Rule> RuleFrom(const RepeatedPtrField<v1::NetworkPolicyPort>& por
   return rule;
 }
 
+absl::StatusOr<NamespacedPod> NamespacedPodFrom(const v1::NamespacedPod& p,
+                                                const std::string& path) {
+  NamespacedPod out;
+  ASSIGN_OR_RETURN(out.namespace_selector,
+                   SelectorFrom(p.namespace_selector(), path + ".namespaceSelector"));
+  ASSIGN_OR_RETURN(out.pod_selector, SelectorFrom(p.pod_selector(), path + ".podSelector"));
+  return out;
+}
+
+template <typename M>
+absl::Status CnpSelectorsFrom(const M& m, const std::string& path, CnpPeer* out) {
+  if (m.has_namespaces()) {
+    ASSIGN_OR_RETURN(out->namespaces, SelectorFrom(m.namespaces(), path + ".namespaces"));
+  }
+  if (m.has_pods()) {
+    ASSIGN_OR_RETURN(out->pods, NamespacedPodFrom(m.pods(), path + ".pods"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CnpPort> CnpPortFrom(const v1::ClusterNetworkPolicyProtocol& p,
+                                    const std::string& path) {
+  CnpPort out;
+  if (!p.destination_named_port().empty()) {
+    out.named_port = p.destination_named_port();
+    return out;
+  }
+  const v1::ProtocolPort* pp = nullptr;
+  if (p.has_tcp()) {
+    out.protocol = Protocol::kTCP;
+    pp = &p.tcp();
+  } else if (p.has_udp()) {
+    out.protocol = Protocol::kUDP;
+    pp = &p.udp();
+  } else if (p.has_sctp()) {
+    out.protocol = Protocol::kSCTP;
+    pp = &p.sctp();
+  } else {
+    return absl::DataLossError(path + ": no protocol");
+  }
+  const v1::Port& port = pp->destination_port();
+  if (port.has_range()) {
+    out.port = port.range().start();
+    out.end_port = port.range().end();
+  } else {
+    out.port = port.number();
+  }
+  return out;
+}
+
+template <typename RuleMsg>
+absl::Status CnpRuleHeadFrom(const RuleMsg& r, const std::string& path, CnpRule* out) {
+  out->name = r.name();
+  switch (r.action()) {
+    case v1::Accept:
+      out->action = CnpAction::kAccept;
+      break;
+    case v1::Deny:
+      out->action = CnpAction::kDeny;
+      break;
+    case v1::Pass:
+      out->action = CnpAction::kPass;
+      break;
+    default:
+      return absl::DataLossError(path + ".action: unknown action");
+  }
+  for (int i = 0; i < r.protocols_size(); ++i) {
+    ASSIGN_OR_RETURN(CnpPort port,
+                     CnpPortFrom(r.protocols(i), absl::StrCat(path, ".protocols[", i, "]")));
+    out->ports.push_back(std::move(port));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ClusterNetworkPolicy> CnpFrom(const v1::ClusterNetworkPolicy& p) {
+  ClusterNetworkPolicy cnp;
+  cnp.name = p.metadata().name();
+  const v1::ClusterNetworkPolicySpec& spec = p.spec();
+  switch (spec.tier()) {
+    case v1::Admin:
+      cnp.tier = CnpTier::kAdmin;
+      break;
+    case v1::Baseline:
+      cnp.tier = CnpTier::kBaseline;
+      break;
+    default:
+      return absl::DataLossError("spec.tier: unknown tier");
+  }
+  cnp.priority = spec.priority();
+  RETURN_IF_ERROR(CnpSelectorsFrom(spec.subject(), "spec.subject", &cnp.subject));
+  for (int i = 0; i < spec.ingress_size(); ++i) {
+    const auto& r = spec.ingress(i);
+    const std::string path = absl::StrCat("spec.ingress[", i, "]");
+    CnpRule rule;
+    RETURN_IF_ERROR(CnpRuleHeadFrom(r, path, &rule));
+    for (int j = 0; j < r.from_size(); ++j) {
+      CnpPeer peer;
+      RETURN_IF_ERROR(CnpSelectorsFrom(r.from(j), absl::StrCat(path, ".from[", j, "]"), &peer));
+      rule.peers.push_back(std::move(peer));
+    }
+    cnp.ingress.push_back(std::move(rule));
+  }
+  for (int i = 0; i < spec.egress_size(); ++i) {
+    const auto& r = spec.egress(i);
+    const std::string path = absl::StrCat("spec.egress[", i, "]");
+    CnpRule rule;
+    RETURN_IF_ERROR(CnpRuleHeadFrom(r, path, &rule));
+    for (int j = 0; j < r.to_size(); ++j) {
+      const std::string ppath = absl::StrCat(path, ".to[", j, "]");
+      CnpPeer peer;
+      RETURN_IF_ERROR(CnpSelectorsFrom(r.to(j), ppath, &peer));
+      if (r.to(j).has_nodes()) {
+        ASSIGN_OR_RETURN(peer.nodes, SelectorFrom(r.to(j).nodes(), ppath + ".nodes"));
+      }
+      for (int k = 0; k < r.to(j).networks_size(); ++k) {
+        auto cidr = Cidr::Parse(r.to(j).networks(k));
+        if (!cidr.ok()) {
+          return absl::DataLossError(
+              absl::StrCat(ppath, ".networks[", k, "]: ", cidr.status().message()));
+        }
+        peer.networks.push_back(*cidr);
+      }
+      rule.peers.push_back(std::move(peer));
+    }
+    cnp.egress.push_back(std::move(rule));
+  }
+  return cnp;
+}
+
+absl::StatusOr<Node> NodeFrom(const v1::Node& n) {
+  Node node;
+  node.name = n.metadata().name();
+  node.labels = LabelsOf(n.metadata().labels());
+  for (int i = 0; i < n.status().addresses_size(); ++i) {
+    auto ip = IpAddr::Parse(n.status().addresses(i).address());
+    if (!ip.ok()) {
+      return absl::DataLossError(
+          absl::StrCat("status.addresses[", i, "].address: ", ip.status().message()));
+    }
+    node.ips.push_back(*ip);
+  }
+  return node;
+}
+
 absl::StatusOr<Object> FromApiTrustedInner(const v1::Object& object) {
   switch (object.kind_case()) {
     case v1::Object::kNamespace: {
@@ -197,6 +404,14 @@ absl::StatusOr<Object> FromApiTrustedInner(const v1::Object& object) {
         np.egress.push_back(std::move(rule));
       }
       return Object{std::move(np)};
+    }
+    case v1::Object::kClusterNetworkPolicy: {
+      ASSIGN_OR_RETURN(ClusterNetworkPolicy cnp, CnpFrom(object.cluster_network_policy()));
+      return Object{std::move(cnp)};
+    }
+    case v1::Object::kNode: {
+      ASSIGN_OR_RETURN(Node node, NodeFrom(object.node()));
+      return Object{std::move(node)};
     }
     case v1::Object::KIND_NOT_SET:
       break;
@@ -300,6 +515,37 @@ v1::NetworkPolicy ToApi(const NetworkPolicy& policy) {
   return out;
 }
 
+v1::ClusterNetworkPolicy ToApi(const ClusterNetworkPolicy& cnp) {
+  v1::ClusterNetworkPolicy out;
+  FillMeta("", cnp.name, {}, out.mutable_metadata());
+  v1::ClusterNetworkPolicySpec* spec = out.mutable_spec();
+  spec->set_tier(cnp.tier == CnpTier::kAdmin ? v1::Admin : v1::Baseline);
+  spec->set_priority(cnp.priority);
+  FillCnpSelectors(cnp.subject, spec->mutable_subject());
+  for (const CnpRule& r : cnp.ingress) {
+    v1::ClusterNetworkPolicyIngressRule* o = spec->add_ingress();
+    FillCnpRuleHead(r, o);
+    for (const CnpPeer& p : r.peers) FillCnpSelectors(p, o->add_from());
+  }
+  for (const CnpRule& r : cnp.egress) {
+    v1::ClusterNetworkPolicyEgressRule* o = spec->add_egress();
+    FillCnpRuleHead(r, o);
+    for (const CnpPeer& p : r.peers) FillCnpEgressPeer(p, o->add_to());
+  }
+  return out;
+}
+
+v1::Node ToApi(const Node& node) {
+  v1::Node out;
+  FillMeta("", node.name, node.labels, out.mutable_metadata());
+  for (const IpAddr& ip : node.ips) {
+    v1::NodeAddress* a = out.mutable_status()->add_addresses();
+    a->set_type("InternalIP");
+    a->set_address(ip.ToString());
+  }
+  return out;
+}
+
 v1::Object ToApi(const Object& object) {
   v1::Object out;
   if (const Namespace* ns = object.AsNamespace()) *out.mutable_namespace_() = ToApi(*ns);
@@ -307,6 +553,10 @@ v1::Object ToApi(const Object& object) {
   if (const NetworkPolicy* np = object.AsNetworkPolicy()) {
     *out.mutable_network_policy() = ToApi(*np);
   }
+  if (const ClusterNetworkPolicy* cnp = object.AsClusterNetworkPolicy()) {
+    *out.mutable_cluster_network_policy() = ToApi(*cnp);
+  }
+  if (const Node* node = object.AsNode()) *out.mutable_node() = ToApi(*node);
   return out;
 }
 
@@ -318,6 +568,10 @@ const char* KindName(v1::Kind kind) {
       return "Pod";
     case v1::NETWORK_POLICY:
       return "NetworkPolicy";
+    case v1::CLUSTER_NETWORK_POLICY:
+      return "ClusterNetworkPolicy";
+    case v1::NODE:
+      return "Node";
     default:
       return nullptr;
   }
@@ -326,6 +580,8 @@ const char* KindName(v1::Kind kind) {
 v1::Kind KindOf(const Object& object) {
   if (object.AsNamespace()) return v1::NAMESPACE;
   if (object.AsPod()) return v1::POD;
+  if (object.AsClusterNetworkPolicy()) return v1::CLUSTER_NETWORK_POLICY;
+  if (object.AsNode()) return v1::NODE;
   return v1::NETWORK_POLICY;
 }
 
@@ -345,6 +601,10 @@ std::string KubectlName(const v1::ObjectRef& ref) {
       return "pod/" + ref.name();
     case v1::NETWORK_POLICY:
       return "networkpolicy.networking.k8s.io/" + ref.name();
+    case v1::CLUSTER_NETWORK_POLICY:
+      return "clusternetworkpolicy.policy.networking.k8s.io/" + ref.name();
+    case v1::NODE:
+      return "node/" + ref.name();
     default:
       return "unknown/" + ref.name();
   }
@@ -358,13 +618,21 @@ std::string RefString(const v1::ObjectRef& ref) {
       return "pod " + ref.namespace_() + "/" + ref.name();
     case v1::NETWORK_POLICY:
       return "networkpolicy " + ref.namespace_() + "/" + ref.name();
+    case v1::CLUSTER_NETWORK_POLICY:
+      return "clusternetworkpolicy " + ref.name();
+    case v1::NODE:
+      return "node " + ref.name();
     default:
       return "object " + ref.namespace_() + "/" + ref.name();
   }
 }
 
+bool IsClusterScoped(v1::Kind kind) {
+  return kind == v1::NAMESPACE || kind == v1::CLUSTER_NETWORK_POLICY || kind == v1::NODE;
+}
+
 std::string KeyOf(const v1::ObjectRef& ref) {
-  if (ref.kind() == v1::NAMESPACE) return ref.name();
+  if (IsClusterScoped(ref.kind())) return ref.name();
   return ref.namespace_() + "/" + ref.name();
 }
 
@@ -390,9 +658,20 @@ absl::StatusOr<google::protobuf::Struct> ApiObjectToStruct(const v1::Object& o, 
       kind = "NetworkPolicy";
       api_version = "networking.k8s.io/v1";
       break;
+    case v1::Object::kClusterNetworkPolicy:
+      inner = &o.cluster_network_policy();
+      kind = "ClusterNetworkPolicy";
+      api_version = kClusterNetworkPolicyApiVersion;
+      break;
+    case v1::Object::kNode:
+      inner = &o.node();
+      kind = "Node";
+      break;
     case v1::Object::KIND_NOT_SET:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "items[", index, "]: no object: set one of namespace, pod, networkPolicy"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("items[", index,
+                       "]: no object: set one of namespace, pod, networkPolicy, "
+                       "clusterNetworkPolicy, node"));
   }
   google::protobuf::util::JsonPrintOptions print;
   std::string json;
@@ -469,6 +748,10 @@ absl::StatusOr<Object> FromApiTrusted(const v1::Object& object) {
     who = "networkpolicy " + object.network_policy().metadata().namespace_() + "/" +
           object.network_policy().metadata().name();
   }
+  if (object.has_cluster_network_policy()) {
+    who = "clusternetworkpolicy " + object.cluster_network_policy().metadata().name();
+  }
+  if (object.has_node()) who = "node " + object.node().metadata().name();
   return absl::DataLossError(absl::StrCat(who, ": ", o.status().message()));
 }
 

@@ -23,13 +23,16 @@ v1::Object ToApi(const Object& object);
 v1::Namespace ToApi(const Namespace& ns);
 v1::Pod ToApi(const Pod& pod);
 v1::NetworkPolicy ToApi(const NetworkPolicy& policy);
+v1::ClusterNetworkPolicy ToApi(const ClusterNetworkPolicy& cnp);
+// Each address as an InternalIP entry of status.addresses.
+v1::Node ToApi(const Node& node);
 
 v1::Protocol ToApi(Protocol p);
 // UNSPECIFIED maps to TCP.
 Protocol FromApi(v1::Protocol p);
 
-// The model kind of an API kind, as "Namespace", "Pod", "NetworkPolicy"; nullptr for
-// UNSPECIFIED.
+// The model kind of an API kind, as "Namespace", "Pod", "NetworkPolicy",
+// "ClusterNetworkPolicy", "Node"; nullptr for UNSPECIFIED.
 const char* KindName(v1::Kind kind);
 v1::Kind KindOf(const Object& object);
 v1::ObjectRef RefOf(const Object& object);
@@ -38,7 +41,9 @@ v1::ObjectRef RefOf(const Object& object);
 std::string KubectlName(const v1::ObjectRef& ref);
 // How error messages name an object: "networkpolicy x/deny-all", "namespace x".
 std::string RefString(const v1::ObjectRef& ref);
-// The State map key of a ref: "name" for namespaces, "namespace/name" otherwise.
+// Namespaces, ClusterNetworkPolicies and Nodes: their refs carry no namespace.
+bool IsClusterScoped(v1::Kind kind);
+// The State map key of a ref: "name" for the cluster-scoped kinds, "namespace/name" otherwise.
 std::string KeyOf(const v1::ObjectRef& ref);
 
 // Renders client-sent objects as one Kubernetes JSON List document (namedPort becomes an

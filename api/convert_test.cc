@@ -11,7 +11,13 @@ namespace {
 
 using google::protobuf::RepeatedPtrField;
 
-std::vector<Object> Sample() { return agent::fixtures::LoadObjects(agent::fixtures::kSample); }
+std::vector<Object> Sample() {
+  std::vector<Object> out = agent::fixtures::LoadObjects(agent::fixtures::kSample);
+  for (Object& o : agent::fixtures::LoadObjects(agent::fixtures::kClusterSample)) {
+    out.push_back(std::move(o));
+  }
+  return out;
+}
 
 TEST(ConvertTest, TrustedRoundTrip) {
   for (const Object& o : Sample()) {
@@ -45,6 +51,33 @@ TEST(ConvertTest, JsonReadsLikeKubernetes) {
                              "\"containerPort\":8080"}) {
     EXPECT_NE(json.find(needle), std::string::npos) << needle << " in " << json;
   }
+}
+
+TEST(ConvertTest, ClusterNetworkPolicyJsonIsTheCrdShape) {
+  const std::vector<Object> all = Sample();
+  ASSERT_EQ(all.size(), 7u);
+  ASSERT_NE(all[3].AsClusterNetworkPolicy(), nullptr);
+  std::string json;
+  ASSERT_TRUE(google::protobuf::util::MessageToJsonString(ToApi(all[3]), &json).ok());
+  for (const char* needle :
+       {"\"clusterNetworkPolicy\":{\"metadata\":{\"name\":\"guard\"}", "\"tier\":\"Admin\"",
+        "\"priority\":10", "\"action\":\"Accept\"", "\"name\":\"from-ingress\"",
+        "\"tcp\":{\"destinationPort\":{\"number\":443}}",
+        "\"udp\":{\"destinationPort\":{\"range\":{\"start\":5000,\"end\":5010}}}",
+        "\"destinationNamedPort\":\"web\"", "\"networks\":[\"10.0.0.0/8\",\"fd00::/8\"]",
+        "\"nodes\":{\"matchExpressions\":[{\"key\":\"node-role.kubernetes.io/control-plane\","
+        "\"operator\":\"Exists\"}]}",
+        "\"pods\":{\"namespaceSelector\":{},\"podSelector\":{\"matchLabels\":{\"app\":\"gateway\"}}}"}) {
+    EXPECT_NE(json.find(needle), std::string::npos) << needle << " in " << json;
+  }
+  // Priority 0 is a priority, not an absent field.
+  ASSERT_TRUE(google::protobuf::util::MessageToJsonString(ToApi(all[4]), &json).ok());
+  EXPECT_NE(json.find("\"priority\":0"), std::string::npos) << json;
+  ASSERT_TRUE(google::protobuf::util::MessageToJsonString(ToApi(all[5]), &json).ok());
+  EXPECT_NE(json.find("\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"192.168.1.10\"},"
+                      "{\"type\":\"InternalIP\",\"address\":\"fd00:1::10\"}]"),
+            std::string::npos)
+      << json;
 }
 
 struct BadCase {
@@ -84,6 +117,28 @@ INSTANTIATE_TEST_SUITE_P(
                 "pod x/a: status.podIP"},
         BadCase{"BadName", R"({"namespace": {"metadata": {"name": "Not_A_Name"}}})",
                 "metadata.name"},
+        BadCase{"CnpWithoutPriority",
+                R"({"clusterNetworkPolicy": {"metadata": {"name": "g"}, "spec":
+                   {"tier": "Admin", "subject": {"namespaces": {}}}}})",
+                "clusternetworkpolicy g: spec.priority: required"},
+        BadCase{"CnpPriorityOutOfRange",
+                R"({"clusterNetworkPolicy": {"metadata": {"name": "g"}, "spec":
+                   {"tier": "Admin", "priority": 1001, "subject": {"namespaces": {}}}}})",
+                "clusternetworkpolicy g: spec.priority"},
+        BadCase{"CnpPeerWithTwoKinds",
+                R"({"clusterNetworkPolicy": {"metadata": {"name": "g"}, "spec":
+                   {"tier": "Baseline", "priority": 0, "subject": {"namespaces": {}},
+                    "egress": [{"action": "Deny", "to": [{"networks": ["10.0.0.0/8"], "nodes": {}}]}]}}})",
+                "clusternetworkpolicy g: spec.egress[0].to[0]"},
+        BadCase{"CnpWithoutAction",
+                R"({"clusterNetworkPolicy": {"metadata": {"name": "g"}, "spec":
+                   {"tier": "Admin", "priority": 3, "subject": {"namespaces": {}},
+                    "ingress": [{"from": [{"namespaces": {}}]}]}}})",
+                "spec.ingress[0].action: required"},
+        BadCase{"NodeBadAddress",
+                R"({"node": {"metadata": {"name": "n1"}, "status":
+                   {"addresses": [{"type": "InternalIP", "address": "10.0.0.300"}]}}})",
+                "node n1: status.addresses[0].address"},
         BadCase{"Empty", R"({})", "no object"}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return info.param.name; });
 
@@ -98,6 +153,16 @@ TEST(ConvertTest, Names) {
   ref.set_kind(v1::NAMESPACE);
   EXPECT_EQ(KubectlName(ref), "namespace/deny-all");
   EXPECT_EQ(KeyOf(ref), "deny-all");
+  ref.set_kind(v1::CLUSTER_NETWORK_POLICY);
+  ref.clear_namespace_();
+  EXPECT_EQ(KubectlName(ref), "clusternetworkpolicy.policy.networking.k8s.io/deny-all");
+  EXPECT_EQ(RefString(ref), "clusternetworkpolicy deny-all");
+  EXPECT_EQ(KeyOf(ref), "deny-all");
+  ref.set_kind(v1::NODE);
+  EXPECT_EQ(KubectlName(ref), "node/deny-all");
+  EXPECT_EQ(RefString(ref), "node deny-all");
+  EXPECT_TRUE(IsClusterScoped(v1::NODE));
+  EXPECT_FALSE(IsClusterScoped(v1::POD));
 }
 
 }  // namespace

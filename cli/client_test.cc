@@ -22,7 +22,11 @@
 #include "google/protobuf/util/time_util.h"
 #include <vector>
 
+#include "agent/testing/fixtures.h"
+#include "api/convert.h"
+#include "api/netpol/v1/object_service.grpc.pb.h"
 #include "api/netpol/v1/status_service.grpc.pb.h"
+#include "engine/model/loader.h"
 #include "cli/commands.h"
 #include "gmock/gmock.h"
 #include "grpcpp/security/server_credentials.h"
@@ -374,7 +378,7 @@ class NodesService final : public v1::StatusService::Service {
 };
 
 // Runs `args` against `service`; returns stdout + stderr and the exit code in `code`.
-std::string RunAgainst(const std::string& name, v1::StatusService::Service* service,
+std::string RunAgainst(const std::string& name, grpc::Service* service,
                        const std::vector<std::string>& args, const CommandOptions& opts,
                        int* code) {
   const std::string server = "unix://" + SocketPath(name);
@@ -510,6 +514,91 @@ TEST(WaitTest, AnAgentErrorExitsOne) {
   const std::string out = RunAgainst("wait-range", &service, {"wait"}, opts, &code);
   EXPECT_EQ(code, 1) << out;
   EXPECT_THAT(out, HasSubstr("generation 99 is beyond"));
+}
+
+// Answers Get and List from a fixed set of objects.
+class CannedObjectService final : public v1::ObjectService::Service {
+ public:
+  explicit CannedObjectService(std::vector<Object> objects) : objects_(std::move(objects)) {}
+  grpc::Status Get(grpc::ServerContext*, const v1::GetRequest* req,
+                   v1::GetResponse* resp) override {
+    last_get_ = *req;
+    for (const Object& o : objects_) {
+      if (api::KindOf(o) == req->ref().kind() && o.Name() == req->ref().name()) {
+        *resp->mutable_object() = api::ToApi(o);
+        return grpc::Status::OK;
+      }
+    }
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, api::RefString(req->ref()) + ": not found");
+  }
+  grpc::Status List(grpc::ServerContext*, const v1::ListRequest* req,
+                    v1::ListResponse* resp) override {
+    for (const Object& o : objects_) {
+      if (api::KindOf(o) == req->kind()) *resp->add_objects() = api::ToApi(o);
+    }
+    return grpc::Status::OK;
+  }
+  const v1::GetRequest& last_get() const { return last_get_; }
+
+ private:
+  std::vector<Object> objects_;
+  v1::GetRequest last_get_;
+};
+
+TEST(GetClusterObjectsTest, TableYamlAndJsonOfClusterNetworkPoliciesAndNodes) {
+  const std::vector<Object> objects =
+      agent::fixtures::LoadObjects(agent::fixtures::kClusterSample);
+  CannedObjectService service(objects);
+  CommandOptions opts;
+  opts.namespace_name = "shop";  // ignored for cluster-scoped kinds
+  int code = -1;
+  std::string out = RunAgainst("get-cnp", &service, {"get", "cnp"}, opts, &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_EQ(out,
+            "NAME      TIER       PRIORITY   SUBJECT                                   "
+            "INGRESS-RULES   EGRESS-RULES\n"
+            "guard     Admin      10         pods: team=payments / app notin (debug)   "
+            "2               2\n"
+            "isolate   Baseline   0          namespaces: tenant=true                   "
+            "2               0\n");
+  out = RunAgainst("get-nodes", &service, {"get", "nodes"}, opts, &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_EQ(out,
+            "NAME   ADDRESSES                 LABELS\n"
+            "n1     192.168.1.10,fd00:1::10   node-role.kubernetes.io/control-plane=,zone=a\n"
+            "n2     <none>                    <none>\n");
+
+  // -o yaml and -o json load back into the same objects (they re-apply).
+  for (const char* format : {"yaml", "json"}) {
+    for (const char* kind : {"clusternetworkpolicies", "no"}) {
+      CommandOptions o;
+      o.output = format;
+      out = RunAgainst(absl::StrCat("get-", format), &service, {"get", kind}, o, &code);
+      ASSERT_EQ(code, 0) << out;
+      absl::StatusOr<LoadResult> back = LoadYaml(out);
+      ASSERT_TRUE(back.ok()) << back.status() << "\n" << out;
+      std::vector<Object> want;
+      for (const Object& x : objects) {
+        if ((std::string(kind) == "no") == (x.AsNode() != nullptr)) want.push_back(x);
+      }
+      EXPECT_EQ(back->objects, want) << format << " " << kind << ":\n" << out;
+    }
+  }
+  CommandOptions o;
+  o.output = "yaml";
+  o.namespace_name = "shop";
+  out = RunAgainst("get-one", &service, {"get", "cnp", "guard"}, o, &code);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(service.last_get().ref().namespace_(), "");
+  EXPECT_THAT(out, HasSubstr("kind: ClusterNetworkPolicy"));
+  o.output = "name";
+  out = RunAgainst("get-names", &service, {"get", "cnp"}, o, &code);
+  EXPECT_EQ(out,
+            "clusternetworkpolicy.policy.networking.k8s.io/guard\n"
+            "clusternetworkpolicy.policy.networking.k8s.io/isolate\n");
+  out = RunAgainst("get-none", &service, {"get", "cnp", "nope"}, CommandOptions(), &code);
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(out, HasSubstr("clusternetworkpolicy nope: not found"));
 }
 
 }  // namespace

@@ -209,13 +209,12 @@ absl::StatusOr<v1::Kind> ParseKind(std::string word) {
   }
   if (word == "clusternetworkpolicies" || word == "clusternetworkpolicy" || word == "cnp" ||
       word == "cnps" || word == "clusternetworkpolicies.policy.networking.k8s.io") {
-    return absl::UnimplementedError(
-        "clusternetworkpolicies are validated but not stored or enforced by this version of "
-        "netpol (apply refuses them), so there are none to show");
+    return v1::CLUSTER_NETWORK_POLICY;
   }
+  if (word == "nodes" || word == "node" || word == "no") return v1::NODE;
   return absl::InvalidArgumentError(absl::StrCat(
       "the server doesn't have a resource type \"", word,
-      "\" (use namespaces, pods or networkpolicies)"));
+      "\" (use namespaces, pods, networkpolicies, clusternetworkpolicies or nodes)"));
 }
 
 // Prints rows as kubectl does: left-aligned columns separated by three spaces.
@@ -273,6 +272,18 @@ PolicyHits FetchPolicyHits(Client& c, std::ostream& err) {
   return out;
 }
 
+// A ClusterNetworkPolicy subject in one cell: "namespaces: <selector>" or
+// "pods: <namespace selector> / <pod selector>" (an empty selector reads "<all>").
+std::string CnpSubjectString(const CnpPeer& subject) {
+  auto sel = [](const LabelSelector& s) { return s.Empty() ? "<all>" : SelectorString(s); };
+  if (subject.namespaces) return "namespaces: " + sel(*subject.namespaces);
+  if (subject.pods) {
+    return absl::StrCat("pods: ", sel(subject.pods->namespace_selector), " / ",
+                        sel(subject.pods->pod_selector));
+  }
+  return "<none>";
+}
+
 int PrintObjects(const std::vector<v1::Object>& api, bool single, const CommandOptions& opts,
                  v1::Kind kind, std::ostream& out, std::ostream& err,
                  const PolicyHits& hits = std::nullopt) {
@@ -309,11 +320,15 @@ int PrintObjects(const std::vector<v1::Object>& api, bool single, const CommandO
     return kOk;
   }
   if (objects.empty()) {
-    err << "No resources found" << (opts.namespace_name.empty() ? "" : " in " + opts.namespace_name + " namespace") << ".\n";
+    err << "No resources found"
+        << (opts.namespace_name.empty() || api::IsClusterScoped(kind)
+                ? ""
+                : " in " + opts.namespace_name + " namespace")
+        << ".\n";
     return kOk;
   }
   const bool wide = opts.output == "wide";
-  const bool ns_column = kind != v1::NAMESPACE && opts.namespace_name.empty();
+  const bool ns_column = !api::IsClusterScoped(kind) && opts.namespace_name.empty();
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> header;
   if (ns_column) header.push_back("NAMESPACE");
@@ -325,6 +340,12 @@ int PrintObjects(const std::vector<v1::Object>& api, bool single, const CommandO
     case v1::POD:
       header.insert(header.end(), {"NODE", "IP"});
       if (wide) header.insert(header.end(), {"IPS", "HOSTNETWORK", "PORTS", "LABELS"});
+      break;
+    case v1::CLUSTER_NETWORK_POLICY:
+      header.insert(header.end(), {"TIER", "PRIORITY", "SUBJECT", "INGRESS-RULES", "EGRESS-RULES"});
+      break;
+    case v1::NODE:
+      header.insert(header.end(), {"ADDRESSES", "LABELS"});
       break;
     default:
       header.insert(header.end(), {"POD-SELECTOR", "POLICY-TYPES"});
@@ -353,6 +374,17 @@ int PrintObjects(const std::vector<v1::Object>& api, bool single, const CommandO
         row.push_back(JoinOrNone(ports));
         row.push_back(LabelsString(pod->labels));
       }
+    } else if (const ClusterNetworkPolicy* cnp = o.AsClusterNetworkPolicy()) {
+      row.push_back(CnpTierName(cnp->tier));
+      row.push_back(absl::StrCat(cnp->priority));
+      row.push_back(CnpSubjectString(cnp->subject));
+      row.push_back(absl::StrCat(cnp->ingress.size()));
+      row.push_back(absl::StrCat(cnp->egress.size()));
+    } else if (const Node* node = o.AsNode()) {
+      std::vector<std::string> ips;
+      for (const IpAddr& ip : node->ips) ips.push_back(ip.ToString());
+      row.push_back(JoinOrNone(ips));
+      row.push_back(LabelsString(node->labels));
     } else if (const NetworkPolicy* np = o.AsNetworkPolicy()) {
       row.push_back(SelectorString(np->pod_selector));
       std::vector<std::string> types;
@@ -432,7 +464,7 @@ int Delete(Client& c, const std::vector<std::string>& args, const CommandOptions
       v1::ObjectRef* ref = req.add_refs();
       ref->set_kind(*kind);
       ref->set_name(args[i]);
-      if (*kind != v1::NAMESPACE) {
+      if (!api::IsClusterScoped(*kind)) {
         ref->set_namespace_(opts.namespace_name.empty() ? "default" : opts.namespace_name);
       }
     }
@@ -446,15 +478,21 @@ int Delete(Client& c, const std::vector<std::string>& args, const CommandOptions
 
 // The labels of an API object.
 Labels ApiLabels(const v1::Object& o) {
-  const v1::ObjectMeta* meta = o.has_namespace_() ? &o.namespace_().metadata()
-                               : o.has_pod()      ? &o.pod().metadata()
-                                                  : &o.network_policy().metadata();
+  const v1::ObjectMeta* meta = o.has_namespace_()                ? &o.namespace_().metadata()
+                               : o.has_pod()                   ? &o.pod().metadata()
+                               : o.has_cluster_network_policy() ? &o.cluster_network_policy().metadata()
+                               : o.has_node()                  ? &o.node().metadata()
+                                                               : &o.network_policy().metadata();
   return Labels(meta->labels().begin(), meta->labels().end());
 }
 
 int Get(Client& c, const std::vector<std::string>& args, const CommandOptions& opts,
         std::ostream& out, std::ostream& err) {
-  if (args.size() < 2) return UsageError(err, "get needs a kind: namespaces, pods or networkpolicies");
+  if (args.size() < 2) {
+    return UsageError(err,
+                      "get needs a kind: namespaces, pods, networkpolicies, clusternetworkpolicies "
+                      "or nodes");
+  }
   if (args.size() > 3) return UsageError(err, "get takes a kind and at most one name");
   absl::StatusOr<v1::Kind> kind = ParseKind(args[1]);
   if (!kind.ok()) return UsageError(err, std::string(kind.status().message()));
@@ -473,7 +511,7 @@ int Get(Client& c, const std::vector<std::string>& args, const CommandOptions& o
     v1::GetRequest req;
     req.mutable_ref()->set_kind(*kind);
     req.mutable_ref()->set_name(args[2]);
-    if (*kind != v1::NAMESPACE) {
+    if (!api::IsClusterScoped(*kind)) {
       req.mutable_ref()->set_namespace_(opts.namespace_name.empty() ? "default"
                                                                    : opts.namespace_name);
     }
@@ -491,6 +529,7 @@ int Get(Client& c, const std::vector<std::string>& args, const CommandOptions& o
   // -A lists every namespace (as netpolctl does without -n), whatever -n says.
   CommandOptions list_opts = opts;
   if (opts.all_namespaces) list_opts.namespace_name.clear();
+  if (api::IsClusterScoped(*kind)) list_opts.namespace_name.clear();
   v1::ListRequest req;
   req.set_kind(*kind);
   req.set_namespace_(list_opts.namespace_name);
@@ -1135,6 +1174,11 @@ int Describe(Client& c, const std::vector<std::string>& args, const CommandOptio
   }
   absl::StatusOr<v1::Kind> kind = ParseKind(args[1]);
   if (!kind.ok()) return UsageError(err, std::string(kind.status().message()));
+  if (*kind == v1::CLUSTER_NETWORK_POLICY || *kind == v1::NODE) {
+    return UsageError(err, absl::StrCat("describe shows networkpolicies, pods and namespaces; for ",
+                                        args[1], " use: netpolctl get ", args[1], " ", args[2],
+                                        " -o yaml"));
+  }
   std::string ns = ResolveNamespace(opts), name = args[2];
   if (*kind != v1::NAMESPACE && name.find('/') != std::string::npos) {
     ns = name.substr(0, name.find('/'));
@@ -1400,7 +1444,7 @@ _netpolctl() {
     words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD
   }
   local commands="apply delete get describe status check explain render diff wait logs version completion"
-  local kinds="namespaces pods networkpolicies"
+  local kinds="namespaces pods networkpolicies clusternetworkpolicies nodes"
   local flags="--server -f --filename -n --namespace -A --all-namespaces -l --selector -o --output --from --to --port --protocol --ip-family --kernel --denied --allowed --follow --pod --tail --stats --ignore-not-found --dry-run --tls-ca --tls-cert --tls-key --timeout --for --generation --all-nodes --help --version"
   case "$prev" in
     -f|--filename|--tls-ca|--tls-cert|--tls-key) _filedir 2>/dev/null || COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -1442,11 +1486,13 @@ std::string Usage() {
 
 Usage:
   netpolctl apply -f FILE|DIR|- [--dry-run]   create or update objects (Namespace, Pod,
-                                              NetworkPolicy, List); returns once enforced
+                                              NetworkPolicy, ClusterNetworkPolicy, Node,
+                                              List); returns once enforced
   netpolctl delete -f FILE|DIR|-              delete the objects the files name
   netpolctl delete KIND NAME... [-n NS]       (namespaces also delete their pods and policies)
   netpolctl get KIND [NAME] [-n NS | -A] [-l SELECTOR] [-o wide|yaml|json|name]
-                                              KIND: namespaces|ns, pods|po, networkpolicies|netpol
+                                              KIND: namespaces|ns, pods|po, networkpolicies|netpol,
+                                              clusternetworkpolicies|cnp, nodes|no
                                               (without -n: every namespace); -l as kubectl:
                                               app=web,tier!=db,env in (a,b),!legacy
   netpolctl describe networkpolicy|pod|namespace NAME [-n NS]

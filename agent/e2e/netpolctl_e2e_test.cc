@@ -240,9 +240,23 @@ TEST_F(NetpolctlTest, ClusterNetworkPoliciesAreRefusedNotSilentlyIgnored) {
   EXPECT_EQ(r.out, "");
   for (const char* word : {"cnp", "clusternetworkpolicies"}) {
     r = Ctl({"get", word});
-    EXPECT_NE(r.exit_code, 0) << word;
-    EXPECT_THAT(r.err, HasSubstr("clusternetworkpolicies are validated but not stored")) << word;
+    EXPECT_EQ(r.exit_code, 0) << word << r.err;
+    EXPECT_EQ(r.err, "No resources found.\n") << word;
   }
+  // Nodes are stored (they change nothing without ClusterNetworkPolicies) and read back as
+  // YAML that re-applies unchanged.
+  const std::string node = WriteFile(
+      "node.yaml",
+      "apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {zone: a}}\n"
+      "status: {addresses: [{type: InternalIP, address: 10.9.0.1}, {type: Hostname, address: n1}]}\n");
+  r = Ctl({"apply", "-f", node});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "node/n1 created\n");
+  r = Ctl({"get", "nodes", "n1", "-o", "yaml"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string again = WriteFile("node-again.yaml", r.out);
+  r = Ctl({"apply", "-f", again});
+  EXPECT_EQ(r.out, "node/n1 unchanged\n") << r.err;
   const std::string bad = WriteFile(
       "bad-cnp.yaml",
       "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"

@@ -63,6 +63,70 @@ spec:
     ports: [{port: http}]
 )";
 
+const char kClusterSample[] = R"(
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: guard}
+spec:
+  tier: Admin
+  priority: 10
+  subject:
+    pods:
+      namespaceSelector: {matchLabels: {team: payments}}
+      podSelector: {matchExpressions: [{key: app, operator: NotIn, values: [debug]}]}
+  ingress:
+  - name: from-ingress
+    action: Accept
+    from:
+    - namespaces: {matchLabels: {role: ingress}}
+    - pods:
+        namespaceSelector: {}
+        podSelector: {matchLabels: {app: gateway}}
+    protocols:
+    - tcp: {destinationPort: {number: 443}}
+    - udp: {destinationPort: {range: {start: 5000, end: 5010}}}
+    - destinationNamedPort: web
+  - action: Deny
+    from:
+    - namespaces: {}
+  egress:
+  - action: Pass
+    to:
+    - networks: [10.0.0.0/8, "fd00::/8"]
+  - name: no-control-plane
+    action: Deny
+    to:
+    - nodes: {matchExpressions: [{key: node-role.kubernetes.io/control-plane, operator: Exists}]}
+    protocols:
+    - sctp: {destinationPort: {number: 9000}}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: isolate}
+spec:
+  tier: Baseline
+  priority: 0
+  subject: {namespaces: {matchLabels: {tenant: "true"}}}
+  ingress:
+  - action: Pass
+    from: [{namespaces: {matchLabels: {tenant: "true"}}}]
+  - action: Deny
+    from: [{pods: {namespaceSelector: {}, podSelector: {}}}]
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n1, labels: {node-role.kubernetes.io/control-plane: "", zone: a}}
+status:
+  addresses:
+  - {type: InternalIP, address: 192.168.1.10}
+  - {type: Hostname, address: n1}
+  - {type: InternalIP, address: "fd00:1::10"}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n2}
+)";
+
 const char kSample[] = R"(
 apiVersion: v1
 kind: Namespace

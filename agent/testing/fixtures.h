@@ -29,6 +29,14 @@ extern const char kShop[];
 // For round trips through encodings.
 extern const char kSample[];
 
+// ClusterNetworkPolicies and Nodes that between them use every field: an Admin-tier policy
+// `guard` (priority 10, a pods subject, ingress peers by namespaces and pods, tcp/udp/sctp
+// numbers and ranges, a named port, egress to networks of both families and to nodes by a
+// match expression), a Baseline-tier `isolate` (priority 0, a namespaces subject, Pass and
+// Deny) and nodes n1 (labels, an IPv4 and an IPv6 address) and n2 (no addresses). For round
+// trips through encodings.
+extern const char kClusterSample[];
+
 // Namespace x: pod a (app: web, node n1, 10.0.0.1, container port http 8080), pod b (app: `b_app`,
 // node n1, 10.0.0.2) and policy web: pods app=web accept app=client on http. With `and_c`, also
 // pod c (app: client, node n1, 10.0.0.3), a client whatever b is.

@@ -34,6 +34,12 @@
 
 namespace netpol::compiler {
 
+// Whether Compile emits ClusterNetworkPolicies (the Admin and Baseline tiers). While false,
+// Compile does not read State::cluster_policies, so the agent refuses writes of them and
+// refuses to sync a State that holds any (agent/reconciler.h): a stored ClusterNetworkPolicy
+// is never silently left unenforced. The compiler sets it when it emits the tiers.
+inline constexpr bool kCompilesClusterNetworkPolicies = false;
+
 // Fixed object names of the layout (see RULESET.md).
 inline constexpr char kDefaultTable[] = "netpol";
 inline constexpr char kForwardChain[] = "forward";

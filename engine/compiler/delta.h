@@ -12,19 +12,29 @@
 namespace netpol::compiler {
 
 // The objects that differ between two States, by key: namespace names, pod and policy keys
-// ("namespace/name"). Each may be created, changed or deleted. A key listed that did not change
+// ("namespace/name"), ClusterNetworkPolicy and Node names. Each may be created, changed or
+// deleted. A key listed that did not change
 // costs a little work and is otherwise harmless; a change not listed is missed.
 struct Delta {
   std::set<std::string> namespaces;
   std::set<std::string> pods;
   std::set<std::string> policies;
+  std::set<std::string> cluster_policies;
+  std::set<std::string> nodes;
 
-  bool empty() const { return namespaces.empty() && pods.empty() && policies.empty(); }
-  size_t size() const { return namespaces.size() + pods.size() + policies.size(); }
+  bool empty() const {
+    return namespaces.empty() && pods.empty() && policies.empty() && cluster_policies.empty() &&
+           nodes.empty();
+  }
+  size_t size() const {
+    return namespaces.size() + pods.size() + policies.size() + cluster_policies.size() +
+           nodes.size();
+  }
   // Adds the keys of `other`.
   void Merge(const Delta& other);
   friend bool operator==(const Delta& a, const Delta& b) {
-    return a.namespaces == b.namespaces && a.pods == b.pods && a.policies == b.policies;
+    return a.namespaces == b.namespaces && a.pods == b.pods && a.policies == b.policies &&
+           a.cluster_policies == b.cluster_policies && a.nodes == b.nodes;
   }
 };
 
