@@ -75,6 +75,10 @@ std::string StateCache::Encode(const std::string& source, const std::string& ver
   for (const auto& [k, np] : state.policies) {
     *objects.add_objects()->mutable_network_policy() = ToApi(np);
   }
+  for (const auto& [k, cnp] : state.cluster_policies) {
+    *objects.add_objects()->mutable_cluster_network_policy() = ToApi(cnp);
+  }
+  for (const auto& [k, node] : state.nodes) *objects.add_objects()->mutable_node() = ToApi(node);
   std::string payload;
   PutString(source, &payload);
   PutString(version, &payload);

@@ -42,8 +42,11 @@ TEST_F(StateCacheTest, NothingSavedIsNotFound) {
 }
 
 TEST_F(StateCacheTest, SaveThenLoadGivesEveryObjectAndTheVersion) {
-  const State state = fixtures::LoadState(fixtures::kSample);
+  State state = fixtures::LoadState(fixtures::kSample);
   ASSERT_FALSE(state.pods.empty());
+  for (const Object& o : fixtures::LoadObjects(fixtures::kClusterSample)) Upsert(o, &state);
+  ASSERT_EQ(state.cluster_policies.size(), 2u);
+  ASSERT_EQ(state.nodes.size(), 2u);
   {
     StateCache cache(dir_, "etcd /netpol/v1/");
     ASSERT_TRUE(cache.Save(state, "41").ok());

@@ -29,12 +29,25 @@ bool EraseByKey(absl::string_view rest, State* state) {
   if (absl::ConsumePrefix(&rest, kPoliciesDir)) {
     return state->policies.erase(std::string(rest)) > 0;
   }
+  if (absl::ConsumePrefix(&rest, kClusterPoliciesDir)) {
+    return state->cluster_policies.erase(std::string(rest)) > 0;
+  }
+  if (absl::ConsumePrefix(&rest, kNodesDir)) return state->nodes.erase(std::string(rest)) > 0;
   return false;
 }
 
 const std::string& NamespaceOf(const Namespace& ns) { return ns.name; }
 const std::string& NamespaceOf(const Pod& pod) { return pod.namespace_name; }
 const std::string& NamespaceOf(const NetworkPolicy& np) { return np.namespace_name; }
+// Cluster-scoped: never inside a namespace's range delete.
+const std::string& NamespaceOf(const ClusterNetworkPolicy&) {
+  static const std::string* none = new std::string();
+  return *none;
+}
+const std::string& NamespaceOf(const Node&) {
+  static const std::string* none = new std::string();
+  return *none;
+}
 
 void AddEqualsCompare(const std::string& key, int64_t mod_revision, TxnRequest* txn) {
   Compare* c = txn->add_compare();
@@ -261,7 +274,9 @@ absl::Status EtcdDatastore::ListAndPublish() {
   // A re-list may change anything; count every object as changed.
   view.snapshot.changes = before.changes + view.snapshot.state->namespaces.size() +
                           view.snapshot.state->pods.size() +
-                          view.snapshot.state->policies.size();
+                          view.snapshot.state->policies.size() +
+                          view.snapshot.state->cluster_policies.size() +
+                          view.snapshot.state->nodes.size();
   view.revisions = std::move(revisions);
   view.invalid = std::move(invalid);
   view.revision = list.revision;
@@ -270,7 +285,10 @@ absl::Status EtcdDatastore::ListAndPublish() {
                        " at revision ", list.revision, " (", view.invalid->size(),
                        " invalid): ", view.snapshot.state->namespaces.size(), " namespaces, ",
                        view.snapshot.state->pods.size(), " pods, ",
-                       view.snapshot.state->policies.size(), " policies"));
+                       view.snapshot.state->policies.size(), " policies, ",
+                       view.snapshot.state->cluster_policies.size(),
+                       " cluster network policies, ", view.snapshot.state->nodes.size(),
+                       " nodes"));
   {
     absl::MutexLock l(&mu_);
     ++status_.lists;
@@ -491,6 +509,9 @@ TxnRequest EtcdDatastore::BuildTxn(const View& base, const State& next) const {
   diff(old.pods, next.pods, [&](const std::string& k) { return layout_.PodKey(k); }, true);
   diff(old.policies, next.policies, [&](const std::string& k) { return layout_.PolicyKey(k); },
        true);
+  diff(old.cluster_policies, next.cluster_policies,
+       [&](const std::string& k) { return layout_.ClusterPolicyKey(k); }, false);
+  diff(old.nodes, next.nodes, [&](const std::string& k) { return layout_.NodeKey(k); }, false);
   return txn;
 }
 

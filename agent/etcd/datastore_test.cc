@@ -200,6 +200,58 @@ TEST_F(DatastoreTest, UpdateIsOneTransactionAndReachesTheOtherNode) {
   EXPECT_EQ(Get("/netpol/v1/", true).header().revision(), static_cast<int64_t>(s->generation));
 }
 
+TEST_F(DatastoreTest, ClusterNetworkPoliciesAndNodesAreKeysBesideTheOtherKinds) {
+  std::unique_ptr<EtcdDatastore> a = Started();
+  std::unique_ptr<EtcdDatastore> b = Started();
+  std::vector<Object> objects = Objects();
+  for (Object& o : fixtures::LoadObjects(fixtures::kClusterSample)) objects.push_back(o);
+  absl::StatusOr<Snapshot> s = a->Update(Apply(objects));
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->state->cluster_policies.size(), 2u);
+  EXPECT_EQ(s->state->nodes.size(), 2u);
+  for (const char* key : {"/netpol/v1/clusternetworkpolicies/guard",
+                          "/netpol/v1/clusternetworkpolicies/isolate", "/netpol/v1/nodes/n1",
+                          "/netpol/v1/nodes/n2"}) {
+    etcdserverpb::RangeResponse r = Get(key);
+    ASSERT_EQ(r.kvs_size(), 1) << key;
+    EXPECT_EQ(r.kvs(0).mod_revision(), static_cast<int64_t>(s->generation)) << key;
+  }
+  // The other node's watch delivers them.
+  ASSERT_TRUE(Eventually([&] { return b->Current().generation == s->generation; }));
+  EXPECT_TRUE(*b->Current().state == *s->state);
+
+  // Written by hand (as etcdctl would): a changed CNP, a deleted node, an invalid CNP left out.
+  ClusterNetworkPolicy guard = s->state->cluster_policies.find("guard")->second;
+  guard.priority = 99;
+  Put("/netpol/v1/clusternetworkpolicies/guard", KeyLayout::Encode(Object{guard}));
+  Put("/netpol/v1/clusternetworkpolicies/bad",
+      "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
+      "metadata: {name: bad}\nspec: {tier: Middle, priority: 1, subject: {namespaces: {}}}\n");
+  const int64_t del = Delete("/netpol/v1/nodes/n2");
+  ASSERT_TRUE(Eventually([&] { return b->Current().generation == static_cast<uint64_t>(del); }));
+  const Snapshot seen = b->Current();
+  EXPECT_EQ(seen.state->cluster_policies.find("guard")->second.priority, 99);
+  EXPECT_EQ(seen.state->cluster_policies.count("bad"), 0u);
+  EXPECT_EQ(seen.state->nodes.count("n2"), 0u);
+  EXPECT_EQ(seen.state->nodes.count("n1"), 1u);
+  EXPECT_EQ(b->status().invalid_keys, 1);
+
+  // A node that starts now lists the same State; deleting through the datastore removes keys.
+  std::unique_ptr<EtcdDatastore> c = Started();
+  EXPECT_TRUE(*c->Current().state == *seen.state);
+  absl::StatusOr<Snapshot> gone =
+      c->Update([](const State& base) -> absl::StatusOr<std::optional<Datastore::Change>> {
+        Datastore::Change ch{base, 2};
+        ch.state.cluster_policies.erase("isolate");
+        ch.state.nodes.erase("n1");
+        return ch;
+      });
+  ASSERT_TRUE(gone.ok()) << gone.status();
+  EXPECT_EQ(Get("/netpol/v1/clusternetworkpolicies/isolate").kvs_size(), 0);
+  EXPECT_EQ(Get("/netpol/v1/nodes/", true).kvs_size(), 0);
+  EXPECT_EQ(Get("/netpol/v1/pods/", true).kvs_size(), 2);
+}
+
 TEST_F(DatastoreTest, DeletingANamespaceRemovesItsObjectsInOneRevision) {
   std::unique_ptr<EtcdDatastore> a = Started();
   ASSERT_TRUE(a->Update(Apply(Objects())).ok());

@@ -40,6 +40,12 @@ std::string KeyLayout::PodKey(const std::string& state_key) const {
 std::string KeyLayout::PolicyKey(const std::string& state_key) const {
   return absl::StrCat(prefix_, kPoliciesDir, state_key);
 }
+std::string KeyLayout::ClusterPolicyKey(const std::string& name) const {
+  return absl::StrCat(prefix_, kClusterPoliciesDir, name);
+}
+std::string KeyLayout::NodeKey(const std::string& name) const {
+  return absl::StrCat(prefix_, kNodesDir, name);
+}
 std::string KeyLayout::PodsOfNamespace(const std::string& ns) const {
   return absl::StrCat(prefix_, kPodsDir, ns, "/");
 }
@@ -50,7 +56,10 @@ std::string KeyLayout::PoliciesOfNamespace(const std::string& ns) const {
 std::string KeyLayout::KeyOf(const Object& object) const {
   if (const Namespace* ns = object.AsNamespace()) return NamespaceKey(ns->name);
   if (const Pod* pod = object.AsPod()) return PodKey(pod->Key());
-  // Only the three stored kinds reach here (Decode refuses the others first).
+  if (const ClusterNetworkPolicy* cnp = object.AsClusterNetworkPolicy()) {
+    return ClusterPolicyKey(cnp->name);
+  }
+  if (const Node* node = object.AsNode()) return NodeKey(node->name);
   return PolicyKey(object.Key());
 }
 
@@ -68,14 +77,21 @@ absl::StatusOr<Object> KeyLayout::Decode(absl::string_view key, absl::string_vie
   if (parts.size() == 2 && absl::StrCat(parts[0], "/") == kNamespacesDir) {
     want_kind = "Namespace";
     want_name = std::string(parts[1]);
+  } else if (parts.size() == 2 && absl::StrCat(parts[0], "/") == kClusterPoliciesDir) {
+    want_kind = "ClusterNetworkPolicy";
+    want_name = std::string(parts[1]);
+  } else if (parts.size() == 2 && absl::StrCat(parts[0], "/") == kNodesDir) {
+    want_kind = "Node";
+    want_name = std::string(parts[1]);
   } else if (parts.size() == 3 && absl::StrCat(parts[0], "/") == kPodsDir) {
     want_kind = "Pod";
   } else if (parts.size() == 3 && absl::StrCat(parts[0], "/") == kPoliciesDir) {
     want_kind = "NetworkPolicy";
   } else {
     return bad(absl::StrCat("not a netpol object key (want ", prefix_, kNamespacesDir, "<name>, ",
-                            prefix_, kPodsDir, "<namespace>/<name> or ", prefix_, kPoliciesDir,
-                            "<namespace>/<name>)"));
+                            prefix_, kPodsDir, "<namespace>/<name>, ", prefix_, kPoliciesDir,
+                            "<namespace>/<name>, ", prefix_, kClusterPoliciesDir, "<name> or ",
+                            prefix_, kNodesDir, "<name>)"));
   }
   if (parts.size() == 3) {
     want_ns = std::string(parts[1]);
@@ -94,9 +110,6 @@ absl::StatusOr<Object> KeyLayout::Decode(absl::string_view key, absl::string_vie
                             " objects; want exactly one"));
   }
   Object& object = loaded->objects[0];
-  if (object.AsClusterNetworkPolicy() != nullptr || object.AsNode() != nullptr) {
-    return bad(absl::StrCat("the value is ", object.Ref(), ", a kind this version does not store"));
-  }
   if (absl::string_view(object.Kind()) != want_kind || object.Name() != want_name ||
       object.NamespaceName() != want_ns) {
     return bad(absl::StrCat("the value is ", object.Ref(), ", which belongs under ",

@@ -4,6 +4,8 @@
 //   <prefix>namespaces/<name>
 //   <prefix>pods/<namespace>/<name>
 //   <prefix>networkpolicies/<namespace>/<name>
+//   <prefix>clusternetworkpolicies/<name>
+//   <prefix>nodes/<name>
 //
 // The default prefix is "/netpol/v1/". Values are what engine/model's ToYaml writes (apiVersion,
 // kind, metadata, spec, status) and are read back with the same loader and validation as
@@ -26,6 +28,8 @@ inline constexpr char kDefaultPrefix[] = "/netpol/v1/";
 inline constexpr char kNamespacesDir[] = "namespaces/";
 inline constexpr char kPodsDir[] = "pods/";
 inline constexpr char kPoliciesDir[] = "networkpolicies/";
+inline constexpr char kClusterPoliciesDir[] = "clusternetworkpolicies/";
+inline constexpr char kNodesDir[] = "nodes/";
 
 // The end of the key range holding every key that starts with `prefix` (etcd's "prefix + 1":
 // the last byte below 0xff incremented, what follows it dropped). "\0" for an empty prefix or
@@ -44,6 +48,8 @@ class KeyLayout {
   std::string NamespaceKey(const std::string& name) const;
   std::string PodKey(const std::string& state_key) const;     // "ns/name"
   std::string PolicyKey(const std::string& state_key) const;  // "ns/name"
+  std::string ClusterPolicyKey(const std::string& name) const;
+  std::string NodeKey(const std::string& name) const;
   // The prefixes of the pods and policies of one namespace ("…/pods/<ns>/").
   std::string PodsOfNamespace(const std::string& ns) const;
   std::string PoliciesOfNamespace(const std::string& ns) const;

@@ -47,11 +47,17 @@ TEST(KeyLayoutTest, KeysOfEveryKind) {
   EXPECT_EQ(l.KeyOf(objects[2]), "/netpol/v1/networkpolicies/x/allow");
   EXPECT_EQ(l.PodsOfNamespace("x"), "/netpol/v1/pods/x/");
   EXPECT_EQ(l.PoliciesOfNamespace("x"), "/netpol/v1/networkpolicies/x/");
+  const std::vector<Object> cluster = fixtures::LoadObjects(fixtures::kClusterSample);
+  ASSERT_EQ(cluster.size(), 4u);
+  EXPECT_EQ(l.KeyOf(cluster[0]), "/netpol/v1/clusternetworkpolicies/guard");
+  EXPECT_EQ(l.KeyOf(cluster[2]), "/netpol/v1/nodes/n1");
 }
 
 TEST(KeyLayoutTest, EncodeDecodeRoundTripsEveryKind) {
   KeyLayout l = Layout();
-  for (const Object& o : Objects()) {
+  std::vector<Object> all = Objects();
+  for (Object& o : fixtures::LoadObjects(fixtures::kClusterSample)) all.push_back(std::move(o));
+  for (const Object& o : all) {
     const std::string value = KeyLayout::Encode(o);
     absl::StatusOr<Object> back = l.Decode(l.KeyOf(o), value);
     ASSERT_TRUE(back.ok()) << back.status();
@@ -100,12 +106,21 @@ TEST(KeyLayoutTest, BadKeysAndValuesAreNamed) {
       {"invalid field", "/netpol/v1/pods/x/a",
        pod + "status: {podIPs: [{ip: 10.0.0.300}]}\n", "etcd key /netpol/v1/pods/x/a: pod x/a"},
       {"not yaml", "/netpol/v1/namespaces/x", "{{{", "etcd key /netpol/v1/namespaces/x"},
-      {"a kind not stored", "/netpol/v1/networkpolicies/x/guard",
+      {"cluster-scoped kind under networkpolicies", "/netpol/v1/networkpolicies/x/guard",
        "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
        "metadata: {name: guard}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}}}\n",
-       "the value is clusternetworkpolicy guard, a kind this version does not store"},
-      {"a node", "/netpol/v1/namespaces/n1", "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n",
-       "the value is node n1, a kind this version does not store"},
+       "the value is clusternetworkpolicy guard, which belongs under "
+       "/netpol/v1/clusternetworkpolicies/guard"},
+      {"a node under namespaces", "/netpol/v1/namespaces/n1",
+       "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n",
+       "the value is node n1, which belongs under /netpol/v1/nodes/n1"},
+      {"cnp key too deep", "/netpol/v1/clusternetworkpolicies/x/guard", ns,
+       "not a netpol object key"},
+      {"invalid cnp", "/netpol/v1/clusternetworkpolicies/guard",
+       "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
+       "metadata: {name: guard}\nspec: {tier: Admin, priority: 1001, subject: {namespaces: {}}}\n",
+       "etcd key /netpol/v1/clusternetworkpolicies/guard: clusternetworkpolicy guard: "
+       "spec.priority"},
   };
   KeyLayout l = Layout();
   for (const Case& c : cases) {
