@@ -49,6 +49,8 @@ void Delete(const ObjectRef& ref, State* state) {
     EXPECT_EQ(state->policies.erase(key), 1u) << "no policy " << key << " to delete";
   } else if (ref.kind == "Pod") {
     EXPECT_EQ(state->pods.erase(key), 1u) << "no pod " << key << " to delete";
+  } else if (ref.kind == "ClusterNetworkPolicy") {
+    EXPECT_EQ(state->cluster_policies.erase(ref.name), 1u) << "no clusternetworkpolicy " << ref.name;
   } else if (ref.kind == "Namespace") {
     EXPECT_EQ(state->namespaces.erase(ref.name), 1u) << "no namespace " << ref.name;
   } else {
@@ -115,10 +117,12 @@ TEST_P(EvalConformanceTest, EveryProbeMatches) {
 
 std::vector<Param> Params() {
   std::vector<Param> params;
-  absl::StatusOr<std::vector<std::string>> files = CaseFiles(absl::StrCat(kDir, "/cases"));
-  if (!files.ok()) return params;
-  for (const std::string& f : *files) {
-    for (Family family : {Family::kV4, Family::kV6}) params.push_back({f, family});
+  for (const char* dir : {"/cases", "/cnp_cases"}) {
+    absl::StatusOr<std::vector<std::string>> files = CaseFiles(absl::StrCat(kDir, dir));
+    if (!files.ok()) continue;
+    for (const std::string& f : *files) {
+      for (Family family : {Family::kV4, Family::kV6}) params.push_back({f, family});
+    }
   }
   return params;
 }
@@ -126,6 +130,9 @@ std::vector<Param> Params() {
 TEST(EvalConformanceSetup, FindsTheCases) {
   // Guards against a silently empty parameter list.
   EXPECT_GE(Params().size(), 2u * 40u);
+  int cnp = 0;
+  for (const Param& p : Params()) cnp += p.file.find("/cnp_cases/") != std::string::npos;
+  EXPECT_GE(cnp, 2 * 7);
 }
 
 std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
