@@ -267,6 +267,23 @@ std::optional<compiler::Delta> Reconciler::DeltaLocked(const Snapshot& snap) {
 }
 
 absl::Status Reconciler::CommitLocked(bool cold, SyncOutcome* out) {
+  if (out->kind != SyncKind::kIncremental && options_.compile.rule_counters) {
+    // A full replace deletes the table and with it every count: its rules start from the
+    // counts of the rules they replace (same chain, same comment), read just before. What the
+    // kernel counts between this read and the commit is lost.
+    absl::StatusOr<std::vector<nft::RuleCount>> counts =
+        backend_->ReadCounters(options_.compile.table);
+    if (counts.ok()) {
+      const size_t carried = nft::CarryCounters(*counts, &out->tx);
+      if (carried > 0) {
+        LogInfo(absl::StrCat("full sync: ", carried, " of ", counts->size(),
+                             " rule counters carried over from the table being replaced"));
+      }
+    } else if (!absl::IsNotFound(counts.status()) && !absl::IsUnimplemented(counts.status())) {
+      LogWarning(absl::StrCat("full sync: cannot read the rule counters of the table being "
+                              "replaced, they start over: ", counts.status().ToString()));
+    }
+  }
   const size_t chunk = options_.cold_start_chunk_elements;
   if (!cold || chunk == 0 || out->tx.ElementCount() <= chunk) {
     ++out->commits;

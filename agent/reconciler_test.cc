@@ -91,6 +91,9 @@ class GatedBackend : public nft::Backend {
   absl::StatusOr<nft::Program> Dump(const std::string& table) override {
     return fake_->Dump(table);
   }
+  absl::StatusOr<std::vector<nft::RuleCount>> ReadCounters(const std::string& table) override {
+    return fake_->ReadCounters(table);
+  }
   void EnableGate() { gate_ = true; }
   absl::Notification entered_, release_;
   std::atomic<int> commits_{0};
@@ -152,6 +155,51 @@ TEST_F(ReconcilerTest, FirstSyncReplacesAForeignTableInOneTransaction) {
   EXPECT_EQ(s.last_sync_kind, SyncKind::kFull);
   EXPECT_EQ(s.applied_generation, 1u);
   EXPECT_TRUE(r->WaitFor(1, absl::ZeroDuration()).ok());
+}
+
+// A restart (a new reconciler over the kernel's table) replaces the table in one transaction;
+// the rule counters keep counting from where they were.
+TEST_F(ReconcilerTest, ARestartKeepsTheRuleCounters) {
+  ReconcilerOptions o = Options();
+  o.compile.rule_counters = true;
+  auto first = Make(o);
+  ASSERT_TRUE(first->SyncNow().ok());
+  auto counted = first->ReadRuleCounters();
+  ASSERT_TRUE(counted.ok()) << counted.status();
+  ASSERT_FALSE(counted->empty());
+  std::vector<nft::RuleCount> want;
+  for (size_t i = 0; i < counted->size(); ++i) {
+    const CountedRule& r = (*counted)[i];
+    ASSERT_TRUE(r.attributed) << r.count.chain << " " << r.count.index;
+    ASSERT_TRUE(fake_.AddPackets("netpol", r.count.chain, r.count.index, i + 1, 60 * (i + 1)).ok());
+    nft::RuleCount c = r.count;
+    c.packets = i + 1;
+    c.bytes = 60 * (i + 1);
+    want.push_back(c);
+  }
+  first.reset();  // the agent stops; the kernel keeps the table
+
+  auto second = Make(o);
+  ASSERT_TRUE(second->SyncNow().ok());
+  EXPECT_EQ(second->status().last_sync_kind, SyncKind::kFull);
+  auto program = compiler::Compile(*source_.Get().state, o.compile);
+  ASSERT_TRUE(program.ok()) << program.status();
+  EXPECT_EQ(Kernel(), nft::Canonical(*program));
+  auto after = second->ReadRuleCounters();
+  ASSERT_TRUE(after.ok()) << after.status();
+  std::vector<nft::RuleCount> got;
+  for (const CountedRule& r : *after) {
+    EXPECT_TRUE(r.attributed) << r.count.chain << " " << r.count.index;
+    got.push_back(r.count);
+  }
+  EXPECT_EQ(got, want);
+
+  // Without rule counters nothing is read or carried, and the table has no counters.
+  auto plain = Make();
+  ASSERT_TRUE(plain->SyncNow().ok());
+  auto none = fake_.ReadCounters("netpol");
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
 }
 
 // After each commit, records whether the table exists and how many base chains it has.

@@ -111,10 +111,10 @@ void AddNfprotoCheck(nftnl_rule* r, uint8_t nfproto) {
   AddCmp(r, NFT_REG_1, NFT_CMP_EQ, &nfproto, 1);
 }
 
-void AddCounter(nftnl_rule* r) {
+void AddCounter(nftnl_rule* r, uint64_t packets, uint64_t bytes) {
   nftnl_expr* e = NewExpr("counter");
-  nftnl_expr_set_u64(e, NFTNL_EXPR_CTR_PACKETS, 0);
-  nftnl_expr_set_u64(e, NFTNL_EXPR_CTR_BYTES, 0);
+  nftnl_expr_set_u64(e, NFTNL_EXPR_CTR_PACKETS, packets);
+  nftnl_expr_set_u64(e, NFTNL_EXPR_CTR_BYTES, bytes);
   nftnl_rule_add_expr(r, e);
 }
 
@@ -180,7 +180,7 @@ class RuleEncoder {
       RETURN_IF_ERROR(std::visit([&](const auto& v) { return EncodeMatch(path, v); }, m));
     }
     if (rule.limit) AddLimit(r_, *rule.limit);
-    if (rule.counter) AddCounter(r_);
+    if (rule.counter) AddCounter(r_, rule.counter_packets, rule.counter_bytes);
     if (rule.log) AddLog(r_, *rule.log);
     if (rule.verdict) AddVerdict(r_, *rule.verdict);
     return absl::OkStatus();

@@ -151,6 +151,33 @@ Transaction Diff(const Program& from, const Program& to) {
   return tx;
 }
 
+size_t CarryCounters(const std::vector<RuleCount>& counts, Transaction* tx) {
+  // By chain and comment, the counts in rule order.
+  std::map<std::pair<std::string, std::string>, std::vector<const RuleCount*>> old;
+  bool any = false;
+  for (const RuleCount& c : counts) {
+    old[{c.chain, c.comment}].push_back(&c);
+    any |= c.packets != 0 || c.bytes != 0;
+  }
+  if (!any) return 0;
+  std::map<std::pair<std::string, std::string>, size_t> taken;
+  size_t carried = 0;
+  for (Command& c : tx->mutable_commands()) {
+    if (c.kind != ObjectKind::kRule || c.verb != Verb::kAdd || !c.rule.counter) continue;
+    const std::pair<std::string, std::string> key{c.chain.name, c.rule.comment};
+    auto it = old.find(key);
+    if (it == old.end()) continue;
+    size_t& k = taken[key];
+    if (k >= it->second.size()) continue;
+    const RuleCount& from = *it->second[k++];
+    if (from.packets == 0 && from.bytes == 0) continue;
+    c.rule.counter_packets = from.packets;
+    c.rule.counter_bytes = from.bytes;
+    ++carried;
+  }
+  return carried;
+}
+
 Transaction FullReplace(const Program& to) {
   Transaction tx(to.table);
   tx.AddTable();

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "engine/nft/backend.h"
 #include "engine/nft/program.h"
 #include "engine/nft/transaction.h"
 
@@ -36,6 +37,13 @@ Transaction Diff(const Program& from, const Program& to);
 // `to`: `add table` (so that the delete cannot fail), `delete table`, then AddProgram(to). This
 // works on kernels without `destroy` and is what FakeBackend models.
 Transaction FullReplace(const Program& to);
+
+// Gives each counted rule that `tx` adds the count of the rule it replaces, so a full replace
+// does not start the table's counts over: `counts` is what Backend::ReadCounters read of the
+// table before `tx`; a rule added to chain C with comment X takes the count of the rule of C
+// with comment X (the k-th rule of C with that comment takes the k-th such count). A rule
+// without one starts at 0. Returns how many rules took a count.
+size_t CarryCounters(const std::vector<RuleCount>& counts, Transaction* tx);
 
 // Builds table `to.table`, which must not exist, in several transactions of at most
 // `max_elements` set elements each, so that no single commit holds the kernel's nf_tables

@@ -271,3 +271,61 @@ TEST(ChunkedCreateTest, RefusesAnExistingTable) {
 
 }  // namespace
 }  // namespace netpol::nft
+
+namespace netpol::nft {
+namespace {
+
+using namespace ::netpol::nft::testing;  // NOLINT: test shorthands
+
+// A table "t" with chain "g": counted rules with the given comments (the last one a drop).
+Program CountedProgram(const std::vector<std::string>& comments) {
+  Program p;
+  p.table = "t";
+  Chain g = MakeChain("g");
+  for (size_t i = 0; i < comments.size(); ++i) {
+    g.rules.push_back(MakeRule({}, i + 1 == comments.size() ? Verdict::Drop() : Verdict::Accept(),
+                               comments[i], /*counter=*/true));
+  }
+  p.chains["g"] = g;
+  return p;
+}
+
+uint64_t PacketsOf(FakeBackend& fake, size_t index) {
+  auto counts = fake.ReadCounters("t");
+  EXPECT_TRUE(counts.ok()) << counts.status();
+  for (const RuleCount& c : *counts) {
+    if (c.chain == "g" && c.index == index) return c.packets;
+  }
+  ADD_FAILURE() << "no counted rule " << index;
+  return 0;
+}
+
+TEST(CarryCountersTest, AFullReplaceKeepsTheCountsOfTheRulesItReplacesByChainAndComment) {
+  FakeBackend fake;
+  ASSERT_TRUE(fake.Commit(FullReplace(CountedProgram({"a", "dup", "dup", "gone", "drop"}))).ok());
+  const uint64_t packets[] = {10, 20, 30, 40, 50};
+  for (size_t i = 0; i < 5; ++i) ASSERT_TRUE(fake.AddPackets("t", "g", i, packets[i], 100).ok());
+  auto counts = fake.ReadCounters("t");
+  ASSERT_TRUE(counts.ok()) << counts.status();
+
+  // The same rules in another order, one rule new and one gone.
+  Transaction tx = FullReplace(CountedProgram({"new", "dup", "a", "dup", "drop"}));
+  EXPECT_EQ(CarryCounters(*counts, &tx), 4u);
+  EXPECT_NE(tx.ToNftText().find("counter packets 10 bytes 100"), std::string::npos);
+  ASSERT_TRUE(fake.Commit(tx).ok());
+  EXPECT_EQ(PacketsOf(fake, 0), 0u);   // new: starts at 0
+  EXPECT_EQ(PacketsOf(fake, 1), 20u);  // the first "dup" takes the first one's count
+  EXPECT_EQ(PacketsOf(fake, 2), 10u);  // "a" moved
+  EXPECT_EQ(PacketsOf(fake, 3), 30u);
+  EXPECT_EQ(PacketsOf(fake, 4), 50u);
+  // What the rules are does not depend on where their counts started.
+  EXPECT_EQ(*fake.Dump("t"), CountedProgram({"new", "dup", "a", "dup", "drop"}));
+
+  // Nothing counted: nothing to carry.
+  Transaction again = FullReplace(CountedProgram({"a"}));
+  EXPECT_EQ(CarryCounters({}, &again), 0u);
+  EXPECT_EQ(again.ToNftText().find("packets"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace netpol::nft

@@ -212,6 +212,11 @@ absl::Status ApplyRule(TableState& t, const Command& c) {
   if (it == t.chains.end()) return absl::NotFoundError(kNoEntry);
   RETURN_IF_ERROR(ValidateRule(t, c.rule));
   it->second.rules.push_back(c.rule);
+  if (c.rule.counter && (c.rule.counter_packets != 0 || c.rule.counter_bytes != 0)) {
+    std::vector<std::pair<uint64_t, uint64_t>>& v = t.counts[c.chain.name];
+    v.resize(it->second.rules.size());
+    v.back() = {c.rule.counter_packets, c.rule.counter_bytes};
+  }
   return absl::OkStatus();
 }
 

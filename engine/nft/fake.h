@@ -46,8 +46,9 @@ class FakeBackend : public Backend {
   absl::Status Commit(const Transaction& tx) override;
   // Returns the table in canonical form (see Canonicalize). NotFound when missing.
   absl::StatusOr<Program> Dump(const std::string& table) override;
-  // The counts AddPackets gave each rule with a counter (0 for the others), with the kernel's
-  // lifetime: flushing or deleting a chain or the table starts its rules' counts over.
+  // The counts AddPackets gave each rule with a counter, from the count it was added with
+  // (Rule::counter_packets/counter_bytes, usually 0), with the kernel's lifetime: flushing or
+  // deleting a chain or the table starts its rules' counts over.
   absl::StatusOr<std::vector<RuleCount>> ReadCounters(const std::string& table) override;
   // As if `packets` packets of `bytes` bytes in all hit rule `index` of `chain` (which must
   // have a counter). NotFound for a missing table, chain or rule; InvalidArgument for a rule

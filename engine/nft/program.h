@@ -175,6 +175,11 @@ struct Rule {
   std::optional<LogStmt> log;      // after the counter, before the verdict
   std::optional<Verdict> verdict;  // absent for vmap rules and pure counters
   std::string comment;             // required by the compiler: names the policy and rule
+  // The counter's starting values when the rule is created (`counter packets P bytes B`): a
+  // full replace carries a rule's count over to its successor (CarryCounters). Not part of what
+  // the rule is: not compared and not read back (Dump leaves them 0; ReadCounters reads counts).
+  uint64_t counter_packets = 0;
+  uint64_t counter_bytes = 0;
   friend bool operator==(const Rule& a, const Rule& b) {
     return a.matches == b.matches && a.limit == b.limit && a.counter == b.counter &&
            a.log == b.log && a.verdict == b.verdict && a.comment == b.comment;

@@ -283,8 +283,13 @@ std::string RuleText(const Rule& rule, Form form, const RenderOptions& options) 
     parts.push_back(std::move(limit));
   }
   if (rule.counter) {
-    parts.push_back(form == Form::kList && !options.stateless ? "counter packets 0 bytes 0"
-                                                              : "counter");
+    if (!options.stateless && (rule.counter_packets != 0 || rule.counter_bytes != 0)) {
+      parts.push_back(absl::StrCat("counter packets ", rule.counter_packets, " bytes ",
+                                   rule.counter_bytes));
+    } else {
+      parts.push_back(form == Form::kList && !options.stateless ? "counter packets 0 bytes 0"
+                                                                : "counter");
+    }
   }
   if (rule.log) {
     std::string log = "log";

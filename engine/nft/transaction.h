@@ -49,6 +49,8 @@ class Transaction {
 
   const std::string& table() const { return table_; }
   const std::vector<Command>& commands() const { return commands_; }
+  // For what changes a command without changing what it does (CarryCounters).
+  std::vector<Command>& mutable_commands() { return commands_; }
   bool empty() const { return commands_.empty(); }
   size_t size() const { return commands_.size(); }
   // Number of element adds/deletes across all element commands.

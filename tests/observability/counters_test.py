@@ -16,7 +16,10 @@ an answered flow, is established and accepted before any group chain):
   2. an unrelated change (a policy in z, a new group and its chain, plus a pod joining x/b's
      peers: element changes in x/a's sets) commits incrementally; the next scrape has the same
      counts, and MORE datagrams more add exactly MORE;
-  3. editing x/a-in's rule 1 port (elements only) keeps the counts; removing rule 1 (its lookup
+  3. the agent restarts, stopped (SIGTERM) and killed (SIGKILL): the new agent adopts the table
+     with a full replace whose rules start from the old rules' counts, so the scrape after the
+     restart has the same counts and more datagrams add exactly what they are;
+  4. editing x/a-in's rule 1 port (elements only) keeps the counts; removing rule 1 (its lookup
      goes, the chain is rebuilt) starts them over at 0.
 
     counters_test.py --agent PATH --ctl PATH
@@ -201,7 +204,29 @@ def run(args, workdir):
             want["rule0 bytes"] += MORE * (28 + PAYLOAD)
             expect(problems, "counts after more probes", c, want)
 
-            # 3. A policy edit that changes elements only (rule 1's port) keeps the chain and
+            # 3. A restart, clean (SIGTERM) and then a crash (SIGKILL): the new agent's first
+            # sync replaces the table it finds in one transaction, its rules starting from the
+            # counts of the rules they replace (read just before the commit; nothing is sent
+            # meanwhile here), so the counts go on from where they were.
+            for how in ("SIGTERM", "SIGKILL"):
+                if how == "SIGTERM":
+                    agent.stop()
+                else:
+                    agent.kill()
+                agent.start()
+                expect(problems, "sync kind after the restart (%s)" % how, agent.last_sync_kind(),
+                       "FULL")
+                c, _ = counts(agent)
+                expect(problems, "counts after the restart (%s)" % how, c, want)
+                send(the_lab, "x/b", "x/a", 80, MORE)
+                send(the_lab, "y/a", "x/a", 80, 1)
+                want["rule0 packets"] += MORE
+                want["rule0 bytes"] += MORE * (28 + PAYLOAD)
+                want["drops"] += 1
+                c, _ = counts(agent)
+                expect(problems, "counts after more probes after the restart (%s)" % how, c, want)
+
+            # 4. A policy edit that changes elements only (rule 1's port) keeps the chain and
             # its counts; one that changes the chain's rules (rule 1 removed: its lookup goes)
             # rebuilds it and its counts start over.
             agent.must("apply", "-f", write_docs(os.path.join(workdir, "c.yaml"),
@@ -239,7 +264,7 @@ def main():
         print("FAILED:\n  " + "\n  ".join(problems))
         return 1
     print("PASSED: the counters grew by exactly the datagrams sent and kept their counts across "
-          "an unrelated incremental commit")
+          "an unrelated incremental commit and agent restarts")
     return 0
 
 
