@@ -98,8 +98,11 @@ def connect_latency(args, the_lab, seconds):
     cp = lab.run(["ip", "netns", "exec", the_lab._netns_of("y/a"), args.connbench, "connect",
                   "--addr", the_lab.pods["x/c"].ip("v4"), "--port", "80",
                   "--count", "100000000", "--warmup", "20", "--timeout_ms", "1000",
-                  "--max_seconds", str(seconds)], timeout=seconds + 120)
-    r = json.loads(cp.stdout)
+                  "--max_seconds", str(seconds)], check=False, timeout=seconds + 120)
+    try:
+        r = json.loads(cp.stdout)  # exit 1 when some connection failed: counted in `failed`
+    except ValueError:
+        raise lab.LabError("connbench connect: exit %d: %s" % (cp.returncode, cp.stderr))
     return {k: r[k] for k in ("count", "ok", "failed", "p50_us", "p90_us", "p99_us", "mean_us")}
 
 
