@@ -32,7 +32,9 @@ bool EraseByKey(absl::string_view rest, State* state) {
   if (absl::ConsumePrefix(&rest, kClusterPoliciesDir)) {
     return state->cluster_policies.erase(std::string(rest)) > 0;
   }
-  if (absl::ConsumePrefix(&rest, kNodesDir)) return state->nodes.erase(std::string(rest)) > 0;
+  if (absl::ConsumePrefix(&rest, kNodeObjectsDir)) {
+    return state->nodes.erase(std::string(rest)) > 0;
+  }
   return false;
 }
 

@@ -44,7 +44,7 @@ std::string KeyLayout::ClusterPolicyKey(const std::string& name) const {
   return absl::StrCat(prefix_, kClusterPoliciesDir, name);
 }
 std::string KeyLayout::NodeKey(const std::string& name) const {
-  return absl::StrCat(prefix_, kNodesDir, name);
+  return absl::StrCat(prefix_, kNodeObjectsDir, name);
 }
 std::string KeyLayout::PodsOfNamespace(const std::string& ns) const {
   return absl::StrCat(prefix_, kPodsDir, ns, "/");
@@ -80,7 +80,7 @@ absl::StatusOr<Object> KeyLayout::Decode(absl::string_view key, absl::string_vie
   } else if (parts.size() == 2 && absl::StrCat(parts[0], "/") == kClusterPoliciesDir) {
     want_kind = "ClusterNetworkPolicy";
     want_name = std::string(parts[1]);
-  } else if (parts.size() == 2 && absl::StrCat(parts[0], "/") == kNodesDir) {
+  } else if (parts.size() == 2 && absl::StrCat(parts[0], "/") == kNodeObjectsDir) {
     want_kind = "Node";
     want_name = std::string(parts[1]);
   } else if (parts.size() == 3 && absl::StrCat(parts[0], "/") == kPodsDir) {
@@ -91,7 +91,7 @@ absl::StatusOr<Object> KeyLayout::Decode(absl::string_view key, absl::string_vie
     return bad(absl::StrCat("not a netpol object key (want ", prefix_, kNamespacesDir, "<name>, ",
                             prefix_, kPodsDir, "<namespace>/<name>, ", prefix_, kPoliciesDir,
                             "<namespace>/<name>, ", prefix_, kClusterPoliciesDir, "<name> or ",
-                            prefix_, kNodesDir, "<name>)"));
+                            prefix_, kNodeObjectsDir, "<name>)"));
   }
   if (parts.size() == 3) {
     want_ns = std::string(parts[1]);

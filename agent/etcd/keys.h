@@ -29,7 +29,7 @@ inline constexpr char kNamespacesDir[] = "namespaces/";
 inline constexpr char kPodsDir[] = "pods/";
 inline constexpr char kPoliciesDir[] = "networkpolicies/";
 inline constexpr char kClusterPoliciesDir[] = "clusternetworkpolicies/";
-inline constexpr char kNodesDir[] = "nodes/";
+inline constexpr char kNodeObjectsDir[] = "nodes/";
 
 // The end of the key range holding every key that starts with `prefix` (etcd's "prefix + 1":
 // the last byte below 0xff incremented, what follows it dropped). "\0" for an empty prefix or
