@@ -496,6 +496,9 @@ absl::StatusOr<v1::ApplyResponse> AgentService::Apply(const v1::ApplyRequest& re
   // Admitted before any work, so a refused write has changed nothing. Dry runs compile the
   // whole State: a gate of their own, so they never crowd out writes; they work whoever owns
   // the objects (diff).
+  if (request.compare_only() && !request.dry_run()) {
+    return absl::InvalidArgumentError("compare_only: needs dry_run (a comparison changes nothing)");
+  }
   if (!request.dry_run()) RETURN_IF_ERROR(store_->ObjectWritesAllowed());
   ASSIGN_OR_RETURN(AdmissionGate::Slot slot,
                    request.dry_run() ? dry_runs_.Enter() : writes_.Enter());
@@ -505,6 +508,16 @@ absl::StatusOr<v1::ApplyResponse> AgentService::Apply(const v1::ApplyRequest& re
     return absl::InvalidArgumentError("no objects: set objects or manifests");
   }
   v1::ApplyResponse response;
+  if (request.compare_only()) {
+    // A dry run's results without its compile and plan: each object against one snapshot, and
+    // that snapshot's generation (netpolctl wait -f asks this until nothing would change).
+    Snapshot snap = store_->Current();
+    ChangeResult change = ApplyObjects(*snap.state, objects);
+    RETURN_IF_ERROR(compiler::ValidateChanged(change.state, KeysOfResults(change.results)));
+    for (v1::ObjectResult& r : change.results) *response.add_results() = std::move(r);
+    response.set_generation(snap.generation);
+    return response;
+  }
   RETURN_IF_ERROR(Write(
       [&](const State& base) -> absl::StatusOr<ChangeResult> {
         return ApplyObjects(base, objects);

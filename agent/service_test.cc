@@ -27,6 +27,7 @@ using api::KubectlName;
 
 namespace {
 
+using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -89,6 +90,24 @@ v1::ApplyRequest ApplyOf(const std::string& yaml, bool dry_run = false) {
   req.add_manifests()->set_text(yaml);
   req.set_dry_run(dry_run);
   return req;
+}
+
+// Policy default/wide: 49 ingress rules of 32 ipBlocks and `ports` ports each (32 ports: 32 x 32
+// elements a rule, beyond the 50,000 elements one policy may use; 33: a large rule each, with
+// a peer set and a port set of its own).
+std::string WidePolicy(int ports) {
+  std::string yaml =
+      "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: wide, "
+      "namespace: default}\nspec:\n  podSelector: {}\n  ingress:\n";
+  for (int r = 0; r < 49; ++r) {
+    absl::StrAppend(&yaml, "  - from:\n");
+    for (int b = 0; b < 32; ++b) {
+      absl::StrAppend(&yaml, "    - ipBlock: {cidr: 10.", r, ".", 2 * b, ".0/24}\n");
+    }
+    absl::StrAppend(&yaml, "    ports:\n");
+    for (int p = 0; p < ports; ++p) absl::StrAppend(&yaml, "    - port: ", 1000 + 2 * p, "\n");
+  }
+  return yaml;
 }
 
 std::vector<std::string> Words(const google::protobuf::RepeatedPtrField<v1::ObjectResult>& rs) {
@@ -520,6 +539,56 @@ status: {podIP: 10.9.0.1}
   EXPECT_TRUE(remote.plan().affected_pods().empty());
 }
 
+// A compare-only dry run (what netpolctl wait -f asks until nothing would change) answers each
+// object's action against the store and the generation it compared with, and nothing else: no
+// plan (nothing is compiled), nothing stored. Objects a write would refuse are refused alike.
+TEST_F(ServiceTest, CompareOnlyAnswersActionsAndGenerationWithoutAPlan) {
+  const uint64_t generation = MustApply(kShop).generation();
+  const std::string before = Kernel();
+  auto compare = [this](const std::string& yaml) {
+    v1::ApplyRequest req = ApplyOf(yaml, /*dry_run=*/true);
+    req.set_compare_only(true);
+    return service_->Apply(req, kTimeout);
+  };
+  absl::StatusOr<v1::ApplyResponse> same = compare(kShop);
+  ASSERT_TRUE(same.ok()) << same.status();
+  ASSERT_GT(same->results_size(), 0);
+  for (const v1::ObjectResult& r : same->results()) {
+    EXPECT_EQ(r.action(), v1::UNCHANGED) << KubectlName(r.ref());
+  }
+  EXPECT_EQ(same->generation(), generation);
+  EXPECT_FALSE(same->has_plan());
+
+  const std::string more = std::string(kShop) + R"(---
+apiVersion: v1
+kind: Pod
+metadata: {name: client-2, namespace: shop, labels: {app: client}}
+spec: {nodeName: node-1}
+status: {podIP: 10.1.0.12}
+)";
+  absl::StatusOr<v1::ApplyResponse> changed = compare(more);
+  ASSERT_TRUE(changed.ok()) << changed.status();
+  EXPECT_THAT(Words(changed->results()), Contains("pod/client-2 CREATED"));
+  EXPECT_EQ(changed->generation(), generation);
+  EXPECT_FALSE(changed->has_plan()) << changed->plan().nft_changes();
+  // The full dry run of the same objects compiles them and has a plan.
+  EXPECT_THAT(MustApply(more, /*dry_run=*/true).plan().nft_changes(),
+              HasSubstr("10.1.0.12 . tcp . 8080"));
+  EXPECT_EQ(store_->Current().generation, generation);
+  EXPECT_EQ(Kernel(), before);
+
+  absl::StatusOr<v1::ApplyResponse> bad = compare(WidePolicy(32));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+  EXPECT_THAT(std::string(bad.status().message()),
+              HasSubstr("networkpolicy default/wide: spec: needs 50176 set elements"));
+  v1::ApplyRequest not_dry = ApplyOf(kShop);
+  not_dry.set_compare_only(true);
+  absl::StatusOr<v1::ApplyResponse> refused = service_->Apply(not_dry, kTimeout);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("compare_only: needs dry_run"));
+  EXPECT_EQ(store_->Current().generation, generation);
+}
+
 TEST_F(ServiceTest, DeleteCascadesAndMissingIsNotFound) {
   MustApply(kShop);
   v1::DeleteRequest req;
@@ -691,29 +760,13 @@ TEST_F(ServiceTest, RequestsBeyondTheLimitsAreRefusedWithAClearError) {
 // INVALID_ARGUMENT naming the policy; nothing is stored, and the same rules with one more port
 // each (large rules: 64 elements each) are accepted.
 TEST_F(ServiceTest, APolicyBeyondTheElementBoundIsRefusedAndNothingStored) {
-  auto policy = [](int ports) {
-    std::string yaml =
-        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: wide, "
-        "namespace: default}\nspec:\n  podSelector: {}\n  ingress:\n";
-    for (int r = 0; r < 49; ++r) {
-      absl::StrAppend(&yaml, "  - from:\n");
-      for (int b = 0; b < 32; ++b) {
-        absl::StrAppend(&yaml, "    - ipBlock: {cidr: 10.", r, ".", 2 * b, ".0/24}\n");
-      }
-      absl::StrAppend(&yaml, "    ports:\n");
-      for (int p = 0; p < ports; ++p) absl::StrAppend(&yaml, "    - port: ", 1000 + 2 * p, "\n");
-    }
-    v1::ApplyRequest req;
-    req.add_manifests()->set_text(yaml);
-    return req;
-  };
-  auto r = service_->Apply(policy(32), kTimeout);
+  auto r = service_->Apply(ApplyOf(WidePolicy(32)), kTimeout);
   ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
   EXPECT_THAT(std::string(r.status().message()),
               HasSubstr("networkpolicy default/wide: spec: needs 50176 set elements, more than "
                         "the 50000 one policy may use"));
   EXPECT_EQ(store_->Current().generation, 0u);
-  r = service_->Apply(policy(33), kTimeout);
+  r = service_->Apply(ApplyOf(WidePolicy(33)), kTimeout);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(store_->Current().generation, 1u);
 }

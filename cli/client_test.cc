@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -22,6 +23,7 @@
 #include "google/protobuf/util/time_util.h"
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "agent/testing/fixtures.h"
 #include "api/convert.h"
 #include "api/netpol/v1/object_service.grpc.pb.h"
@@ -377,14 +379,14 @@ class NodesService final : public v1::StatusService::Service {
   std::atomic<int> waits_{0};
 };
 
-// Runs `args` against `service`; returns stdout + stderr and the exit code in `code`.
-std::string RunAgainst(const std::string& name, grpc::Service* service,
+// Runs `args` against `services`; returns stdout + stderr and the exit code in `code`.
+std::string RunAgainst(const std::string& name, const std::vector<grpc::Service*>& services,
                        const std::vector<std::string>& args, const CommandOptions& opts,
                        int* code) {
   const std::string server = "unix://" + SocketPath(name);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(server, grpc::InsecureServerCredentials());
-  builder.RegisterService(service);
+  for (grpc::Service* service : services) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
   if (grpc_server == nullptr) return "cannot serve on " + server;
   ClientOptions options;
@@ -398,6 +400,12 @@ std::string RunAgainst(const std::string& name, grpc::Service* service,
   grpc_server->Shutdown();
   ::unlink(SocketPath(name).c_str());
   return out.str() + err.str();
+}
+
+std::string RunAgainst(const std::string& name, grpc::Service* service,
+                       const std::vector<std::string>& args, const CommandOptions& opts,
+                       int* code) {
+  return RunAgainst(name, std::vector<grpc::Service*>{service}, args, opts, code);
 }
 
 v1::NodeStatus Node(const std::string& name, uint64_t applied, bool current, bool stale) {
@@ -502,6 +510,112 @@ TEST(WaitTest, NotEnforcedWithinTheTimeoutExitsThree) {
   EXPECT_EQ(code, 3) << out;
   EXPECT_THAT(out, HasSubstr("timed out after 300ms: generation 7 is not in this node's kernel"));
   EXPECT_GE(service.waits(), 1);
+}
+
+// Answers each Apply with the next of `answers` (the last one again once they run out): the
+// action of every object and the generation; keeps the requests.
+class CompareService final : public v1::ObjectService::Service {
+ public:
+  struct Answer {
+    v1::Action action;
+    uint64_t generation;
+  };
+  explicit CompareService(std::vector<Answer> answers) : answers_(std::move(answers)) {}
+  grpc::Status Apply(grpc::ServerContext*, const v1::ApplyRequest* req,
+                     v1::ApplyResponse* resp) override {
+    absl::MutexLock l(&mu_);
+    requests_.push_back(*req);
+    const Answer& a = answers_[std::min(requests_.size(), answers_.size()) - 1];
+    v1::ObjectResult* r = resp->add_results();
+    r->mutable_ref()->set_kind(v1::NETWORK_POLICY);
+    r->mutable_ref()->set_namespace_("x");
+    r->mutable_ref()->set_name("web");
+    r->set_action(a.action);
+    resp->set_generation(a.generation);
+    return grpc::Status::OK;
+  }
+  std::vector<v1::ApplyRequest> requests() {
+    absl::MutexLock l(&mu_);
+    return requests_;
+  }
+
+ private:
+  const std::vector<Answer> answers_;
+  absl::Mutex mu_;
+  std::vector<v1::ApplyRequest> requests_ ABSL_GUARDED_BY(mu_);
+};
+
+// Records the generation WaitForGeneration is asked for.
+class RecordingWaitService final : public v1::StatusService::Service {
+ public:
+  grpc::Status WaitForGeneration(grpc::ServerContext*, const v1::WaitForGenerationRequest* req,
+                                 v1::StatusResponse* resp) override {
+    asked_ = req->generation();
+    resp->set_node_name("node-1");
+    resp->set_applied_generation(req->generation());
+    return grpc::Status::OK;
+  }
+  std::atomic<uint64_t> asked_{0};
+};
+
+// wait -f asks the agent to compare the file's objects with its store (a compare-only dry run:
+// no compile on the agent), until nothing would change, and waits for the generation of that
+// answer.
+TEST(WaitTest, FileIsComparedWithTheStoreAndTheAnswersGenerationAwaited) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string file = std::string(tmp != nullptr ? tmp : "/tmp") + "/wait-file.yaml";
+  {
+    std::ofstream f(file);
+    f << "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+         "metadata: {namespace: x, name: web}\nspec: {podSelector: {}}\n";
+  }
+  CompareService objects({{v1::CREATED, 4}, {v1::CONFIGURED, 5}, {v1::UNCHANGED, 6}});
+  RecordingWaitService status;
+  CommandOptions opts;
+  opts.wait_for = "enforced";
+  opts.files = {file};
+  opts.files_given = true;
+  opts.poll_interval = absl::Milliseconds(1);
+  int code = -1;
+  const std::string out = RunAgainst("wait-file", {&objects, &status}, {"wait"}, opts, &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("generation 6 is enforced on node node-1"));
+  EXPECT_EQ(status.asked_.load(), 6u);
+  const std::vector<v1::ApplyRequest> requests = objects.requests();
+  ASSERT_EQ(requests.size(), 3u) << "asked again until every object is UNCHANGED, then no more";
+  for (const v1::ApplyRequest& r : requests) {
+    EXPECT_TRUE(r.dry_run());
+    EXPECT_TRUE(r.compare_only());
+    ASSERT_EQ(r.manifests_size(), 1);
+    EXPECT_THAT(r.manifests(0).text(), HasSubstr("name: web"));
+  }
+  ::unlink(file.c_str());
+}
+
+// Still pending when the time is up: exit 3, naming what the store does not hold yet.
+TEST(WaitTest, FileNotStoredWithinTheTimeoutExitsThree) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string file = std::string(tmp != nullptr ? tmp : "/tmp") + "/wait-pending.yaml";
+  {
+    std::ofstream f(file);
+    f << "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+         "metadata: {namespace: x, name: web}\nspec: {podSelector: {}}\n";
+  }
+  CompareService objects({{v1::CONFIGURED, 5}});
+  RecordingWaitService status;
+  CommandOptions opts;
+  opts.wait_for = "enforced";
+  opts.files = {file};
+  opts.files_given = true;
+  opts.timeout = absl::Milliseconds(300);
+  opts.poll_interval = absl::Milliseconds(10);
+  int code = -1;
+  const std::string out = RunAgainst("wait-pending", {&objects, &status}, {"wait"}, opts, &code);
+  EXPECT_EQ(code, 3) << out;
+  EXPECT_THAT(out, HasSubstr("the store does not hold these objects as in the files yet "
+                             "(applying would change them): networkpolicy x/web (configured)"));
+  EXPECT_EQ(status.asked_.load(), 0u) << "no generation to wait for";
+  ::unlink(file.c_str());
 }
 
 TEST(WaitTest, AnAgentErrorExitsOne) {

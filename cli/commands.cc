@@ -566,9 +566,10 @@ void SleepUntilAtMost(absl::Duration d, absl::Time deadline) {
 }
 
 // The generation at which the store holds every object of the files as they are written
-// there: a dry-run apply of the files (the agent's own loader and comparison) is repeated until
-// it would change none of them; the store's generation read after that answer is one at which
-// they were all stored. Its kernel holding that generation (or a later one) is "enforced".
+// there: the agent compares the files' objects with its store (a compare-only dry-run apply:
+// the agent's own loader and comparison, no compile) until none of them would change; the
+// generation of that answer is one at which they were all stored. Its kernel holding that
+// generation (or a later one) is "enforced".
 int StoredGeneration(Client& c, const CommandOptions& opts, absl::Time deadline,
                      std::istream& in, std::ostream& err, uint64_t* generation) {
   absl::StatusOr<std::vector<v1::Manifest>> manifests = ReadManifests(opts.files, in);
@@ -581,6 +582,7 @@ int StoredGeneration(Client& c, const CommandOptions& opts, absl::Time deadline,
     *req.add_manifests() = std::move(m);
   }
   req.set_dry_run(true);
+  req.set_compare_only(true);
   std::string waiting_for;
   for (;;) {
     v1::ApplyResponse resp;
@@ -593,19 +595,12 @@ int StoredGeneration(Client& c, const CommandOptions& opts, absl::Time deadline,
         pending.push_back(absl::StrCat(ref, " (", ActionWord(r.action()), ")"));
       }
       if (pending.empty()) {
-        v1::StatusResponse s;
-        st = c.status().Status(ContextUntil(c, deadline).get(), v1::StatusRequest(), &s);
-        if (st.ok()) {
-          *generation = s.generation();
-          return kOk;
-        }
-      } else {
-        waiting_for = absl::StrCat("the store does not hold these objects as in the files yet ",
-                                   "(applying would change them): ",
-                                   absl::StrJoin(pending, ", "));
+        *generation = resp.generation();
+        return kOk;
       }
-    }
-    if (!st.ok()) {
+      waiting_for = absl::StrCat("the store does not hold these objects as in the files yet ",
+                                 "(applying would change them): ", absl::StrJoin(pending, ", "));
+    } else {
       if (!Transient(st) && st.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
         return Error(err, c.Explain(st));
       }
