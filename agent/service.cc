@@ -866,6 +866,15 @@ absl::StatusOr<v1::ExplainPodResponse> AgentService::ExplainPod(
   for (const std::string& p : PoliciesSelecting(st, *pod, Direction::kIngress)) {
     out.add_ingress_policies(p);
   }
+  for (const ClusterNetworkPolicy* cnp : ClusterPoliciesSelecting(st, *pod, CnpTier::kAdmin)) {
+    out.add_admin_cluster_network_policies(
+        absl::StrCat(cnp->name, " (priority ", cnp->priority, ")"));
+  }
+  for (const ClusterNetworkPolicy* cnp :
+       ClusterPoliciesSelecting(st, *pod, CnpTier::kBaseline)) {
+    out.add_baseline_cluster_network_policies(
+        absl::StrCat(cnp->name, " (priority ", cnp->priority, ")"));
+  }
   for (const std::string& p : PoliciesSelecting(st, *pod, Direction::kEgress)) {
     out.add_egress_policies(p);
   }

@@ -442,6 +442,18 @@ spec:
   ASSERT_EQ(c->ingress().passed_size(), 1);
   EXPECT_EQ(c->ingress().passed(0).name(), "other-passes");
   EXPECT_EQ(c->ingress().passed(0).action(), v1::Pass);
+
+  // explain pod names the ClusterNetworkPolicies selecting the pod, per tier, in order.
+  v1::ExplainPodRequest explain;
+  explain.set_pod("shop/web");
+  auto e = service_->ExplainPod(explain);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_THAT(e->admin_cluster_network_policies(), ElementsAre("lock-web (priority 5)"));
+  EXPECT_TRUE(e->baseline_cluster_network_policies().empty());
+  explain.set_pod("shop/client");
+  e = service_->ExplainPod(explain);
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_TRUE(e->admin_cluster_network_policies().empty());
 }
 
 

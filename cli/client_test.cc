@@ -27,6 +27,7 @@
 #include "agent/testing/fixtures.h"
 #include "api/convert.h"
 #include "api/netpol/v1/object_service.grpc.pb.h"
+#include "api/netpol/v1/query_service.grpc.pb.h"
 #include "api/netpol/v1/status_service.grpc.pb.h"
 #include "engine/model/loader.h"
 #include "cli/commands.h"
@@ -713,6 +714,41 @@ TEST(GetClusterObjectsTest, TableYamlAndJsonOfClusterNetworkPoliciesAndNodes) {
   out = RunAgainst("get-none", &service, {"get", "cnp", "nope"}, CommandOptions(), &code);
   EXPECT_EQ(code, 1);
   EXPECT_THAT(out, HasSubstr("clusternetworkpolicy nope: not found"));
+}
+
+// Answers ExplainPod with a fixed response.
+class CannedQueryService final : public v1::QueryService::Service {
+ public:
+  explicit CannedQueryService(v1::ExplainPodResponse r) : response_(std::move(r)) {}
+  grpc::Status ExplainPod(grpc::ServerContext*, const v1::ExplainPodRequest*,
+                          v1::ExplainPodResponse* resp) override {
+    *resp = response_;
+    return grpc::Status::OK;
+  }
+
+ private:
+  v1::ExplainPodResponse response_;
+};
+
+TEST(ExplainPodTest, ClusterNetworkPoliciesAreListedPerTierOnlyWhenThereAreAny) {
+  v1::ExplainPodResponse r;
+  r.add_ingress_policies("shop/web-ingress");
+  r.add_admin_cluster_network_policies("lock-web (priority 5)");
+  r.add_admin_cluster_network_policies("audit (priority 7)");
+  CannedQueryService service(r);
+  int code = -1;
+  std::string out =
+      RunAgainst("explain-cnp", &service, {"explain", "pod", "shop/web"}, CommandOptions(), &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("Egress policies:    <none>\n"
+                             "Admin tier:         lock-web (priority 5), audit (priority 7)\n"
+                             "Named ports:"))
+      << out;
+  EXPECT_THAT(out, Not(HasSubstr("Baseline tier:")));
+  CannedQueryService plain{v1::ExplainPodResponse()};
+  out = RunAgainst("explain-plain", &plain, {"explain", "pod", "shop/web"}, CommandOptions(),
+                   &code);
+  EXPECT_THAT(out, Not(HasSubstr("tier:"))) << out;
 }
 
 }  // namespace

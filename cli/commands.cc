@@ -999,8 +999,14 @@ int Explain(Client& c, const std::vector<std::string>& args, const CommandOption
   std::vector<std::string> in_pol(resp.ingress_policies().begin(), resp.ingress_policies().end());
   std::vector<std::string> eg_pol(resp.egress_policies().begin(), resp.egress_policies().end());
   std::vector<std::string> chains(resp.chains().begin(), resp.chains().end());
-  PrintTable(
-      {
+  std::vector<std::string> admin(resp.admin_cluster_network_policies().begin(),
+                                 resp.admin_cluster_network_policies().end());
+  std::vector<std::string> baseline(resp.baseline_cluster_network_policies().begin(),
+                                    resp.baseline_cluster_network_policies().end());
+  std::vector<std::vector<std::string>> cnp_rows;
+  if (!admin.empty()) cnp_rows.push_back({"Admin tier:", absl::StrJoin(admin, ", ")});
+  if (!baseline.empty()) cnp_rows.push_back({"Baseline tier:", absl::StrJoin(baseline, ", ")});
+  std::vector<std::vector<std::string>> rows = {
           {"Pod:", req.pod()},
           {"Node:", resp.pod().spec().node_name().empty() ? "<none>" : resp.pod().spec().node_name()},
           {"Enforced here:", resp.local() ? "yes" : "no (not on this node, or hostNetwork)"},
@@ -1009,8 +1015,10 @@ int Explain(Client& c, const std::vector<std::string>& args, const CommandOption
           {"Egress policies:", JoinOrNone(eg_pol)},
           {"Named ports:", JoinOrNone(ports)},
           {"Chains:", JoinOrNone(chains)},
-      },
-      out);
+  };
+  // ClusterNetworkPolicies selecting the pod, shown only when there are any.
+  rows.insert(rows.begin() + 6, cnp_rows.begin(), cnp_rows.end());
+  PrintTable(rows, out);
   if (!resp.counters().empty()) {
     // What each rule of the pod's chains counted (shared by every pod of its group).
     std::vector<std::vector<std::string>> rows = {

@@ -335,6 +335,11 @@ SideDecision Unconditional(Direction direction, const std::string& why) {
 
 const char* DirectionName(Direction d) { return d == Direction::kIngress ? "ingress" : "egress"; }
 
+std::vector<const ClusterNetworkPolicy*> ClusterPoliciesSelecting(const State& state,
+                                                                  const Pod& pod, CnpTier tier) {
+  return TierPolicies(state, tier, pod);
+}
+
 const char* DecidingTierName(DecidingTier t) {
   switch (t) {
     case DecidingTier::kNone:

@@ -159,6 +159,11 @@ Decision Decide(const State& state, const Endpoint& src, const Endpoint& dst, Fa
 // isolate it. Empty for hostNetwork pods.
 std::vector<std::string> PoliciesSelecting(const State& state, const Pod& pod, Direction direction);
 
+// Returns the ClusterNetworkPolicies of `tier` whose subject selects `pod`, in evaluation order
+// (priority, then name). Empty for hostNetwork pods.
+std::vector<const ClusterNetworkPolicy*> ClusterPoliciesSelecting(const State& state,
+                                                                  const Pod& pod, CnpTier tier);
+
 // Returns the labels of namespace `ns` as selectors see them: the State's labels plus
 // kubernetes.io/metadata.name=<ns> (only that label when the namespace is not in the State).
 Labels NamespaceLabels(const State& state, const std::string& ns);
