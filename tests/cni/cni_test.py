@@ -35,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -233,6 +232,27 @@ def parse_error(inv):
     return obj
 
 
+class NodeAgent(lab.Agent):
+    """netpol-agent in the node namespace, its files in the test's directory; with
+    `hide_netns`, in its own mount namespace where /run/netns is an empty tmpfs: the pods'
+    netns files are invisible, as for an agent container that mounts only /run/netpol and
+    /var/lib/netpol."""
+
+    def __init__(self, args, netns, tmp, flags, hide_netns):
+        self.hide_netns = hide_netns
+        super().__init__(args.agent, args.ctl, netns, tmp, node=NODE, flags=flags)
+
+    def command(self):
+        argv = super().command()
+        return hidden_netns_argv(argv) if self.hide_netns else argv
+
+
+def hidden_netns_argv(argv):
+    """`argv` in its own mount namespace where /run/netns is an empty tmpfs."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount -t tmpfs netpol-test-hidden /run/netns && exec "$@"', "sh"] + argv
+
+
 class Test:
     def __init__(self, args):
         self.args = args
@@ -273,10 +293,10 @@ class Test:
         self.lab.down()
 
     def agent_flags(self):
-        """The agent's flags. The table is only changed by hand once (to see CHECK fail), so an
-        agent that repairs changes made by others at once is told not to."""
-        flags = ["--node-name=" + NODE, "--listen=unix://" + self.socket,
-                 "--state-dir=" + self.state_dir, "--table=netpol", "--check-interval=0"]
+        """The agent's flags beyond node, socket and state. The table is only changed by hand
+        once (to see CHECK fail), so an agent that repairs changes made by others at once is
+        told not to."""
+        flags = ["--table=netpol", "--check-interval=0"]
         helpfull = subprocess.run([self.args.agent, "--helpfull"], capture_output=True,
                                   text=True)
         if "watch_changes" in helpfull.stdout + helpfull.stderr or \
@@ -284,40 +304,14 @@ class Test:
             flags.append("--watch-changes=false")
         return flags
 
-    def hidden_netns_argv(self, argv):
-        """`argv` in its own mount namespace where /run/netns is an empty tmpfs: the pods' netns
-        files are invisible, as for an agent container that mounts only /run/netpol and
-        /var/lib/netpol."""
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                'mount -t tmpfs netpol-test-hidden /run/netns && exec "$@"', "sh"] + argv
-
     def start_agent(self, hide_netns=False):
-        log = open(self.agent_log, "a")
-        argv = [self.args.agent] + self.agent_flags()
-        if hide_netns:
-            argv = self.hidden_netns_argv(argv)
-        self.agent = subprocess.Popen(
-            ["ip", "netns", "exec", self.lab.node_netns] + argv,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.agent.poll() is not None:
-                raise Failure("netpol-agent exited with %s:\n%s" % (self.agent.returncode,
-                                                                    self.read_log()))
-            if os.path.exists(self.socket) and self.ctl(["status"], check_rc=False).returncode == 0:
-                return
-            time.sleep(0.05)
-        raise Failure("netpol-agent not serving after 30s:\n" + self.read_log())
+        self.agent = NodeAgent(self.args, self.lab.node_netns, self.tmp, self.agent_flags(),
+                               hide_netns)
 
     def stop_agent(self):
         if self.agent is None:
             return
-        self.agent.send_signal(signal.SIGTERM)
-        try:
-            self.agent.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.agent.kill()
-            self.agent.wait()
+        self.agent.stop(timeout=15)
         self.agent = None
 
     def read_log(self):
@@ -606,7 +600,7 @@ class Test:
         self.lab.node_exec(["nft", "delete", "table", "inet", "netpol"])
         # The restarted agent cannot see the pods' netns files.
         seen = lab.run(["ip", "netns", "exec", self.lab.node_netns] +
-                       self.hidden_netns_argv(["ls", "-A", "/run/netns"])).stdout
+                       hidden_netns_argv(["ls", "-A", "/run/netns"])).stdout
         check(seen.strip() == "" and os.path.exists("/run/netns/" + self.lab.pods["shop/web"].netns),
               "the hidden view of /run/netns is empty while the pods' netns exist", seen=seen)
         self.start_agent(hide_netns=True)

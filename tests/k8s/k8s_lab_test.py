@@ -483,7 +483,7 @@ def scenario_agent_restart(r, out):
             st = L.status(node)
             if st["serving"] and st["generation"] >= 0 and st["generation"] == st["applied"]:
                 break
-            check(L.agents[node].poll() is None, "the agent exited:\n%s" % L.tail(
+            check(L.agents[node].running(), "the agent exited:\n%s" % L.tail(
                 L.agent_log(node)))
             check(time.monotonic() < deadline, "%s does not enforce its saved state with the "
                   "API server down:\n%s\n%s" % (node, st["text"], L.tail(L.agent_log(node))))

@@ -15,7 +15,6 @@ import datetime
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 
@@ -98,16 +97,10 @@ class K8sLab(multilab.MultiLab):
     # ---- agents
 
     def start_agent(self, node, kubeconfig=None, extra=()):
-        log = open(self.agent_log(node), "a")
-        self.agents[node] = subprocess.Popen(
-            ["ip", "netns", "exec", self.node_ns[node], self.agent_bin, "--node-name=" + node,
-             "--listen=unix://" + self.socket(node),
-             "--state-dir=" + os.path.join(self.workdir, "state-" + node), "--table=netpol",
-             "--datastore=kubernetes", "--kubeconfig=" + (kubeconfig or self.kubeconfigs[node]),
-             "--node-status-ttl=" + self.status_ttl]
-            + list(extra),
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        super().start_agent(node, flags=[
+            "--table=netpol", "--datastore=kubernetes",
+            "--kubeconfig=" + (kubeconfig or self.kubeconfigs[node]),
+            "--node-status-ttl=" + self.status_ttl] + list(extra))
 
     # ---- objects
 

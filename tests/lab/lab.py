@@ -781,13 +781,17 @@ class Agent:
                 self.stop()
                 raise
 
-    def argv(self):
-        argv = [self.agent_bin, "--node-name=" + self.node, "--state-dir=" + self.state_dir,
+    def command(self):
+        """The agent's command line (a subclass may wrap it, e.g. in `unshare`)."""
+        return [self.agent_bin, "--node-name=" + self.node, "--state-dir=" + self.state_dir,
                 "--listen=" + self.server] + self.flags
+
+    def argv(self):
         if self.netns is None:
-            return argv
-        # `ip netns exec` execs the agent itself: self.proc.pid is the agent's pid.
-        return ["ip", "netns", "exec", self.netns] + argv
+            return self.command()
+        # `ip netns exec` execs the command itself: self.proc.pid is the agent's pid (unless
+        # command() wraps it).
+        return ["ip", "netns", "exec", self.netns] + self.command()
 
     def spawn(self):
         """Starts the agent without waiting for it; returns the time it was started."""

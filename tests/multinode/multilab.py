@@ -266,16 +266,21 @@ class MultiLab(lab.Lab):
     def agent_log(self, node):
         return os.path.join(self.workdir, "agent-%s.log" % node)
 
-    def start_agent(self, node):
-        log = open(self.agent_log(node), "a")
-        self.agents[node] = subprocess.Popen(
-            ["ip", "netns", "exec", self.node_ns[node], self.agent_bin, "--node-name=" + node,
-             "--listen=unix://" + self.socket(node),
-             "--state-dir=" + os.path.join(self.workdir, "state-" + node), "--table=netpol",
-             "--datastore=etcd://" + ETCD_ENDPOINT, "--etcd-keepalive=" + self.keepalive,
-             "--node-status-ttl=" + self.status_ttl],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+    def agent_flags(self, node):
+        """The flags of `node`'s agent beyond node name, state directory and socket."""
+        return ["--table=netpol", "--datastore=etcd://" + ETCD_ENDPOINT,
+                "--etcd-keepalive=" + self.keepalive, "--node-status-ttl=" + self.status_ttl]
+
+    def start_agent(self, node, flags=None):
+        """Starts `node`'s agent (without waiting: see wait_serving); `flags` replace
+        agent_flags(node)."""
+        agent = lab.Agent(self.agent_bin, self.netpolctl_bin, self.node_ns[node], self.workdir,
+                          flags=self.agent_flags(node) if flags is None else flags, node=node,
+                          start=False, socket=self.socket(node),
+                          state_dir=os.path.join(self.workdir, "state-" + node),
+                          log_path=self.agent_log(node))
+        agent.spawn()
+        self.agents[node] = agent
 
     def start_agents(self, timeout=30):
         for node in self.nodes:
@@ -289,27 +294,19 @@ class MultiLab(lab.Lab):
                 st = self.status(node)
                 if st.get("serving"):
                     break
-                if self.agents[node].poll() is not None:
+                if not self.agents[node].running():
                     raise LabError("agent on %s exited %s:\n%s" % (
-                        node, self.agents[node].returncode, self.tail(self.agent_log(node))))
+                        node, self.agents[node].proc.returncode,
+                        self.tail(self.agent_log(node))))
                 if time.monotonic() > deadline:
                     raise LabError("agent on %s not serving after %ss:\n%s" % (
                         node, timeout, self.tail(self.agent_log(node))))
                 time.sleep(0.1)
 
     def stop_agent(self, node, sig=signal.SIGTERM):
-        p = self.agents.pop(node, None)
-        if p is None:
-            return
-        try:
-            os.killpg(p.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(timeout=10)
+        agent = self.agents.pop(node, None)
+        if agent is not None:
+            agent.stop(sig)
 
     def stop_agents(self):
         for node in list(self.agents):
