@@ -580,4 +580,207 @@ nft::LookupMatch Lookup(std::vector<Selector> key, std::string set, bool vmap) {
   return m;
 }
 
+namespace {
+
+// ICMPv6 neighbour discovery: router solicitation (133) .. neighbour advertisement (136).
+constexpr uint8_t kNdFirstType = 133, kNdLastType = 136;
+
+void AddEmptySet(nft::Program* prog, const std::string& name, std::vector<FieldType> key,
+                 const std::string& comment, bool vmap) {
+  nft::Set set;
+  set.name = name;
+  set.key = std::move(key);
+  set.comment = comment;
+  set.vmap = vmap;
+  prog->sets[name] = std::move(set);
+}
+
+void EmitSkeleton(nft::Program* prog) {
+  using nft::Chain;
+  using nft::Verdict;
+  nft::CtStateMatch est;
+  est.established = true;
+  est.related = true;
+  nft::CtStateMatch invalid;
+  invalid.invalid = true;
+  nft::Icmpv6TypeMatch nd;
+  nd.lo = kNdFirstType;
+  nd.hi = kNdLastType;
+  const std::string nd_comment = "IPv6 neighbour discovery (133-136) passes before any isolation";
+
+  const std::string est_comment = "replies and related flows of allowed connections";
+  const std::string self_comment = "a pod always reaches itself";
+  auto egress_dispatch = [](Chain* c) {
+    c->rules.push_back(MakeRule({Lookup({Selector::kIpSaddr}, kEgressDispatchV4, true)},
+                                std::nullopt, "egress of local isolated pods"));
+    c->rules.push_back(MakeRule({Lookup({Selector::kIp6Saddr}, kEgressDispatchV6, true)},
+                                std::nullopt, "egress of local isolated pods"));
+  };
+  auto self_by = [&](Chain* c, Selector src4, Selector src6, const std::string& comment) {
+    c->rules.push_back(
+        MakeRule({Lookup({src4, Selector::kIpDaddr}, kSelfV4)}, Verdict::Accept(), comment));
+    c->rules.push_back(
+        MakeRule({Lookup({src6, Selector::kIp6Daddr}, kSelfV6)}, Verdict::Accept(), comment));
+  };
+
+  // forward: egress of local sources on the address DNAT chose. Ingress waits
+  // for postrouting, after source NAT.
+  Chain fwd;
+  fwd.name = kForwardChain;
+  fwd.base = nft::BaseChainSpec{nft::Hook::kForward, kBaseChainPriority, false};
+  fwd.comment = "pod traffic through this node: egress of the source pod";
+  fwd.rules.push_back(MakeRule({est}, Verdict::Accept(), est_comment));
+  fwd.rules.push_back(MakeRule({invalid}, Verdict::Drop(), "conntrack-invalid packets"));
+  fwd.rules.push_back(MakeRule({nd}, Verdict::Accept(), nd_comment));
+  self_by(&fwd, Selector::kIpSaddr, Selector::kIp6Saddr, self_comment);
+  egress_dispatch(&fwd);
+  prog->chains[fwd.name] = std::move(fwd);
+
+  // input (after IPVS): pod -> node, egress of the source pod.
+  Chain in;
+  in.name = kInputChain;
+  in.base = nft::BaseChainSpec{nft::Hook::kInput, kInputChainPriority, false};
+  in.comment = "pod to node traffic: egress of the source pod";
+  in.rules.push_back(MakeRule({est}, Verdict::Accept(), est_comment));
+  in.rules.push_back(MakeRule({nd}, Verdict::Accept(), nd_comment));
+  egress_dispatch(&in);
+  prog->chains[in.name] = std::move(in);
+
+  // output: what the node sends from its own addresses is never filtered; a
+  // packet with a pod's source here was re-sent by the kernel for a received
+  // one (IPVS): egress of that pod on the real backend.
+  Chain out;
+  out.name = kOutputChain;
+  out.base = nft::BaseChainSpec{nft::Hook::kOutput, kBaseChainPriority, false};
+  out.comment = "pod traffic re-sent by the node (IPVS): egress of the source pod";
+  out.rules.push_back(MakeRule({est}, Verdict::Accept(), est_comment));
+  out.rules.push_back(MakeRule({nft::FibLocalMatch{true}}, Verdict::Accept(),
+                               "sent by the node from its own address"));
+  out.rules.push_back(MakeRule({nd}, Verdict::Accept(), nd_comment));
+  self_by(&out, Selector::kIpSaddr, Selector::kIp6Saddr, self_comment);
+  egress_dispatch(&out);
+  prog->chains[out.name] = std::move(out);
+
+  // postrouting (after source NAT): ingress of local pods on the source the
+  // packet carries when it reaches them.
+  Chain post;
+  post.name = kPostroutingChain;
+  post.base = nft::BaseChainSpec{nft::Hook::kPostrouting, kPostroutingChainPriority, false};
+  post.comment = "traffic to pods, after source NAT: ingress of the destination pod";
+  post.rules.push_back(MakeRule({est}, Verdict::Accept(), est_comment));
+  post.rules.push_back(MakeRule({nft::LocalSocketMatch{}, nft::FibLocalMatch{true}},
+                                Verdict::Accept(),
+                                "sent by a node socket from a node address (probes, hostNetwork)"));
+  post.rules.push_back(MakeRule({nd}, Verdict::Accept(), nd_comment));
+  self_by(&post, Selector::kCtOrigIpSaddr, Selector::kCtOrigIp6Saddr,
+          "a pod always reaches itself, also when masqueraded");
+  post.rules.push_back(MakeRule({Lookup({Selector::kIpDaddr}, kIngressDispatchV4, true)},
+                                std::nullopt, "ingress of local isolated pods"));
+  post.rules.push_back(MakeRule({Lookup({Selector::kIp6Daddr}, kIngressDispatchV6, true)},
+                                std::nullopt, "ingress of local isolated pods"));
+  prog->chains[post.name] = std::move(post);
+}
+
+}  // namespace
+
+nft::Program Skeleton(const CompileOptions& opts) {
+  nft::Program prog;
+  prog.table = opts.table;
+  // A node name is a DNS subdomain of up to 253 characters: CommentFrom bounds the comment.
+  prog.comment = nft::CommentFrom(opts.node_name.empty()
+                                      ? "Kubernetes NetworkPolicy, managed by netpol"
+                                      : absl::StrCat("Kubernetes NetworkPolicy for node ",
+                                                     opts.node_name, ", managed by netpol"));
+  EmitSkeleton(&prog);
+  const char* dispatch_names[2][2] = {{kIngressDispatchV4, kIngressDispatchV6},
+                                      {kEgressDispatchV4, kEgressDispatchV6}};
+  for (int d = 0; d < 2; ++d) {
+    for (int f = 0; f < 2; ++f) {
+      AddEmptySet(&prog, dispatch_names[d][f],
+                  {f == 0 ? FieldType::kIpv4Addr : FieldType::kIpv6Addr},
+                  absl::StrCat(d == 0 ? "ingress" : "egress",
+                               " dispatch: local isolated pod -> its group chain"),
+                  true);
+    }
+  }
+  AddEmptySet(&prog, kSelfV4, {FieldType::kIpv4Addr, FieldType::kIpv4Addr},
+              "local isolated pods: address . same address", false);
+  AddEmptySet(&prog, kSelfV6, {FieldType::kIpv6Addr, FieldType::kIpv6Addr},
+              "local isolated pods: address . same address", false);
+  return prog;
+}
+
 }  // namespace netpol::compiler::internal
+
+// ---- compiler.h: what both the program's users and the writers call ----
+
+namespace netpol::compiler {
+
+bool IsLocalPod(const Pod& pod, const CompileOptions& opts) {
+  if (pod.host_network) return false;
+  if (!opts.node_name.empty() && pod.node_name == opts.node_name) return true;
+  return opts.attached_pods.count(pod.Key()) > 0;
+}
+
+absl::StatusOr<std::optional<uint16_t>> ResolveNamedPort(const Pod& pod, const std::string& name,
+                                                         Protocol protocol) {
+  return internal::ResolvePort(pod, name, protocol);
+}
+
+absl::Status ValidateObject(const NetworkPolicy& policy) {
+  return internal::CheckPolicySize(policy);  // NormalizePorts on every rule first
+}
+
+absl::Status ValidateObject(const Pod& pod) {
+  // Every (name, protocol) a policy could resolve on this pod, as Compile resolves it.
+  for (const ContainerPort& p : pod.ports) {
+    if (p.name.empty()) continue;
+    RETURN_IF_ERROR(ResolveNamedPort(pod, p.name, p.protocol).status());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateObject(const Namespace&) { return absl::OkStatus(); }
+
+absl::Status ValidateChanged(const State& state, const Delta& changed) {
+  for (const std::string& key : changed.namespaces) {
+    if (const Namespace* ns = state.FindNamespace(key)) RETURN_IF_ERROR(ValidateObject(*ns));
+  }
+  for (const std::string& key : changed.pods) {
+    if (const Pod* pod = state.FindPod(key)) RETURN_IF_ERROR(ValidateObject(*pod));
+  }
+  for (const std::string& key : changed.policies) {
+    auto it = state.policies.find(key);
+    if (it != state.policies.end()) RETURN_IF_ERROR(ValidateObject(it->second));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateOptions(const CompileOptions& opts) {
+  RETURN_IF_ERROR(nft::ValidateObjectName("table", opts.table));
+  if (opts.deny_log) {
+    const CompileOptions::DenyLog& d = *opts.deny_log;
+    if (d.rate < 1 || d.rate > nft::kMaxLimitValue) {
+      return absl::InvalidArgumentError(absl::StrCat("deny log: rate ", d.rate, " is outside 1-",
+                                                     nft::kMaxLimitValue, " packets per second"));
+    }
+    if (d.burst < 1 || d.burst > nft::kMaxLimitValue) {
+      return absl::InvalidArgumentError(absl::StrCat("deny log: burst ", d.burst,
+                                                     " is outside 1-", nft::kMaxLimitValue));
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace internal {
+std::optional<nft::LimitStmt> DenyLimit(const CompileOptions& opts) {
+  if (!opts.deny_log) return std::nullopt;
+  return nft::LimitStmt{opts.deny_log->rate, opts.deny_log->burst};
+}
+std::optional<nft::LogStmt> DenyLogStmt(const CompileOptions& opts) {
+  if (!opts.deny_log) return std::nullopt;
+  return nft::LogStmt{"", opts.deny_log->group, opts.deny_log->snaplen};
+}
+}  // namespace internal
+
+}  // namespace netpol::compiler

@@ -1,7 +1,7 @@
-// Pieces shared by the full compiler (compiler.cc) and the incremental one (incremental.cc):
-// port normalization and its errors, group keys, names and comments, and the table of group
-// set kinds. Both build groups from these, so their programs agree byte for byte
-// (RULESET.md documents the layout).
+// The pieces of the compiler (incremental.cc) that do not depend on its indexes: port
+// normalization and its errors, group keys, names and comments, the table of group set kinds,
+// large rules, the skeleton of base chains and dispatch maps, and the validation compiler.h
+// exports (RULESET.md documents the layout).
 #ifndef NETPOL_ENGINE_COMPILER_COMMON_H_
 #define NETPOL_ENGINE_COMPILER_COMMON_H_
 
@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/compiler/boxes.h"
+#include "engine/compiler/compiler.h"
 #include "engine/model/model.h"
 #include "engine/nft/program.h"
 
@@ -233,8 +234,12 @@ Box LargePeerBox(U128 lo, U128 hi);
 // port adds nothing).
 std::optional<Box> LargePortBox(const PortSpec& ps, std::optional<uint16_t> ingress_port);
 
+// The program of a State without policies for the node of `opts`: the base chains, and the
+// dispatch maps and self sets without elements.
+nft::Program Skeleton(const CompileOptions& opts);
+
 // Gives every rule of group chain `chain` a counter when `counters` (CompileOptions::
-// rule_counters); the last step of building a group chain in both compilers.
+// rule_counters); the last step of building a group chain.
 void CountRules(bool counters, nft::Chain* chain);
 
 nft::Rule MakeRule(std::vector<nft::Match> matches, std::optional<nft::Verdict> verdict,

@@ -17,8 +17,9 @@
 // the policies and on the groups of local pods (the policy set selecting them,
 // plus their named-port resolution for ingress). A pod that comes or goes
 // without creating or emptying a group changes set and map elements only.
-// engine/compiler/incremental.h maintains Compile's result per change at a
-// cost proportional to the change; keep the two in step (incremental_compiler_test).
+// There is one compiler: Compile is engine/compiler/incremental.h's
+// IncrementalCompiler updating from the empty State, which maintains the result
+// per change at a cost proportional to the change.
 #ifndef NETPOL_ENGINE_COMPILER_COMPILER_H_
 #define NETPOL_ENGINE_COMPILER_COMPILER_H_
 
@@ -104,7 +105,7 @@ absl::StatusOr<nft::Program> Compile(const State& state, const CompileOptions& o
 
 // Per-object validation: every check by which Compile (and IncrementalCompiler)
 // can reject input, one object or the options at a time, with the same
-// messages (Compile runs the same code). A write that changes only some objects
+// messages (the compiler runs the same code). A write that changes only some objects
 // needs to validate only those. A pod's named containerPorts are checked even
 // when no policy refers to them yet (Compile checks a port when a policy
 // resolves it); namespaces have nothing to reject.

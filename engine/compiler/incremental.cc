@@ -1,6 +1,5 @@
-// IncrementalCompiler. See incremental.h; the layout it maintains is RULESET.md's, and every
-// piece of a group (names, comments, rule order, set kinds, element normal forms) follows
-// compiler.cc exactly: incremental_test compares the two on random states.
+// IncrementalCompiler, and Compile (its Reset). See incremental.h; the layout it maintains is
+// RULESET.md's.
 #include "engine/compiler/incremental.h"
 
 #include <algorithm>
@@ -19,6 +18,7 @@
 #include "engine/compiler/boxes.h"
 #include "engine/compiler/common.h"
 #include "engine/nft/diff.h"
+#include "engine/selector/label_index.h"
 #include "engine/selector/selector.h"
 #include "engine/util/status_macros.h"
 
@@ -312,35 +312,9 @@ absl::Status Contribute(const Group& g, const Template& t, const Pod& pod, const
 using LargeFn = std::function<bool(const NetworkPolicy& policy, size_t index, const Rule& rule,
                                    const std::vector<PortSpec>& specs)>;
 
-// The pod addresses that the selector peers of `rule` (of `policy`) match in `s`, summed over
-// its selector peers, as compiler.cc counts them.
-uint64_t SelectorAddrs(const State& s, const NetworkPolicy& policy, const Rule& rule) {
-  uint64_t n = 0;
-  auto count_ns = [&](const std::string& ns, const Peer& peer) {
-    ForEachInNamespace(s.pods, ns, [&](const Pod& pod) {
-      if (!PeerEligible(pod)) return;
-      if (peer.pod_selector && !Matches(*peer.pod_selector, pod.labels)) return;
-      n += internal::PeerPodAddrs(pod);
-    });
-  };
-  for (const Peer& peer : rule.peers) {
-    if (peer.ip_block) continue;
-    if (peer.namespace_selector) {
-      // Each namespace with pods once (pod keys are "namespace/name", sorted).
-      for (auto it = s.pods.begin(); it != s.pods.end();) {
-        const std::string ns = NamespaceOf(it->first);
-        if (Matches(*peer.namespace_selector, NamespaceLabels(s, ns))) count_ns(ns, peer);
-        it = s.pods.lower_bound(ns + static_cast<char>('/' + 1));
-      }
-    } else if (peer.pod_selector) {
-      count_ns(policy.namespace_name, peer);
-    }
-  }
-  return n;
-}
 
 // Fills the shape (which slots exist, with their sources), the static elements and the templates
-// of `g` from its policies, in compiler.cc's order of rules, ports and peers.
+// of `g` from its policies, in the order of rules, ports and peers RULESET.md describes.
 absl::Status Shape(const State& s, const LargeFn& is_large, Group* g) {
   const Dir dir = g->spec.dir;
   for (const std::string& key : g->spec.policies) {
@@ -448,7 +422,7 @@ absl::Status Shape(const State& s, const LargeFn& is_large, Group* g) {
   return absl::OkStatus();
 }
 
-// Adds g's chain, sets and elements to `prog`, as compiler.cc's EmitGroup.
+// Adds g's chain, sets and elements to `prog`.
 void EmitGroup(const Group& g, const CompileOptions& opts, Program* prog) {
   nft::Chain chain;
   chain.name = g.name;
@@ -557,6 +531,45 @@ struct IncrementalCompiler::Impl {
     std::string gkey[2];  // by Dir; empty: not isolated
     std::vector<IpAddr> ips;
   };
+  // Large-rule decisions that depend on pods (RULESET.md "Large rules"): for each such rule of
+  // a policy some group was built from, its shape and the pod addresses its selector peers
+  // match in the committed State.
+  using RuleId = std::tuple<std::string, int, size_t>;  // policy key, Dir, rule index
+  struct Tracked {
+    internal::LargeShape shape;
+    uint64_t addrs = 0;
+  };
+  struct NsSelRefs {
+    LabelSelector sel;
+    std::vector<TRef> refs;
+  };
+
+  // What an Update computes before it changes anything (the steps of Plan), then applies
+  // (the steps of Commit).
+  struct Plan {
+    Plan(const State& o, const State& n, const Delta& d, const CompileOptions& opts)
+        : old_state(o), new_state(n), delta(d), o(opts) {}
+    const State& old_state;
+    const State& new_state;
+    const Delta& delta;
+    const CompileOptions& o;
+    bool want_tx = true;         // false: only the held program is wanted (Reset)
+    bool full_update = false;    // a group name needs a salt: FullUpdate instead
+    std::set<std::string> relocated;  // attached pods that came or went
+    // Local pods whose groups may change.
+    std::set<std::string> affected;
+    std::map<std::string, Membership> next_members;  // affected pods isolated after
+    std::map<std::string, GroupSpec> specs;          // group specs seen among them
+    std::map<std::string, int> count_delta;          // member count change per group key
+    // Pod-dependent large-rule decisions: new counts, and policies with a rule crossing.
+    std::map<RuleId, Tracked> next_tracked;
+    std::set<std::string> flipped;
+    std::set<std::string> deleted, created, rebuilt;
+    std::map<std::string, std::unique_ptr<Group>> fresh;  // created and rebuilt, from new_state
+    bool salted = false;  // a fresh group name needed a salt (only from the empty State)
+    // Element count changes of the groups that stay, per (group, set id).
+    std::map<std::pair<Group*, int>, std::map<Box, int>> element_delta;
+  };
 
   bool held = false;
   bool name_clash = false;
@@ -566,61 +579,21 @@ struct IncrementalCompiler::Impl {
 
   std::map<std::string, std::unique_ptr<Group>> groups;  // by key
   std::set<std::string> names;                          // group names in use
+  // The indexes describe the State of the last Update (during an Update: the new State, see
+  // MoveIndexes).
   std::map<std::string, int> pod_count_by_ns;  // namespaces that have pods
-  // Labels of namespaces (with the name label), filled on demand; entries of changed
-  // namespaces are dropped when an update commits.
-  mutable std::map<std::string, Labels> ns_labels;
-  struct NsMatch {
-    LabelSelector sel;
-    std::set<std::string> namespaces;
-  };
-  mutable std::map<std::string, NsMatch> ns_match;  // by SelectorKey
+  // Namespaces that have pods, by the labels a namespace selector sees (with the name label).
+  LabelIndex ns_index;
+  LabelIndex pod_index;  // pods by their labels
   std::map<NamedPort, std::set<std::string>> pods_by_port;
-  std::map<std::pair<std::string, std::string>, std::set<std::string>> pods_by_label;
   std::map<std::string, std::set<std::string>> local_by_ns;
   std::map<std::string, Membership> members;  // local isolated pods
   std::map<IpAddr, std::map<std::string, std::string>> dispatch[2];  // addr -> pod -> chain
   std::map<IpAddr, std::set<std::string>> self;                      // addr -> pods
   std::map<std::string, std::vector<TRef>> tmpl_by_ns;  // pod-selector peers, by namespace
-  struct NsSelRefs {
-    LabelSelector sel;
-    std::vector<TRef> refs;
-  };
   std::map<std::string, NsSelRefs> tmpl_nssel;  // namespace-selector peers, by selector
   std::map<NamedPort, std::vector<TRef>> tmpl_named;    // egress named ports on any/ipBlock
-  // Large-rule decisions that depend on pods (RULESET.md "Large rules"): for each such rule of
-  // a policy some group was built from, its shape and the pod addresses its selector peers
-  // match in the committed State. Filled when groups are built, kept current by Update.
-  using RuleId = std::tuple<std::string, int, size_t>;  // policy key, Dir, rule index
-  struct Tracked {
-    internal::LargeShape shape;
-    uint64_t addrs = 0;
-  };
   std::map<RuleId, Tracked> tracked;
-
-  // The large-rule decision for building groups of direction `dir` from `s`: counts from `out`,
-  // else from `known` (the committed counts, not for `changed_policies`), else computed from
-  // `s` and stored into `out`.
-  static LargeFn TrackingLargeFn(const State& s, Dir dir, std::map<RuleId, Tracked>* out,
-                                 const std::map<RuleId, Tracked>* known = nullptr,
-                                 const std::set<std::string>* changed_policies = nullptr) {
-    return [&s, dir, out, known, changed_policies](const NetworkPolicy& policy, size_t index,
-                                                   const Rule& rule,
-                                                   const std::vector<PortSpec>& specs) {
-      const internal::LargeShape shape = internal::LargeShapeOf(rule, dir, specs);
-      if (!internal::LargeDependsOnPods(shape)) return internal::IsLarge(shape, 0);
-      const RuleId id{policy.Key(), static_cast<int>(dir), index};
-      auto it = out->find(id);
-      if (it == out->end() && known != nullptr && !changed_policies->count(policy.Key())) {
-        auto k = known->find(id);
-        if (k != known->end()) return internal::IsLarge(shape, k->second.addrs);
-      }
-      if (it == out->end()) {
-        it = out->emplace(id, Tracked{shape, SelectorAddrs(s, policy, rule)}).first;
-      }
-      return internal::IsLarge(shape, it->second.addrs);
-    };
-  }
 
   void Clear() {
     held = false;
@@ -629,10 +602,9 @@ struct IncrementalCompiler::Impl {
     groups.clear();
     names.clear();
     pod_count_by_ns.clear();
-    ns_labels.clear();
-    ns_match.clear();
+    ns_index.clear();
+    pod_index.clear();
     pods_by_port.clear();
-    pods_by_label.clear();
     local_by_ns.clear();
     members.clear();
     for (auto& d : dispatch) d.clear();
@@ -643,7 +615,9 @@ struct IncrementalCompiler::Impl {
     tracked.clear();
   }
 
-  void IndexPod(const Pod& pod, bool add) {
+  // ---- indexes ----
+
+  void IndexPod(const Pod& pod, bool add, const CompileOptions& o) {
     const std::string key = pod.Key();
     auto edit = [&](std::set<std::string>& s) {
       if (add) {
@@ -655,10 +629,10 @@ struct IncrementalCompiler::Impl {
     int& n = pod_count_by_ns[pod.namespace_name];
     n += add ? 1 : -1;
     if (n <= 0) pod_count_by_ns.erase(pod.namespace_name);
-    for (const auto& [k, v] : pod.labels) {
-      auto kv = std::make_pair(k, v);
-      edit(pods_by_label[kv]);
-      if (!add && pods_by_label[kv].empty()) pods_by_label.erase(kv);
+    if (add) {
+      pod_index.Set(key, pod.labels);
+    } else {
+      pod_index.Erase(key);
     }
     for (const ContainerPort& p : pod.ports) {
       if (p.name.empty()) continue;
@@ -666,9 +640,39 @@ struct IncrementalCompiler::Impl {
       edit(pods_by_port[np]);
       if (!add && pods_by_port[np].empty()) pods_by_port.erase(np);
     }
-    if (IsLocalPod(pod, opts)) {
+    if (IsLocalPod(pod, o)) {
       edit(local_by_ns[pod.namespace_name]);
       if (!add && local_by_ns[pod.namespace_name].empty()) local_by_ns.erase(pod.namespace_name);
+    }
+  }
+
+  // Moves the indexes from describing `from` (under `from_opts`) to `to` (under `to_opts`),
+  // the States differing by `delta` and the attached pods `relocated`. Moving back (to, from)
+  // undoes it.
+  void MoveIndexes(const State& from, const State& to, const Delta& delta,
+                   const std::set<std::string>& relocated, const CompileOptions& from_opts,
+                   const CompileOptions& to_opts) {
+    auto each = [&](const std::function<void(const std::string&)>& f) {
+      for (const std::string& key : delta.pods) f(key);
+      for (const std::string& key : relocated) {
+        if (!delta.pods.count(key)) f(key);
+      }
+    };
+    each([&](const std::string& key) {
+      if (const Pod* pod = from.FindPod(key)) IndexPod(*pod, false, from_opts);
+    });
+    each([&](const std::string& key) {
+      if (const Pod* pod = to.FindPod(key)) IndexPod(*pod, true, to_opts);
+    });
+    opts = to_opts;
+    std::set<std::string> namespaces(delta.namespaces.begin(), delta.namespaces.end());
+    for (const std::string& key : delta.pods) namespaces.insert(NamespaceOf(key));
+    for (const std::string& ns : namespaces) {
+      if (pod_count_by_ns.count(ns)) {
+        ns_index.Set(ns, NamespaceLabels(to, ns));
+      } else {
+        ns_index.Erase(ns);
+      }
     }
   }
 
@@ -701,13 +705,17 @@ struct IncrementalCompiler::Impl {
     }
   }
 
-  // The labels of namespace `ns` in `s`; `changed`: the namespaces that differ from the State
-  // the cache describes (computed afresh into `scratch`).
-  const Labels& LabelsOf(const State& s, const std::string& ns, const std::set<std::string>& changed,
+  // The labels a namespace selector sees for `ns` in `s`. `current`: `s` is the State the
+  // indexes describe; otherwise `changed` names the namespaces whose labels differ between
+  // `s` and it. Labels the index lacks are computed into `scratch`.
+  const Labels& LabelsOf(const State& s, const std::string& ns, bool current,
+                         const std::set<std::string>& changed,
                          std::map<std::string, Labels>* scratch) const {
-    std::map<std::string, Labels>& m = changed.count(ns) ? *scratch : ns_labels;
-    auto it = m.find(ns);
-    if (it == m.end()) it = m.emplace(ns, NamespaceLabels(s, ns)).first;
+    if (current || !changed.count(ns)) {
+      if (const Labels* l = ns_index.Find(ns)) return *l;
+    }
+    auto it = scratch->find(ns);
+    if (it == scratch->end()) it = scratch->emplace(ns, NamespaceLabels(s, ns)).first;
     return it->second;
   }
 
@@ -722,9 +730,9 @@ struct IncrementalCompiler::Impl {
   }
 
   // Calls fn(pod, labels of its namespace, sign) for the peer-eligible old version (sign -1,
-  // from `old_state`) and new version (+1) of each pod in `keys` (PeerKeys); a pod `delta`
-  // does not name has the same version on both sides. The labels live in the scratch maps
-  // (or the cache) until they go. Stops at fn's first error.
+  // from `old_state`) and new version (+1, from `new_state`, which the indexes describe) of each
+  // pod in `keys` (PeerKeys); a pod `delta` does not name has the same version on both sides.
+  // Stops at fn's first error.
   template <typename Fn>
   absl::Status ForEachPeerVersion(const State& old_state, const State& new_state,
                                   const Delta& delta, const std::set<std::string>& keys,
@@ -738,42 +746,96 @@ struct IncrementalCompiler::Impl {
         const Pod* pod = versions[v];
         if (pod == nullptr || !PeerEligible(*pod)) continue;
         const std::string& ns = pod->namespace_name;
-        const Labels& labels = v == 0 ? LabelsOf(old_state, ns, delta.namespaces, old_scratch)
-                                      : LabelsOf(new_state, ns, delta.namespaces, new_scratch);
+        const Labels& labels =
+            v == 0 ? LabelsOf(old_state, ns, false, delta.namespaces, old_scratch)
+                   : LabelsOf(new_state, ns, true, delta.namespaces, new_scratch);
         RETURN_IF_ERROR(fn(*pod, labels, v == 0 ? -1 : 1));
       }
     }
     return absl::OkStatus();
   }
 
-  // The namespaces with pods that `sel` matches, as of the committed State (the changed
-  // namespaces `changed` are left to the caller). Computed on first use per distinct selector,
-  // then kept up to date by Update (namespace changes, namespaces gaining pods).
-  const std::set<std::string>& MatchingNamespaces(const State& s, const LabelSelector& sel,
-                                                  const std::set<std::string>& changed) const {
-    const std::string key = SelectorKey(sel);
-    auto it = ns_match.find(key);
-    if (it != ns_match.end()) return it->second.namespaces;
-    NsMatch m;
-    m.sel = sel;
-    std::map<std::string, Labels> scratch;
-    for (const auto& [ns, n] : pod_count_by_ns) {
-      if (changed.count(ns)) continue;
-      if (Matches(sel, LabelsOf(s, ns, changed, &scratch))) m.namespaces.insert(ns);
+  // Calls f(pod, labels of its namespace) for every pod of `s` (which the indexes describe) that
+  // the selector peer of `t` (pod and/or namespace selector) may match: through the namespace
+  // index, then through the pods of the matching namespaces or through the pod index, whichever
+  // visits fewer pods.
+  template <typename F>
+  void ForEachSelectorCandidate(const State& s, const std::string& policy_ns,
+                                const std::optional<LabelSelector>& pod_sel,
+                                const std::optional<LabelSelector>& ns_sel, F f) const {
+    if (!ns_sel) {
+      const Labels* labels = ns_index.Find(policy_ns);
+      if (labels == nullptr) return;  // no pods
+      ForEachInNamespace(s.pods, policy_ns, [&](const Pod& pod) { f(pod, *labels); });
+      return;
     }
-    return ns_match.emplace(key, std::move(m)).first->second.namespaces;
+    std::map<std::string, const Labels*> matching;
+    size_t ns_pods = 0;
+    ns_index.ForEachMatch(*ns_sel, [&](const std::string& ns, const Labels& labels) {
+      matching.emplace(ns, &labels);
+      auto n = pod_count_by_ns.find(ns);
+      if (n != pod_count_by_ns.end()) ns_pods += static_cast<size_t>(n->second);
+    });
+    if (matching.empty()) return;
+    if (pod_sel && pod_index.CandidateCount(*pod_sel) < ns_pods) {
+      pod_index.ForEachMatch(*pod_sel, [&](const std::string& key, const Labels&) {
+        auto m = matching.find(NamespaceOf(key));
+        if (m == matching.end()) return;
+        if (const Pod* pod = s.FindPod(key)) f(*pod, *m->second);
+      });
+      return;
+    }
+    for (const auto& entry : matching) {
+      const Labels& labels = *entry.second;
+      ForEachInNamespace(s.pods, entry.first, [&](const Pod& pod) { f(pod, labels); });
+    }
   }
 
-  // Fills g (spec and name set) from `s`: shape, static elements, every pod's contribution.
-  // `delta`: what changed since the indexes were built (its pods and namespaces are looked up
-  // in `s` directly).
-  absl::Status Build(const State& s, const Delta& delta, const LargeFn& is_large,
-                     Group* g) const {
-    RETURN_IF_ERROR(Shape(s, is_large, g));
-    std::map<std::string, Labels> scratch;
-    auto labels_of = [&](const std::string& ns) -> const Labels& {
-      return LabelsOf(s, ns, delta.namespaces, &scratch);
+  // The pod addresses that the selector peers of `rule` (of `policy`) match in `s` (which the
+  // indexes describe), summed over its selector peers.
+  uint64_t SelectorAddrs(const State& s, const NetworkPolicy& policy, const Rule& rule) const {
+    uint64_t n = 0;
+    for (const Peer& peer : rule.peers) {
+      if (peer.ip_block || (!peer.pod_selector && !peer.namespace_selector)) continue;
+      ForEachSelectorCandidate(
+          s, policy.namespace_name, peer.pod_selector, peer.namespace_selector,
+          [&](const Pod& pod, const Labels&) {
+            if (!PeerEligible(pod)) return;
+            if (peer.pod_selector && !Matches(*peer.pod_selector, pod.labels)) return;
+            n += internal::PeerPodAddrs(pod);
+          });
+    }
+    return n;
+  }
+
+  // The large-rule decision for building groups of direction `dir` from `s` (which the indexes
+  // describe): counts from `out`, else from `known` (the committed counts, not for
+  // `changed_policies`), else computed from `s` and stored into `out`.
+  LargeFn TrackingLargeFn(const State& s, Dir dir, std::map<RuleId, Tracked>* out,
+                          const std::map<RuleId, Tracked>* known,
+                          const std::set<std::string>* changed_policies) const {
+    return [this, &s, dir, out, known, changed_policies](const NetworkPolicy& policy, size_t index,
+                                                         const Rule& rule,
+                                                         const std::vector<PortSpec>& specs) {
+      const internal::LargeShape shape = internal::LargeShapeOf(rule, dir, specs);
+      if (!internal::LargeDependsOnPods(shape)) return internal::IsLarge(shape, 0);
+      const RuleId id{policy.Key(), static_cast<int>(dir), index};
+      auto it = out->find(id);
+      if (it == out->end() && !changed_policies->count(policy.Key())) {
+        auto k = known->find(id);
+        if (k != known->end()) return internal::IsLarge(shape, k->second.addrs);
+      }
+      if (it == out->end()) {
+        it = out->emplace(id, Tracked{shape, SelectorAddrs(s, policy, rule)}).first;
+      }
+      return internal::IsLarge(shape, it->second.addrs);
     };
+  }
+
+  // Fills g (spec and name set) from `s`, which the indexes describe: shape, static elements,
+  // every pod's contribution.
+  absl::Status Build(const State& s, const LargeFn& is_large, Group* g) const {
+    RETURN_IF_ERROR(Shape(s, is_large, g));
     Contribution c;
     absl::Status st;
     for (const Template& t : g->templates) {
@@ -783,194 +845,73 @@ struct IncrementalCompiler::Impl {
         st = Contribute(*g, t, pod, labels, &c);
         for (auto& [slot, box] : c) g->counts[slot][std::move(box)]++;
       };
-      if (t.kind == Template::Kind::kSelector && !t.ns_sel) {
-        const Labels& labels = labels_of(t.policy_ns);
-        ForEachInNamespace(s.pods, t.policy_ns, [&](const Pod& pod) { visit(pod, labels); });
-      } else if (t.kind == Template::Kind::kSelector) {
-        // The namespaces the selector matches (cached per selector), plus the changed ones and
-        // those whose first pods arrive now, judged afresh.
-        std::set<std::string> fresh_ns(delta.namespaces.begin(), delta.namespaces.end());
-        for (const std::string& key : delta.pods) {
-          std::string ns = NamespaceOf(key);
-          if (!pod_count_by_ns.count(ns)) fresh_ns.insert(std::move(ns));
-        }
-        auto each_ns = [&](const std::string& ns) {
-          const Labels& labels = labels_of(ns);
-          if (!Matches(*t.ns_sel, labels)) return;
-          ForEachInNamespace(s.pods, ns, [&](const Pod& pod) { visit(pod, labels); });
-        };
-        const std::set<std::string>& matching = MatchingNamespaces(s, *t.ns_sel, delta.namespaces);
-        // Through the pods carrying one of the pod selector's labels when they are fewer than
-        // the pods of the matching namespaces.
-        size_t ns_pods = 0;
-        for (const std::string& ns : matching) {
-          auto n = pod_count_by_ns.find(ns);
-          if (n != pod_count_by_ns.end()) ns_pods += static_cast<size_t>(n->second);
-        }
-        const std::set<std::string>* labelled = nullptr;
-        if (t.pod_sel && !t.pod_sel->match_labels.empty()) {
-          static const std::set<std::string> kNoPods;
-          auto it = pods_by_label.find(*t.pod_sel->match_labels.begin());
-          labelled = it == pods_by_label.end() ? &kNoPods : &it->second;
-        }
-        if (labelled != nullptr && labelled->size() < ns_pods) {
-          auto visit_key = [&](const std::string& key) {
-            const Pod* pod = s.FindPod(key);
-            if (pod == nullptr) return;
-            const std::string& ns = pod->namespace_name;
-            const Labels& labels = labels_of(ns);
-            if (fresh_ns.count(ns) ? !Matches(*t.ns_sel, labels) : !matching.count(ns)) return;
-            visit(*pod, labels);
-          };
-          for (const std::string& key : *labelled) {
-            if (!delta.pods.count(key)) visit_key(key);
-          }
-          for (const std::string& key : delta.pods) visit_key(key);
-        } else {
-          for (const std::string& ns : matching) {
-            if (!fresh_ns.count(ns)) each_ns(ns);
-          }
-          for (const std::string& ns : fresh_ns) each_ns(ns);
-        }
+      if (t.kind == Template::Kind::kSelector) {
+        ForEachSelectorCandidate(s, t.policy_ns, t.pod_sel, t.ns_sel, visit);
       } else {
-        auto visit_key = [&](const std::string& key) {
-          const Pod* pod = s.FindPod(key);
-          if (pod != nullptr) visit(*pod, labels_of(pod->namespace_name));
-        };
         auto it = pods_by_port.find({t.ps.name, t.ps.protocol});
         if (it != pods_by_port.end()) {
-          for (const std::string& k : it->second) {
-            if (!delta.pods.count(k)) visit_key(k);
+          for (const std::string& key : it->second) {
+            const Pod* pod = s.FindPod(key);
+            if (pod == nullptr) continue;
+            std::map<std::string, Labels> unused;
+            visit(*pod, LabelsOf(s, pod->namespace_name, true, {}, &unused));
           }
         }
-        for (const std::string& k : delta.pods) visit_key(k);
       }
       RETURN_IF_ERROR(st);
     }
     return absl::OkStatus();
   }
 
-  absl::Status ResetWith(const State& state, const CompileOptions& o, Program compiled) {
-    Clear();
-    opts = o;
-    prog = std::move(compiled);
-    for (const auto& [key, pod] : state.pods) IndexPod(pod, true);
-    for (const auto& [key, pod] : state.pods) {
-      if (!IsLocalPod(pod, opts)) continue;
-      Membership m;
-      m.ips = pod.ips;
-      for (Dir dir : {Dir::kIngress, Dir::kEgress}) {
-        ASSIGN_OR_RETURN(std::optional<GroupSpec> spec, MembershipOf(state, pod, dir));
-        if (!spec) continue;
-        m.gkey[static_cast<int>(dir)] = spec->key;
-        auto it = groups.find(spec->key);
-        if (it == groups.end()) {
-          auto g = std::make_unique<Group>();
-          g->spec = *std::move(spec);
-          g->name = GroupName(g->spec);
-          if (!names.insert(g->name).second) name_clash = true;
-          it = groups.emplace(g->spec.key, std::move(g)).first;
-        }
-        it->second->members.insert(key);
-      }
-      if (m.gkey[0].empty() && m.gkey[1].empty()) continue;
-      for (int d = 0; d < 2; ++d) {
-        if (m.gkey[d].empty()) continue;
-        for (const IpAddr& ip : m.ips) dispatch[d][ip][key] = groups.at(m.gkey[d])->name;
-      }
-      for (const IpAddr& ip : m.ips) self[ip].insert(key);
-      members[key] = std::move(m);
+  // ---- the steps of an Update ----
+
+  // Policies of the delta, checked before anything else (what the loader should have refused).
+  absl::Status ValidatePolicies(const Plan& p) const {
+    for (const std::string& key : p.delta.policies) {
+      auto it = p.new_state.policies.find(key);
+      if (it != p.new_state.policies.end()) RETURN_IF_ERROR(ValidateObject(it->second));
     }
-    for (auto& [gkey, g] : groups) {
-      RETURN_IF_ERROR(Build(state, Delta{}, TrackingLargeFn(state, g->spec.dir, &tracked), g.get()));
-      RegisterTemplates(g.get(), true);
-    }
-    held = true;
     return absl::OkStatus();
   }
 
-  absl::StatusOr<nft::Transaction> FullUpdate(const State& state, const CompileOptions& o,
-                                              Program* before) {
-    ASSIGN_OR_RETURN(Program next, Compile(state, o));
-    nft::Transaction tx = nft::Diff(prog, next);
-    Program old = std::move(prog);
-    absl::Status st = ResetWith(state, o, std::move(next));
-    if (!st.ok()) {  // cannot happen when Compile succeeded; stay consistent anyway
-      Clear();
-      return st;
+  // The local pods whose groups may change (changed and relocated pods, every local pod of a
+  // namespace whose policies changed), and their groups in the new State.
+  absl::Status RegroupLocalPods(Plan* p) const {
+    p->affected.insert(p->delta.pods.begin(), p->delta.pods.end());
+    p->affected.insert(p->relocated.begin(), p->relocated.end());
+    for (const std::string& key : p->delta.policies) {
+      auto it = local_by_ns.find(NamespaceOf(key));
+      if (it != local_by_ns.end()) p->affected.insert(it->second.begin(), it->second.end());
     }
-    if (before != nullptr) *before = std::move(old);
-    ++stats.full_fallbacks;
-    return tx;
-  }
-
-  absl::StatusOr<nft::Transaction> Update(const State& old_state, const State& new_state,
-                                          const Delta& delta, const CompileOptions& o,
-                                          Program* before);
-};
-
-absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& old_state,
-                                                                  const State& new_state,
-                                                                  const Delta& delta,
-                                                                  const CompileOptions& o,
-                                                                  Program* before) {
-  if (!held) return absl::FailedPreconditionError("incremental compiler: no program (Reset first)");
-  // Attached pods coming and going (CNI ADD/DEL) only move pods in or out of locality: they
-  // are handled like changed pods. Another node or table is a different program altogether.
-  if (o.table != opts.table || o.node_name != opts.node_name ||
-      o.rule_counters != opts.rule_counters || o.deny_log != opts.deny_log || name_clash) {
-    return FullUpdate(new_state, o, before);
-  }
-  std::set<std::string> relocated;
-  if (o.attached_pods != opts.attached_pods) {
-    std::set_symmetric_difference(opts.attached_pods.begin(), opts.attached_pods.end(),
-                                  o.attached_pods.begin(), o.attached_pods.end(),
-                                  std::inserter(relocated, relocated.end()));
-  }
-
-  // ---- 1. Everything that can fail, computed aside. ----
-  for (const std::string& key : delta.policies) {
-    auto it = new_state.policies.find(key);
-    if (it != new_state.policies.end()) RETURN_IF_ERROR(ValidateObject(it->second));
-  }
-  // Local pods whose groups may change: changed pods, and every local pod of a namespace whose
-  // policies changed.
-  std::set<std::string> affected(delta.pods.begin(), delta.pods.end());
-  affected.insert(relocated.begin(), relocated.end());
-  for (const std::string& key : delta.policies) {
-    auto it = local_by_ns.find(NamespaceOf(key));
-    if (it != local_by_ns.end()) affected.insert(it->second.begin(), it->second.end());
-  }
-  std::map<std::string, Membership> next_members;  // affected pods isolated after
-  std::map<std::string, GroupSpec> specs;           // group specs seen among them
-  std::map<std::string, int> count_delta;           // member count change per group key
-  for (const std::string& key : affected) {
-    auto old = members.find(key);
-    if (old != members.end()) {
-      for (const std::string& g : old->second.gkey) {
-        if (!g.empty()) --count_delta[g];
+    for (const std::string& key : p->affected) {
+      auto old = members.find(key);
+      if (old != members.end()) {
+        for (const std::string& g : old->second.gkey) {
+          if (!g.empty()) --p->count_delta[g];
+        }
       }
+      const Pod* pod = p->new_state.FindPod(key);
+      if (pod == nullptr || !IsLocalPod(*pod, p->o)) continue;
+      Membership m;
+      m.ips = pod->ips;
+      for (Dir dir : {Dir::kIngress, Dir::kEgress}) {
+        ASSIGN_OR_RETURN(std::optional<GroupSpec> spec, MembershipOf(p->new_state, *pod, dir));
+        if (!spec) continue;
+        m.gkey[static_cast<int>(dir)] = spec->key;
+        ++p->count_delta[spec->key];
+        p->specs.emplace(spec->key, *std::move(spec));
+      }
+      if (!m.gkey[0].empty() || !m.gkey[1].empty()) p->next_members[key] = std::move(m);
     }
-    const Pod* pod = new_state.FindPod(key);
-    if (pod == nullptr || !IsLocalPod(*pod, o)) continue;
-    Membership m;
-    m.ips = pod->ips;
-    for (Dir dir : {Dir::kIngress, Dir::kEgress}) {
-      ASSIGN_OR_RETURN(std::optional<GroupSpec> spec, MembershipOf(new_state, *pod, dir));
-      if (!spec) continue;
-      m.gkey[static_cast<int>(dir)] = spec->key;
-      ++count_delta[spec->key];
-      specs.emplace(spec->key, *std::move(spec));
-    }
-    if (!m.gkey[0].empty() || !m.gkey[1].empty()) next_members[key] = std::move(m);
+    return absl::OkStatus();
   }
+
   // Rules whose large-rule decision depends on pods: their counts in the new State, and the
   // policies with a rule crossing the threshold (their groups change layout: rebuilt).
-  std::map<RuleId, Tracked> next_tracked;
-  std::set<std::string> flipped;
-  // The pods whose standing as peers may change, for these counts and the element changes below.
-  const std::set<std::string> peers = PeerKeys(new_state, delta);
-  if (!tracked.empty() && (!delta.pods.empty() || !delta.namespaces.empty())) {
+  absl::Status RecountLargeRules(Plan* p, const std::set<std::string>& peers) const {
+    if (tracked.empty() || (p->delta.pods.empty() && p->delta.namespaces.empty())) {
+      return absl::OkStatus();
+    }
     struct Seen {
       const Pod* pod;
       const Labels* labels;
@@ -978,17 +919,17 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& 
     };
     std::vector<Seen> seen;
     std::map<std::string, Labels> old_scratch, new_scratch;
-    RETURN_IF_ERROR(ForEachPeerVersion(
-        old_state, new_state, delta, peers, &old_scratch, &new_scratch,
-        [&](const Pod& pod, const Labels& labels, int sign) {
-          seen.push_back({&pod, &labels, sign});
-          return absl::OkStatus();
-        }));
+    RETURN_IF_ERROR(ForEachPeerVersion(p->old_state, p->new_state, p->delta, peers, &old_scratch,
+                                       &new_scratch,
+                                       [&](const Pod& pod, const Labels& labels, int sign) {
+                                         seen.push_back({&pod, &labels, sign});
+                                         return absl::OkStatus();
+                                       }));
     for (const auto& [id, t] : tracked) {
       const std::string& pkey = std::get<0>(id);
-      if (delta.policies.count(pkey)) continue;  // recounted when its groups are rebuilt
-      auto pit = old_state.policies.find(pkey);
-      if (pit == old_state.policies.end()) continue;
+      if (p->delta.policies.count(pkey)) continue;  // recounted when its groups are rebuilt
+      auto pit = p->old_state.policies.find(pkey);
+      if (pit == p->old_state.policies.end()) continue;
       const NetworkPolicy& policy = pit->second;
       const std::vector<Rule>& rules =
           std::get<1>(id) == static_cast<int>(Dir::kIngress) ? policy.ingress : policy.egress;
@@ -1010,64 +951,82 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& 
       Tracked next = t;
       next.addrs = static_cast<uint64_t>(static_cast<int64_t>(t.addrs) + d);
       if (internal::IsLarge(t.shape, t.addrs) != internal::IsLarge(next.shape, next.addrs)) {
-        flipped.insert(pkey);
+        p->flipped.insert(pkey);
       }
-      next_tracked[id] = next;
+      p->next_tracked[id] = next;
     }
+    return absl::OkStatus();
   }
+
   // Groups that change: deleted (no member left), created, rebuilt (a policy of theirs changed,
   // or a rule of one crossed the large-rule threshold).
-  std::set<std::string> deleted, created, rebuilt;
-  for (const auto& [gkey, d] : count_delta) {
-    auto it = groups.find(gkey);
-    if (it == groups.end()) {
-      if (d > 0) created.insert(gkey);
-    } else if (static_cast<int>(it->second->members.size()) + d <= 0) {
-      deleted.insert(gkey);
+  void ClassifyGroups(Plan* p) const {
+    for (const auto& [gkey, d] : p->count_delta) {
+      auto it = groups.find(gkey);
+      if (it == groups.end()) {
+        if (d > 0) p->created.insert(gkey);
+      } else if (static_cast<int>(it->second->members.size()) + d <= 0) {
+        p->deleted.insert(gkey);
+      }
     }
-  }
-  if (!delta.policies.empty() || !flipped.empty()) {
+    if (p->delta.policies.empty() && p->flipped.empty()) return;
     for (const auto& [gkey, g] : groups) {
-      if (deleted.count(gkey)) continue;
-      for (const std::string& p : g->spec.policies) {
-        if (delta.policies.count(p) || flipped.count(p)) {
-          rebuilt.insert(gkey);
+      if (p->deleted.count(gkey)) continue;
+      for (const std::string& policy : g->spec.policies) {
+        if (p->delta.policies.count(policy) || p->flipped.count(policy)) {
+          p->rebuilt.insert(gkey);
           break;
         }
       }
     }
   }
-  std::map<std::string, std::unique_ptr<Group>> fresh;  // created and rebuilt, built from new
-  std::set<std::string> fresh_names;
-  for (const std::string& gkey : created) {
-    auto g = std::make_unique<Group>();
-    g->spec = specs.at(gkey);
-    g->name = GroupName(g->spec);
-    if (names.count(g->name) || !fresh_names.insert(g->name).second) {
-      return FullUpdate(new_state, o, before);  // a salted name (RULESET.md): rare
+
+  // Names the created groups (a name already taken needs a salt: from the empty State they
+  // are salted in key order as RULESET.md says; otherwise p->full_update) and builds the
+  // created and rebuilt groups from the new State.
+  absl::Status BuildFreshGroups(Plan* p) const {
+    std::set<std::string> fresh_names;
+    for (const std::string& gkey : p->created) {
+      auto g = std::make_unique<Group>();
+      g->spec = p->specs.at(gkey);
+      g->name = GroupName(g->spec);
+      if (names.count(g->name) || fresh_names.count(g->name)) {
+        if (!groups.empty()) {
+          p->full_update = true;  // a salted name (RULESET.md): rare
+          return absl::OkStatus();
+        }
+        const std::string& first = g->spec.policies.front();
+        const size_t slash = first.find('/');
+        for (int attempt = 1; fresh_names.count(g->name); ++attempt) {
+          g->name = internal::GroupName(g->spec.dir, first.substr(0, slash),
+                                        first.substr(slash + 1), absl::StrCat(gkey, "#", attempt));
+        }
+        p->salted = true;
+      }
+      fresh_names.insert(g->name);
+      p->fresh.emplace(gkey, std::move(g));
     }
-    fresh.emplace(gkey, std::move(g));
-  }
-  for (const std::string& gkey : rebuilt) {
-    auto g = std::make_unique<Group>();
-    g->spec = groups.at(gkey)->spec;
-    g->name = groups.at(gkey)->name;
-    fresh.emplace(gkey, std::move(g));
-  }
-  for (auto& [gkey, g] : fresh) {
-    RETURN_IF_ERROR(Build(new_state, delta,
-                          TrackingLargeFn(new_state, g->spec.dir, &next_tracked, &tracked,
-                                          &delta.policies),
-                          g.get()));
+    for (const std::string& gkey : p->rebuilt) {
+      auto g = std::make_unique<Group>();
+      g->spec = groups.at(gkey)->spec;
+      g->name = groups.at(gkey)->name;
+      p->fresh.emplace(gkey, std::move(g));
+    }
+    for (auto& [gkey, g] : p->fresh) {
+      RETURN_IF_ERROR(Build(
+          p->new_state,
+          TrackingLargeFn(p->new_state, g->spec.dir, &p->next_tracked, &tracked, &p->delta.policies),
+          g.get()));
+    }
+    return absl::OkStatus();
   }
 
-  // Peer changes seen by the groups that stay as they are.
-  std::map<std::pair<Group*, int>, std::map<Box, int>> element_delta;
-  {
+  // Peer changes seen by the groups that stay as they are: element count changes.
+  absl::Status PeerElementChanges(Plan* p, const std::set<std::string>& peers) const {
     std::map<std::string, Labels> old_scratch, new_scratch;
     Contribution c;
-    RETURN_IF_ERROR(ForEachPeerVersion(
-        old_state, new_state, delta, peers, &old_scratch, &new_scratch,
+    return ForEachPeerVersion(
+        p->old_state, p->new_state, p->delta, peers, &old_scratch, &new_scratch,
         [&](const Pod& pod, const Labels& labels, int sign) -> absl::Status {
           const std::string& ns = pod.namespace_name;
           std::vector<const std::vector<TRef>*> lists;
@@ -1077,35 +1036,47 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& 
           auto by_ns = tmpl_by_ns.find(ns);
           if (by_ns != tmpl_by_ns.end()) lists.push_back(&by_ns->second);
           std::set<NamedPort> named_ports;
-          for (const ContainerPort& p : pod.ports) {
-            if (p.name.empty() || !named_ports.insert({p.name, p.protocol}).second) continue;
-            auto named = tmpl_named.find({p.name, p.protocol});
+          for (const ContainerPort& port : pod.ports) {
+            if (port.name.empty() || !named_ports.insert({port.name, port.protocol}).second) {
+              continue;
+            }
+            auto named = tmpl_named.find({port.name, port.protocol});
             if (named != tmpl_named.end()) lists.push_back(&named->second);
           }
           for (const std::vector<TRef>* list : lists) {
             for (const TRef& r : *list) {
-              if (!deleted.empty() && deleted.count(r.g->spec.key)) continue;
-              if (!rebuilt.empty() && rebuilt.count(r.g->spec.key)) continue;
+              if (!p->deleted.empty() && p->deleted.count(r.g->spec.key)) continue;
+              if (!p->rebuilt.empty() && p->rebuilt.count(r.g->spec.key)) continue;
               c.clear();
               RETURN_IF_ERROR(Contribute(*r.g, r.g->templates[r.i], pod, labels, &c));
               for (auto& [slot, box] : c) {
-                element_delta[{r.g, static_cast<int>(slot)}][std::move(box)] += sign;
+                p->element_delta[{r.g, static_cast<int>(slot)}][std::move(box)] += sign;
               }
             }
           }
           return absl::OkStatus();
-        }));
+        });
   }
 
-  // ---- 2. Nothing fails from here on: apply. ----
-  for (const std::string& key : delta.policies) {
-    tracked.erase(tracked.lower_bound(RuleId{key, 0, 0}),
-                  tracked.lower_bound(RuleId{key + '\0', 0, 0}));
+  // Every step that can fail, on the indexes of the new State; changes nothing else.
+  absl::Status PlanUpdate(Plan* p) const {
+    RETURN_IF_ERROR(RegroupLocalPods(p));
+    std::set<std::string> peers;
+    // No group and no tracked rule: no peer can change anything held.
+    if (!groups.empty() || !tracked.empty()) peers = PeerKeys(p->new_state, p->delta);
+    RETURN_IF_ERROR(RecountLargeRules(p, peers));
+    ClassifyGroups(p);
+    RETURN_IF_ERROR(BuildFreshGroups(p));
+    if (p->full_update) return absl::OkStatus();
+    return PeerElementChanges(p, peers);
   }
-  for (auto& [id, t] : next_tracked) tracked[id] = t;
-  if (!flipped.empty()) ++stats.large_rule_crossings;
-  const bool structural = !created.empty() || !deleted.empty() || !rebuilt.empty();
-  if (before != nullptr) {
+
+  // ---- the steps of a commit (nothing fails) ----
+
+  // What conntrack::RevocationFilters reads of the program before the update (Update's
+  // `before`): chains, set definitions, the verdict maps' elements (the elements of the sets
+  // the transaction deletes or re-creates follow in DiffChangedGroups).
+  void SaveBefore(Program* before) const {
     *before = Program();
     before->table = prog.table;
     before->comment = prog.comment;
@@ -1118,49 +1089,47 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& 
       }
     }
   }
-  // Groups that appear, disappear or change go through nft::Diff of just those groups.
-  Program from, to;
-  from.table = to.table = prog.table;
-  if (structural) {
-    for (const std::string& gkey : deleted) ExtractGroup(*groups.at(gkey), &prog, &from, true);
-    for (const std::string& gkey : rebuilt) ExtractGroup(*groups.at(gkey), &prog, &from, true);
-  }
 
-  // Dispatch and self entries of the affected pods.
-  auto chain_of = [&](const std::string& gkey) -> const std::string& {
-    auto f = fresh.find(gkey);
-    return f != fresh.end() ? f->second->name : groups.at(gkey)->name;
-  };
-  std::set<std::pair<int, IpAddr>> touched_dispatch;
-  std::set<IpAddr> touched_self;
-  std::map<std::pair<int, IpAddr>, std::optional<std::pair<std::string, std::string>>> old_winner;
-  std::map<IpAddr, bool> old_self;
-  auto winner = [&](int d, const IpAddr& ip) -> std::optional<std::pair<std::string, std::string>> {
-    auto it = dispatch[d].find(ip);
-    if (it == dispatch[d].end() || it->second.empty()) return std::nullopt;
-    return *it->second.begin();
-  };
-  auto touch = [&](const Membership& m) {
-    for (const IpAddr& ip : m.ips) {
-      for (int d = 0; d < 2; ++d) {
-        if (touched_dispatch.insert({d, ip}).second) old_winner[{d, ip}] = winner(d, ip);
+  // Moves the dispatch and self entries of the affected pods to their new groups, in the held
+  // program and as element commands (`dels`, `adds`).
+  void MoveDispatch(const Plan& p, std::vector<std::pair<std::string, Element>>* dels,
+                    std::vector<std::pair<std::string, Element>>* adds) {
+    auto chain_of = [&](const std::string& gkey) -> const std::string& {
+      auto f = p.fresh.find(gkey);
+      return f != p.fresh.end() ? f->second->name : groups.at(gkey)->name;
+    };
+    std::set<std::pair<int, IpAddr>> touched_dispatch;
+    std::set<IpAddr> touched_self;
+    std::map<std::pair<int, IpAddr>, std::optional<std::pair<std::string, std::string>>>
+        old_winner;
+    std::map<IpAddr, bool> old_self;
+    auto winner = [&](int d,
+                      const IpAddr& ip) -> std::optional<std::pair<std::string, std::string>> {
+      auto it = dispatch[d].find(ip);
+      if (it == dispatch[d].end() || it->second.empty()) return std::nullopt;
+      return *it->second.begin();
+    };
+    auto touch = [&](const Membership& m) {
+      for (const IpAddr& ip : m.ips) {
+        for (int d = 0; d < 2; ++d) {
+          if (touched_dispatch.insert({d, ip}).second) old_winner[{d, ip}] = winner(d, ip);
+        }
+        if (touched_self.insert(ip).second) {
+          auto it = self.find(ip);
+          old_self[ip] = it != self.end() && !it->second.empty();
+        }
       }
-      if (touched_self.insert(ip).second) {
-        auto it = self.find(ip);
-        old_self[ip] = it != self.end() && !it->second.empty();
-      }
+    };
+    for (const std::string& key : p.affected) {
+      auto old = members.find(key);
+      if (old != members.end()) touch(old->second);
+      auto next = p.next_members.find(key);
+      if (next != p.next_members.end()) touch(next->second);
     }
-  };
-  for (const std::string& key : affected) {
-    auto old = members.find(key);
-    if (old != members.end()) touch(old->second);
-    auto next = next_members.find(key);
-    if (next != next_members.end()) touch(next->second);
-  }
-  // Group chain names stay with their keys, so only membership changes move entries.
-  for (const std::string& key : affected) {
-    auto old = members.find(key);
-    if (old != members.end()) {
+    // Group chain names stay with their keys, so only membership changes move entries.
+    for (const std::string& key : p.affected) {
+      auto old = members.find(key);
+      if (old == members.end()) continue;
       for (const IpAddr& ip : old->second.ips) {
         for (int d = 0; d < 2; ++d) {
           auto it = dispatch[d].find(ip);
@@ -1179,216 +1148,277 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Impl::Update(const State& 
       }
       members.erase(old);
     }
-  }
-  for (auto& [key, m] : next_members) {
-    for (int d = 0; d < 2; ++d) {
-      if (m.gkey[d].empty()) continue;
-      for (const IpAddr& ip : m.ips) dispatch[d][ip][key] = chain_of(m.gkey[d]);
+    for (const auto& [key, m] : p.next_members) {
+      for (int d = 0; d < 2; ++d) {
+        if (m.gkey[d].empty()) continue;
+        for (const IpAddr& ip : m.ips) dispatch[d][ip][key] = chain_of(m.gkey[d]);
+      }
+      for (const IpAddr& ip : m.ips) self[ip].insert(key);
     }
-    for (const IpAddr& ip : m.ips) self[ip].insert(key);
-  }
-  std::vector<std::pair<std::string, Element>> fixed_dels, fixed_adds;
-  for (const auto& [d_ip, was] : old_winner) {
-    const auto& [d, ip] = d_ip;
-    std::optional<std::pair<std::string, std::string>> now = winner(d, ip);
-    if (was == now) continue;
-    const std::string map = DispatchMap(static_cast<Dir>(d), ip.family);
-    if (was) {
-      Element e{{FieldValue::Addr(ip)}, Verdict::Jump(was->second), nft::CommentFrom(was->first)};
-      fixed_dels.emplace_back(map, e);
-      EraseElement(&prog, map, e);
+    for (const auto& [d_ip, was] : old_winner) {
+      const auto& [d, ip] = d_ip;
+      std::optional<std::pair<std::string, std::string>> now = winner(d, ip);
+      if (was == now) continue;
+      const std::string map = DispatchMap(static_cast<Dir>(d), ip.family);
+      if (was) {
+        Element e{{FieldValue::Addr(ip)}, Verdict::Jump(was->second), nft::CommentFrom(was->first)};
+        dels->emplace_back(map, e);
+        EraseElement(&prog, map, e);
+      }
+      if (now) {
+        Element e{{FieldValue::Addr(ip)}, Verdict::Jump(now->second), nft::CommentFrom(now->first)};
+        adds->emplace_back(map, e);
+        InsertElement(&prog, map, e);
+      }
     }
-    if (now) {
-      Element e{{FieldValue::Addr(ip)}, Verdict::Jump(now->second), nft::CommentFrom(now->first)};
-      fixed_adds.emplace_back(map, e);
-      InsertElement(&prog, map, e);
-    }
-  }
-  for (const auto& [ip, was] : old_self) {
-    auto it = self.find(ip);
-    const bool now = it != self.end() && !it->second.empty();
-    if (was == now) continue;
-    const std::string set = ip.family == Family::kV4 ? kSelfV4 : kSelfV6;
-    Element e{{FieldValue::Addr(ip), FieldValue::Addr(ip)}, std::nullopt, ""};
-    if (was) {
-      fixed_dels.emplace_back(set, e);
-      EraseElement(&prog, set, e);
-    } else {
-      fixed_adds.emplace_back(set, e);
-      InsertElement(&prog, set, e);
+    for (const auto& [ip, was] : old_self) {
+      auto it = self.find(ip);
+      const bool now = it != self.end() && !it->second.empty();
+      if (was == now) continue;
+      const std::string set = ip.family == Family::kV4 ? kSelfV4 : kSelfV6;
+      Element e{{FieldValue::Addr(ip), FieldValue::Addr(ip)}, std::nullopt, ""};
+      if (was) {
+        dels->emplace_back(set, e);
+        EraseElement(&prog, set, e);
+      } else {
+        adds->emplace_back(set, e);
+        InsertElement(&prog, set, e);
+      }
     }
   }
 
-  // The transaction: dispatch/self deletes first (they may name a chain Diff deletes), then the
-  // changed groups' Diff, then the other element deletes, then every element add (dispatch adds
-  // may name a chain Diff creates).
-  nft::Transaction tx(prog.table);
-  std::map<std::string, std::pair<nft::Set, std::vector<Element>>> dels, adds;
-  {
-    std::map<std::string, std::vector<Element>> fixed;
-    for (auto& [set, e] : fixed_dels) fixed[set].push_back(std::move(e));
-    for (auto& [set, els] : fixed) tx.DeleteElements(prog.sets.at(set), std::move(els));
-    for (auto& [set, e] : fixed_adds) {
-      auto& entry = adds[set];
-      entry.first = prog.sets.at(set);
-      entry.second.push_back(std::move(e));
+  // The created, rebuilt and deleted groups: their old objects leave the held program, the new
+  // ones enter it; with `tx`, the nft::Diff between the two is appended (and the old elements
+  // of what it deletes or re-creates go to `before`).
+  void ReplaceChangedGroups(const Plan& p, nft::Transaction* tx, Program* before) {
+    Program from, to;
+    from.table = to.table = prog.table;
+    for (const std::string& gkey : p.deleted) ExtractGroup(*groups.at(gkey), &prog, &from, true);
+    for (const std::string& gkey : p.rebuilt) ExtractGroup(*groups.at(gkey), &prog, &from, true);
+    for (const auto& [gkey, g] : p.fresh) EmitGroup(*g, opts, &to);
+    if (tx != nullptr) {
+      nft::Transaction diff = nft::Diff(from, to);
+      for (const nft::Command& c : diff.commands()) tx->Append(c);
     }
-  }
-  if (structural) {
-    for (auto& [gkey, g] : fresh) EmitGroup(*g, o, &to);
-    nft::Transaction diff = nft::Diff(from, to);
-    for (const nft::Command& c : diff.commands()) tx.Append(c);
     if (before != nullptr) {
       for (auto& [name, els] : from.elements) before->elements[name] = std::move(els);
     }
-    // The new groups' objects into the held program.
     for (auto& [name, chain] : to.chains) prog.chains[name] = std::move(chain);
     for (auto& [name, set] : to.sets) prog.sets[name] = std::move(set);
     for (auto& [name, els] : to.elements) prog.elements[name] = std::move(els);
   }
 
-  // Element changes of the groups that stay.
-  for (auto& [g_slot, changes] : element_delta) {
-    Group* g = g_slot.first;
-    const SlotId id = g_slot.second;
-    const Slot slot = BaseSlot(id);
-    if (!g->Present(id) || g->all.present) continue;
-    Counts& counts = g->counts[static_cast<size_t>(id)];
-    const std::string name = g->SetName(id);
-    bool changed = false;
-    std::vector<Element> slot_adds, slot_dels;
-    for (auto& [box, d] : changes) {
-      if (d == 0) continue;
-      auto it = counts.find(box);
-      const int was = it == counts.end() ? 0 : it->second;
-      const int now = std::max(0, was + d);
-      if ((was > 0) == (now > 0)) {
-        if (it != counts.end()) it->second = now;
-        continue;
-      }
-      changed = true;
-      if (now > 0) {
-        counts.emplace(box, now);
-        if (!IsInterval(slot)) slot_adds.push_back(PointElement(slot, box));
-      } else {
-        counts.erase(it);
-        if (!IsInterval(slot)) slot_dels.push_back(PointElement(slot, box));
-      }
-    }
-    if (!changed) continue;
-    if (IsInterval(slot)) {
-      std::vector<Element> next = SlotElements(slot, counts);
-      auto cur_it = prog.elements.find(name);
-      static const std::vector<Element> kNone;
-      const std::vector<Element>& cur = cur_it == prog.elements.end() ? kNone : cur_it->second;
-      std::set_difference(cur.begin(), cur.end(), next.begin(), next.end(),
-                          std::back_inserter(slot_dels),
-                          [](const Element& a, const Element& b) { return a.key < b.key; });
-      std::set_difference(next.begin(), next.end(), cur.begin(), cur.end(),
-                          std::back_inserter(slot_adds),
-                          [](const Element& a, const Element& b) { return a.key < b.key; });
-      if (next.empty()) {
-        prog.elements.erase(name);
-      } else {
-        prog.elements[name] = std::move(next);
-      }
-    } else {
-      for (const Element& e : slot_dels) EraseElement(&prog, name, e);
-      for (const Element& e : slot_adds) InsertElement(&prog, name, e);
-    }
-    if (!slot_dels.empty()) {
-      auto& entry = dels[name];
-      entry.first = prog.sets.at(name);
-      for (Element& e : slot_dels) entry.second.push_back(std::move(e));
-    }
-    if (!slot_adds.empty()) {
-      auto& entry = adds[name];
-      entry.first = prog.sets.at(name);
-      for (Element& e : slot_adds) entry.second.push_back(std::move(e));
-    }
-  }
-  for (auto& [name, entry] : dels) tx.DeleteElements(entry.first, std::move(entry.second));
-  for (auto& [name, entry] : adds) tx.AddElements(entry.first, std::move(entry.second));
+  using ElementCommands = std::map<std::string, std::pair<nft::Set, std::vector<Element>>>;
 
-  // ---- 3. The indexes follow. ----
-  for (const std::string& ns : delta.namespaces) ns_labels.erase(ns);
-  std::set<std::string> rematch(delta.namespaces.begin(), delta.namespaces.end());
-  for (const std::string& key : delta.pods) {
-    std::string ns = NamespaceOf(key);
-    if (!pod_count_by_ns.count(ns)) rematch.insert(std::move(ns));
-  }
-  // The index entries of the old versions (under the old options), then the new ones'.
-  for (const std::string& key : delta.pods) {
-    if (const Pod* old = old_state.FindPod(key)) IndexPod(*old, false);
-  }
-  for (const std::string& key : relocated) {
-    if (delta.pods.count(key)) continue;
-    if (const Pod* pod = new_state.FindPod(key)) IndexPod(*pod, false);
-  }
-  opts = o;
-  for (const std::string& key : delta.pods) {
-    if (const Pod* now = new_state.FindPod(key)) IndexPod(*now, true);
-  }
-  for (const std::string& key : relocated) {
-    if (delta.pods.count(key)) continue;
-    if (const Pod* pod = new_state.FindPod(key)) IndexPod(*pod, true);
-  }
-  if (!ns_match.empty()) {
-    std::map<std::string, Labels> scratch;
-    for (const std::string& ns : rematch) {
-      const Labels& labels = LabelsOf(new_state, ns, {}, &scratch);
-      for (auto& [key, m] : ns_match) {
-        if (Matches(m.sel, labels)) {
-          m.namespaces.insert(ns);
+  // The element count changes of the groups that stay: the elements that appear or disappear,
+  // in the held program and into `dels` / `adds` (interval sets re-cut into disjoint boxes).
+  void ApplyElementChanges(Plan* p, ElementCommands* dels, ElementCommands* adds) {
+    for (auto& [g_slot, changes] : p->element_delta) {
+      Group* g = g_slot.first;
+      const SlotId id = g_slot.second;
+      const Slot slot = BaseSlot(id);
+      if (!g->Present(id) || g->all.present) continue;
+      Counts& counts = g->counts[static_cast<size_t>(id)];
+      const std::string name = g->SetName(id);
+      bool changed = false;
+      std::vector<Element> slot_adds, slot_dels;
+      for (auto& [box, d] : changes) {
+        if (d == 0) continue;
+        auto it = counts.find(box);
+        const int was = it == counts.end() ? 0 : it->second;
+        const int now = std::max(0, was + d);
+        if ((was > 0) == (now > 0)) {
+          if (it != counts.end()) it->second = now;
+          continue;
+        }
+        changed = true;
+        if (now > 0) {
+          counts.emplace(box, now);
+          if (!IsInterval(slot)) slot_adds.push_back(PointElement(slot, box));
         } else {
-          m.namespaces.erase(ns);
+          counts.erase(it);
+          if (!IsInterval(slot)) slot_dels.push_back(PointElement(slot, box));
         }
       }
+      if (!changed) continue;
+      if (IsInterval(slot)) {
+        std::vector<Element> next = SlotElements(slot, counts);
+        auto cur_it = prog.elements.find(name);
+        static const std::vector<Element> kNone;
+        const std::vector<Element>& cur = cur_it == prog.elements.end() ? kNone : cur_it->second;
+        std::set_difference(cur.begin(), cur.end(), next.begin(), next.end(),
+                            std::back_inserter(slot_dels),
+                            [](const Element& a, const Element& b) { return a.key < b.key; });
+        std::set_difference(next.begin(), next.end(), cur.begin(), cur.end(),
+                            std::back_inserter(slot_adds),
+                            [](const Element& a, const Element& b) { return a.key < b.key; });
+        if (next.empty()) {
+          prog.elements.erase(name);
+        } else {
+          prog.elements[name] = std::move(next);
+        }
+      } else {
+        for (const Element& e : slot_dels) EraseElement(&prog, name, e);
+        for (const Element& e : slot_adds) InsertElement(&prog, name, e);
+      }
+      if (!slot_dels.empty()) {
+        auto& entry = (*dels)[name];
+        entry.first = prog.sets.at(name);
+        for (Element& e : slot_dels) entry.second.push_back(std::move(e));
+      }
+      if (!slot_adds.empty()) {
+        auto& entry = (*adds)[name];
+        entry.first = prog.sets.at(name);
+        for (Element& e : slot_adds) entry.second.push_back(std::move(e));
+      }
     }
   }
-  for (const std::string& gkey : deleted) {
-    Group* g = groups.at(gkey).get();
-    RegisterTemplates(g, false);
-    names.erase(g->name);
-    groups.erase(gkey);
-  }
-  for (auto& [gkey, g] : fresh) {
-    auto old = groups.find(gkey);
-    if (old != groups.end()) {
-      RegisterTemplates(old->second.get(), false);
-      g->members = std::move(old->second->members);
-      groups.erase(old);
+
+  // The groups, their templates and names, and the memberships follow the plan.
+  void CommitGroups(Plan* p) {
+    for (const std::string& gkey : p->deleted) {
+      Group* g = groups.at(gkey).get();
+      RegisterTemplates(g, false);
+      names.erase(g->name);
+      groups.erase(gkey);
     }
-    names.insert(g->name);
-    RegisterTemplates(g.get(), true);
-    groups.emplace(gkey, std::move(g));
-  }
-  for (auto& [key, m] : next_members) {
-    for (const std::string& gkey : m.gkey) {
-      if (!gkey.empty()) groups.at(gkey)->members.insert(key);
+    for (auto& [gkey, g] : p->fresh) {
+      auto old = groups.find(gkey);
+      if (old != groups.end()) {
+        RegisterTemplates(old->second.get(), false);
+        g->members = std::move(old->second->members);
+        groups.erase(old);
+      }
+      names.insert(g->name);
+      RegisterTemplates(g.get(), true);
+      groups.emplace(gkey, std::move(g));
     }
-    members[key] = std::move(m);
+    for (auto& [key, m] : p->next_members) {
+      for (const std::string& gkey : m.gkey) {
+        if (!gkey.empty()) groups.at(gkey)->members.insert(key);
+      }
+      members[key] = std::move(m);
+    }
   }
-  stats.groups_rebuilt += static_cast<int64_t>(created.size() + deleted.size() + rebuilt.size());
-  ++stats.updates;
-  return tx;
-}
+
+  // Applies a plan: the held program, the transaction to it (when p->want_tx), the groups.
+  nft::Transaction Commit(Plan* p, Program* before) {
+    for (const std::string& key : p->delta.policies) {
+      tracked.erase(tracked.lower_bound(RuleId{key, 0, 0}),
+                    tracked.lower_bound(RuleId{key + '\0', 0, 0}));
+    }
+    for (auto& [id, t] : p->next_tracked) tracked[id] = t;
+    if (!p->flipped.empty()) ++stats.large_rule_crossings;
+    if (p->salted) name_clash = true;
+    const bool structural = !p->created.empty() || !p->deleted.empty() || !p->rebuilt.empty();
+    if (before != nullptr) SaveBefore(before);
+
+    // The transaction: dispatch/self deletes first (they may name a chain Diff deletes), then
+    // the changed groups' Diff, then the other element deletes, then every element add
+    // (dispatch adds may name a chain Diff creates).
+    nft::Transaction tx(prog.table);
+    std::vector<std::pair<std::string, Element>> fixed_dels, fixed_adds;
+    MoveDispatch(*p, &fixed_dels, &fixed_adds);
+    ElementCommands dels, adds;
+    if (p->want_tx) {
+      std::map<std::string, std::vector<Element>> fixed;
+      for (auto& [set, e] : fixed_dels) fixed[set].push_back(std::move(e));
+      for (auto& [set, els] : fixed) tx.DeleteElements(prog.sets.at(set), std::move(els));
+      for (auto& [set, e] : fixed_adds) {
+        auto& entry = adds[set];
+        entry.first = prog.sets.at(set);
+        entry.second.push_back(std::move(e));
+      }
+    }
+    if (structural) ReplaceChangedGroups(*p, p->want_tx ? &tx : nullptr, before);
+    ApplyElementChanges(p, &dels, &adds);
+    if (p->want_tx) {
+      for (auto& [name, entry] : dels) tx.DeleteElements(entry.first, std::move(entry.second));
+      for (auto& [name, entry] : adds) tx.AddElements(entry.first, std::move(entry.second));
+    }
+    CommitGroups(p);
+    stats.groups_rebuilt +=
+        static_cast<int64_t>(p->created.size() + p->deleted.size() + p->rebuilt.size());
+    return tx;
+  }
+
+  // ---- entry points ----
+
+  // The program of `state` from the empty one: the skeleton, then an Update from the empty
+  // State. On error nothing is held.
+  absl::Status ResetTo(const State& state, const CompileOptions& o) {
+    const IncrementalStats kept = stats;  // the Update from empty is the Reset, not an update
+    Clear();
+    absl::Status st = ValidateOptions(o);
+    if (st.ok()) {
+      opts = o;
+      prog = internal::Skeleton(o);
+      held = true;
+      static const State kEmpty;
+      const Delta all = DiffStates(kEmpty, state);
+      st = UpdateWith(kEmpty, state, all, o, nullptr, /*want_tx=*/false).status();
+    }
+    if (!st.ok()) Clear();
+    stats = kept;
+    return st;
+  }
+
+  // Compiles `state` aside and replaces everything held with it; the transaction diffs the
+  // whole programs. On error nothing changes.
+  absl::StatusOr<nft::Transaction> FullUpdate(const State& state, const CompileOptions& o,
+                                              Program* before) {
+    auto next = std::make_unique<Impl>();
+    RETURN_IF_ERROR(next->ResetTo(state, o));
+    nft::Transaction tx = nft::Diff(prog, next->prog);
+    if (before != nullptr) *before = std::move(prog);
+    const IncrementalStats kept = stats;
+    *this = std::move(*next);
+    stats = kept;
+    ++stats.full_fallbacks;
+    return tx;
+  }
+
+  absl::StatusOr<nft::Transaction> UpdateWith(const State& old_state, const State& new_state,
+                                              const Delta& delta, const CompileOptions& o,
+                                              Program* before, bool want_tx) {
+    if (!held) {
+      return absl::FailedPreconditionError("incremental compiler: no program (Reset first)");
+    }
+    // Attached pods coming and going (CNI ADD/DEL) only move pods in or out of locality: they
+    // are handled like changed pods. Another node or table (or counters switched) is a
+    // different program altogether.
+    if (o.table != opts.table || o.node_name != opts.node_name ||
+        o.rule_counters != opts.rule_counters || o.deny_log != opts.deny_log || name_clash) {
+      return FullUpdate(new_state, o, before);
+    }
+    Plan p(old_state, new_state, delta, o);
+    p.want_tx = want_tx;
+    if (o.attached_pods != opts.attached_pods) {
+      std::set_symmetric_difference(opts.attached_pods.begin(), opts.attached_pods.end(),
+                                    o.attached_pods.begin(), o.attached_pods.end(),
+                                    std::inserter(p.relocated, p.relocated.end()));
+    }
+    RETURN_IF_ERROR(ValidatePolicies(p));
+    const CompileOptions old_opts = opts;
+    MoveIndexes(old_state, new_state, delta, p.relocated, old_opts, o);
+    absl::Status st = PlanUpdate(&p);
+    if (!st.ok() || p.full_update) {
+      MoveIndexes(new_state, old_state, delta, p.relocated, o, old_opts);
+      if (!st.ok()) return st;
+      return FullUpdate(new_state, o, before);
+    }
+    nft::Transaction tx = Commit(&p, before);
+    ++stats.updates;
+    return tx;
+  }
+};
 
 IncrementalCompiler::IncrementalCompiler() : impl_(std::make_unique<Impl>()) {}
 IncrementalCompiler::~IncrementalCompiler() = default;
 
 absl::StatusOr<nft::Transaction> IncrementalCompiler::Reset(const State& state,
                                                            const CompileOptions& opts) {
-  absl::StatusOr<Program> compiled = Compile(state, opts);
-  if (!compiled.ok()) {
-    impl_->Clear();
-    return compiled.status();
-  }
-  absl::Status st = impl_->ResetWith(state, opts, *std::move(compiled));
-  if (!st.ok()) {
-    impl_->Clear();
-    return st;
-  }
+  RETURN_IF_ERROR(impl_->ResetTo(state, opts));
   ++impl_->stats.resets;
   return nft::FullReplace(impl_->prog);
 }
@@ -1398,7 +1428,7 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Update(const State& old_st
                                                             const Delta& delta,
                                                             const CompileOptions& opts,
                                                             nft::Program* before) {
-  return impl_->Update(old_state, new_state, delta, opts, before);
+  return impl_->UpdateWith(old_state, new_state, delta, opts, before, /*want_tx=*/true);
 }
 
 bool IncrementalCompiler::has_program() const { return impl_->held; }
@@ -1438,6 +1468,12 @@ nft::Program IncrementalCompiler::TakeProgram() {
   nft::Program out = std::move(impl_->prog);
   impl_->Clear();
   return out;
+}
+
+absl::StatusOr<nft::Program> Compile(const State& state, const CompileOptions& opts) {
+  IncrementalCompiler::Impl impl;
+  RETURN_IF_ERROR(impl.ResetTo(state, opts));
+  return std::move(impl.prog);
 }
 
 }  // namespace netpol::compiler

@@ -1,8 +1,10 @@
 // Incremental compilation: turns a change of the State into the nftables transaction it needs,
 // at a cost proportional to the change rather than to the cluster.
 //
-// IncrementalCompiler holds the Program of the last State it saw (always exactly what
-// Compile(state, opts) returns: same RenderProgram text) plus indexes over that State:
+// IncrementalCompiler holds the Program of the last State it saw plus indexes over that State.
+// Compile(state, opts) is its Reset: the skeleton, then an Update from the empty State, so the
+// program held after any sequence of Updates is the one a single Update from the empty State
+// to the final State gives (incremental_compiler_test checks it). The indexes:
 //   * the groups of local pods (RULESET.md) with, per group set, a reference count of every
 //     element (an element may come from several pods, rules or policies), so a pod's share is
 //     added or removed without rebuilding the set; interval sets keep their boxes and are cut
@@ -11,8 +13,9 @@
 //     an ipBlock or on any peer) indexed by the namespace they can select from, by named port,
 //     and a list of the namespace-selector ones, so a pod event evaluates only the rule parts that
 //     can match that pod;
-//   * pods by named port, local pods by namespace, the namespaces that have pods and their
-//     labels, the dispatch entries per address (two local pods claiming one address: the first
+//   * pods by named port and by label (a LabelIndex), local pods by namespace, the namespaces
+//     that have pods by their labels (a LabelIndex, so a namespace selector costs the namespaces
+//     carrying its labels, not every namespace), the dispatch entries per address (two local pods claiming one address: the first
 //     by key wins, as in Compile). Pods of one namespace are a key range of State::pods
 //     ("namespace/name"), read there directly.
 //
@@ -29,8 +32,13 @@
 //     those groups plus the dispatch maps;
 //   * attached pods that come or go (CompileOptions::attached_pods): like a change of those pods;
 //   * another table or node name than the held ones (or rule counters switched on or off), or a
-//     group name that collides with another group's (the salted names of RULESET.md): a full
-//     Compile and a Diff of the whole programs.
+//     group name that collides with another group's (the salted names of RULESET.md): a Reset
+//     aside and a Diff of the whole programs.
+// An Update runs in two halves: the steps that can fail (policy validation; the indexes move to
+// the new State and back on error; regrouping the affected local pods; large-rule recounts;
+// which groups are created, deleted or rebuilt; building those; element changes of the others),
+// then the commit, which cannot fail (dispatch entries, the changed groups' objects and their
+// Diff, element commands, the groups' registry).
 // Nothing per event scans the whole State or copies or diffs the whole Program.
 //
 // Thread-compatible.
@@ -56,7 +64,7 @@ namespace netpol::compiler {
 struct IncrementalStats {
   int64_t resets = 0;          // full compiles from Reset
   int64_t updates = 0;         // successful Updates
-  int64_t full_fallbacks = 0;  // Updates that ran a full Compile (options changed, name clash)
+  int64_t full_fallbacks = 0;  // Updates that compiled afresh (options changed, name clash)
   int64_t groups_rebuilt = 0;  // groups created, rebuilt or deleted by Updates
   // Updates in which a pod or namespace event moved a rule across the large-rule threshold
   // (RULESET.md "Large rules"; its groups were rebuilt)
@@ -82,9 +90,10 @@ class IncrementalCompiler {
   IncrementalCompiler(const IncrementalCompiler&) = delete;
   IncrementalCompiler& operator=(const IncrementalCompiler&) = delete;
 
-  // Compiles `state` in full and indexes it. Returns nft::FullReplace(program()): the
-  // transaction that installs the program whatever the table holds. On error (what Compile
-  // returns) the compiler holds nothing (has_program() is false).
+  // Compiles `state` in full (the skeleton, then an Update from the empty State) and indexes it.
+  // Returns nft::FullReplace(program()): the transaction that installs the program whatever the
+  // table holds. On error (what Compile returns) the compiler holds nothing (has_program() is
+  // false).
   absl::StatusOr<nft::Transaction> Reset(const State& state, const CompileOptions& opts);
 
   // Moves the held program from `old_state` (the State of the last Reset/Update) to `new_state`,
@@ -117,6 +126,7 @@ class IncrementalCompiler {
   const IncrementalStats& stats() const;
 
  private:
+  friend absl::StatusOr<nft::Program> Compile(const State& state, const CompileOptions& opts);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -4,6 +4,7 @@
 #define NETPOL_ENGINE_COMPILER_TESTUTIL_H_
 
 #include <cstdint>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,10 @@ NetworkPolicy EveryNamespacePolicy(const std::string& ns, const std::string& nam
 // address each, no two adjacent (10.64.0.0 + 2 i).
 void AddCrowd(State* state, const std::string& ns, int first, int count, const std::string& node);
 
+// One to four random edits of `s` (seeded), drawing on every kind of change: pods, namespaces
+// and policies created, relabelled, moved or deleted, named ports, large-rule crossings.
+State Mutate(const State& s, uint64_t seed);
+
 // The node addresses RandomState uses: index 0 = "n1", 1 = "n2".
 IpAddr NodeAddr(int node, Family family);
 
@@ -74,6 +79,14 @@ class Rng {
  private:
   uint64_t state_;
 };
+
+// A random entry of the non-empty map `m`.
+template <typename M>
+typename M::iterator PickIn(M& m, Rng& rng) {
+  auto it = m.begin();
+  std::advance(it, rng.Uniform(static_cast<int>(m.size())));
+  return it;
+}
 
 }  // namespace netpol::compiler::testing
 
