@@ -492,24 +492,44 @@ void ExtractGroup(const Group& g, Program* from, Program* to, bool erase) {
   }
 }
 
-// Sorted-vector element edits on a program's set (canonical form: no empty lists).
-void InsertElement(Program* prog, const std::string& set, Element e) {
+// Removes `dels` from and adds (or replaces) `adds` in set `set` of `prog`, keeping its sorted
+// canonical form: a merge, so a batch costs the set's size once, not once per element.
+void EditElements(Program* prog, const std::string& set, std::vector<Element> dels,
+                  std::vector<Element> adds) {
+  if (dels.empty() && adds.empty()) return;
+  auto by_key = [](const Element& a, const Element& b) { return a.key < b.key; };
   std::vector<Element>& v = prog->elements[set];
-  auto it = std::lower_bound(v.begin(), v.end(), e);
-  if (it != v.end() && it->key == e.key) {
-    *it = std::move(e);
-  } else {
-    v.insert(it, std::move(e));
+  if (!dels.empty()) {
+    std::sort(dels.begin(), dels.end(), by_key);
+    v.erase(std::remove_if(v.begin(), v.end(),
+                           [&](const Element& e) {
+                             return std::binary_search(dels.begin(), dels.end(), e, by_key);
+                           }),
+            v.end());
   }
-}
-
-void EraseElement(Program* prog, const std::string& set, const Element& e) {
-  auto els = prog->elements.find(set);
-  if (els == prog->elements.end()) return;
-  std::vector<Element>& v = els->second;
-  auto it = std::lower_bound(v.begin(), v.end(), e);
-  if (it != v.end() && it->key == e.key) v.erase(it);
-  if (v.empty()) prog->elements.erase(els);
+  if (!adds.empty()) {
+    std::stable_sort(adds.begin(), adds.end(), by_key);
+    std::vector<Element> out;
+    out.reserve(v.size() + adds.size());
+    auto a = adds.begin();
+    for (auto it = v.begin(); it != v.end(); ++it) {
+      while (a != adds.end() && a->key < it->key) out.push_back(std::move(*a++));
+      if (a != adds.end() && a->key == it->key) {
+        Element last = std::move(*a++);  // the last add of a key wins
+        while (a != adds.end() && a->key == last.key) last = std::move(*a++);
+        out.push_back(std::move(last));
+      } else {
+        out.push_back(std::move(*it));
+      }
+    }
+    while (a != adds.end()) {
+      Element last = std::move(*a++);
+      while (a != adds.end() && a->key == last.key) last = std::move(*a++);
+      out.push_back(std::move(last));
+    }
+    v = std::move(out);
+  }
+  if (v.empty()) prog->elements.erase(set);
 }
 
 const char* DispatchMap(Dir d, Family f) {
@@ -1155,6 +1175,7 @@ struct IncrementalCompiler::Impl {
       }
       for (const IpAddr& ip : m.ips) self[ip].insert(key);
     }
+    std::map<std::string, std::pair<std::vector<Element>, std::vector<Element>>> edits;
     for (const auto& [d_ip, was] : old_winner) {
       const auto& [d, ip] = d_ip;
       std::optional<std::pair<std::string, std::string>> now = winner(d, ip);
@@ -1163,12 +1184,12 @@ struct IncrementalCompiler::Impl {
       if (was) {
         Element e{{FieldValue::Addr(ip)}, Verdict::Jump(was->second), nft::CommentFrom(was->first)};
         dels->emplace_back(map, e);
-        EraseElement(&prog, map, e);
+        edits[map].first.push_back(std::move(e));
       }
       if (now) {
         Element e{{FieldValue::Addr(ip)}, Verdict::Jump(now->second), nft::CommentFrom(now->first)};
         adds->emplace_back(map, e);
-        InsertElement(&prog, map, e);
+        edits[map].second.push_back(std::move(e));
       }
     }
     for (const auto& [ip, was] : old_self) {
@@ -1179,12 +1200,13 @@ struct IncrementalCompiler::Impl {
       Element e{{FieldValue::Addr(ip), FieldValue::Addr(ip)}, std::nullopt, ""};
       if (was) {
         dels->emplace_back(set, e);
-        EraseElement(&prog, set, e);
+        edits[set].first.push_back(std::move(e));
       } else {
         adds->emplace_back(set, e);
-        InsertElement(&prog, set, e);
+        edits[set].second.push_back(std::move(e));
       }
     }
+    for (auto& [set, e] : edits) EditElements(&prog, set, std::move(e.first), std::move(e.second));
   }
 
   // The created, rebuilt and deleted groups: their old objects leave the held program, the new
@@ -1258,8 +1280,7 @@ struct IncrementalCompiler::Impl {
           prog.elements[name] = std::move(next);
         }
       } else {
-        for (const Element& e : slot_dels) EraseElement(&prog, name, e);
-        for (const Element& e : slot_adds) InsertElement(&prog, name, e);
+        EditElements(&prog, name, slot_dels, slot_adds);
       }
       if (!slot_dels.empty()) {
         auto& entry = (*dels)[name];
