@@ -112,6 +112,11 @@ absl::StatusOr<nft::Program> Compile(const State& state, const CompileOptions& o
 absl::Status ValidateObject(const NetworkPolicy& policy);
 absl::Status ValidateObject(const Pod& pod);
 absl::Status ValidateObject(const Namespace& ns);
+// A ClusterNetworkPolicy: priority 0-1000, a subject of namespaces or pods, non-empty peer lists
+// with one kind per peer (nodes and networks on egress only), protocols with a port 1-65535 or a
+// range start < end <= 65535, or a non-empty named port (`clusternetworkpolicy x:
+// spec.egress[0].protocols[1]: ...`).
+absl::Status ValidateObject(const ClusterNetworkPolicy& cnp);
 // ValidateObject on every object `changed` names that `state` holds (a deleted key is
 // skipped): what a writer runs on the objects its write created or changed.
 absl::Status ValidateChanged(const State& state, const Delta& changed);

@@ -117,6 +117,9 @@ bool Path(const End& src, const End& dst, std::vector<Hop>* hops) {
 
 struct Stats {
   int flows = 0;
+  // Sides decided by a ClusterNetworkPolicy rule, by tier (0 Admin, 1 Baseline) and verdict.
+  int tier_sides[2][2] = {{0, 0}, {0, 0}};
+  int passed = 0;  // sides a Pass rule handed on
   int policed = 0;          // a side is isolated
   int policed_allowed = 0;  // ... and the connection is allowed anyway
   int large_rules = 0;      // port sets of large rules (RULESET.md) in the programs
@@ -176,6 +179,12 @@ void CheckPrograms(const State& state, const nft::Program* programs, const std::
             }
           }
           ++stats->flows;
+          for (const SideDecision* side : {&want.egress, &want.ingress}) {
+            if (side->tier == DecidingTier::kAdmin || side->tier == DecidingTier::kBaseline) {
+              ++stats->tier_sides[side->tier == DecidingTier::kBaseline][side->allowed];
+            }
+            stats->passed += !side->passed.empty();
+          }
           if (want.egress.isolated || want.ingress.isolated) {
             ++stats->policed;
             stats->policed_allowed += want.allowed;
@@ -186,13 +195,7 @@ void CheckPrograms(const State& state, const nft::Program* programs, const std::
                           << (got ? "accepts" : "drops") << ", evaluator: " << want.Explain()
                           << "\ntrace:\n"
                           << trace << "state:\n"
-                          << [&] {
-                               std::vector<Object> objs;
-                               for (const auto& [k, v] : state.namespaces) objs.push_back({v});
-                               for (const auto& [k, v] : state.pods) objs.push_back({v});
-                               for (const auto& [k, v] : state.policies) objs.push_back({v});
-                               return ToYaml(objs);
-                             }();
+                          << ToYaml(ObjectsOf(state));
           }
         }
       }
@@ -289,6 +292,62 @@ TEST(DifferentialTest, ProgramsReachedByUpdatesAgreeWithEvaluator) {
   EXPECT_GT(updates, 150);
   EXPECT_GT(stats.flows, 50000);
   EXPECT_GT(stats.policed, stats.flows / 10);
+}
+
+// ClusterNetworkPolicies mixed with NetworkPolicies: the Admin tier, NetworkPolicy, the Baseline
+// tier and the default, compiled into tier chains, agree with the evaluator on every flow.
+TEST(DifferentialTest, ClusterNetworkPoliciesMixedWithNetworkPolicies) {
+  Stats stats;
+  for (uint32_t seed = 1; seed <= 200; ++seed) {
+    State s = testing::RandomState(seed);
+    testing::AddRandomClusterPolicies(&s, seed, seed % 4 == 0 ? 8 : 4);
+    CheckState(s, absl::StrCat("seed ", seed), &stats);
+    if (HasFailure()) break;
+  }
+  std::cout << stats.flows << " flows; decided by Admin: " << stats.tier_sides[0][1]
+            << " accept, " << stats.tier_sides[0][0] << " deny; by Baseline: "
+            << stats.tier_sides[1][1] << " accept, " << stats.tier_sides[1][0] << " deny; "
+            << stats.passed << " passed; " << stats.policed << " NetworkPolicy-isolated\n";
+  EXPECT_GT(stats.flows, 80000);
+  for (int t = 0; t < 2; ++t) {
+    for (int v = 0; v < 2; ++v) EXPECT_GT(stats.tier_sides[t][v], stats.flows / 200) << t << v;
+  }
+  EXPECT_GT(stats.passed, stats.flows / 100);
+  EXPECT_GT(stats.policed, stats.flows / 10);
+}
+
+// Programs reached by chains of updates that create, change and delete ClusterNetworkPolicies
+// and relabel nodes (and everything else) agree with the evaluator.
+TEST(DifferentialTest, ClusterNetworkPolicyUpdatesAgreeWithEvaluator) {
+  Stats stats;
+  int updates = 0;
+  for (uint32_t seed = 1; seed <= 30; ++seed) {
+    State s = testing::RandomState(seed, {.min_pods = 6, .max_pods = 12, .min_policies = 2,
+                                          .max_policies = 5});
+    if (seed % 3 != 0) testing::AddRandomClusterPolicies(&s, seed);
+    IncrementalCompiler ic[2];
+    if (!ic[0].Reset(s, NodeOptions(0)).ok() || !ic[1].Reset(s, NodeOptions(1)).ok()) continue;
+    for (int step = 0; step < 8; ++step) {
+      State next = testing::MutateClusterPolicies(s, seed * 100 + static_cast<uint64_t>(step));
+      if (step == 5) next.cluster_policies.clear();  // the last CNP goes: back to NetworkPolicy only
+      if (!Compile(next, NodeOptions(0)).ok() || !Compile(next, NodeOptions(1)).ok()) continue;
+      if (SharesAnAddress(next)) continue;
+      const Delta delta = DiffStates(s, next);
+      const std::string label = absl::StrCat("seed ", seed, " step ", step);
+      for (int n = 0; n < 2; ++n) {
+        absl::StatusOr<nft::Transaction> tx = ic[n].Update(s, next, delta, NodeOptions(n));
+        ASSERT_TRUE(tx.ok()) << label << ": " << tx.status();
+      }
+      ++updates;
+      const nft::Program programs[2] = {ic[0].program(), ic[1].program()};
+      CheckPrograms(next, programs, label, &stats);
+      if (HasFailure()) return;
+      s = std::move(next);
+    }
+  }
+  std::cout << updates << " updates, " << stats.flows << " flows\n";
+  EXPECT_GT(updates, 150);
+  EXPECT_GT(stats.tier_sides[0][0] + stats.tier_sides[1][0], stats.flows / 100);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "engine/compiler/boxes.h"
+#include "engine/compiler/cluster.h"
 #include "engine/compiler/common.h"
 #include "engine/nft/diff.h"
 #include "engine/selector/label_index.h"
@@ -612,7 +613,11 @@ struct IncrementalCompiler::Impl {
   bool held = false;
   bool name_clash = false;
   CompileOptions opts;
-  Program prog;
+  Program prog;  // the NetworkPolicy program (without ClusterNetworkPolicy tiers)
+  // With ClusterNetworkPolicies in the State: `prog` with the tiers (cluster.h), the program
+  // held and returned.
+  bool tiered = false;
+  Program with_tiers;
   IncrementalStats stats;
 
   std::map<std::string, std::unique_ptr<Group>> groups;  // by key
@@ -637,6 +642,8 @@ struct IncrementalCompiler::Impl {
     held = false;
     name_clash = false;
     prog = Program();
+    tiered = false;
+    with_tiers = Program();
     groups.clear();
     names.clear();
     pod_count_by_ns.clear();
@@ -1402,6 +1409,23 @@ struct IncrementalCompiler::Impl {
     return st;
   }
 
+  // ResetTo, then the ClusterNetworkPolicy tiers over the program when the State has CNPs.
+  absl::Status ResetWithTiers(const State& state, const CompileOptions& o) {
+    if (!state.cluster_policies.empty()) {
+      absl::Status st = internal::ValidateClusterState(state);
+      if (!st.ok()) {
+        Clear();
+        return st;
+      }
+    }
+    RETURN_IF_ERROR(ResetTo(state, o));
+    if (!state.cluster_policies.empty()) {
+      with_tiers = internal::ApplyClusterPolicies(state, o, prog);
+      tiered = true;
+    }
+    return absl::OkStatus();
+  }
+
   // Compiles `state` aside and replaces everything held with it; the transaction diffs the
   // whole programs. On error nothing changes.
   absl::StatusOr<nft::Transaction> FullUpdate(const State& state, const CompileOptions& o,
@@ -1457,9 +1481,9 @@ IncrementalCompiler::~IncrementalCompiler() = default;
 
 absl::StatusOr<nft::Transaction> IncrementalCompiler::Reset(const State& state,
                                                            const CompileOptions& opts) {
-  RETURN_IF_ERROR(impl_->ResetTo(state, opts));
+  RETURN_IF_ERROR(impl_->ResetWithTiers(state, opts));
   ++impl_->stats.resets;
-  return nft::FullReplace(impl_->prog);
+  return nft::FullReplace(program());
 }
 
 absl::StatusOr<nft::Transaction> IncrementalCompiler::Update(const State& old_state,
@@ -1467,11 +1491,37 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Update(const State& old_st
                                                             const Delta& delta,
                                                             const CompileOptions& opts,
                                                             nft::Program* before) {
-  return impl_->UpdateWith(old_state, new_state, delta, opts, before, /*want_tx=*/true);
+  Impl& im = *impl_;
+  const bool tiers_after = !new_state.cluster_policies.empty();
+  if (!im.held || (!im.tiered && !tiers_after)) {
+    return im.UpdateWith(old_state, new_state, delta, opts, before, /*want_tx=*/true);
+  }
+  // ClusterNetworkPolicies before or after: the NetworkPolicy program moves as without them,
+  // then the tiers are laid over it again and the whole programs are diffed (RULESET.md
+  // "ClusterNetworkPolicy tiers": a cost proportional to the program while CNPs exist).
+  RETURN_IF_ERROR(internal::ValidateClusterState(new_state));
+  nft::Program old_full = im.tiered ? std::move(im.with_tiers) : im.prog;
+  absl::StatusOr<nft::Transaction> np_tx =
+      im.UpdateWith(old_state, new_state, delta, opts, nullptr, /*want_tx=*/false);
+  if (!np_tx.ok()) {
+    if (im.tiered) im.with_tiers = std::move(old_full);
+    return np_tx.status();
+  }
+  if (tiers_after) {
+    im.with_tiers = internal::ApplyClusterPolicies(new_state, opts, im.prog);
+  } else {
+    im.with_tiers = nft::Program();
+  }
+  im.tiered = tiers_after;
+  nft::Transaction tx = nft::Diff(old_full, im.tiered ? im.with_tiers : im.prog);
+  if (before != nullptr) *before = std::move(old_full);
+  return tx;
 }
 
 bool IncrementalCompiler::has_program() const { return impl_->held; }
-const nft::Program& IncrementalCompiler::program() const { return impl_->prog; }
+const nft::Program& IncrementalCompiler::program() const {
+  return impl_->tiered ? impl_->with_tiers : impl_->prog;
+}
 const CompileOptions& IncrementalCompiler::options() const { return impl_->opts; }
 
 // Walks each group's rules in EmitGroup's order.
@@ -1504,15 +1554,15 @@ std::map<std::string, GroupRuleSources> IncrementalCompiler::RuleSources() const
 const IncrementalStats& IncrementalCompiler::stats() const { return impl_->stats; }
 
 nft::Program IncrementalCompiler::TakeProgram() {
-  nft::Program out = std::move(impl_->prog);
+  nft::Program out = std::move(impl_->tiered ? impl_->with_tiers : impl_->prog);
   impl_->Clear();
   return out;
 }
 
 absl::StatusOr<nft::Program> Compile(const State& state, const CompileOptions& opts) {
   IncrementalCompiler::Impl impl;
-  RETURN_IF_ERROR(impl.ResetTo(state, opts));
-  return std::move(impl.prog);
+  RETURN_IF_ERROR(impl.ResetWithTiers(state, opts));
+  return std::move(impl.tiered ? impl.with_tiers : impl.prog);
 }
 
 }  // namespace netpol::compiler

@@ -123,6 +123,25 @@ TEST(IncrementalCompilerTest, SmallEditsLandExactly) {
   }
 }
 
+// ClusterNetworkPolicies created, changed and deleted (and nodes relabelled, mixed with every
+// other edit): the update lands exactly on Compile(S2), also when the first CNP arrives or the
+// last one goes.
+TEST(IncrementalCompilerTest, ClusterNetworkPolicyEditsLandExactly) {
+  for (uint32_t seed = 1; seed <= 300; ++seed) {
+    State s1 = testing::RandomState(seed);
+    if (seed % 4 != 0) testing::AddRandomClusterPolicies(&s1, seed);
+    State s2 = testing::MutateClusterPolicies(s1, seed);
+    if (seed % 5 == 0) s2.cluster_policies.clear();
+    if (seed % 7 == 0) testing::AddRandomClusterPolicies(&s2, seed + 1000);
+    for (const char* node : {"n1", "n2"}) {
+      IncrementalCompiler ic;
+      if (!ic.Reset(s1, Node(node)).ok()) continue;
+      CheckUpdate(&ic, s1, s2, Node(node), absl::StrCat("seed ", seed, " on ", node));
+      if (HasFailure()) return;
+    }
+  }
+}
+
 TEST(IncrementalCompilerTest, SwitchingRuleCountersRecompilesWhole) {
   int checked = 0;
   for (uint32_t seed = 1; seed <= 40; ++seed) {

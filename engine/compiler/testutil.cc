@@ -479,4 +479,148 @@ State Mutate(const State& s, uint64_t seed) {
   return out;
 }
 
+namespace {
+
+CnpPeer RandomCnpPodPeer(Rng& rng) {
+  CnpPeer p;
+  if (rng.Chance(40)) {
+    p.namespaces = RandomNamespaceSelector(rng);
+  } else {
+    p.pods = NamespacedPod{RandomNamespaceSelector(rng), RandomPodSelector(rng)};
+  }
+  return p;
+}
+
+CnpPeer RandomCnpPeer(Rng& rng, bool egress) {
+  static const std::vector<std::string> kNetworks = {
+      "10.0.0.0/24", "10.0.1.0/28", "0.0.0.0/0",      "192.168.0.0/24", "203.0.113.0/24",
+      "fd00::/64",   "::/0",        "fd00::1:0/124", "fd00:ffff::/64", "10.0.0.0/30"};
+  if (!egress || rng.Chance(55)) return RandomCnpPodPeer(rng);
+  CnpPeer p;
+  if (rng.Chance(40)) {
+    LabelSelector s;
+    if (rng.Chance(70)) s.match_labels["role"] = rng.Chance(50) ? "infra" : "worker";
+    p.nodes = s;
+  } else {
+    for (int i = 1 + rng.Uniform(2); i > 0; --i) p.networks.push_back(CidrOf(rng.Pick(kNetworks)));
+  }
+  return p;
+}
+
+CnpPort RandomCnpPort(Rng& rng) {
+  CnpPort p;
+  const int proto = rng.Uniform(10);
+  p.protocol = proto < 6 ? Protocol::kTCP : proto < 9 ? Protocol::kUDP : Protocol::kSCTP;
+  switch (rng.Uniform(5)) {
+    case 0:
+    case 1:
+      p.port = rng.Pick(kPortNumbers);
+      break;
+    case 2:
+      p.port = rng.Chance(50) ? 80 : 50;
+      p.end_port = p.port == 80 ? 8080 : 60;
+      break;
+    default:
+      p.protocol.reset();
+      p.named_port = rng.Pick(kPortNames);
+      break;
+  }
+  return p;
+}
+
+CnpRule RandomCnpRule(Rng& rng, bool egress, int index) {
+  CnpRule r;
+  if (rng.Chance(50)) r.name = absl::StrCat("r", index);
+  const int action = rng.Uniform(10);
+  r.action = action < 4 ? CnpAction::kAccept : action < 8 ? CnpAction::kDeny : CnpAction::kPass;
+  for (int i = 1 + rng.Uniform(2); i > 0; --i) r.peers.push_back(RandomCnpPeer(rng, egress));
+  if (rng.Chance(55)) {
+    for (int i = 1 + rng.Uniform(2); i > 0; --i) r.ports.push_back(RandomCnpPort(rng));
+  }
+  return r;
+}
+
+ClusterNetworkPolicy RandomCnp(Rng& rng, const std::string& name) {
+  static const std::vector<int32_t> kPriorities = {0, 5, 5, 10, 20};
+  ClusterNetworkPolicy c;
+  c.name = name;
+  c.tier = rng.Chance(55) ? CnpTier::kAdmin : CnpTier::kBaseline;
+  c.priority = rng.Pick(kPriorities);
+  c.subject = RandomCnpPodPeer(rng);
+  for (int i = rng.Uniform(4); i > 0; --i) {
+    c.ingress.push_back(RandomCnpRule(rng, false, static_cast<int>(c.ingress.size())));
+  }
+  for (int i = rng.Uniform(4); i > 0; --i) {
+    c.egress.push_back(RandomCnpRule(rng, true, static_cast<int>(c.egress.size())));
+  }
+  return c;
+}
+
+}  // namespace
+
+void AddRandomClusterPolicies(State* state, uint64_t seed, int max_policies) {
+  Rng rng(seed * 0x9e3779b97f4a7c15ULL + 11);
+  for (int n = 0; n < 2; ++n) {
+    Node node;
+    node.name = n == 0 ? "n1" : "n2";
+    if (rng.Chance(80)) node.labels["role"] = rng.Chance(50) ? "infra" : "worker";
+    node.ips = {NodeAddr(n, Family::kV4), NodeAddr(n, Family::kV6)};
+    state->nodes[node.name] = node;
+  }
+  for (int i = 1 + rng.Uniform(max_policies); i > 0; --i) {
+    ClusterNetworkPolicy c = RandomCnp(rng, absl::StrCat("cnp", i));
+    state->cluster_policies[c.name] = std::move(c);
+  }
+}
+
+State MutateClusterPolicies(const State& s, uint64_t seed) {
+  Rng rng(seed * 6364136223846793005ULL + 3);
+  State out = s;
+  for (int i = 1 + rng.Uniform(3); i > 0; --i) {
+    switch (rng.Uniform(6)) {
+      case 0: {  // a CNP arrives
+        ClusterNetworkPolicy c = RandomCnp(rng, absl::StrCat("cnp-new", rng.Uniform(4)));
+        out.cluster_policies[c.name] = std::move(c);
+        break;
+      }
+      case 1:  // a CNP leaves
+        if (!out.cluster_policies.empty()) out.cluster_policies.erase(PickIn(out.cluster_policies, rng));
+        break;
+      case 2: {  // a CNP changes priority or tier
+        if (out.cluster_policies.empty()) break;
+        ClusterNetworkPolicy& c = PickIn(out.cluster_policies, rng)->second;
+        if (rng.Chance(50)) {
+          c.priority = rng.Uniform(3) * 5;
+        } else {
+          c.tier = c.tier == CnpTier::kAdmin ? CnpTier::kBaseline : CnpTier::kAdmin;
+        }
+        break;
+      }
+      case 3: {  // a CNP changes its body
+        if (out.cluster_policies.empty()) break;
+        ClusterNetworkPolicy& c = PickIn(out.cluster_policies, rng)->second;
+        ClusterNetworkPolicy body = RandomCnp(rng, c.name);
+        body.tier = c.tier;
+        body.priority = c.priority;
+        c = body;
+        break;
+      }
+      case 4: {  // a node relabels
+        if (out.nodes.empty()) break;
+        Node& n = PickIn(out.nodes, rng)->second;
+        if (rng.Chance(30)) {
+          n.labels.erase("role");
+        } else {
+          n.labels["role"] = rng.Chance(50) ? "infra" : "worker";
+        }
+        break;
+      }
+      default:  // the rest of the cluster changes
+        out = Mutate(out, seed * 31 + static_cast<uint64_t>(i));
+        break;
+    }
+  }
+  return out;
+}
+
 }  // namespace netpol::compiler::testing

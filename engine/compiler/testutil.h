@@ -61,6 +61,15 @@ void AddCrowd(State* state, const std::string& ns, int first, int count, const s
 // and policies created, relabelled, moved or deleted, named ports, large-rule crossings.
 State Mutate(const State& s, uint64_t seed);
 
+// Adds Node objects n1 and n2 (NodeAddr addresses, labels role=infra|worker) and 1 to
+// `max_policies` random ClusterNetworkPolicies (seeded) drawing on every feature: both tiers,
+// equal and distinct priorities, Accept/Deny/Pass, namespaces and pods subjects and peers, egress
+// nodes and networks peers in both families, numeric, range and named ports of every protocol.
+void AddRandomClusterPolicies(State* state, uint64_t seed, int max_policies = 4);
+// One to three random edits of the ClusterNetworkPolicies and Nodes of `s` (seeded): CNPs
+// created, changed (priority, tier, rules, subject) or deleted, a node relabelled.
+State MutateClusterPolicies(const State& s, uint64_t seed);
+
 // The node addresses RandomState uses: index 0 = "n1", 1 = "n2".
 IpAddr NodeAddr(int node, Family family);
 

@@ -1,0 +1,213 @@
+// The ClusterNetworkPolicy tiers of the compiled program (cluster.h, RULESET.md "ClusterNetworkPolicy
+// tiers"): the first-match partition, the layout (a tier costs a fixed number of rules whatever
+// the number of CNPs and rules), the dispatch and self entries of tiered pods, and validation.
+#include "engine/compiler/cluster.h"
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "engine/compiler/compiler.h"
+#include "engine/compiler/testutil.h"
+#include "engine/nft/program.h"
+#include "engine/nft/transaction.h"
+#include "gtest/gtest.h"
+
+namespace netpol::compiler {
+namespace {
+
+using internal::FirstMatch;
+using internal::ValuedBox;
+using testing::Add;
+using testing::CidrOf;
+using testing::Ip;
+using testing::MakeNamespace;
+using testing::MakePod;
+using testing::Sel;
+
+Box B(std::vector<std::pair<int, int>> spans) {
+  Box b;
+  for (auto [lo, hi] : spans) b.push_back({static_cast<U128>(lo), static_cast<U128>(hi)});
+  return b;
+}
+
+TEST(FirstMatchTest, EarlierBoxesWinWhereTheyOverlap) {
+  // Deny 0-10 x any; then Accept 5-20 x 80; then Pass everything.
+  const std::vector<U128> dims = {100, 65535};
+  const std::vector<ValuedBox> got =
+      FirstMatch({{B({{0, 10}, {0, 65535}}), 1}, {B({{5, 20}, {80, 80}}), 0},
+                  {B({{0, 100}, {0, 65535}}), 2}},
+                 dims);
+  const std::vector<ValuedBox> want = {
+      {B({{0, 10}, {0, 65535}}), 1},
+      {B({{11, 20}, {0, 79}}), 2},
+      {B({{11, 20}, {80, 80}}), 0},
+      {B({{11, 20}, {81, 65535}}), 2},
+      {B({{21, 100}, {0, 65535}}), 2},
+  };
+  EXPECT_EQ(got, want);
+}
+
+TEST(FirstMatchTest, DependsOnThePointMapOnly) {
+  // The same function split differently gives the same boxes; a later box that an earlier one
+  // covers entirely leaves no trace.
+  const std::vector<U128> dims = {255, 255};
+  const auto a = FirstMatch({{B({{0, 9}, {0, 255}}), 0}, {B({{10, 19}, {0, 255}}), 0},
+                             {B({{0, 19}, {0, 255}}), 1}},
+                            dims);
+  const auto b = FirstMatch({{B({{0, 19}, {0, 255}}), 0}, {B({{3, 4}, {7, 7}}), 1}}, dims);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a, b);
+  EXPECT_TRUE(FirstMatch({}, dims).empty());
+}
+
+// Namespace x: pods web (local on n1) and db (remote); ns y: pod c (remote).
+State Cluster() {
+  State s;
+  Add(&s, MakeNamespace("x", {{"env", "prod"}}));
+  Add(&s, MakeNamespace("y"));
+  Add(&s, MakePod("x", "web", {{"app", "web"}}, "n1", {"10.0.0.2", "fd00::2"},
+                  {{"http", 8080, Protocol::kTCP}}));
+  Add(&s, MakePod("x", "db", {{"app", "db"}}, "n2", {"10.0.1.5", "fd00::1:5"}));
+  Add(&s, MakePod("y", "c", {}, "n2", {"10.0.1.9"}));
+  return s;
+}
+
+ClusterNetworkPolicy Guard(const std::string& name, CnpTier tier, int32_t priority,
+                           CnpAction action, int32_t port) {
+  ClusterNetworkPolicy c;
+  c.name = name;
+  c.tier = tier;
+  c.priority = priority;
+  c.subject.namespaces = Sel({{"env", "prod"}});
+  CnpRule r;
+  r.action = action;
+  CnpPeer p;
+  p.namespaces = LabelSelector();
+  r.peers.push_back(p);
+  CnpPort pp;
+  pp.protocol = Protocol::kTCP;
+  pp.port = port;
+  r.ports.push_back(pp);
+  c.ingress.push_back(r);
+  c.egress.push_back(r);
+  return c;
+}
+
+CompileOptions N1() {
+  CompileOptions o;
+  o.node_name = "n1";
+  return o;
+}
+
+const nft::Chain* ChainStartingWith(const nft::Program& p, const std::string& prefix) {
+  for (const auto& [name, chain] : p.chains) {
+    if (absl::StartsWith(name, prefix)) return &chain;
+  }
+  return nullptr;
+}
+
+TEST(ClusterTiersTest, ATierCostsFourRulesWhateverTheNumberOfPolicies) {
+  // One CNP, then 200 CNPs of several priorities with alternating actions: the tier chain of
+  // the local pod has the same rules (an Accept and a Deny lookup per family), only the
+  // elements grow.
+  size_t rules[2] = {0, 0};
+  size_t elements[2] = {0, 0};
+  for (int round = 0; round < 2; ++round) {
+    State s = Cluster();
+    const int n = round == 0 ? 1 : 200;
+    for (int i = 0; i < n; ++i) {
+      ClusterNetworkPolicy c =
+          Guard(absl::StrCat("g", i), CnpTier::kAdmin, i % 7,
+                i % 2 == 0 ? CnpAction::kDeny : CnpAction::kAccept, 1000 + i);
+      s.cluster_policies[c.name] = c;
+    }
+    absl::StatusOr<nft::Program> p = Compile(s, N1());
+    ASSERT_TRUE(p.ok()) << p.status();
+    const nft::Chain* in = ChainStartingWith(*p, "cin-g0-");
+    ASSERT_NE(in, nullptr) << nft::RenderProgram(*p);
+    rules[round] = in->rules.size();
+    for (const auto& [name, els] : p->elements) {
+      if (absl::StartsWith(name, in->name)) elements[round] += els.size();
+    }
+  }
+  EXPECT_EQ(rules[0], 4u);
+  EXPECT_EQ(rules[1], 4u);
+  EXPECT_GT(elements[1], elements[0]);
+}
+
+TEST(ClusterTiersTest, TieredPodsAreDispatchedToTheirTierChainAndReachThemselves) {
+  State s = Cluster();
+  ClusterNetworkPolicy admin = Guard("a", CnpTier::kAdmin, 10, CnpAction::kDeny, 80);
+  ClusterNetworkPolicy base = Guard("b", CnpTier::kBaseline, 10, CnpAction::kAccept, 81);
+  s.cluster_policies["a"] = admin;
+  s.cluster_policies["b"] = base;
+  absl::StatusOr<nft::Program> p = Compile(s, N1());
+  ASSERT_TRUE(p.ok()) << p.status();
+  const nft::Chain* eg = ChainStartingWith(*p, "ceg-a-");
+  ASSERT_NE(eg, nullptr);
+  // Admin Accept/Deny per family, then (not isolated by NetworkPolicy) Baseline likewise.
+  ASSERT_EQ(eg->rules.size(), 8u);
+  EXPECT_EQ(eg->rules[1].verdict, nft::Verdict::Drop());
+  EXPECT_EQ(eg->rules[0].verdict, nft::Verdict::Return());
+  const std::vector<nft::Element>& d4 = p->elements.at(kEgressDispatchV4);
+  ASSERT_EQ(d4.size(), 1u);
+  EXPECT_EQ(d4[0].verdict, nft::Verdict::Jump(eg->name));
+  EXPECT_EQ(p->elements.at(kSelfV4).size(), 1u);
+  EXPECT_EQ(p->elements.at(kSelfV6).size(), 1u);
+
+  // A NetworkPolicy isolating web for egress: the Baseline tier gives way to its group chain.
+  NetworkPolicy np;
+  np.namespace_name = "x";
+  np.name = "deny";
+  np.egress_type = true;
+  Add(&s, np);
+  p = Compile(s, N1());
+  ASSERT_TRUE(p.ok()) << p.status();
+  eg = ChainStartingWith(*p, "ceg-a-");
+  ASSERT_NE(eg, nullptr);
+  ASSERT_EQ(eg->rules.size(), 5u);
+  ASSERT_TRUE(eg->rules[4].verdict.has_value());
+  EXPECT_EQ(eg->rules[4].verdict->kind, nft::Verdict::Kind::kJump);
+  EXPECT_TRUE(absl::StartsWith(eg->rules[4].verdict->chain, "eg-x_deny-"));
+}
+
+TEST(ClusterTiersTest, InvalidClusterNetworkPoliciesAreRefusedNamingTheField) {
+  struct Row {
+    std::function<void(ClusterNetworkPolicy*)> edit;
+    std::string want;
+  };
+  const std::vector<Row> rows = {
+      {[](ClusterNetworkPolicy* c) { c->priority = 1001; }, "g: spec.priority: 1001"},
+      {[](ClusterNetworkPolicy* c) { c->egress[0].ports[0].port = 0; },
+       "g: spec.egress[0].protocols[0]: port 0"},
+      {[](ClusterNetworkPolicy* c) { c->ingress[0].ports[0].end_port = 70; },
+       "g: spec.ingress[0].protocols[0]: range 80-70"},
+      {[](ClusterNetworkPolicy* c) { c->ingress[0].peers[0].networks.push_back(CidrOf("10.0.0.0/8")); },
+       "g: spec.ingress[0].from[0]: exactly one"},
+      {[](ClusterNetworkPolicy* c) {
+         c->ingress[0].peers[0] = CnpPeer();
+         c->ingress[0].peers[0].networks.push_back(CidrOf("10.0.0.0/8"));
+       },
+       "g: spec.ingress[0].from[0]: nodes and networks are egress peers only"},
+      {[](ClusterNetworkPolicy* c) { c->egress[0].peers.clear(); }, "g: spec.egress[0].to: must not"},
+      {[](ClusterNetworkPolicy* c) { c->subject = CnpPeer(); }, "g: spec.subject: exactly one"},
+  };
+  for (const Row& row : rows) {
+    State s = Cluster();
+    ClusterNetworkPolicy c = Guard("g", CnpTier::kAdmin, 1, CnpAction::kDeny, 80);
+    row.edit(&c);
+    s.cluster_policies["g"] = c;
+    absl::StatusOr<nft::Program> p = Compile(s, N1());
+    ASSERT_FALSE(p.ok()) << row.want;
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(absl::StrContains(p.status().message(), absl::StrCat("clusternetworkpolicy ", row.want)))
+        << p.status();
+    EXPECT_EQ(ValidateObject(c).message(), p.status().message());
+  }
+}
+
+}  // namespace
+}  // namespace netpol::compiler
