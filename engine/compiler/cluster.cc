@@ -130,16 +130,30 @@ std::vector<ValuedBox> Cut(const std::vector<const ValuedBox*>& active, size_t d
     }
     have_run = false;
   };
+  // A sweep along dimension d: the boxes covering the current segment, by input position (the
+  // first-match order), so a segment costs the boxes that cover it, not all of them.
+  std::vector<size_t> by_lo(active.size()), by_end(active.size());
+  for (size_t i = 0; i < active.size(); ++i) by_lo[i] = by_end[i] = i;
+  std::sort(by_lo.begin(), by_lo.end(),
+            [&](size_t a, size_t b) { return active[a]->box[d].lo < active[b]->box[d].lo; });
+  std::sort(by_end.begin(), by_end.end(),
+            [&](size_t a, size_t b) { return active[a]->box[d].hi < active[b]->box[d].hi; });
+  std::set<size_t> covering;
+  size_t next_add = 0, next_remove = 0;
   std::vector<const ValuedBox*> sub;
   for (size_t i = 0; i < pts.size(); ++i) {
     const U128 lo = pts[i];
     const U128 hi = i + 1 < pts.size() ? pts[i + 1] - 1 : dims[d];
+    while (next_add < by_lo.size() && active[by_lo[next_add]]->box[d].lo <= lo) {
+      covering.insert(by_lo[next_add++]);
+    }
+    while (next_remove < by_end.size() && active[by_end[next_remove]]->box[d].hi < lo) {
+      covering.erase(by_end[next_remove++]);
+    }
     sub.clear();
-    for (const ValuedBox* b : active) {
-      if (b->box[d].lo <= lo && hi <= b->box[d].hi) {
-        sub.push_back(b);
-        if (Full(b->box, d + 1, dims)) break;  // it shadows everything after it here
-      }
+    for (size_t k : covering) {
+      sub.push_back(active[k]);
+      if (Full(active[k]->box, d + 1, dims)) break;  // it shadows everything after it here
     }
     std::vector<ValuedBox> res;
     if (!sub.empty()) {
@@ -165,23 +179,46 @@ std::vector<ValuedBox> Cut(const std::vector<const ValuedBox*>& active, size_t d
   return out;
 }
 
-bool PodMatches(const State& s, const CnpPeer& peer, const Pod& pod) {
+// The labels a namespace selector sees, per namespace (computed once per namespace).
+class NsLabels {
+ public:
+  explicit NsLabels(const State& s) : s_(s) {}
+  const Labels& Of(const std::string& ns) {
+    auto it = cache_.find(ns);
+    if (it == cache_.end()) it = cache_.emplace(ns, NamespaceLabels(s_, ns)).first;
+    return it->second;
+  }
+
+ private:
+  const State& s_;
+  std::map<std::string, Labels> cache_;
+};
+
+bool PodMatches(NsLabels& ns, const CnpPeer& peer, const Pod& pod) {
   if (pod.host_network) return false;
-  if (peer.namespaces) return Matches(*peer.namespaces, NamespaceLabels(s, pod.namespace_name));
+  if (peer.namespaces) return Matches(*peer.namespaces, ns.Of(pod.namespace_name));
   if (peer.pods) {
-    return Matches(peer.pods->namespace_selector, NamespaceLabels(s, pod.namespace_name)) &&
-           Matches(peer.pods->pod_selector, pod.labels);
+    return Matches(peer.pods->pod_selector, pod.labels) &&
+           Matches(peer.pods->namespace_selector, ns.Of(pod.namespace_name));
   }
   return false;
 }
 
-std::vector<Span> PeerSpans(const State& s, const CnpPeer& peer, Family fam) {
+// Non-hostNetwork pods by namespace.
+using PodsByNs = std::map<std::string, std::vector<const Pod*>>;
+
+std::vector<Span> PeerSpans(const State& s, NsLabels& ns, const PodsByNs& pods_by_ns,
+                            const CnpPeer& peer, Family fam) {
   std::vector<Span> out;
   if (peer.namespaces || peer.pods) {
-    for (const auto& [key, pod] : s.pods) {
-      if (!PodMatches(s, peer, pod)) continue;
-      for (const IpAddr& ip : pod.ips) {
-        if (ip.family == fam) out.push_back(AddrSpan(ip, ip));
+    const LabelSelector& ns_sel = peer.namespaces ? *peer.namespaces : peer.pods->namespace_selector;
+    for (const auto& [name, pods] : pods_by_ns) {
+      if (!Matches(ns_sel, ns.Of(name))) continue;
+      for (const Pod* pod : pods) {
+        if (peer.pods && !Matches(peer.pods->pod_selector, pod->labels)) continue;
+        for (const IpAddr& ip : pod->ips) {
+          if (ip.family == fam) out.push_back(AddrSpan(ip, ip));
+        }
       }
     }
   } else if (peer.nodes) {
@@ -214,7 +251,10 @@ struct TierChain {
 
 class Builder {
  public:
-  Builder(const State& s, const CompileOptions& opts) : s_(s), opts_(opts) {
+  Builder(const State& s, const CompileOptions& opts) : s_(s), opts_(opts), ns_(s) {
+    for (const auto& [key, pod] : s.pods) {
+      if (!pod.host_network) pods_by_ns_[pod.namespace_name].push_back(&pod);
+    }
     for (int f = 0; f < 2; ++f) {
       for (const auto& [key, pod] : s.pods) {
         if (pod.host_network) continue;
@@ -225,10 +265,28 @@ class Builder {
     }
   }
 
-  // The first-match boxes of `cnps`' rules for `dir`, family index `f`.
-  std::vector<ValuedBox> TierBoxes(const std::vector<const ClusterNetworkPolicy*>& cnps, Dir dir,
-                                   int f, const Resolution& resolution) const {
-    const Family fam = f == 0 ? Family::kV4 : Family::kV6;
+  // The addresses of `peer` in family index `f` (computed once per peer).
+  const std::vector<Span>& Spans(const CnpPeer& peer, int f) {
+    auto it = spans_[f].find(&peer);
+    if (it == spans_[f].end()) {
+      it = spans_[f].emplace(&peer, PeerSpans(s_, ns_, pods_by_ns_, peer, f == 0 ? Family::kV4 : Family::kV6)).first;
+    }
+    return it->second;
+  }
+
+  // The first-match boxes of `cnps`' rules for `dir`, family index `f` (computed once per tier
+  // content: tier chains that differ only in what follows the tier share them).
+  const std::vector<ValuedBox>& TierBoxes(const std::vector<const ClusterNetworkPolicy*>& cnps,
+                                          Dir dir, int f, const Resolution& resolution) {
+    std::string key = absl::StrCat(DirName(dir), "|", f);
+    for (const ClusterNetworkPolicy* c : cnps) absl::StrAppend(&key, ",", c->name);
+    for (const auto& [np_, port] : resolution) {
+      absl::StrAppend(&key, "|", np_.first, "/", static_cast<int>(np_.second), "=",
+                      port ? absl::StrCat(*port) : "none");
+    }
+    auto cached = tier_boxes_.find(key);
+    if (cached != tier_boxes_.end()) return cached->second;
+    std::vector<ValuedBox>& out = tier_boxes_[key];
     std::vector<ValuedBox> ordered;
     for (const ClusterNetworkPolicy* cnp : cnps) {
       for (const CnpRule& rule : dir == Dir::kIngress ? cnp->ingress : cnp->egress) {
@@ -237,7 +295,7 @@ class Builder {
                                                             : kPass;
         std::vector<Span> spans;
         for (const CnpPeer& peer : rule.peers) {
-          std::vector<Span> more = PeerSpans(s_, peer, fam);
+          const std::vector<Span>& more = Spans(peer, f);
           spans.insert(spans.end(), more.begin(), more.end());
         }
         auto add = [&](const Span& a, Span proto, Span port) {
@@ -277,7 +335,8 @@ class Builder {
         }
       }
     }
-    return FirstMatch(ordered, SlotDims(SRp(f)));
+    out = FirstMatch(ordered, SlotDims(SRp(f)));
+    return out;
   }
 
   nft::Program Build(const nft::Program& np) {
@@ -306,7 +365,7 @@ class Builder {
           }
         }
         for (const ClusterNetworkPolicy* c : tier[0]) {
-          if (PodMatches(s_, c->subject, pod)) tc.admin.push_back(c);
+          if (PodMatches(ns_, c->subject, pod)) tc.admin.push_back(c);
         }
         if (isolated[d].count(key) != 0) {
           // The pod's group chain, from the NetworkPolicy dispatch map.
@@ -321,7 +380,7 @@ class Builder {
           }
         } else {
           for (const ClusterNetworkPolicy* c : tier[1]) {
-            if (PodMatches(s_, c->subject, pod)) tc.baseline.push_back(c);
+            if (PodMatches(ns_, c->subject, pod)) tc.baseline.push_back(c);
           }
         }
         if (tc.admin.empty() && tc.baseline.empty()) continue;
@@ -433,10 +492,10 @@ class Builder {
 
   // The tier's sets and rules: per family an Accept set (return: allowed) and a Deny set (drop).
   void EmitTier(const TierChain& tc, const std::vector<const ClusterNetworkPolicy*>& cnps,
-                char letter, const char* tier_name, nft::Chain* chain, nft::Program* prog) const {
+                char letter, const char* tier_name, nft::Chain* chain, nft::Program* prog) {
     const std::vector<std::string> names = Names(cnps);
     for (int f = 0; f < 2; ++f) {
-      const std::vector<ValuedBox> boxes = TierBoxes(cnps, tc.dir, f, tc.resolution);
+      const std::vector<ValuedBox>& boxes = TierBoxes(cnps, tc.dir, f, tc.resolution);
       for (int v : {kAccept, kDeny}) {
         const std::string set = absl::StrCat(tc.name, "-", std::string(1, letter),
                                              v == kAccept ? "a" : "d", f == 0 ? "4" : "6");
@@ -462,7 +521,7 @@ class Builder {
     }
   }
 
-  void Emit(const TierChain& tc, nft::Program* prog) const {
+  void Emit(const TierChain& tc, nft::Program* prog) {
     nft::Chain chain;
     chain.name = tc.name;
     std::vector<std::string> parts;
@@ -483,7 +542,11 @@ class Builder {
 
   const State& s_;
   const CompileOptions& opts_;
+  NsLabels ns_;
+  PodsByNs pods_by_ns_;
   std::map<U128, const Pod*> owners_[2];
+  std::map<const CnpPeer*, std::vector<Span>> spans_[2];
+  std::map<std::string, std::vector<ValuedBox>> tier_boxes_;
 };
 
 }  // namespace
