@@ -165,6 +165,12 @@ class PlanBuilder {
             continue;
           }
           if (lookup->negate || !rule.verdict) continue;
+          if (rule.verdict->kind == Verdict::Kind::kDrop && !chain.base) {
+            // A deny (a ClusterNetworkPolicy tier's Deny set): its added elements may deny flows
+            // that were allowed.
+            denies_[lookup->set].push_back(AllowUse{name, lookup->key, false});
+            continue;
+          }
           if (rule.verdict->kind != Verdict::Kind::kReturn &&
               rule.verdict->kind != Verdict::Kind::kAccept) {
             continue;
@@ -185,6 +191,34 @@ class PlanBuilder {
         dispatched_[e.verdict->chain].push_back(Dispatched{d.source, e.key[0].addr_lo, e.comment});
       }
     }
+    // A regular chain that jumps on to another (a ClusterNetworkPolicy tier chain to its pods'
+    // group chain) sends its pods there too: the other chain's allows are theirs.
+    std::map<std::string, std::set<std::string>> jumps;
+    for (const auto& [name, chain] : before_.chains) {
+      if (chain.base) continue;
+      for (const nft::Rule& rule : chain.rules) {
+        if (rule.verdict && (rule.verdict->kind == Verdict::Kind::kJump ||
+                             rule.verdict->kind == Verdict::Kind::kGoto)) {
+          jumps[name].insert(rule.verdict->chain);
+        }
+      }
+    }
+    for (size_t depth = 0; depth < 4 && !jumps.empty(); ++depth) {
+      std::map<std::string, std::vector<Dispatched>> more;
+      for (const auto& [from, tos] : jumps) {
+        auto pods = dispatched_.find(from);
+        if (pods == dispatched_.end()) continue;
+        for (const std::string& to : tos) {
+          for (const Dispatched& p : pods->second) {
+            if (reached_.insert({to, p.source, p.addr}).second) more[to].push_back(p);
+          }
+        }
+      }
+      if (more.empty()) break;
+      for (auto& [chain, pods] : more) {
+        dispatched_[chain].insert(dispatched_[chain].end(), pods.begin(), pods.end());
+      }
+    }
   }
 
   static std::string PodText(const Dispatched& p) {
@@ -202,7 +236,14 @@ class PlanBuilder {
   void ElementGone(const std::string& set, const Element& e, const char* verb) {
     auto uses = uses_.find(set);
     if (uses == uses_.end()) return;
-    for (const AllowUse& use : uses->second) {
+    Candidates(uses->second, set, e, verb);
+  }
+
+  // The flows element `e` of `set` describes, for every chain that looks it up in `uses`, are
+  // candidates.
+  void Candidates(const std::vector<AllowUse>& uses, const std::string& set, const Element& e,
+                  const char* verb) {
+    for (const AllowUse& use : uses) {
       if (use.key.size() != e.key.size()) continue;
       // The element's own constraints; family unknown until an address field or a pod fixes it.
       std::optional<Family> family;
@@ -276,8 +317,14 @@ class PlanBuilder {
     for (const Dispatched& p : pods->second) AnyOf(p, absl::StrCat(chain, ": ", why));
   }
 
-  // A dispatch element added: a pod newly isolated, or sent to another chain.
+  // An element added: to a deny set, its flows; to a dispatch map, a pod newly isolated or sent
+  // to another chain.
   void ElementAdded(const std::string& map, const Element& e) {
+    auto deny = denies_.find(map);
+    if (deny != denies_.end()) {
+      Candidates(deny->second, map, e, "added to a deny set:");
+      return;
+    }
     auto d = dispatch_.find(map);
     if (d == dispatch_.end() || e.key.size() != 1) return;
     std::optional<Verdict> old;
@@ -297,6 +344,8 @@ class PlanBuilder {
   const nft::Program& before_;
   std::map<std::string, Dispatch> dispatch_;               // verdict map -> its lookup
   std::map<std::string, std::vector<AllowUse>> uses_;      // set -> allow rules using it
+  std::map<std::string, std::vector<AllowUse>> denies_;    // set -> drop rules using it
+  std::set<std::tuple<std::string, bool, IpAddr>> reached_;  // pods sent on by jumps
   std::map<std::string, std::vector<Dispatched>> dispatched_;  // chain -> pods sent there
   // Verdict map -> its elements in `before` by key address, in `before`'s order.
   std::map<std::string, std::multimap<IpAddr, const Element*>> old_dispatch_;

@@ -24,6 +24,10 @@
 //   * A pod whose dispatch element is added (newly isolated) or re-pointed to another chain, and
 //     every pod dispatched into a chain whose rules are flushed, yields "any traffic to P"
 //     (ingress) or "any traffic from P" (egress): any of its flows may now be denied.
+//   * A rule `<selectors> @S drop` in a regular chain (a ClusterNetworkPolicy tier's Deny set)
+//     is a deny: an element added to S yields the flows its key fields describe, as a deleted
+//     allow element does. A regular chain's `jump C` sends the pods dispatched into it on to C
+//     (a tier chain to its pods' group chain), so C's allows are theirs too.
 //   * A lookup in a base chain itself (e.g. `ip saddr . ip daddr @self-v4 accept`) yields the
 //     flows of its deleted elements' fields alone.
 // Filters over-approximate (another rule may still allow a flow): StillAllowed decides.

@@ -240,6 +240,65 @@ TEST(RevocationFilters, Table) {
   }
 }
 
+constexpr char kGuardC[] = R"(
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: guard}
+spec:
+  tier: Admin
+  priority: 1
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: a}}}}
+  ingress:
+  - {action: Deny, from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: c}}}}], protocols: [{tcp: {destinationPort: {number: 5432}}}]}
+)";
+
+constexpr char kGuardCAndB80[] = R"(
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: guard}
+spec:
+  tier: Admin
+  priority: 1
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: a}}}}
+  ingress:
+  - {action: Deny, from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: c}}}}], protocols: [{tcp: {destinationPort: {number: 5432}}}]}
+  - {action: Deny, from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: b}}}}], protocols: [{tcp: {destinationPort: {number: 80}}}]}
+)";
+
+// ClusterNetworkPolicy tier chains: an element added to a tier's Deny set makes its flows
+// candidates, and the pods a tier chain jumps on with are the group chain's pods (a removed
+// NetworkPolicy allow of a tiered pod is a candidate).
+TEST(RevocationFilters, ClusterNetworkPolicyTierChains) {
+  const Flow b_to_a_80 = Tcp("10.0.0.3", "10.0.0.2", 80);
+  const Flow c_to_a_81 = Tcp("10.0.1.4", "10.0.0.2", 81);
+  struct Row {
+    const char* name;
+    std::vector<std::string> before, after;
+  };
+  const std::vector<Row> rows = {
+      {"a Deny rule added to the same CNP", {Cluster(), kGuardC}, {Cluster(), kGuardCAndB80}},
+      {"the group chain behind the tier chain loses the allow",
+       {Cluster(), kGuardC, AllowB80()},
+       {Cluster(), kGuardC, AllowB81()}},
+  };
+  for (const Row& row : rows) {
+    SCOPED_TRACE(row.name);
+    const nft::Program before = CompileYaml(row.before);
+    const nft::Program after = CompileYaml(row.after);
+    const nft::Transaction tx = nft::Diff(before, after);
+    const std::vector<FlowFilter> filters = RevocationFilters(before, tx);
+    bool matched = false;
+    for (const FlowFilter& f : filters) matched = matched || f.Matches(b_to_a_80);
+    EXPECT_TRUE(matched) << tx.ToNftText();
+    EXPECT_TRUE(StillAllowed(before, b_to_a_80));
+    EXPECT_FALSE(StillAllowed(after, b_to_a_80));
+    // Not every flow of the pod: only what the change touches.
+    bool other = false;
+    for (const FlowFilter& f : filters) other = other || f.Matches(c_to_a_81);
+    EXPECT_FALSE(other);
+  }
+}
+
 // The decision the agent's revoker takes after each commit: a conntrack dump only when the
 // transaction removed an allow or isolated (or re-grouped) a pod; never for a change that only
 // adds. The transactions are the agent's: IncrementalCompiler::Update from one State to the
