@@ -92,5 +92,29 @@ TEST_F(KernelTest, CompiledProgramsLoadListAndDiffInTheKernel) {
   EXPECT_EQ(loaded, 40);
 }
 
+// With random ClusterNetworkPolicies (tier chains and their interval sets): the kernel loads and
+// lists the programs as rendered, and takes the Diff of a CNP edit.
+TEST_F(KernelTest, ClusterNetworkPolicyProgramsLoadListAndDiffInTheKernel) {
+  int loaded = 0;
+  for (uint32_t seed = 1; seed <= 30; ++seed) {
+    State s1 = testing::RandomState(seed, {.min_pods = 8, .max_pods = 16, .min_policies = 1,
+                                           .max_policies = 4});
+    testing::AddRandomClusterPolicies(&s1, seed, 6);
+    const State s2 = testing::MutateClusterPolicies(s1, seed);
+    nft::Program p1 = MustCompile(s1, "n1");
+    nft::Program p2 = MustCompile(s2, "n1");
+    const std::string full = TempPath("full.nft"), diff = TempPath("diff.nft");
+    std::ofstream(full) << nft::FullReplace(p1).ToNftText();
+    std::ofstream(diff) << nft::Diff(p1, p2).ToNftText();
+    ShellRun r = InFreshNetns(absl::StrCat("nft -f ", full, "\nnft list table inet netpol\n"));
+    ASSERT_EQ(r.status, 0) << "seed " << seed << ": " << r.output;
+    EXPECT_EQ(r.output, nft::RenderProgram(p1)) << "seed " << seed;
+    r = InFreshNetns(absl::StrCat("nft -f ", full, "\nnft -f ", diff, "\n"));
+    ASSERT_EQ(r.status, 0) << "seed " << seed << " diff: " << r.output;
+    ++loaded;
+  }
+  EXPECT_EQ(loaded, 30);
+}
+
 }  // namespace
 }  // namespace netpol::compiler
