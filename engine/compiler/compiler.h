@@ -35,10 +35,10 @@
 
 namespace netpol::compiler {
 
-// Whether Compile emits ClusterNetworkPolicies (the Admin and Baseline tiers). While false,
-// Compile does not read State::cluster_policies, so the agent refuses writes of them and
-// refuses to sync a State that holds any (agent/reconciler.h): a stored ClusterNetworkPolicy
-// is never silently left unenforced. The compiler sets it when it emits the tiers.
+// Whether the agent enforces ClusterNetworkPolicies. Compile emits the Admin and Baseline tiers
+// (RULESET.md "ClusterNetworkPolicy tiers"; netpol-enforce and the lab use them); while this is
+// false the agent refuses writes of them and refuses to sync a State that holds any
+// (agent/reconciler.h), until its own tests of CNP enforcement turn it on.
 inline constexpr bool kCompilesClusterNetworkPolicies = false;
 
 // Fixed object names of the layout (see RULESET.md).
