@@ -129,23 +129,6 @@ absl::Status Reconciler::WaitFor(uint64_t generation, absl::Duration timeout) {
   return absl::UnavailableError(absl::StrCat("generation ", generation, " is not applied yet"));
 }
 
-absl::Status UnenforceableClusterPolicies(const State& state) {
-  std::string names;
-  size_t n = 0;
-  for (const auto& [name, cnp] : state.cluster_policies) {
-    if (++n > 5) {
-      absl::StrAppend(&names, ", ...");
-      break;
-    }
-    absl::StrAppend(&names, names.empty() ? "" : ", ", name);
-  }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "the datastore holds ", state.cluster_policies.size(), " ClusterNetworkPolicies (", names,
-      ") but this version of netpol cannot enforce them (no datapath for the Admin and "
-      "Baseline tiers yet): not syncing, the kernel keeps the last program; delete them to "
-      "sync again"));
-}
-
 compiler::CompileOptions Reconciler::CompileOptionsNow() const {
   compiler::CompileOptions out = options_.compile;
   if (options_.attached_pods) {
@@ -175,10 +158,6 @@ absl::Status Reconciler::SyncLocked(SyncKind forced) {
   SyncOutcome out(options_.compile.table);
   out.kind = full ? (forced == SyncKind::kRepair ? SyncKind::kRepair : SyncKind::kFull)
                   : SyncKind::kIncremental;
-  if (!options_.compiles_cluster_network_policies && !snap.state->cluster_policies.empty()) {
-    out.status = UnenforceableClusterPolicies(*snap.state);
-    return RecordSync(snap, absl::Now() - start, out);
-  }
   nft::Program view;                        // `before` of a sync through the change log
   const nft::Program* before = nullptr;
   std::shared_ptr<const nft::Program> old;  // `before` of a compiling sync

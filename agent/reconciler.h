@@ -53,18 +53,8 @@ namespace netpol::agent {
 enum class SyncKind { kNone, kFull, kIncremental, kCheck, kRepair };
 const char* SyncKindName(SyncKind kind);  // "none", "full", "incremental", "check", "repair"
 
-// The error of a sync refused because `state` holds ClusterNetworkPolicies the compiler cannot
-// emit (ReconcilerOptions::compiles_cluster_network_policies): names the first few.
-absl::Status UnenforceableClusterPolicies(const State& state);
-
 struct ReconcilerOptions {
   compiler::CompileOptions compile;
-  // Whether the compiler emits ClusterNetworkPolicies. While it does not, a State holding any
-  // is never synced: the sync fails with FailedPrecondition naming them and the kernel keeps
-  // the last program (fail-static), rather than enforcing NetworkPolicies without the
-  // guardrails the datastore holds (a ClusterNetworkPolicy written to etcd directly, or one of
-  // the Kubernetes API's). Deleting them lets the next sync through.
-  bool compiles_cluster_network_policies = compiler::kCompilesClusterNetworkPolicies;
   // After a notification, wait this long for more before syncing. Syncs already coalesce
   // whatever arrives while one runs; the window only helps bursts from separate clients.
   absl::Duration debounce = absl::Milliseconds(5);

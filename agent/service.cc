@@ -307,7 +307,7 @@ bool AgentService::Ready() const { return reconciler_->status().synced_once; }
 
 absl::StatusOr<std::vector<Object>> AgentService::LoadObjects(
     const google::protobuf::RepeatedPtrField<v1::Object>& objects,
-    const google::protobuf::RepeatedPtrField<v1::Manifest>& manifests, bool for_apply) const {
+    const google::protobuf::RepeatedPtrField<v1::Manifest>& manifests) const {
   // Bounded work per request: checked before parsing (messages) and while loading (YAML).
   if (objects.size() > kMaxObjectsPerRequest || manifests.size() > kMaxObjectsPerRequest) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -315,24 +315,7 @@ absl::StatusOr<std::vector<Object>> AgentService::LoadObjects(
         objects.size() > kMaxObjectsPerRequest ? " objects" : " manifests", "; at most ",
         kMaxObjectsPerRequest, " per request: split the change"));
   }
-  // Until the compiler emits ClusterNetworkPolicies, applying one is refused, the whole request
-  // with it, rather than storing a guardrail that does nothing (ReconcilerOptions::
-  // compiles_cluster_network_policies). Deleting one, and Nodes, are fine.
-  const bool refuse_cnp = for_apply && !reconciler_->options().compiles_cluster_network_policies;
-  auto refuse = [&](const std::string& source,
-                    const std::vector<Object>& loaded) -> absl::Status {
-    if (!refuse_cnp) return absl::OkStatus();
-    for (const Object& o : loaded) {
-      if (o.AsClusterNetworkPolicy() == nullptr) continue;
-      return absl::UnimplementedError(absl::StrCat(
-          source, ": ", o.Ref(),
-          ": ClusterNetworkPolicy is validated but not stored or enforced by this version of "
-          "netpol (no datapath for the Admin and Baseline tiers yet); nothing was changed"));
-    }
-    return absl::OkStatus();
-  };
   ASSIGN_OR_RETURN(std::vector<Object> out, ParseApiObjects(objects, "objects"));
-  RETURN_IF_ERROR(refuse("objects", out));
   for (int i = 0; i < manifests.size(); ++i) {
     LoadOptions options;
     options.source = manifests[i].source().empty() ? absl::StrCat("manifests[", i, "]")
@@ -341,7 +324,6 @@ absl::StatusOr<std::vector<Object>> AgentService::LoadObjects(
       options.default_namespace = manifests[i].default_namespace();
     }
     ASSIGN_OR_RETURN(LoadResult loaded, LoadYaml(manifests[i].text(), options));
-    RETURN_IF_ERROR(refuse(options.source, loaded.objects));
     for (Object& o : loaded.objects) out.push_back(std::move(o));
     if (out.size() > static_cast<size_t>(kMaxObjectsPerRequest)) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -503,7 +485,7 @@ absl::StatusOr<v1::ApplyResponse> AgentService::Apply(const v1::ApplyRequest& re
   ASSIGN_OR_RETURN(AdmissionGate::Slot slot,
                    request.dry_run() ? dry_runs_.Enter() : writes_.Enter());
   ASSIGN_OR_RETURN(std::vector<Object> objects,
-                   LoadObjects(request.objects(), request.manifests(), /*for_apply=*/true));
+                   LoadObjects(request.objects(), request.manifests()));
   if (objects.empty()) {
     return absl::InvalidArgumentError("no objects: set objects or manifests");
   }
@@ -534,7 +516,7 @@ absl::StatusOr<v1::DeleteResponse> AgentService::Delete(const v1::DeleteRequest&
   std::vector<v1::ObjectRef> refs(request.refs().begin(), request.refs().end());
   ASSIGN_OR_RETURN(std::vector<Object> objects,
                    LoadObjects(google::protobuf::RepeatedPtrField<v1::Object>(),
-                               request.manifests(), /*for_apply=*/false));
+                               request.manifests()));
   for (const Object& o : objects) refs.push_back(RefOf(o));
   if (refs.empty()) return absl::InvalidArgumentError("no objects: set refs or manifests");
   v1::DeleteResponse response;

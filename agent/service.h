@@ -247,8 +247,7 @@ class AgentService {
   // Loads every object of a request (messages and manifests), validated.
   absl::StatusOr<std::vector<Object>> LoadObjects(
       const google::protobuf::RepeatedPtrField<v1::Object>& objects,
-      const google::protobuf::RepeatedPtrField<v1::Manifest>& manifests,
-      bool for_apply) const;
+      const google::protobuf::RepeatedPtrField<v1::Manifest>& manifests) const;
   // Stores `change` (computed from the current State by `mutate`), hands the program to the
   // reconciler and waits for the commit. Fills results, generation and plan.
   using Mutate = std::function<absl::StatusOr<ChangeResult>(const State&)>;

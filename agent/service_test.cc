@@ -10,12 +10,16 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
 
 #include "agent/testing/fixtures.h"
 #include "api/convert.h"
+#include "engine/compiler/compiler.h"
+#include "engine/model/ip.h"
 #include "engine/nft/fake.h"
+#include "engine/trace/tracer.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
@@ -46,7 +50,6 @@ class ServiceTest : public ::testing::Test {
     ReconcilerOptions o;
     o.compile.node_name = "node-1";
     o.compile.rule_counters = rule_counters_;
-    if (compiles_cnp_) o.compiles_cluster_network_policies = *compiles_cnp_;
     o.debounce = absl::ZeroDuration();
     o.check_interval = absl::ZeroDuration();
     Store* s = store_.get();
@@ -77,7 +80,6 @@ class ServiceTest : public ::testing::Test {
   }
 
   bool rule_counters_ = false;
-  std::optional<bool> compiles_cnp_;  // unset: the compiler's own answer
   std::string dir_;
   nft::FakeBackend fake_;
   std::unique_ptr<Store> store_;
@@ -300,91 +302,106 @@ spec:
   EXPECT_EQ(Kernel(), before);
 }
 
-constexpr char kGuard[] =
+// An Admin-tier Deny of every connection from shop's client to web's http port, which the shop's
+// NetworkPolicy allows.
+constexpr char kLockWeb[] =
     "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
-    "metadata: {name: guard}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}},\n"
-    "  ingress: [{action: Deny, from: [{namespaces: {}}]}]}\n";
+    "metadata: {name: lock-web}\nspec: {tier: Admin, priority: 1,\n"
+    "  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}},\n"
+    "  ingress: [{name: no-clients, action: Deny,\n"
+    "    from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: client}}}}],\n"
+    "    protocols: [{destinationNamedPort: http}]}]}\n";
 
-// An agent whose compiler cannot emit the tiers.
-class NoCnpCompilerTest : public ServiceTest {
+// ClusterNetworkPolicies are stored and enforced like the other kinds.
+class CnpStoreTest : public ServiceTest {
  protected:
-  NoCnpCompilerTest() { compiles_cnp_ = false; }
+  // What the committed program does to a new TCP connection from shop/client (10.1.0.11) to
+  // shop/web (10.1.0.10) on `port`: ingress is judged in postrouting on web's node (this one).
+  bool ClientReachesWeb(int port) {
+    absl::StatusOr<nft::Program> committed = fake_.Dump("netpol");
+    EXPECT_TRUE(committed.ok()) << committed.status();
+    if (!committed.ok()) return false;
+    trace::Packet pkt;
+    pkt.src = *IpAddr::Parse("10.1.0.11");
+    pkt.dst = *IpAddr::Parse("10.1.0.10");
+    pkt.dport = static_cast<uint16_t>(port);
+    absl::StatusOr<trace::TraceResult> r =
+        trace::Trace(*committed, compiler::kPostroutingChain, pkt);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() && r->accepted;
+  }
+  // The committed program's ingress tier chains (`cin-...`).
+  std::vector<std::string> TierChains() {
+    std::vector<std::string> out;
+    absl::StatusOr<nft::Program> committed = fake_.Dump("netpol");
+    if (!committed.ok()) return out;
+    for (const auto& [name, chain] : committed->chains) {
+      if (absl::StartsWith(name, "cin-")) out.push_back(name);
+    }
+    return out;
+  }
 };
 
-TEST_F(NoCnpCompilerTest, ClusterNetworkPoliciesAreRefusedNotSilentlyIgnored) {
+TEST_F(CnpStoreTest, AnAppliedClusterNetworkPolicyIsEnforcedAndItsDeleteLiftsIt) {
   MustApply(kShop);
   const std::string before = Kernel();
-  const std::string with_namespace =
-      absl::StrCat("apiVersion: v1\nkind: Namespace\nmetadata: {name: fine}\n---\n", kGuard);
-  for (bool dry_run : {false, true}) {
-    auto r = service_->Apply(ApplyOf(with_namespace, dry_run), kTimeout);
-    ASSERT_EQ(r.status().code(), absl::StatusCode::kUnimplemented);
-    EXPECT_THAT(std::string(r.status().message()),
-                HasSubstr("manifests[0]: clusternetworkpolicy guard: ClusterNetworkPolicy is "
-                          "validated but not stored or enforced by this version of netpol"));
-  }
-  // As a message too.
-  v1::ApplyRequest as_object;
-  auto* cnp = as_object.add_objects()->mutable_cluster_network_policy();
-  cnp->mutable_metadata()->set_name("guard");
-  cnp->mutable_spec()->set_tier(v1::Admin);
-  cnp->mutable_spec()->set_priority(0);
-  cnp->mutable_spec()->mutable_subject()->mutable_namespaces();
-  auto r = service_->Apply(as_object, kTimeout);
-  ASSERT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << r.status();
-  EXPECT_THAT(std::string(r.status().message()), HasSubstr("objects: clusternetworkpolicy guard"));
-  r = service_->Apply(ApplyOf("apiVersion: policy.networking.k8s.io/v1alpha2\n"
-                              "kind: ClusterNetworkPolicy\nmetadata: {name: guard}\n"),
-                      kTimeout);
-  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);  // invalid first
-  EXPECT_EQ(store_->Current().generation, 1u);
-  EXPECT_EQ(store_->Current().state->namespaces.count("fine"), 0u);
-  EXPECT_EQ(Kernel(), before);
-  // Nodes change nothing without ClusterNetworkPolicies: stored.
-  MustApply("apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {zone: a}}\n"
-            "status: {addresses: [{type: InternalIP, address: 10.9.0.1}]}\n");
-  EXPECT_EQ(store_->Current().state->nodes.size(), 1u);
+  EXPECT_TRUE(ClientReachesWeb(8080));  // the NetworkPolicy allows http
+  EXPECT_FALSE(ClientReachesWeb(9090));
+  EXPECT_TRUE(TierChains().empty());
+
+  v1::ApplyResponse r = MustApply(kLockWeb);
+  EXPECT_THAT(Words(r.results()),
+              ElementsAre("clusternetworkpolicy.policy.networking.k8s.io/lock-web CREATED"));
+  // Acknowledged once committed: the Admin tier's Deny set holds client's address on web's
+  // http port, web is dispatched to its tier chain, and the connection is dropped.
+  EXPECT_EQ(reconciler_->status().applied_generation, r.generation());
+  const std::vector<std::string> chains = TierChains();
+  ASSERT_EQ(chains.size(), 1u) << Kernel();
+  EXPECT_TRUE(absl::StartsWith(chains[0], "cin-lock-web-")) << chains[0];
+  const std::string kernel = Kernel();
+  EXPECT_THAT(kernel, HasSubstr("10.1.0.10 comment \"shop/web\" : jump " + chains[0]));
+  EXPECT_THAT(kernel, HasSubstr(absl::StrCat("set ", chains[0], "-ad4")));
+  EXPECT_THAT(kernel, HasSubstr("10.1.0.11 . tcp . 8080"));
+  EXPECT_FALSE(ClientReachesWeb(8080));
+  EXPECT_FALSE(ClientReachesWeb(9090));  // still the NetworkPolicy's isolation
+
+  // A dry run of the delete plans the lifted chain and changes nothing.
+  v1::DeleteRequest del;
+  v1::ObjectRef* ref = del.add_refs();
+  ref->set_kind(v1::CLUSTER_NETWORK_POLICY);
+  ref->set_name("lock-web");
+  del.set_dry_run(true);
+  auto d = service_->Delete(del, kTimeout);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_THAT(d->plan().nft_changes(), HasSubstr(chains[0]));
+  EXPECT_FALSE(ClientReachesWeb(8080));
+
+  del.set_dry_run(false);
+  d = service_->Delete(del, kTimeout);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(reconciler_->status().applied_generation, d->generation());
+  EXPECT_TRUE(TierChains().empty());
+  EXPECT_TRUE(ClientReachesWeb(8080));
   EXPECT_EQ(Kernel(), before);
 }
 
-TEST_F(NoCnpCompilerTest, AStoredClusterNetworkPolicyStopsSyncsUntilDeleted) {
+// A ClusterNetworkPolicy written behind the API's back (etcd directly, the Kubernetes API) is
+// synced and enforced like one applied through it.
+TEST_F(CnpStoreTest, AStoredClusterNetworkPolicyIsSyncedAndEnforced) {
   MustApply(kShop);
-  const std::string before = Kernel();
-  // Written behind the API's back (etcd directly, the Kubernetes API): the store holds it.
-  State with_cnp = *store_->Current().state;
-  for (const Object& o : fixtures::LoadObjects(kGuard)) Upsert(o, &with_cnp);
-  State more = with_cnp;
-  for (const Object& o : fixtures::LoadObjects(
-           "apiVersion: v1\nkind: Namespace\nmetadata: {name: later}\n")) {
-    Upsert(o, &more);
-  }
+  EXPECT_TRUE(ClientReachesWeb(8080));
+  State more = *store_->Current().state;
+  for (const Object& o : fixtures::LoadObjects(kLockWeb)) Upsert(o, &more);
   auto snap = store_->Update([&](const State&) -> absl::StatusOr<std::optional<Store::Change>> {
     return Store::Change{more, 2};
   });
   ASSERT_TRUE(snap.ok()) << snap.status();
   absl::Status st = reconciler_->SyncNow();
-  ASSERT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
-  EXPECT_THAT(std::string(st.message()),
-              HasSubstr("holds 1 ClusterNetworkPolicies (guard) but this version of netpol "
-                        "cannot enforce them"));
-  EXPECT_EQ(Kernel(), before);
-  EXPECT_EQ(reconciler_->status().applied_generation, 1u);
-  // Deleting it is allowed and lets the sync through.
-  v1::DeleteRequest del;
-  v1::ObjectRef* ref = del.add_refs();
-  ref->set_kind(v1::CLUSTER_NETWORK_POLICY);
-  ref->set_name("guard");
-  auto d = service_->Delete(del, kTimeout);
-  ASSERT_TRUE(d.ok()) << d.status();
-  EXPECT_EQ(reconciler_->status().applied_generation, d->generation());
-  EXPECT_TRUE(store_->Current().state->cluster_policies.empty());
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(reconciler_->status().applied_generation, store_->Current().generation);
+  EXPECT_EQ(TierChains().size(), 1u);
+  EXPECT_FALSE(ClientReachesWeb(8080));
 }
-
-// With a compiler that emits them: stored, read and deleted like the other kinds.
-class CnpStoreTest : public ServiceTest {
- protected:
-  CnpStoreTest() { compiles_cnp_ = true; }
-};
 
 TEST_F(CnpStoreTest, CheckNamesTheTierThePolicyAndTheRuleThatDecided) {
   MustApply(kShop);

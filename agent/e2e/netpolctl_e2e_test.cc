@@ -227,24 +227,43 @@ TEST_F(NetpolctlTest, OutputFormatsACommandDoesNotHaveAreRefused) {
   }
 }
 
-TEST_F(NetpolctlTest, ClusterNetworkPoliciesAreRefusedNotSilentlyIgnored) {
+TEST_F(NetpolctlTest, ClusterNetworkPoliciesAreStoredAndEnforcedInTheKernel) {
+  ApplyCluster({kWebPolicy});
+  CommandResult r = Ctl({"check", "--from", "alpha/db", "--to", "alpha/web", "--port", "8080"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(Nft(), Not(HasSubstr("chain cin-")));
+  // An Admin-tier Deny of db -> web, which the NetworkPolicy allows.
   const std::string cnp = WriteFile(
       "cnp.yaml",
       "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
-      "metadata: {name: guard}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}},\n"
-      "  ingress: [{action: Deny, from: [{namespaces: {}}]}]}\n");
-  CommandResult r = Ctl({"apply", "-f", cnp});
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.err, HasSubstr("clusternetworkpolicy guard: ClusterNetworkPolicy is validated but "
-                               "not stored or enforced by this version of netpol"));
-  EXPECT_EQ(r.out, "");
+      "metadata: {name: guard}\nspec: {tier: Admin, priority: 1,\n"
+      "  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}},\n"
+      "  ingress: [{action: Deny,\n"
+      "    from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: db}}}}]}]}\n");
+  r = Ctl({"apply", "-f", cnp});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "clusternetworkpolicy.policy.networking.k8s.io/guard created\n");
   for (const char* word : {"cnp", "clusternetworkpolicies"}) {
-    r = Ctl({"get", word});
+    r = Ctl({"get", word, "-o", "name"});
     EXPECT_EQ(r.exit_code, 0) << word << r.err;
-    EXPECT_EQ(r.err, "No resources found.\n") << word;
+    EXPECT_EQ(r.out, "clusternetworkpolicy.policy.networking.k8s.io/guard\n") << word;
   }
-  // Nodes are stored (they change nothing without ClusterNetworkPolicies) and read back as
-  // YAML that re-applies unchanged.
+  // apply returned once the kernel committed it: web's tier chain and its Deny set with db.
+  const std::string kernel = Nft();
+  EXPECT_THAT(kernel, HasSubstr("chain cin-guard-")) << kernel;
+  EXPECT_THAT(kernel, HasSubstr(": jump cin-guard-")) << kernel;  // web's dispatch
+  EXPECT_THAT(kernel, HasSubstr("elements = { 10.1.0.11 . 0-255 . 0-65535 }")) << kernel;
+  EXPECT_THAT(kernel, HasSubstr("drop comment \"Admin tier Deny: guard\"")) << kernel;
+  r = Ctl({"check", "--from", "alpha/db", "--to", "alpha/web", "--port", "8080"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.out, HasSubstr("clusternetworkpolicy guard")) << r.out << r.err;
+  r = Ctl({"delete", "cnp", "guard"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(Nft(), Not(HasSubstr("chain cin-")));
+  r = Ctl({"get", "cnp"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "No resources found.\n");
+  // Nodes are stored and read back as YAML that re-applies unchanged.
   const std::string node = WriteFile(
       "node.yaml",
       "apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {zone: a}}\n"

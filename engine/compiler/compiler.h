@@ -35,12 +35,6 @@
 
 namespace netpol::compiler {
 
-// Whether the agent enforces ClusterNetworkPolicies. Compile emits the Admin and Baseline tiers
-// (RULESET.md "ClusterNetworkPolicy tiers"; netpol-enforce and the lab use them); while this is
-// false the agent refuses writes of them and refuses to sync a State that holds any
-// (agent/reconciler.h), until its own tests of CNP enforcement turn it on.
-inline constexpr bool kCompilesClusterNetworkPolicies = false;
-
 // Fixed object names of the layout (see RULESET.md).
 inline constexpr char kDefaultTable[] = "netpol";
 inline constexpr char kForwardChain[] = "forward";
