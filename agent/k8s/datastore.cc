@@ -22,6 +22,10 @@ std::set<std::string>& KeysOf(Resource r, ChangedKeys* keys) {
       return keys->namespaces;
     case Resource::kPods:
       return keys->pods;
+    case Resource::kClusterNetworkPolicies:
+      return keys->cluster_policies;
+    case Resource::kNodes:
+      return keys->nodes;
     case Resource::kNetworkPolicies:
       break;
   }
@@ -35,6 +39,10 @@ bool Erase(Resource r, const std::string& key, State* state) {
       return state->namespaces.erase(key) > 0;
     case Resource::kPods:
       return state->pods.erase(key) > 0;
+    case Resource::kClusterNetworkPolicies:
+      return state->cluster_policies.erase(key) > 0;
+    case Resource::kNodes:
+      return state->nodes.erase(key) > 0;
     case Resource::kNetworkPolicies:
       break;
   }
@@ -50,6 +58,14 @@ bool Holds(const State& state, const Object& o) {
   if (const Pod* p = o.AsPod()) {
     auto it = state.pods.find(p->Key());
     return it != state.pods.end() && it->second == *p;
+  }
+  if (const ClusterNetworkPolicy* cnp = o.AsClusterNetworkPolicy()) {
+    auto it = state.cluster_policies.find(cnp->name);
+    return it != state.cluster_policies.end() && it->second == *cnp;
+  }
+  if (const Node* node = o.AsNode()) {
+    auto it = state.nodes.find(node->name);
+    return it != state.nodes.end() && it->second == *node;
   }
   const NetworkPolicy* np = o.AsNetworkPolicy();
   auto it = state.policies.find(np->Key());
@@ -86,12 +102,21 @@ absl::Status HttpError(long status, const std::string& body, const std::string& 
     case 403:
       return absl::PermissionDeniedError(
           absl::StrCat("forbidden: cannot ", what, ": ", message));
+    case 404:
+      return absl::NotFoundError(absl::StrCat("not found: cannot ", what, ": ", message));
     case 410:
       return absl::OutOfRangeError(absl::StrCat("gone: cannot ", what, ": ", message));
     default:
       return absl::UnavailableError(
           absl::StrCat("cannot ", what, ": HTTP ", status, ": ", message));
   }
+}
+
+// Why a resource the API server does not serve is not watched.
+std::string AbsentMessage(Resource r) {
+  return absl::StrCat("the API server does not serve ", ResourceName(r),
+                      " (the CRD is not installed: deploy/05-crd-clusternetworkpolicies.yaml), "
+                      "so there are none to enforce");
 }
 
 }  // namespace
@@ -146,6 +171,8 @@ void KubernetesDatastore::Restore(State state) {
   for (const auto& [k, v] : state.namespaces) restored_[0].insert(k);
   for (const auto& [k, v] : state.pods) restored_[1].insert(k);
   for (const auto& [k, v] : state.policies) restored_[2].insert(k);
+  for (const auto& [k, v] : state.cluster_policies) restored_[3].insert(k);
+  for (const auto& [k, v] : state.nodes) restored_[4].insert(k);
   absl::MutexLock l(&mu_);
   current_.state = std::make_shared<const State>(std::move(state));
   // Generation 1 with no change log: the first sync compiles it whole; the lists' changes
@@ -168,7 +195,9 @@ void KubernetesDatastore::Start() {
           "kubernetes: enforcing the cached state of ", cached->version, " saved at ",
           absl::FormatTime(cached->saved_at), " (", cache_->path(), ": ",
           cached->state.namespaces.size(), " namespaces, ", cached->state.pods.size(), " pods, ",
-          cached->state.policies.size(), " policies) until the API server is listed"));
+          cached->state.policies.size(), " policies, ", cached->state.cluster_policies.size(),
+          " cluster network policies, ", cached->state.nodes.size(),
+          " nodes) until the API server is listed"));
       Restore(std::move(cached->state));
     } else if (!absl::IsNotFound(cached.status()) ||
                cached.status().message().find(" holds the state of ") != std::string::npos) {
@@ -263,6 +292,8 @@ DatastoreHealth KubernetesDatastore::Health() const {
   h.endpoints = s.server;
   h.watch_connected = s.synced;
   for (const ResourceStatus& r : s.resources) {
+    // A resource the API server does not serve (no CRD) has nothing to watch: not a fault.
+    if (r.absent) continue;
     h.watch_connected = h.watch_connected && r.watching;
     if (!r.error.ok() && h.watch_error.ok()) h.watch_error = r.error;
   }
@@ -278,7 +309,7 @@ DatastoreHealth KubernetesDatastore::Health() const {
     w.resource = ResourceName(r.resource);
     w.resource_version = r.resource_version;
     w.watching = r.watching;
-    w.error = r.error;
+    w.error = r.absent ? absl::NotFoundError(AbsentMessage(r.resource)) : r.error;
     h.resources.push_back(std::move(w));
   }
   return h;
@@ -317,6 +348,30 @@ void KubernetesDatastore::RecordError(Resource r, const absl::Status& status,
   LogWarning(absl::StrCat("kubernetes: ", verb, " ", ResourceName(r), ": ", status.message(),
                           synced ? "; still enforcing the last state"
                                  : "; nothing listed yet, the kernel keeps its table as it is"));
+}
+
+bool KubernetesDatastore::SetAbsent(Resource r, bool absent) {
+  bool was;
+  {
+    absl::MutexLock l(&mu_);
+    ResourceStatus& rs = status_.resources[Index(r)];
+    was = rs.absent;
+    rs.absent = absent;
+    if (absent) {
+      rs.watching = false;
+      rs.error = absl::OkStatus();
+    }
+  }
+  if (absent && !was) {
+    LogInfo(absl::StrCat("kubernetes: ", AbsentMessage(r), "; listing it again every ",
+                         absl::FormatDuration(options_.retry_max), " or so"));
+  }
+  return was;
+}
+
+bool KubernetesDatastore::IsAbsent(Resource r) const {
+  absl::MutexLock l(&mu_);
+  return status_.resources[Index(r)].absent;
 }
 
 void KubernetesDatastore::SetWatching(Resource r, bool watching) {
@@ -493,8 +548,8 @@ void KubernetesDatastore::PublishLocked(std::shared_ptr<const State> state, Chan
   }
 }
 
-void KubernetesDatastore::ApplyMany(std::array<std::vector<Item>, 3> lists,
-                                    const std::array<std::string, 3>& rvs) {
+void KubernetesDatastore::ApplyMany(std::array<std::vector<Item>, kResourceCount> lists,
+                                    const std::array<std::string, kResourceCount>& rvs) {
   absl::MutexLock a(&apply_mu_);
   ChangedKeys touched;
   std::vector<std::string> invalid;
@@ -505,7 +560,9 @@ void KubernetesDatastore::ApplyMany(std::array<std::vector<Item>, 3> lists,
       /*overlay_always=*/true, &touched, &invalid);
   {
     absl::MutexLock l(&mu_);
-    for (Resource r : kResources) status_.resources[Index(r)].resource_version = rvs[Index(r)];
+    for (Resource r : kResources) {
+      if (!rvs[Index(r)].empty()) status_.resources[Index(r)].resource_version = rvs[Index(r)];
+    }
     status_.invalid = std::move(invalid);
     // The first publication always makes a generation: the reconciler's first sync waits
     // for it.
@@ -518,16 +575,27 @@ void KubernetesDatastore::ApplyMany(std::array<std::vector<Item>, 3> lists,
 }
 
 void KubernetesDatastore::Run() {
-  // 1. The first lists, all three before anything is published.
+  // 1. The first lists, all of them before anything is published. A resource the API server
+  // does not serve (ResourceMayBeAbsent: no CRD) counts as listed and empty; its watch
+  // thread lists it again until it is served.
   absl::Duration backoff = options_.retry_min;
-  std::array<std::vector<Item>, 3> lists;
-  std::array<std::string, 3> rvs;
+  std::array<std::vector<Item>, kResourceCount> lists;
+  std::array<std::string, kResourceCount> rvs;
   for (Resource r : kResources) {
     for (;;) {
       if (stopping()) return;
       absl::Status st = List(r, &lists[Index(r)], &rvs[Index(r)]);
-      if (st.ok()) break;
+      if (st.ok()) {
+        SetAbsent(r, false);
+        break;
+      }
       if (absl::IsCancelled(st)) return;
+      if (absl::IsNotFound(st) && ResourceMayBeAbsent(r)) {
+        lists[Index(r)].clear();
+        rvs[Index(r)].clear();
+        SetAbsent(r, true);
+        break;
+      }
       RecordError(r, st, "cannot list");
       if (!Pause(Backoff(backoff))) return;
       backoff = std::min(backoff * 2, options_.retry_max);
@@ -539,9 +607,11 @@ void KubernetesDatastore::Run() {
   {
     Snapshot s = Current();
     LogInfo(absl::StrCat("kubernetes: listed ", total, " objects from ", options_.cluster.server,
-                         " (resourceVersions ", rvs[0], "/", rvs[1], "/", rvs[2], "): ",
+                         " (resourceVersions ", absl::StrJoin(rvs, "/"), "): ",
                          s.state->namespaces.size(), " namespaces, ", s.state->pods.size(),
-                         " pods, ", s.state->policies.size(), " policies"));
+                         " pods, ", s.state->policies.size(), " policies, ",
+                         s.state->cluster_policies.size(), " cluster network policies, ",
+                         s.state->nodes.size(), " nodes"));
   }
   // 2. One watch per resource.
   absl::MutexLock l(&mu_);
@@ -551,7 +621,8 @@ void KubernetesDatastore::Run() {
 
 void KubernetesDatastore::WatchLoop(Resource r) {
   absl::Duration backoff = options_.retry_min;
-  bool need_list = false;
+  // Not served at the first list (no CRD): list until it is.
+  bool need_list = IsAbsent(r);
   auto fail = [&](const absl::Status& st, const std::string& verb) {
     RecordError(r, st, verb);
     if (!Pause(Backoff(backoff))) return false;
@@ -564,18 +635,28 @@ void KubernetesDatastore::WatchLoop(Resource r) {
       std::string rv;
       absl::Status st = List(r, &items, &rv);
       if (absl::IsCancelled(st)) return;
+      if (absl::IsNotFound(st) && ResourceMayBeAbsent(r)) {
+        // Not served (the CRD is not installed, or was deleted with its objects): none of
+        // them exist. Quietly list again later; the other resources go on.
+        SetAbsent(r, true);
+        Apply(r, {}, /*full=*/true, "");
+        if (!Pause(Jitter(options_.retry_max))) return;
+        continue;
+      }
       if (!st.ok()) {
         if (!fail(st, "cannot list")) return;
         continue;
       }
+      const bool was_absent = SetAbsent(r, false);
       const size_t n = items.size();
       Apply(r, std::move(items), /*full=*/true, rv);
-      {
+      if (!was_absent) {
         absl::MutexLock l(&mu_);
         ++status_.relists;
       }
       LogInfo(absl::StrCat("kubernetes: listed ", n, " ", ResourceName(r),
-                           " again at resourceVersion ", rv, "; applied the differences"));
+                           was_absent ? " (served now)" : " again", " at resourceVersion ", rv,
+                           "; applied the differences"));
       need_list = false;
     }
     std::string rv;
@@ -654,6 +735,10 @@ void KubernetesDatastore::WatchLoop(Resource r) {
     }
     if (!resp.ok()) {
       if (!fail(resp.status(), "cannot watch")) return;
+      continue;
+    }
+    if (resp->status == 404 && ResourceMayBeAbsent(r)) {
+      need_list = true;  // the CRD went away: the list says so and drops its objects
       continue;
     }
     if (gone || resp->status == 410) {

@@ -1,9 +1,10 @@
 // The Kubernetes datastore (--datastore=kubernetes): the agent's objects are the cluster's own
-// Namespaces, Pods and networking.k8s.io/v1 NetworkPolicies, list-watched from the API server
-// the way client-go's reflector does it.
+// Namespaces, Pods, networking.k8s.io/v1 NetworkPolicies, policy.networking.k8s.io/v1alpha2
+// ClusterNetworkPolicies (a CRD) and Nodes, list-watched from the API server the way
+// client-go's reflector does it.
 //
 // Sync. At start every resource is listed in pages (`limit`/`continue`; a continue token that
-// expired, 410, restarts that list from scratch); the three lists are published as ONE
+// expired, 410, restarts that list from scratch); the five lists are published as ONE
 // snapshot, so the kernel never enforces policies without their pods. Then each resource is
 // watched from its list's resourceVersion (`allowWatchBookmarks=true`, a server-side
 // `timeoutSeconds` of `watch_timeout` with jitter), on its own thread:
@@ -20,6 +21,10 @@
 //   * 401/403, the server unreachable: the last published State stays, the kernel keeps
 //     enforcing it, Health()/status() say which resource and verb failed ("forbidden: cannot
 //     watch pods"), and the watch keeps retrying until the API answers.
+//   * 404 on ClusterNetworkPolicies (ResourceMayBeAbsent: the CRD is not installed, or was
+//     deleted): there are none; the first lists publish without them, the resource is marked
+//     `absent` (not an error: Health stays connected) and listed again every retry_max or so
+//     until it is served, then watched like the others.
 //
 // Objects netpol cannot represent (decode.h) are left out, logged and counted (status()).
 //
@@ -87,12 +92,14 @@ struct ResourceStatus {
   bool watching = false;         // a watch stream answered 200 and is open
   absl::Status error;            // the latest list/watch failure; OK once watching again
   absl::Time error_time = absl::InfinitePast();
+  bool absent = false;           // not served by the API server (404: no CRD); none exist
 };
 
 struct KubernetesStatus {
   std::string server;
   bool synced = false;  // the first lists are published
-  std::array<ResourceStatus, 3> resources;  // namespaces, pods, networkpolicies
+  // namespaces, pods, networkpolicies, clusternetworkpolicies, nodes (kResources' order)
+  std::array<ResourceStatus, kResourceCount> resources;
   std::string resource_version;             // of the newest event applied
   absl::Time last_event_time = absl::InfinitePast();
   int64_t lists = 0;       // lists of one resource (first ones and re-lists)
@@ -154,7 +161,8 @@ class KubernetesDatastore : public Datastore {
   // the State changed. Returns the keys changed.
   void Apply(Resource r, std::vector<Item> items, bool full, const std::string& resource_version,
              bool publish_always = false);
-  void ApplyMany(std::array<std::vector<Item>, 3> lists, const std::array<std::string, 3>& rvs);
+  void ApplyMany(std::array<std::vector<Item>, kResourceCount> lists,
+                 const std::array<std::string, kResourceCount>& rvs);
   // With apply_mu_ held: a copy of the published State that `apply` changes (recording the
   // keys it touches), with the CNI attachments overlaid when a pod changed (or always, with
   // `overlay_always`); `invalid` gets why each object left out is invalid.
@@ -164,6 +172,9 @@ class KubernetesDatastore : public Datastore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   void RecordError(Resource r, const absl::Status& status, const std::string& verb);
   void SetWatching(Resource r, bool watching);
+  // Marks `r` (not) served; logs when it becomes absent. Returns whether it was absent.
+  bool SetAbsent(Resource r, bool absent);
+  bool IsAbsent(Resource r) const;
   bool Pause(absl::Duration d);
   absl::Duration Jitter(absl::Duration d);
   // The wait before reconnecting: Jitter(d), reported to options.on_backoff.
@@ -190,11 +201,13 @@ class KubernetesDatastore : public Datastore {
   // bookkeeping.
   absl::Mutex apply_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   // Per resource: key -> resourceVersion of every object the API has (in the model or not).
-  std::array<std::map<std::string, std::string>, 3> versions_ ABSL_GUARDED_BY(apply_mu_);
+  std::array<std::map<std::string, std::string>, kResourceCount> versions_
+      ABSL_GUARDED_BY(apply_mu_);
   // Per resource: key -> why it is left out.
-  std::array<std::map<std::string, std::string>, 3> invalid_ ABSL_GUARDED_BY(apply_mu_);
+  std::array<std::map<std::string, std::string>, kResourceCount> invalid_
+      ABSL_GUARDED_BY(apply_mu_);
   // Keys of a restored State not yet confirmed by a list (deleted when the list lacks them).
-  std::array<std::set<std::string>, 3> restored_ ABSL_GUARDED_BY(apply_mu_);
+  std::array<std::set<std::string>, kResourceCount> restored_ ABSL_GUARDED_BY(apply_mu_);
 
   mutable absl::Mutex mu_;
   Snapshot current_ ABSL_GUARDED_BY(mu_);

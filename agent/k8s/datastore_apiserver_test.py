@@ -1,13 +1,17 @@
 #!/usr/bin/python3
 """The Kubernetes datastore against the real kube-apiserver (tests/k8s/apiserver.py): paged
-lists, watch events as exact element-level changes, a watch resumed across an API server
+lists (the ClusterNetworkPolicy CRD not installed: the other resources sync), the CRD applied
+from deploy/ and a ClusterNetworkPolicy and a labelled Node created with kubectl (in the State,
+and the ClusterNetworkPolicy's tier chain in the program compiled for the node), watch events
+as exact element-level changes, a watch resumed across an API server
 restart without losing or repeating an event, RBAC revoked (fail-static, the resource and verb
 named), 410 Gone answered by a re-list whose differences are exactly the changes made while
 the watch was away, and a restart while the API server is down serving the state cache until the
 lists converge on exactly what changed.
 
 k8s_sync_probe runs the datastore alone and prints every published generation (the keys it
-changed and the whole State) and every status change as JSON lines. No root, no kernel.
+changed, the whole State and, with --node_name, the program the agent's compiler makes of it)
+and every status change as JSON lines. No root, no kernel.
 
 Skips visibly when the API server binary is absent (fails when NETPOL_CI=1). Closing line
 `N passed, N failed`.
@@ -37,6 +41,9 @@ def find_fixture():
 sys.path.insert(0, find_fixture())
 import apiserver  # noqa: E402
 
+CNP_CRD = os.path.join(os.path.dirname(find_fixture()), "..", "deploy",
+                       "05-crd-clusternetworkpolicies.yaml")
+
 TIMEOUT = 60  # seconds to wait for an expected line (a bound on a hang, not a measurement)
 
 
@@ -53,7 +60,7 @@ class Probe:
     def __init__(self, binary, kubeconfig, page_size, state_dir):
         self.proc = subprocess.Popen(
             [binary, "--kubeconfig=" + kubeconfig, "--page_size=%d" % page_size,
-             "--retry_max=1s", "--state_dir=" + state_dir],
+             "--retry_max=1s", "--state_dir=" + state_dir, "--node_name=node-1"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines = queue.Queue()
         self.log = []
@@ -120,11 +127,13 @@ def keys(d):
     c = d["changed"]
     check(c is not None, "generation %d: ChangesBetween unknown" % d["generation"])
     return {"namespaces": set(c["namespaces"]), "pods": set(c["pods"]),
-            "policies": set(c["policies"])}
+            "policies": set(c["policies"]),
+            "clusterNetworkPolicies": set(c["clusterNetworkPolicies"]), "nodes": set(c["nodes"])}
 
 
 def union(gens):
-    out = {"namespaces": set(), "pods": set(), "policies": set()}
+    out = {"namespaces": set(), "pods": set(), "policies": set(), "clusterNetworkPolicies": set(),
+           "nodes": set()}
     prev = None
     for g in gens:
         if prev is not None:
@@ -135,21 +144,29 @@ def union(gens):
     return out
 
 
-def expect(changed, namespaces=(), pods=(), policies=()):
-    want = {"namespaces": set(namespaces), "pods": set(pods), "policies": set(policies)}
+def expect(changed, namespaces=(), pods=(), policies=(), cnps=(), nodes=()):
+    want = {"namespaces": set(namespaces), "pods": set(pods), "policies": set(policies),
+            "clusterNetworkPolicies": set(cnps), "nodes": set(nodes)}
     check(changed == want, "changed keys %s, want exactly %s" % (changed, want))
 
 
 def all_watching(s):
-    return s["synced"] and all(r["watching"] for r in s["resources"])
+    # A resource the API server does not serve (no CRD) has no watch to open.
+    return s["synced"] and all(r["watching"] or r["absent"] for r in s["resources"])
+
+
+def resource(s, name):
+    return next(r for r in s["resources"] if r["resource"] == name)
 
 
 AGENT_ROLE = {
     "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
     "metadata": {"name": "probe-reader"},
-    "rules": [{"apiGroups": [""], "resources": ["pods", "namespaces"],
+    "rules": [{"apiGroups": [""], "resources": ["pods", "namespaces", "nodes"],
                "verbs": ["get", "list", "watch"]},
               {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+               "verbs": ["get", "list", "watch"]},
+              {"apiGroups": ["policy.networking.k8s.io"], "resources": ["clusternetworkpolicies"],
                "verbs": ["get", "list", "watch"]}]}
 BINDING = {
     "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
@@ -222,12 +239,73 @@ def run(api, probe_binary, tmp):
         check(len(status["invalid"]) == 1 and "networkpolicy shop/hostbits" in status["invalid"][0],
               "invalid objects: %s" % status["invalid"])
         expect(keys(g), namespaces, pods, ["shop/allow-web"])
-        # Pages of 2: ceil(namespaces/2) + ceil(8 pods/2) + ceil(2 policies/2).
-        want_pages = (len(namespaces) + 1) // 2 + 4 + 1
-        check(status["pages"] == want_pages and status["lists"] == 3,
-              "read %d pages in %d lists, want %d pages in 3"
+        # No ClusterNetworkPolicy CRD yet: not served, not an error, none in the State.
+        cnp = resource(status, "clusternetworkpolicies")
+        check(cnp["absent"] and cnp["error"] == "" and not cnp["watching"],
+              "clusternetworkpolicies without the CRD: %s" % cnp)
+        check(state["clusterNetworkPolicies"] == {} and state["nodes"] == {},
+              "cluster network policies / nodes: %s %s"
+              % (state["clusterNetworkPolicies"], state["nodes"]))
+        # Pages of 2: ceil(namespaces/2) + ceil(8 pods/2) + ceil(2 policies/2) + 1 (no nodes);
+        # four lists (the fifth is a 404).
+        want_pages = (len(namespaces) + 1) // 2 + 4 + 1 + 1
+        check(status["pages"] == want_pages and status["lists"] == 4,
+              "read %d pages in %d lists, want %d pages in 4"
               % (status["pages"], status["lists"], want_pages))
         probe.until_status(all_watching, "watching")
+
+    def crd_installed_then_cnp_and_node_in_state_and_program():
+        before = probe.generation["generation"]
+        api.kubectl("apply", "-f", CNP_CRD)
+        api.kubectl("wait", "--for=condition=Established", "--timeout=30s",
+                    "crd/clusternetworkpolicies.policy.networking.k8s.io")
+        api.kubectl("apply", "-f", "-", input=(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: node-7\n"
+            "  labels: {zone: a, kubernetes.io/hostname: node-7}\n"))
+        api.kubectl("patch", "node", "node-7", "--subresource=status", "--type=merge", "-p",
+                    json.dumps({"status": {"addresses": [
+                        {"type": "InternalIP", "address": "192.168.7.1"},
+                        {"type": "Hostname", "address": "node-7"}]}}))
+        api.kubectl("apply", "-f", "-", input=(
+            "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
+            "metadata: {name: guard}\nspec:\n  tier: Admin\n  priority: 5\n"
+            "  subject: {pods: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: "
+            "shop}}, podSelector: {matchLabels: {app: web}}}}\n"
+            "  egress:\n  - {name: no-zone-a, action: Deny, to: [{nodes: {matchLabels: "
+            "{zone: a}}}]}\n"))
+
+        def arrived(d):
+            st = d["state"]
+            return ("guard" in st["clusterNetworkPolicies"]
+                    and st["nodes"].get("node-7", {}).get("ips") == ["192.168.7.1"])
+        g = probe.generations_until(arrived, "the ClusterNetworkPolicy and the node")
+        check(g[0]["from"] == before, "a generation in between")
+        expect(union(g), cnps=["guard"], nodes=["node-7"])
+        last = g[-1]
+        check(last["state"]["clusterNetworkPolicies"]["guard"] == {
+            "tier": "Admin", "priority": 5, "ingress": 0, "egress": 1},
+              "guard: %s" % last["state"]["clusterNetworkPolicies"]["guard"])
+        check(last["state"]["nodes"]["node-7"]["labels"] == {
+            "zone": "a", "kubernetes.io/hostname": "node-7"}, "node-7: %s"
+              % last["state"]["nodes"]["node-7"])
+        # The program for node-1: web's egress tier chain, whose Deny set holds node-7.
+        program = last["program"]
+        check(last["compileError"] == "", "compile: %s" % last["compileError"])
+        check("chain ceg-guard-" in program and "192.168.7.1 . 0-255 . 0-65535" in program
+              and 'drop comment "Admin tier Deny: guard"' in program,
+              "the compiled program lacks guard's tier chain:\n%s" % program)
+        status = probe.until_status(
+            lambda s: all_watching(s) and resource(s, "clusternetworkpolicies")["watching"],
+            "watching clusternetworkpolicies")
+        check(not resource(status, "clusternetworkpolicies")["absent"], "still absent")
+        # Deleted with kubectl: gone from the State and the program.
+        api.kubectl("delete", "cnp", "guard")
+        api.kubectl("delete", "node", "node-7")
+        g = probe.generations_until(
+            lambda d: not d["state"]["clusterNetworkPolicies"] and not d["state"]["nodes"],
+            "deletes")
+        expect(union(g), cnps=["guard"], nodes=["node-7"])
+        check("ceg-guard-" not in g[-1]["program"], "the tier chain outlived its policy")
 
     def watch_events_are_element_changes():
         before = probe.generation["generation"]
@@ -342,6 +420,8 @@ def run(api, probe_binary, tmp):
 
     try:
         case("paged_first_list", paged_first_list)
+        case("crd_installed_then_cnp_and_node_in_state_and_program",
+             crd_installed_then_cnp_and_node_in_state_and_program)
         case("watch_events_are_element_changes", watch_events_are_element_changes)
         case("restart_resumes_without_loss_or_repeat", restart_resumes_without_loss_or_repeat)
         case("rbac_revoked_then_410_relist_exact_deltas",
@@ -357,7 +437,7 @@ def run(api, probe_binary, tmp):
 
 
 def main():
-    apiserver.require(kubectl=False)
+    apiserver.require(kubectl=True)
     probe_binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "k8s_sync_probe")
     probe_binary = os.path.abspath(probe_binary)
     with apiserver.APIServer() as api:

@@ -20,6 +20,10 @@ const char* ResourceName(Resource r) {
       return "pods";
     case Resource::kNetworkPolicies:
       return "networkpolicies";
+    case Resource::kClusterNetworkPolicies:
+      return "clusternetworkpolicies";
+    case Resource::kNodes:
+      return "nodes";
   }
   return "";
 }
@@ -32,9 +36,15 @@ const char* ResourcePath(Resource r) {
       return "/api/v1/pods";
     case Resource::kNetworkPolicies:
       return "/apis/networking.k8s.io/v1/networkpolicies";
+    case Resource::kClusterNetworkPolicies:
+      return "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies";
+    case Resource::kNodes:
+      return "/api/v1/nodes";
   }
   return "";
 }
+
+bool ResourceMayBeAbsent(Resource r) { return r == Resource::kClusterNetworkPolicies; }
 
 namespace {
 
@@ -250,6 +260,96 @@ void DecodePolicy(od::object obj, Item* item) {
   item->object = std::move(loaded->objects[0]);
 }
 
+// Like DecodePolicy: the name and the whole spec through the loader, then the compiler's
+// validation, so a ClusterNetworkPolicy means what the same manifest would.
+void DecodeClusterPolicy(od::object obj, Item* item) {
+  Meta meta;
+  std::string spec;
+  for (auto field : obj) {
+    std::string_view key = field.unescaped_key();
+    if (key == "metadata") {
+      DecodeMeta(field.value().get_object(), &meta, false);
+    } else if (key == "spec") {
+      od::object spec_object = field.value().get_object();
+      spec = std::string(std::string_view(spec_object.raw_json()));
+    }
+  }
+  item->key = meta.name;
+  item->resource_version = meta.resource_version;
+  std::string doc = absl::StrCat(
+      "{\"apiVersion\":\"policy.networking.k8s.io/v1alpha2\",\"kind\":\"ClusterNetworkPolicy\","
+      "\"metadata\":{\"name\":",
+      JsonQuote(meta.name), "}", spec.empty() ? "" : ",\"spec\":", spec, "}");
+  LoadOptions options;
+  options.strict = false;  // fields newer than netpol are reported, not fatal
+  absl::StatusOr<LoadResult> loaded = LoadYaml(doc, options);
+  if (!loaded.ok()) {
+    item->invalid = std::string(loaded.status().message());
+    return;
+  }
+  if (loaded->objects.size() != 1 || loaded->objects[0].AsClusterNetworkPolicy() == nullptr) {
+    item->invalid = absl::StrCat("clusternetworkpolicy ", item->key, ": not a ClusterNetworkPolicy");
+    return;
+  }
+  absl::Status valid = compiler::ValidateObject(*loaded->objects[0].AsClusterNetworkPolicy());
+  if (!valid.ok()) {
+    item->invalid = std::string(valid.message());
+    return;
+  }
+  item->warnings = std::move(loaded->warnings);
+  item->object = std::move(loaded->objects[0]);
+}
+
+// A Node through the loader, given only what netpol reads: its name, its labels and
+// status.addresses (a Node's status also lists its images and conditions, never copied).
+void DecodeNode(od::object obj, Item* item) {
+  Meta meta;
+  std::string labels;
+  std::string addresses;
+  for (auto field : obj) {
+    std::string_view key = field.unescaped_key();
+    if (key == "metadata") {
+      for (auto m : field.value().get_object()) {
+        std::string_view mk = m.unescaped_key();
+        if (mk == "name") {
+          meta.name = Str(m.value());
+        } else if (mk == "resourceVersion") {
+          meta.resource_version = Str(m.value());
+        } else if (mk == "labels") {
+          od::object l = m.value().get_object();
+          labels = std::string(std::string_view(l.raw_json()));
+        }
+      }
+    } else if (key == "status") {
+      for (auto st : field.value().get_object()) {
+        if (std::string_view(st.unescaped_key()) != "addresses") continue;
+        od::array a = st.value().get_array();
+        addresses = std::string(std::string_view(a.raw_json()));
+      }
+    }
+  }
+  item->key = meta.name;
+  item->resource_version = meta.resource_version;
+  std::string doc = absl::StrCat(
+      "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":", JsonQuote(meta.name),
+      labels.empty() ? "" : ",\"labels\":", labels, "}",
+      addresses.empty() ? "" : ",\"status\":{\"addresses\":", addresses,
+      addresses.empty() ? "" : "}", "}");
+  LoadOptions options;
+  options.strict = false;
+  absl::StatusOr<LoadResult> loaded = LoadYaml(doc, options);
+  if (!loaded.ok()) {
+    item->invalid = std::string(loaded.status().message());
+    return;
+  }
+  if (loaded->objects.size() != 1 || loaded->objects[0].AsNode() == nullptr) {
+    item->invalid = absl::StrCat("node ", item->key, ": not a Node");
+    return;
+  }
+  item->warnings = std::move(loaded->warnings);
+  item->object = std::move(loaded->objects[0]);
+}
+
 void DecodeItem(Resource r, od::object obj, Item* item) {
   switch (r) {
     case Resource::kNamespaces:
@@ -260,6 +360,12 @@ void DecodeItem(Resource r, od::object obj, Item* item) {
       return;
     case Resource::kNetworkPolicies:
       DecodePolicy(obj, item);
+      return;
+    case Resource::kClusterNetworkPolicies:
+      DecodeClusterPolicy(obj, item);
+      return;
+    case Resource::kNodes:
+      DecodeNode(obj, item);
       return;
   }
 }

@@ -10,6 +10,10 @@
 //     pod): it decodes with no object, like a deleted one.
 //   * NetworkPolicy: the whole spec, through the model's loader (engine/model/loader.h) and the
 //     compiler's validation, so it means exactly what a manifest would.
+//   * ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2, a CRD): likewise, the name and
+//     the whole spec through the loader and the compiler's validation.
+//   * Node: name, labels and the InternalIP/ExternalIP entries of status.addresses, through the
+//     loader (the rest of a Node, its images and conditions, is never copied).
 // An object the API server accepted but netpol cannot represent (say an ipBlock with host
 // bits set) decodes with no object and `invalid` saying why: it is left out and reported, and
 // never stops the rest of the page.
@@ -28,17 +32,23 @@
 
 namespace netpol::agent::k8s {
 
-enum class Resource { kNamespaces, kPods, kNetworkPolicies };
-inline constexpr Resource kResources[] = {Resource::kNamespaces, Resource::kPods,
-                                          Resource::kNetworkPolicies};
-// "namespaces", "pods", "networkpolicies".
+enum class Resource { kNamespaces, kPods, kNetworkPolicies, kClusterNetworkPolicies, kNodes };
+inline constexpr int kResourceCount = 5;
+inline constexpr Resource kResources[kResourceCount] = {
+    Resource::kNamespaces, Resource::kPods, Resource::kNetworkPolicies,
+    Resource::kClusterNetworkPolicies, Resource::kNodes};
+// "namespaces", "pods", "networkpolicies", "clusternetworkpolicies", "nodes".
 const char* ResourceName(Resource r);
 // The collection's path: /api/v1/namespaces, /api/v1/pods,
-// /apis/networking.k8s.io/v1/networkpolicies.
+// /apis/networking.k8s.io/v1/networkpolicies,
+// /apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies, /api/v1/nodes.
 const char* ResourcePath(Resource r);
+// Whether the API server may not serve `r` at all: a custom resource whose CRD is not
+// installed (404). The datastore then treats it as listed and empty and keeps retrying.
+bool ResourceMayBeAbsent(Resource r);
 
 struct Item {
-  std::string key;  // "name" (namespaces) or "namespace/name"
+  std::string key;  // "name" (namespaces, cluster network policies, nodes) or "namespace/name"
   std::string resource_version;
   // The model object; nullopt when the object is not part of the model (a finished pod) or
   // cannot be represented (`invalid` then says why).

@@ -98,6 +98,32 @@ class FakeApi : public Client {
                           R"("ingress":[{"ports":[{"protocol":"TCP","port":)", port, "}]}]}}");
     });
   }
+  // An Admin-tier ClusterNetworkPolicy denying ingress from namespaces labelled team=`team`
+  // (`priority` outside 0-1000 makes one the API server's schema would refuse; served as is).
+  int64_t SetClusterPolicy(const std::string& name, int priority, const std::string& team) {
+    return Write(Resource::kClusterNetworkPolicies, name, [&](int64_t rv) {
+      return absl::StrCat(R"({"apiVersion":"policy.networking.k8s.io/v1alpha2",)",
+                          R"("kind":"ClusterNetworkPolicy","metadata":{"name":")", name,
+                          R"(","resourceVersion":")", rv, R"(","generation":1},)",
+                          R"("spec":{"tier":"Admin","priority":)", priority,
+                          R"(,"subject":{"namespaces":{}},"ingress":[{"name":"r0","action":"Deny",)",
+                          R"("from":[{"namespaces":{"matchLabels":{"team":")", team,
+                          R"("}}}]}]},"status":{"conditions":[]}})");
+    });
+  }
+  // A Node as the kubelet reports it: labels, addresses, and status netpol never reads.
+  int64_t SetNode(const std::string& name, std::map<std::string, std::string> labels,
+                  const std::string& ip) {
+    return Write(Resource::kNodes, name, [&](int64_t rv) {
+      return absl::StrCat(R"({"metadata":{"name":")", name, R"(","resourceVersion":")", rv,
+                          R"(","labels":)", LabelsJson(labels),
+                          R"(},"spec":{"podCIDR":"10.244.1.0/24"},"status":{"addresses":[)",
+                          R"({"type":"InternalIP","address":")", ip, R"("},)",
+                          R"({"type":"Hostname","address":")", name, R"("}],)",
+                          R"("conditions":[{"type":"Ready","status":"True"}],)",
+                          R"("images":[{"names":["registry.k8s.io/pause:3.9"],"sizeBytes":1}]}})");
+    });
+  }
   int64_t Delete(Resource r, const std::string& key) {
     absl::MutexLock l(&mu_);
     auto it = objects_[Idx(r)].find(key);
@@ -132,6 +158,13 @@ class FakeApi : public Client {
   void Release(Resource r) {
     absl::MutexLock l(&mu_);
     held_[Idx(r)] = false;
+  }
+  // Whether the server serves `r` at all (a CRD installed or not): unserved, lists and watches
+  // of it answer 404 as kube-apiserver does for an unknown resource. Open watches go on until
+  // cut, as they do while a CRD is being deleted.
+  void Serve(Resource r, bool served) {
+    absl::MutexLock l(&mu_);
+    unserved_[Idx(r)] = !served;
   }
   // Sends a BOOKMARK at the current resourceVersion on the open watches of `r`.
   int64_t Bookmark(Resource r) {
@@ -183,6 +216,7 @@ class FakeApi : public Client {
     const Resource r = ResourceOf(path);
     absl::MutexLock l(&mu_);
     requests_.push_back({r, false, path});
+    if (unserved_[Idx(r)]) return HttpResponse{404, "404 page not found\n"};
     if (fail_next_[Idx(r)] > 0) {
       --fail_next_[Idx(r)];
       return absl::UnavailableError("connection refused");
@@ -227,6 +261,7 @@ class FakeApi : public Client {
     {
       absl::MutexLock l(&mu_);
       requests_.push_back({r, true, path});
+      if (unserved_[i]) return HttpResponse{404, "404 page not found\n"};
       if (fail_next_[i] > 0) {
         --fail_next_[i];
         return absl::UnavailableError("connection refused");
@@ -320,16 +355,17 @@ class FakeApi : public Client {
   mutable absl::Mutex mu_;
   int64_t rv_ ABSL_GUARDED_BY(mu_) = 100;
   int64_t compacted_ ABSL_GUARDED_BY(mu_) = 0;
-  std::array<std::map<std::string, std::pair<int64_t, std::string>>, 3> objects_
+  std::array<std::map<std::string, std::pair<int64_t, std::string>>, kResourceCount> objects_
       ABSL_GUARDED_BY(mu_);
-  std::array<std::vector<Event>, 3> history_ ABSL_GUARDED_BY(mu_);
+  std::array<std::vector<Event>, kResourceCount> history_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<int, int64_t>, std::vector<std::string>> snapshots_ ABSL_GUARDED_BY(mu_);
-  std::array<int, 3> cut_after_ ABSL_GUARDED_BY(mu_) = {-1, -1, -1};
-  std::array<std::vector<int64_t>, 3> cut_at_ ABSL_GUARDED_BY(mu_);
-  std::array<bool, 3> held_ ABSL_GUARDED_BY(mu_) = {};
-  std::array<int64_t, 3> bookmark_ ABSL_GUARDED_BY(mu_) = {};
-  std::array<int, 3> fail_next_ ABSL_GUARDED_BY(mu_) = {};
-  std::array<bool, 3> expire_continue_ ABSL_GUARDED_BY(mu_) = {};
+  std::array<int, kResourceCount> cut_after_ ABSL_GUARDED_BY(mu_) = {-1, -1, -1, -1, -1};
+  std::array<std::vector<int64_t>, kResourceCount> cut_at_ ABSL_GUARDED_BY(mu_);
+  std::array<bool, kResourceCount> held_ ABSL_GUARDED_BY(mu_) = {};
+  std::array<int64_t, kResourceCount> bookmark_ ABSL_GUARDED_BY(mu_) = {};
+  std::array<int, kResourceCount> fail_next_ ABSL_GUARDED_BY(mu_) = {};
+  std::array<bool, kResourceCount> expire_continue_ ABSL_GUARDED_BY(mu_) = {};
+  std::array<bool, kResourceCount> unserved_ ABSL_GUARDED_BY(mu_) = {};
   std::vector<Request> requests_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -418,7 +454,7 @@ TEST(ReflectorTest, ListsInPagesFollowingContinueTokens) {
   Snapshot s = f.ds->Current();
   EXPECT_EQ(s.state->pods.size(), 5u);
   EXPECT_EQ(s.state->policies.size(), 1u);
-  // One generation for the three lists together.
+  // One generation for the five lists together.
   EXPECT_EQ(s.generation, 1u);
   std::vector<std::string> pod_lists;
   for (const FakeApi::Request& q : f.api->requests()) {
@@ -431,8 +467,8 @@ TEST(ReflectorTest, ListsInPagesFollowingContinueTokens) {
   EXPECT_EQ(Param(pod_lists[0], "continue"), "");
   EXPECT_EQ(Param(pod_lists[1], "continue"), absl::StrCat(list_rv, "-2"));
   EXPECT_EQ(Param(pod_lists[2], "continue"), absl::StrCat(list_rv, "-4"));
-  // namespaces 3 -> 2 pages, pods 3, policies 1.
-  EXPECT_EQ(f.ds->status().pages, 6);
+  // namespaces 3 -> 2 pages, pods 3, policies 1, cluster network policies 1 (empty), nodes 1.
+  EXPECT_EQ(f.ds->status().pages, 8);
   // The watch starts from the list's resourceVersion.
   ASSERT_TRUE(f.Until([&] { return !f.api->WatchVersions(Resource::kPods).empty(); }));
   EXPECT_EQ(f.api->WatchVersions(Resource::kPods)[0], list_rv);
@@ -525,6 +561,130 @@ TEST(ReflectorTest, GoneRelistsAndPublishesOnlyTheDifferences) {
   EXPECT_EQ(f.api->WatchVersions(Resource::kPods).back(), relist_rv);
   f.api->SetPod("shop", "p0", {{"app", "api"}}, "10.0.0.1");
   ASSERT_TRUE(f.Until([&] { return f.PodLabel("shop/p0", "app") == "api"; }));
+}
+
+bool HasClusterPolicy(Fixture& f, const std::string& name, int priority = -1) {
+  Snapshot s = f.ds->Current();
+  auto it = s.state->cluster_policies.find(name);
+  return it != s.state->cluster_policies.end() && (priority < 0 || it->second.priority == priority);
+}
+
+TEST(ReflectorTest, ClusterNetworkPoliciesAndNodesAreListedAndWatchedInvalidOnesSkipped) {
+  Fixture f;
+  Seed(*f.api, 2);
+  f.api->SetClusterPolicy("guard", 10, "a");
+  f.api->SetClusterPolicy("too-high", 1001, "a");  // accepted by the fake API, not by netpol
+  f.api->SetNode("node-1", {{"zone", "a"}}, "192.168.0.1");
+  f.ds->Start();
+  ASSERT_TRUE(f.ds->WaitSynced(absl::Seconds(20)));
+  Snapshot s = f.ds->Current();
+  EXPECT_EQ(s.generation, 1u);  // with the other lists, one snapshot
+  ASSERT_EQ(s.state->cluster_policies.size(), 1u);
+  const ClusterNetworkPolicy& guard = s.state->cluster_policies.begin()->second;
+  EXPECT_EQ(guard.name, "guard");
+  EXPECT_EQ(guard.priority, 10);
+  ASSERT_EQ(guard.ingress.size(), 1u);
+  EXPECT_EQ(guard.ingress[0].action, CnpAction::kDeny);
+  ASSERT_EQ(s.state->nodes.size(), 1u);
+  const Node& node = s.state->nodes.begin()->second;
+  EXPECT_EQ(node.name, "node-1");
+  EXPECT_EQ(node.labels, (Labels{{"zone", "a"}}));
+  ASSERT_EQ(node.ips.size(), 1u);  // the Hostname entry is a name, not an address
+  EXPECT_EQ(node.ips[0].ToString(), "192.168.0.1");
+  // The invalid one is reported with its field path and left out; the rest syncs.
+  const std::vector<std::string> invalid = f.ds->status().invalid;
+  ASSERT_EQ(invalid.size(), 1u);
+  EXPECT_THAT(invalid[0], ::testing::HasSubstr("clusternetworkpolicy too-high: spec.priority"));
+  for (Resource r : kResources) {
+    ASSERT_TRUE(f.Until([&] { return f.ds->status().resources[Idx(r)].watching; }))
+        << ResourceName(r);
+  }
+
+  // Watch events: element-level changes of the two kinds.
+  uint64_t gen = f.ds->Current().generation;
+  f.api->SetClusterPolicy("guard", 20, "a");
+  ASSERT_TRUE(f.Until([&] { return HasClusterPolicy(f, "guard", 20); }));
+  std::optional<ChangedKeys> c = f.ds->ChangesBetween(gen, f.ds->Current().generation);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->cluster_policies, (std::set<std::string>{"guard"}));
+  EXPECT_TRUE(c->pods.empty() && c->nodes.empty());
+  gen = f.ds->Current().generation;
+  f.api->SetNode("node-1", {{"zone", "b"}}, "192.168.0.1");
+  ASSERT_TRUE(f.Until([&] {
+    Snapshot now = f.ds->Current();
+    auto it = now.state->nodes.find("node-1");
+    return it != now.state->nodes.end() && it->second.labels.at("zone") == "b";
+  }));
+  c = f.ds->ChangesBetween(gen, f.ds->Current().generation);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->nodes, (std::set<std::string>{"node-1"}));
+  EXPECT_TRUE(c->cluster_policies.empty());
+  // The invalid one fixed enters the model; deletes leave it.
+  f.api->SetClusterPolicy("too-high", 1000, "a");
+  ASSERT_TRUE(f.Until([&] { return HasClusterPolicy(f, "too-high", 1000); }));
+  EXPECT_TRUE(f.ds->status().invalid.empty());
+  f.api->Delete(Resource::kClusterNetworkPolicies, "guard");
+  f.api->Delete(Resource::kNodes, "node-1");
+  ASSERT_TRUE(f.Until([&] {
+    return !HasClusterPolicy(f, "guard") && f.ds->Current().state->nodes.empty();
+  }));
+  EXPECT_TRUE(HasClusterPolicy(f, "too-high"));
+}
+
+TEST(ReflectorTest, WithoutTheCrdTheOtherResourcesSyncAndItIsWatchedOnceInstalled) {
+  Fixture f;
+  Seed(*f.api, 2);
+  f.api->Serve(Resource::kClusterNetworkPolicies, false);
+  f.ds->Start();
+  // The first lists publish without it: no error, nothing to enforce, healthy.
+  ASSERT_TRUE(f.ds->WaitSynced(absl::Seconds(20)));
+  EXPECT_EQ(f.ds->Current().state->pods.size(), 2u);
+  EXPECT_TRUE(f.ds->Current().state->cluster_policies.empty());
+  const int cnp = Idx(Resource::kClusterNetworkPolicies);
+  EXPECT_TRUE(f.ds->status().resources[cnp].absent);
+  EXPECT_TRUE(f.ds->status().resources[cnp].error.ok());
+  for (Resource r : {Resource::kNamespaces, Resource::kPods, Resource::kNetworkPolicies,
+                     Resource::kNodes}) {
+    ASSERT_TRUE(f.Until([&] { return f.ds->status().resources[Idx(r)].watching; }))
+        << ResourceName(r);
+  }
+  DatastoreHealth h = f.ds->Health();
+  EXPECT_TRUE(h.watch_connected);
+  EXPECT_TRUE(h.healthy);
+  EXPECT_TRUE(h.watch_error.ok()) << h.watch_error;
+  ASSERT_EQ(h.resources.size(), 5u);
+  EXPECT_EQ(h.resources[cnp].resource, "clusternetworkpolicies");
+  EXPECT_THAT(std::string(h.resources[cnp].error.message()),
+              ::testing::HasSubstr("the API server does not serve clusternetworkpolicies"));
+  // It keeps being listed (quietly: no reconnection backoff) while the others work.
+  const size_t backoffs = f.Backoffs().size();
+  ASSERT_TRUE(f.Until([&] {
+    int lists = 0;
+    for (const FakeApi::Request& q : f.api->requests()) {
+      lists += q.resource == Resource::kClusterNetworkPolicies && !q.watch;
+    }
+    return lists >= 3;
+  }));
+  EXPECT_EQ(f.Backoffs().size(), backoffs);
+  f.api->SetPod("shop", "p9", {{"app", "web"}}, "10.0.0.99");
+  ASSERT_TRUE(f.Until([&] { return f.HasPod("shop/p9"); }));
+
+  // The CRD installed and a ClusterNetworkPolicy created: listed, then watched.
+  f.api->Serve(Resource::kClusterNetworkPolicies, true);
+  f.api->SetClusterPolicy("guard", 5, "a");
+  ASSERT_TRUE(f.Until([&] { return HasClusterPolicy(f, "guard", 5); }));
+  ASSERT_TRUE(f.Until([&] { return f.ds->status().resources[cnp].watching; }));
+  EXPECT_FALSE(f.ds->status().resources[cnp].absent);
+  f.api->SetClusterPolicy("guard", 6, "a");
+  ASSERT_TRUE(f.Until([&] { return HasClusterPolicy(f, "guard", 6); }));
+  EXPECT_TRUE(f.ds->Health().resources[cnp].error.ok());
+
+  // The CRD deleted (its objects with it): the watch ends, the list says 404, none are left.
+  f.api->Serve(Resource::kClusterNetworkPolicies, false);
+  f.api->Cut(Resource::kClusterNetworkPolicies);
+  ASSERT_TRUE(f.Until([&] { return f.ds->Current().state->cluster_policies.empty(); }));
+  EXPECT_TRUE(f.ds->status().resources[cnp].absent);
+  EXPECT_TRUE(f.ds->Health().healthy);
 }
 
 TEST(ReflectorTest, RestoredStateIsReconciledByDeltasAgainstIt) {

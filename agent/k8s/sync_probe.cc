@@ -1,6 +1,8 @@
 // k8s_sync_probe: runs the Kubernetes datastore alone (no kernel) and prints, one JSON line
 // each, every generation it publishes (the keys it changed and the whole State) and every
-// change of its status. Tests drive the API server and read these lines.
+// change of its status. Tests drive the API server and read these lines. With --node_name each
+// generation's line also holds the program the agent's compiler makes of it for that node
+// (nft text).
 #include <unistd.h>
 
 #include <cstdio>
@@ -14,11 +16,15 @@
 #include "absl/time/clock.h"
 #include "agent/k8s/config.h"
 #include "agent/k8s/datastore.h"
+#include "engine/compiler/compiler.h"
+#include "engine/nft/transaction.h"
 
 ABSL_FLAG(std::string, kubeconfig, "", "kubeconfig file");
 ABSL_FLAG(int, page_size, 500, "objects per list page");
 ABSL_FLAG(absl::Duration, watch_timeout, absl::Minutes(5), "server-side watch timeout");
 ABSL_FLAG(absl::Duration, retry_max, absl::Seconds(2), "backoff cap");
+ABSL_FLAG(std::string, node_name, "",
+          "when set, each generation line holds the program compiled for this node");
 ABSL_FLAG(std::string, state_dir, "",
           "state cache directory (each generation is saved before its line is printed)");
 
@@ -31,8 +37,8 @@ std::string Quote(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
     if (c == '"' || c == '\\') out += '\\';
-    if (c == '\n') {
-      out += "\\n";
+    if (static_cast<unsigned char>(c) < 0x20) {
+      absl::StrAppend(&out, "\\u00", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
       continue;
     }
     out += c;
@@ -68,9 +74,22 @@ std::string StateJson(const State& s) {
                                 "]}"));
   }
   for (const auto& [k, p] : s.policies) policies.push_back(Quote(k));
+  std::vector<std::string> cnps, nodes;
+  for (const auto& [k, c] : s.cluster_policies) {
+    cnps.push_back(absl::StrCat(Quote(k), ":{\"tier\":", Quote(CnpTierName(c.tier)),
+                                ",\"priority\":", c.priority, ",\"ingress\":", c.ingress.size(),
+                                ",\"egress\":", c.egress.size(), "}"));
+  }
+  for (const auto& [k, n] : s.nodes) {
+    std::vector<std::string> ips;
+    for (const IpAddr& ip : n.ips) ips.push_back(Quote(ip.ToString()));
+    nodes.push_back(absl::StrCat(Quote(k), ":{\"labels\":", LabelsJson(n.labels), ",\"ips\":[",
+                                 absl::StrJoin(ips, ","), "]}"));
+  }
   return absl::StrCat("{\"namespaces\":{", absl::StrJoin(ns, ","), "},\"pods\":{",
                       absl::StrJoin(pods, ","), "},\"policies\":[", absl::StrJoin(policies, ","),
-                      "]}");
+                      "],\"clusterNetworkPolicies\":{", absl::StrJoin(cnps, ","), "},\"nodes\":{",
+                      absl::StrJoin(nodes, ","), "}}");
 }
 
 std::string StatusJson(const k8s::KubernetesStatus& s) {
@@ -79,6 +98,7 @@ std::string StatusJson(const k8s::KubernetesStatus& s) {
     resources.push_back(absl::StrCat(
         "{\"resource\":", Quote(k8s::ResourceName(r.resource)), ",\"resourceVersion\":",
         Quote(r.resource_version), ",\"watching\":", r.watching ? "true" : "false",
+        ",\"absent\":", r.absent ? "true" : "false",
         ",\"error\":", Quote(r.error.ok() ? "" : std::string(r.error.message())), "}"));
   }
   for (const std::string& i : s.invalid) invalid.push_back(Quote(i));
@@ -112,6 +132,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   k8s::KubernetesDatastore* store = ds->get();
+  const std::string node_name = absl::GetFlag(FLAGS_node_name);
   absl::Mutex mu;
   uint64_t printed = 0;
   auto print = [&] {
@@ -123,12 +144,23 @@ int main(int argc, char** argv) {
     std::string changed = "null";
     if (keys) {
       changed = absl::StrCat("{\"namespaces\":", List(keys->namespaces), ",\"pods\":",
-                             List(keys->pods), ",\"policies\":", List(keys->policies), "}");
+                             List(keys->pods), ",\"policies\":", List(keys->policies),
+                             ",\"clusterNetworkPolicies\":", List(keys->cluster_policies),
+                             ",\"nodes\":", List(keys->nodes), "}");
     }
-    std::printf("{\"generation\":%llu,\"from\":%llu,\"changed\":%s,\"state\":%s,\"status\":%s}\n",
+    std::string program;
+    if (!node_name.empty()) {
+      compiler::CompileOptions copts;
+      copts.node_name = node_name;
+      absl::StatusOr<nft::Program> p = compiler::Compile(*s.state, copts);
+      program = absl::StrCat(",\"program\":", Quote(p.ok() ? nft::RenderProgram(*p) : ""),
+                             ",\"compileError\":",
+                             Quote(p.ok() ? "" : std::string(p.status().message())));
+    }
+    std::printf("{\"generation\":%llu,\"from\":%llu,\"changed\":%s,\"state\":%s%s,\"status\":%s}\n",
                 static_cast<unsigned long long>(s.generation),
                 static_cast<unsigned long long>(printed), changed.c_str(),
-                StateJson(*s.state).c_str(), StatusJson(store->status()).c_str());
+                StateJson(*s.state).c_str(), program.c_str(), StatusJson(store->status()).c_str());
     std::fflush(stdout);
     printed = s.generation;
   };

@@ -2,12 +2,12 @@
 """deploy/ against the real kube-apiserver: `kubectl apply --dry-run=server` accepts every
 manifest (deploy/ and deploy/uninstall/), creating them works and is idempotent, and the
 ServiceAccount's RBAC is exactly what the agent needs: `kubectl auth can-i` says yes to
-get/list/watch on pods, namespaces, networkpolicies and clusternetworkpolicies cluster-wide,
-get/list/create/update on leases in kube-system (the node status Leases) and no to everything
-else checked (writes, other verbs on leases and leases elsewhere, pods/status, secrets, nodes,
-services), the ClusterNetworkPolicy CRD stores a valid object and refuses invalid ones, and a
-token from `kubectl create token`
-lists and watches the four resources over HTTPS while a write is forbidden.
+get/list/watch on pods, namespaces, nodes, networkpolicies and clusternetworkpolicies
+cluster-wide, get/list/create/update on leases in kube-system (the node status Leases) and no to
+everything else checked (writes, other verbs on leases and leases elsewhere, pods/status,
+secrets, services), the ClusterNetworkPolicy CRD stores a valid object and refuses invalid ones,
+and a token from `kubectl create token` lists and watches the five resources over HTTPS while a
+write is forbidden.
 
 Skips visibly without the API server binary (fails when NETPOL_CI=1).
 
@@ -27,9 +27,9 @@ import apiserver  # noqa: E402
 from checks import Failure, check, run  # noqa: E402,F401
 
 AS = "system:serviceaccount:kube-system:netpol-agent"
-RESOURCES = ["pods", "namespaces", "networkpolicies.networking.k8s.io",
+RESOURCES = ["pods", "namespaces", "nodes", "networkpolicies.networking.k8s.io",
              "clusternetworkpolicies.policy.networking.k8s.io"]
-LISTS = {"pods": "/api/v1/pods", "namespaces": "/api/v1/namespaces",
+LISTS = {"pods": "/api/v1/pods", "namespaces": "/api/v1/namespaces", "nodes": "/api/v1/nodes",
          "networkpolicies.networking.k8s.io": "/apis/networking.k8s.io/v1/networkpolicies",
          "clusternetworkpolicies.policy.networking.k8s.io":
          "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies"}
@@ -153,7 +153,7 @@ def test_rbac_can_i(api, args):
         if allowed(api, v, "leases.coordination.k8s.io", "kube-system"):
             wrong.append("%s leases in kube-system: allowed" % v)
     for v, r, sub in (("patch", "pods", "status"), ("get", "secrets", None),
-                      ("list", "nodes", None), ("list", "services", None),
+                      ("patch", "nodes", None), ("list", "services", None),
                       ("list", "endpointslices.discovery.k8s.io", None),
                       ("get", "configmaps", None), ("create", "serviceaccounts", "token"),
                       ("list", "daemonsets.apps", None)):

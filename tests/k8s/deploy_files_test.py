@@ -55,7 +55,7 @@ def test_rbac(args, objs):
             for r in rule["resources"]:
                 for v in rule["verbs"]:
                     granted.add((g, r, v))
-    want = {(g, r, v) for g, r in (("", "pods"), ("", "namespaces"),
+    want = {(g, r, v) for g, r in (("", "pods"), ("", "namespaces"), ("", "nodes"),
                                    ("networking.k8s.io", "networkpolicies"),
                                    ("policy.networking.k8s.io", "clusternetworkpolicies"))
             for v in READ}

@@ -504,7 +504,10 @@ kind: ClusterRole
 metadata: {name: netpol-agent-nowatch}
 rules:
 - apiGroups: [""]
-  resources: ["namespaces", "pods"]
+  resources: ["namespaces", "pods", "nodes"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["policy.networking.k8s.io"]
+  resources: ["clusternetworkpolicies"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
