@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/compiler/common.h"
+#include "engine/eval/eval.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace netpol::agent {
@@ -56,6 +57,42 @@ const Pod* PodWithIp(const State& state, const IpAddr& ip) {
     if (host == nullptr) host = &pod;
   }
   return host;
+}
+
+// Fills the policies and rules of an allowed record: the rules of the logging policies (of the
+// judged pod, in direction `dir`) that allow the packet, as the evaluator decides it. For a
+// protocol without ports, the logging policies isolating the judged pod. False when no logging
+// policy is concerned: the packet went through a lookup a logging policy shares with another
+// policy whose rule allowed it (RULESET.md "Allowed-flow logs"), and no record is made.
+bool AttributeAllowed(const State& state, const PacketHeader& h, const Pod* src, const Pod* dst,
+                      compiler::internal::Dir dir, v1::FlowRecord* r) {
+  const bool ingress = dir == compiler::internal::Dir::kIngress;
+  const Pod& judged = ingress ? *dst : *src;
+  std::optional<Protocol> proto;
+  if (h.protocol == kTcp) proto = Protocol::kTCP;
+  if (h.protocol == kUdp) proto = Protocol::kUDP;
+  if (h.protocol == kSctp) proto = Protocol::kSCTP;
+  if (!proto) {
+    for (const auto& [key, policy] : state.policies) {
+      if (policy.namespace_name != judged.namespace_name || !policy.log_allowed) continue;
+      if (compiler::internal::Selects(policy, judged, dir)) r->add_policies(key);
+    }
+    return r->policies_size() > 0;
+  }
+  const Endpoint from = src != nullptr ? Endpoint::ForPod(*src) : Endpoint::ForAddress(h.src);
+  const Endpoint to = dst != nullptr ? Endpoint::ForPod(*dst) : Endpoint::ForAddress(h.dst);
+  const Decision d = Decide(state, from, to, h.src.family, *proto, h.dst_port);
+  const SideDecision& side = ingress ? d.ingress : d.egress;
+  std::string last;
+  for (const RuleRef& rule : side.allowing_rules) {
+    auto p = state.policies.find(rule.policy);
+    if (p == state.policies.end() || !p->second.log_allowed) continue;
+    if (rule.policy != last) r->add_policies(rule.policy);
+    last = rule.policy;
+    r->add_rules(absl::StrCat(rule.policy, " ", ingress ? "ingress" : "egress", "[", rule.rule,
+                              "]"));
+  }
+  return r->rules_size() > 0;
 }
 
 }  // namespace
@@ -115,6 +152,9 @@ std::optional<v1::FlowRecord> Attribute(const State& state, const std::string& n
   if (absl::StartsWith(packet.prefix, compiler::internal::kDenyLogPrefix)) {
     verdict = v1::DENIED;
     chain = packet.prefix.substr(strlen(compiler::internal::kDenyLogPrefix));
+  } else if (absl::StartsWith(packet.prefix, compiler::internal::kAllowLogPrefix)) {
+    verdict = v1::ALLOWED;
+    chain = packet.prefix.substr(strlen(compiler::internal::kAllowLogPrefix));
   } else {
     return std::nullopt;
   }
@@ -144,6 +184,12 @@ std::optional<v1::FlowRecord> Attribute(const State& state, const std::string& n
   r.mutable_destination()->set_port(packet.header.dst_port);
   if (dst != nullptr) r.mutable_destination()->set_pod(dst->Key());
   const Pod* judged = dir == Dir::kIngress ? dst : src;
+  if (verdict == v1::ALLOWED) {
+    if (judged == nullptr || !AttributeAllowed(state, packet.header, src, dst, dir, &r)) {
+      return std::nullopt;
+    }
+    return r;
+  }
   if (judged != nullptr) {
     for (const auto& [key, policy] : state.policies) {
       if (policy.namespace_name != judged->namespace_name) continue;

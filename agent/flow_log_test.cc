@@ -160,6 +160,78 @@ TEST(AttributeTest, EgressDropJudgesTheSourceAndLeavesUnknownAddressesPodless) {
   EXPECT_THAT(r->policies(), ElementsAre("shop/deny-all", "shop/other-ns-egress"));
 }
 
+constexpr char kLoggingState[] = R"(
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec: {nodeName: node-1}
+status: {podIPs: [{ip: 10.1.0.10}, {ip: "fd00:1::10"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop, labels: {app: client}}
+spec: {nodeName: node-1}
+status: {podIPs: [{ip: 10.1.0.11}, {ip: "fd00:1::11"}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: logged
+  namespace: shop
+  annotations: {netpol.io/log-allowed: "true"}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: 8080}]
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: 53, protocol: UDP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: quiet, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: 9090}]
+)";
+
+TEST(AttributeTest, AllowedNamesTheRulesOfTheLoggingPoliciesThatAllowedIt) {
+  State s = fixtures::LoadState(kLoggingState);
+  ASSERT_TRUE(s.policies.at("shop/logged").log_allowed);
+  ASSERT_FALSE(s.policies.at("shop/quiet").log_allowed);
+  const std::string prefix = "allow in-shop_logged-0123abcd";
+  auto tcp = Attribute(s, "node-1", Packet(prefix, "10.1.0.11", "10.1.0.10", 6, 8080));
+  ASSERT_TRUE(tcp.has_value());
+  EXPECT_EQ(tcp->verdict(), v1::ALLOWED);
+  EXPECT_EQ(tcp->direction(), v1::INGRESS);
+  EXPECT_EQ(tcp->chain(), "in-shop_logged-0123abcd");
+  EXPECT_EQ(tcp->source().pod(), "shop/client");
+  EXPECT_EQ(tcp->destination().pod(), "shop/web");
+  EXPECT_THAT(tcp->policies(), ElementsAre("shop/logged"));
+  EXPECT_THAT(tcp->rules(), ElementsAre("shop/logged ingress[0]"));
+
+  auto udp6 = Attribute(s, "node-1", Packet(prefix, "fd00:1::11", "fd00:1::10", 17, 53));
+  ASSERT_TRUE(udp6.has_value());
+  EXPECT_EQ(udp6->protocol(), "UDP");
+  EXPECT_THAT(udp6->rules(), ElementsAre("shop/logged ingress[1]"));
+
+  // Allowed only by the policy that does not ask for logs (a lookup both share): no record.
+  EXPECT_FALSE(Attribute(s, "node-1", Packet(prefix, "10.1.0.11", "10.1.0.10", 6, 9090)));
+  // No port: the logging policies isolating the pod, no rules.
+  auto icmp = Attribute(s, "node-1", Packet(prefix, "10.1.0.11", "10.1.0.10", 1, 0));
+  ASSERT_TRUE(icmp.has_value());
+  EXPECT_THAT(icmp->policies(), ElementsAre("shop/logged"));
+  EXPECT_TRUE(icmp->rules().empty());
+  // Not a local pod's chain direction: an unknown destination on ingress makes no record.
+  EXPECT_FALSE(Attribute(s, "node-1", Packet(prefix, "10.1.0.11", "10.9.9.9", 6, 8080)));
+}
+
 TEST(AttributeTest, ForeignPrefixesMakeNoRecord) {
   State s = fixtures::LoadState(kState);
   EXPECT_FALSE(Attribute(s, "n", Packet("", "10.1.0.11", "10.1.0.10", 6, 1)).has_value());

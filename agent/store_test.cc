@@ -70,6 +70,8 @@ TEST_F(StoreTest, MissingFileIsEmptyGenerationZero) {
 
 TEST_F(StoreTest, EncodeDecodeRoundTripsEveryField) {
   State s = SampleState();
+  ASSERT_FALSE(s.policies.empty());
+  s.policies.begin()->second.log_allowed = true;  // the one annotation the model keeps
   auto decoded = Store::Decode(Store::Encode(s, 42));
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   EXPECT_EQ(decoded->second, 42u);

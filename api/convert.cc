@@ -386,6 +386,15 @@ absl::StatusOr<Object> FromApiTrustedInner(const v1::Object& object) {
       NetworkPolicy np;
       np.namespace_name = p.metadata().namespace_();
       np.name = p.metadata().name();
+      auto log = p.metadata().annotations().find(kLogAllowedAnnotation);
+      if (log != p.metadata().annotations().end()) {
+        if (log->second != "true" && log->second != "false") {
+          return absl::DataLossError(
+              absl::StrCat("metadata.annotations[", kLogAllowedAnnotation,
+                           "]: must be \"true\" or \"false\", got \"", log->second, "\""));
+        }
+        np.log_allowed = log->second == "true";
+      }
       ASSIGN_OR_RETURN(np.pod_selector, SelectorFrom(p.spec().pod_selector(), "spec.podSelector"));
       for (int t : p.spec().policy_types()) {
         if (t == v1::NetworkPolicySpec::Ingress) np.ingress_type = true;
@@ -498,6 +507,7 @@ v1::Pod ToApi(const Pod& pod) {
 v1::NetworkPolicy ToApi(const NetworkPolicy& policy) {
   v1::NetworkPolicy out;
   FillMeta(policy.namespace_name, policy.name, {}, out.mutable_metadata());
+  if (policy.log_allowed) (*out.mutable_metadata()->mutable_annotations())[kLogAllowedAnnotation] = "true";
   v1::NetworkPolicySpec* spec = out.mutable_spec();
   FillSelector(policy.pod_selector, spec->mutable_pod_selector());
   if (policy.ingress_type) spec->add_policy_types(v1::NetworkPolicySpec::Ingress);

@@ -19,6 +19,39 @@ std::vector<Object> Sample() {
   return out;
 }
 
+TEST(ConvertTest, LogAllowedAnnotationTravels) {
+  const std::vector<Object> objects = agent::fixtures::LoadObjects(R"(
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: logged, namespace: x, annotations: {netpol.io/log-allowed: "true"}}
+spec: {podSelector: {}}
+)");
+  ASSERT_EQ(objects.size(), 1u);
+  const Object& logged = objects[0];
+  ASSERT_TRUE(logged.AsNetworkPolicy()->log_allowed);
+  auto trusted = FromApiTrusted(ToApi(logged));
+  ASSERT_TRUE(trusted.ok()) << trusted.status();
+  EXPECT_TRUE(*trusted == logged);
+  RepeatedPtrField<v1::Object> good;
+  *good.Add() = ToApi(logged);
+  auto validated = ParseApiObjects(good, "objects");
+  ASSERT_TRUE(validated.ok()) << validated.status();
+  EXPECT_EQ(*validated, objects);
+  std::string json;
+  ASSERT_TRUE(google::protobuf::util::MessageToJsonString(ToApi(logged), &json).ok());
+  EXPECT_NE(json.find("\"annotations\":{\"netpol.io/log-allowed\":\"true\"}"), std::string::npos)
+      << json;
+  v1::Object bad = ToApi(logged);
+  (*bad.mutable_network_policy()->mutable_metadata()->mutable_annotations())
+      ["netpol.io/log-allowed"] = "yes";
+  RepeatedPtrField<v1::Object> api;
+  *api.Add() = bad;
+  auto parsed = ParseApiObjects(api, "objects");
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_NE(parsed.status().message().find("must be \"true\" or \"false\""), std::string::npos)
+      << parsed.status();
+}
+
 TEST(ConvertTest, TrustedRoundTrip) {
   for (const Object& o : Sample()) {
     auto back = FromApiTrusted(ToApi(o));

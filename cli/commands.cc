@@ -812,7 +812,8 @@ std::vector<std::vector<std::string>> DatastoreRows(const v1::StatusResponse& s)
 }
 
 // One flow record as a line: time, verdict, direction, protocol, source -> destination, the
-// policies. An endpoint is "ns/pod (ip):port" or "ip:port".
+// policies (and for an allowed one the rules that allowed it). An endpoint is "ns/pod (ip):port"
+// or "ip:port".
 std::string FlowLine(const v1::FlowRecord& r) {
   auto end = [](const v1::FlowEndpoint& e) {
     std::string ip = absl::StrContains(e.ip(), ':') ? absl::StrCat("[", e.ip(), "]") : e.ip();
@@ -825,7 +826,8 @@ std::string FlowLine(const v1::FlowRecord& r) {
                       v1::Verdict_Name(r.verdict()), " ",
                       r.direction() == v1::INGRESS ? "ingress" : "egress", " ", r.protocol(), " ",
                       end(r.source()), " -> ", end(r.destination()), " policies: ",
-                      r.policies().empty() ? "<none>" : absl::StrJoin(r.policies(), ", "));
+                      r.policies().empty() ? "<none>" : absl::StrJoin(r.policies(), ", "),
+                      r.rules().empty() ? "" : " rules: ", absl::StrJoin(r.rules(), ", "));
 }
 
 int Logs(Client& c, const std::vector<std::string>& args, const CommandOptions& opts,

@@ -43,7 +43,7 @@ status: {podIPs: [{ip: 10.244.2.2}]}
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {name: deny, namespace: x}
+metadata: {name: deny, namespace: x, annotations: {netpol.io/log-allowed: "true"}}
 spec: {podSelector: {}}
 )";
 
@@ -167,7 +167,8 @@ TEST_F(DatastoreTest, ListsThenFollowsTheWatchWithRevisionsAsGenerations) {
   // A policy put by hand arrives with its revision as the generation.
   const int64_t rev = Put(l.KeyOf(objects[3]), KeyLayout::Encode(objects[3]));
   ASSERT_TRUE(Eventually([&] { return ds->Current().generation == static_cast<uint64_t>(rev); }));
-  EXPECT_EQ(ds->Current().state->policies.count("x/deny"), 1u);
+  ASSERT_EQ(ds->Current().state->policies.count("x/deny"), 1u);
+  EXPECT_TRUE(ds->Current().state->policies.at("x/deny").log_allowed);  // its annotation kept
 
   // Fixing the broken key brings it in; deleting the pod takes it out.
   Put("/netpol/v1/pods/x/broken", "apiVersion: v1\nkind: Pod\nmetadata: {name: broken}\n");

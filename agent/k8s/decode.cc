@@ -55,6 +55,7 @@ struct Meta {
   std::string namespace_name;
   std::string resource_version;
   Labels labels;
+  std::optional<std::string> log_allowed;  // annotations[kLogAllowedAnnotation], when asked for
 };
 
 void DecodeLabels(od::object labels, Labels* out) {
@@ -64,7 +65,7 @@ void DecodeLabels(od::object labels, Labels* out) {
   }
 }
 
-void DecodeMeta(od::object meta, Meta* out, bool labels) {
+void DecodeMeta(od::object meta, Meta* out, bool labels, bool log_allowed = false) {
   for (auto field : meta) {
     std::string_view key = field.unescaped_key();
     if (key == "name") {
@@ -75,6 +76,12 @@ void DecodeMeta(od::object meta, Meta* out, bool labels) {
       out->resource_version = Str(field.value());
     } else if (key == "labels" && labels) {
       DecodeLabels(field.value().get_object(), &out->labels);
+    } else if (key == "annotations" && log_allowed) {
+      for (auto a : field.value().get_object()) {
+        if (std::string_view(a.unescaped_key()) == kLogAllowedAnnotation) {
+          out->log_allowed = Str(a.value());
+        }
+      }
     }
   }
 }
@@ -226,7 +233,7 @@ void DecodePolicy(od::object obj, Item* item) {
   for (auto field : obj) {
     std::string_view key = field.unescaped_key();
     if (key == "metadata") {
-      DecodeMeta(field.value().get_object(), &meta, false);
+      DecodeMeta(field.value().get_object(), &meta, false, /*log_allowed=*/true);
     } else if (key == "spec") {
       od::object spec_object = field.value().get_object();
       spec = std::string(std::string_view(spec_object.raw_json()));
@@ -237,7 +244,11 @@ void DecodePolicy(od::object obj, Item* item) {
   std::string doc = absl::StrCat(
       "{\"apiVersion\":\"networking.k8s.io/v1\",\"kind\":\"NetworkPolicy\",\"metadata\":{"
       "\"name\":",
-      JsonQuote(meta.name), ",\"namespace\":", JsonQuote(meta.namespace_name), "}",
+      JsonQuote(meta.name), ",\"namespace\":", JsonQuote(meta.namespace_name),
+      meta.log_allowed ? absl::StrCat(",\"annotations\":{", JsonQuote(kLogAllowedAnnotation), ":",
+                                      JsonQuote(*meta.log_allowed), "}")
+                       : std::string(),
+      "}",
       spec.empty() ? "" : ",\"spec\":", spec, "}");
   LoadOptions options;
   options.strict = false;  // fields newer than netpol are reported, not fatal

@@ -7,6 +7,7 @@ namespace netpol::agent::k8s {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::ElementsAre;
 
 // A pod as kube-apiserver v1.28 serves it (trimmed of nothing netpol must ignore).
 constexpr char kPodList[] = R"({"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"812","continue":"eyJ2Ijoi"},"items":[
@@ -77,6 +78,25 @@ TEST(DecodeTest, PolicyThroughTheModelLoader) {
   EXPECT_FALSE(page->items[1].object.has_value());
   EXPECT_THAT(page->items[1].invalid, HasSubstr("networkpolicy shop/hostbits"));
   EXPECT_THAT(page->items[1].invalid, HasSubstr("10.0.0.0/8"));
+}
+
+TEST(DecodeTest, PolicyLogAllowedAnnotation) {
+  absl::StatusOr<ListPage> page = DecodeListPage(Resource::kNetworkPolicies, R"({"metadata":{"resourceVersion":"9"},"items":[
+{"metadata":{"name":"logged","namespace":"shop","annotations":{"a":"b","netpol.io/log-allowed":"true"}},"spec":{"podSelector":{}}},
+{"metadata":{"name":"off","namespace":"shop","annotations":{"netpol.io/log-allowed":"false"}},"spec":{"podSelector":{}}},
+{"metadata":{"name":"odd","namespace":"shop","annotations":{"netpol.io/log-allowed":"yes"}},"spec":{"podSelector":{}}},
+{"metadata":{"name":"plain","namespace":"shop"},"spec":{"podSelector":{}}}
+]})");
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->items.size(), 4u);
+  for (const Item& item : page->items) ASSERT_TRUE(item.object.has_value()) << item.invalid;
+  EXPECT_TRUE(page->items[0].object->AsNetworkPolicy()->log_allowed);
+  EXPECT_FALSE(page->items[1].object->AsNetworkPolicy()->log_allowed);
+  // Any string is valid in Kubernetes: the policy is enforced, without logs, with a warning.
+  EXPECT_FALSE(page->items[2].object->AsNetworkPolicy()->log_allowed);
+  EXPECT_THAT(page->items[2].warnings,
+              ElementsAre(HasSubstr("metadata.annotations[netpol.io/log-allowed]: must be")));
+  EXPECT_FALSE(page->items[3].object->AsNetworkPolicy()->log_allowed);
 }
 
 TEST(DecodeTest, WatchEvents) {

@@ -227,6 +227,35 @@ void AppendDrop(nft::Chain* chain, Dir dir, const std::vector<std::string>& poli
   chain->rules.push_back(std::move(suppressed));
 }
 
+// ---- allowed-flow logs ----
+
+bool LogsAllowed(const std::set<std::string>& logged, const std::vector<std::string>& sources) {
+  for (const std::string& src : sources) {
+    if (logged.count(src.substr(0, src.find(' ')))) return true;  // "ns/name ingress[0]"
+  }
+  return false;
+}
+
+nft::Chain AllowLogChain(const std::string& group_chain, Dir dir,
+                         const std::set<std::string>& logged, const nft::LimitStmt& limit,
+                         nft::LogStmt log) {
+  const std::vector<std::string> keys(logged.begin(), logged.end());
+  nft::Chain chain;
+  chain.name = absl::StrCat(group_chain, kAllowLogChainSuffix);
+  chain.comment = JoinLimited(absl::StrCat("allowed-flow log of ", DirName(dir), ": "), keys);
+  nft::CtStateMatch new_;
+  new_.new_ = true;
+  nft::Rule logged_rule = MakeRule({new_}, nft::Verdict::Return(),
+                                   JoinLimited("first packet, allowed by a rule of ", keys));
+  log.prefix = absl::StrCat(kAllowLogPrefix, group_chain);
+  logged_rule.limit = limit;
+  logged_rule.log = std::move(log);
+  chain.rules.push_back(std::move(logged_rule));
+  chain.rules.push_back(
+      MakeRule({}, nft::Verdict::Return(), JoinLimited("over the log limit: allowed by ", keys)));
+  return chain;
+}
+
 // ---- group set kinds ----
 
 Slot SA(int f) { return f == 0 ? kA4 : kA6; }

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -122,6 +123,23 @@ void AppendDrop(nft::Chain* chain, Dir dir, const std::vector<std::string>& poli
 inline constexpr char kSuppressedCommentPrefix[] = "over the log limit: ";
 // The comment of the counted drop after a logged one.
 std::string SuppressedComment(Dir dir, const std::vector<std::string>& policy_keys);
+
+// ---- allowed-flow logs (RULESET.md "Allowed-flow logs") ----
+
+// The log prefix of an allowed-flow log: "allow <group chain>".
+inline constexpr char kAllowLogPrefix[] = "allow ";
+// The chain a group chain's logged allow rules go to: "<group chain>-log" (the suffix fits the
+// name budget of a set suffix).
+inline constexpr char kAllowLogChainSuffix[] = "-log";
+// Whether a group rule holding `sources` ("x/a ingress[0]", ...) holds a rule of one of the
+// policies (keys) in `logged`.
+bool LogsAllowed(const std::set<std::string>& logged, const std::vector<std::string>& sources);
+// The allowed-flow log chain of group chain `group_chain`, whose policies `logged` ask for it:
+// `ct state new limit ... log prefix "allow <group chain>" ... return`, then `return` (a packet
+// over the limit, or not new, is allowed without a record).
+nft::Chain AllowLogChain(const std::string& group_chain, Dir dir,
+                         const std::set<std::string>& logged, const nft::LimitStmt& limit,
+                         nft::LogStmt log);
 
 // ---- group set kinds ----
 

@@ -770,6 +770,87 @@ TEST(CompilerTest, DenyLogEndsEveryGroupWithALimitedLoggedDropAndACountedOne) {
             "deny log: rate 0 is outside 1-1000000 packets per second");
 }
 
+TEST(CompilerTest, AllowedFlowLogsGoThroughALogChainOnlyFromTheLoggingPoliciesRules) {
+  State s = BaseState();
+  NetworkPolicy logged = Policy("x", "logged", Sel({{"app", "web"}}), true, false);
+  logged.ingress.push_back(From({PodPeer(Sel({{"app", "db"}}))}, {TcpPort(80)}));
+  logged.log_allowed = true;
+  Add(&s, logged);
+  NetworkPolicy quiet = Policy("x", "quiet", Sel({{"app", "web"}}), true, false);
+  quiet.ingress.push_back(From({BlockPeer("192.168.0.0/16")}, {TcpPort(443)}));
+  Add(&s, quiet);
+  CompileOptions o = Opts();
+  o.deny_log = CompileOptions::DenyLog{100, 10, 20, 128};
+  o.rule_counters = true;
+  const nft::Program p = MustCompile(s, o);
+
+  std::string group;
+  for (const auto& [name, chain] : p.chains) {
+    if (!chain.base && name.rfind("in-", 0) == 0 && name.find("-log") == std::string::npos) {
+      group = name;
+    }
+  }
+  ASSERT_FALSE(group.empty()) << nft::RenderProgram(p);
+  const std::string log_chain = group + "-log";
+  int gotos = 0, returns = 0;
+  for (const nft::Rule& r : p.chains.at(group).rules) {
+    if (r.verdict == nft::Verdict::Goto(log_chain)) {
+      ++gotos;
+      EXPECT_NE(r.comment.find("x/logged ingress[0]"), std::string::npos) << r.comment;
+    } else if (r.verdict == nft::Verdict::Return()) {
+      ++returns;
+      EXPECT_EQ(r.comment.find("x/logged"), std::string::npos) << r.comment;
+    }
+    EXPECT_TRUE(r.counter);
+  }
+  EXPECT_EQ(gotos, 2);    // the pod lookups of x/logged (a selector makes both families' sets)
+  EXPECT_EQ(returns, 1);  // x/quiet's ipBlock lookup
+  ASSERT_EQ(p.chains.count(log_chain), 1u);
+  const nft::Chain& lc = p.chains.at(log_chain);
+  EXPECT_FALSE(lc.base.has_value());
+  ASSERT_EQ(lc.rules.size(), 2u);
+  nft::CtStateMatch new_;
+  new_.new_ = true;
+  EXPECT_EQ(lc.rules[0].matches, std::vector<nft::Match>{new_});
+  EXPECT_EQ(lc.rules[0].limit, (nft::LimitStmt{10, 20}));
+  EXPECT_EQ(lc.rules[0].log, (nft::LogStmt{"allow " + group, 100, 128}));
+  EXPECT_EQ(lc.rules[0].verdict, nft::Verdict::Return());
+  EXPECT_TRUE(lc.rules[1].matches.empty());
+  EXPECT_FALSE(lc.rules[1].log.has_value());
+  EXPECT_EQ(lc.rules[1].verdict, nft::Verdict::Return());
+  for (const nft::Rule& r : lc.rules) EXPECT_FALSE(r.counter);
+
+  // Without the annotation the program is the plain one: no log chain, no goto, the same group
+  // chain otherwise.
+  State off = s;
+  off.policies.at("x/logged").log_allowed = false;
+  const nft::Program plain = MustCompile(off, o);
+  EXPECT_EQ(plain.chains.count(log_chain), 0u);
+  nft::Chain rewritten = p.chains.at(group);
+  for (nft::Rule& r : rewritten.rules) {
+    if (r.verdict == nft::Verdict::Goto(log_chain)) r.verdict = nft::Verdict::Return();
+  }
+  EXPECT_EQ(rewritten, plain.chains.at(group));
+  EXPECT_EQ(p.chains.size(), plain.chains.size() + 1);
+  EXPECT_EQ(p.sets, plain.sets);
+  EXPECT_EQ(p.elements, plain.elements);
+
+  // Without deny logs (no nflog group) nothing is logged either.
+  CompileOptions no_log = o;
+  no_log.deny_log.reset();
+  const nft::Program unlogged = MustCompile(s, no_log);
+  EXPECT_EQ(unlogged.chains.count(log_chain), 0u);
+  EXPECT_EQ(nft::RenderProgram(unlogged), nft::RenderProgram(MustCompile(off, no_log)));
+
+  // A policy allowing everything ({}) logs through the chain's one rule.
+  State all = s;
+  all.policies.at("x/logged").ingress = {From({})};
+  const nft::Program q = MustCompile(all, o);
+  ASSERT_EQ(q.chains.count(log_chain), 1u);
+  ASSERT_EQ(q.chains.at(group).rules.size(), 1u);
+  EXPECT_EQ(q.chains.at(group).rules[0].verdict, nft::Verdict::Goto(log_chain));
+}
+
 TEST(CompilerTest, ChainLengthIsBoundedWhateverThePolicyCount) {
   State s = BaseState();
   for (int i = 0; i < 200; ++i) {

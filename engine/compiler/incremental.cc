@@ -194,6 +194,7 @@ struct Group {
   std::vector<LargeRule> large;
   std::vector<Counts> counts = std::vector<Counts>(kSlots);  // by SlotId
   std::vector<Template> templates;
+  std::set<std::string> logged;  // keys of its policies asking for allowed-flow logs
 
   std::string SetName(SlotId id) const {
     if (id < kSlots) return name + SlotSuffix(static_cast<Slot>(id));
@@ -322,6 +323,7 @@ absl::Status Shape(const State& s, const LargeFn& is_large, Group* g) {
     auto pit = s.policies.find(key);
     if (pit == s.policies.end()) return absl::InternalError("group policy " + key + " missing");
     const NetworkPolicy& policy = pit->second;
+    if (policy.log_allowed) g->logged.insert(key);
     const std::vector<Rule>& rules = dir == Dir::kIngress ? policy.ingress : policy.egress;
     for (size_t i = 0; i < rules.size(); ++i) {
       const Rule& rule = rules[i];
@@ -428,10 +430,26 @@ void EmitGroup(const Group& g, const CompileOptions& opts, Program* prog) {
   nft::Chain chain;
   chain.name = g.name;
   chain.comment = GroupComment(g.spec.dir, g.spec.resolution, g.spec.policies);
-  if (g.all.present) {
-    chain.rules.push_back(MakeRule({}, Verdict::Return(), JoinLimited("", g.all.list)));
+  // Allowed-flow logs: a rule holding a rule of a logging policy allows through the log chain.
+  const std::string log_chain = g.name + internal::kAllowLogChainSuffix;
+  bool logs = false;
+  auto allow = [&](const std::vector<std::string>& sources) {
+    if (!opts.deny_log || !internal::LogsAllowed(g.logged, sources)) return Verdict::Return();
+    logs = true;
+    return Verdict::Goto(log_chain);
+  };
+  auto finish = [&] {
     internal::CountRules(opts.rule_counters, &chain);
+    if (logs) {
+      prog->chains[log_chain] =
+          internal::AllowLogChain(g.name, g.spec.dir, g.logged, *internal::DenyLimit(opts),
+                                  *internal::DenyLogStmt(opts));
+    }
     prog->chains[chain.name] = std::move(chain);
+  };
+  if (g.all.present) {
+    chain.rules.push_back(MakeRule({}, allow(g.all.list), JoinLimited("", g.all.list)));
+    finish();
     return;
   }
   for (Slot s : internal::kSlotOrder) {
@@ -444,7 +462,7 @@ void EmitGroup(const Group& g, const CompileOptions& opts, Program* prog) {
     std::vector<Element> els = SlotElements(s, g.counts[s]);
     if (!els.empty()) prog->elements[set.name] = std::move(els);
     chain.rules.push_back(MakeRule({Lookup(SlotLookup(s, g.spec.dir), set.name)},
-                                   Verdict::Return(), JoinLimited("", g.slots[s].list)));
+                                   allow(g.slots[s].list), JoinLimited("", g.slots[s].list)));
     prog->sets[set.name] = std::move(set);
   }
   for (size_t k = 0; k < g.large.size(); ++k) {
@@ -464,20 +482,21 @@ void EmitGroup(const Group& g, const CompileOptions& opts, Program* prog) {
       if (part != 2) {
         chain.rules.push_back(
             internal::LargeRuleLookup(g.name, k, part, g.spec.dir, JoinLimited("", {l.src})));
+        chain.rules.back().verdict = allow({l.src});
       }
     }
   }
   internal::AppendDrop(&chain, g.spec.dir, g.spec.policies, internal::DenyLimit(opts),
                        internal::DenyLogStmt(opts));
-  internal::CountRules(opts.rule_counters, &chain);
-  prog->chains[chain.name] = std::move(chain);
+  finish();
 }
 
 // Moves (erase = true) or copies g's chain, sets and elements from `from` into `to`.
 void ExtractGroup(const Group& g, Program* from, Program* to, bool erase) {
-  auto chain = from->chains.find(g.name);
-  if (chain != from->chains.end()) {
-    to->chains[g.name] = erase ? std::move(chain->second) : chain->second;
+  for (const std::string& name : {g.name, g.name + internal::kAllowLogChainSuffix}) {
+    auto chain = from->chains.find(name);
+    if (chain == from->chains.end()) continue;
+    to->chains[name] = erase ? std::move(chain->second) : chain->second;
     if (erase) from->chains.erase(chain);
   }
   for (SlotId s = 0; s < static_cast<SlotId>(g.counts.size()); ++s) {

@@ -37,7 +37,7 @@ void EmitLabels(YAML::Emitter& e, const Labels& labels) {
 }
 
 void EmitMeta(YAML::Emitter& e, const std::string& name, const std::string* ns,
-              const Labels& labels) {
+              const Labels& labels, const Labels& annotations = {}) {
   EmitKey(e, "metadata");
   e << YAML::BeginMap;
   EmitKey(e, "name");
@@ -49,6 +49,10 @@ void EmitMeta(YAML::Emitter& e, const std::string& name, const std::string* ns,
   if (!labels.empty()) {
     EmitKey(e, "labels");
     EmitLabels(e, labels);
+  }
+  if (!annotations.empty()) {
+    EmitKey(e, "annotations");
+    EmitLabels(e, annotations);
   }
   e << YAML::EndMap;
 }
@@ -329,7 +333,9 @@ void EmitObject(YAML::Emitter& e, const Object& object) {
     e << "networking.k8s.io/v1";
     EmitKey(e, "kind");
     e << "NetworkPolicy";
-    EmitMeta(e, np->name, &np->namespace_name, {});
+    Labels annotations;
+    if (np->log_allowed) annotations[kLogAllowedAnnotation] = "true";
+    EmitMeta(e, np->name, &np->namespace_name, {}, annotations);
     EmitKey(e, "spec");
     e << YAML::BeginMap;
     EmitKey(e, "podSelector");

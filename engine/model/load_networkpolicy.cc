@@ -123,6 +123,27 @@ void ParseRules(Walker& w, const YAML::Node& n, const std::string& path, bool in
   }
 }
 
+// metadata.annotations: netpol reads kLogAllowedAnnotation ("true" or "false") and ignores the
+// others. Any other value of it is refused when strict (a manifest) and ignored with a warning
+// otherwise (an object the API server already holds: Kubernetes takes any string).
+void ParseAnnotations(Walker& w, const YAML::Node& metadata, NetworkPolicy* np) {
+  if (!metadata.IsMap()) return;  // ParseMeta reported it
+  const YAML::Node annotations = metadata["annotations"];
+  if (!annotations || annotations.IsNull()) return;
+  std::optional<Fields> f = w.Map(annotations, "metadata.annotations");
+  if (!f) return;
+  const YAML::Node value = f->Get(kLogAllowedAnnotation);
+  if (value.IsNull()) return;
+  const std::string path = PathKey("metadata.annotations", kLogAllowedAnnotation);
+  std::optional<std::string> v = w.String(value, path);
+  if (!v) return;
+  if (*v == "true") {
+    np->log_allowed = true;
+  } else if (*v != "false") {
+    w.Unusable(path, absl::StrCat("must be \"true\" or \"false\", got ", Show(*v)));
+  }
+}
+
 }  // namespace
 
 void ParseNetworkPolicy(Walker& w, const Fields& top, NetworkPolicy* np) {
@@ -132,6 +153,7 @@ void ParseNetworkPolicy(Walker& w, const Fields& top, NetworkPolicy* np) {
             &meta);
   np->name = meta.name;
   np->namespace_name = meta.namespace_name;
+  ParseAnnotations(w, top.Get("metadata"), np);
   std::optional<Fields> spec = w.Map(top.Get("spec"), "spec");
   if (!spec) return;
   w.CheckFields(*spec, "spec", {"podSelector", "ingress", "egress", "policyTypes"});

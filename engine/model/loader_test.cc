@@ -560,7 +560,11 @@ TEST(LoaderTest, StoredObjectsReloadFromTheirYaml) {
   policy.namespace_name = shell.namespace_name;
   policy.name = longest;
   policy.ingress_type = true;
-  const std::vector<Object> objects = {Object{shell}, Object{full}, Object{policy}};
+  NetworkPolicy logged = policy;
+  logged.name = "logged";
+  logged.log_allowed = true;
+  const std::vector<Object> objects = {Object{shell}, Object{full}, Object{policy},
+                                       Object{logged}};
   auto r = LoadYaml(ToYaml(objects), Opts());
   ASSERT_TRUE(r.ok()) << r.status() << "\n" << ToYaml(objects);
   EXPECT_EQ(r->objects, objects);
@@ -634,6 +638,37 @@ TEST(LoaderTest, LenientModeWarnsOnUnknownFields) {
   EXPECT_TRUE(np->ingress[0].peers.empty());
   ASSERT_EQ(np->ingress[0].ports.size(), 1u);
   EXPECT_EQ(np->ingress[0].ports[0].port, 80);
+}
+
+TEST(LoaderTest, LogAllowedAnnotation) {
+  auto load = [](const std::string& annotations, bool strict) {
+    return LoadYaml("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n"
+                    "  name: p\n  namespace: x\n  annotations: " +
+                        annotations + "\nspec:\n  podSelector: {}\n",
+                    Opts(strict));
+  };
+  auto logged = [](const absl::StatusOr<LoadResult>& r) {
+    return r.ok() && r->objects.size() == 1 && r->objects[0].AsNetworkPolicy()->log_allowed;
+  };
+  EXPECT_TRUE(logged(load("{netpol.io/log-allowed: \"true\", other: x}", true)));
+  auto off = load("{netpol.io/log-allowed: \"false\"}", true);
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_FALSE(logged(off));
+  auto none = load("{other: \"true\"}", true);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(logged(none));
+  // A manifest's other value is refused, an unquoted boolean too (Kubernetes wants a string).
+  EXPECT_EQ(load("{netpol.io/log-allowed: \"yes\"}", true).status().message(),
+            "t.yaml: networkpolicy x/p: metadata.annotations[netpol.io/log-allowed]: must be "
+            "\"true\" or \"false\", got \"yes\"");
+  EXPECT_FALSE(load("{netpol.io/log-allowed: true}", true).ok());
+  // An object the API server holds (lenient) works, without logs, and says why.
+  auto lenient = load("{netpol.io/log-allowed: \"yes\"}", false);
+  ASSERT_TRUE(lenient.ok()) << lenient.status();
+  EXPECT_FALSE(logged(lenient));
+  EXPECT_THAT(lenient->warnings,
+              ElementsAre("t.yaml: networkpolicy x/p: metadata.annotations[netpol.io/log-allowed]: "
+                          "must be \"true\" or \"false\", got \"yes\" (ignored)"));
 }
 
 TEST(LoaderTest, PodAcceptsTheRestOfItsSchemaSilently) {

@@ -23,6 +23,9 @@ using Labels = std::map<std::string, std::string>;
 
 // The label every namespace carries with its own name.
 inline constexpr char kNamespaceNameLabel[] = "kubernetes.io/metadata.name";
+// The NetworkPolicy annotation that asks for allowed-flow logs (docs/flow-logs.md): "true" logs
+// the first packet of every connection a rule of the policy allows, "false" (or absent) does not.
+inline constexpr char kLogAllowedAnnotation[] = "netpol.io/log-allowed";
 
 enum class Protocol : uint8_t { kTCP = 6, kUDP = 17, kSCTP = 132 };
 const char* ProtocolName(Protocol p);  // "TCP", "UDP", "SCTP"
@@ -139,12 +142,16 @@ struct NetworkPolicy {
   bool egress_type = false;
   std::vector<Rule> ingress;
   std::vector<Rule> egress;
+  // metadata.annotations[netpol.io/log-allowed] == "true" (kLogAllowedAnnotation): the first
+  // packet of each connection its rules allow is logged. The only annotation the model keeps.
+  bool log_allowed = false;
 
   std::string Key() const { return namespace_name + "/" + name; }
   friend bool operator==(const NetworkPolicy& a, const NetworkPolicy& b) {
     return a.namespace_name == b.namespace_name && a.name == b.name &&
            a.pod_selector == b.pod_selector && a.ingress_type == b.ingress_type &&
-           a.egress_type == b.egress_type && a.ingress == b.ingress && a.egress == b.egress;
+           a.egress_type == b.egress_type && a.ingress == b.ingress && a.egress == b.egress &&
+           a.log_allowed == b.log_allowed;
   }
 };
 

@@ -81,6 +81,16 @@ void Walker::Unknown(absl::string_view path) {
   }
 }
 
+void Walker::Unusable(absl::string_view path, absl::string_view msg) {
+  if (st_->options->strict) {
+    Error(path, msg);
+  } else if (st_->warnings->size() < kMaxWarnings) {
+    st_->warnings->push_back(absl::StrCat(prefix_, ": ", path, ": ", msg, " (ignored)"));
+  } else {
+    ++st_->suppressed_warnings;
+  }
+}
+
 // Counts a visited node; false (with an error, once) when the budget is exhausted.
 bool Walker::Visit(absl::string_view path) {
   if (st_->aborted) return false;

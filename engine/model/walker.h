@@ -92,6 +92,9 @@ class Walker {
   void Error(absl::string_view path, absl::string_view msg);
   // An unknown field: an error when strict, else a warning.
   void Unknown(absl::string_view path);
+  // A value netpol cannot use where Kubernetes accepts any: an error when strict, else a
+  // warning ("<ref>: <path>: <msg> (ignored)").
+  void Unusable(absl::string_view path, absl::string_view msg);
   // Counts a visited node; false (with an error, once) when the budget is exhausted.
   bool Visit(absl::string_view path);
 

@@ -16,7 +16,16 @@ The records before the marker must be exactly the five expected ones, naming the
 ports, protocols, direction and policies, in `netpolctl logs -o json` and in the --flow-log file.
 Then a flood of N UDP datagrams from x/c at a rate far beyond the kernel limit: every one is
 either a record or counted as suppressed (`netpolctl logs --stats`), and the suppressed count
-grew. The only waits are bounded waits for records to arrive; nothing is timed.
+grew.
+
+Allowed-flow logs: y/log-a-ingress (annotation netpol.io/log-allowed: "true") lets x/b reach y/a
+on TCP 80 and UDP 81, z/log-b-egress (logging too) lets z/b reach y/c on TCP 80, and z/quiet-a
+(no annotation) lets x/b reach z/a on the same ports. Complete connections over IPv4 and IPv6 (a
+TCP connection that exchanges data and closes, three UDP datagrams and their echoes from one
+socket) on the logging policies yield exactly one ALLOWED record each, for their first packet,
+naming the pods, the policy and the rule; the connections on z/quiet-a yield none (a denied
+marker afterwards shows every earlier packet was read). The only waits are bounded waits for
+records to arrive; nothing is timed.
 
     flow_log_test.py --agent PATH/netpol-agent --ctl PATH/netpolctl
 """
@@ -66,6 +75,34 @@ for i in range(count):
 """
 
 
+# One complete allowed connection from source port `sport`: TCP connects, sends a line, reads
+# its echo and closes; UDP sends three datagrams from one socket and reads each echo. Prints OK.
+CONNECT = r"""
+import socket, sys
+proto, ip, port, sport = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM if proto == "UDP" else socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", sport))
+s.settimeout(5)
+if proto == "UDP":
+    for i in range(3):
+        s.sendto(b"ping\n", (ip, port))
+        s.recvfrom(100)
+else:
+    s.connect((ip, port))
+    s.sendall(b"ping\n")
+    got = b""
+    while not got.endswith(b"\n"):
+        chunk = s.recv(100)
+        if not chunk:
+            break
+        got += chunk
+s.close()
+print("OK")
+"""
+
+
 class Failure(Exception):
     pass
 
@@ -74,6 +111,20 @@ def policy(ns, name, pod, types):
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"namespace": ns, "name": name},
             "spec": {"podSelector": {"matchLabels": {"pod": pod}}, "policyTypes": types}}
+
+
+def allowing(ns, name, pod, direction, peer_ns, peer_pod, ports, log):
+    """A policy isolating ns/pod for `direction` ("Ingress"/"Egress") that allows peer_ns/peer_pod
+    on `ports` ([(proto, port)]); with `log`, the allowed-flow log annotation."""
+    p = policy(ns, name, pod, [direction])
+    peer = {"namespaceSelector": {"matchLabels": {"ns": peer_ns}},
+            "podSelector": {"matchLabels": {"pod": peer_pod}}}
+    rule = {"from" if direction == "Ingress" else "to": [peer],
+            "ports": [{"protocol": proto, "port": port} for proto, port in ports]}
+    p["spec"]["ingress" if direction == "Ingress" else "egress"] = [rule]
+    if log:
+        p["metadata"]["annotations"] = {"netpol.io/log-allowed": "true"}
+    return p
 
 
 def write_yaml(path, docs):
@@ -107,6 +158,14 @@ def send(the_lab, src, proto, dst_ip, port, sport, count=1):
                       (src, dst_ip, proto, port))
 
 
+def connect(the_lab, src, proto, dst_ip, port, sport):
+    cp = lab.run(["ip", "netns", "exec", the_lab._netns_of(src), lab.PYTHON, "-c", CONNECT,
+                  proto, dst_ip, str(port), str(sport)], check=False, timeout=60)
+    if cp.returncode != 0 or "OK" not in cp.stdout:
+        raise Failure("%s -> %s %s/%d: the allowed connection failed: %s" %
+                      (src, dst_ip, proto, port, cp.stderr.strip()[-300:]))
+
+
 def summary(r):
     """The fields of a record the test knows in advance (not the time or the chain's hash)."""
     src, dst = r.get("source", {}), r.get("destination", {})
@@ -114,6 +173,10 @@ def summary(r):
             src.get("pod", ""), src.get("ip"), src.get("port", 0),
             dst.get("pod", ""), dst.get("ip"), dst.get("port", 0),
             tuple(r.get("policies", [])), r.get("node"))
+
+
+def allowed_summary(r):
+    return summary(r) + (tuple(r.get("rules", [])),)
 
 
 def wait_for(what, fetch, done):
@@ -218,11 +281,64 @@ def scenario(args, workdir):
             expect("nothing lost on the way to the agent",
                    int(s.get("queueDropped", 0)) == 0 and int(s.get("socketDropped", 0)) == 0,
                    json.dumps(s))
+
+            allowed_flows(the_lab, agent, workdir, expect)
         finally:
             agent.stop()
             if problems:
                 print("agent log:\n" + agent.log_tail())
     return problems
+
+
+def allowed_flows(the_lab, agent, workdir, expect):
+    """Allowed-flow logs: one record per connection on a logging policy, none otherwise."""
+    ports = [("TCP", 80), ("UDP", 81)]
+    agent.apply(write_yaml(os.path.join(workdir, "allowed.yaml"), [
+        allowing("y", "log-a-ingress", "a", "Ingress", "x", "b", ports, log=True),
+        allowing("z", "log-b-egress", "b", "Egress", "y", "c", [("TCP", 80)], log=True),
+        allowing("z", "quiet-a", "a", "Ingress", "x", "b", ports, log=False)]))
+    rendered = agent.ctl("render").stdout
+    expect("the logging policies' rules go through a log chain",
+           'log prefix "allow in-y_log-a-ingress-' in rendered and
+           'log prefix "allow eg-z_log-b-egress-' in rendered and
+           "ct state new limit rate 5/second" in rendered)
+    expect("the quiet policy's chain has no log chain", "in-z_quiet-a-" in rendered and
+           not any(l.strip().startswith("chain in-z_quiet-a-") and "-log" in l
+                   for l in rendered.splitlines()), "")
+    xb, ya, zb, yc, za = (the_lab.pods[k] for k in ("x/b", "y/a", "z/b", "y/c", "z/a"))
+    want = []
+    sport = 41001
+    for fam in lab.FAMILIES:
+        for proto, port in ports:
+            connect(the_lab, "x/b", proto, ya.ip(fam), port, sport)
+            want.append(("ALLOWED", "INGRESS", proto, "x/b", xb.ip(fam), sport, "y/a",
+                         ya.ip(fam), port, ("y/log-a-ingress",), NODE,
+                         ("y/log-a-ingress ingress[0]",)))
+            sport += 1
+            connect(the_lab, "x/b", proto, za.ip(fam), port, sport)  # z/quiet-a: no record
+            sport += 1
+    connect(the_lab, "z/b", "TCP", yc.ip("v4"), 80, sport)
+    want.append(("ALLOWED", "EGRESS", "TCP", "z/b", zb.ip("v4"), sport, "y/c", yc.ip("v4"), 80,
+                 ("z/log-b-egress",), NODE, ("z/log-b-egress egress[0]",)))
+    marker_port = 45001
+    send(the_lab, "x/c", "UDP", the_lab.pods["x/a"].ip("v4"), 81, marker_port)
+
+    def has_marker(recs):
+        return any(r.get("source", {}).get("port") == marker_port for r in recs)
+
+    recs = wait_for("the second marker's record", agent.records, has_marker)
+    got = [allowed_summary(r) for r in recs if r.get("verdict") == "ALLOWED"]
+    expect("exactly one ALLOWED record per connection on a logging policy, none for z/quiet-a",
+           sorted(got) == sorted(want), "got %s, want %s" % (got, want))
+    cp = agent.ctl("logs", "--allowed", "-o", "json")
+    only = [allowed_summary(json.loads(l)) for l in cp.stdout.splitlines() if l.strip()]
+    expect("logs --allowed gives exactly them", sorted(only) == sorted(want), str(only))
+    cp = agent.ctl("logs", "--allowed", "--pod", "y/a")
+    lines = cp.stdout.splitlines()
+    expect("text lines name the policy and the rule",
+           cp.returncode == 0 and len(lines) == 4 and
+           all("ALLOWED ingress" in l and "policies: y/log-a-ingress" in l and
+               "rules: y/log-a-ingress ingress[0]" in l for l in lines), cp.stdout)
 
 
 def main():
