@@ -380,8 +380,10 @@ absl::StatusOr<v1::ListAttachmentsResponse> EndpointApi::List(
   absl::StatusOr<nft::Program> kernel = absl::UnavailableError("not read");
   if (request.verify()) {
     sync = reconciler_->status();
-    committed = reconciler_->committed();
+    // The kernel first: reading it waits for a sync in progress, after which the committed
+    // program is the one that sync left (committed() does not wait).
     kernel = reconciler_->DumpKernel();
+    committed = reconciler_->committed();
   }
   for (const Attachment* a : selected) {
     v1::AttachmentStatus* st = out.add_attachments();

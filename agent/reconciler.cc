@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -153,6 +154,16 @@ absl::Status Reconciler::SyncLocked(SyncKind forced) {
       return absl::OkStatus();
     }
   }
+  // From here the compiler's program may change until the sync is published: committed()
+  // readers use the copies meanwhile instead of the compiler's program.
+  {
+    absl::MutexLock p(&program_mu_);
+    updating_ = true;
+  }
+  absl::Cleanup done = [this] {
+    absl::MutexLock p(&program_mu_);
+    updating_ = false;
+  };
   const absl::Time start = absl::Now();
   const compiler::CompileOptions copts = CompileOptionsNow();
   SyncOutcome out(options_.compile.table);
@@ -185,6 +196,7 @@ absl::Status Reconciler::SyncLocked(SyncKind forced) {
       if (committed_in_compiler_) {
         if (committed_ == nullptr && incremental_.has_program()) {
           committed_ = std::make_shared<const nft::Program>(incremental_.TakeProgram());
+          committed_generation_ = incremental_generation_;
         }
         committed_in_compiler_ = false;
       }
@@ -314,6 +326,19 @@ absl::Status Reconciler::RecordSync(const Snapshot& snap, absl::Duration took,
   }
   std::optional<ProgramSize> size;
   std::shared_ptr<const Attribution> attribution;
+  // Readers asked for the committed program since the last copy: copy the new one now, while no
+  // sync changes it and before the sync is published (a writer that waited for it then reads
+  // it), so that they need neither wait for nor fall behind a later sync.
+  std::shared_ptr<const nft::Program> copy;
+  if (st.ok() && incremental_.has_program()) {
+    bool wanted;
+    {
+      absl::MutexLock l(&mu_);
+      wanted = copy_wanted_;
+      copy_wanted_ = false;
+    }
+    if (wanted) copy = std::make_shared<const nft::Program>(incremental_.program());
+  }
   if (st.ok() && incremental_.has_program()) {
     if (!out.tx.empty() || !have_size) size = SizeOf(incremental_.program());
     if (options_.compile.rule_counters && (TouchesRules(out.tx) || !have_attribution)) {
@@ -321,6 +346,15 @@ absl::Status Reconciler::RecordSync(const Snapshot& snap, absl::Duration took,
     }
   } else if (!st.ok() && out.compiled && out.kept != nullptr) {
     size = SizeOf(*out.kept);  // the kernel kept it; the attribution of it stays
+  }
+  if (st.ok()) {
+    last_changes_ = snap.changes;
+    incremental_state_ = snap.state;
+    incremental_generation_ = snap.generation;
+    // The compiler's program is the committed one from now: readers may copy it (before the
+    // sync is published, so that one who waited for it never reads an earlier copy).
+    absl::MutexLock p(&program_mu_);
+    updating_ = false;
   }
   {
     absl::MutexLock l(&mu_);
@@ -333,7 +367,15 @@ absl::Status Reconciler::RecordSync(const Snapshot& snap, absl::Duration took,
     status_.last_sync_duration = took;
     status_.last_sync_kind = out.kind;
     if (st.ok()) {
-      committed_ = nullptr;  // a cache of incremental_.program(), filled on demand
+      if (copy != nullptr) {
+        previous_ = nullptr;
+      } else if (committed_ != nullptr) {
+        previous_ = std::move(committed_);
+        previous_generation_ = committed_generation_;
+      }
+      // A cache of incremental_.program(): copied now when asked for, else on demand.
+      committed_ = std::move(copy);
+      committed_generation_ = snap.generation;
       committed_in_compiler_ = true;
       status_.applied_generation = snap.generation;
       status_.synced_once = true;
@@ -348,15 +390,12 @@ absl::Status Reconciler::RecordSync(const Snapshot& snap, absl::Duration took,
       need_full_ = true;
       if (out.compiled) {
         committed_ = out.kept;
+        committed_generation_ = status_.applied_generation;
         committed_in_compiler_ = false;
       }
     }
   }
-  if (st.ok()) {
-    last_changes_ = snap.changes;
-    incremental_state_ = snap.state;
-    incremental_generation_ = snap.generation;
-  }
+
   std::string line = absl::StrFormat(
       "sync kind=%s generation=%d objects_changed=%d elements_changed=%d commands=%d "
       "duration=%s%s%s",
@@ -399,14 +438,17 @@ absl::Status Reconciler::CheckNow() {
   return SyncLocked(SyncKind::kRepair);
 }
 
-nft::Transaction Reconciler::Plan(const nft::Program& next) const {
+nft::Transaction Reconciler::Plan(const nft::Program& next, uint64_t* base_generation,
+                                  std::shared_ptr<const nft::Program>* base) const {
   {
     absl::MutexLock l(&mu_);
     if (need_full_ || (committed_ == nullptr && !committed_in_compiler_)) {
+      if (base_generation != nullptr) *base_generation = status_.applied_generation;
       return nft::FullReplace(next);
     }
   }
-  std::shared_ptr<const nft::Program> c = committed();
+  std::shared_ptr<const nft::Program> c = committed(base_generation);
+  if (base != nullptr) *base = c;
   if (c == nullptr) return nft::FullReplace(next);
   return nft::Diff(*c, next);
 }
@@ -416,20 +458,47 @@ SyncStatus Reconciler::status() const {
   return status_;
 }
 
-std::shared_ptr<const nft::Program> Reconciler::committed() const {
+std::shared_ptr<const nft::Program> Reconciler::committed(uint64_t* generation) const {
   {
     absl::MutexLock l(&mu_);
-    if (!committed_in_compiler_ || committed_ != nullptr) return committed_;
+    copy_wanted_ = true;
+    if (!committed_in_compiler_ || committed_ != nullptr) {
+      if (generation != nullptr) *generation = committed_generation_;
+      return committed_;
+    }
   }
-  absl::MutexLock s(&sync_mu_);
-  return CommittedLocked();
+  // The newest commit is held by the compiler only: copy it unless a sync is changing it (a
+  // sync waits for the copy before it starts to), else answer with the copy of an earlier
+  // commit. Never waits for the sync lock (held by syncs, drift checks and kernel dumps).
+  absl::MutexLock p(&program_mu_);
+  std::shared_ptr<const nft::Program> copy;
+  uint64_t copy_generation = 0;
+  if (!updating_ && incremental_.has_program()) {
+    copy = std::make_shared<const nft::Program>(incremental_.program());
+    copy_generation = incremental_generation_;
+  }
+  absl::MutexLock l(&mu_);
+  if (committed_in_compiler_ && committed_ == nullptr && copy != nullptr) {
+    committed_ = std::move(copy);
+    committed_generation_ = copy_generation;
+    previous_ = nullptr;
+  }
+  if (!committed_in_compiler_ || committed_ != nullptr) {
+    if (generation != nullptr) *generation = committed_generation_;
+    return committed_;
+  }
+  if (generation != nullptr) *generation = previous_generation_;
+  return previous_;
 }
 
-std::shared_ptr<const nft::Program> Reconciler::CommittedLocked() const {
+std::shared_ptr<const nft::Program> Reconciler::CommittedLocked(uint64_t* generation) const {
   absl::MutexLock l(&mu_);
   if (committed_in_compiler_ && committed_ == nullptr && incremental_.has_program()) {
     committed_ = std::make_shared<const nft::Program>(incremental_.program());
+    committed_generation_ = incremental_generation_;
+    previous_ = nullptr;  // readers have the newest now (no more than one copy is kept)
   }
+  if (generation != nullptr) *generation = committed_generation_;
   return committed_;
 }
 

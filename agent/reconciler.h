@@ -179,13 +179,20 @@ class Reconciler {
   absl::Status CheckNow();
 
   // The transaction that would move the kernel from the committed program to `next` (a full
-  // replace when nothing was committed yet or a full sync is pending).
-  nft::Transaction Plan(const nft::Program& next) const;
+  // replace when nothing was committed yet or a full sync is pending). Does not wait for a sync:
+  // the committed program is committed()'s, whose generation `base_generation` (optional)
+  // receives, and `base` (optional) the program itself (null with a full replace).
+  nft::Transaction Plan(const nft::Program& next, uint64_t* base_generation = nullptr,
+                        std::shared_ptr<const nft::Program>* base = nullptr) const;
 
   SyncStatus status() const;
-  // The last committed program; null before the first sync. The first call after a sync copies
-  // the program the incremental compiler holds (then cached until the next sync).
-  std::shared_ptr<const nft::Program> committed() const;
+  // The last committed program; null before the first sync. Never waits for a sync (nor for
+  // anything holding the sync lock): the program the incremental compiler holds is copied (then
+  // cached until the next commit) by the first call after a commit while no sync changes it, or
+  // by a sync when done if a call asked since the last copy; while a sync changes it and no copy
+  // of the newest commit exists, the copy of an earlier commit is returned. `generation`
+  // (optional) receives the store generation the returned program was compiled from.
+  std::shared_ptr<const nft::Program> committed(uint64_t* generation = nullptr) const;
   // Reads the table back from the kernel.
   absl::StatusOr<nft::Program> DumpKernel();
   // Reads the rule counters from the kernel (nft::Backend::ReadCounters: the rules only) and
@@ -225,7 +232,7 @@ class Reconciler {
   // Commits out->tx, or, for a cold start of a large program into a kernel without the table,
   // the same program in chunks (ReconcilerOptions::cold_start_chunk_elements).
   absl::Status CommitLocked(bool cold, SyncOutcome* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
-  std::shared_ptr<const nft::Program> CommittedLocked() const
+  std::shared_ptr<const nft::Program> CommittedLocked(uint64_t* generation = nullptr) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
 
   // What the committed program's counted rules decide, per chain (rule counters only): what
@@ -259,6 +266,11 @@ class Reconciler {
   std::shared_ptr<const State> incremental_state_ ABSL_GUARDED_BY(sync_mu_);
   uint64_t incremental_generation_ ABSL_GUARDED_BY(sync_mu_) = 0;
 
+  // Held by committed() while it copies the compiler's program, and by a sync to mark the
+  // start and end of its changes of it (acquired before mu_).
+  mutable absl::Mutex program_mu_;
+  bool updating_ ABSL_GUARDED_BY(program_mu_) = false;  // a sync may be changing incremental_
+
   mutable absl::Mutex mu_;
   bool dirty_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
@@ -268,6 +280,12 @@ class Reconciler {
   // otherwise (after a failed commit) committed_ is what the kernel kept.
   mutable std::shared_ptr<const nft::Program> committed_ ABSL_GUARDED_BY(mu_);
   mutable bool committed_in_compiler_ ABSL_GUARDED_BY(mu_) = false;
+  mutable uint64_t committed_generation_ ABSL_GUARDED_BY(mu_) = 0;  // of committed_
+  // The copy of an earlier commit (and its generation), for readers while a sync runs.
+  mutable std::shared_ptr<const nft::Program> previous_ ABSL_GUARDED_BY(mu_);
+  uint64_t previous_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  // A reader asked for the committed program since the last copy: the next sync copies it.
+  mutable bool copy_wanted_ ABSL_GUARDED_BY(mu_) = true;
   SyncStatus status_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const Attribution> attribution_ ABSL_GUARDED_BY(mu_);
   absl::Mutex read_mu_;  // serializes calls on options_.counter_backend

@@ -350,9 +350,11 @@ absl::Status AgentService::Write(const Mutate& mutate, bool dry_run, absl::Durat
     ASSIGN_OR_RETURN(nft::Program program, compiler::Compile(change.state, copts));
     for (v1::ObjectResult& r : change.results) *response->add_results() = std::move(r);
     response->set_generation(snap.generation);
-    std::shared_ptr<const nft::Program> committed = reconciler_->committed();
-    nft::Transaction tx = reconciler_->Plan(program);
+    std::shared_ptr<const nft::Program> committed;
+    uint64_t base_generation = 0;
+    nft::Transaction tx = reconciler_->Plan(program, &base_generation, &committed);
     v1::Plan* plan = response->mutable_plan();
+    plan->set_base_generation(base_generation);
     plan->set_nft_changes(tx.ToNftText());
     plan->set_element_changes(static_cast<int64_t>(tx.ElementCount()));
     for (const std::string& pod : AffectedPods(*snap.state, committed.get(), change.state, program)) {
@@ -867,7 +869,9 @@ absl::StatusOr<v1::ExplainPodResponse> AgentService::ExplainPod(
     np->set_protocol(ToApi(p.protocol));
     np->set_port(p.container_port);
   }
-  if (std::shared_ptr<const nft::Program> program = reconciler_->committed()) {
+  uint64_t program_generation = 0;
+  if (std::shared_ptr<const nft::Program> program = reconciler_->committed(&program_generation)) {
+    out.set_program_generation(program_generation);
     std::vector<std::string> chains = PodChains(*program, *pod);
     for (const std::string& c : chains) out.add_chains(c);
     if (!chains.empty()) out.set_nft_text(nft::RenderProgram(SubProgram(*program, chains)));
@@ -896,8 +900,10 @@ absl::StatusOr<v1::RenderResponse> AgentService::Render(const v1::RenderRequest&
     out.set_nft_text(nft::RenderProgram(*dumped));
     return out;
   }
-  std::shared_ptr<const nft::Program> program = reconciler_->committed();
+  uint64_t generation = 0;
+  std::shared_ptr<const nft::Program> program = reconciler_->committed(&generation);
   if (program == nullptr) return absl::UnavailableError("no program committed yet");
+  out.set_generation(generation);
   out.set_nft_text(nft::RenderProgram(*program));
   return out;
 }

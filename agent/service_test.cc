@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <optional>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -1417,6 +1418,111 @@ TEST(CounterReadTest, StatusAndCountersAreServedWhileASyncIsHeldInTheKernel) {
   for (const v1::PolicyCounter& p : after->policies()) policies.push_back(p.policy());
   EXPECT_THAT(policies, ElementsAre("shop/held", "shop/web-ingress"));
   EXPECT_GT(service.Status().program().elements(), status_before.program().elements());
+  reconciler.Stop();
+  fixtures::RemoveTree(dir);
+}
+
+}  // namespace
+}  // namespace netpol::agent
+
+namespace netpol::agent {
+namespace {
+
+// ExplainPod, Render and a dry run answer while a sync holds the reconciler in a commit that does
+// not return: from a copy of a committed program (with its generation), without waiting.
+TEST(SnapshotReadTest, ExplainRenderAndDryRunAreServedWhileASyncIsHeldInTheKernel) {
+  const std::string dir = fixtures::MakeTempDir("netpol-snapshot-read-test-");
+  ASSERT_FALSE(dir.empty());
+  auto opened = Store::Open(dir);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  std::unique_ptr<Store> store = *std::move(opened);
+  HeldBackend backend;
+  ReconcilerOptions o;
+  o.compile.node_name = "node-1";
+  o.compile.rule_counters = true;
+  o.debounce = absl::ZeroDuration();
+  o.check_interval = absl::ZeroDuration();
+  o.counter_backend = &backend;
+  Store* s = store.get();
+  // Syncs through the change log, as the agent's: the compiler alone holds the committed
+  // program while it updates it (a sync without one moves it out first, readers keep it).
+  o.changes = [s](uint64_t from, uint64_t to) { return s->ChangesBetween(from, to); };
+  Reconciler reconciler(&backend, [s] { return s->Current(); }, o);
+  AgentService service(store.get(), &reconciler);
+  ASSERT_TRUE(reconciler.SyncNow().ok());
+  reconciler.Start();
+  ASSERT_TRUE(service.Apply(ApplyOf(kShop), kTimeout).ok());
+  const uint64_t shop = store->Current().generation;
+  v1::ExplainPodRequest explain;
+  explain.set_pod("shop/web");
+
+  // Holds the next write's commit; `check` runs while the sync is held, then the write finishes.
+  auto while_held = [&](const std::string& name, int port, const std::function<void()>& check) {
+    backend.Hold();
+    absl::Status written;
+    std::thread writer(
+        [&] { written = service.Apply(ApplyOf(PortPolicy(name, port)), kTimeout).status(); });
+    while (!backend.CommitWaiting()) absl::SleepFor(absl::Milliseconds(1));
+    check();
+    backend.Release();
+    writer.join();
+    ASSERT_TRUE(written.ok()) << written;
+  };
+
+  // 1. Read since the last commit: the copy made then is the program the kernel holds.
+  auto rendered = service.Render(v1::RenderRequest());
+  ASSERT_TRUE(rendered.ok()) << rendered.status();
+  ASSERT_EQ(rendered->generation(), shop);
+  while_held("held-1", 8101, [&] {
+    auto r = service.Render(v1::RenderRequest());
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->generation(), shop);
+    EXPECT_EQ(r->nft_text(), rendered->nft_text());
+    auto e = service.ExplainPod(explain);
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_EQ(e->program_generation(), shop);
+    EXPECT_FALSE(e->chains().empty());
+    EXPECT_EQ(e->nft_text().find("held-1"), std::string::npos);
+    auto d = service.Apply(ApplyOf(PortPolicy("dry", 8200), /*dry_run=*/true), kTimeout);
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ(d->plan().base_generation(), shop);
+    EXPECT_NE(d->plan().nft_changes().find("8200"), std::string::npos) << d->plan().nft_changes();
+    EXPECT_THAT(d->plan().affected_pods(), ElementsAre("shop/web"));
+  });
+  const uint64_t held1 = store->Current().generation;
+  // The readers asked during the sync: it copied its program when done.
+  auto after = service.Render(v1::RenderRequest());
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->generation(), held1);
+  EXPECT_NE(after->nft_text().find("held-1"), std::string::npos);
+
+  // 2. No reader since the last commit (the compiler alone holds it): the copy of an earlier
+  // commit answers, saying which generation it is. (The first write's sync copies its program,
+  // asked for by the read above; the second's is not read before the held sync.)
+  ASSERT_TRUE(service.Apply(ApplyOf(PortPolicy("unread-1", 8102)), kTimeout).ok());
+  const uint64_t unread1 = store->Current().generation;
+  ASSERT_TRUE(service.Apply(ApplyOf(PortPolicy("unread-2", 8103)), kTimeout).ok());
+  const uint64_t unread2 = store->Current().generation;
+  while_held("held-2", 8104, [&] {
+    auto r = service.Render(v1::RenderRequest());
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->generation(), unread1);
+    EXPECT_NE(r->nft_text().find("unread-1"), std::string::npos);
+    EXPECT_EQ(r->nft_text().find("unread-2"), std::string::npos);
+    auto e = service.ExplainPod(explain);
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_EQ(e->program_generation(), unread1);
+    auto d = service.Apply(ApplyOf(PortPolicy("dry", 8200), /*dry_run=*/true), kTimeout);
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ(d->plan().base_generation(), unread1);
+  });
+  EXPECT_GT(store->Current().generation, unread2);
+  EXPECT_GE(reconciler.status().change_log_syncs, 5);  // every write above went through it
+  // Once the sync is done, a reader gets the newest commit again.
+  auto last = service.Render(v1::RenderRequest());
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_EQ(last->generation(), store->Current().generation);
+  EXPECT_NE(last->nft_text().find("held-2"), std::string::npos);
   reconciler.Stop();
   fixtures::RemoveTree(dir);
 }
