@@ -13,11 +13,15 @@
 //   --events=1000           events per incremental family (add+delete pairs count as two)
 //   --event_budget_s=60     cap on one family's run: fewer events when one compile is slow
 //   --peak_memory=true      measure a compile's peak extra RSS in a forked child
+//   --cluster_policies=K    also run each tier with K Admin and K Baseline
+//                           ClusterNetworkPolicies added (tier "<tier>+cnp<K>": its compile and
+//                           BM_IncrementalCompiler, the same events with the tiers in the State)
 // Tiers are generated and compiled once before the benchmarks run; T4's compile therefore
 // runs a handful of times in all, not in a long loop.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <map>
 #include <string>
 #include <vector>
@@ -25,17 +29,21 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "benchmark/benchmark.h"
 #include "benchmarks/bench_util.h"
 #include "engine/compiler/compiler.h"
 #include "engine/compiler/incremental.h"
+#include "engine/model/loader.h"
 #include "engine/nft/diff.h"
 
 ABSL_FLAG(std::string, tiers, "T1,T2,T3,T4", "comma-separated tiers");
 ABSL_FLAG(int, events, 1000, "events per incremental family");
 ABSL_FLAG(double, event_budget_s, 60, "time cap per incremental family and tier");
 ABSL_FLAG(bool, peak_memory, true, "measure a compile's peak extra RSS in a forked child");
+ABSL_FLAG(int, cluster_policies, 0,
+          "also run each tier with this many Admin and this many Baseline ClusterNetworkPolicies");
 
 namespace netpol::bench {
 namespace {
@@ -252,6 +260,46 @@ void BM_IncrementalCompiler(benchmark::State& st, const TierData* tier, EventFam
   st.counters["structural_tx_elements_max"] = Percentile(structural_elements, 1.0);
 }
 
+// `tier` with `k` Admin and `k` Baseline ClusterNetworkPolicies, each selecting every pod: an
+// ingress rule (Admin: Deny or Pass in turn; Baseline: Deny) from the pods of one namespace of
+// the tier on a port of its own, and an egress Deny to a /24 of its own (the shapes of
+// benchmarks/datapath/run.py's *_cnp modes). Compiled once for the measured node.
+absl::StatusOr<TierData> WithClusterPolicies(const TierData& tier, int k) {
+  std::vector<std::string> namespaces;
+  for (const auto& [name, ns] : tier.state.namespaces) namespaces.push_back(name);
+  if (namespaces.empty()) return absl::InvalidArgumentError("a tier without namespaces");
+  std::string yaml;
+  for (int t = 0; t < 2; ++t) {
+    for (int i = 0; i < k; ++i) {
+      absl::StrAppendFormat(
+          &yaml,
+          "---\napiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
+          "metadata: {name: %s-%d}\nspec:\n  tier: %s\n  priority: %d\n"
+          "  subject: {namespaces: {}}\n"
+          "  ingress:\n  - action: %s\n    from: [{namespaces: {matchLabels: "
+          "{kubernetes.io/metadata.name: %s}}}]\n"
+          "    protocols: [{tcp: {destinationPort: {number: %d}}}]\n"
+          "  egress:\n  - action: Deny\n    to: [{networks: [%d.%d.%d.0/24]}]\n",
+          t == 0 ? "admin" : "baseline", i, t == 0 ? "Admin" : "Baseline", i % 1001,
+          t == 0 && i % 2 == 1 ? "Pass" : "Deny", namespaces[i % namespaces.size()],
+          (t == 0 ? 9000 : 7000) + i % 1000, t == 0 ? 172 : 100,
+          (t == 0 ? 16 : 64) + i / 256, i % 256);
+    }
+  }
+  absl::StatusOr<LoadResult> loaded = LoadYaml(yaml, LoadOptions());
+  if (!loaded.ok()) return loaded.status();
+  TierData out = tier;
+  for (const Object& o : loaded->objects) Upsert(o, &out.state);
+  auto t0 = std::chrono::steady_clock::now();
+  const double c0 = ThreadCpuSeconds();
+  absl::StatusOr<nft::Program> program = compiler::Compile(out.state, MeasuredNodeOptions());
+  if (!program.ok()) return program.status();
+  out.compile_cpu_seconds = ThreadCpuSeconds() - c0;
+  out.compile_seconds = SecondsSince(t0);
+  out.program = *std::move(program);
+  return out;
+}
+
 }  // namespace
 }  // namespace netpol::bench
 
@@ -261,6 +309,41 @@ int main(int argc, char** argv) {
   using namespace netpol::bench;  // NOLINT: main only
   const std::vector<std::string> tiers =
       absl::StrSplit(absl::GetFlag(FLAGS_tiers), ',', absl::SkipEmpty());
+  const int cnps = absl::GetFlag(FLAGS_cluster_policies);
+  std::deque<TierData> with_cnps;  // stable addresses for the registered benchmarks
+  for (const std::string& name : tiers) {
+    if (cnps > 0) {
+      absl::StatusOr<const TierData*> tier = Tier(name);
+      if (!tier.ok()) break;  // reported below
+      absl::StatusOr<TierData> c = WithClusterPolicies(**tier, cnps);
+      if (!c.ok()) {
+        fprintf(stderr, "compile_bench: %s with ClusterNetworkPolicies: %s\n", name.c_str(),
+                std::string(c.status().message()).c_str());
+        return 1;
+      }
+      with_cnps.push_back(*std::move(c));
+      const TierData* t = &with_cnps.back();
+      const std::string cname = absl::StrCat(name, "+cnp", cnps);
+      const ProgramCounts counts = Count(t->program);
+      fprintf(stderr,
+              "compile_bench: %s compiled in %.3fs wall, %.3fs cpu (%zu chains, %zu rules, %zu "
+              "elements)\n",
+              cname.c_str(), t->compile_seconds, t->compile_cpu_seconds, counts.chains,
+              counts.rules, counts.elements);
+      const std::pair<const char*, EventFamily> cnp_families[] = {
+          {"pod_churn", EventFamily::kPodChurn},
+          {"relabel", EventFamily::kRelabel},
+          {"policy_churn", EventFamily::kPolicyChurn}};
+      for (const auto& [fname, family] : cnp_families) {
+        benchmark::RegisterBenchmark(
+            absl::StrCat("BM_IncrementalCompiler/", cname, "/", fname).c_str(),
+            [t, family = family](benchmark::State& st) { BM_IncrementalCompiler(st, t, family); })
+            ->Iterations(1)
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+      }
+    }
+  }
   for (const std::string& name : tiers) {
     auto t0 = std::chrono::steady_clock::now();
     absl::StatusOr<const TierData*> tier = Tier(name);

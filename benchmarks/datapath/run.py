@@ -30,6 +30,18 @@ benchmarks/workload/workload.h DatapathState) it measures, interleaved round by 
             what the limit held back (RULESET.md "Counters", "Deny logs")
   netpol_obs   netpol's table with rule counters and deny logs on (netpol-enforce
             --rule_counters --deny_log_group 100: the agent's defaults)
+  netpol_cnp   netpol's table for the same state plus --cnps ClusterNetworkPolicies in each
+            tier (cnp_yaml(): every one selects every pod; Admin: ingress Deny/Pass from a
+            background namespace on its own port, egress Deny to its own /24; Baseline: ingress
+            Deny from a namespace on its own port, egress Deny to its own /24); none of them
+            decides the client's connection, every one is on its path (the client's egress and
+            the server's ingress go through their tier chains)
+  optimal_cnp  the hand-written optimal program for the same verdicts with those
+            ClusterNetworkPolicies: egress of the two pods one interval lookup of the denied
+            networks then accept; ingress of the server as `optimal` (the Admin Deny rules
+            take nothing its allowed set holds; Baseline never runs for an isolated pod) and,
+            at N = 0 and for the client, one exact-match lookup of the denied (address .
+            protocol . port) tuples then accept
 
 Each round runs every mode once, in an order rotated per round, so slow drifts of a shared
 machine spread over all modes. Every mode must connect every time; with N > 0 a connection to a
@@ -63,9 +75,11 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 
 import lab  # noqa: E402
 
-MODES = ("none", "accept", "iptables", "optimal", "netpol", "optimal_obs", "netpol_obs")
+MODES = ("none", "accept", "iptables", "optimal", "netpol", "optimal_obs", "netpol_obs",
+         "optimal_cnp", "netpol_cnp")
 # Modes whose ruleset filters (a port no policy allows must stay closed under them).
-FILTERING = ("iptables", "optimal", "netpol", "optimal_obs", "netpol_obs")
+FILTERING = ("iptables", "optimal", "netpol", "optimal_obs", "netpol_obs", "optimal_cnp",
+             "netpol_cnp")
 PORT = 8080
 BLOCKED_PORT = 81  # the lab's pod server listens here; no policy allows it
 NODE = "node-1"
@@ -113,6 +127,113 @@ def accept_nft(hooks):
     """An accept-all table on netpol's hooks and priorities: conntrack plus a table's fixed cost."""
     return "table inet %s {\n%s}\n" % (ACCEPT_TABLE, "".join(
         base_chain(hooks, h, ["ct state established,related accept"]) for h in NETPOL_HOOKS))
+
+
+def cnp_rules(k):
+    """The --cnps ClusterNetworkPolicies of each tier as data: per tier a list of (ingress peer's
+    namespace team label, action, port; egress network)."""
+    admin = [("team-%d" % (i % 50), "Deny" if i % 2 == 0 else "Pass", 9000 + i,
+              "172.%d.%d.0/24" % (16 + i // 256, i % 256)) for i in range(k)]
+    baseline = [("team-%d" % (j % 50), "Deny", 7000 + j,
+                 "100.%d.%d.0/24" % (64 + j // 256, j % 256)) for j in range(k)]
+    return admin, baseline
+
+
+def cnp_yaml(k):
+    admin, baseline = cnp_rules(k)
+    docs = []
+    for tier, rules in (("Admin", admin), ("Baseline", baseline)):
+        for i, (team, action, port, net) in enumerate(rules):
+            docs.append(
+                "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
+                "metadata: {name: %s-%d}\nspec:\n  tier: %s\n  priority: %d\n"
+                "  subject: {namespaces: {}}\n"
+                "  ingress:\n  - action: %s\n    from: [{namespaces: {matchLabels: {team: %s}}}]\n"
+                "    protocols: [{tcp: {destinationPort: {number: %d}}}]\n"
+                "  egress:\n  - action: Deny\n    to: [{networks: [%s]}]\n"
+                % (tier.lower(), i, tier, i % 1001, action, team, port, net))
+    return "---\n".join(docs)
+
+
+def background_pods(state_path):
+    """{team label: [IPv4 of each pod in namespaces with that team]} of a datapath state file."""
+    import yaml
+    teams, pods = {}, []
+    with open(state_path) as f:
+        for doc in yaml.safe_load_all(f):
+            if not doc:
+                continue
+            if doc.get("kind") == "Namespace":
+                teams[doc["metadata"]["name"]] = doc["metadata"].get("labels", {}).get("team")
+            elif doc.get("kind") == "Pod":
+                pods.append(doc)
+    out = {}
+    for p in pods:
+        team = teams.get(p["metadata"].get("namespace"))
+        status = p.get("status", {})
+        ips = [e["ip"] for e in status.get("podIPs", [])] or (
+            [status["podIP"]] if "podIP" in status else [])
+        for ip in ips:
+            if ":" not in ip and team:
+                out.setdefault(team, []).append(ip)
+    return out
+
+
+def optimal_cnp_nft(hooks, n, k, background):
+    """The optimal program for the datapath state with cnp_yaml(k) (see the module doc)."""
+    admin, baseline = cnp_rules(k)
+    denied_nets = [r[3] for r in admin] + [r[3] for r in baseline]
+    # Ingress of a pod NetworkPolicy does not isolate: Admin first match (Deny, or Pass on to
+    # NetworkPolicy, which allows), then Baseline. Every rule has its own port: no shadowing.
+    denied_in = sorted({"%s . tcp . %d" % (ip, port)
+                        for rules in (admin, baseline) for team, action, port, _ in rules
+                        if action == "Deny" for ip in background.get(team, [])})
+    allowed = ["%s . tcp . %d" % (CLIENT.ipv4, PORT)]
+    allowed += ["10.%d.%d.%d . tcp . %d" % (200 + i // 65536, (i // 256) % 256, i % 256, PORT)
+                for i in range(max(n - 1, 0))]
+    egress = ["ct state established,related accept", "ip saddr vmap @egress_dispatch"]
+    ingress = ["ct state established,related accept", "ip daddr vmap @ingress_dispatch"]
+    server_in = "server_in" if n > 0 else "open_in"
+    return """table inet %(t)s {
+  set allowed {
+    type ipv4_addr . inet_proto . inet_service
+    elements = { %(allowed)s }
+  }
+  set denied_in {
+    type ipv4_addr . inet_proto . inet_service
+    %(denied_in)s
+  }
+  set denied_out {
+    type ipv4_addr
+    flags interval
+    elements = { %(nets)s }
+  }
+  map egress_dispatch {
+    type ipv4_addr : verdict
+    elements = { %(client)s : jump open_out, %(server)s : jump open_out }
+  }
+  map ingress_dispatch {
+    type ipv4_addr : verdict
+    elements = { %(client)s : jump open_in, %(server)s : jump %(server_in)s }
+  }
+  chain server_in {
+    ip saddr . meta l4proto . th dport @allowed accept
+    drop
+  }
+  chain open_in {
+    ip saddr . meta l4proto . th dport @denied_in drop
+  }
+  chain open_out {
+    ip daddr @denied_out drop
+  }
+%(chains)s}
+""" % {"t": OPTIMAL_TABLE, "allowed": ", ".join(allowed),
+       "denied_in": ("elements = { %s }" % ", ".join(denied_in)) if denied_in else "",
+       "nets": ", ".join(denied_nets) if denied_nets else "192.0.2.0/32",
+       "client": CLIENT.ipv4, "server": SERVER.ipv4, "server_in": server_in,
+       "chains": "".join([base_chain(hooks, "forward", egress), base_chain(hooks, "input", egress),
+                          base_chain(hooks, "output", egress),
+                          base_chain(hooks, "postrouting", ingress)])}
 
 
 def optimal_nft(hooks, n, observe=False):
@@ -197,15 +318,19 @@ class Bench:
             self.lab.nft(accept_nft(self.hooks))
         elif mode in ("optimal", "optimal_obs"):
             self.lab.nft(optimal_nft(self.hooks, n, observe=mode == "optimal_obs"))
+        elif mode == "optimal_cnp":
+            self.lab.nft(optimal_cnp_nft(self.hooks, n, self.args.cnps,
+                                         self.files[n]["background"]))
         elif mode == "iptables":
             self.iptables_used = True
             self.node(["ipset", "restore", "-file", self.files[n]["ipset"]])
             with open(self.files[n]["iptables"]) as f:
                 self.node([self.ipt_restore], input=f.read())
-        elif mode in ("netpol", "netpol_obs"):
+        elif mode in ("netpol", "netpol_obs", "netpol_cnp"):
             obs = (["--rule_counters", "--deny_log_group", "100"] if mode == "netpol_obs"
                    else [])
-            self.node([self.args.enforce, "--state", self.files[n]["state"], "--node", NODE,
+            state = self.files[n]["state_cnp" if mode == "netpol_cnp" else "state"]
+            self.node([self.args.enforce, "--state", state, "--node", NODE,
                        "--table", "netpol"] + obs)
         return time.monotonic() - t0
 
@@ -220,7 +345,13 @@ class Bench:
         ipset, ipt = os.path.join(d, "ipset-%d.txt" % n), os.path.join(d, "iptables-%d.txt" % n)
         counts = json.loads(lab.run([self.args.layout, "--state", state, "--node", NODE,
                                      "--ipset_out", ipset, "--iptables_out", ipt]).stdout)
-        return {"state": state, "ipset": ipset, "iptables": ipt, "layout": counts}
+        out = {"state": state, "ipset": ipset, "iptables": ipt, "layout": counts}
+        if any(m.endswith("_cnp") for m in self.args.modes):
+            out["state_cnp"] = os.path.join(d, "state-%d-cnp%d.yaml" % (n, self.args.cnps))
+            with open(state) as f, open(out["state_cnp"], "w") as g:
+                g.write(f.read().rstrip("\n") + "\n---\n" + cnp_yaml(self.args.cnps) + "\n")
+            out["background"] = background_pods(state)
+        return out
 
     # ---- measuring
 
@@ -335,7 +466,9 @@ class Bench:
             # With counters and deny logs on: netpol's against the optimal program's with the
             # same counters (the same target), and what turning them on costs each.
             for a, b in (("netpol_obs", "optimal_obs"), ("netpol_obs", "optimal"),
-                         ("netpol_obs", "netpol"), ("optimal_obs", "optimal")):
+                         ("netpol_obs", "netpol"), ("optimal_obs", "optimal"),
+                         ("netpol_cnp", "netpol"), ("netpol_cnp", "optimal_cnp"),
+                         ("netpol_cnp", "optimal"), ("optimal_cnp", "optimal")):
                 if a in per and b in per and per[b]["p50_us"]:
                     ratios["%s_over_%s" % (a, b)] = per[a]["p50_us"] / per[b]["p50_us"]
             ratios.update(per_round_ratios([r for r in rows if r["policies"] == n]))
@@ -382,7 +515,9 @@ def per_round_ratios(rows):
         if np_added and median(opt_added) > 0:
             out["netpol_added_over_optimal_added_rounds"] = median(np_added) / median(opt_added)
     for a, b in (("netpol_obs", "optimal_obs"), ("netpol_obs", "optimal"),
-                 ("netpol_obs", "netpol"), ("optimal_obs", "optimal")):
+                 ("netpol_obs", "netpol"), ("optimal_obs", "optimal"),
+                 ("netpol_cnp", "netpol"), ("netpol_cnp", "optimal_cnp"),
+                 ("netpol_cnp", "optimal"), ("optimal_cnp", "optimal")):
         per_round = collect(lambda m: m[a] / m[b] if m.get(b) and a in m else None)
         if per_round:
             out["%s_over_%s_per_round" % (a, b)] = per_round
@@ -444,6 +579,16 @@ def print_summary(summary):
         for n, r in obs:
             print("%8s " % n + "".join("%32s" % ("%.3f (%.3f)" % (
                 r.get(k, float("nan")), r.get(k + "_rounds") or float("nan"))) for k in keys))
+    cnp = [(n, res["ratios"]) for n, res in summary["results"].items()
+           if "netpol_cnp_over_netpol" in res["ratios"]]
+    if cnp:
+        print("\nwith ClusterNetworkPolicies, p50 ratios pooled (median of the rounds):")
+        keys = ("netpol_cnp_over_netpol", "netpol_cnp_over_optimal_cnp", "netpol_cnp_over_optimal",
+                "optimal_cnp_over_optimal")
+        print("%8s " % "policies" + "".join("%32s" % k for k in keys))
+        for n, r in cnp:
+            print("%8s " % n + "".join("%32s" % ("%.3f (%.3f)" % (
+                r.get(k, float("nan")), r.get(k + "_rounds") or float("nan"))) for k in keys))
 
 
 def default_bin(args, name, rel):
@@ -466,6 +611,9 @@ def main(argv=None):
     ap.add_argument("--background-pods", type=int, default=1000,
                     help="pods on other nodes (fill the peer sets)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--cnps", type=int, default=1000,
+                    help="ClusterNetworkPolicies per tier in the *_cnp modes (at most 1,001 "
+                         "distinct priorities are reused beyond)")
     ap.add_argument("--iptables", choices=("legacy", "nft"), default="legacy",
                     help="iptables backend for the iptables mode")
     ap.add_argument("--taskset", default="",
