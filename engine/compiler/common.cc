@@ -562,10 +562,9 @@ const char* LargeCommentHead(int part) {
   return part == 2 ? "ports of a large rule: " : "peers of a large rule: ";
 }
 
-nft::Rule LargeRuleLookup(const std::string& group, size_t k, int f, Dir dir,
+nft::Rule LargeRuleLookup(const std::string& peers, const std::string& ports, int f, Dir dir,
                           const std::string& comment) {
-  return MakeRule({Lookup(SlotLookup(SRa(f), dir), group + LargeSuffix(k, f)),
-                   Lookup(SlotLookup(kXr, dir), group + LargeSuffix(k, 2))},
+  return MakeRule({Lookup(SlotLookup(SRa(f), dir), peers), Lookup(SlotLookup(kXr, dir), ports)},
                   nft::Verdict::Return(), comment);
 }
 

@@ -23,11 +23,10 @@
 
 namespace netpol::compiler::internal {
 
-// Name budget (nft::kMaxNameLength = 63): "in-"/"eg-" (3) + readable part + "-" (1) + 8 hex
-// digits of hash + the longest set suffix, a large rule's "-s<k>v4" with k < kMaxLargeRules
-// (10) => readable part <= 41.
+// Name budget (nft::kMaxNameLength = 63) of a group chain: "in-"/"eg-" (3) + readable part + "-"
+// (1) + 8 hex digits of hash + 10 characters in reserve => readable part <= 41. (Group sets are
+// named after their content, "in-set-<16 hex>-<suffix>", 28 characters at most.)
 constexpr size_t kHashDigits = 8;
-constexpr size_t kMaxLargeRules = 1000000;  // per group: k has at most 6 digits
 constexpr size_t kLongestSetSuffix = 10;
 constexpr size_t kReadableBudget = nft::kMaxNameLength - 3 - 1 - kHashDigits - kLongestSetSuffix;
 static_assert(kReadableBudget == 41, "name budget changed: update RULESET.md");
@@ -243,8 +242,9 @@ std::string LargeSuffix(size_t k, int part);
 // The slot whose key, dimensions and elements a part's set shares.
 Slot LargeBaseSlot(int part);
 const char* LargeCommentHead(int part);
-// The chain rule of large rule `k` of group `group` for family index `f`.
-nft::Rule LargeRuleLookup(const std::string& group, size_t k, int f, Dir dir,
+// The chain rule of a large rule for family index `f`: its peers of that family in set `peers`,
+// its ports in set `ports`.
+nft::Rule LargeRuleLookup(const std::string& peers, const std::string& ports, int f, Dir dir,
                           const std::string& comment);
 // A peer box of a large rule (address range, any protocol).
 Box LargePeerBox(U128 lo, U128 hi);

@@ -6,6 +6,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "engine/compiler/testutil.h"
@@ -183,16 +184,16 @@ const GoldenCase kGolden[] = {
 		comment "egress dispatch: local isolated pod -> its group chain"
 	}
 
-	set in-x_allow-blue-265ea362-a4 {
-		type ipv4_addr
-		comment "peer pods, any port: x/allow-blue ingress[0]"
-		elements = { 10.0.1.4 }
+	set in-set-5bbe1a93c047efc1-a6 {
+		type ipv6_addr
+		comment "peer pods, any port: namespaces team=blue"
+		elements = { fd00::1:4 }
 	}
 
-	set in-x_allow-blue-265ea362-a6 {
-		type ipv6_addr
-		comment "peer pods, any port: x/allow-blue ingress[0]"
-		elements = { fd00::1:4 }
+	set in-set-936caf77a40ee260-a4 {
+		type ipv4_addr
+		comment "peer pods, any port: namespaces team=blue"
+		elements = { 10.0.1.4 }
 	}
 
 	map ingress-dispatch-v4 {
@@ -221,8 +222,8 @@ const GoldenCase kGolden[] = {
 
 	chain in-x_allow-blue-265ea362 {
 		comment "ingress of pods selected by x/allow-blue"
-		ip saddr @in-x_allow-blue-265ea362-a4 return comment "x/allow-blue ingress[0]"
-		ip6 saddr @in-x_allow-blue-265ea362-a6 return comment "x/allow-blue ingress[0]"
+		ip saddr @in-set-936caf77a40ee260-a4 return comment "x/allow-blue ingress[0]"
+		ip6 saddr @in-set-5bbe1a93c047efc1-a6 return comment "x/allow-blue ingress[0]"
 		drop comment "no ingress rule of x/allow-blue"
 	}
 }
@@ -247,18 +248,18 @@ const GoldenCase kGolden[] = {
 		comment "egress dispatch: local isolated pod -> its group chain"
 	}
 
-	set in-x_blocks-528861d3-rp4 {
+	set in-set-2d3082e863ff4495-rp4 {
 		type ipv4_addr . inet_proto . inet_service
 		flags interval
-		comment "peer ranges . port ranges: x/blocks ingress[0]"
+		comment "peer ranges . port ranges: 2 static elements"
 		elements = { 10.0.0.0/24 . tcp . 443,
 			     10.0.2.0-10.0.255.255 . tcp . 443 }
 	}
 
-	set in-x_blocks-528861d3-rp6 {
+	set in-set-d50306dda426c086-rp6 {
 		type ipv6_addr . inet_proto . inet_service
 		flags interval
-		comment "peer ranges . port ranges: x/blocks ingress[0]"
+		comment "peer ranges . port ranges: 2 static elements"
 		elements = { fd00::/112 . tcp . 443,
 			     fd00::2:0-fd00::ffff:ffff:ffff:ffff . tcp . 443 }
 	}
@@ -289,8 +290,8 @@ const GoldenCase kGolden[] = {
 
 	chain in-x_blocks-528861d3 {
 		comment "ingress of pods selected by x/blocks"
-		ip saddr . meta l4proto . th dport @in-x_blocks-528861d3-rp4 return comment "x/blocks ingress[0]"
-		ip6 saddr . meta l4proto . th dport @in-x_blocks-528861d3-rp6 return comment "x/blocks ingress[0]"
+		ip saddr . meta l4proto . th dport @in-set-2d3082e863ff4495-rp4 return comment "x/blocks ingress[0]"
+		ip6 saddr . meta l4proto . th dport @in-set-d50306dda426c086-rp6 return comment "x/blocks ingress[0]"
 		drop comment "no ingress rule of x/blocks"
 	}
 }
@@ -315,16 +316,16 @@ const GoldenCase kGolden[] = {
 		comment "egress dispatch: local isolated pod -> its group chain"
 	}
 
-	set in-x_http-0fa0d875-p4 {
-		type ipv4_addr . inet_proto . inet_service
-		comment "peer pods . port: x/http ingress[0]"
-		elements = { 10.0.1.4 . tcp . 8080 }
+	set in-set-43c0b28cb9ae2176-p6 {
+		type ipv6_addr . inet_proto . inet_service
+		comment "peer pods . port: namespaces {} pods app=client tcp/http=8080"
+		elements = { fd00::1:4 . tcp . 8080 }
 	}
 
-	set in-x_http-0fa0d875-p6 {
-		type ipv6_addr . inet_proto . inet_service
-		comment "peer pods . port: x/http ingress[0]"
-		elements = { fd00::1:4 . tcp . 8080 }
+	set in-set-8a8c60d8d8893a0d-p4 {
+		type ipv4_addr . inet_proto . inet_service
+		comment "peer pods . port: namespaces {} pods app=client tcp/http=8080"
+		elements = { 10.0.1.4 . tcp . 8080 }
 	}
 
 	map ingress-dispatch-v4 {
@@ -353,8 +354,8 @@ const GoldenCase kGolden[] = {
 
 	chain in-x_http-0fa0d875 {
 		comment "ingress (http/TCP=8080) of pods selected by x/http"
-		ip saddr . meta l4proto . th dport @in-x_http-0fa0d875-p4 return comment "x/http ingress[0]"
-		ip6 saddr . meta l4proto . th dport @in-x_http-0fa0d875-p6 return comment "x/http ingress[0]"
+		ip saddr . meta l4proto . th dport @in-set-8a8c60d8d8893a0d-p4 return comment "x/http ingress[0]"
+		ip6 saddr . meta l4proto . th dport @in-set-43c0b28cb9ae2176-p6 return comment "x/http ingress[0]"
 		drop comment "no ingress rule of x/http"
 	}
 }
@@ -378,17 +379,17 @@ const GoldenCase kGolden[] = {
 		comment "egress dispatch: local isolated pod -> its group chain"
 	}
 
-	set in-x_range-5ae1f209-rp4 {
+	set in-set-9cb7d73d4a6d69b0-rp4 {
 		type ipv4_addr . inet_proto . inet_service
 		flags interval
-		comment "peer ranges . port ranges: x/range ingress[0]"
+		comment "peer ranges . port ranges: 1 static element, x pods app=db tcp/8000-9000"
 		elements = { 10.0.1.0/24 . tcp . 8000-9000 }
 	}
 
-	set in-x_range-5ae1f209-rp6 {
+	set in-set-f44aabb1c01ef53c-rp6 {
 		type ipv6_addr . inet_proto . inet_service
 		flags interval
-		comment "peer ranges . port ranges: x/range ingress[0]"
+		comment "peer ranges . port ranges: x pods app=db tcp/8000-9000"
 	}
 
 	map ingress-dispatch-v4 {
@@ -417,8 +418,8 @@ const GoldenCase kGolden[] = {
 
 	chain in-x_range-5ae1f209 {
 		comment "ingress of pods selected by x/range"
-		ip saddr . meta l4proto . th dport @in-x_range-5ae1f209-rp4 return comment "x/range ingress[0]"
-		ip6 saddr . meta l4proto . th dport @in-x_range-5ae1f209-rp6 return comment "x/range ingress[0]"
+		ip saddr . meta l4proto . th dport @in-set-9cb7d73d4a6d69b0-rp4 return comment "x/range ingress[0]"
+		ip6 saddr . meta l4proto . th dport @in-set-f44aabb1c01ef53c-rp6 return comment "x/range ingress[0]"
 		drop comment "no ingress rule of x/range"
 	}
 }
@@ -436,18 +437,18 @@ const GoldenCase kGolden[] = {
      },
      R"(table inet netpol {
 	comment "Kubernetes NetworkPolicy for node node-1, managed by netpol"
-	set eg-x_dns-only-158fad40-p4 {
-		type ipv4_addr . inet_proto . inet_service
-		comment "peer pods . port: x/dns-only egress[0]"
-		elements = { 10.0.1.10 . tcp . 53,
-			     10.0.1.10 . udp . 53 }
-	}
-
-	set eg-x_dns-only-158fad40-p6 {
+	set eg-set-000ce3186599b321-p6 {
 		type ipv6_addr . inet_proto . inet_service
-		comment "peer pods . port: x/dns-only egress[0]"
+		comment "peer pods . port: namespaces kubernetes.io/metadata.name=kube-system pods k8s-app=kube-dns tcp/53 +1 more"
 		elements = { fd00::1:a . tcp . 53,
 			     fd00::1:a . udp . 53 }
+	}
+
+	set eg-set-1167f2029496d05e-p4 {
+		type ipv4_addr . inet_proto . inet_service
+		comment "peer pods . port: namespaces kubernetes.io/metadata.name=kube-system pods k8s-app=kube-dns tcp/53 +1 more"
+		elements = { 10.0.1.10 . tcp . 53,
+			     10.0.1.10 . udp . 53 }
 	}
 
 	map egress-dispatch-v4 {
@@ -486,8 +487,8 @@ const GoldenCase kGolden[] = {
 
 	chain eg-x_dns-only-158fad40 {
 		comment "egress of pods selected by x/dns-only"
-		ip daddr . meta l4proto . th dport @eg-x_dns-only-158fad40-p4 return comment "x/dns-only egress[0]"
-		ip6 daddr . meta l4proto . th dport @eg-x_dns-only-158fad40-p6 return comment "x/dns-only egress[0]"
+		ip daddr . meta l4proto . th dport @eg-set-1167f2029496d05e-p4 return comment "x/dns-only egress[0]"
+		ip6 daddr . meta l4proto . th dport @eg-set-000ce3186599b321-p6 return comment "x/dns-only egress[0]"
 		drop comment "no egress rule of x/dns-only"
 	}
 }
@@ -511,9 +512,9 @@ const GoldenCase kGolden[] = {
 		comment "egress dispatch: local isolated pod -> its group chain"
 	}
 
-	set in-x_web-80-768ca5a8-x {
+	set in-set-afa27d86f9fc97d2-x {
 		type inet_proto . inet_service
-		comment "any peer, port: x/web-80 ingress[0]"
+		comment "any peer, port: 1 static element"
 		elements = { tcp . 80 }
 	}
 
@@ -544,7 +545,7 @@ const GoldenCase kGolden[] = {
 
 	chain in-x_web-80-768ca5a8 {
 		comment "ingress of pods selected by x/web-80"
-		meta l4proto . th dport @in-x_web-80-768ca5a8-x return comment "x/web-80 ingress[0]"
+		meta l4proto . th dport @in-set-afa27d86f9fc97d2-x return comment "x/web-80 ingress[0]"
 		drop comment "no ingress rule of x/web-80"
 	}
 }
@@ -568,16 +569,16 @@ const GoldenCase kGolden[] = {
 		comment "egress dispatch: local isolated pod -> its group chain"
 	}
 
-	set in-x_http-any-0dc510a9-x {
+	set in-set-14672779462c96e8-x {
 		type inet_proto . inet_service
-		comment "any peer, port: x/http-any ingress[0]"
-		elements = { tcp . 9090 }
+		comment "any peer, port: 1 static element"
+		elements = { tcp . 8080 }
 	}
 
-	set in-x_http-any-411de772-x {
+	set in-set-87a1aa4e9331850a-x {
 		type inet_proto . inet_service
-		comment "any peer, port: x/http-any ingress[0]"
-		elements = { tcp . 8080 }
+		comment "any peer, port: 1 static element"
+		elements = { tcp . 9090 }
 	}
 
 	map ingress-dispatch-v4 {
@@ -607,13 +608,13 @@ const GoldenCase kGolden[] = {
 
 	chain in-x_http-any-0dc510a9 {
 		comment "ingress (http/TCP=9090) of pods selected by x/http-any"
-		meta l4proto . th dport @in-x_http-any-0dc510a9-x return comment "x/http-any ingress[0]"
+		meta l4proto . th dport @in-set-87a1aa4e9331850a-x return comment "x/http-any ingress[0]"
 		drop comment "no ingress rule of x/http-any"
 	}
 
 	chain in-x_http-any-411de772 {
 		comment "ingress (http/TCP=8080) of pods selected by x/http-any"
-		meta l4proto . th dport @in-x_http-any-411de772-x return comment "x/http-any ingress[0]"
+		meta l4proto . th dport @in-set-14672779462c96e8-x return comment "x/http-any ingress[0]"
 		drop comment "no ingress rule of x/http-any"
 	}
 }
@@ -955,6 +956,20 @@ TEST(CompilerTest, PodsWithoutAnAddressOfAFamilyContributeNothingThere) {
   }
 }
 
+// The set that lookup `lookup` of rule `rule` of chain `chain` reads ("" when there is none).
+std::string LookedUpSet(const nft::Program& p, const std::string& chain, size_t rule,
+                        size_t lookup) {
+  auto c = p.chains.find(chain);
+  if (c == p.chains.end() || rule >= c->second.rules.size()) return "";
+  size_t n = 0;
+  for (const nft::Match& m : c->second.rules[rule].matches) {
+    if (const auto* l = std::get_if<nft::LookupMatch>(&m)) {
+      if (n++ == lookup) return l->set;
+    }
+  }
+  return "";
+}
+
 size_t ElementCount(const nft::Program& p) {
   size_t n = 0;
   for (const auto& [name, els] : p.elements) n += els.size();
@@ -974,14 +989,20 @@ TEST(CompilerTest, LargeRuleCostsPeersPlusPortsNotTheirProduct) {
     if (name.rfind("in-x_wide-", 0) == 0) chain = name;
   }
   ASSERT_FALSE(chain.empty());
-  EXPECT_EQ(prog.elements[chain + "-s0v4"].size(), 1000u);
-  EXPECT_EQ(prog.elements[chain + "-s0p"].size(), 1000u);
-  EXPECT_EQ(prog.sets.count(chain + "-s0v6"), 0u);  // no IPv6 peer
-  EXPECT_EQ(prog.sets.count(chain + "-rp4"), 0u);
+  // One rule (no IPv6 peer, nothing in the concatenated sets) and the drop.
+  ASSERT_EQ(prog.chains.at(chain).rules.size(), 2u);
+  const std::string peer_set = LookedUpSet(prog, chain, 0, 0);
+  const std::string port_set = LookedUpSet(prog, chain, 0, 1);
+  ASSERT_GT(peer_set.size(), 5u);
+  ASSERT_GT(port_set.size(), 4u);
+  EXPECT_EQ(peer_set.substr(peer_set.size() - 5), "-s0v4");
+  EXPECT_EQ(port_set.substr(port_set.size() - 4), "-s0p");
+  EXPECT_EQ(prog.elements[peer_set].size(), 1000u);
+  EXPECT_EQ(prog.elements[port_set].size(), 1000u);
   const std::string text = nft::RenderProgram(prog);
-  EXPECT_NE(text.find(absl::StrCat("ip saddr . meta l4proto @", chain, "-s0v4 meta l4proto . th "
+  EXPECT_NE(text.find(absl::StrCat("ip saddr . meta l4proto @", peer_set, " meta l4proto . th "
                                    "dport @",
-                                   chain, "-s0p return comment \"x/wide ingress[0]\"")),
+                                   port_set, " return comment \"x/wide ingress[0]\"")),
             std::string::npos)
       << text.substr(text.find("chain " + chain));
 
@@ -1038,12 +1059,16 @@ TEST(CompilerTest, LargeRuleWithSelectorPeersHoldsThePodAddresses) {
     if (name.rfind("in-x_many-ports-", 0) == 0) chain = name;
   }
   ASSERT_FALSE(chain.empty());
-  const nft::Set& v4 = prog.sets.at(chain + "-s0v4");
-  ASSERT_EQ(prog.elements[chain + "-s0v4"].size(), 1u);  // y/client
-  EXPECT_EQ(nft::RenderElement(v4, prog.elements[chain + "-s0v4"][0]), "10.0.1.4 . 0-255");
-  EXPECT_EQ(prog.elements[chain + "-s0v6"].size(), 2u);  // y/client and the block
-  EXPECT_EQ(prog.elements[chain + "-s0p"].size(), 1u);   // 7000-7399, one range
-  EXPECT_EQ(prog.chains.at(chain).rules.size(), 3u);     // v4, v6, drop
+  ASSERT_EQ(prog.chains.at(chain).rules.size(), 3u);  // v4, v6, drop
+  const std::string v4_set = LookedUpSet(prog, chain, 0, 0);
+  const std::string v6_set = LookedUpSet(prog, chain, 1, 0);
+  const std::string port_set = LookedUpSet(prog, chain, 0, 1);
+  EXPECT_EQ(LookedUpSet(prog, chain, 1, 1), port_set);
+  const nft::Set& v4 = prog.sets.at(v4_set);
+  ASSERT_EQ(prog.elements[v4_set].size(), 1u);  // y/client
+  EXPECT_EQ(nft::RenderElement(v4, prog.elements[v4_set][0]), "10.0.1.4 . 0-255");
+  EXPECT_EQ(prog.elements[v6_set].size(), 2u);    // y/client and the block
+  EXPECT_EQ(prog.elements[port_set].size(), 1u);  // 7000-7399, one range
 }
 
 bool HasLargeRule(const nft::Program& prog) {

@@ -164,9 +164,12 @@ std::vector<Element> SlotElements(Slot s, const Counts& counts) {
 struct Template {
   enum class Kind { kSelector, kNamedAny, kNamedInBlock };
   Kind kind = Kind::kSelector;
+  Dir dir = Dir::kIngress;
   std::string policy_ns;
   std::optional<LabelSelector> pod_sel, ns_sel;
   PortSpec ps;
+  // kSelector with an ingress named port: its number as the group resolves it.
+  std::optional<uint16_t> ingress_port;
   Family fam = Family::kV4;     // kNamedInBlock
   std::vector<IpRange> ranges;  // kNamedInBlock
   int large = -1;               // kSelector: the peers of this large rule of the group (ps unused)
@@ -185,6 +188,26 @@ struct LargeRule {
   bool fam[2] = {false, false};  // whether it has peers of that family (a set and a rule)
 };
 
+// What one set of a group holds before any pod is looked at: its static elements and the rule
+// parts that add pods' elements.
+struct SetParts {
+  Counts counts;
+  std::vector<Template> templates;
+};
+
+// A set looked up by group chains, shared by every group whose rules put the same parts into
+// that set kind (RULESET.md "Sets shared by content"): named after its definition, filled once.
+struct SharedSet {
+  SlotId id = 0;  // a fixed slot, or LargeId(0, part) for a large rule's set
+  Dir dir = Dir::kIngress;
+  std::string def;   // the canonical text of its parts (SetDef)
+  std::string name;
+  std::string comment;
+  Counts counts;
+  std::vector<Template> templates;  // each adds the pods' elements of slot `id` only
+  int refs = 0;                     // committed groups that look it up
+};
+
 struct Group {
   GroupSpec spec;
   std::string name;
@@ -192,18 +215,17 @@ struct Group {
   Sources all;
   Sources slots[kSlots];
   std::vector<LargeRule> large;
-  std::vector<Counts> counts = std::vector<Counts>(kSlots);  // by SlotId
-  std::vector<Template> templates;
+  // By SlotId, while building (Shape): the parts of each set; then the definition of each
+  // present set (its key among the shared sets) and its name.
+  std::vector<SetParts> parts = std::vector<SetParts>(kSlots);
+  std::vector<std::string> defs;
+  std::vector<std::string> set_names;
   std::set<std::string> logged;  // keys of its policies asking for allowed-flow logs
 
-  std::string SetName(SlotId id) const {
-    if (id < kSlots) return name + SlotSuffix(static_cast<Slot>(id));
-    const int i = id - kSlots;
-    return name + internal::LargeSuffix(static_cast<size_t>(i / internal::kLargeParts),
-                                        i % internal::kLargeParts);
-  }
+  SlotId Ids() const { return static_cast<SlotId>(kSlots + large.size() * internal::kLargeParts); }
   // Whether set `id` exists.
   bool Present(SlotId id) const {
+    if (all.present) return false;
     if (id < kSlots) return slots[id].present;
     const int i = id - kSlots;
     const LargeRule& l = large[static_cast<size_t>(i / internal::kLargeParts)];
@@ -234,8 +256,9 @@ absl::StatusOr<std::optional<GroupSpec>> MembershipOf(const State& s, const Pod&
 
 using Contribution = std::vector<std::pair<SlotId, Box>>;
 
-// What pod `pod` (a peer; its namespace's labels `ns_labels`) adds to group `g` through `t`.
-absl::Status Contribute(const Group& g, const Template& t, const Pod& pod, const Labels& ns_labels,
+// What pod `pod` (a peer; its namespace's labels `ns_labels`) adds through `t` (to every set
+// kind; a shared set keeps the elements of its own).
+absl::Status Contribute(const Template& t, const Pod& pod, const Labels& ns_labels,
                         Contribution* out) {
   if (!PeerEligible(pod)) return absl::OkStatus();
   const PortSpec& ps = t.ps;
@@ -258,9 +281,8 @@ absl::Status Contribute(const Group& g, const Template& t, const Pod& pod, const
       }
       std::optional<uint16_t> port;
       if (ps.kind == PortSpec::Kind::kNamed) {
-        if (g.spec.dir == Dir::kIngress) {
-          auto it = g.spec.resolution.find({ps.name, ps.protocol});
-          if (it != g.spec.resolution.end() && it->second) port = *it->second;
+        if (t.dir == Dir::kIngress) {
+          port = t.ingress_port;
         } else {
           ASSIGN_OR_RETURN(port, ResolvePort(pod, ps.name, ps.protocol));
         }
@@ -338,14 +360,14 @@ absl::Status Shape(const State& s, const LargeFn& is_large, Group* g) {
         auto apply = [&](const internal::Part& part) {
           if (part.all) g->all.Mark(src);
           for (Slot slot : part.marked) g->slots[slot].Mark(src);
-          for (const auto& [slot, b] : part.boxes) g->counts[slot][b]++;
+          for (const auto& [slot, b] : part.boxes) g->parts[slot].counts[b]++;
         };
         if (large && internal::LargeRulePort(ps, dir)) {
           std::optional<Box> b = internal::LargePortBox(ps, ingress_port);
           if (b) {
             const SlotId id = LargeId(k, 2);
-            if (g->counts.size() <= static_cast<size_t>(id)) g->counts.resize(id + 1);
-            g->counts[id][*std::move(b)]++;
+            if (g->parts.size() <= static_cast<size_t>(id)) g->parts.resize(id + 1);
+            g->parts[id].counts[*std::move(b)]++;
           }
           continue;
         }
@@ -355,9 +377,11 @@ absl::Status Shape(const State& s, const LargeFn& is_large, Group* g) {
           if (part.pods_named_port) {
             Template t;
             t.kind = Template::Kind::kNamedAny;
+            t.dir = dir;
             t.policy_ns = policy.namespace_name;
             t.ps = ps;
-            g->templates.push_back(std::move(t));
+            g->parts[SP(0)].templates.push_back(t);
+            g->parts[SP(1)].templates.push_back(std::move(t));
           }
           continue;
         }
@@ -372,11 +396,12 @@ absl::Status Shape(const State& s, const LargeFn& is_large, Group* g) {
             if (part.pods_named_port) {
               Template t;
               t.kind = Template::Kind::kNamedInBlock;
+              t.dir = dir;
               t.policy_ns = policy.namespace_name;
               t.ps = ps;
               t.fam = fam;
               t.ranges = std::move(ranges);
-              g->templates.push_back(std::move(t));
+              g->parts[SP(Fam(fam))].templates.push_back(std::move(t));
             }
             continue;
           }
@@ -387,22 +412,26 @@ absl::Status Shape(const State& s, const LargeFn& is_large, Group* g) {
           if (ps.kind == PortSpec::Kind::kNamed && dir == Dir::kIngress && !ingress_port) continue;
           Template t;
           t.kind = Template::Kind::kSelector;
+          t.dir = dir;
           t.policy_ns = policy.namespace_name;
           t.pod_sel = peer.pod_selector;
           t.ns_sel = peer.namespace_selector;
           t.ps = ps;
-          g->templates.push_back(std::move(t));
+          if (ps.kind == PortSpec::Kind::kNamed && dir == Dir::kIngress) t.ingress_port = ingress_port;
+          g->parts[internal::SelectorSlot(ps, 0)].templates.push_back(t);
+          g->parts[internal::SelectorSlot(ps, 1)].templates.push_back(std::move(t));
         }
       }
       if (!large) continue;
       // The large rule's peers: ipBlock ranges now, selector peers through templates.
-      g->counts.resize(static_cast<size_t>(LargeId(k, 2)) + 1);
+      g->parts.resize(static_cast<size_t>(LargeId(k, 2)) + 1);
       for (const Peer& peer : rule.peers) {
         if (peer.ip_block) {
           const int f = Fam(peer.ip_block->cidr.addr.family);
           g->large[k].fam[f] = true;
           for (const IpRange& r : CidrMinus(peer.ip_block->cidr, peer.ip_block->except)) {
-            g->counts[LargeId(k, f)][internal::LargePeerBox(AddrToU128(r.lo), AddrToU128(r.hi))]++;
+            g->parts[LargeId(k, f)]
+                .counts[internal::LargePeerBox(AddrToU128(r.lo), AddrToU128(r.hi))]++;
           }
           continue;
         }
@@ -410,22 +439,167 @@ absl::Status Shape(const State& s, const LargeFn& is_large, Group* g) {
         g->large[k].fam[0] = g->large[k].fam[1] = true;
         Template t;
         t.kind = Template::Kind::kSelector;
+        t.dir = dir;
         t.policy_ns = policy.namespace_name;
         t.pod_sel = peer.pod_selector;
         t.ns_sel = peer.namespace_selector;
         t.large = static_cast<int>(k);
-        g->templates.push_back(std::move(t));
+        g->parts[LargeId(k, 0)].templates.push_back(t);
+        g->parts[LargeId(k, 1)].templates.push_back(std::move(t));
       }
     }
   }
-  if (g->all.present) {  // the chain is just `return`: no sets, nothing depends on pods
-    g->templates.clear();
-    for (Counts& c : g->counts) c.clear();
-  }
+  if (g->all.present) g->parts.clear();  // the chain is just `return`: no sets
+  g->parts.resize(static_cast<size_t>(g->Ids()));
   return absl::OkStatus();
 }
 
-// Adds g's chain, sets and elements to `prog`.
+// A selector as comments show it: "app=web,env In (prod,staging)"; empty: "{}".
+std::string SelectorText(const LabelSelector& sel) {
+  std::vector<std::string> parts;
+  for (const auto& [k, v] : sel.match_labels) parts.push_back(absl::StrCat(k, "=", v));
+  for (const LabelSelectorRequirement& r : sel.match_expressions) {
+    static const char* const kOps[] = {"In", "NotIn", "Exists", "DoesNotExist"};
+    const int op = static_cast<int>(r.op);
+    std::string text = absl::StrCat(r.key, " ", op >= 0 && op < 4 ? kOps[op] : "?");
+    if (!r.values.empty()) absl::StrAppend(&text, " (", absl::StrJoin(r.values, ","), ")");
+    parts.push_back(std::move(text));
+  }
+  return parts.empty() ? "{}" : absl::StrJoin(parts, ",");
+}
+
+std::string PortText(const PortSpec& ps, std::optional<uint16_t> ingress_port) {
+  const std::string proto = ps.protocol == Protocol::kUDP    ? "udp"
+                            : ps.protocol == Protocol::kSCTP ? "sctp"
+                                                             : "tcp";
+  switch (ps.kind) {
+    case PortSpec::Kind::kAny:
+      return "";
+    case PortSpec::Kind::kProtoAll:
+      return " " + proto;
+    case PortSpec::Kind::kRange:
+      return ps.lo == ps.hi ? absl::StrCat(" ", proto, "/", ps.lo)
+                            : absl::StrCat(" ", proto, "/", ps.lo, "-", ps.hi);
+    case PortSpec::Kind::kNamed:
+      return ingress_port ? absl::StrCat(" ", proto, "/", ps.name, "=", *ingress_port)
+                          : absl::StrCat(" ", proto, "/", ps.name);
+  }
+  return "";
+}
+
+// What a template adds, as the set's comment lists it.
+std::string TemplateText(const Template& t) {
+  switch (t.kind) {
+    case Template::Kind::kSelector: {
+      std::string out = t.ns_sel ? "namespaces " + SelectorText(*t.ns_sel) : t.policy_ns;
+      if (t.pod_sel) absl::StrAppend(&out, " pods ", SelectorText(*t.pod_sel));
+      if (t.large < 0) absl::StrAppend(&out, PortText(t.ps, t.ingress_port));
+      return out;
+    }
+    case Template::Kind::kNamedAny:
+      return absl::StrCat("pods with", PortText(t.ps, std::nullopt));
+    case Template::Kind::kNamedInBlock:
+      return absl::StrCat("pods in ", t.ranges.size(), " ranges with",
+                          PortText(t.ps, std::nullopt));
+  }
+  return "";
+}
+
+// The canonical text of what a template adds: equal texts, equal elements from every State.
+std::string TemplateDef(const Template& t) {
+  std::string out = absl::StrCat(static_cast<int>(t.kind), "|", static_cast<int>(t.dir), "|");
+  // Pods of the policy's namespace matter only to a selector without a namespace selector.
+  if (t.kind == Template::Kind::kSelector && !t.ns_sel) absl::StrAppend(&out, t.policy_ns);
+  absl::StrAppend(&out, "|", t.pod_sel ? "P" + SelectorKey(*t.pod_sel) : "-", "|",
+                  t.ns_sel ? "N" + SelectorKey(*t.ns_sel) : "-", "|");
+  if (t.large >= 0) {
+    absl::StrAppend(&out, "large");
+  } else {
+    absl::StrAppend(&out, static_cast<int>(t.ps.kind), ",", static_cast<int>(t.ps.protocol), ",",
+                    t.ps.lo, ",", t.ps.hi, ",", t.ps.name, ",",
+                    t.ingress_port ? static_cast<int>(*t.ingress_port) : -1);
+  }
+  if (t.kind == Template::Kind::kNamedInBlock) {
+    absl::StrAppend(&out, "|", static_cast<int>(t.fam));
+    for (const IpRange& r : t.ranges) {
+      const U128 lo = AddrToU128(r.lo), hi = AddrToU128(r.hi);
+      absl::StrAppend(&out, ",", absl::Hex(static_cast<uint64_t>(lo >> 64)),
+                      absl::Hex(static_cast<uint64_t>(lo)), "-",
+                      absl::Hex(static_cast<uint64_t>(hi >> 64)), absl::Hex(static_cast<uint64_t>(hi)));
+    }
+  }
+  return out;
+}
+
+// The shared set id of a group's set `id`: large rule sets lose their rule number.
+SlotId CanonicalId(SlotId id) {
+  return id < kSlots ? id : LargeId(0, (id - kSlots) % internal::kLargeParts);
+}
+
+// The definition of a set of direction `dir` and kind `id` holding `parts`: the set kind, the
+// direction, its static elements with their counts and the sorted texts of its templates.
+std::string SetDef(Dir dir, SlotId id, const SetParts& parts) {
+  std::string out = absl::StrCat(static_cast<int>(dir), ":", CanonicalId(id), ":");
+  for (const auto& [box, n] : parts.counts) {
+    for (const Span& sp : box) {
+      absl::StrAppend(&out, absl::Hex(static_cast<uint64_t>(sp.lo >> 64)), ".",
+                      absl::Hex(static_cast<uint64_t>(sp.lo)), "-",
+                      absl::Hex(static_cast<uint64_t>(sp.hi >> 64)), ".",
+                      absl::Hex(static_cast<uint64_t>(sp.hi)), ";");
+    }
+    absl::StrAppend(&out, "x", n, "\n");
+  }
+  std::vector<std::string> texts;
+  texts.reserve(parts.templates.size());
+  for (const Template& t : parts.templates) texts.push_back(TemplateDef(t));
+  std::sort(texts.begin(), texts.end());
+  for (const std::string& t : texts) absl::StrAppend(&out, "T", t, "\n");
+  return out;
+}
+
+// The name of a shared set: direction, 16 hex digits of the FNV-1a hash of its definition
+// (salted on a collision: "def#1", ...), the suffix of its kind.
+std::string SharedSetName(Dir dir, SlotId id, const std::string& salted_def) {
+  const SlotId c = CanonicalId(id);
+  const std::string suffix = c < kSlots ? internal::SlotSuffix(static_cast<Slot>(c))
+                                        : internal::LargeSuffix(0, (c - kSlots) % internal::kLargeParts);
+  return absl::StrCat(dir == Dir::kIngress ? "in" : "eg", "-set-",
+                      absl::Hex(nft::Fnv1a64(salted_def), absl::kZeroPad16), suffix);
+}
+
+// A shared set's comment: what it holds (the head of its kind), then its parts.
+std::string SharedSetComment(SlotId id, const SetParts& parts) {
+  const SlotId c = CanonicalId(id);
+  const std::string head = c < kSlots ? SlotCommentHead(static_cast<Slot>(c))
+                                      : internal::LargeCommentHead((c - kSlots) % internal::kLargeParts);
+  std::vector<std::string> items;
+  std::vector<std::string> texts;
+  for (const Template& t : parts.templates) texts.push_back(TemplateText(t));
+  std::sort(texts.begin(), texts.end());
+  texts.erase(std::unique(texts.begin(), texts.end()), texts.end());
+  if (!parts.counts.empty()) {
+    items.push_back(absl::StrCat(parts.counts.size(),
+                                 parts.counts.size() == 1 ? " static element" : " static elements"));
+  }
+  for (std::string& t : texts) items.push_back(std::move(t));
+  if (items.empty()) items.push_back("nothing");
+  return JoinLimited(head, items);
+}
+
+// Adds shared set `s` and its elements to `prog`.
+void EmitSet(const SharedSet& s, Program* prog) {
+  const Slot base = BaseSlot(s.id);
+  nft::Set set;
+  set.name = s.name;
+  set.key = SlotKey(base);
+  set.interval = IsInterval(base);
+  set.comment = s.comment;
+  std::vector<Element> els = SlotElements(base, s.counts);
+  if (!els.empty()) prog->elements[set.name] = std::move(els);
+  prog->sets[set.name] = std::move(set);
+}
+
+// Adds g's chain to `prog` (its sets are shared: EmitSet).
 void EmitGroup(const Group& g, const CompileOptions& opts, Program* prog) {
   nft::Chain chain;
   chain.name = g.name;
@@ -454,36 +628,18 @@ void EmitGroup(const Group& g, const CompileOptions& opts, Program* prog) {
   }
   for (Slot s : internal::kSlotOrder) {
     if (!g.slots[s].present) continue;
-    nft::Set set;
-    set.name = g.SetName(s);
-    set.key = SlotKey(s);
-    set.interval = IsInterval(s);
-    set.comment = JoinLimited(SlotCommentHead(s), g.slots[s].list);
-    std::vector<Element> els = SlotElements(s, g.counts[s]);
-    if (!els.empty()) prog->elements[set.name] = std::move(els);
-    chain.rules.push_back(MakeRule({Lookup(SlotLookup(s, g.spec.dir), set.name)},
+    chain.rules.push_back(MakeRule({Lookup(SlotLookup(s, g.spec.dir), g.set_names[s])},
                                    allow(g.slots[s].list), JoinLimited("", g.slots[s].list)));
-    prog->sets[set.name] = std::move(set);
   }
   for (size_t k = 0; k < g.large.size(); ++k) {
     const LargeRule& l = g.large[k];
-    for (int part : {2, 0, 1}) {
-      const SlotId id = LargeId(k, part);
-      if (!g.Present(id)) continue;
-      const Slot base = BaseSlot(id);
-      nft::Set set;
-      set.name = g.SetName(id);
-      set.key = SlotKey(base);
-      set.interval = true;
-      set.comment = JoinLimited(internal::LargeCommentHead(part), {l.src});
-      std::vector<Element> els = SlotElements(base, g.counts[static_cast<size_t>(id)]);
-      if (!els.empty()) prog->elements[set.name] = std::move(els);
-      prog->sets[set.name] = std::move(set);
-      if (part != 2) {
-        chain.rules.push_back(
-            internal::LargeRuleLookup(g.name, k, part, g.spec.dir, JoinLimited("", {l.src})));
-        chain.rules.back().verdict = allow({l.src});
-      }
+    for (int part : {0, 1}) {
+      if (!g.Present(LargeId(k, part))) continue;
+      chain.rules.push_back(internal::LargeRuleLookup(
+          g.set_names[static_cast<size_t>(LargeId(k, part))],
+          g.set_names[static_cast<size_t>(LargeId(k, 2))], part, g.spec.dir,
+          JoinLimited("", {l.src})));
+      chain.rules.back().verdict = allow({l.src});
     }
   }
   internal::AppendDrop(&chain, g.spec.dir, g.spec.policies, internal::DenyLimit(opts),
@@ -491,25 +647,26 @@ void EmitGroup(const Group& g, const CompileOptions& opts, Program* prog) {
   finish();
 }
 
-// Moves (erase = true) or copies g's chain, sets and elements from `from` into `to`.
-void ExtractGroup(const Group& g, Program* from, Program* to, bool erase) {
+// Moves g's chains (its chain and its allowed-flow log chain) from `from` into `to`.
+void ExtractGroup(const Group& g, Program* from, Program* to) {
   for (const std::string& name : {g.name, g.name + internal::kAllowLogChainSuffix}) {
     auto chain = from->chains.find(name);
     if (chain == from->chains.end()) continue;
-    to->chains[name] = erase ? std::move(chain->second) : chain->second;
-    if (erase) from->chains.erase(chain);
+    to->chains[name] = std::move(chain->second);
+    from->chains.erase(chain);
   }
-  for (SlotId s = 0; s < static_cast<SlotId>(g.counts.size()); ++s) {
-    const std::string name = g.SetName(s);
-    auto set = from->sets.find(name);
-    if (set == from->sets.end()) continue;
-    to->sets[name] = erase ? std::move(set->second) : set->second;
-    if (erase) from->sets.erase(set);
-    auto els = from->elements.find(name);
-    if (els == from->elements.end()) continue;
-    to->elements[name] = erase ? std::move(els->second) : els->second;
-    if (erase) from->elements.erase(els);
-  }
+}
+
+// Moves set `name` and its elements from `from` into `to`.
+void ExtractSet(const std::string& name, Program* from, Program* to) {
+  auto set = from->sets.find(name);
+  if (set == from->sets.end()) return;
+  to->sets[name] = std::move(set->second);
+  from->sets.erase(set);
+  auto els = from->elements.find(name);
+  if (els == from->elements.end()) return;
+  to->elements[name] = std::move(els->second);
+  from->elements.erase(els);
 }
 
 // Removes `dels` from and adds (or replaces) `adds` in set `set` of `prog`, keeping its sorted
@@ -579,11 +736,8 @@ const char* DispatchMap(Dir d, Family f) {
 
 struct IncrementalCompiler::Impl {
   struct TRef {
-    Group* g;
+    SharedSet* s;
     size_t i;
-    friend bool operator<(const TRef& a, const TRef& b) {
-      return a.g != b.g ? a.g < b.g : a.i < b.i;
-    }
   };
   struct Membership {
     std::string gkey[2];  // by Dir; empty: not isolated
@@ -624,9 +778,14 @@ struct IncrementalCompiler::Impl {
     std::set<std::string> flipped;
     std::set<std::string> deleted, created, rebuilt;
     std::map<std::string, std::unique_ptr<Group>> fresh;  // created and rebuilt, from new_state
-    bool salted = false;  // a fresh group name needed a salt (only from the empty State)
-    // Element count changes of the groups that stay, per (group, set id).
-    std::map<std::pair<Group*, int>, std::map<Box, int>> element_delta;
+    bool salted = false;  // a fresh group or set name needed a salt (only from the empty State)
+    // Shared sets: those the fresh groups need that do not exist yet (by definition, built from
+    // new_state), the change of every set's references, the held ones no group uses after.
+    std::map<std::string, std::unique_ptr<SharedSet>> fresh_sets;
+    std::map<std::string, int> set_refs_delta;
+    std::set<const SharedSet*> dying_sets;
+    // Element count changes of the held sets that stay.
+    std::map<SharedSet*, std::map<Box, int>> element_delta;
   };
 
   bool held = false;
@@ -641,6 +800,8 @@ struct IncrementalCompiler::Impl {
 
   std::map<std::string, std::unique_ptr<Group>> groups;  // by key
   std::set<std::string> names;                          // group names in use
+  std::map<std::string, std::unique_ptr<SharedSet>> shared;  // by definition
+  std::map<std::string, std::string> set_names;              // shared set name -> definition
   // The indexes describe the State of the last Update (during an Update: the new State, see
   // MoveIndexes).
   std::map<std::string, int> pod_count_by_ns;  // namespaces that have pods
@@ -665,6 +826,8 @@ struct IncrementalCompiler::Impl {
     with_tiers = Program();
     groups.clear();
     names.clear();
+    shared.clear();
+    set_names.clear();
     pod_count_by_ns.clear();
     ns_index.clear();
     pod_index.clear();
@@ -740,18 +903,18 @@ struct IncrementalCompiler::Impl {
     }
   }
 
-  void RegisterTemplates(Group* g, bool add) {
+  void RegisterTemplates(SharedSet* set, bool add) {
     auto edit = [&](std::vector<TRef>* list, size_t i) {
       if (add) {
-        list->push_back({g, i});
+        list->push_back({set, i});
       } else {
         list->erase(std::remove_if(list->begin(), list->end(),
-                                   [g](const TRef& r) { return r.g == g; }),
+                                   [set](const TRef& r) { return r.s == set; }),
                     list->end());
       }
     };
-    for (size_t i = 0; i < g->templates.size(); ++i) {
-      const Template& t = g->templates[i];
+    for (size_t i = 0; i < set->templates.size(); ++i) {
+      const Template& t = set->templates[i];
       if (t.kind == Template::Kind::kSelector && t.ns_sel) {
         const std::string key = SelectorKey(*t.ns_sel);
         NsSelRefs& entry = tmpl_nssel[key];
@@ -896,18 +1059,19 @@ struct IncrementalCompiler::Impl {
     };
   }
 
-  // Fills g (spec and name set) from `s`, which the indexes describe: shape, static elements,
-  // every pod's contribution.
-  absl::Status Build(const State& s, const LargeFn& is_large, Group* g) const {
-    RETURN_IF_ERROR(Shape(s, is_large, g));
+  // Adds every pod's contribution to shared set `set` (its static elements already counted)
+  // from `s`, which the indexes describe.
+  absl::Status Fill(const State& s, SharedSet* set) const {
     Contribution c;
     absl::Status st;
-    for (const Template& t : g->templates) {
+    for (const Template& t : set->templates) {
       auto visit = [&](const Pod& pod, const Labels& labels) {
         if (!st.ok()) return;
         c.clear();
-        st = Contribute(*g, t, pod, labels, &c);
-        for (auto& [slot, box] : c) g->counts[slot][std::move(box)]++;
+        st = Contribute(t, pod, labels, &c);
+        for (auto& [slot, box] : c) {
+          if (slot == set->id) set->counts[std::move(box)]++;
+        }
       };
       if (t.kind == Template::Kind::kSelector) {
         ForEachSelectorCandidate(s, t.policy_ns, t.pod_sel, t.ns_sel, visit);
@@ -1077,11 +1241,82 @@ struct IncrementalCompiler::Impl {
       p->fresh.emplace(gkey, std::move(g));
     }
     for (auto& [gkey, g] : p->fresh) {
-      RETURN_IF_ERROR(Build(
+      RETURN_IF_ERROR(Shape(
           p->new_state,
           TrackingLargeFn(p->new_state, g->spec.dir, &p->next_tracked, &tracked, &p->delta.policies),
           g.get()));
     }
+    return ShareSets(p);
+  }
+
+  // The sets of the fresh groups: each present set's definition, the shared set it looks up
+  // (held, or fresh: named in definition order and filled from the new State), and the held
+  // sets no group looks up afterwards.
+  absl::Status ShareSets(Plan* p) const {
+    for (const std::set<std::string>* gone : {&p->deleted, &p->rebuilt}) {
+      for (const std::string& gkey : *gone) {
+        for (const std::string& def : groups.at(gkey)->defs) {
+          if (!def.empty()) --p->set_refs_delta[def];
+        }
+      }
+    }
+    for (auto& [gkey, g] : p->fresh) {
+      const SlotId ids = g->Ids();
+      g->defs.assign(static_cast<size_t>(ids), "");
+      for (SlotId id = 0; id < ids; ++id) {
+        if (!g->Present(id)) continue;
+        SetParts& parts = g->parts[static_cast<size_t>(id)];
+        std::string def = SetDef(g->spec.dir, id, parts);
+        ++p->set_refs_delta[def];
+        if (!shared.count(def) && !p->fresh_sets.count(def)) {
+          auto set = std::make_unique<SharedSet>();
+          set->id = CanonicalId(id);
+          set->dir = g->spec.dir;
+          set->def = def;
+          set->comment = SharedSetComment(id, parts);
+          set->counts = std::move(parts.counts);
+          set->templates = std::move(parts.templates);
+          for (Template& t : set->templates) {
+            if (t.large >= 0) t.large = 0;
+          }
+          p->fresh_sets.emplace(def, std::move(set));
+        }
+        g->defs[static_cast<size_t>(id)] = std::move(def);
+      }
+      g->parts.clear();
+    }
+    std::set<std::string> fresh_names;
+    for (auto& [def, set] : p->fresh_sets) {
+      set->name = SharedSetName(set->dir, set->id, def);
+      if (set_names.count(set->name) || fresh_names.count(set->name)) {
+        if (!shared.empty()) {
+          p->full_update = true;  // a salted name, as for groups: rare
+          return absl::OkStatus();
+        }
+        for (int attempt = 1; fresh_names.count(set->name); ++attempt) {
+          set->name = SharedSetName(set->dir, set->id, absl::StrCat(def, "#", attempt));
+        }
+        p->salted = true;
+      }
+      fresh_names.insert(set->name);
+    }
+    for (auto& [gkey, g] : p->fresh) {
+      g->set_names.assign(g->defs.size(), "");
+      for (size_t id = 0; id < g->defs.size(); ++id) {
+        const std::string& def = g->defs[id];
+        if (def.empty()) continue;
+        auto held = shared.find(def);
+        g->set_names[id] =
+            held != shared.end() ? held->second->name : p->fresh_sets.at(def)->name;
+      }
+    }
+    for (const auto& [def, d] : p->set_refs_delta) {
+      auto held = shared.find(def);
+      if (held != shared.end() && held->second->refs + d <= 0) {
+        p->dying_sets.insert(held->second.get());
+      }
+    }
+    for (auto& [def, set] : p->fresh_sets) RETURN_IF_ERROR(Fill(p->new_state, set.get()));
     return absl::OkStatus();
   }
 
@@ -1109,12 +1344,11 @@ struct IncrementalCompiler::Impl {
           }
           for (const std::vector<TRef>* list : lists) {
             for (const TRef& r : *list) {
-              if (!p->deleted.empty() && p->deleted.count(r.g->spec.key)) continue;
-              if (!p->rebuilt.empty() && p->rebuilt.count(r.g->spec.key)) continue;
+              if (!p->dying_sets.empty() && p->dying_sets.count(r.s)) continue;
               c.clear();
-              RETURN_IF_ERROR(Contribute(*r.g, r.g->templates[r.i], pod, labels, &c));
+              RETURN_IF_ERROR(Contribute(r.s->templates[r.i], pod, labels, &c));
               for (auto& [slot, box] : c) {
-                p->element_delta[{r.g, static_cast<int>(slot)}][std::move(box)] += sign;
+                if (slot == r.s->id) p->element_delta[r.s][std::move(box)] += sign;
               }
             }
           }
@@ -1259,9 +1493,11 @@ struct IncrementalCompiler::Impl {
   void ReplaceChangedGroups(const Plan& p, nft::Transaction* tx, Program* before) {
     Program from, to;
     from.table = to.table = prog.table;
-    for (const std::string& gkey : p.deleted) ExtractGroup(*groups.at(gkey), &prog, &from, true);
-    for (const std::string& gkey : p.rebuilt) ExtractGroup(*groups.at(gkey), &prog, &from, true);
+    for (const std::string& gkey : p.deleted) ExtractGroup(*groups.at(gkey), &prog, &from);
+    for (const std::string& gkey : p.rebuilt) ExtractGroup(*groups.at(gkey), &prog, &from);
+    for (const SharedSet* set : p.dying_sets) ExtractSet(set->name, &prog, &from);
     for (const auto& [gkey, g] : p.fresh) EmitGroup(*g, opts, &to);
+    for (const auto& [def, set] : p.fresh_sets) EmitSet(*set, &to);
     if (tx != nullptr) {
       nft::Transaction diff = nft::Diff(from, to);
       for (const nft::Command& c : diff.commands()) tx->Append(c);
@@ -1279,13 +1515,10 @@ struct IncrementalCompiler::Impl {
   // The element count changes of the groups that stay: the elements that appear or disappear,
   // in the held program and into `dels` / `adds` (interval sets re-cut into disjoint boxes).
   void ApplyElementChanges(Plan* p, ElementCommands* dels, ElementCommands* adds) {
-    for (auto& [g_slot, changes] : p->element_delta) {
-      Group* g = g_slot.first;
-      const SlotId id = g_slot.second;
-      const Slot slot = BaseSlot(id);
-      if (!g->Present(id) || g->all.present) continue;
-      Counts& counts = g->counts[static_cast<size_t>(id)];
-      const std::string name = g->SetName(id);
+    for (auto& [set, changes] : p->element_delta) {
+      const Slot slot = BaseSlot(set->id);
+      Counts& counts = set->counts;
+      const std::string& name = set->name;
       bool changed = false;
       std::vector<Element> slot_adds, slot_dels;
       for (auto& [box, d] : changes) {
@@ -1339,24 +1572,37 @@ struct IncrementalCompiler::Impl {
     }
   }
 
-  // The groups, their templates and names, and the memberships follow the plan.
+  // The groups and their names, the shared sets (references, templates, names), and the
+  // memberships follow the plan.
   void CommitGroups(Plan* p) {
     for (const std::string& gkey : p->deleted) {
-      Group* g = groups.at(gkey).get();
-      RegisterTemplates(g, false);
-      names.erase(g->name);
+      names.erase(groups.at(gkey)->name);
       groups.erase(gkey);
     }
     for (auto& [gkey, g] : p->fresh) {
       auto old = groups.find(gkey);
       if (old != groups.end()) {
-        RegisterTemplates(old->second.get(), false);
         g->members = std::move(old->second->members);
         groups.erase(old);
       }
       names.insert(g->name);
-      RegisterTemplates(g.get(), true);
       groups.emplace(gkey, std::move(g));
+    }
+    for (const auto& [def, d] : p->set_refs_delta) {
+      auto held = shared.find(def);
+      if (held == shared.end()) continue;  // fresh: below
+      SharedSet* set = held->second.get();
+      set->refs += d;
+      if (set->refs > 0) continue;
+      RegisterTemplates(set, false);
+      set_names.erase(set->name);
+      shared.erase(held);
+    }
+    for (auto& [def, set] : p->fresh_sets) {
+      set->refs = p->set_refs_delta.at(def);
+      set_names[set->name] = def;
+      RegisterTemplates(set.get(), true);
+      shared.emplace(def, std::move(set));
     }
     for (auto& [key, m] : p->next_members) {
       for (const std::string& gkey : m.gkey) {

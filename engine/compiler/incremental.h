@@ -5,14 +5,16 @@
 // Compile(state, opts) is its Reset: the skeleton, then an Update from the empty State, so the
 // program held after any sequence of Updates is the one a single Update from the empty State
 // to the final State gives (incremental_compiler_test checks it). The indexes:
-//   * the groups of local pods (RULESET.md) with, per group set, a reference count of every
-//     element (an element may come from several pods, rules or policies), so a pod's share is
-//     added or removed without rebuilding the set; interval sets keep their boxes and are cut
-//     into disjoint elements again only when touched;
-//   * the groups' pod-dependent rule parts ("templates": a selector peer, an egress named port on
+//   * the groups of local pods (RULESET.md), each with the definitions of its sets;
+//   * the sets, shared by content between groups (RULESET.md "Sets shared by content": one set
+//     per definition, with the number of groups that look it up), each with a reference count
+//     of every element (an element may come from several pods, rules or policies), so a pod's
+//     share is added or removed without rebuilding the set; interval sets keep their boxes and
+//     are cut into disjoint elements again only when touched;
+//   * the sets' pod-dependent rule parts ("templates": a selector peer, an egress named port on
 //     an ipBlock or on any peer) indexed by the namespace they can select from, by named port,
 //     and a list of the namespace-selector ones, so a pod event evaluates only the rule parts that
-//     can match that pod;
+//     can match that pod, once per shared set;
 //   * pods by named port and by label (a LabelIndex), local pods by namespace, the namespaces
 //     that have pods by their labels (a LabelIndex, so a namespace selector costs the namespaces
 //     carrying its labels, not every namespace), the dispatch entries per address (two local pods claiming one address: the first
@@ -23,16 +25,18 @@
 //   * a pod created, changed or deleted: the rule parts that may select it (above; the
 //     namespace-selector ones are grouped by selector, one match per distinct selector) plus, if
 //     it is local, its group membership (the policies of its namespace). Element commands only,
-//     unless its group appears or disappears; a group that appears costs its elements (every
-//     peer of its rules), which its transaction carries anyway;
+//     unless its group appears or disappears; a group that appears costs its chain, plus, for
+//     each of its sets whose content no group has yet, that set's elements (every peer of its
+//     rule parts), which its transaction carries anyway;
 //   * a namespace relabelled: every pod of that namespace, as peers;
 //   * a policy created, changed or deleted: every local pod of its namespace is regrouped, and
-//     every group that holds the policy (before or after) is rebuilt from the State (cost: the
-//     peers of that group's rules). Changed groups reach the kernel through nft::Diff of just
-//     those groups plus the dispatch maps;
+//     every group that holds the policy (before or after) is rebuilt from the State (cost: its
+//     rules, and the peers of the sets that are new). Changed groups reach the kernel through
+//     nft::Diff of just those groups' chains, the sets that appear or disappear, plus the
+//     dispatch maps;
 //   * attached pods that come or go (CompileOptions::attached_pods): like a change of those pods;
 //   * another table or node name than the held ones (or rule counters switched on or off), or a
-//     group name that collides with another group's (the salted names of RULESET.md): a Reset
+//     group or set name that collides with another's (the salted names of RULESET.md): a Reset
 //     aside and a Diff of the whole programs.
 // An Update runs in two halves: the steps that can fail (policy validation; the indexes move to
 // the new State and back on error; regrouping the affected local pods; large-rule recounts;

@@ -5,7 +5,9 @@
 // Plus targeted rows for what reaches the kernel (element commands only where no group changes).
 #include <iostream>
 #include <string>
+#include <tuple>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <algorithm>
@@ -449,6 +451,77 @@ TEST(IncrementalCompilerTest, TargetedRows) {
       EXPECT_NE(tx.ToNftText().find(row.must_contain), std::string::npos)
           << row.name << "\n" << tx.ToNftText();
     }
+  }
+}
+
+// Namespaces a and b each have a policy allowing ingress from the pods of namespaces labelled
+// team=blue (50 remote pods) on TCP 80; a has a local pod, b one when `b_local`.
+State SharedSetState(bool b_local) {
+  State s;
+  Add(&s, MakeNamespace("a"));
+  Add(&s, MakeNamespace("b"));
+  Add(&s, MakeNamespace("crowd", {{"team", "blue"}}));
+  for (int i = 0; i < 50; ++i) {
+    Add(&s, MakePod("crowd", absl::StrCat("p", i), {}, "n2", {absl::StrCat("10.9.0.", i + 1)}));
+  }
+  for (const char* ns : {"a", "b"}) {
+    NetworkPolicy p;
+    p.namespace_name = ns;
+    p.name = "from-blue";
+    p.pod_selector = Sel({{"app", "web"}});
+    p.ingress_type = true;
+    Rule r;
+    r.peers.push_back(testing::NamespacePeer(Sel({{"team", "blue"}})));
+    r.ports.push_back(TcpPort(80));
+    p.ingress.push_back(r);
+    Add(&s, p);
+  }
+  Add(&s, MakePod("a", "web-1", {{"app", "web"}}, "n1", {"10.0.0.2"}));
+  if (b_local) Add(&s, MakePod("b", "web-1", {{"app", "web"}}, "n1", {"10.0.0.3"}));
+  return s;
+}
+
+// Sets are named after their content (RULESET.md "Sets shared by content"): a group that appears
+// with the rules of an existing group in another namespace looks up the same set, so its
+// transaction is its chain and dispatch entries, without a set or any of the 50 peer elements;
+// and the set stays when that group goes.
+TEST(IncrementalCompilerTest, AGroupWhoseSetsExistCostsItsChainOnly) {
+  const CompileOptions o = Node("n1");
+  const State one = SharedSetState(false), two = SharedSetState(true);
+  absl::StatusOr<nft::Program> p = Compile(two, o);
+  ASSERT_TRUE(p.ok()) << p.status();
+  std::vector<std::string> group_sets;
+  for (const auto& [name, chain] : p->chains) {
+    if (!absl::StartsWith(name, "in-")) continue;
+    for (const nft::Rule& rule : chain.rules) {
+      for (const nft::Match& m : rule.matches) {
+        if (const auto* l = std::get_if<nft::LookupMatch>(&m)) group_sets.push_back(l->set);
+      }
+    }
+  }
+  // Two chains, each looking up the same v4 and v6 sets.
+  ASSERT_EQ(group_sets.size(), 4u) << nft::RenderProgram(*p);
+  EXPECT_EQ(group_sets[0], group_sets[2]);
+  EXPECT_EQ(group_sets[1], group_sets[3]);
+  EXPECT_EQ(p->elements.at(group_sets[0]).size(), 50u);
+
+  IncrementalCompiler ic;
+  ASSERT_TRUE(ic.Reset(one, o).ok());
+  for (const auto& [from, to, label] :
+       {std::tuple(&one, &two, "b's group appears"), std::tuple(&two, &one, "b's group goes")}) {
+    nft::Transaction tx = CheckUpdate(&ic, *from, *to, o, label);
+    size_t chains = 0, sets = 0, elements = 0;
+    for (const nft::Command& c : tx.commands()) {
+      if (c.kind == nft::ObjectKind::kChain) {
+        ++chains;
+        EXPECT_TRUE(absl::StartsWith(c.chain.name, "in-b_from-blue-")) << label << " " << c.chain.name;
+      }
+      sets += c.kind == nft::ObjectKind::kSet;
+      if (c.kind == nft::ObjectKind::kElement) elements += c.elements.size();
+    }
+    EXPECT_GE(chains, 1u) << label << "\n" << tx.ToNftText();
+    EXPECT_EQ(sets, 0u) << label << "\n" << tx.ToNftText();
+    EXPECT_EQ(elements, 2u) << label << "\n" << tx.ToNftText();  // dispatch and self
   }
 }
 
