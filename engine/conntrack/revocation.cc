@@ -107,19 +107,27 @@ class PlanBuilder {
     switch (c.kind) {
       case ObjectKind::kElement:
         if (c.verb == Verb::kDelete || c.verb == Verb::kDestroy) {
-          for (const Element& e : c.elements) ElementGone(c.set.name, e, "deleted");
+          for (const Element& e : c.elements) {
+            ElementGone(c.set.name, e, "deleted");
+            removed_[c.set.name].insert(e.key);
+          }
         } else if (c.verb == Verb::kAdd || c.verb == Verb::kCreate) {
-          for (const Element& e : c.elements) ElementAdded(c.set.name, e);
+          for (const Element& e : c.elements) {
+            ElementAdded(c.set.name, e);
+            added_[c.set.name].insert(e.key);
+          }
         }
         break;
       case ObjectKind::kSet:
-        if (c.verb == Verb::kFlush || c.verb == Verb::kDelete || c.verb == Verb::kDestroy) {
-          AllElementsGone(c.set.name, c.verb == Verb::kFlush ? "flushed" : "set deleted");
-        }
+        if (c.verb == Verb::kFlush) AllElementsGone(c.set.name, "flushed");
+        // A deleted set's users are chains flushed or deleted by the same transaction: Finish.
+        if (c.verb == Verb::kDelete || c.verb == Verb::kDestroy) deleted_sets_.insert(c.set.name);
         break;
       case ObjectKind::kChain:
-        if (c.verb == Verb::kFlush || c.verb == Verb::kDelete || c.verb == Verb::kDestroy) {
-          ChainRulesGone(c.chain.name, c.verb == Verb::kFlush ? "chain flushed" : "chain deleted");
+        if (c.verb == Verb::kFlush) {
+          flushed_.insert(c.chain.name);  // its new rules follow: Finish
+        } else if (c.verb == Verb::kDelete || c.verb == Verb::kDestroy) {
+          ChainRulesGone(c.chain.name, "chain deleted");
         }
         break;
       case ObjectKind::kTable:
@@ -132,7 +140,37 @@ class PlanBuilder {
         }
         break;
       case ObjectKind::kRule:
+        if (flushed_.count(c.chain.name)) new_rules_[c.chain.name].push_back(c.rule);
         break;
+    }
+  }
+
+  // After the last command: a flushed chain whose new rules are its old ones with some allow
+  // lookups pointed at other sets (group sets are named after their content, so a policy edit
+  // re-points its groups' lookups) makes candidates of the old sets' elements the new sets lack
+  // after the transaction, for that chain's pods; any other flushed chain, every flow of its
+  // pods. Then a deleted set's elements, for the chains that looked it up and were not
+  // re-pointed.
+  void Finish() {
+    std::set<std::string> repointed;
+    for (const std::string& chain : flushed_) {
+      if (gone_chains_.count(chain)) continue;
+      if (Repoint(chain)) {
+        repointed.insert(chain);
+      } else {
+        ChainRulesGone(chain, "chain flushed");
+      }
+    }
+    for (const std::string& set : deleted_sets_) {
+      auto uses = uses_.find(set);
+      if (uses == uses_.end() || !gone_sets_.insert(set).second) continue;
+      std::vector<AllowUse> left;
+      for (const AllowUse& u : uses->second) {
+        if (!repointed.count(u.chain)) left.push_back(u);
+      }
+      auto els = before_.elements.find(set);
+      if (left.empty() || els == before_.elements.end()) continue;
+      for (const Element& e : els->second) Candidates(left, set, e, "set deleted");
     }
   }
 
@@ -341,7 +379,71 @@ class PlanBuilder {
                           e.verdict ? nft::RenderVerdict(*e.verdict) : std::string("-")));
   }
 
+  // Whether the new rules of flushed chain `chain` are its old ones up to the sets some allow
+  // lookups read; if so, their candidates (Finish).
+  bool Repoint(const std::string& chain) {
+    auto old_chain = before_.chains.find(chain);
+    auto fresh = new_rules_.find(chain);
+    if (old_chain == before_.chains.end() || fresh == new_rules_.end()) return false;
+    const std::vector<nft::Rule>& old_rules = old_chain->second.rules;
+    const std::vector<nft::Rule>& new_rules = fresh->second;
+    if (old_rules.size() != new_rules.size()) return false;
+    std::vector<std::pair<std::string, std::string>> moves;  // old set -> new set
+    for (size_t i = 0; i < old_rules.size(); ++i) {
+      const nft::Rule& a = old_rules[i];
+      const nft::Rule& b = new_rules[i];
+      if (a.matches.size() != b.matches.size() || !(a.verdict == b.verdict) ||
+          !(a.limit == b.limit)) {
+        return false;
+      }
+      for (size_t m = 0; m < a.matches.size(); ++m) {
+        const auto* la = std::get_if<nft::LookupMatch>(&a.matches[m]);
+        const auto* lb = std::get_if<nft::LookupMatch>(&b.matches[m]);
+        if (la == nullptr || lb == nullptr) {
+          if (!(a.matches[m] == b.matches[m])) return false;
+          continue;
+        }
+        if (la->key != lb->key || la->vmap != lb->vmap || la->negate != lb->negate) return false;
+        if (la->set == lb->set) continue;
+        // Only allow lookups of a regular chain may move (not a deny, not a verdict map).
+        if (la->vmap || la->negate || !a.verdict || denies_.count(la->set) ||
+            (a.verdict->kind != Verdict::Kind::kReturn &&
+             a.verdict->kind != Verdict::Kind::kAccept)) {
+          return false;
+        }
+        moves.emplace_back(la->set, lb->set);
+      }
+    }
+    for (const auto& [from, to] : moves) {
+      auto uses = uses_.find(from);
+      auto els = before_.elements.find(from);
+      if (uses == uses_.end() || els == before_.elements.end()) continue;
+      std::vector<AllowUse> mine;
+      for (const AllowUse& u : uses->second) {
+        if (u.chain == chain) mine.push_back(u);
+      }
+      // The keys of `to` after the transaction.
+      std::set<std::vector<nft::FieldValue>> after;
+      auto held = before_.elements.find(to);
+      if (before_.sets.count(to) && held != before_.elements.end()) {
+        auto gone = removed_.find(to);
+        for (const Element& e : held->second) {
+          if (gone == removed_.end() || !gone->second.count(e.key)) after.insert(e.key);
+        }
+      }
+      auto more = added_.find(to);
+      if (more != added_.end()) after.insert(more->second.begin(), more->second.end());
+      for (const Element& e : els->second) {
+        if (!after.count(e.key)) Candidates(mine, from, e, "not in the set the chain now reads:");
+      }
+    }
+    return true;
+  }
+
   const nft::Program& before_;
+  std::set<std::string> flushed_, deleted_sets_;                     // by the transaction
+  std::map<std::string, std::vector<nft::Rule>> new_rules_;          // flushed chain -> rules
+  std::map<std::string, std::set<std::vector<nft::FieldValue>>> added_, removed_;  // set -> keys
   std::map<std::string, Dispatch> dispatch_;               // verdict map -> its lookup
   std::map<std::string, std::vector<AllowUse>> uses_;      // set -> allow rules using it
   std::map<std::string, std::vector<AllowUse>> denies_;    // set -> drop rules using it
@@ -451,6 +553,7 @@ RevocationPlan RevocationPlan::Build(const nft::Program& before, const nft::Tran
   if (tx.table() != before.table) return RevocationPlan();
   PlanBuilder builder(before);
   for (const Command& c : tx.commands()) builder.Apply(c);
+  builder.Finish();
   return builder.Take();
 }
 

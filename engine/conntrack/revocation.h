@@ -76,7 +76,7 @@ struct FlowFilter {
   IpAddr dst_lo, dst_hi;
   uint8_t proto_lo = 0, proto_hi = 255;
   uint16_t dport_lo = 0, dport_hi = 65535;
-  // Why the filter exists, for logs: "in-x_a-1a2b3c4d-p4: deleted 10.0.0.7 . tcp . 80
+  // Why the filter exists, for logs: "in-set-0123456789abcdef-p4: deleted 10.0.0.7 . tcp . 80
   // (ingress of 10.0.0.2 x/a)".
   std::string reason;
 
