@@ -104,15 +104,18 @@ bool IsShell(const Pod& p) {
 // Removes the addresses in `ips` from pod `key` (deleting it when only a shell remains).
 // Returns whether the pod changed.
 bool StripFrom(const std::string& key, const IpSet& ips, State* state) {
-  auto it = state->pods.find(key);
-  if (it == state->pods.end()) return false;
-  Pod& pod = it->second;
-  const size_t before = pod.ips.size();
+  const Pod* old = state->FindPod(key);
+  if (old == nullptr) return false;
+  Pod pod = *old;
   pod.ips.erase(std::remove_if(pod.ips.begin(), pod.ips.end(),
                                [&](const IpAddr& a) { return ips.contains(a); }),
                 pod.ips.end());
-  if (pod.ips.size() == before) return false;
-  if (IsShell(pod)) state->pods.erase(it);
+  if (pod.ips.size() == old->ips.size()) return false;
+  if (IsShell(pod)) {
+    state->pods.erase(key);
+  } else {
+    state->pods.insert_or_assign(key, std::move(pod));
+  }
   return true;
 }
 
@@ -162,8 +165,7 @@ void Settle(const std::vector<Attachment>& gone, AttachmentChange* out,
       StripFrom(key, ips, &out->state);
       continue;
     }
-    auto pod = out->state.pods.find(key);
-    if (pod != out->state.pods.end()) pod->second.ips = std::move(remaining);
+    if (out->state.pods.count(key)) out->state.pods[key].ips = std::move(remaining);
   }
 }
 
@@ -383,14 +385,19 @@ AttachmentChange Attach(const State& state, const Attachments& attachments, Atta
     touched.insert(k);
   }
   if (added.HasPod()) {
-    auto pod = out.state.pods.find(pod_key);
-    if (pod == out.state.pods.end()) {
-      Pod p;
-      p.namespace_name = added.pod_namespace;
-      p.name = added.pod_name;
-      pod = out.state.pods.emplace(pod_key, std::move(p)).first;
+    std::vector<IpAddr> ips = PodIps(out.attachments, pod_key);
+    const Pod* old = out.state.FindPod(pod_key);
+    if (old == nullptr || old->ips != ips) {  // an unchanged pod keeps its shared entry
+      Pod pod;
+      if (old != nullptr) {
+        pod = *old;
+      } else {
+        pod.namespace_name = added.pod_namespace;
+        pod.name = added.pod_name;
+      }
+      pod.ips = std::move(ips);
+      out.state.pods.insert_or_assign(pod_key, std::move(pod));
     }
-    pod->second.ips = PodIps(out.attachments, pod_key);
     touched.insert(pod_key);
   }
   out.objects_changed = CountChanged(state, out.state, touched);
@@ -451,10 +458,8 @@ uint64_t OverlayAttachments(const Attachments& attachments, State* state,
   };
   std::vector<std::string> others;
   for (const auto& [key, ips] : groups) {
-    auto pod = state->pods.end();
     if (!key.empty()) {
-      pod = state->pods.find(key);
-      if (pod == state->pods.end()) continue;  // deleted through the API: stays deleted
+      if (state->pods.count(key) == 0) continue;  // deleted through the API: stays deleted
       remember(key);
     }
     const IpSet set(ips.begin(), ips.end());
@@ -472,9 +477,9 @@ uint64_t OverlayAttachments(const Attachments& attachments, State* state,
       for (const IpAddr& ip : ips) Unhold(&holders, ip, other);
     }
     if (key.empty()) continue;
-    pod = state->pods.find(key);  // StripFrom may have erased others: find again
-    for (const IpAddr& ip : pod->second.ips) Unhold(&holders, ip, key);
-    pod->second.ips = ips;
+    const Pod& pod = state->pods.at(key);
+    for (const IpAddr& ip : pod.ips) Unhold(&holders, ip, key);
+    if (pod.ips != ips) state->pods[key].ips = ips;  // an unchanged pod stays shared
     for (const IpAddr& ip : ips) {
       std::vector<std::string>& keys = holders[ip];
       if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);

@@ -183,10 +183,12 @@ State ReferenceOverlay(const Attachments& attachments, State s) {
     std::vector<IpAddr>& ips = entry.second;  // a named reference: the lambda captures it
     std::sort(ips.begin(), ips.end());
     if (!key.empty() && s.pods.count(key) == 0) continue;
-    for (auto it = s.pods.begin(); it != s.pods.end();) {
-      Pod& p = it->second;
+    std::vector<std::string> pod_keys;
+    for (const auto& [k, p] : s.pods) pod_keys.push_back(k);
+    for (const std::string& k : pod_keys) {
+      Pod p = s.pods.at(k);
       const size_t held = p.ips.size();
-      if (it->first != key) {
+      if (k != key) {
         p.ips.erase(std::remove_if(p.ips.begin(), p.ips.end(),
                                    [&](const IpAddr& ip) {
                                      return std::count(ips.begin(), ips.end(), ip) > 0;
@@ -195,7 +197,11 @@ State ReferenceOverlay(const Attachments& attachments, State s) {
       }
       const bool shell = p.ips.empty() && p.labels.empty() && p.node_name.empty() &&
                          p.ports.empty() && !p.host_network;
-      it = p.ips.size() != held && shell ? s.pods.erase(it) : std::next(it);
+      if (p.ips.size() != held && shell) {
+        s.pods.erase(k);
+      } else {
+        s.pods.insert_or_assign(k, std::move(p));
+      }
     }
     if (!key.empty()) s.pods[key].ips = ips;
   }

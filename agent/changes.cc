@@ -17,19 +17,15 @@ using api::RefString;
 namespace {
 
 template <typename T>
-v1::Action Put(std::map<std::string, T>* map, const std::string& key, const T& value) {
-  auto it = map->find(key);
-  if (it == map->end()) {
-    map->emplace(key, value);
-    return v1::CREATED;
-  }
-  if (it->second == value) return v1::UNCHANGED;
-  it->second = value;
-  return v1::CONFIGURED;
+v1::Action Put(ObjectMap<T>* map, const std::string& key, const T& value) {
+  const auto* old = map->Lookup(key);
+  if (old != nullptr && old->second == value) return v1::UNCHANGED;
+  map->insert_or_assign(key, value);
+  return old == nullptr ? v1::CREATED : v1::CONFIGURED;
 }
 
 template <typename T>
-uint64_t EraseNamespace(std::map<std::string, T>* map, const std::string& ns) {
+uint64_t EraseNamespace(ObjectMap<T>* map, const std::string& ns) {
   uint64_t n = 0;
   const std::string prefix = ns + "/";
   for (auto it = map->lower_bound(prefix); it != map->end() && it->first.rfind(prefix, 0) == 0;) {

@@ -185,7 +185,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: web, namespace: shop, labels: {app: web, v: "2"}}
 )");
-  const std::map<std::string, Pod> pods = store_->Current().state->pods;
+  const ObjectMap<Pod> pods = store_->Current().state->pods;
   ASSERT_EQ(pods.size(), 2u);
   EXPECT_TRUE(pods.at("shop/client").ips.empty());
   ASSERT_EQ(pods.at("shop/web").ips.size(), 1u);

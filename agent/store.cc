@@ -58,8 +58,8 @@ uint64_t GetU64(const char* in) {
 
 // Compares the entries of `a` and `b` whose keys lie in [lo, hi) (hi empty: to the end) and
 // adds the keys that differ to `out`.
-template <typename T>
-void DiffRange(const std::map<std::string, T>& a, const std::map<std::string, T>& b,
+template <typename Map>
+void DiffRange(const Map& a, const Map& b,
                const std::string& lo, const std::string& hi, std::set<std::string>* out) {
   auto ia = a.lower_bound(lo);
   auto ib = b.lower_bound(lo);
@@ -80,9 +80,8 @@ void DiffRange(const std::map<std::string, T>& a, const std::map<std::string, T>
   }
 }
 
-template <typename T>
-bool Differs(const std::map<std::string, T>& a, const std::map<std::string, T>& b,
-             const std::string& key) {
+template <typename Map>
+bool Differs(const Map& a, const Map& b, const std::string& key) {
   auto ia = a.find(key);
   auto ib = b.find(key);
   if (ia == a.end() || ib == b.end()) return (ia == a.end()) != (ib == b.end());

@@ -71,7 +71,7 @@ TEST_F(StoreTest, MissingFileIsEmptyGenerationZero) {
 TEST_F(StoreTest, EncodeDecodeRoundTripsEveryField) {
   State s = SampleState();
   ASSERT_FALSE(s.policies.empty());
-  s.policies.begin()->second.log_allowed = true;  // the one annotation the model keeps
+  s.policies[s.policies.begin()->first].log_allowed = true;  // the one annotation the model keeps
   auto decoded = Store::Decode(Store::Encode(s, 42));
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   EXPECT_EQ(decoded->second, 42u);
@@ -514,7 +514,7 @@ TEST_F(StoreTest, ChangeLogKeepsAtMostItsKeyBudget) {
   EXPECT_EQ((*store)->ChangesBetween(0, 1), std::nullopt);
   EXPECT_EQ((*store)->ChangesBetween(1, 1), ChangedKeys());
   State s = SampleState();
-  s.pods.begin()->second.labels["app"] = "db";
+  s.pods[s.pods.begin()->first].labels["app"] = "db";
   ASSERT_TRUE((*store)->Update(Replace(s)).ok());
   auto keys = (*store)->ChangesBetween(1, 2);
   ASSERT_TRUE(keys.has_value());

@@ -191,8 +191,8 @@ EventKind EventStream::Next() {
       const std::vector<std::string>& keys = local && !local_.empty() ? local_ : remote_;
       const std::string& key = keys[(pair / 2) % keys.size()];
       last_key_ = key;
-      Pod& pod = state_->pods.at(key);
-      pod = RelabeledPod(pod, n);  // even n: next app, odd n: back
+      // Even n: next app, odd n: back.
+      state_->pods.insert_or_assign(key, RelabeledPod(state_->pods.at(key), n));
       return EventKind::kPodRelabel;
     }
     case EventFamily::kPolicyChurn: {

@@ -278,7 +278,7 @@ TEST_F(DatastoreTest, ConcurrentWritersLoseNoUpdate) {
   ASSERT_TRUE(Eventually([&] { return b->Current().state->namespaces.count("x") == 1; }));
   auto increment = [](const State& base) -> absl::StatusOr<std::optional<Datastore::Change>> {
     Datastore::Change c{base, 1};
-    Namespace& ns = c.state.namespaces.at("x");
+    Namespace& ns = c.state.namespaces["x"];
     int n = 0;
     EXPECT_TRUE(absl::SimpleAtoi(ns.labels["n"], &n));
     ns.labels["n"] = absl::StrCat(n + 1);

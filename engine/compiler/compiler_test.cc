@@ -824,7 +824,7 @@ TEST(CompilerTest, AllowedFlowLogsGoThroughALogChainOnlyFromTheLoggingPoliciesRu
   // Without the annotation the program is the plain one: no log chain, no goto, the same group
   // chain otherwise.
   State off = s;
-  off.policies.at("x/logged").log_allowed = false;
+  off.policies["x/logged"].log_allowed = false;
   const nft::Program plain = MustCompile(off, o);
   EXPECT_EQ(plain.chains.count(log_chain), 0u);
   nft::Chain rewritten = p.chains.at(group);
@@ -845,7 +845,7 @@ TEST(CompilerTest, AllowedFlowLogsGoThroughALogChainOnlyFromTheLoggingPoliciesRu
 
   // A policy allowing everything ({}) logs through the chain's one rule.
   State all = s;
-  all.policies.at("x/logged").ingress = {From({})};
+  all.policies["x/logged"].ingress = {From({})};
   const nft::Program q = MustCompile(all, o);
   ASSERT_EQ(q.chains.count(log_chain), 1u);
   ASSERT_EQ(q.chains.at(group).rules.size(), 1u);

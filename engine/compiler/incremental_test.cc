@@ -62,7 +62,7 @@ State Mutate(const State& s, uint64_t seed) {
         if (out.pods.empty()) break;
         auto it = out.pods.begin();
         std::advance(it, rng.Uniform(static_cast<int>(out.pods.size())));
-        it->second.labels["app"] = rng.Chance(50) ? "web" : "db";
+        out.pods[it->first].labels["app"] = rng.Chance(50) ? "web" : "db";
         break;
       }
       case 3: {  // a policy leaves
@@ -75,7 +75,7 @@ State Mutate(const State& s, uint64_t seed) {
       default: {  // a namespace relabels
         auto it = out.namespaces.begin();
         std::advance(it, rng.Uniform(static_cast<int>(out.namespaces.size())));
-        it->second.labels["team"] = rng.Chance(50) ? "red" : "blue";
+        out.namespaces[it->first].labels["team"] = rng.Chance(50) ? "red" : "blue";
         break;
       }
     }

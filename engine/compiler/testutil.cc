@@ -391,7 +391,7 @@ State Mutate(const State& s, uint64_t seed) {
       }
       case 2: {  // relabel a pod
         if (out.pods.empty()) break;
-        Pod& p = PickIn(out.pods, rng)->second;
+        Pod& p = out.pods[PickIn(out.pods, rng)->first];
         if (rng.Chance(20)) {
           p.labels.erase("app");
         } else {
@@ -413,7 +413,7 @@ State Mutate(const State& s, uint64_t seed) {
       }
       case 5: {  // a policy changes its body
         if (out.policies.empty() || donor.policies.empty()) break;
-        NetworkPolicy& p = PickIn(out.policies, rng)->second;
+        NetworkPolicy& p = out.policies[PickIn(out.policies, rng)->first];
         NetworkPolicy body = PickIn(const_cast<State&>(donor).policies, rng)->second;
         body.namespace_name = p.namespace_name;
         body.name = p.name;
@@ -422,7 +422,7 @@ State Mutate(const State& s, uint64_t seed) {
       }
       case 6: {  // a namespace relabels
         if (out.namespaces.empty()) break;
-        Namespace& n = PickIn(out.namespaces, rng)->second;
+        Namespace& n = out.namespaces[PickIn(out.namespaces, rng)->first];
         if (rng.Chance(25)) {
           n.labels.erase("team");
         } else {
@@ -435,7 +435,7 @@ State Mutate(const State& s, uint64_t seed) {
         break;
       case 8: {  // a pod changes its addresses
         if (out.pods.empty()) break;
-        Pod& p = PickIn(out.pods, rng)->second;
+        Pod& p = out.pods[PickIn(out.pods, rng)->first];
         if (p.host_network) break;
         p.ips.clear();
         if (rng.Chance(70)) p.ips.push_back(Ip(absl::StrCat("10.0.", rng.Uniform(2), ".", 150 + i)));
@@ -444,7 +444,7 @@ State Mutate(const State& s, uint64_t seed) {
       }
       case 9: {  // a pod's named ports change
         if (out.pods.empty()) break;
-        Pod& p = PickIn(out.pods, rng)->second;
+        Pod& p = out.pods[PickIn(out.pods, rng)->first];
         if (!p.ports.empty() && rng.Chance(50)) {
           p.ports.front().container_port = rng.Chance(50) ? 8080 : 9090;
         } else {
@@ -459,7 +459,7 @@ State Mutate(const State& s, uint64_t seed) {
       }
       case 10: {  // a pod moves between local and remote, or becomes hostNetwork
         if (out.pods.empty()) break;
-        Pod& p = PickIn(out.pods, rng)->second;
+        Pod& p = out.pods[PickIn(out.pods, rng)->first];
         if (rng.Chance(80)) {
           p.node_name = p.node_name == "n1" ? "n2" : "n1";
         } else {
@@ -589,7 +589,7 @@ State MutateClusterPolicies(const State& s, uint64_t seed) {
         break;
       case 2: {  // a CNP changes priority or tier
         if (out.cluster_policies.empty()) break;
-        ClusterNetworkPolicy& c = PickIn(out.cluster_policies, rng)->second;
+        ClusterNetworkPolicy& c = out.cluster_policies[PickIn(out.cluster_policies, rng)->first];
         if (rng.Chance(50)) {
           c.priority = rng.Uniform(3) * 5;
         } else {
@@ -599,7 +599,7 @@ State MutateClusterPolicies(const State& s, uint64_t seed) {
       }
       case 3: {  // a CNP changes its body
         if (out.cluster_policies.empty()) break;
-        ClusterNetworkPolicy& c = PickIn(out.cluster_policies, rng)->second;
+        ClusterNetworkPolicy& c = out.cluster_policies[PickIn(out.cluster_policies, rng)->first];
         ClusterNetworkPolicy body = RandomCnp(rng, c.name);
         body.tier = c.tier;
         body.priority = c.priority;
@@ -608,7 +608,7 @@ State MutateClusterPolicies(const State& s, uint64_t seed) {
       }
       case 4: {  // a node relabels
         if (out.nodes.empty()) break;
-        Node& n = PickIn(out.nodes, rng)->second;
+        Node& n = out.nodes[PickIn(out.nodes, rng)->first];
         if (rng.Chance(30)) {
           n.labels.erase("role");
         } else {

@@ -67,15 +67,15 @@ std::string Object::Ref() const { return absl::StrCat(absl::AsciiStrToLower(Kind
 
 void Upsert(const Object& object, State* state) {
   if (const Namespace* ns = object.AsNamespace()) {
-    state->namespaces[ns->name] = *ns;
+    state->namespaces.insert_or_assign(ns->name, *ns);
   } else if (const Pod* p = object.AsPod()) {
-    state->pods[p->Key()] = *p;
+    state->pods.insert_or_assign(p->Key(), *p);
   } else if (const NetworkPolicy* np = object.AsNetworkPolicy()) {
-    state->policies[np->Key()] = *np;
+    state->policies.insert_or_assign(np->Key(), *np);
   } else if (const ClusterNetworkPolicy* cnp = object.AsClusterNetworkPolicy()) {
-    state->cluster_policies[cnp->name] = *cnp;
+    state->cluster_policies.insert_or_assign(cnp->name, *cnp);
   } else if (const Node* node = object.AsNode()) {
-    state->nodes[node->name] = *node;
+    state->nodes.insert_or_assign(node->name, *node);
   }
 }
 

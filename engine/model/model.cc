@@ -46,13 +46,13 @@ std::optional<int32_t> Pod::ResolvePort(const std::string& name, Protocol protoc
 }
 
 const Namespace* State::FindNamespace(const std::string& name) const {
-  auto it = namespaces.find(name);
-  return it == namespaces.end() ? nullptr : &it->second;
+  const auto* e = namespaces.Lookup(name);
+  return e == nullptr ? nullptr : &e->second;
 }
 
 const Pod* State::FindPod(const std::string& key) const {
-  auto it = pods.find(key);
-  return it == pods.end() ? nullptr : &it->second;
+  const auto* e = pods.Lookup(key);
+  return e == nullptr ? nullptr : &e->second;
 }
 
 // Linear in the number of pods: State keeps no address index so that it stays a plain value.

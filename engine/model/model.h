@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "engine/model/ip.h"
+#include "engine/model/persistent_map.h"
 
 namespace netpol {
 
@@ -238,14 +239,18 @@ struct ClusterNetworkPolicy {
   }
 };
 
-// A cluster's objects, keyed by name (namespaces) or "namespace/name". Ordered maps keep every
-// derived output deterministic.
+// The map type of a State's objects: ordered (every derived output is deterministic) and
+// persistent, so copying a State is O(1) and a change copies only the object it touches.
+template <typename T>
+using ObjectMap = PersistentMap<std::string, T>;
+
+// A cluster's objects, keyed by name (namespaces, cluster policies, nodes) or "namespace/name".
 struct State {
-  std::map<std::string, Namespace> namespaces;
-  std::map<std::string, Pod> pods;
-  std::map<std::string, NetworkPolicy> policies;
-  std::map<std::string, ClusterNetworkPolicy> cluster_policies;  // by name
-  std::map<std::string, Node> nodes;                            // by name
+  ObjectMap<Namespace> namespaces;
+  ObjectMap<Pod> pods;
+  ObjectMap<NetworkPolicy> policies;
+  ObjectMap<ClusterNetworkPolicy> cluster_policies;  // by name
+  ObjectMap<Node> nodes;                             // by name
 
   const Namespace* FindNamespace(const std::string& name) const;
   const Pod* FindPod(const std::string& key) const;
