@@ -28,7 +28,7 @@
 #include "absl/time/time.h"
 #include "agent/attachments.h"
 #include "agent/reconciler.h"
-#include "agent/store.h"
+#include "agent/datastore.h"
 #include "api/netpol/v1/endpoint_service.pb.h"
 
 namespace netpol::agent {

@@ -41,7 +41,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "agent/store.h"
+#include "agent/datastore.h"
 #include "engine/compiler/compiler.h"
 #include "engine/compiler/incremental.h"
 #include "engine/nft/backend.h"

@@ -417,7 +417,7 @@ void AgentService::StoreBatch(const std::vector<QueuedWrite*>& batch) {
     RETURN_IF_ERROR(compiler::ValidateOptions(reconciler_->CompileOptionsNow()));
     bool stored = false;
     absl::StatusOr<Snapshot> snap =
-        store_->Update([&](const State& base) -> absl::StatusOr<std::optional<Store::Change>> {
+        store_->Update([&](const State& base) -> absl::StatusOr<std::optional<Datastore::Change>> {
           // The datastore may run this again (a conflicting writer elsewhere): start afresh.
           std::optional<State> state;
           uint64_t changed = 0;
@@ -454,7 +454,7 @@ void AgentService::StoreBatch(const std::vector<QueuedWrite*>& batch) {
           }
           stored = changed > 0;
           if (changed == 0) return std::nullopt;
-          return Store::Change{*std::move(state), changed, std::move(touched)};
+          return Datastore::Change{*std::move(state), changed, std::move(touched)};
         });
     if (!snap.ok()) return snap.status();
     if (stored) reconciler_->Notify();

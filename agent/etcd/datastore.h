@@ -47,7 +47,7 @@
 #include "agent/etcd/client.h"
 #include "agent/etcd/keys.h"
 #include "agent/state_cache.h"
-#include "agent/store.h"
+#include "agent/datastore.h"
 
 namespace netpol::agent::etcd {
 

@@ -56,7 +56,7 @@
 #include "agent/k8s/client.h"
 #include "agent/k8s/decode.h"
 #include "agent/state_cache.h"
-#include "agent/store.h"
+#include "agent/datastore.h"
 
 namespace netpol::agent::k8s {
 
