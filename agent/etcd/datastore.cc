@@ -38,6 +38,21 @@ bool EraseByKey(absl::string_view rest, State* state) {
   return false;
 }
 
+// Adds the object key stored under `rest` (stripped of the prefix) to `keys`.
+void NoteKey(absl::string_view rest, ChangedKeys* keys) {
+  if (absl::ConsumePrefix(&rest, kNamespacesDir)) {
+    keys->namespaces.emplace(rest);
+  } else if (absl::ConsumePrefix(&rest, kPodsDir)) {
+    keys->pods.emplace(rest);
+  } else if (absl::ConsumePrefix(&rest, kPoliciesDir)) {
+    keys->policies.emplace(rest);
+  } else if (absl::ConsumePrefix(&rest, kClusterPoliciesDir)) {
+    keys->cluster_policies.emplace(rest);
+  } else if (absl::ConsumePrefix(&rest, kNodeObjectsDir)) {
+    keys->nodes.emplace(rest);
+  }
+}
+
 const std::string& NamespaceOf(const Namespace& ns) { return ns.name; }
 const std::string& NamespaceOf(const Pod& pod) { return pod.namespace_name; }
 const std::string& NamespaceOf(const NetworkPolicy& np) { return np.namespace_name; }
@@ -99,8 +114,8 @@ EtcdDatastore::EtcdDatastore(DatastoreOptions options, std::unique_ptr<Client> c
       layout_(std::move(layout)),
       range_end_(PrefixEnd(layout_.prefix())) {
   view_.snapshot.state = std::make_shared<const State>();
-  view_.revisions = std::make_shared<const std::map<std::string, int64_t>>();
-  view_.invalid = std::make_shared<const std::map<std::string, std::string>>();
+  view_.revisions = std::make_shared<const PersistentMap<std::string, int64_t>>();
+  view_.invalid = std::make_shared<const PersistentMap<std::string, std::string>>();
   status_.endpoints = client_->EndpointsText();
   if (!options_.cache_dir.empty()) {
     cache_ = std::make_unique<StateCache>(options_.cache_dir,
@@ -135,6 +150,9 @@ void EtcdDatastore::Start() {
       absl::MutexLock l(&mu_);
       view_.snapshot.state = std::make_shared<const State>(std::move(cached->state));
       view_.snapshot.generation = static_cast<uint64_t>(revision);
+      log_.clear();
+      log_keys_ = 0;
+      log_base_ = view_.snapshot.generation;
       status_.from_cache = true;
     } else if (!absl::IsNotFound(cached.status())) {
       LogWarning(absl::StrCat("etcd: not using the state cache: ", cached.status().ToString(),
@@ -241,12 +259,43 @@ void EtcdDatastore::RecordError(const absl::Status& status, const std::string& w
                                                      "table as it is")));
 }
 
-void EtcdDatastore::Publish(View view) {
+std::optional<ChangedKeys> EtcdDatastore::ChangesBetween(uint64_t from_gen,
+                                                         uint64_t to_gen) const {
+  absl::MutexLock l(&mu_);
+  if (from_gen == to_gen) return ChangedKeys();
+  if (from_gen > to_gen || from_gen < log_base_ || to_gen > view_.snapshot.generation) {
+    return std::nullopt;
+  }
+  ChangedKeys out;
+  for (const auto& [generation, keys] : log_) {
+    if (generation <= from_gen) continue;
+    if (generation > to_gen) break;
+    out.Merge(keys);
+  }
+  return out;
+}
+
+void EtcdDatastore::Publish(View view, std::optional<ChangedKeys> keys) {
   // Offered before it is visible: whoever sees the snapshot (a write waiting for its
   // revision) may Flush the cache and find it saved.
   if (cache_ != nullptr) cache_->Offer(view.snapshot.state, absl::StrCat(view.revision));
   {
     absl::MutexLock l(&mu_);
+    const uint64_t generation = view.snapshot.generation;
+    if (!keys || generation < view_.snapshot.generation || keys->size() > kChangeLogKeys) {
+      log_.clear();
+      log_keys_ = 0;
+      log_base_ = generation;
+    } else if (generation > view_.snapshot.generation) {
+      log_keys_ += keys->size();
+      log_.emplace_back(generation, *std::move(keys));
+      while (!log_.empty() &&
+             (log_.size() > kChangeLogGenerations || log_keys_ > kChangeLogKeys)) {
+        log_keys_ -= log_.front().second.size();
+        log_base_ = log_.front().first;
+        log_.pop_front();
+      }
+    }
     view_ = std::move(view);
     status_.synced = true;
     status_.from_cache = false;
@@ -257,8 +306,8 @@ void EtcdDatastore::Publish(View view) {
 absl::Status EtcdDatastore::ListAndPublish() {
   ASSIGN_OR_RETURN(ListResult list, client_->List(layout_.prefix(), range_end_));
   auto state = std::make_shared<State>();
-  auto revisions = std::make_shared<std::map<std::string, int64_t>>();
-  auto invalid = std::make_shared<std::map<std::string, std::string>>();
+  auto revisions = std::make_shared<PersistentMap<std::string, int64_t>>();
+  auto invalid = std::make_shared<PersistentMap<std::string, std::string>>();
   for (const etcdserverpb::KeyValue& kv : list.kvs) {
     (*revisions)[kv.key()] = kv.mod_revision();
     absl::StatusOr<Object> o = layout_.Decode(kv.key(), kv.value());
@@ -295,15 +344,17 @@ absl::Status EtcdDatastore::ListAndPublish() {
     absl::MutexLock l(&mu_);
     ++status_.lists;
   }
-  Publish(std::move(view));
+  Publish(std::move(view), std::nullopt);
   return absl::OkStatus();
 }
 
 void EtcdDatastore::ApplyEvents(const etcdserverpb::WatchResponse& response) {
   View view = CurrentView();
   auto state = std::make_shared<State>(*view.snapshot.state);
-  auto revisions = std::make_shared<std::map<std::string, int64_t>>(*view.revisions);
-  auto invalid = std::make_shared<std::map<std::string, std::string>>(*view.invalid);
+  // O(1) copies: each event below copies only the entries it changes.
+  auto revisions = std::make_shared<PersistentMap<std::string, int64_t>>(*view.revisions);
+  auto invalid = std::make_shared<PersistentMap<std::string, std::string>>(*view.invalid);
+  ChangedKeys keys;
   uint64_t changed = 0;
   int64_t newest = view.revision;
   for (const etcdserverpb::Event& e : response.events()) {
@@ -311,6 +362,7 @@ void EtcdDatastore::ApplyEvents(const etcdserverpb::WatchResponse& response) {
     newest = std::max(newest, e.kv().mod_revision());
     if (!absl::StartsWith(key, layout_.prefix())) continue;
     const absl::string_view rest = absl::string_view(key).substr(layout_.prefix().size());
+    NoteKey(rest, &keys);
     invalid->erase(key);
     if (e.type() == etcdserverpb::Event::DELETE) {
       revisions->erase(key);
@@ -335,7 +387,7 @@ void EtcdDatastore::ApplyEvents(const etcdserverpb::WatchResponse& response) {
   view.revisions = std::move(revisions);
   view.invalid = std::move(invalid);
   view.revision = newest;
-  Publish(std::move(view));
+  Publish(std::move(view), std::move(keys));
 }
 
 void EtcdDatastore::Run() {
@@ -452,7 +504,8 @@ void EtcdDatastore::Run() {
   }
 }
 
-TxnRequest EtcdDatastore::BuildTxn(const View& base, const State& next) const {
+TxnRequest EtcdDatastore::BuildTxn(const View& base, const State& next,
+                                   const ChangedKeys* touched) const {
   TxnRequest txn;
   const State& old = *base.snapshot.state;
   auto seen = [&](const std::string& key) -> int64_t {
@@ -466,9 +519,17 @@ TxnRequest EtcdDatastore::BuildTxn(const View& base, const State& next) const {
   // Namespaces deleted whose pods and policies all go too: one range delete each, guarded
   // against keys created or changed there since the snapshot.
   std::set<std::string> dropped;
-  for (const auto& entry : old.namespaces) {
-    const std::string& name = entry.first;  // a named reference: the lambda below captures it
-    if (next.namespaces.count(name)) continue;
+  std::vector<std::string> gone;  // namespaces deleted
+  if (touched != nullptr) {
+    for (const std::string& name : touched->namespaces) {
+      if (old.namespaces.count(name) && !next.namespaces.count(name)) gone.push_back(name);
+    }
+  } else {
+    for (const auto& [name, ns] : old.namespaces) {
+      if (!next.namespaces.count(name)) gone.push_back(name);
+    }
+  }
+  for (const std::string& name : gone) {
     const std::string pods = layout_.PodsOfNamespace(name);
     const std::string policies = layout_.PoliciesOfNamespace(name);
     auto none_left = [&](const auto& map) {
@@ -506,14 +567,52 @@ TxnRequest EtcdDatastore::BuildTxn(const View& base, const State& next) const {
       AddDelete(key, "", &txn);
     }
   };
-  diff(old.namespaces, next.namespaces,
-       [&](const std::string& k) { return layout_.NamespaceKey(k); }, false);
-  diff(old.pods, next.pods, [&](const std::string& k) { return layout_.PodKey(k); }, true);
-  diff(old.policies, next.policies, [&](const std::string& k) { return layout_.PolicyKey(k); },
-       true);
-  diff(old.cluster_policies, next.cluster_policies,
-       [&](const std::string& k) { return layout_.ClusterPolicyKey(k); }, false);
-  diff(old.nodes, next.nodes, [&](const std::string& k) { return layout_.NodeKey(k); }, false);
+  // The same comparison over the keys of `touched` and of the objects of the deleted namespaces.
+  auto diff_keys = [&](const auto& before, const auto& after, std::set<std::string> keys,
+                       auto key_of, bool namespaced) {
+    if (namespaced) {
+      for (const std::string& name : gone) {
+        for (auto it = before.lower_bound(name + "/");
+             it != before.end() && absl::StartsWith(it->first, name + "/"); ++it) {
+          keys.insert(it->first);
+        }
+      }
+    }
+    for (const std::string& k : keys) {
+      const auto* b = before.Lookup(k);
+      const auto* a = after.Lookup(k);
+      if (a != nullptr) {
+        if (b != nullptr && (b == a || b->second == a->second)) continue;
+        const std::string key = key_of(k);
+        guard(key);
+        AddPut(key, KeyLayout::Encode(Object{a->second}), &txn);
+      } else if (b != nullptr) {
+        if (namespaced && dropped.count(NamespaceOf(b->second))) continue;  // in a range delete
+        const std::string key = key_of(k);
+        guard(key);
+        AddDelete(key, "", &txn);
+      }
+    }
+  };
+  auto ns_key = [&](const std::string& k) { return layout_.NamespaceKey(k); };
+  auto pod_key = [&](const std::string& k) { return layout_.PodKey(k); };
+  auto policy_key = [&](const std::string& k) { return layout_.PolicyKey(k); };
+  auto cnp_key = [&](const std::string& k) { return layout_.ClusterPolicyKey(k); };
+  auto node_key = [&](const std::string& k) { return layout_.NodeKey(k); };
+  if (touched != nullptr) {
+    diff_keys(old.namespaces, next.namespaces, touched->namespaces, ns_key, false);
+    diff_keys(old.pods, next.pods, touched->pods, pod_key, true);
+    diff_keys(old.policies, next.policies, touched->policies, policy_key, true);
+    diff_keys(old.cluster_policies, next.cluster_policies, touched->cluster_policies, cnp_key,
+              false);
+    diff_keys(old.nodes, next.nodes, touched->nodes, node_key, false);
+  } else {
+    diff(old.namespaces, next.namespaces, ns_key, false);
+    diff(old.pods, next.pods, pod_key, true);
+    diff(old.policies, next.policies, policy_key, true);
+    diff(old.cluster_policies, next.cluster_policies, cnp_key, false);
+    diff(old.nodes, next.nodes, node_key, false);
+  }
   return txn;
 }
 
@@ -566,7 +665,8 @@ absl::StatusOr<Snapshot> EtcdDatastore::Write(const Mutation& mutate, absl::Time
     }
     ASSIGN_OR_RETURN(std::optional<Change> change, mutate(*base.snapshot.state));
     if (!change) return base.snapshot;
-    TxnRequest txn = BuildTxn(base, change->state);
+    TxnRequest txn =
+        BuildTxn(base, change->state, change->touched ? &*change->touched : nullptr);
     if (txn.success_size() == 0) return base.snapshot;
     *attempted = true;
     if (absl::Now() >= deadline) {

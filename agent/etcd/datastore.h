@@ -34,6 +34,7 @@
 #define NETPOL_AGENT_ETCD_DATASTORE_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -120,6 +121,13 @@ class EtcdDatastore : public Datastore {
   // Before the first list: the state cache's snapshot, or an empty State at generation 0.
   Snapshot Current() const override;
   absl::StatusOr<Snapshot> Update(const Mutation& mutate) override;
+  // The keys the watch events of revisions (from_gen, to_gen] touched (generations are etcd
+  // revisions), so the reconciler updates its program by the watch's changes. nullopt across a
+  // (re-)list, which may change anything, or for revisions older than the log kept (at most
+  // kChangeLogGenerations published revisions, kChangeLogKeys keys).
+  std::optional<ChangedKeys> ChangesBetween(uint64_t from_gen, uint64_t to_gen) const override;
+  static constexpr size_t kChangeLogGenerations = 4096;
+  static constexpr size_t kChangeLogKeys = 1 << 16;
 
   // Returns once every snapshot published so far is saved in the state cache (tests).
   void FlushStateCache();
@@ -136,8 +144,9 @@ class EtcdDatastore : public Datastore {
   // prefix, invalid ones included, so writes compare against what etcd really holds).
   struct View {
     Snapshot snapshot;
-    std::shared_ptr<const std::map<std::string, int64_t>> revisions;
-    std::shared_ptr<const std::map<std::string, std::string>> invalid;  // key -> error
+    // Persistent maps (as the State's): a watch event copies only what it changes.
+    std::shared_ptr<const PersistentMap<std::string, int64_t>> revisions;
+    std::shared_ptr<const PersistentMap<std::string, std::string>> invalid;  // key -> error
     int64_t revision = 0;
     uint64_t cluster_id = 0;
   };
@@ -153,15 +162,20 @@ class EtcdDatastore : public Datastore {
   absl::Status ListAndPublish();
   // Applies one watch response's events to the view and publishes it.
   void ApplyEvents(const etcdserverpb::WatchResponse& response);
-  void Publish(View view);
+  // Publishes `view`; `keys` are what changed since the published one (nullopt: a list, which
+  // may change anything).
+  void Publish(View view, std::optional<ChangedKeys> keys);
   void RecordError(const absl::Status& status, const std::string& what);
   // Sleeps up to `d` unless stopping. False when stopping.
   bool Pause(absl::Duration d);
   // Waits until the view is complete up to `revision`. False on timeout or stop.
   bool WaitForRevision(int64_t revision, absl::Duration timeout) const;
   View CurrentView() const;
-  // Builds the guarded transaction turning `base` into `next`.
-  etcdserverpb::TxnRequest BuildTxn(const View& base, const State& next) const;
+  // Builds the guarded transaction turning `base` into `next`. `touched` (optional, see
+  // Datastore::Change::touched) limits the comparison to those keys and the objects of the
+  // namespaces among them that are gone.
+  etcdserverpb::TxnRequest BuildTxn(const View& base, const State& next,
+                                    const ChangedKeys* touched) const;
 
   const DatastoreOptions options_;
   const std::unique_ptr<Client> client_;
@@ -171,6 +185,10 @@ class EtcdDatastore : public Datastore {
   absl::Mutex write_mu_;  // serializes this node's writes (fewer self-inflicted conflicts)
   mutable absl::Mutex mu_;
   View view_ ABSL_GUARDED_BY(mu_);
+  // The keys each published revision after log_base_ touched, oldest first (ChangesBetween).
+  std::deque<std::pair<uint64_t, ChangedKeys>> log_ ABSL_GUARDED_BY(mu_);
+  uint64_t log_base_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t log_keys_ ABSL_GUARDED_BY(mu_) = 0;
   DatastoreStatus status_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   WatchStream* watch_ ABSL_GUARDED_BY(mu_) = nullptr;  // the stream the watcher reads now

@@ -270,6 +270,75 @@ TEST_F(DatastoreTest, DeletingANamespaceRemovesItsObjectsInOneRevision) {
   EXPECT_EQ(Get("/netpol/v1/", true).header().revision(), static_cast<int64_t>(s->generation));
 }
 
+// The same deletion with the touched keys given: the transaction is built from those keys and
+// the objects of the deleted namespace, and removes the same keys.
+TEST_F(DatastoreTest, DeletingANamespaceWithTouchedKeysRemovesItsObjects) {
+  std::unique_ptr<EtcdDatastore> a = Started();
+  ASSERT_TRUE(a->Update(Apply(Objects())).ok());
+  absl::StatusOr<Snapshot> s =
+      a->Update([](const State& base) -> absl::StatusOr<std::optional<Datastore::Change>> {
+        Datastore::Change c{base, 4};
+        c.state.namespaces.erase("x");
+        c.state.pods.erase("x/a");
+        c.state.pods.erase("x/b");
+        c.state.policies.erase("x/deny");
+        ChangedKeys touched;
+        touched.namespaces.insert("x");  // covers the pods and policies that went with it
+        c.touched = touched;
+        return c;
+      });
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->state->pods.empty());
+  EXPECT_EQ(Get("/netpol/v1/", true).kvs_size(), 0);
+
+  // One pod changed, named in the touched keys: only it is written.
+  ASSERT_TRUE(a->Update(Apply(Objects())).ok());
+  absl::StatusOr<Snapshot> one =
+      a->Update([](const State& base) -> absl::StatusOr<std::optional<Datastore::Change>> {
+        Datastore::Change c{base, 1};
+        c.state.pods["x/a"].labels["app"] = "db";
+        ChangedKeys touched;
+        touched.pods.insert("x/a");
+        c.touched = touched;
+        return c;
+      });
+  ASSERT_TRUE(one.ok()) << one.status();
+  etcdserverpb::RangeResponse all = Get("/netpol/v1/", true);
+  ASSERT_EQ(all.kvs_size(), 4);
+  for (const auto& kv : all.kvs()) {
+    EXPECT_EQ(kv.mod_revision() == static_cast<int64_t>(one->generation),
+              kv.key() == "/netpol/v1/pods/x/a")
+        << kv.key();
+  }
+}
+
+// Another node's writes reach this one's reconciler as the keys of the watch's events.
+TEST_F(DatastoreTest, ChangesBetweenHoldTheKeysOfTheWatchEvents) {
+  std::unique_ptr<EtcdDatastore> a = Started();
+  std::unique_ptr<EtcdDatastore> b = Started();
+  const uint64_t listed = b->Current().generation;
+  EXPECT_EQ(b->ChangesBetween(listed, listed), ChangedKeys());
+  EXPECT_EQ(b->ChangesBetween(listed - 1, listed), std::nullopt) << "before the list";
+
+  absl::StatusOr<Snapshot> s = a->Update(Apply(Objects()));
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE(Eventually([&] { return b->Current().generation == s->generation; }));
+  ChangedKeys all;
+  all.namespaces = {"x"};
+  all.pods = {"x/a", "x/b"};
+  all.policies = {"x/deny"};
+  EXPECT_EQ(b->ChangesBetween(listed, s->generation), all);
+
+  KeyLayout l = *KeyLayout::Create(kDefaultPrefix);
+  const int64_t del = Delete(l.KeyOf(Objects()[1]));
+  ASSERT_TRUE(Eventually([&] { return b->Current().generation == static_cast<uint64_t>(del); }));
+  ChangedKeys pod;
+  pod.pods = {"x/a"};
+  EXPECT_EQ(b->ChangesBetween(s->generation, del), pod);
+  EXPECT_EQ(b->ChangesBetween(listed, del), all) << "both writes";
+  EXPECT_EQ(b->ChangesBetween(del, del + 100), std::nullopt) << "not published yet";
+}
+
 // Read-modify-write from two nodes at once: every increment survives.
 TEST_F(DatastoreTest, ConcurrentWritersLoseNoUpdate) {
   std::unique_ptr<EtcdDatastore> a = Started();
@@ -554,6 +623,8 @@ TEST_F(DatastoreTest, CompactionPastTheWatchRelists) {
   EXPECT_EQ(st.pods.count("x/a"), 0u);
   EXPECT_EQ(a->status().compactions, 1);
   EXPECT_EQ(a->status().lists, 2);
+  // The re-list may have changed anything: no change log across it.
+  EXPECT_EQ(a->ChangesBetween(s->generation, a->Current().generation), std::nullopt);
 }
 
 TEST_F(DatastoreTest, WritesBeforeTheFirstListAreUnavailable) {
