@@ -24,11 +24,13 @@ v1::Action Put(ObjectMap<T>* map, const std::string& key, const T& value) {
   return old == nullptr ? v1::CREATED : v1::CONFIGURED;
 }
 
+// Erases the objects of namespace `ns`, adding their keys to `keys`; returns how many.
 template <typename T>
-uint64_t EraseNamespace(ObjectMap<T>* map, const std::string& ns) {
+uint64_t EraseNamespace(ObjectMap<T>* map, const std::string& ns, std::set<std::string>* keys) {
   uint64_t n = 0;
   const std::string prefix = ns + "/";
   for (auto it = map->lower_bound(prefix); it != map->end() && it->first.rfind(prefix, 0) == 0;) {
+    keys->insert(it->first);
     it = map->erase(it);
     ++n;
   }
@@ -42,19 +44,34 @@ ChangeResult ApplyObjects(const State& base, const std::vector<Object>& objects)
   out.state = base;
   for (const Object& o : objects) {
     v1::Action action;
+    std::set<std::string>* keys;
+    std::string key;
     if (const Namespace* ns = o.AsNamespace()) {
-      action = Put(&out.state.namespaces, ns->name, *ns);
+      key = ns->name;
+      keys = &out.delta.namespaces;
+      action = Put(&out.state.namespaces, key, *ns);
     } else if (const Pod* pod = o.AsPod()) {
-      action = Put(&out.state.pods, pod->Key(), *pod);
+      key = pod->Key();
+      keys = &out.delta.pods;
+      action = Put(&out.state.pods, key, *pod);
     } else if (const ClusterNetworkPolicy* cnp = o.AsClusterNetworkPolicy()) {
-      action = Put(&out.state.cluster_policies, cnp->name, *cnp);
+      key = cnp->name;
+      keys = &out.delta.cluster_policies;
+      action = Put(&out.state.cluster_policies, key, *cnp);
     } else if (const Node* node = o.AsNode()) {
-      action = Put(&out.state.nodes, node->name, *node);
+      key = node->name;
+      keys = &out.delta.nodes;
+      action = Put(&out.state.nodes, key, *node);
     } else {
       const NetworkPolicy* np = o.AsNetworkPolicy();
-      action = Put(&out.state.policies, np->Key(), *np);
+      key = np->Key();
+      keys = &out.delta.policies;
+      action = Put(&out.state.policies, key, *np);
     }
-    if (action != v1::UNCHANGED) ++out.objects_changed;
+    if (action != v1::UNCHANGED) {
+      ++out.objects_changed;
+      keys->insert(std::move(key));
+    }
     v1::ObjectResult r;
     *r.mutable_ref() = RefOf(o);
     r.set_action(action);
@@ -93,21 +110,26 @@ absl::StatusOr<ChangeResult> DeleteObjects(const State& base,
       case v1::NAMESPACE:
         erased = out.state.namespaces.erase(key);
         if (erased) {
-          out.objects_changed += EraseNamespace(&out.state.pods, key);
-          out.objects_changed += EraseNamespace(&out.state.policies, key);
+          out.delta.namespaces.insert(key);
+          out.objects_changed += EraseNamespace(&out.state.pods, key, &out.delta.pods);
+          out.objects_changed += EraseNamespace(&out.state.policies, key, &out.delta.policies);
         }
         break;
       case v1::POD:
         erased = out.state.pods.erase(key);
+        if (erased) out.delta.pods.insert(key);
         break;
       case v1::CLUSTER_NETWORK_POLICY:
         erased = out.state.cluster_policies.erase(key);
+        if (erased) out.delta.cluster_policies.insert(key);
         break;
       case v1::NODE:
         erased = out.state.nodes.erase(key);
+        if (erased) out.delta.nodes.insert(key);
         break;
       default:
         erased = out.state.policies.erase(key);
+        if (erased) out.delta.policies.insert(key);
         break;
     }
     const bool gone_with_namespace = !erased && !api::IsClusterScoped(r.kind()) &&

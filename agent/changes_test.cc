@@ -1,6 +1,7 @@
 // Apply/Delete state transitions and their kubectl-style outcomes.
 #include "agent/changes.h"
 
+#include "engine/compiler/delta.h"
 #include "engine/model/loader.h"
 #include "gtest/gtest.h"
 
@@ -58,6 +59,36 @@ metadata: {name: a, namespace: x, labels: {app: web}}
   EXPECT_EQ(relabel.results[0].ref().namespace_(), "x");
 }
 
+std::set<std::string> Keys(std::initializer_list<const char*> keys) {
+  return std::set<std::string>(keys.begin(), keys.end());
+}
+
+// The write's Delta names exactly what changed: what a walk over both States finds.
+TEST(ApplyObjectsTest, DeltaHoldsTheKeysCreatedOrConfigured) {
+  ChangeResult first = ApplyObjects(State{}, Load(kBase));
+  EXPECT_EQ(first.delta.namespaces, Keys({"x"}));
+  EXPECT_EQ(first.delta.pods, Keys({"x/a", "z/b"}));
+  EXPECT_EQ(first.delta.policies, Keys({"x/deny"}));
+  EXPECT_EQ(first.delta, compiler::DiffStates(State{}, first.state));
+  EXPECT_TRUE(ApplyObjects(first.state, Load(kBase)).delta.empty());
+  ChangeResult relabel = ApplyObjects(first.state, Load(R"(
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {app: web}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: z}
+)"));
+  EXPECT_TRUE(relabel.delta.namespaces.empty());
+  EXPECT_EQ(relabel.delta.pods, Keys({"x/a"}));  // z/b is unchanged
+  EXPECT_TRUE(relabel.delta.policies.empty());
+  EXPECT_EQ(relabel.delta, compiler::DiffStates(first.state, relabel.state));
+  // What the write did not touch is shared with the base State, not copied.
+  EXPECT_TRUE(ObjectMap<Pod>::SameEntry(first.state.pods, relabel.state.pods, "z/b"));
+  EXPECT_FALSE(ObjectMap<Pod>::SameEntry(first.state.pods, relabel.state.pods, "x/a"));
+}
+
 TEST(ApplyObjectsTest, DuplicateInOneApplySeesTheEarlierOne) {
   ChangeResult r = ApplyObjects(State{}, Load(R"(
 apiVersion: v1
@@ -89,6 +120,11 @@ TEST(DeleteObjectsTest, DeletesAndCascadesNamespaces) {
   EXPECT_TRUE(r->state.policies.empty());
   ASSERT_EQ(r->state.pods.size(), 1u);
   EXPECT_EQ(r->state.pods.begin()->first, "z/b");
+  // The cascade's keys are in the Delta: nothing downstream has to look for them.
+  EXPECT_EQ(r->delta.namespaces, Keys({"x"}));
+  EXPECT_EQ(r->delta.pods, Keys({"x/a"}));
+  EXPECT_EQ(r->delta.policies, Keys({"x/deny"}));
+  EXPECT_EQ(r->delta, compiler::DiffStates(base, r->state));
 }
 
 TEST(DeleteObjectsTest, ObjectsOfANamespaceDeletedEarlierInTheRequestAreDeleted) {
@@ -117,6 +153,9 @@ TEST(DeleteObjectsTest, MissingIsNotFoundUnlessIgnored) {
   ASSERT_TRUE(ignored.ok());
   EXPECT_EQ(Actions(*ignored), (std::vector<v1::Action>{v1::DELETED, v1::UNCHANGED}));
   EXPECT_EQ(ignored->objects_changed, 1u);
+  EXPECT_EQ(ignored->delta.pods, Keys({"x/a"}));
+  EXPECT_TRUE(ignored->delta.policies.empty());
+  EXPECT_EQ(ignored->delta, compiler::DiffStates(base, ignored->state));
 }
 
 TEST(DeleteObjectsTest, NamespaceDefaultsToDefault) {

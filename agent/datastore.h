@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -32,8 +33,11 @@ struct Snapshot {
 // policy keys ("ns/name") created, changed or deleted. The incremental compiler takes it as is.
 using ChangedKeys = compiler::Delta;
 
-// The keys whose objects differ between two States (a walk over both States).
-using compiler::DiffStates;
+// The keys among `touched` (a Datastore::Change's) whose objects differ between `base` and
+// `next`, with the pods and policies of the touched namespaces that `next` no longer holds:
+// what the write changed, found by looking at the touched keys only (O(touched log n), plus the
+// objects of a deleted namespace).
+ChangedKeys ResolveTouched(const State& base, const State& next, const ChangedKeys& touched);
 
 // What a datastore knows of its own health without a new request to anything (Status).
 struct DatastoreHealth {
@@ -97,16 +101,19 @@ class Datastore {
  public:
   virtual ~Datastore() = default;
 
-  // The result of a mutation function: the new State and how many objects it changed, or
-  // nullopt when nothing changes.
+  // The result of a mutation function, or nullopt when nothing changes: the new State (sharing
+  // every object the mutation did not touch with the base State), how many objects it changed
+  // and the keys it touched. `touched` must hold every key whose object differs between the
+  // base State and `state`, except pods and policies that went with their namespace (a
+  // namespace key absent from `state` covers them); extra keys are fine. A datastore looks at
+  // these keys only (what it stores, logs and returns from ChangesBetween), never at the whole
+  // States.
   struct Change {
+    Change(State state, uint64_t objects_changed, ChangedKeys touched)
+        : state(std::move(state)), objects_changed(objects_changed), touched(std::move(touched)) {}
     State state;
     uint64_t objects_changed = 0;
-    // Optional: the keys the mutation may have touched. When set it must hold every key whose
-    // object differs between the base State and `state`, except pods and policies that went
-    // with their namespace (a namespace key absent from `state` covers them); extra keys are
-    // fine. The store then looks only at these keys; unset, it compares the whole States.
-    std::optional<ChangedKeys> touched;
+    ChangedKeys touched;
   };
   using Mutation = std::function<absl::StatusOr<std::optional<Change>>(const State&)>;
 

@@ -401,7 +401,9 @@ spec:
     p.name = "p";
     p.ports = {{"http", 70000, Protocol::kTCP}};
     s.pods[p.Key()] = p;
-    return Datastore::Change{std::move(s), 1};
+    ChangedKeys touched;
+    touched.pods.insert(p.Key());
+    return Datastore::Change(std::move(s), 1, std::move(touched));
   });
   ASSERT_TRUE(stored.ok()) << stored.status();
   reconciler_->Notify();

@@ -432,8 +432,9 @@ void AgentService::StoreBatch(const std::vector<QueuedWrite*>& batch) {
             }
             // Input the compiler would reject stays out of the store. Only the objects this
             // write created or changed are checked (Compile's own checks and messages): the
-            // rest of the State passed them when it was stored. The same keys go to the store.
-            ChangedKeys keys = KeysOfResults(change->results);
+            // rest of the State passed them when it was stored. The write's Delta goes to the
+            // store as the keys it touched.
+            ChangedKeys& keys = change->delta;
             if (absl::Status valid = compiler::ValidateChanged(change->state, keys); !valid.ok()) {
               w->status = valid;
               continue;
@@ -454,7 +455,7 @@ void AgentService::StoreBatch(const std::vector<QueuedWrite*>& batch) {
           }
           stored = changed > 0;
           if (changed == 0) return std::nullopt;
-          return Datastore::Change{*std::move(state), changed, std::move(touched)};
+          return Datastore::Change(*std::move(state), changed, std::move(touched));
         });
     if (!snap.ok()) return snap.status();
     if (stored) reconciler_->Notify();
@@ -497,7 +498,7 @@ absl::StatusOr<v1::ApplyResponse> AgentService::Apply(const v1::ApplyRequest& re
     // that snapshot's generation (netpolctl wait -f asks this until nothing would change).
     Snapshot snap = store_->Current();
     ChangeResult change = ApplyObjects(*snap.state, objects);
-    RETURN_IF_ERROR(compiler::ValidateChanged(change.state, KeysOfResults(change.results)));
+    RETURN_IF_ERROR(compiler::ValidateChanged(change.state, change.delta));
     for (v1::ObjectResult& r : change.results) *response.add_results() = std::move(r);
     response.set_generation(snap.generation);
     return response;

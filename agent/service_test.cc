@@ -394,7 +394,10 @@ TEST_F(CnpStoreTest, AStoredClusterNetworkPolicyIsSyncedAndEnforced) {
   State more = *store_->Current().state;
   for (const Object& o : fixtures::LoadObjects(kLockWeb)) Upsert(o, &more);
   auto snap = store_->Update([&](const State&) -> absl::StatusOr<std::optional<Store::Change>> {
-    return Store::Change{more, 2};
+    ChangedKeys touched;
+    touched.cluster_policies = {"guard"};
+    touched.namespaces = {"later"};
+    return Store::Change(more, 2, touched);
   });
   ASSERT_TRUE(snap.ok()) << snap.status();
   absl::Status st = reconciler_->SyncNow();

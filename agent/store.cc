@@ -56,67 +56,6 @@ uint64_t GetU64(const char* in) {
   return v;
 }
 
-// Compares the entries of `a` and `b` whose keys lie in [lo, hi) (hi empty: to the end) and
-// adds the keys that differ to `out`.
-template <typename Map>
-void DiffRange(const Map& a, const Map& b,
-               const std::string& lo, const std::string& hi, std::set<std::string>* out) {
-  auto ia = a.lower_bound(lo);
-  auto ib = b.lower_bound(lo);
-  auto ea = hi.empty() ? a.end() : a.lower_bound(hi);
-  auto eb = hi.empty() ? b.end() : b.lower_bound(hi);
-  while (ia != ea || ib != eb) {
-    if (ib == eb || (ia != ea && ia->first < ib->first)) {
-      out->insert(out->end(), ia->first);
-      ++ia;
-    } else if (ia == ea || ib->first < ia->first) {
-      out->insert(out->end(), ib->first);
-      ++ib;
-    } else {
-      if (!(ia->second == ib->second)) out->insert(out->end(), ia->first);
-      ++ia;
-      ++ib;
-    }
-  }
-}
-
-template <typename Map>
-bool Differs(const Map& a, const Map& b, const std::string& key) {
-  auto ia = a.find(key);
-  auto ib = b.find(key);
-  if (ia == a.end() || ib == b.end()) return (ia == a.end()) != (ib == b.end());
-  return !(ia->second == ib->second);
-}
-
-// The keys among `hint` (see Datastore::Change::touched) whose objects differ between `base`
-// and `next`, plus the pods and policies of namespaces that disappeared.
-ChangedKeys Resolve(const State& base, const State& next, const ChangedKeys& hint) {
-  ChangedKeys out;
-  for (const std::string& ns : hint.namespaces) {
-    if (!Differs(base.namespaces, next.namespaces, ns)) continue;
-    out.namespaces.insert(ns);
-    if (next.namespaces.count(ns) == 0) {
-      // "ns0" sorts right after "ns/": the range holds exactly the keys "ns/...".
-      const std::string lo = ns + "/", hi = ns + "0";
-      DiffRange(base.pods, next.pods, lo, hi, &out.pods);
-      DiffRange(base.policies, next.policies, lo, hi, &out.policies);
-    }
-  }
-  for (const std::string& k : hint.pods) {
-    if (Differs(base.pods, next.pods, k)) out.pods.insert(k);
-  }
-  for (const std::string& k : hint.policies) {
-    if (Differs(base.policies, next.policies, k)) out.policies.insert(k);
-  }
-  for (const std::string& k : hint.cluster_policies) {
-    if (Differs(base.cluster_policies, next.cluster_policies, k)) out.cluster_policies.insert(k);
-  }
-  for (const std::string& k : hint.nodes) {
-    if (Differs(base.nodes, next.nodes, k)) out.nodes.insert(k);
-  }
-  return out;
-}
-
 v1::ObjectRef RefFromKey(v1::Kind kind, const std::string& key) {
   v1::ObjectRef ref;
   ref.set_kind(kind);
@@ -356,32 +295,6 @@ absl::Status Refusal(const std::string& path, const absl::Status& s) {
 
 }  // namespace
 
-ChangedKeys KeysOfResults(const std::vector<v1::ObjectResult>& results) {
-  ChangedKeys out;
-  for (const v1::ObjectResult& r : results) {
-    if (r.action() == v1::UNCHANGED) continue;
-    const std::string key = KeyOf(r.ref());
-    switch (r.ref().kind()) {
-      case v1::NAMESPACE:
-        out.namespaces.insert(key);
-        break;
-      case v1::POD:
-        out.pods.insert(key);
-        break;
-      case v1::CLUSTER_NETWORK_POLICY:
-        out.cluster_policies.insert(key);
-        break;
-      case v1::NODE:
-        out.nodes.insert(key);
-        break;
-      default:
-        out.policies.insert(key);
-        break;
-    }
-  }
-  return out;
-}
-
 Store::Store(std::string dir, const Options& options)
     : dir_(std::move(dir)),
       path_(dir_ + "/" + kFileName),
@@ -602,8 +515,7 @@ absl::StatusOr<Snapshot> Store::Update(const Mutation& mutate) {
   ASSIGN_OR_RETURN(std::optional<Change> change, mutate(*base.state));
   if (!change) return base;
   const uint64_t next = base.generation + 1;
-  ChangedKeys keys = change->touched ? Resolve(*base.state, change->state, *change->touched)
-                                     : DiffStates(*base.state, change->state);
+  ChangedKeys keys = ResolveTouched(*base.state, change->state, change->touched);
   last_write_error_ = Append(change->state, keys, next);
   if (!last_write_error_.ok()) {
     absl::MutexLock l(&mu_);

@@ -51,10 +51,6 @@
 
 namespace netpol::agent {
 
-// The keys of the objects that `results` (of an Apply or Delete) report as created, configured
-// or deleted: a Datastore::Change::touched for that request.
-ChangedKeys KeysOfResults(const std::vector<v1::ObjectResult>& results);
-
 class Store : public Datastore {
  public:
   // The file names inside the state directory.

@@ -55,9 +55,22 @@ class StoreTest : public ::testing::Test {
   std::string dir_;
 };
 
+// Every key of `a` and `b`: a Change::touched that names more than changed (allowed).
+ChangedKeys AllKeys(const State& a, const State& b) {
+  ChangedKeys out;
+  for (const State* s : {&a, &b}) {
+    for (const auto& [k, v] : s->namespaces) out.namespaces.insert(k);
+    for (const auto& [k, v] : s->pods) out.pods.insert(k);
+    for (const auto& [k, v] : s->policies) out.policies.insert(k);
+    for (const auto& [k, v] : s->cluster_policies) out.cluster_policies.insert(k);
+    for (const auto& [k, v] : s->nodes) out.nodes.insert(k);
+  }
+  return out;
+}
+
 Store::Mutation Replace(State s, uint64_t n = 1) {
-  return [s, n](const State&) -> absl::StatusOr<std::optional<Store::Change>> {
-    return Store::Change{s, n};
+  return [s, n](const State& base) -> absl::StatusOr<std::optional<Store::Change>> {
+    return Store::Change(s, n, AllKeys(base, s));
   };
 }
 
@@ -113,7 +126,7 @@ TEST_F(StoreTest, ClusterNetworkPoliciesAndNodesPersistThroughJournalAndSnapshot
           return Store::Change{next, 4, created};
         });
     ASSERT_TRUE(snap.ok()) << snap.status();
-    ASSERT_TRUE((*store)->Update(Replace(both)).ok());      // hint-less: the pods and policies
+    ASSERT_TRUE((*store)->Update(Replace(both)).ok());      // every key named: the pods and policies
     ASSERT_TRUE((*store)->Update(Replace(changed)).ok());   // guard and n2 change
     ASSERT_TRUE((*store)->Update(Replace(deleted)).ok());   // isolate and n1 go
     auto keys = (*store)->ChangesBetween(2, 4);
@@ -421,18 +434,18 @@ class Workload {
   uint64_t x_;
 };
 
-// Runs `workload` through `store`; `hint` sets Change::touched from the results.
-Store::Mutation Step(Workload* workload, bool hint) {
-  return [workload, hint](const State& base) -> absl::StatusOr<std::optional<Store::Change>> {
+// Runs `workload` through `store`: Change::touched is the step's Delta, or with `widen` every
+// key of both States (the store must still log only what changed).
+Store::Mutation Step(Workload* workload, bool widen) {
+  return [workload, widen](const State& base) -> absl::StatusOr<std::optional<Store::Change>> {
     ChangeResult r = workload->Step(base);
     if (r.objects_changed == 0) return std::nullopt;
-    Store::Change c{std::move(r.state), r.objects_changed};
-    if (hint) c.touched = KeysOfResults(r.results);
-    return c;
+    ChangedKeys touched = widen ? AllKeys(base, r.state) : std::move(r.delta);
+    return Store::Change(std::move(r.state), r.objects_changed, std::move(touched));
   };
 }
 
-TEST_F(StoreTest, ReplayEqualsStateWithAndWithoutHintsAcrossCompactions) {
+TEST_F(StoreTest, ReplayEqualsStateWithExactAndWidenedDeltasAcrossCompactions) {
   Store::Options small;  // compact often
   small.journal_min_bytes = 2000;
   small.compact_fraction = 0.5;
@@ -444,14 +457,14 @@ TEST_F(StoreTest, ReplayEqualsStateWithAndWithoutHintsAcrossCompactions) {
   std::vector<State> states = {State{}};
   uint64_t compactions = 0;
   for (int i = 0; i < 400; ++i) {
-    auto ra = (*sa)->Update(Step(&wa, true));
-    auto rb = (*sb)->Update(Step(&wb, false));
+    auto ra = (*sa)->Update(Step(&wa, false));
+    auto rb = (*sb)->Update(Step(&wb, true));
     ASSERT_TRUE(ra.ok() && rb.ok()) << ra.status() << rb.status();
     ASSERT_EQ(ra->generation, rb->generation);
     ASSERT_TRUE(*ra->state == *rb->state) << "step " << i;
     if (ra->generation == states.size()) {
       const uint64_t g = ra->generation;
-      ChangedKeys want = DiffStates(states.back(), *ra->state);
+      ChangedKeys want = compiler::DiffStates(states.back(), *ra->state);
       EXPECT_FALSE(want.empty());
       EXPECT_EQ((*sa)->ChangesBetween(g - 1, g), want) << "step " << i;
       EXPECT_EQ((*sb)->ChangesBetween(g - 1, g), want) << "step " << i;
@@ -478,7 +491,7 @@ TEST_F(StoreTest, ReplayEqualsStateWithAndWithoutHintsAcrossCompactions) {
   // journal, which was never compacted.
   const uint64_t g = states.size() - 1;
   ChangedKeys want;
-  for (uint64_t k = g - 40; k < g; ++k) want.Merge(DiffStates(states[k], states[k + 1]));
+  for (uint64_t k = g - 40; k < g; ++k) want.Merge(compiler::DiffStates(states[k], states[k + 1]));
   EXPECT_EQ((*sb)->ChangesBetween(g - 40, g), want);
   EXPECT_EQ((*sa)->ChangesBetween(g - 40, g), std::nullopt);
 }
@@ -489,7 +502,7 @@ TEST_F(StoreTest, ChangesBetweenBounds) {
   auto store = Store::Open(dir_, options);
   ASSERT_TRUE(store.ok());
   Workload w(3);
-  while ((*store)->Current().generation < 5) ASSERT_TRUE((*store)->Update(Step(&w, true)).ok());
+  while ((*store)->Current().generation < 5) ASSERT_TRUE((*store)->Update(Step(&w, false)).ok());
   EXPECT_EQ((*store)->ChangesBetween(5, 5), ChangedKeys());
   EXPECT_EQ((*store)->ChangesBetween(5, 6), std::nullopt);  // the future
   EXPECT_EQ((*store)->ChangesBetween(4, 3), std::nullopt);
@@ -497,7 +510,7 @@ TEST_F(StoreTest, ChangesBetweenBounds) {
   EXPECT_FALSE((*store)->ChangesBetween(0, 5)->empty());
   // Only the last change_log_generations generations are kept.
   while ((*store)->Current().generation < 60) {
-    ASSERT_TRUE((*store)->Update(Step(&w, true)).ok());
+    ASSERT_TRUE((*store)->Update(Step(&w, false)).ok());
   }
   const uint64_t g = (*store)->Current().generation;
   EXPECT_TRUE((*store)->ChangesBetween(g - 50, g).has_value());
@@ -534,7 +547,7 @@ class JournalTest : public StoreTest {
     states_.push_back(State{});
     ends_.push_back((*store)->journal_bytes());
     while ((*store)->Current().generation < 5) {
-      auto snap = (*store)->Update(Step(&w, true));
+      auto snap = (*store)->Update(Step(&w, false));
       ASSERT_TRUE(snap.ok()) << snap.status();
       if (snap->generation == states_.size()) {
         states_.push_back(*snap->state);
@@ -690,10 +703,9 @@ TEST_F(StoreTest, HintedDeleteOfANamespaceRecordsItsObjects) {
   auto snap = (*store)->Update([&](const State& base)
                                    -> absl::StatusOr<std::optional<Store::Change>> {
     ChangeResult r = *DeleteObjects(base, {ref}, false);
-    Store::Change c{std::move(r.state), r.objects_changed};
-    c.touched = KeysOfResults(r.results);
-    EXPECT_TRUE(c.touched->pods.empty());
-    return c;
+    ChangedKeys touched;  // the namespace alone covers what went with it
+    touched.namespaces.insert("x");
+    return Store::Change(std::move(r.state), r.objects_changed, std::move(touched));
   });
   ASSERT_TRUE(snap.ok());
   auto keys = (*store)->ChangesBetween(1, 2);

@@ -4,7 +4,7 @@
 // what every change cost before the journal. Both run on the same states, interleaved event by
 // event, in one process, so their ratio holds on a shared machine.
 //
-//   bazel run -c opt //benchmarks:store_bench -- --tier=T2 --events=400 [--hint=false]
+//   bazel run -c opt //benchmarks:store_bench -- --tier=T2 --events=400
 // Prints one JSON object. Wall time includes the disk's fsync; CPU time is the thread's.
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -26,8 +26,6 @@
 
 ABSL_FLAG(std::string, tier, "T2", "workload tier");
 ABSL_FLAG(int, events, 400, "pod events (add/delete pairs of a copy of an existing pod)");
-ABSL_FLAG(bool, hint, true,
-          "pass the touched key to the store (Change::touched); false: it compares the States");
 ABSL_FLAG(std::string, dir, "", "scratch directory on the disk to measure (default: /tmp)");
 
 namespace netpol::bench {
@@ -61,7 +59,13 @@ int Run() {
   State state = *std::move(generated);
   const size_t snapshot_bytes = agent::Store::Encode(state, 1).size();
   auto loaded = (*store)->Update([&](const State&) -> absl::StatusOr<std::optional<agent::Store::Change>> {
-    return agent::Store::Change{state, state.pods.size()};
+    agent::ChangedKeys all;
+    for (const auto& [k, v] : state.namespaces) all.namespaces.insert(k);
+    for (const auto& [k, v] : state.pods) all.pods.insert(k);
+    for (const auto& [k, v] : state.policies) all.policies.insert(k);
+    for (const auto& [k, v] : state.cluster_policies) all.cluster_policies.insert(k);
+    for (const auto& [k, v] : state.nodes) all.nodes.insert(k);
+    return agent::Store::Change(state, state.pods.size(), std::move(all));
   });
   if (!loaded.ok() || ::mkdir(rewrite_dir.c_str(), 0700) != 0) {
     std::fprintf(stderr, "load: %s\n", loaded.status().ToString().c_str());
@@ -90,9 +94,7 @@ int Run() {
     double c0 = ThreadCpuSeconds();
     auto snap = (*store)->Update(
         [&](const State&) -> absl::StatusOr<std::optional<agent::Store::Change>> {
-          agent::Store::Change c{std::move(next), 1};
-          if (absl::GetFlag(FLAGS_hint)) c.touched = touched;
-          return c;
+          return agent::Store::Change(std::move(next), 1, touched);
         });
     jc.push_back(ThreadCpuSeconds() - c0);
     jw.push_back(SecondsSince(t0));

@@ -505,7 +505,7 @@ void EtcdDatastore::Run() {
 }
 
 TxnRequest EtcdDatastore::BuildTxn(const View& base, const State& next,
-                                   const ChangedKeys* touched) const {
+                                   const ChangedKeys& touched) const {
   TxnRequest txn;
   const State& old = *base.snapshot.state;
   auto seen = [&](const std::string& key) -> int64_t {
@@ -520,14 +520,8 @@ TxnRequest EtcdDatastore::BuildTxn(const View& base, const State& next,
   // against keys created or changed there since the snapshot.
   std::set<std::string> dropped;
   std::vector<std::string> gone;  // namespaces deleted
-  if (touched != nullptr) {
-    for (const std::string& name : touched->namespaces) {
-      if (old.namespaces.count(name) && !next.namespaces.count(name)) gone.push_back(name);
-    }
-  } else {
-    for (const auto& [name, ns] : old.namespaces) {
-      if (!next.namespaces.count(name)) gone.push_back(name);
-    }
+  for (const std::string& name : touched.namespaces) {
+    if (old.namespaces.count(name) && !next.namespaces.count(name)) gone.push_back(name);
   }
   for (const std::string& name : gone) {
     const std::string pods = layout_.PodsOfNamespace(name);
@@ -551,23 +545,8 @@ TxnRequest EtcdDatastore::BuildTxn(const View& base, const State& next,
       }
     }
   }
-  auto diff = [&](const auto& before, const auto& after, auto key_of, bool namespaced) {
-    for (const auto& [k, v] : after) {
-      auto it = before.find(k);
-      if (it != before.end() && it->second == v) continue;
-      const std::string key = key_of(k);
-      guard(key);
-      AddPut(key, KeyLayout::Encode(Object{v}), &txn);
-    }
-    for (const auto& [k, v] : before) {
-      if (after.count(k)) continue;
-      if (namespaced && dropped.count(NamespaceOf(v))) continue;  // in a range delete
-      const std::string key = key_of(k);
-      guard(key);
-      AddDelete(key, "", &txn);
-    }
-  };
-  // The same comparison over the keys of `touched` and of the objects of the deleted namespaces.
+  // What changed among the keys of `touched` and the objects of the deleted namespaces: a put
+  // or a delete per object, each guarded by the revision this node saw.
   auto diff_keys = [&](const auto& before, const auto& after, std::set<std::string> keys,
                        auto key_of, bool namespaced) {
     if (namespaced) {
@@ -599,20 +578,11 @@ TxnRequest EtcdDatastore::BuildTxn(const View& base, const State& next,
   auto policy_key = [&](const std::string& k) { return layout_.PolicyKey(k); };
   auto cnp_key = [&](const std::string& k) { return layout_.ClusterPolicyKey(k); };
   auto node_key = [&](const std::string& k) { return layout_.NodeKey(k); };
-  if (touched != nullptr) {
-    diff_keys(old.namespaces, next.namespaces, touched->namespaces, ns_key, false);
-    diff_keys(old.pods, next.pods, touched->pods, pod_key, true);
-    diff_keys(old.policies, next.policies, touched->policies, policy_key, true);
-    diff_keys(old.cluster_policies, next.cluster_policies, touched->cluster_policies, cnp_key,
-              false);
-    diff_keys(old.nodes, next.nodes, touched->nodes, node_key, false);
-  } else {
-    diff(old.namespaces, next.namespaces, ns_key, false);
-    diff(old.pods, next.pods, pod_key, true);
-    diff(old.policies, next.policies, policy_key, true);
-    diff(old.cluster_policies, next.cluster_policies, cnp_key, false);
-    diff(old.nodes, next.nodes, node_key, false);
-  }
+  diff_keys(old.namespaces, next.namespaces, touched.namespaces, ns_key, false);
+  diff_keys(old.pods, next.pods, touched.pods, pod_key, true);
+  diff_keys(old.policies, next.policies, touched.policies, policy_key, true);
+  diff_keys(old.cluster_policies, next.cluster_policies, touched.cluster_policies, cnp_key, false);
+  diff_keys(old.nodes, next.nodes, touched.nodes, node_key, false);
   return txn;
 }
 
@@ -665,8 +635,7 @@ absl::StatusOr<Snapshot> EtcdDatastore::Write(const Mutation& mutate, absl::Time
     }
     ASSIGN_OR_RETURN(std::optional<Change> change, mutate(*base.snapshot.state));
     if (!change) return base.snapshot;
-    TxnRequest txn =
-        BuildTxn(base, change->state, change->touched ? &*change->touched : nullptr);
+    TxnRequest txn = BuildTxn(base, change->state, change->touched);
     if (txn.success_size() == 0) return base.snapshot;
     *attempted = true;
     if (absl::Now() >= deadline) {

@@ -171,11 +171,11 @@ class EtcdDatastore : public Datastore {
   // Waits until the view is complete up to `revision`. False on timeout or stop.
   bool WaitForRevision(int64_t revision, absl::Duration timeout) const;
   View CurrentView() const;
-  // Builds the guarded transaction turning `base` into `next`. `touched` (optional, see
-  // Datastore::Change::touched) limits the comparison to those keys and the objects of the
-  // namespaces among them that are gone.
+  // Builds the guarded transaction turning `base` into `next`, looking only at the keys of
+  // `touched` (Datastore::Change::touched) and the objects of the namespaces among them that
+  // are gone: never at the whole States.
   etcdserverpb::TxnRequest BuildTxn(const View& base, const State& next,
-                                    const ChangedKeys* touched) const;
+                                    const ChangedKeys& touched) const;
 
   const DatastoreOptions options_;
   const std::unique_ptr<Client> client_;

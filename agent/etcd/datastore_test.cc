@@ -54,10 +54,21 @@ std::vector<Object> Objects(const std::string& yaml = kObjects) {
 // A mutation upserting `objects`.
 Datastore::Mutation Apply(std::vector<Object> objects) {
   return [objects](const State& base) -> absl::StatusOr<std::optional<Datastore::Change>> {
-    Datastore::Change c{base, 0};
+    Datastore::Change c(base, 0, ChangedKeys());
     for (const Object& o : objects) {
       Upsert(o, &c.state);
       ++c.objects_changed;
+      if (const Namespace* ns = o.AsNamespace()) {
+        c.touched.namespaces.insert(ns->name);
+      } else if (const Pod* pod = o.AsPod()) {
+        c.touched.pods.insert(pod->Key());
+      } else if (const NetworkPolicy* np = o.AsNetworkPolicy()) {
+        c.touched.policies.insert(np->Key());
+      } else if (const ClusterNetworkPolicy* cnp = o.AsClusterNetworkPolicy()) {
+        c.touched.cluster_policies.insert(cnp->name);
+      } else {
+        c.touched.nodes.insert(o.AsNode()->name);
+      }
     }
     return c;
   };
@@ -242,7 +253,10 @@ TEST_F(DatastoreTest, ClusterNetworkPoliciesAndNodesAreKeysBesideTheOtherKinds) 
   EXPECT_TRUE(*c->Current().state == *seen.state);
   absl::StatusOr<Snapshot> gone =
       c->Update([](const State& base) -> absl::StatusOr<std::optional<Datastore::Change>> {
-        Datastore::Change ch{base, 2};
+        ChangedKeys touched;
+        touched.cluster_policies = {"isolate"};
+        touched.nodes = {"n1"};
+        Datastore::Change ch(base, 2, touched);
         ch.state.cluster_policies.erase("isolate");
         ch.state.nodes.erase("n1");
         return ch;
@@ -258,7 +272,12 @@ TEST_F(DatastoreTest, DeletingANamespaceRemovesItsObjectsInOneRevision) {
   ASSERT_TRUE(a->Update(Apply(Objects())).ok());
   absl::StatusOr<Snapshot> s =
       a->Update([](const State& base) -> absl::StatusOr<std::optional<Datastore::Change>> {
-        Datastore::Change c{base, 4};
+        // Every key named (the cascade's too): the same range deletes.
+        ChangedKeys touched;
+        touched.namespaces = {"x"};
+        touched.pods = {"x/a", "x/b"};
+        touched.policies = {"x/deny"};
+        Datastore::Change c(base, 4, touched);
         c.state.namespaces.erase("x");
         c.state.pods.clear();
         c.state.policies.clear();
@@ -277,14 +296,13 @@ TEST_F(DatastoreTest, DeletingANamespaceWithTouchedKeysRemovesItsObjects) {
   ASSERT_TRUE(a->Update(Apply(Objects())).ok());
   absl::StatusOr<Snapshot> s =
       a->Update([](const State& base) -> absl::StatusOr<std::optional<Datastore::Change>> {
-        Datastore::Change c{base, 4};
+        ChangedKeys touched;
+        touched.namespaces.insert("x");  // covers the pods and policies that went with it
+        Datastore::Change c(base, 4, touched);
         c.state.namespaces.erase("x");
         c.state.pods.erase("x/a");
         c.state.pods.erase("x/b");
         c.state.policies.erase("x/deny");
-        ChangedKeys touched;
-        touched.namespaces.insert("x");  // covers the pods and policies that went with it
-        c.touched = touched;
         return c;
       });
   ASSERT_TRUE(s.ok()) << s.status();
@@ -295,11 +313,10 @@ TEST_F(DatastoreTest, DeletingANamespaceWithTouchedKeysRemovesItsObjects) {
   ASSERT_TRUE(a->Update(Apply(Objects())).ok());
   absl::StatusOr<Snapshot> one =
       a->Update([](const State& base) -> absl::StatusOr<std::optional<Datastore::Change>> {
-        Datastore::Change c{base, 1};
-        c.state.pods["x/a"].labels["app"] = "db";
         ChangedKeys touched;
         touched.pods.insert("x/a");
-        c.touched = touched;
+        Datastore::Change c(base, 1, touched);
+        c.state.pods["x/a"].labels["app"] = "db";
         return c;
       });
   ASSERT_TRUE(one.ok()) << one.status();
@@ -346,7 +363,9 @@ TEST_F(DatastoreTest, ConcurrentWritersLoseNoUpdate) {
   ASSERT_TRUE(a->Update(Apply(Objects())).ok());
   ASSERT_TRUE(Eventually([&] { return b->Current().state->namespaces.count("x") == 1; }));
   auto increment = [](const State& base) -> absl::StatusOr<std::optional<Datastore::Change>> {
-    Datastore::Change c{base, 1};
+    ChangedKeys touched;
+    touched.namespaces.insert("x");
+    Datastore::Change c(base, 1, touched);
     Namespace& ns = c.state.namespaces["x"];
     int n = 0;
     EXPECT_TRUE(absl::SimpleAtoi(ns.labels["n"], &n));

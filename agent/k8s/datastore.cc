@@ -766,9 +766,9 @@ absl::StatusOr<Snapshot> KubernetesDatastore::Update(const Mutation& mutate) {
   if (!change.ok()) return change.status();
   if (!change->has_value()) return base;
   Change& c = **change;
-  ChangedKeys keys = c.touched ? *c.touched : DiffStates(*base.state, c.state);
   {
     absl::MutexLock l(&mu_);
+    ChangedKeys keys = ResolveTouched(*base.state, c.state, c.touched);
     PublishLocked(std::make_shared<const State>(std::move(c.state)), std::move(keys));
     return current_;
   }
