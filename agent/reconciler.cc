@@ -258,21 +258,34 @@ std::optional<compiler::Delta> Reconciler::DeltaLocked(const Snapshot& snap) {
 }
 
 absl::Status Reconciler::CommitLocked(bool cold, SyncOutcome* out) {
-  if (out->kind != SyncKind::kIncremental && options_.compile.rule_counters) {
-    // A full replace deletes the table and with it every count: its rules start from the
-    // counts of the rules they replace (same chain, same comment), read just before. What the
-    // kernel counts between this read and the commit is lost.
+  // Rules the transaction adds with a counter: a full replace (which deletes the table and with
+  // it every count) or an incremental change that rebuilds chains (a flushed chain loses its
+  // counts, e.g. a policy edit that points a lookup at another set). Either way each added rule
+  // starts from the count of the rule it replaces (same chain, same comment), read just before;
+  // what the kernel counts between this read and the commit is lost. Element-only changes add
+  // no rule and read nothing.
+  bool adds_counted_rules = false;
+  if (options_.compile.rule_counters) {
+    for (const nft::Command& c : out->tx.commands()) {
+      if (c.kind == nft::ObjectKind::kRule && c.verb == nft::Verb::kAdd && c.rule.counter) {
+        adds_counted_rules = true;
+        break;
+      }
+    }
+  }
+  if (adds_counted_rules) {
     absl::StatusOr<std::vector<nft::RuleCount>> counts =
         backend_->ReadCounters(options_.compile.table);
     if (counts.ok()) {
       const size_t carried = nft::CarryCounters(*counts, &out->tx);
       if (carried > 0) {
-        LogInfo(absl::StrCat("full sync: ", carried, " of ", counts->size(),
-                             " rule counters carried over from the table being replaced"));
+        LogInfo(absl::StrCat(out->kind == SyncKind::kIncremental ? "rebuilt chains: " : "full sync: ",
+                             carried, " of ", counts->size(),
+                             " rule counters carried over from the rules being replaced"));
       }
     } else if (!absl::IsNotFound(counts.status()) && !absl::IsUnimplemented(counts.status())) {
-      LogWarning(absl::StrCat("full sync: cannot read the rule counters of the table being "
-                              "replaced, they start over: ", counts.status().ToString()));
+      LogWarning(absl::StrCat("cannot read the rule counters of the rules being replaced, they "
+                              "start over: ", counts.status().ToString()));
     }
   }
   const size_t chunk = options_.cold_start_chunk_elements;
