@@ -977,26 +977,68 @@ std::string PortPolicy(const std::string& name, int port) {
       port, "}]\n");
 }
 
+// A service and reconciler on a fresh store over a HeldBackend, synced, started and holding
+// kShop. Start asserts: call it through ASSERT_NO_FATAL_FAILURE.
+struct HeldAgent {
+  struct Options {
+    int max_pending = 0;  // AgentService::set_max_pending when > 0
+    // Rule counters on, read through the same fake kernel: the agent gives counter reads a
+    // netlink socket of their own, here reads that do not wait for a held commit.
+    bool counters = false;
+    // Syncs through the store's change log, as the agent's: the compiler alone holds the
+    // committed program while it updates it (a sync without one moves it out first, readers
+    // keep it).
+    bool change_log = false;
+  };
+
+  void Start(const Options& options) {
+    dir = fixtures::MakeTempDir("netpol-held-agent-test-");
+    ASSERT_FALSE(dir.empty());
+    auto opened = Store::Open(dir);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    store = *std::move(opened);
+    ReconcilerOptions o;
+    o.compile.node_name = "node-1";
+    o.debounce = absl::ZeroDuration();
+    o.check_interval = absl::ZeroDuration();
+    if (options.counters) {
+      o.compile.rule_counters = true;
+      o.counter_backend = &backend;
+    }
+    Store* s = store.get();
+    if (options.change_log) {
+      o.changes = [s](uint64_t from, uint64_t to) { return s->ChangesBetween(from, to); };
+    }
+    reconciler = std::make_unique<Reconciler>(&backend, [s] { return s->Current(); }, o);
+    service = std::make_unique<AgentService>(s, reconciler.get());
+    if (options.max_pending > 0) service->set_max_pending(options.max_pending);
+    ASSERT_TRUE(reconciler->SyncNow().ok());
+    reconciler->Start();
+    ASSERT_TRUE(service->Apply(ApplyOf(kShop), kTimeout).ok());
+  }
+
+  ~HeldAgent() {
+    if (reconciler != nullptr) reconciler->Stop();
+    if (!dir.empty()) fixtures::RemoveTree(dir);
+  }
+
+  std::string dir;
+  std::unique_ptr<Store> store;
+  HeldBackend backend;
+  std::unique_ptr<Reconciler> reconciler;
+  std::unique_ptr<AgentService> service;
+};
+
 
 
 TEST(AdmissionTest, WritesBeyondTheLimitAreRefusedAtOnceAndChangeNothingWhileReadsAreServed) {
-  const std::string dir = fixtures::MakeTempDir("netpol-admission-test-");
-  ASSERT_FALSE(dir.empty());
-  auto opened = Store::Open(dir);
-  ASSERT_TRUE(opened.ok()) << opened.status();
-  std::unique_ptr<Store> store = *std::move(opened);
-  HeldBackend backend;
-  ReconcilerOptions o;
-  o.compile.node_name = "node-1";
-  o.debounce = absl::ZeroDuration();
-  o.check_interval = absl::ZeroDuration();
-  Store* s = store.get();
-  Reconciler reconciler(&backend, [s] { return s->Current(); }, o);
-  AgentService service(store.get(), &reconciler);
-  service.set_max_pending(2);
-  ASSERT_TRUE(reconciler.SyncNow().ok());
-  reconciler.Start();
-  ASSERT_TRUE(service.Apply(ApplyOf(kShop), kTimeout).ok());
+  HeldAgent agent;
+  HeldAgent::Options options;
+  options.max_pending = 2;
+  ASSERT_NO_FATAL_FAILURE(agent.Start(options));
+  Store* store = agent.store.get();
+  HeldBackend& backend = agent.backend;
+  AgentService& service = *agent.service;
   const uint64_t base = store->Current().generation;
 
   // The kernel stalls; two writers are admitted and wait for their commit.
@@ -1071,8 +1113,6 @@ TEST(AdmissionTest, WritesBeyondTheLimitAreRefusedAtOnceAndChangeNothingWhileRea
   EXPECT_EQ(service.Get(get).status().code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(service.Apply(ApplyOf(PortPolicy("later", 8400)), kTimeout).ok());
   EXPECT_THAT(backend.Render(), HasSubstr("tcp . 8400"));
-  reconciler.Stop();
-  fixtures::RemoveTree(dir);
 }
 
 TEST_F(ServiceTest, ConcurrentWritersAreEachAcknowledgedAndABadOneFailsAlone) {
@@ -1182,23 +1222,13 @@ TEST_F(ServiceTest, StatusReportsAFailedWriteUntilAWriteSucceeds) {
 }
 
 TEST(AdmissionTest, ReadOnlyWaitersCannotStarveTheKernelReadsOfOthers) {
-  const std::string dir = fixtures::MakeTempDir("netpol-admission-test-");
-  ASSERT_FALSE(dir.empty());
-  auto opened = Store::Open(dir);
-  ASSERT_TRUE(opened.ok()) << opened.status();
-  std::unique_ptr<Store> store = *std::move(opened);
-  HeldBackend backend;
-  ReconcilerOptions o;
-  o.compile.node_name = "node-1";
-  o.debounce = absl::ZeroDuration();
-  o.check_interval = absl::ZeroDuration();
-  Store* s = store.get();
-  Reconciler reconciler(&backend, [s] { return s->Current(); }, o);
-  AgentService service(store.get(), &reconciler);
-  service.set_max_pending(2);
-  ASSERT_TRUE(reconciler.SyncNow().ok());
-  reconciler.Start();
-  ASSERT_TRUE(service.Apply(ApplyOf(kShop), kTimeout).ok());
+  HeldAgent agent;
+  HeldAgent::Options options;
+  options.max_pending = 2;
+  ASSERT_NO_FATAL_FAILURE(agent.Start(options));
+  Store* store = agent.store.get();
+  HeldBackend& backend = agent.backend;
+  AgentService& service = *agent.service;
   const uint64_t base = store->Current().generation;
 
   // A generation nothing will store is answered at once, whatever the timeout and the caller,
@@ -1273,8 +1303,6 @@ TEST(AdmissionTest, ReadOnlyWaitersCannotStarveTheKernelReadsOfOthers) {
   auto rendered = service.Render(kernel, Caller::kTrusted);
   ASSERT_TRUE(rendered.ok()) << rendered.status();
   EXPECT_THAT(rendered->nft_text(), HasSubstr("8100"));
-  reconciler.Stop();
-  fixtures::RemoveTree(dir);
 }
 
 TEST(AdmissionTest, GateHoldsAtMostItsLimitAndReleasesSlotsWhenTheyEnd) {
@@ -1361,26 +1389,13 @@ namespace {
 // What a /metrics scrape reads (Status and Counters) is answered while a sync holds the
 // reconciler in a commit that does not return: from the last committed program, not after it.
 TEST(CounterReadTest, StatusAndCountersAreServedWhileASyncIsHeldInTheKernel) {
-  const std::string dir = fixtures::MakeTempDir("netpol-counter-read-test-");
-  ASSERT_FALSE(dir.empty());
-  auto opened = Store::Open(dir);
-  ASSERT_TRUE(opened.ok()) << opened.status();
-  std::unique_ptr<Store> store = *std::move(opened);
-  HeldBackend backend;
-  ReconcilerOptions o;
-  o.compile.node_name = "node-1";
-  o.compile.rule_counters = true;
-  o.debounce = absl::ZeroDuration();
-  o.check_interval = absl::ZeroDuration();
-  // The agent gives counter reads a netlink socket of their own; here the same fake kernel,
-  // whose reads do not wait for the held commit.
-  o.counter_backend = &backend;
-  Store* s = store.get();
-  Reconciler reconciler(&backend, [s] { return s->Current(); }, o);
-  AgentService service(store.get(), &reconciler);
-  ASSERT_TRUE(reconciler.SyncNow().ok());
-  reconciler.Start();
-  ASSERT_TRUE(service.Apply(ApplyOf(kShop), kTimeout).ok());
+  HeldAgent agent;
+  HeldAgent::Options options;
+  options.counters = true;
+  ASSERT_NO_FATAL_FAILURE(agent.Start(options));
+  Store* store = agent.store.get();
+  HeldBackend& backend = agent.backend;
+  AgentService& service = *agent.service;
   const uint64_t applied = store->Current().generation;
   auto before = service.Counters(v1::CountersRequest());
   ASSERT_TRUE(before.ok()) << before.status();
@@ -1426,8 +1441,6 @@ TEST(CounterReadTest, StatusAndCountersAreServedWhileASyncIsHeldInTheKernel) {
   for (const v1::PolicyCounter& p : after->policies()) policies.push_back(p.policy());
   EXPECT_THAT(policies, ElementsAre("shop/held", "shop/web-ingress"));
   EXPECT_GT(service.Status().program().elements(), status_before.program().elements());
-  reconciler.Stop();
-  fixtures::RemoveTree(dir);
 }
 
 }  // namespace
@@ -1439,27 +1452,15 @@ namespace {
 // ExplainPod, Render and a dry run answer while a sync holds the reconciler in a commit that does
 // not return: from a copy of a committed program (with its generation), without waiting.
 TEST(SnapshotReadTest, ExplainRenderAndDryRunAreServedWhileASyncIsHeldInTheKernel) {
-  const std::string dir = fixtures::MakeTempDir("netpol-snapshot-read-test-");
-  ASSERT_FALSE(dir.empty());
-  auto opened = Store::Open(dir);
-  ASSERT_TRUE(opened.ok()) << opened.status();
-  std::unique_ptr<Store> store = *std::move(opened);
-  HeldBackend backend;
-  ReconcilerOptions o;
-  o.compile.node_name = "node-1";
-  o.compile.rule_counters = true;
-  o.debounce = absl::ZeroDuration();
-  o.check_interval = absl::ZeroDuration();
-  o.counter_backend = &backend;
-  Store* s = store.get();
-  // Syncs through the change log, as the agent's: the compiler alone holds the committed
-  // program while it updates it (a sync without one moves it out first, readers keep it).
-  o.changes = [s](uint64_t from, uint64_t to) { return s->ChangesBetween(from, to); };
-  Reconciler reconciler(&backend, [s] { return s->Current(); }, o);
-  AgentService service(store.get(), &reconciler);
-  ASSERT_TRUE(reconciler.SyncNow().ok());
-  reconciler.Start();
-  ASSERT_TRUE(service.Apply(ApplyOf(kShop), kTimeout).ok());
+  HeldAgent agent;
+  HeldAgent::Options options;
+  options.counters = true;
+  options.change_log = true;
+  ASSERT_NO_FATAL_FAILURE(agent.Start(options));
+  Store* store = agent.store.get();
+  HeldBackend& backend = agent.backend;
+  Reconciler& reconciler = *agent.reconciler;
+  AgentService& service = *agent.service;
   const uint64_t shop = store->Current().generation;
   v1::ExplainPodRequest explain;
   explain.set_pod("shop/web");
@@ -1531,8 +1532,6 @@ TEST(SnapshotReadTest, ExplainRenderAndDryRunAreServedWhileASyncIsHeldInTheKerne
   ASSERT_TRUE(last.ok()) << last.status();
   EXPECT_EQ(last->generation(), store->Current().generation);
   EXPECT_NE(last->nft_text().find("held-2"), std::string::npos);
-  reconciler.Stop();
-  fixtures::RemoveTree(dir);
 }
 
 }  // namespace
