@@ -67,6 +67,21 @@ nft::Program MustCompile(const State& s, const std::string& node) {
   return p.ok() ? *std::move(p) : nft::Program();
 }
 
+// s1's program, loaded into a fresh network namespace by a full replace, lists exactly as
+// rendered, and the kernel takes the Diff from it to s2's program.
+void LoadListAndDiff(const State& s1, const State& s2, uint32_t seed) {
+  nft::Program p1 = MustCompile(s1, "n1");
+  nft::Program p2 = MustCompile(s2, "n1");
+  const std::string full = TempPath("full.nft"), diff = TempPath("diff.nft");
+  std::ofstream(full) << nft::FullReplace(p1).ToNftText();
+  std::ofstream(diff) << nft::Diff(p1, p2).ToNftText();
+  ShellRun r = InFreshNetns(absl::StrCat("nft -f ", full, "\nnft list table inet netpol\n"));
+  ASSERT_EQ(r.status, 0) << "seed " << seed << ": " << r.output;
+  EXPECT_EQ(r.output, nft::RenderProgram(p1)) << "seed " << seed;
+  r = InFreshNetns(absl::StrCat("nft -f ", full, "\nnft -f ", diff, "\n"));
+  ASSERT_EQ(r.status, 0) << "seed " << seed << " diff: " << r.output;
+}
+
 TEST_F(KernelTest, CompiledProgramsLoadListAndDiffInTheKernel) {
   testing::RandomStateOptions bigger;
   bigger.min_pods = 8;
@@ -77,16 +92,7 @@ TEST_F(KernelTest, CompiledProgramsLoadListAndDiffInTheKernel) {
   for (uint32_t seed = 1; seed <= 40; ++seed) {
     State s1 = testing::RandomState(seed, bigger);
     State s2 = testing::RandomState(seed + 777, bigger);
-    nft::Program p1 = MustCompile(s1, "n1");
-    nft::Program p2 = MustCompile(s2, "n1");
-    const std::string full = TempPath("full.nft"), diff = TempPath("diff.nft");
-    std::ofstream(full) << nft::FullReplace(p1).ToNftText();
-    std::ofstream(diff) << nft::Diff(p1, p2).ToNftText();
-    ShellRun r = InFreshNetns(absl::StrCat("nft -f ", full, "\nnft list table inet netpol\n"));
-    ASSERT_EQ(r.status, 0) << "seed " << seed << ": " << r.output;
-    EXPECT_EQ(r.output, nft::RenderProgram(p1)) << "seed " << seed;
-    r = InFreshNetns(absl::StrCat("nft -f ", full, "\nnft -f ", diff, "\n"));
-    ASSERT_EQ(r.status, 0) << "seed " << seed << " diff: " << r.output;
+    ASSERT_NO_FATAL_FAILURE(LoadListAndDiff(s1, s2, seed));
     ++loaded;
   }
   EXPECT_EQ(loaded, 40);
@@ -101,16 +107,7 @@ TEST_F(KernelTest, ClusterNetworkPolicyProgramsLoadListAndDiffInTheKernel) {
                                            .max_policies = 4});
     testing::AddRandomClusterPolicies(&s1, seed, 6);
     const State s2 = testing::MutateClusterPolicies(s1, seed);
-    nft::Program p1 = MustCompile(s1, "n1");
-    nft::Program p2 = MustCompile(s2, "n1");
-    const std::string full = TempPath("full.nft"), diff = TempPath("diff.nft");
-    std::ofstream(full) << nft::FullReplace(p1).ToNftText();
-    std::ofstream(diff) << nft::Diff(p1, p2).ToNftText();
-    ShellRun r = InFreshNetns(absl::StrCat("nft -f ", full, "\nnft list table inet netpol\n"));
-    ASSERT_EQ(r.status, 0) << "seed " << seed << ": " << r.output;
-    EXPECT_EQ(r.output, nft::RenderProgram(p1)) << "seed " << seed;
-    r = InFreshNetns(absl::StrCat("nft -f ", full, "\nnft -f ", diff, "\n"));
-    ASSERT_EQ(r.status, 0) << "seed " << seed << " diff: " << r.output;
+    ASSERT_NO_FATAL_FAILURE(LoadListAndDiff(s1, s2, seed));
     ++loaded;
   }
   EXPECT_EQ(loaded, 30);
