@@ -258,6 +258,27 @@ bool SharesAnAddress(const State& state) {
   return false;
 }
 
+// One step of a chain of updates: both nodes' compilers go from `s` to `next` and the programs
+// they hold are checked against the evaluator. False for a step not taken: edits the compiler
+// refuses (an error leaves the held programs as they were), and broken States (the updates still
+// run on the next edit that repairs them).
+bool UpdateAndCheck(IncrementalCompiler (&ic)[2], const State& s, const State& next,
+                    const std::string& label, Stats* stats) {
+  if (!Compile(next, NodeOptions(0)).ok() || !Compile(next, NodeOptions(1)).ok()) return false;
+  if (SharesAnAddress(next)) return false;
+  const Delta delta = DiffStates(s, next);
+  for (int n = 0; n < 2; ++n) {
+    absl::StatusOr<nft::Transaction> tx = ic[n].Update(s, next, delta, NodeOptions(n));
+    if (!tx.ok()) {
+      ADD_FAILURE() << label << ": " << tx.status();
+      return true;
+    }
+  }
+  const nft::Program programs[2] = {ic[0].program(), ic[1].program()};
+  CheckPrograms(next, programs, label, stats);
+  return true;
+}
+
 // The programs an IncrementalCompiler holds after chains of random edits (Updates, not a
 // compile from the empty State) agree with the evaluator too.
 TEST(DifferentialTest, ProgramsReachedByUpdatesAgreeWithEvaluator) {
@@ -270,19 +291,10 @@ TEST(DifferentialTest, ProgramsReachedByUpdatesAgreeWithEvaluator) {
     if (!ic[0].Reset(s, NodeOptions(0)).ok() || !ic[1].Reset(s, NodeOptions(1)).ok()) continue;
     for (int step = 0; step < 8; ++step) {
       State next = testing::Mutate(s, seed * 100 + static_cast<uint64_t>(step));
-      // Skip edits the compiler refuses (an error leaves the held programs as they were), and
-      // broken States (the updates still run on the next edit that repairs them).
-      if (!Compile(next, NodeOptions(0)).ok() || !Compile(next, NodeOptions(1)).ok()) continue;
-      if (SharesAnAddress(next)) continue;
-      const Delta delta = DiffStates(s, next);
-      const std::string label = absl::StrCat("seed ", seed, " step ", step);
-      for (int n = 0; n < 2; ++n) {
-        absl::StatusOr<nft::Transaction> tx = ic[n].Update(s, next, delta, NodeOptions(n));
-        ASSERT_TRUE(tx.ok()) << label << ": " << tx.status();
+      if (!UpdateAndCheck(ic, s, next, absl::StrCat("seed ", seed, " step ", step), &stats)) {
+        continue;
       }
       ++updates;
-      const nft::Program programs[2] = {ic[0].program(), ic[1].program()};
-      CheckPrograms(next, programs, label, &stats);
       if (HasFailure()) return;
       s = std::move(next);
     }
@@ -330,17 +342,10 @@ TEST(DifferentialTest, ClusterNetworkPolicyUpdatesAgreeWithEvaluator) {
     for (int step = 0; step < 8; ++step) {
       State next = testing::MutateClusterPolicies(s, seed * 100 + static_cast<uint64_t>(step));
       if (step == 5) next.cluster_policies.clear();  // the last CNP goes: back to NetworkPolicy only
-      if (!Compile(next, NodeOptions(0)).ok() || !Compile(next, NodeOptions(1)).ok()) continue;
-      if (SharesAnAddress(next)) continue;
-      const Delta delta = DiffStates(s, next);
-      const std::string label = absl::StrCat("seed ", seed, " step ", step);
-      for (int n = 0; n < 2; ++n) {
-        absl::StatusOr<nft::Transaction> tx = ic[n].Update(s, next, delta, NodeOptions(n));
-        ASSERT_TRUE(tx.ok()) << label << ": " << tx.status();
+      if (!UpdateAndCheck(ic, s, next, absl::StrCat("seed ", seed, " step ", step), &stats)) {
+        continue;
       }
       ++updates;
-      const nft::Program programs[2] = {ic[0].program(), ic[1].program()};
-      CheckPrograms(next, programs, label, &stats);
       if (HasFailure()) return;
       s = std::move(next);
     }
