@@ -569,26 +569,25 @@ def print_summary(summary):
                                                r.get("optimal_added_us_rounds", float("nan")),
                                                r.get("netpol_over_optimal_rounds", float("nan")))
         print(line)
-    obs = [(n, res["ratios"]) for n, res in summary["results"].items()
-           if "netpol_obs_over_optimal_obs" in res["ratios"]]
-    if obs:
-        print("\ncounters and deny logs on, p50 ratios pooled (median of the rounds):")
-        keys = ("netpol_obs_over_optimal_obs", "netpol_obs_over_optimal", "netpol_obs_over_netpol",
-                "optimal_obs_over_optimal")
-        print("%8s " % "policies" + "".join("%32s" % k for k in keys))
-        for n, r in obs:
-            print("%8s " % n + "".join("%32s" % ("%.3f (%.3f)" % (
-                r.get(k, float("nan")), r.get(k + "_rounds") or float("nan"))) for k in keys))
-    cnp = [(n, res["ratios"]) for n, res in summary["results"].items()
-           if "netpol_cnp_over_netpol" in res["ratios"]]
-    if cnp:
-        print("\nwith ClusterNetworkPolicies, p50 ratios pooled (median of the rounds):")
-        keys = ("netpol_cnp_over_netpol", "netpol_cnp_over_optimal_cnp", "netpol_cnp_over_optimal",
-                "optimal_cnp_over_optimal")
-        print("%8s " % "policies" + "".join("%32s" % k for k in keys))
-        for n, r in cnp:
-            print("%8s " % n + "".join("%32s" % ("%.3f (%.3f)" % (
-                r.get(k, float("nan")), r.get(k + "_rounds") or float("nan"))) for k in keys))
+    print_ratios(summary, "counters and deny logs on",
+                 ("netpol_obs_over_optimal_obs", "netpol_obs_over_optimal",
+                  "netpol_obs_over_netpol", "optimal_obs_over_optimal"))
+    print_ratios(summary, "with ClusterNetworkPolicies",
+                 ("netpol_cnp_over_netpol", "netpol_cnp_over_optimal_cnp",
+                  "netpol_cnp_over_optimal", "optimal_cnp_over_optimal"))
+
+
+def print_ratios(summary, title, keys):
+    """A table of the p50 ratios `keys` (pooled, and the median of the rounds in parentheses) for
+    the policy counts whose results have the first of them; nothing when none has."""
+    rows = [(n, res["ratios"]) for n, res in summary["results"].items() if keys[0] in res["ratios"]]
+    if not rows:
+        return
+    print("\n%s, p50 ratios pooled (median of the rounds):" % title)
+    print("%8s " % "policies" + "".join("%32s" % k for k in keys))
+    for n, r in rows:
+        print("%8s " % n + "".join("%32s" % ("%.3f (%.3f)" % (
+            r.get(k, float("nan")), r.get(k + "_rounds") or float("nan"))) for k in keys))
 
 
 def default_bin(args, name, rel):
