@@ -59,6 +59,16 @@ bool TouchesRules(const nft::Transaction& tx) {
   return false;
 }
 
+// Adds a rule with a counter: a full replace, or an incremental change that rebuilds chains.
+bool AddsCountedRules(const nft::Transaction& tx) {
+  for (const nft::Command& c : tx.commands()) {
+    if (c.kind == nft::ObjectKind::kRule && c.verb == nft::Verb::kAdd && c.rule.counter) {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 ProgramSize SizeOf(const nft::Program& program) {
@@ -264,16 +274,7 @@ absl::Status Reconciler::CommitLocked(bool cold, SyncOutcome* out) {
   // starts from the count of the rule it replaces (same chain, same comment), read just before;
   // what the kernel counts between this read and the commit is lost. Element-only changes add
   // no rule and read nothing.
-  bool adds_counted_rules = false;
-  if (options_.compile.rule_counters) {
-    for (const nft::Command& c : out->tx.commands()) {
-      if (c.kind == nft::ObjectKind::kRule && c.verb == nft::Verb::kAdd && c.rule.counter) {
-        adds_counted_rules = true;
-        break;
-      }
-    }
-  }
-  if (adds_counted_rules) {
+  if (options_.compile.rule_counters && AddsCountedRules(out->tx)) {
     absl::StatusOr<std::vector<nft::RuleCount>> counts =
         backend_->ReadCounters(options_.compile.table);
     if (counts.ok()) {
