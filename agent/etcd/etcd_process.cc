@@ -114,11 +114,28 @@ void EtcdProcess::Kill() {
 }
 
 void EtcdProcess::Freeze() {
-  if (pid_ > 0) ::kill(pid_, SIGSTOP);
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGSTOP);
+  // kill() only queues the stop: wait until every thread of etcd has stopped, so that nothing
+  // sent after Freeze() returns can still be served.
+  WaitFor(WUNTRACED);
 }
 
 void EtcdProcess::Thaw() {
-  if (pid_ > 0) ::kill(pid_, SIGCONT);
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGCONT);
+  WaitFor(WCONTINUED);
+}
+
+void EtcdProcess::WaitFor(int change) {
+  int status = 0;
+  while (::waitpid(pid_, &status, change) == pid_) {
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+      pid_ = -1;
+      return;
+    }
+    if (change == WUNTRACED ? WIFSTOPPED(status) : WIFCONTINUED(status)) return;
+  }
 }
 
 absl::Status EtcdProcess::Restart() {

@@ -45,6 +45,8 @@ class EtcdProcess {
   EtcdProcess(std::string dir, int client_port, int peer_port, bool tls);
   static absl::StatusOr<std::unique_ptr<EtcdProcess>> Create(const std::string& dir, bool tls);
   absl::Status Spawn();
+  // Waits until the child reports `change` (WUNTRACED: stopped, WCONTINUED: resumed) or exits.
+  void WaitFor(int change);
 
   const std::string dir_;
   const int client_port_;
