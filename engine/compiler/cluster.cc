@@ -236,6 +236,47 @@ std::vector<Span> PeerSpans(const State& s, NsLabels& ns, const PodsByNs& pods_b
   return out;
 }
 
+// The part of a tier chain's named-port `resolution` that the ingress rules of `cnps` use (egress
+// named ports resolve on the destination: none).
+Resolution TierResolution(const std::vector<const ClusterNetworkPolicy*>& cnps, Dir dir,
+                          const Resolution& resolution) {
+  Resolution out;
+  if (dir != Dir::kIngress) return out;
+  for (const ClusterNetworkPolicy* c : cnps) {
+    for (const CnpRule& r : c->ingress) {
+      for (const CnpPort& p : r.ports) {
+        if (!p.named_port) continue;
+        for (Protocol proto : kProtocols) {
+          auto it = resolution.find({*p.named_port, proto});
+          if (it != resolution.end()) out.insert(*it);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// What a tier's sets hold is a function of this key: direction, tier, the CNPs in evaluation
+// order and the resolution of their ingress named ports.
+std::string TierContentKey(const std::vector<const ClusterNetworkPolicy*>& cnps, Dir dir,
+                           char tier_letter, const Resolution& resolution) {
+  std::string key = absl::StrCat(DirName(dir), "|", std::string(1, tier_letter));
+  for (const ClusterNetworkPolicy* c : cnps) absl::StrAppend(&key, ",", c->name);
+  absl::StrAppend(&key, "|R");
+  for (const auto& [np_, port] : resolution) {
+    absl::StrAppend(&key, ",", np_.first, "/", ProtocolName(np_.second), "=",
+                    port ? absl::StrCat(*port) : "none");
+  }
+  return key;
+}
+
+// The name of a tier's sets without their suffix: "cin-set-"/"ceg-set-" and 16 hex digits of
+// the FNV-1a hash of the (salted) content key.
+std::string TierSetBase(Dir dir, const std::string& salted_key) {
+  return absl::StrCat(dir == Dir::kIngress ? "cin" : "ceg", "-set-",
+                      absl::Hex(Fnv1a64(salted_key), absl::kZeroPad16));
+}
+
 // One tier chain: local pods of one direction with the same Admin CNPs, the same NetworkPolicy
 // group chain (or, not isolated, the same Baseline CNPs) and the same resolution of the CNPs'
 // ingress named ports.
@@ -491,14 +532,32 @@ class Builder {
   }
 
   // The tier's sets and rules: per family an Accept set (return: allowed) and a Deny set (drop).
+  // The sets are named after the tier's content (RULESET.md "Tier sets shared by content"):
+  // every tier chain with the same CNPs in this tier, direction and named-port resolution looks
+  // up the same sets, emitted once.
   void EmitTier(const TierChain& tc, const std::vector<const ClusterNetworkPolicy*>& cnps,
                 char letter, const char* tier_name, nft::Chain* chain, nft::Program* prog) {
     const std::vector<std::string> names = Names(cnps);
+    const Resolution resolution = TierResolution(cnps, tc.dir, tc.resolution);
+    const std::string content = TierContentKey(cnps, tc.dir, letter, resolution);
+    auto [named, fresh] = tier_set_names_.emplace(content, "");
+    if (fresh) {
+      for (int salt = 0;; ++salt) {
+        named->second = TierSetBase(tc.dir, salt == 0 ? content : absl::StrCat(content, "#", salt));
+        if (taken_set_bases_.insert(named->second).second) break;
+      }
+    }
     for (int f = 0; f < 2; ++f) {
-      const std::vector<ValuedBox>& boxes = TierBoxes(cnps, tc.dir, f, tc.resolution);
+      const std::vector<ValuedBox>& boxes = TierBoxes(cnps, tc.dir, f, resolution);
       for (int v : {kAccept, kDeny}) {
-        const std::string set = absl::StrCat(tc.name, "-", std::string(1, letter),
+        const std::string set = absl::StrCat(named->second, "-", std::string(1, letter),
                                              v == kAccept ? "a" : "d", f == 0 ? "4" : "6");
+        chain->rules.push_back(MakeRule(
+            {Lookup(SlotLookup(SRp(f), tc.dir), set)},
+            v == kAccept ? nft::Verdict::Return() : nft::Verdict::Drop(),
+            JoinLimited(absl::StrCat(tier_name, " tier ", v == kAccept ? "Accept" : "Deny", ": "),
+                        names)));
+        if (!fresh) continue;
         nft::Set def;
         def.name = set;
         def.key = SlotKey(SRp(f));
@@ -512,11 +571,6 @@ class Builder {
         for (const ValuedBox& b : boxes) {
           if (b.value == v) elements.push_back(BoxElement(SRp(f), b.box));
         }
-        chain->rules.push_back(MakeRule(
-            {Lookup(SlotLookup(SRp(f), tc.dir), set)},
-            v == kAccept ? nft::Verdict::Return() : nft::Verdict::Drop(),
-            JoinLimited(absl::StrCat(tier_name, " tier ", v == kAccept ? "Accept" : "Deny", ": "),
-                        names)));
       }
     }
   }
@@ -547,6 +601,8 @@ class Builder {
   std::map<U128, const Pod*> owners_[2];
   std::map<const CnpPeer*, std::vector<Span>> spans_[2];
   std::map<std::string, std::vector<ValuedBox>> tier_boxes_;
+  std::map<std::string, std::string> tier_set_names_;  // tier content key -> set name base
+  std::set<std::string> taken_set_bases_;
 };
 
 }  // namespace

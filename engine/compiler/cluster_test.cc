@@ -6,6 +6,7 @@
 #include <functional>
 #include <iostream>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -132,8 +133,13 @@ TEST(ClusterTiersTest, ATierCostsFourRulesWhateverTheNumberOfPolicies) {
     const nft::Chain* in = ChainStartingWith(*p, "cin-g0-");
     ASSERT_NE(in, nullptr) << nft::RenderProgram(*p);
     rules[round] = in->rules.size();
-    for (const auto& [name, els] : p->elements) {
-      if (absl::StartsWith(name, in->name)) elements[round] += els.size();
+    for (const nft::Rule& r : in->rules) {
+      for (const nft::Match& m : r.matches) {
+        const auto* lookup = std::get_if<nft::LookupMatch>(&m);
+        if (lookup == nullptr) continue;
+        auto els = p->elements.find(lookup->set);
+        if (els != p->elements.end()) elements[round] += els->second.size();
+      }
     }
   }
   EXPECT_EQ(rules[0], 4u);
@@ -229,6 +235,48 @@ TEST(ClusterTiersTest, TieredPodsAreDispatchedToTheirTierChainAndReachThemselves
   ASSERT_TRUE(eg->rules[4].verdict.has_value());
   EXPECT_EQ(eg->rules[4].verdict->kind, nft::Verdict::Kind::kJump);
   EXPECT_TRUE(absl::StartsWith(eg->rules[4].verdict->chain, "eg-x_deny-"));
+}
+
+// The set names a chain's rules look up, in order.
+std::vector<std::string> LookedUp(const nft::Chain& chain) {
+  std::vector<std::string> out;
+  for (const nft::Rule& r : chain.rules) {
+    for (const nft::Match& m : r.matches) {
+      if (const auto* lookup = std::get_if<nft::LookupMatch>(&m)) out.push_back(lookup->set);
+    }
+  }
+  return out;
+}
+
+TEST(ClusterTiersTest, TierChainsWithTheSameTierContentShareItsSets) {
+  // web and api (both local, both under Admin "a"): web is isolated by a NetworkPolicy, api is
+  // not, so they have tier chains of their own; their Admin tier is the same content and looks
+  // up the same four sets, which the program holds once.
+  State s = Cluster();
+  Add(&s, MakePod("x", "api", {{"app", "api"}}, "n1", {"10.0.0.3", "fd00::3"}));
+  NetworkPolicy np;
+  np.namespace_name = "x";
+  np.name = "web";
+  np.pod_selector = Sel({{"app", "web"}});
+  np.ingress_type = true;
+  Add(&s, np);
+  s.cluster_policies["a"] = Guard("a", CnpTier::kAdmin, 10, CnpAction::kDeny, 80);
+  absl::StatusOr<nft::Program> p = Compile(s, N1());
+  ASSERT_TRUE(p.ok()) << p.status();
+  std::vector<const nft::Chain*> ingress;
+  for (const auto& [name, chain] : p->chains) {
+    if (absl::StartsWith(name, "cin-")) ingress.push_back(&chain);
+  }
+  ASSERT_EQ(ingress.size(), 2u) << nft::RenderProgram(*p);
+  const std::vector<std::string> a = LookedUp(*ingress[0]), b = LookedUp(*ingress[1]);
+  ASSERT_EQ(a.size(), 4u);
+  EXPECT_EQ(a, b);
+  for (const std::string& set : a) EXPECT_TRUE(absl::StartsWith(set, "cin-set-")) << set;
+  size_t tier_sets = 0;
+  for (const auto& [name, set] : p->sets) tier_sets += absl::StartsWith(name, "cin-set-") ? 1 : 0;
+  EXPECT_EQ(tier_sets, 4u);
+  // 10.0.0.2-3 and fd00::2-3 deny tcp/80 from every pod: the Deny sets hold the pods' addresses.
+  EXPECT_FALSE(p->elements[a[1]].empty());
 }
 
 TEST(ClusterTiersTest, InvalidClusterNetworkPoliciesAreRefusedNamingTheField) {
