@@ -116,6 +116,12 @@ ABSL_FLAG(bool, rule_counters, true,
 ABSL_FLAG(bool, revoke_connections, true,
           "After a change, delete the conntrack entries of established flows it denies "
           "(targeted; flows that stay allowed are untouched)");
+ABSL_FLAG(absl::Duration, revoke_interval, absl::Milliseconds(100),
+          "Connection revocation lists the conntrack table right after a commit that denies "
+          "flows, then at most once per this interval while such commits keep coming (each "
+          "listing covers every commit since the previous one); 0: after every such commit. "
+          "The denied flows of a commit are deleted within this interval plus one listing "
+          "(docs/guarantees.md)");
 ABSL_FLAG(int, max_pending_writes, netpol::agent::kDefaultMaxPendingWrites,
           "Backpressure: at most this many writes (Apply/Delete), as many CNI attachment "
           "changes and as many reads of the kernel wait at once; beyond, a request is refused "
@@ -378,8 +384,12 @@ int main(int argc, char** argv) {
   ropts.changes = [store_ptr](uint64_t from, uint64_t to) {
     return store_ptr->ChangesBetween(from, to);
   };
-  // Established connections a change denies are cut before the change is acknowledged.
+  // Established connections a change denies are cut right after its commit, by the revoker's
+  // worker (started below, once the reconciler exists), within --revoke-interval under churn.
   Revoker revoker;
+  if (absl::GetFlag(FLAGS_revoke_interval) < absl::ZeroDuration()) {
+    return Fail("--revoke-interval", absl::InvalidArgumentError("must not be negative"));
+  }
   if (absl::GetFlag(FLAGS_revoke_connections)) {
     ropts.after_commit = [&revoker](const nft::Program* before, const nft::Transaction& tx,
                                     const nft::Program& after) {
@@ -396,6 +406,13 @@ int main(int argc, char** argv) {
     ropts.counter_backend = rule_counter_reader.get();
   }
   Reconciler reconciler(backend->get(), [store_ptr] { return store_ptr->Current(); }, ropts);
+  if (absl::GetFlag(FLAGS_revoke_connections)) {
+    revoker.StartDeferred(
+        [&reconciler](const std::function<void(const nft::Program&)>& judge) {
+          reconciler.WithCommitted(judge);
+        },
+        absl::GetFlag(FLAGS_revoke_interval));
+  }
   AgentService service(store_ptr, &reconciler);
   service.set_endpoints(endpoints_ptr);
   service.set_max_pending(absl::GetFlag(FLAGS_max_pending_writes));
@@ -546,6 +563,11 @@ int main(int argc, char** argv) {
   (*server)->Shutdown(absl::Seconds(5));
   // A clean stop ends this node's liveness at once: it shows as stale, not as current.
   if (status_publisher != nullptr) status_publisher->Stop();
+  // Revocations still queued are done first (a few milliseconds; bounded, in case a wedged
+  // kernel call holds the reconciler).
+  if (!revoker.Flush(absl::Seconds(2))) {
+    LogWarning("stopping with connection revocations still queued");
+  }
   // Exit without waiting for a sync in flight: a kernel transaction is atomic and every store
   // change is fsynced before it is acknowledged, so stopping anywhere leaves both consistent,
   // and a wedged kernel call must not hold up the shutdown.

@@ -516,6 +516,22 @@ std::shared_ptr<const nft::Program> Reconciler::CommittedLocked(uint64_t* genera
   return committed_;
 }
 
+void Reconciler::WithCommitted(const std::function<void(const nft::Program&)>& fn) {
+  absl::MutexLock s(&sync_mu_);
+  bool in_compiler = false;
+  std::shared_ptr<const nft::Program> kept;
+  {
+    absl::MutexLock l(&mu_);
+    in_compiler = committed_in_compiler_;
+    kept = committed_;
+  }
+  if (in_compiler && incremental_.has_program()) {
+    fn(incremental_.program());
+  } else if (kept != nullptr) {
+    fn(*kept);
+  }
+}
+
 absl::StatusOr<nft::Program> Reconciler::DumpKernel() {
   absl::MutexLock s(&sync_mu_);
   return backend_->Dump(options_.compile.table);
@@ -608,7 +624,7 @@ void Reconciler::Run() {
       retry = failing && absl::Now() >= status_.last_sync_time + options_.retry_interval;
     }
     if (dirty) {
-      absl::SleepFor(options_.debounce);
+      if (options_.debounce > absl::ZeroDuration()) absl::SleepFor(options_.debounce);
       {
         absl::MutexLock l(&mu_);
         dirty_ = false;

@@ -15,8 +15,8 @@
 //     first sync builds it in bounded transactions and hooks it in with the last
 //     (ReconcilerOptions::cold_start_chunk_elements, nft::ChunkedCreate).
 //   * Changes coalesce: notifications only mark the store dirty; a sync always takes the
-//     newest snapshot, so a burst of updates arriving while a sync runs (or within the debounce
-//     window) becomes one transaction.
+//     newest snapshot, so a burst of updates arriving while a sync runs (or within the optional
+//     debounce window) becomes one transaction.
 //   * A periodic check dumps the table and compares it with the committed program; drift
 //     (someone flushed or edited the table) is repaired by a full sync.
 //   * One log line per sync: kind, generation, objects changed, elements changed, commands,
@@ -55,9 +55,11 @@ const char* SyncKindName(SyncKind kind);  // "none", "full", "incremental", "che
 
 struct ReconcilerOptions {
   compiler::CompileOptions compile;
-  // After a notification, wait this long for more before syncing. Syncs already coalesce
-  // whatever arrives while one runs; the window only helps bursts from separate clients.
-  absl::Duration debounce = absl::Milliseconds(5);
+  // After a notification, wait this long for more before syncing. Default none: syncs already
+  // coalesce whatever arrives while one runs, and concurrent writers are stored as one
+  // generation (the service's group commit), so a window would only delay every write by its
+  // length (a serial writer's every event: benchmarks/README.md "Agent: write path").
+  absl::Duration debounce = absl::ZeroDuration();
   // Period of the drift check; zero or infinite disables it.
   absl::Duration check_interval = absl::Seconds(60);
   // Delay before retrying a failed sync.
@@ -90,8 +92,9 @@ struct ReconcilerOptions {
   size_t cold_start_chunk_elements = 20000;
   // Called after each committed non-empty transaction, before the sync is acknowledged (so
   // WaitFor returns after it): `before` is the program committed until now (null after a
-  // start), `tx` what was committed, `after` the new program. The agent revokes the
-  // conntrack entries of flows the change denies here (agent/revoker.h). Unset: nothing.
+  // start), `tx` what was committed, `after` the new program. The agent plans the revocation
+  // of the conntrack entries of flows the change denies here; its revoker's worker lists the
+  // table and deletes them after (agent/revoker.h). Unset: nothing.
   // After a sync through the change log, `before` is not the whole old program (copying it per
   // event would cost what the change log saves) but what conntrack::RevocationFilters reads of
   // it: every chain and set definition, the verdict maps' elements and the elements of every
@@ -193,6 +196,12 @@ class Reconciler {
   // of the newest commit exists, the copy of an earlier commit is returned. `generation`
   // (optional) receives the store generation the returned program was compiled from.
   std::shared_ptr<const nft::Program> committed(uint64_t* generation = nullptr) const;
+  // Calls `fn` with the program the kernel holds (the last committed one; after a failed
+  // commit, the one the kernel kept), with syncs held off while it runs: no commit changes the
+  // kernel in between. Without such a program (before the first commit) `fn` is not called.
+  // Copies nothing (committed() copies the program); for the deferred revoker's judgement of a
+  // few flows, not for long work.
+  void WithCommitted(const std::function<void(const nft::Program&)>& fn);
   // Reads the table back from the kernel.
   absl::StatusOr<nft::Program> DumpKernel();
   // Reads the rule counters from the kernel (nft::Backend::ReadCounters: the rules only) and

@@ -693,5 +693,31 @@ TEST_F(ReconcilerTest, ChangeLogCommitFailureKeepsTheOldProgramThenRepairs) {
   EXPECT_EQ(Kernel(), Expected(s));
 }
 
+// WithCommitted hands out the program the kernel holds: nothing before the first commit, the
+// newest after a commit through the change log, the kept one after a failed commit.
+TEST_F(ReconcilerTest, WithCommittedIsTheProgramTheKernelHolds) {
+  auto r = Make(WithChanges(&source_));
+  auto canonical = [&r]() -> std::optional<nft::Program> {
+    std::optional<nft::Program> out;
+    r->WithCommitted([&out](const nft::Program& p) { out = nft::Canonical(p); });
+    return out;
+  };
+  EXPECT_FALSE(canonical().has_value());
+  ASSERT_TRUE(r->SyncNow().ok());
+  EXPECT_EQ(canonical(), Kernel());
+  State s = *source_.Get().state;
+  s.pods["x/c1"] = ClientPod(1);
+  source_.Set(s);
+  ASSERT_TRUE(r->SyncNow().ok());
+  EXPECT_EQ(canonical(), Expected(s));
+  const nft::Program kept = Kernel();
+  s.pods["x/c2"] = ClientPod(2);
+  source_.Set(s);
+  fake_.FailCommit(1);
+  fake_.FailCommit(2);
+  EXPECT_FALSE(r->SyncNow().ok());
+  EXPECT_EQ(canonical(), kept);
+}
+
 }  // namespace
 }  // namespace netpol::agent

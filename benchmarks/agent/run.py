@@ -207,6 +207,8 @@ def run_tier(args, tier):
     finally:
         if agent is not None:
             agent.stop()
+            if args.keep_log:
+                shutil.copy(agent.log_path, "%s.%s" % (args.keep_log, tier))
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -225,6 +227,7 @@ def main():
     p.add_argument("--agent-flag", action="append", default=[],
                    help="an extra flag for the agent (repeatable)")
     p.add_argument("--out", help="write all results as JSON here")
+    p.add_argument("--keep-log", help="copy each tier's agent log to KEEP_LOG.TIER")
     args = p.parse_args()
     if os.geteuid() != 0:
         print("run.py needs root (unshare --net, nftables in that namespace)", file=sys.stderr)
