@@ -292,7 +292,9 @@ struct TierChain {
 
 class Builder {
  public:
-  Builder(const State& s, const CompileOptions& opts) : s_(s), opts_(opts), ns_(s) {
+  Builder(const State& s, const CompileOptions& opts,
+          std::map<std::string, GroupRuleSources>* sources)
+      : s_(s), opts_(opts), sources_(sources), ns_(s) {
     for (const auto& [key, pod] : s.pods) {
       if (!pod.host_network) pods_by_ns_[pod.namespace_name].push_back(&pod);
     }
@@ -405,8 +407,13 @@ class Builder {
             break;
           }
         }
+        // A CNP without rules for this direction decides nothing there: it makes no tier (a pod
+        // whose CNPs have none keeps its plain dispatch, without an empty tier chain).
+        auto has_rules = [dir](const ClusterNetworkPolicy* c) {
+          return !(dir == Dir::kIngress ? c->ingress : c->egress).empty();
+        };
         for (const ClusterNetworkPolicy* c : tier[0]) {
-          if (PodMatches(ns_, c->subject, pod)) tc.admin.push_back(c);
+          if (has_rules(c) && PodMatches(ns_, c->subject, pod)) tc.admin.push_back(c);
         }
         if (isolated[d].count(key) != 0) {
           // The pod's group chain, from the NetworkPolicy dispatch map.
@@ -421,7 +428,7 @@ class Builder {
           }
         } else {
           for (const ClusterNetworkPolicy* c : tier[1]) {
-            if (PodMatches(ns_, c->subject, pod)) tc.baseline.push_back(c);
+            if (has_rules(c) && PodMatches(ns_, c->subject, pod)) tc.baseline.push_back(c);
           }
         }
         if (tc.admin.empty() && tc.baseline.empty()) continue;
@@ -470,7 +477,9 @@ class Builder {
                                absl::StrFormat("%08x", static_cast<uint32_t>(Fnv1a64(salted) >> 32)));
         if (names.insert(tc.name).second) break;
       }
-      Emit(tc, &prog);
+      GroupRuleSources sources;
+      Emit(tc, &prog, &sources);
+      if (sources_ != nullptr) (*sources_)[tc.name] = std::move(sources);
     }
 
     // Dispatch: per address the first local pod by key that has an entry (isolated by
@@ -531,13 +540,64 @@ class Builder {
     return out;
   }
 
-  // The tier's sets and rules: per family an Accept set (return: allowed) and a Deny set (drop).
+  // The rules of `cnps` for `dir` with action `action`, in evaluation order: what the tier's
+  // lookup of that action holds (its comment as "name ingress[0]", and the counters' sources).
+  static std::vector<TierRuleSource> RulesWith(const std::vector<const ClusterNetworkPolicy*>& cnps,
+                                               Dir dir, CnpAction action) {
+    std::vector<TierRuleSource> out;
+    for (const ClusterNetworkPolicy* c : cnps) {
+      const std::vector<CnpRule>& rules = dir == Dir::kIngress ? c->ingress : c->egress;
+      for (size_t i = 0; i < rules.size(); ++i) {
+        if (rules[i].action != action) continue;
+        out.push_back(TierRuleSource{c->tier, c->name, c->priority, static_cast<int>(i),
+                                     rules[i].name, action});
+      }
+    }
+    return out;
+  }
+
+  static std::string RuleComment(const char* tier_name, CnpAction action, Dir dir,
+                                 const std::vector<TierRuleSource>& rules) {
+    std::vector<std::string> texts;
+    texts.reserve(rules.size());
+    for (const TierRuleSource& r : rules) {
+      texts.push_back(absl::StrCat(r.policy, " ", DirName(dir), "[", r.rule, "]"));
+    }
+    return JoinLimited(absl::StrCat(tier_name, " tier ", CnpActionName(action), ": "), texts);
+  }
+
+  // The tier's sets and rules: per family an Accept set (return: allowed) and a Deny set (drop;
+  // with deny logs, goto the tier's deny-log chain, which logs within its limit and drops).
   // The sets are named after the tier's content (RULESET.md "Tier sets shared by content"):
   // every tier chain with the same CNPs in this tier, direction and named-port resolution looks
   // up the same sets, emitted once.
   void EmitTier(const TierChain& tc, const std::vector<const ClusterNetworkPolicy*>& cnps,
-                char letter, const char* tier_name, nft::Chain* chain, nft::Program* prog) {
+                char letter, const char* tier_name, nft::Chain* chain, nft::Program* prog,
+                GroupRuleSources* sources) {
     const std::vector<std::string> names = Names(cnps);
+    const std::vector<TierRuleSource> accepts = RulesWith(cnps, tc.dir, CnpAction::kAccept);
+    const std::vector<TierRuleSource> denies = RulesWith(cnps, tc.dir, CnpAction::kDeny);
+    const std::string accept_comment = RuleComment(tier_name, CnpAction::kAccept, tc.dir, accepts);
+    const std::string deny_comment = RuleComment(tier_name, CnpAction::kDeny, tc.dir, denies);
+    std::optional<std::string> log_chain;
+    if (opts_.deny_log) {
+      log_chain = absl::StrCat(tc.name, letter == 'a' ? kAdminDenyLogSuffix : kBaselineDenyLogSuffix);
+      nft::Chain log;
+      log.name = *log_chain;
+      log.comment = JoinLimited(
+          absl::StrCat("deny log of the ", tier_name, " tier of ", tc.name, ": "), names);
+      nft::Rule logged = MakeRule({}, nft::Verdict::Drop(), deny_comment);
+      logged.limit = DenyLimit(opts_);
+      logged.log = DenyLogStmt(opts_);
+      logged.log->prefix = absl::StrCat(kDenyLogPrefix, *log_chain);
+      log.rules.push_back(std::move(logged));
+      nft::Rule suppressed = MakeRule(
+          {}, nft::Verdict::Drop(),
+          nft::CommentFrom(absl::StrCat(kSuppressedCommentPrefix, deny_comment)));
+      suppressed.counter = true;
+      log.rules.push_back(std::move(suppressed));
+      prog->chains[log.name] = std::move(log);
+    }
     const Resolution resolution = TierResolution(cnps, tc.dir, tc.resolution);
     const std::string content = TierContentKey(cnps, tc.dir, letter, resolution);
     auto [named, fresh] = tier_set_names_.emplace(content, "");
@@ -552,11 +612,14 @@ class Builder {
       for (int v : {kAccept, kDeny}) {
         const std::string set = absl::StrCat(named->second, "-", std::string(1, letter),
                                              v == kAccept ? "a" : "d", f == 0 ? "4" : "6");
-        chain->rules.push_back(MakeRule(
-            {Lookup(SlotLookup(SRp(f), tc.dir), set)},
-            v == kAccept ? nft::Verdict::Return() : nft::Verdict::Drop(),
-            JoinLimited(absl::StrCat(tier_name, " tier ", v == kAccept ? "Accept" : "Deny", ": "),
-                        names)));
+        nft::Verdict verdict = v == kAccept ? nft::Verdict::Return()
+                               : log_chain  ? nft::Verdict::Goto(*log_chain)
+                                            : nft::Verdict::Drop();
+        chain->rules.push_back(MakeRule({Lookup(SlotLookup(SRp(f), tc.dir), set)},
+                                        std::move(verdict),
+                                        v == kAccept ? accept_comment : deny_comment));
+        sources->rules.push_back({});
+        sources->tier_rules.push_back(v == kAccept ? accepts : denies);
         if (!fresh) continue;
         nft::Set def;
         def.name = set;
@@ -575,20 +638,23 @@ class Builder {
     }
   }
 
-  void Emit(const TierChain& tc, nft::Program* prog) {
+  void Emit(const TierChain& tc, nft::Program* prog, GroupRuleSources* sources) {
     nft::Chain chain;
     chain.name = tc.name;
+    sources->ingress = tc.dir == Dir::kIngress;
     std::vector<std::string> parts;
     for (const ClusterNetworkPolicy* c : tc.admin) parts.push_back(absl::StrCat("Admin ", c->name));
     if (!tc.np_chain.empty()) parts.push_back(absl::StrCat("then ", tc.np_chain));
     for (const ClusterNetworkPolicy* c : tc.baseline) parts.push_back(absl::StrCat("Baseline ", c->name));
     chain.comment = JoinLimited(absl::StrCat(DirName(tc.dir), " tiers: "), parts);
-    if (!tc.admin.empty()) EmitTier(tc, tc.admin, 'a', "Admin", &chain, prog);
+    if (!tc.admin.empty()) EmitTier(tc, tc.admin, 'a', "Admin", &chain, prog, sources);
     if (!tc.np_chain.empty()) {
       chain.rules.push_back(MakeRule({}, nft::Verdict::Jump(tc.np_chain),
                                      "NetworkPolicy tier: the pods' group chain"));
+      sources->rules.push_back({});
+      sources->tier_rules.push_back({});
     } else if (!tc.baseline.empty()) {
-      EmitTier(tc, tc.baseline, 'b', "Baseline", &chain, prog);
+      EmitTier(tc, tc.baseline, 'b', "Baseline", &chain, prog, sources);
     }
     CountRules(opts_.rule_counters, &chain);
     prog->chains[chain.name] = std::move(chain);
@@ -596,6 +662,7 @@ class Builder {
 
   const State& s_;
   const CompileOptions& opts_;
+  std::map<std::string, GroupRuleSources>* const sources_;  // may be null
   NsLabels ns_;
   PodsByNs pods_by_ns_;
   std::map<U128, const Pod*> owners_[2];
@@ -638,8 +705,10 @@ absl::Status ValidateClusterState(const State& state) {
 }
 
 nft::Program ApplyClusterPolicies(const State& state, const CompileOptions& opts,
-                                  const nft::Program& np_program) {
-  return Builder(state, opts).Build(np_program);
+                                  const nft::Program& np_program,
+                                  std::map<std::string, GroupRuleSources>* sources) {
+  if (sources != nullptr) sources->clear();
+  return Builder(state, opts, sources).Build(np_program);
 }
 
 }  // namespace internal

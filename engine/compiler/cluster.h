@@ -11,11 +11,14 @@
 #ifndef NETPOL_ENGINE_COMPILER_CLUSTER_H_
 #define NETPOL_ENGINE_COMPILER_CLUSTER_H_
 
+#include <map>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "engine/compiler/boxes.h"
 #include "engine/compiler/compiler.h"
+#include "engine/compiler/incremental.h"
 #include "engine/model/model.h"
 #include "engine/nft/program.h"
 
@@ -27,9 +30,17 @@ namespace netpol::compiler::internal {
 absl::Status ValidateClusterState(const State& state);
 
 // Returns `np_program` (the program of `state` without its ClusterNetworkPolicies, canonical)
-// with the tiers added. Requires ValidateClusterState(state).ok().
+// with the tiers added. Requires ValidateClusterState(state).ok(). When `sources` is not null it
+// receives, per tier chain (by name), what its rules decide (GroupRuleSources::tier_rules).
 nft::Program ApplyClusterPolicies(const State& state, const CompileOptions& opts,
-                                  const nft::Program& np_program);
+                                  const nft::Program& np_program,
+                                  std::map<std::string, GroupRuleSources>* sources = nullptr);
+
+// The deny-log chain of a tier of tier chain `tier_chain` (RULESET.md "ClusterNetworkPolicy
+// tiers"): "<tier chain>-adl" (Admin) or "-bdl" (Baseline); its log prefix is "deny " and that
+// name, so the reader knows the chain, the direction ("cin-"/"ceg-") and the tier.
+inline constexpr char kAdminDenyLogSuffix[] = "-adl";
+inline constexpr char kBaselineDenyLogSuffix[] = "-bdl";
 
 // First-match partition: `ordered` boxes with a value each, earlier first. Returns disjoint
 // boxes (sorted) covering the union, each with the value of the first input box containing it,

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "absl/strings/str_cat.h"
 #include "engine/compiler/compiler.h"
+#include "engine/compiler/incremental.h"
 #include "engine/compiler/testutil.h"
 #include "engine/nft/program.h"
 #include "engine/nft/transaction.h"
@@ -277,6 +278,162 @@ TEST(ClusterTiersTest, TierChainsWithTheSameTierContentShareItsSets) {
   EXPECT_EQ(tier_sets, 4u);
   // 10.0.0.2-3 and fd00::2-3 deny tcp/80 from every pod: the Deny sets hold the pods' addresses.
   EXPECT_FALSE(p->elements[a[1]].empty());
+}
+
+TEST(ClusterTiersTest, ADirectionWithoutRulesGetsNoTierChain) {
+  // Admin "a" and Baseline "b" have ingress rules only: web gets an ingress tier chain, and its
+  // egress keeps the plain dispatch (none; then, isolated by a NetworkPolicy, its group chain).
+  State s = Cluster();
+  for (ClusterNetworkPolicy c : {Guard("a", CnpTier::kAdmin, 10, CnpAction::kDeny, 80),
+                                 Guard("b", CnpTier::kBaseline, 10, CnpAction::kDeny, 81)}) {
+    c.egress.clear();
+    s.cluster_policies[c.name] = c;
+  }
+  absl::StatusOr<nft::Program> p = Compile(s, N1());
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_NE(ChainStartingWith(*p, "cin-a-"), nullptr);
+  EXPECT_EQ(ChainStartingWith(*p, "ceg-"), nullptr) << nft::RenderProgram(*p);
+  EXPECT_EQ(p->elements.count(kEgressDispatchV4), 0u);
+  NetworkPolicy np;
+  np.namespace_name = "x";
+  np.name = "deny";
+  np.egress_type = true;
+  Add(&s, np);
+  p = Compile(s, N1());
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(ChainStartingWith(*p, "ceg-"), nullptr) << nft::RenderProgram(*p);
+  const std::vector<nft::Element>& d4 = p->elements.at(kEgressDispatchV4);
+  ASSERT_EQ(d4.size(), 1u);
+  ASSERT_TRUE(d4[0].verdict.has_value());
+  EXPECT_TRUE(absl::StartsWith(d4[0].verdict->chain, "eg-x_deny-"));
+  // An Admin CNP with egress rules only, over the Baseline one with ingress rules only: each
+  // direction's tier chain holds the tier that has rules there, nothing else.
+  ClusterNetworkPolicy out = Guard("c", CnpTier::kAdmin, 5, CnpAction::kDeny, 82);
+  out.ingress.clear();
+  s.cluster_policies.erase("a");
+  s.cluster_policies["c"] = out;
+  s.policies.clear();
+  p = Compile(s, N1());
+  ASSERT_TRUE(p.ok()) << p.status();
+  const nft::Chain* in = ChainStartingWith(*p, "cin-");
+  const nft::Chain* eg = ChainStartingWith(*p, "ceg-");
+  ASSERT_NE(in, nullptr);
+  ASSERT_NE(eg, nullptr);
+  EXPECT_TRUE(absl::StartsWith(in->name, "cin-b-")) << in->name;
+  EXPECT_TRUE(absl::StartsWith(eg->name, "ceg-c-")) << eg->name;
+  EXPECT_EQ(in->rules.size(), 4u);
+  EXPECT_EQ(eg->rules.size(), 4u);
+  // Each looks up its one tier's sets only.
+  for (const nft::Chain* c : {in, eg}) {
+    for (const nft::Rule& r : c->rules) {
+      ASSERT_EQ(r.matches.size(), 1u);
+      const auto* lookup = std::get_if<nft::LookupMatch>(&r.matches[0]);
+      ASSERT_NE(lookup, nullptr);
+      const std::string tier = lookup->set.substr(lookup->set.size() - 3, 1);
+      EXPECT_EQ(tier, c == in ? "b" : "a") << lookup->set;
+    }
+  }
+}
+
+TEST(ClusterTiersTest, DenyLogsGoThroughATierDenyLogChainAndAllowsPayNothing) {
+  State s = Cluster();
+  s.cluster_policies["a"] = Guard("a", CnpTier::kAdmin, 10, CnpAction::kDeny, 80);
+  s.cluster_policies["b"] = Guard("b", CnpTier::kBaseline, 10, CnpAction::kDeny, 81);
+  s.cluster_policies["b"].ingress.push_back(s.cluster_policies["b"].ingress[0]);
+  s.cluster_policies["b"].ingress[0].action = CnpAction::kAccept;
+  CompileOptions logged = N1();
+  logged.deny_log = CompileOptions::DenyLog{100, 10, 20, 128};
+  absl::StatusOr<nft::Program> plain = Compile(s, N1());
+  absl::StatusOr<nft::Program> p = Compile(s, logged);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  ASSERT_TRUE(p.ok()) << p.status();
+  const nft::Chain* in = ChainStartingWith(*p, "cin-a-");
+  const nft::Chain* plain_in = ChainStartingWith(*plain, "cin-a-");
+  ASSERT_NE(in, nullptr);
+  ASSERT_NE(plain_in, nullptr);
+  // The tier chain has the same lookups either way; only a Deny lookup's verdict differs.
+  ASSERT_EQ(in->rules.size(), plain_in->rules.size());
+  ASSERT_EQ(in->rules.size(), 8u);
+  for (size_t i = 0; i < in->rules.size(); ++i) {
+    EXPECT_EQ(in->rules[i].matches, plain_in->rules[i].matches) << i;
+    EXPECT_EQ(in->rules[i].comment, plain_in->rules[i].comment) << i;
+    EXPECT_FALSE(in->rules[i].log.has_value()) << i;
+    const bool deny = i % 2 == 1;
+    EXPECT_EQ(plain_in->rules[i].verdict, deny ? nft::Verdict::Drop() : nft::Verdict::Return());
+    const std::string log_chain = in->name + (i < 4 ? "-adl" : "-bdl");
+    EXPECT_EQ(in->rules[i].verdict, deny ? nft::Verdict::Goto(log_chain) : nft::Verdict::Return())
+        << i;
+  }
+  EXPECT_EQ(in->rules[1].comment, "Admin tier Deny: a ingress[0]");
+  EXPECT_EQ(in->rules[4].comment, "Baseline tier Accept: b ingress[0]");
+  EXPECT_EQ(in->rules[5].comment, "Baseline tier Deny: b ingress[1]");
+  for (const char* suffix : {"-adl", "-bdl"}) {
+    const std::string name = in->name + suffix;
+    ASSERT_EQ(p->chains.count(name), 1u) << name;
+    const nft::Chain& log = p->chains.at(name);
+    ASSERT_EQ(log.rules.size(), 2u);
+    ASSERT_TRUE(log.rules[0].log.has_value());
+    EXPECT_EQ(log.rules[0].log->prefix, "deny " + name);
+    EXPECT_EQ(log.rules[0].log->group, 100);
+    EXPECT_EQ(log.rules[0].limit, (nft::LimitStmt{10, 20}));
+    EXPECT_EQ(log.rules[0].verdict, nft::Verdict::Drop());
+    EXPECT_TRUE(log.rules[1].counter);
+    EXPECT_FALSE(log.rules[1].limit.has_value());
+    EXPECT_EQ(log.rules[1].verdict, nft::Verdict::Drop());
+    EXPECT_TRUE(absl::StartsWith(log.rules[1].comment, "over the log limit: ")) << log.rules[1].comment;
+  }
+  EXPECT_EQ(plain->chains.count(plain_in->name + "-adl"), 0u);
+  for (const auto& [name, chain] : p->chains) {
+    for (const nft::Rule& r : chain.rules) {
+      EXPECT_TRUE(nft::ValidateRuleShape(r).ok()) << name << ": " << nft::ValidateRuleShape(r);
+    }
+  }
+}
+
+TEST(ClusterTiersTest, RuleSourcesNameTheTierThePolicyAndTheRule) {
+  State s = Cluster();
+  ClusterNetworkPolicy a = Guard("a", CnpTier::kAdmin, 10, CnpAction::kDeny, 80);
+  a.ingress.push_back(a.ingress[0]);
+  a.ingress[1].action = CnpAction::kAccept;
+  a.ingress[1].name = "let-in";
+  a.ingress[0].name = "keep-out";
+  s.cluster_policies["a"] = a;
+  NetworkPolicy np;
+  np.namespace_name = "x";
+  np.name = "deny";
+  np.ingress_type = true;
+  Add(&s, np);
+  CompileOptions o = N1();
+  o.rule_counters = true;
+  IncrementalCompiler c;
+  ASSERT_TRUE(c.Reset(s, o).ok());
+  const nft::Chain* in = ChainStartingWith(c.program(), "cin-a-");
+  ASSERT_NE(in, nullptr);
+  const std::map<std::string, GroupRuleSources> all = c.RuleSources();
+  ASSERT_EQ(all.count(in->name), 1u);
+  const GroupRuleSources& src = all.at(in->name);
+  EXPECT_TRUE(src.ingress);
+  EXPECT_TRUE(src.policies.empty());
+  ASSERT_EQ(src.tier_rules.size(), in->rules.size());
+  ASSERT_EQ(src.rules.size(), in->rules.size());
+  ASSERT_EQ(in->rules.size(), 5u);  // Admin Accept/Deny per family, the jump to the group chain
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_TRUE(in->rules[i].counter);
+    ASSERT_EQ(src.tier_rules[i].size(), 1u) << i;
+    const TierRuleSource& r = src.tier_rules[i][0];
+    EXPECT_EQ(r.tier, CnpTier::kAdmin);
+    EXPECT_EQ(r.policy, "a");
+    EXPECT_EQ(r.priority, 10);
+    const bool deny = i % 2 == 1;
+    EXPECT_EQ(r.rule, deny ? 0 : 1);
+    EXPECT_EQ(r.name, deny ? "keep-out" : "let-in");
+    EXPECT_EQ(r.action, deny ? CnpAction::kDeny : CnpAction::kAccept);
+  }
+  EXPECT_TRUE(src.tier_rules[4].empty());
+  // The group chain behind it keeps its own sources.
+  ASSERT_TRUE(in->rules[4].verdict.has_value());
+  ASSERT_EQ(all.count(in->rules[4].verdict->chain), 1u);
+  EXPECT_TRUE(all.at(in->rules[4].verdict->chain).tier_rules.empty());
 }
 
 TEST(ClusterTiersTest, InvalidClusterNetworkPoliciesAreRefusedNamingTheField) {

@@ -796,6 +796,7 @@ struct IncrementalCompiler::Impl {
   // held and returned.
   bool tiered = false;
   Program with_tiers;
+  std::map<std::string, GroupRuleSources> tier_sources;  // of with_tiers' tier chains
   IncrementalStats stats;
 
   std::map<std::string, std::unique_ptr<Group>> groups;  // by key
@@ -824,6 +825,7 @@ struct IncrementalCompiler::Impl {
     prog = Program();
     tiered = false;
     with_tiers = Program();
+    tier_sources.clear();
     groups.clear();
     names.clear();
     shared.clear();
@@ -1685,7 +1687,7 @@ struct IncrementalCompiler::Impl {
     }
     RETURN_IF_ERROR(ResetTo(state, o));
     if (!state.cluster_policies.empty()) {
-      with_tiers = internal::ApplyClusterPolicies(state, o, prog);
+      with_tiers = internal::ApplyClusterPolicies(state, o, prog, &tier_sources);
       tiered = true;
     }
     return absl::OkStatus();
@@ -1773,9 +1775,10 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Update(const State& old_st
     return np_tx.status();
   }
   if (tiers_after) {
-    im.with_tiers = internal::ApplyClusterPolicies(new_state, opts, im.prog);
+    im.with_tiers = internal::ApplyClusterPolicies(new_state, opts, im.prog, &im.tier_sources);
   } else {
     im.with_tiers = nft::Program();
+    im.tier_sources.clear();
   }
   im.tiered = tiers_after;
   nft::Transaction tx = nft::Diff(old_full, im.tiered ? im.with_tiers : im.prog);
@@ -1813,6 +1816,9 @@ std::map<std::string, GroupRuleSources> IncrementalCompiler::RuleSources() const
     const size_t n = chain == impl_->prog.chains.end() ? r.rules.size() + 1
                                                        : chain->second.rules.size();
     while (r.rules.size() < n) r.rules.push_back({});
+  }
+  if (impl_->tiered) {
+    for (const auto& [name, sources] : impl_->tier_sources) out[name] = sources;
   }
   return out;
 }

@@ -75,7 +75,18 @@ struct IncrementalStats {
   int64_t large_rule_crossings = 0;
 };
 
-// What the rules of one group chain decide, for attributing their counters
+// A ClusterNetworkPolicy rule that a tier chain's lookup holds (RULESET.md "ClusterNetworkPolicy
+// tiers").
+struct TierRuleSource {
+  CnpTier tier = CnpTier::kAdmin;
+  std::string policy;  // the ClusterNetworkPolicy's name
+  int32_t priority = 0;
+  int rule = 0;        // index into spec.ingress or spec.egress
+  std::string name;    // the rule's name, may be empty
+  CnpAction action = CnpAction::kDeny;
+};
+
+// What the rules of one group or tier chain decide, for attributing their counters
 // (CompileOptions::rule_counters; RULESET.md "Counters").
 struct GroupRuleSources {
   bool ingress = true;
@@ -85,6 +96,11 @@ struct GroupRuleSources {
   // where the rule's comment may shorten them; empty for the closing drop (two rules with deny
   // logs: the logged drop and the counted drop of what the limit held back).
   std::vector<std::vector<std::string>> rules;
+  // Tier chains (`cin-`/`ceg-`) only: `policies` is empty, every entry of `rules` is empty, and
+  // per rule, in order, the ClusterNetworkPolicy rules its lookup holds (the rules of its tier's
+  // ClusterNetworkPolicies with its action, Accept or Deny, for the chain's direction); empty for
+  // the jump to the pods' group chain. Empty for group chains.
+  std::vector<std::vector<TierRuleSource>> tier_rules;
 };
 
 class IncrementalCompiler {
@@ -120,7 +136,7 @@ class IncrementalCompiler {
   bool has_program() const;
   // Compile() of the last State. Only valid while has_program().
   const nft::Program& program() const;
-  // Per group chain of program() (by name), what its rules decide. Only valid while
+  // Per group and tier chain of program() (by name), what its rules decide. Only valid while
   // has_program(). Costs the groups' rules, not their elements.
   std::map<std::string, GroupRuleSources> RuleSources() const;
   // The options of the last Reset/Update.

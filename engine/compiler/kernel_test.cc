@@ -59,9 +59,13 @@ class KernelTest : public ::testing::Test {
   }
 };
 
-nft::Program MustCompile(const State& s, const std::string& node) {
+CompileOptions OnNode(const std::string& node) {
   CompileOptions o;
   o.node_name = node;
+  return o;
+}
+
+nft::Program MustCompile(const State& s, const CompileOptions& o) {
   absl::StatusOr<nft::Program> p = Compile(s, o);
   EXPECT_TRUE(p.ok()) << p.status();
   return p.ok() ? *std::move(p) : nft::Program();
@@ -69,9 +73,10 @@ nft::Program MustCompile(const State& s, const std::string& node) {
 
 // s1's program, loaded into a fresh network namespace by a full replace, lists exactly as
 // rendered, and the kernel takes the Diff from it to s2's program.
-void LoadListAndDiff(const State& s1, const State& s2, uint32_t seed) {
-  nft::Program p1 = MustCompile(s1, "n1");
-  nft::Program p2 = MustCompile(s2, "n1");
+void LoadListAndDiff(const State& s1, const State& s2, uint32_t seed,
+                     const CompileOptions& o = OnNode("n1")) {
+  nft::Program p1 = MustCompile(s1, o);
+  nft::Program p2 = MustCompile(s2, o);
   const std::string full = TempPath("full.nft"), diff = TempPath("diff.nft");
   std::ofstream(full) << nft::FullReplace(p1).ToNftText();
   std::ofstream(diff) << nft::Diff(p1, p2).ToNftText();
@@ -99,7 +104,8 @@ TEST_F(KernelTest, CompiledProgramsLoadListAndDiffInTheKernel) {
 }
 
 // With random ClusterNetworkPolicies (tier chains and their interval sets): the kernel loads and
-// lists the programs as rendered, and takes the Diff of a CNP edit.
+// lists the programs as rendered, and takes the Diff of a CNP edit. Every other seed with deny
+// logs and rule counters (the tiers' deny-log chains, counted tier rules).
 TEST_F(KernelTest, ClusterNetworkPolicyProgramsLoadListAndDiffInTheKernel) {
   int loaded = 0;
   for (uint32_t seed = 1; seed <= 30; ++seed) {
@@ -107,7 +113,12 @@ TEST_F(KernelTest, ClusterNetworkPolicyProgramsLoadListAndDiffInTheKernel) {
                                            .max_policies = 4});
     testing::AddRandomClusterPolicies(&s1, seed, 6);
     const State s2 = testing::MutateClusterPolicies(s1, seed);
-    ASSERT_NO_FATAL_FAILURE(LoadListAndDiff(s1, s2, seed));
+    CompileOptions o = OnNode("n1");
+    if (seed % 2 == 0) {
+      o.rule_counters = true;
+      o.deny_log = CompileOptions::DenyLog{100, 10, 20, 128};
+    }
+    ASSERT_NO_FATAL_FAILURE(LoadListAndDiff(s1, s2, seed, o));
     ++loaded;
   }
   EXPECT_EQ(loaded, 30);

@@ -188,6 +188,18 @@ class PlanBuilder {
   }
 
  private:
+  // Whether `v` goes to a chain whose every rule drops (a ClusterNetworkPolicy tier's deny-log
+  // chain: a logged drop within the limit, a counted drop beyond it).
+  bool DropsAll(const std::optional<Verdict>& v) const {
+    if (!v || (v->kind != Verdict::Kind::kJump && v->kind != Verdict::Kind::kGoto)) return false;
+    auto target = before_.chains.find(v->chain);
+    if (target == before_.chains.end() || target->second.rules.empty()) return false;
+    for (const nft::Rule& r : target->second.rules) {
+      if (!r.matches.empty() || !r.verdict || r.verdict->kind != Verdict::Kind::kDrop) return false;
+    }
+    return true;
+  }
+
   void Index() {
     for (const auto& [name, chain] : before_.chains) {
       for (const nft::Rule& rule : chain.rules) {
@@ -203,7 +215,8 @@ class PlanBuilder {
             continue;
           }
           if (lookup->negate || !rule.verdict) continue;
-          if (rule.verdict->kind == Verdict::Kind::kDrop && !chain.base) {
+          if ((rule.verdict->kind == Verdict::Kind::kDrop || DropsAll(rule.verdict)) &&
+              !chain.base) {
             // A deny (a ClusterNetworkPolicy tier's Deny set): its added elements may deny flows
             // that were allowed.
             denies_[lookup->set].push_back(AllowUse{name, lookup->key, false});

@@ -138,9 +138,10 @@ spec:
   podSelector: {matchLabels: {app: b}}
 )";
 
-nft::Program CompileYaml(const std::vector<std::string>& docs) {
+nft::Program CompileYaml(const std::vector<std::string>& docs, bool deny_log = false) {
   compiler::CompileOptions options;
   options.node_name = "n1";
+  if (deny_log) options.deny_log = compiler::CompileOptions::DenyLog{100, 10, 20, 128};
   absl::StatusOr<nft::Program> program = compiler::Compile(StateOf(docs), options);
   EXPECT_TRUE(program.ok()) << program.status();
   return program.ok() ? *program : nft::Program();
@@ -267,35 +268,39 @@ spec:
 
 // ClusterNetworkPolicy tier chains: an element added to a tier's Deny set makes its flows
 // candidates, and the pods a tier chain jumps on with are the group chain's pods (a removed
-// NetworkPolicy allow of a tiered pod is a candidate).
+// NetworkPolicy allow of a tiered pod is a candidate). With deny logs a Deny lookup goes to the
+// tier's deny-log chain instead of dropping itself: the same.
 TEST(RevocationFilters, ClusterNetworkPolicyTierChains) {
-  const Flow b_to_a_80 = Tcp("10.0.0.3", "10.0.0.2", 80);
-  const Flow c_to_a_81 = Tcp("10.0.1.4", "10.0.0.2", 81);
-  struct Row {
-    const char* name;
-    std::vector<std::string> before, after;
-  };
-  const std::vector<Row> rows = {
-      {"a Deny rule added to the same CNP", {Cluster(), kGuardC}, {Cluster(), kGuardCAndB80}},
-      {"the group chain behind the tier chain loses the allow",
-       {Cluster(), kGuardC, AllowB80()},
-       {Cluster(), kGuardC, AllowB81()}},
-  };
-  for (const Row& row : rows) {
-    SCOPED_TRACE(row.name);
-    const nft::Program before = CompileYaml(row.before);
-    const nft::Program after = CompileYaml(row.after);
-    const nft::Transaction tx = nft::Diff(before, after);
-    const std::vector<FlowFilter> filters = RevocationFilters(before, tx);
-    bool matched = false;
-    for (const FlowFilter& f : filters) matched = matched || f.Matches(b_to_a_80);
-    EXPECT_TRUE(matched) << tx.ToNftText();
-    EXPECT_TRUE(StillAllowed(before, b_to_a_80));
-    EXPECT_FALSE(StillAllowed(after, b_to_a_80));
-    // Not every flow of the pod: only what the change touches.
-    bool other = false;
-    for (const FlowFilter& f : filters) other = other || f.Matches(c_to_a_81);
-    EXPECT_FALSE(other);
+  for (bool deny_log : {false, true}) {
+    SCOPED_TRACE(deny_log ? "with deny logs" : "without deny logs");
+    const Flow b_to_a_80 = Tcp("10.0.0.3", "10.0.0.2", 80);
+    const Flow c_to_a_81 = Tcp("10.0.1.4", "10.0.0.2", 81);
+    struct Row {
+      const char* name;
+      std::vector<std::string> before, after;
+    };
+    const std::vector<Row> rows = {
+        {"a Deny rule added to the same CNP", {Cluster(), kGuardC}, {Cluster(), kGuardCAndB80}},
+        {"the group chain behind the tier chain loses the allow",
+         {Cluster(), kGuardC, AllowB80()},
+         {Cluster(), kGuardC, AllowB81()}},
+    };
+    for (const Row& row : rows) {
+      SCOPED_TRACE(row.name);
+      const nft::Program before = CompileYaml(row.before, deny_log);
+      const nft::Program after = CompileYaml(row.after, deny_log);
+      const nft::Transaction tx = nft::Diff(before, after);
+      const std::vector<FlowFilter> filters = RevocationFilters(before, tx);
+      bool matched = false;
+      for (const FlowFilter& f : filters) matched = matched || f.Matches(b_to_a_80);
+      EXPECT_TRUE(matched) << tx.ToNftText();
+      EXPECT_TRUE(StillAllowed(before, b_to_a_80));
+      EXPECT_FALSE(StillAllowed(after, b_to_a_80));
+      // Not every flow of the pod: only what the change touches.
+      bool other = false;
+      for (const FlowFilter& f : filters) other = other || f.Matches(c_to_a_81);
+      EXPECT_FALSE(other);
+    }
   }
 }
 
