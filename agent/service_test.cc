@@ -33,6 +33,7 @@ using api::KubectlName;
 namespace {
 
 using ::testing::Contains;
+using ::testing::ContainsRegex;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -366,7 +367,8 @@ TEST_F(CnpStoreTest, AnAppliedClusterNetworkPolicyIsEnforcedAndItsDeleteLiftsIt)
   EXPECT_TRUE(absl::StartsWith(chains[0], "cin-lock-web-")) << chains[0];
   const std::string kernel = Kernel();
   EXPECT_THAT(kernel, HasSubstr("10.1.0.10 comment \"shop/web\" : jump " + chains[0]));
-  EXPECT_THAT(kernel, HasSubstr(absl::StrCat("set ", chains[0], "-ad4")));
+  EXPECT_THAT(kernel, ContainsRegex("@cin-set-[0-9a-f]+-ad4 drop comment \"Admin tier Deny: "
+                                    "lock-web ingress\\[0\\]\""));
   EXPECT_THAT(kernel, HasSubstr("10.1.0.11 . tcp . 8080"));
   EXPECT_FALSE(ClientReachesWeb(8080));
   EXPECT_FALSE(ClientReachesWeb(9090));  // still the NetworkPolicy's isolation
