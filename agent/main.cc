@@ -218,6 +218,7 @@ int main(int argc, char** argv) {
   //    objects come from the first list; the state directory keeps the node's attachments.
   const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
   std::unique_ptr<Datastore> store_owner;
+  Store* embedded_store = nullptr;  // the embedded store, when it is the datastore
   etcd::EtcdDatastore* etcd_store = nullptr;
   k8s::KubernetesDatastore* kube_store = nullptr;
   std::unique_ptr<NodeStatusRegistry> kube_node_statuses;
@@ -258,6 +259,7 @@ int main(int argc, char** argv) {
                          first.state->namespaces.size(), " namespaces, ",
                          first.state->pods.size(), " pods, ", first.state->policies.size(),
                          " policies"));
+    embedded_store = opened->get();
     store_owner = *std::move(opened);
   } else {
     if (!absl::GetFlag(FLAGS_kubeconfig).empty()) {
@@ -406,6 +408,21 @@ int main(int argc, char** argv) {
     ropts.counter_backend = rule_counter_reader.get();
   }
   Reconciler reconciler(backend->get(), [store_ptr] { return store_ptr->Current(); }, ropts);
+  if (embedded_store != nullptr) {
+    // A write's compile and kernel commit run while its journal record is fsynced (store.h).
+    Store::SyncHooks hooks;
+    hooks.written = [&reconciler](const Snapshot& next, const ChangedKeys& keys) {
+      reconciler.Offer(next, keys);
+    };
+    hooks.failed = [&reconciler](uint64_t generation) {
+      absl::Status st = reconciler.Withdraw(generation);
+      if (!st.ok()) {
+        LogError(absl::StrCat("generation ", generation, " could not be stored and taking it "
+                              "back from the kernel failed (retrying): ", st.ToString()));
+      }
+    };
+    embedded_store->set_sync_hooks(std::move(hooks));
+  }
   if (absl::GetFlag(FLAGS_revoke_connections)) {
     revoker.StartDeferred(
         [&reconciler](const std::function<void(const nft::Program&)>& judge) {

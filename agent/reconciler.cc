@@ -124,6 +124,26 @@ void Reconciler::Notify() {
   dirty_ = true;
 }
 
+void Reconciler::Offer(const Snapshot& next, const compiler::Delta& keys) {
+  absl::MutexLock l(&mu_);
+  offered_ = Offered{next, keys};
+  dirty_ = true;
+}
+
+absl::Status Reconciler::Withdraw(uint64_t generation) {
+  {
+    absl::MutexLock l(&mu_);
+    if (offered_ && offered_->snap.generation == generation) offered_.reset();
+  }
+  absl::MutexLock s(&sync_mu_);
+  absl::Status st = SyncLocked(SyncKind::kNone);
+  // The store stays at the previous generation (its writer waits for this call): the next
+  // write is `generation` again, whose waiters must not take the withdrawn sync for theirs.
+  absl::MutexLock l(&mu_);
+  if (status_.attempted_generation >= generation) status_.attempted_generation = generation - 1;
+  return st;
+}
+
 absl::Status Reconciler::WaitFor(uint64_t generation, absl::Duration timeout) {
   absl::MutexLock l(&mu_);
   auto done = [this, generation]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -154,10 +174,17 @@ absl::Status Reconciler::SyncNow() {
 }
 
 absl::Status Reconciler::SyncLocked(SyncKind forced) {
-  const Snapshot snap = source_();
+  Snapshot snap = source_();
+  std::optional<compiler::Delta> offered;  // snap is an offer not yet in the store: its keys
   bool full;
   {
     absl::MutexLock l(&mu_);
+    if (offered_ && offered_->snap.generation > snap.generation) {
+      snap = offered_->snap;
+      offered = offered_->keys;
+    } else {
+      offered_.reset();  // the store holds it (or a newer generation) now
+    }
     full = need_full_ || forced == SyncKind::kRepair ||
            (committed_ == nullptr && !committed_in_compiler_);
     if (!full && status_.synced_once && status_.applied_generation == snap.generation) {
@@ -184,7 +211,7 @@ absl::Status Reconciler::SyncLocked(SyncKind forced) {
   std::shared_ptr<const nft::Program> old;  // `before` of a compiling sync
   compiler::CompileOptions old_copts;       // what the held program was compiled with
   std::optional<compiler::Delta> delta;
-  if (!full) delta = DeltaLocked(snap);
+  if (!full) delta = DeltaLocked(snap, offered ? &*offered : nullptr);
   if (delta) {
     old_copts = incremental_.options();
     absl::StatusOr<nft::Transaction> r =
@@ -247,11 +274,21 @@ absl::Status Reconciler::SyncLocked(SyncKind forced) {
   return RecordSync(snap, absl::Now() - start, out);
 }
 
-std::optional<compiler::Delta> Reconciler::DeltaLocked(const Snapshot& snap) {
+std::optional<compiler::Delta> Reconciler::DeltaLocked(const Snapshot& snap,
+                                                       const compiler::Delta* offered) {
   if (!options_.changes || !incremental_.has_program() || incremental_state_ == nullptr) {
     return std::nullopt;
   }
-  std::optional<compiler::Delta> delta = options_.changes(incremental_generation_, snap.generation);
+  std::optional<compiler::Delta> delta;
+  if (offered == nullptr) {
+    delta = options_.changes(incremental_generation_, snap.generation);
+  } else if (incremental_generation_ + 1 == snap.generation) {
+    delta = *offered;
+  } else if (incremental_generation_ + 1 < snap.generation) {
+    // The store's log up to the generation before the offer, and the offer's own keys.
+    delta = options_.changes(incremental_generation_, snap.generation - 1);
+    if (delta) delta->Merge(*offered);
+  }
   if (delta && delta->size() > options_.incremental_max_objects) {
     const State& s = *snap.state;
     const double update_cost =

@@ -169,6 +169,17 @@ class Reconciler {
 
   // Tells the worker the store changed.
   void Notify();
+  // The embedded store's next generation, written and being fsynced (Store::SyncHooks): the
+  // worker syncs it at once, as if the store held it, so the compile and the kernel commit run
+  // while the store's fdatasync does. `keys` are the objects it changed (its change-log entry,
+  // which ReconcilerOptions::changes cannot answer yet). Once the store holds that generation
+  // (or a newer one) the offer is forgotten.
+  void Offer(const Snapshot& next, const compiler::Delta& keys);
+  // The store failed to make the offered `generation` durable and stays at the previous one:
+  // forgets the offer and, before returning, syncs the store's current snapshot, which puts the
+  // previous generation's program back in the kernel when the offer was committed. Returns that
+  // sync's error.
+  absl::Status Withdraw(uint64_t generation);
 
   // Blocks until a sync covering `generation` ran. OK when it is in the kernel; otherwise the
   // sync's error; DeadlineExceeded after `timeout`; Unavailable when stopped.
@@ -233,7 +244,8 @@ class Reconciler {
   absl::Status SyncLocked(SyncKind forced) ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
   // The change-log delta from the last synced generation to `snap`, or nullopt when the sync
   // must compile the whole State (no hook, no answer, or cheaper compiled whole).
-  std::optional<compiler::Delta> DeltaLocked(const Snapshot& snap)
+  // `offered`: the keys of snap when it is an offer (Offer), not yet in the store's log.
+  std::optional<compiler::Delta> DeltaLocked(const Snapshot& snap, const compiler::Delta* offered)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_);
   // Counts the sync in status_, publishes the committed program and logs the sync's line.
   absl::Status RecordSync(const Snapshot& snap, absl::Duration took, const SyncOutcome& out)
@@ -282,6 +294,11 @@ class Reconciler {
 
   mutable absl::Mutex mu_;
   bool dirty_ ABSL_GUARDED_BY(mu_) = false;
+  struct Offered {
+    Snapshot snap;
+    compiler::Delta keys;
+  };
+  std::optional<Offered> offered_ ABSL_GUARDED_BY(mu_);  // Offer, until the store holds it
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool need_full_ ABSL_GUARDED_BY(mu_) = true;
   // The committed program. When committed_in_compiler_ is set the truth is

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <functional>
@@ -1032,6 +1033,83 @@ struct HeldAgent {
 };
 
 
+
+// The write path as the agent wires it for the embedded store (Store::SyncHooks to
+// Reconciler::Offer/Withdraw): a write is committed to the kernel while its journal record is
+// fsynced; when that fsync fails, the kernel gets the previous program back before the writer
+// hears the error, and nothing of the write stays (store, reads, kernel).
+TEST(StoreSyncHooksTest, AFailedFsyncTakesTheWriteBackFromTheKernelAndFailsIt) {
+  const std::string dir = fixtures::MakeTempDir("netpol-service-fsync-");
+  ASSERT_FALSE(dir.empty());
+  nft::FakeBackend fake;
+  auto render = [&fake] {
+    auto t = fake.Render("netpol");
+    return t.ok() ? *t : std::string(t.status().message());
+  };
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Reconciler> reconciler;
+  std::atomic<bool> fail_next{false};
+  std::string during_fsync;  // the kernel while the failing fsync ran
+  Store::Options so;
+  so.fdatasync = [&](int fd) {
+    if (!fail_next.exchange(false)) return ::fdatasync(fd);
+    // The write is in the kernel before its record is durable.
+    EXPECT_TRUE(reconciler->WaitFor(store->Current().generation + 1, kTimeout).ok());
+    during_fsync = render();
+    errno = EIO;
+    return -1;
+  };
+  auto opened = Store::Open(dir, so);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  store = *std::move(opened);
+  ReconcilerOptions o;
+  o.compile.node_name = "node-1";
+  o.check_interval = absl::ZeroDuration();
+  Store* s = store.get();
+  o.changes = [s](uint64_t from, uint64_t to) { return s->ChangesBetween(from, to); };
+  reconciler = std::make_unique<Reconciler>(&fake, [s] { return s->Current(); }, o);
+  Store::SyncHooks hooks;
+  hooks.written = [&reconciler](const Snapshot& next, const ChangedKeys& keys) {
+    reconciler->Offer(next, keys);
+  };
+  hooks.failed = [&reconciler](uint64_t generation) {
+    EXPECT_TRUE(reconciler->Withdraw(generation).ok());
+  };
+  store->set_sync_hooks(hooks);
+  AgentService service(store.get(), reconciler.get());
+  ASSERT_TRUE(reconciler->SyncNow().ok());
+  reconciler->Start();
+
+  ASSERT_TRUE(service.Apply(ApplyOf(kShop), kTimeout).ok());
+  const std::string before = render();
+  const uint64_t generation = store->Current().generation;
+  constexpr char kClient2[] = R"(apiVersion: v1
+kind: Pod
+metadata: {name: client-2, namespace: shop, labels: {app: client}}
+spec: {nodeName: node-2}
+status: {podIP: 10.2.0.12}
+)";
+  fail_next = true;
+  absl::StatusOr<v1::ApplyResponse> failed = service.Apply(ApplyOf(kClient2), kTimeout);
+  EXPECT_FALSE(failed.ok());
+  EXPECT_THAT(std::string(failed.status().message()), HasSubstr("fsync"));
+  EXPECT_THAT(during_fsync, HasSubstr("10.2.0.12"));
+  EXPECT_EQ(render(), before) << "the kernel must hold the previous program again";
+  EXPECT_EQ(store->Current().generation, generation);
+  EXPECT_EQ(store->Current().state->pods.count("shop/client-2"), 0u);
+  EXPECT_EQ(reconciler->status().applied_generation, generation);
+
+  // The next write is the same generation number again, and is waited for properly.
+  absl::StatusOr<v1::ApplyResponse> stored = service.Apply(ApplyOf(kClient2), kTimeout);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->generation(), generation + 1);
+  EXPECT_EQ(reconciler->status().applied_generation, generation + 1);
+  EXPECT_THAT(render(), HasSubstr("10.2.0.12"));
+  // Offers are synced through the change log (their own keys), not compiled whole.
+  EXPECT_GT(reconciler->status().change_log_syncs, 0);
+  reconciler->Stop();
+  fixtures::RemoveTree(dir);
+}
 
 TEST(AdmissionTest, WritesBeyondTheLimitAreRefusedAtOnceAndChangeNothingWhileReadsAreServed) {
   HeldAgent agent;

@@ -444,7 +444,12 @@ void Store::PublishHealth() {
   h.last_compaction_error = last_compaction_error_;
 }
 
-absl::Status Store::Append(const State& state, const ChangedKeys& keys, uint64_t generation) {
+int Store::Fdatasync(int fd) const {
+  return options_.fdatasync ? options_.fdatasync(fd) : ::fdatasync(fd);
+}
+
+absl::Status Store::Append(const State& state, const ChangedKeys& keys, uint64_t generation,
+                           const std::function<void()>& written) {
   RETURN_IF_ERROR(broken_);
   const std::string record = EncodeRecord(state, keys, generation);
   absl::Status s;
@@ -459,7 +464,8 @@ absl::Status Store::Append(const State& state, const ChangedKeys& keys, uint64_t
     }
     done += static_cast<size_t>(n);
   }
-  if (s.ok() && ::fdatasync(journal_fd_) != 0) s = ErrnoStatus("fsync " + journal_path_, errno);
+  if (s.ok() && written) written();
+  if (s.ok() && Fdatasync(journal_fd_) != 0) s = ErrnoStatus("fsync " + journal_path_, errno);
   if (s.ok()) {
     journal_bytes_ += record.size();
     ++journal_records_;
@@ -468,7 +474,7 @@ absl::Status Store::Append(const State& state, const ChangedKeys& keys, uint64_t
   // Take the record back so that the next one does not follow a damaged one; when that fails
   // too, refuse further writes (a restart replays what is on disk).
   if (::ftruncate(journal_fd_, static_cast<off_t>(journal_bytes_)) != 0 ||
-      ::fdatasync(journal_fd_) != 0) {
+      Fdatasync(journal_fd_) != 0) {
     broken_ = absl::UnavailableError(
         absl::StrCat(journal_path_, ": a failed write could not be undone (", s.message(),
                      "); restart the agent"));
@@ -493,7 +499,7 @@ absl::Status Store::Compact(const State& state, uint64_t generation) {
   journal_bytes_ = kJournalHeaderSize;
   journal_records_ = 0;
   ++compactions_;
-  if (::fdatasync(journal_fd_) != 0) return ErrnoStatus("fsync " + journal_path_, errno);
+  if (Fdatasync(journal_fd_) != 0) return ErrnoStatus("fsync " + journal_path_, errno);
   return absl::OkStatus();
 }
 
@@ -516,16 +522,26 @@ absl::StatusOr<Snapshot> Store::Update(const Mutation& mutate) {
   if (!change) return base;
   const uint64_t next = base.generation + 1;
   ChangedKeys keys = ResolveTouched(*base.state, change->state, change->touched);
-  last_write_error_ = Append(change->state, keys, next);
-  if (!last_write_error_.ok()) {
-    absl::MutexLock l(&mu_);
-    PublishHealth();
-    return last_write_error_;
-  }
   Snapshot snap;
   snap.state = std::make_shared<const State>(std::move(change->state));
   snap.generation = next;
   snap.changes = base.changes + change->objects_changed;
+  // With hooks, the reconciler compiles and commits the change while it is fsynced.
+  bool handed = false;
+  std::function<void()> written;
+  if (hooks_.written) {
+    written = [&] {
+      handed = true;
+      hooks_.written(snap, keys);
+    };
+  }
+  last_write_error_ = Append(*snap.state, keys, next, written);
+  if (!last_write_error_.ok()) {
+    if (handed && hooks_.failed) hooks_.failed(next);
+    absl::MutexLock l(&mu_);
+    PublishHealth();
+    return last_write_error_;
+  }
   {
     absl::MutexLock l(&mu_);
     current_ = snap;

@@ -8,8 +8,15 @@
 // an empty journal (compaction).
 //
 // Durability contract: Update() appends the change's record to the journal and fsyncs it
-// before the new State becomes visible, so a change is never acknowledged (or enforced) before
-// it would survive a crash. A crash at any point leaves the old or the new state: a record torn
+// before the new State becomes visible (Current) and before it returns, so a change is never
+// acknowledged before it would survive a crash. With SyncHooks set (the agent's reconciler), the
+// new State is handed to them once its record is written, so it is compiled and committed to the
+// kernel while the fdatasync runs instead of after it; the kernel may then enforce a change
+// shortly before it is durable: a crash in that window restarts from the previous state, whose
+// first (full) sync replaces the table, and a failed fdatasync takes the record back, has the
+// hooks put the previous state back in the kernel, and returns the error (all-or-nothing: the
+// change is neither stored, nor visible, nor enforced). A crash at any point leaves the old or the
+// new state: a record torn
 // by the crash (the journal's last one, incomplete) is dropped and truncated at Open; a
 // compaction interrupted before its snapshot is renamed into place leaves the old snapshot and
 // journal; one interrupted after leaves the new snapshot and an old journal whose records it
@@ -64,7 +71,21 @@ class Store : public Datastore {
     // many keys in all (the oldest generations go first; a larger change is not kept).
     size_t change_log_generations = 4096;
     size_t change_log_keys = 1 << 16;
+    // The journal's fdatasync (fault injection in tests); null: ::fdatasync.
+    std::function<int(int fd)> fdatasync;
   };
+
+  // See the durability contract. Called under the store's write lock, one write at a time.
+  struct SyncHooks {
+    // The next generation's snapshot (not yet visible through Current) and the keys it changed,
+    // once its record is written and before it is fsynced (Reconciler::Offer).
+    std::function<void(const Snapshot& next, const ChangedKeys& keys)> written;
+    // That fsync failed: the store stays at the previous generation; undo what `written` started
+    // before returning (Reconciler::Withdraw commits the previous generation's program again).
+    std::function<void(uint64_t generation)> failed;
+  };
+  // Set before the first Update.
+  void set_sync_hooks(SyncHooks hooks) { hooks_ = std::move(hooks); }
 
   // Opens the store in `dir`, creating the directory (0700) when missing, loading the snapshot
   // and replaying the journal. Absent files are an empty State at generation 0 (the store then
@@ -104,8 +125,11 @@ class Store : public Datastore {
  private:
   Store(std::string dir, const Options& options);
   absl::Status OpenJournal(uint64_t valid_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  absl::Status Append(const State& state, const ChangedKeys& keys, uint64_t generation)
+  // Writes the record, calls `written` (unless null), then fsyncs it.
+  absl::Status Append(const State& state, const ChangedKeys& keys, uint64_t generation,
+                      const std::function<void()>& written)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  int Fdatasync(int fd) const;
   absl::Status Compact(const State& state, uint64_t generation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   void LogChange(uint64_t generation, ChangedKeys keys) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -116,6 +140,7 @@ class Store : public Datastore {
   const std::string path_;
   const std::string journal_path_;
   const Options options_;
+  SyncHooks hooks_;
   mutable absl::Mutex write_mu_;  // serializes Update (held across the file writes)
   int journal_fd_ ABSL_GUARDED_BY(write_mu_) = -1;
   uint64_t journal_bytes_ ABSL_GUARDED_BY(write_mu_) = 0;

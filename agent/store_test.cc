@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -218,6 +219,63 @@ TEST_F(StoreTest, WriteFailureKeepsPreviousGeneration) {
   // The partial record was taken back: the next change follows the header directly.
   EXPECT_EQ(Journal(), before);
   ASSERT_TRUE((*store)->Update(Replace(SampleState())).ok());
+  store->reset();
+  auto reopened = Store::Open(dir_);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ((*reopened)->Current().generation, 1u);
+  EXPECT_TRUE(*(*reopened)->Current().state == SampleState());
+}
+
+// With sync hooks the next generation is handed out once its record is written, before the
+// fdatasync; when that fails the record is taken back, the hooks hear of it before Update
+// returns, and the store stays at the previous generation.
+TEST_F(StoreTest, SyncHooksSeeTheRecordBeforeItsFsyncAndItsFailure) {
+  struct Seen {
+    std::vector<uint64_t> written, failed;
+    bool written_before_fsync = false;
+    int fail_next = 0;
+  };
+  auto seen = std::make_shared<Seen>();
+  Store::Options options;
+  options.fdatasync = [seen](int fd) {
+    seen->written_before_fsync = !seen->written.empty();
+    if (seen->fail_next > 0) {
+      --seen->fail_next;
+      errno = EIO;
+      return -1;
+    }
+    return ::fdatasync(fd);
+  };
+  auto store = Store::Open(dir_, options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  Store::SyncHooks hooks;
+  hooks.written = [seen, s = store->get()](const Snapshot& next, const ChangedKeys& keys) {
+    // Not visible yet: readers still see the previous generation.
+    EXPECT_EQ(s->Current().generation + 1, next.generation);
+    EXPECT_FALSE(keys.pods.empty());
+    seen->written.push_back(next.generation);
+  };
+  hooks.failed = [seen](uint64_t generation) { seen->failed.push_back(generation); };
+  (*store)->set_sync_hooks(hooks);
+  const std::string journal = Journal();
+
+  seen->fail_next = 1;  // the record's fdatasync fails; taking it back succeeds
+  auto failed = (*store)->Update(Replace(SampleState()));
+  EXPECT_FALSE(failed.ok());
+  EXPECT_THAT(std::string(failed.status().message()), HasSubstr("fsync"));
+  EXPECT_TRUE(seen->written_before_fsync);
+  EXPECT_EQ(seen->written, std::vector<uint64_t>{1});
+  EXPECT_EQ(seen->failed, std::vector<uint64_t>{1});
+  EXPECT_EQ((*store)->Current().generation, 0u);
+  EXPECT_TRUE((*store)->Current().state->pods.empty());
+  EXPECT_EQ(Journal(), journal);
+  EXPECT_FALSE((*store)->ChangesBetween(0, 1).has_value());
+
+  auto stored = (*store)->Update(Replace(SampleState()));
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->generation, 1u);
+  EXPECT_EQ(seen->written, (std::vector<uint64_t>{1, 1}));
+  EXPECT_EQ(seen->failed, std::vector<uint64_t>{1});
   store->reset();
   auto reopened = Store::Open(dir_);
   ASSERT_TRUE(reopened.ok()) << reopened.status();
