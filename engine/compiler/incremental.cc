@@ -796,7 +796,7 @@ struct IncrementalCompiler::Impl {
   // held and returned.
   bool tiered = false;
   Program with_tiers;
-  std::map<std::string, GroupRuleSources> tier_sources;  // of with_tiers' tier chains
+  internal::TierLayer tier_layer;  // while tiered: the tiers of with_tiers
   IncrementalStats stats;
 
   std::map<std::string, std::unique_ptr<Group>> groups;  // by key
@@ -825,7 +825,7 @@ struct IncrementalCompiler::Impl {
     prog = Program();
     tiered = false;
     with_tiers = Program();
-    tier_sources.clear();
+    tier_layer = internal::TierLayer();
     groups.clear();
     names.clear();
     shared.clear();
@@ -1686,11 +1686,230 @@ struct IncrementalCompiler::Impl {
       }
     }
     RETURN_IF_ERROR(ResetTo(state, o));
-    if (!state.cluster_policies.empty()) {
-      with_tiers = internal::ApplyClusterPolicies(state, o, prog, &tier_sources);
-      tiered = true;
-    }
+    if (!state.cluster_policies.empty()) BuildTiers(state, o);
     return absl::OkStatus();
+  }
+
+  // ---- the ClusterNetworkPolicy tiers (cluster.h) ----
+
+  // What the tier layer reads of the NetworkPolicy indexes, which describe `s`.
+  internal::TierEnv MakeTierEnv(const State& s) const {
+    internal::TierEnv env;
+    env.selector_candidates = [this, &s](const LabelSelector* pod_sel, const LabelSelector& ns_sel,
+                                         const std::function<void(const Pod&, const Labels&)>& f) {
+      std::optional<LabelSelector> pods;
+      if (pod_sel != nullptr) pods = *pod_sel;
+      ForEachSelectorCandidate(s, "", pods, std::optional<LabelSelector>(ns_sel), f);
+    };
+    env.group_chain = [this](const std::string& key, Dir dir) -> std::string {
+      auto m = members.find(key);
+      if (m == members.end()) return "";
+      const std::string& gkey = m->second.gkey[static_cast<int>(dir)];
+      return gkey.empty() ? "" : groups.at(gkey)->name;
+    };
+    env.np_dispatch = [this](Dir dir, const IpAddr& ip)
+        -> std::optional<std::pair<std::string, std::string>> {
+      auto it = dispatch[static_cast<int>(dir)].find(ip);
+      if (it == dispatch[static_cast<int>(dir)].end() || it->second.empty()) return std::nullopt;
+      return *it->second.begin();
+    };
+    env.np_self = [this](const IpAddr& ip) {
+      auto it = self.find(ip);
+      return it != self.end() && !it->second.empty();
+    };
+    return env;
+  }
+
+  // Applies `tx`, a transaction from `*p`, to `*p` (what the kernel would hold after it): a cost
+  // proportional to the transaction.
+  static void ApplyTransaction(const nft::Transaction& tx, Program* p) {
+    using nft::ObjectKind;
+    using nft::Verb;
+    for (const nft::Command& c : tx.commands()) {
+      const bool add = c.verb == Verb::kAdd || c.verb == Verb::kCreate;
+      switch (c.kind) {
+        case ObjectKind::kTable:
+          break;
+        case ObjectKind::kChain:
+          if (add) {
+            auto [it, fresh] = p->chains.try_emplace(c.chain.name, c.chain);
+            if (fresh) it->second.rules.clear();
+          } else if (c.verb == Verb::kFlush) {
+            p->chains[c.chain.name].rules.clear();
+          } else {
+            p->chains.erase(c.chain.name);
+          }
+          break;
+        case ObjectKind::kRule:
+          p->chains[c.chain.name].rules.push_back(c.rule);
+          break;
+        case ObjectKind::kSet:
+          if (add) {
+            p->sets.try_emplace(c.set.name, c.set);
+          } else if (c.verb == Verb::kFlush) {
+            p->elements.erase(c.set.name);
+          } else {
+            p->sets.erase(c.set.name);
+            p->elements.erase(c.set.name);
+          }
+          break;
+        case ObjectKind::kElement:
+          if (add) {
+            EditElements(p, c.set.name, {}, c.elements);
+          } else {
+            EditElements(p, c.set.name, c.elements, {});
+          }
+          break;
+      }
+    }
+  }
+
+  static bool IsDispatchOrSelf(const std::string& set) {
+    return set == kIngressDispatchV4 || set == kIngressDispatchV6 || set == kEgressDispatchV4 ||
+           set == kEgressDispatchV6 || set == kSelfV4 || set == kSelfV6;
+  }
+
+  // The tiers of `state` over the NetworkPolicy program `prog` (which describes `state`), from
+  // none: with_tiers.
+  void BuildTiers(const State& state, const CompileOptions& o) {
+    static const State kEmpty;
+    tier_layer = internal::TierLayer();
+    with_tiers = prog;
+    Program from, to;
+    tier_layer.Update(kEmpty, state, DiffStates(kEmpty, state), {}, {}, MakeTierEnv(state), o,
+                      with_tiers, &from, &to);
+    ApplyTransaction(nft::Diff(from, to), &with_tiers);
+    tiered = true;
+  }
+
+  // What conntrack::RevocationFilters reads of `held` before `tx` (see SaveBefore).
+  static void SaveBeforeTiered(const Program& held, const nft::Transaction& tx, Program* before) {
+    *before = Program();
+    before->table = held.table;
+    before->comment = held.comment;
+    before->chains = held.chains;
+    before->sets = held.sets;
+    for (Dir d : {Dir::kIngress, Dir::kEgress}) {
+      for (Family f : {Family::kV4, Family::kV6}) {
+        auto it = held.elements.find(DispatchMap(d, f));
+        if (it != held.elements.end()) before->elements.insert(*it);
+      }
+    }
+    for (const nft::Command& c : tx.commands()) {
+      if (c.kind != nft::ObjectKind::kSet || c.verb == nft::Verb::kAdd ||
+          c.verb == nft::Verb::kCreate) {
+        continue;
+      }
+      auto it = held.elements.find(c.set.name);
+      if (it != held.elements.end()) before->elements.insert(*it);
+    }
+  }
+
+  // An Update while the State holds ClusterNetworkPolicies before or after: the NetworkPolicy
+  // program moves as without them (its transaction less its dispatch and self elements), the
+  // tier layer moves the tier chains and sets the change touches and recomputes the dispatch
+  // and self entries of the addresses either side touched; the transaction is the tiers'
+  // removals, the NetworkPolicy commands, then the tiers' additions (so a tier chain is gone
+  // before the group chain it jumps to, and exists only after it).
+  absl::StatusOr<nft::Transaction> UpdateTiered(const State& old_state, const State& new_state,
+                                                const Delta& delta, const CompileOptions& o,
+                                                Program* before) {
+    const bool tiers_after = !new_state.cluster_policies.empty();
+    const bool was_tiered = tiered;
+    if (o.table != opts.table || o.node_name != opts.node_name ||
+        o.rule_counters != opts.rule_counters || o.deny_log != opts.deny_log || name_clash) {
+      return FullTieredUpdate(new_state, o, before);
+    }
+    RETURN_IF_ERROR(was_tiered ? internal::ValidateClusterDelta(new_state, delta)
+                               : internal::ValidateClusterState(new_state));
+    std::set<std::string> relocated;
+    std::set_symmetric_difference(opts.attached_pods.begin(), opts.attached_pods.end(),
+                                  o.attached_pods.begin(), o.attached_pods.end(),
+                                  std::inserter(relocated, relocated.end()));
+    Program old_full = was_tiered ? std::move(with_tiers) : prog;
+    const int64_t fallbacks = stats.full_fallbacks;
+    absl::StatusOr<nft::Transaction> np_tx =
+        UpdateWith(old_state, new_state, delta, o, nullptr, /*want_tx=*/true);
+    if (!np_tx.ok()) {
+      if (was_tiered) with_tiers = std::move(old_full);
+      return np_tx.status();
+    }
+    if (stats.full_fallbacks != fallbacks) return Retier(new_state, o, std::move(old_full), before);
+    std::set<IpAddr> np_addrs;
+    for (const nft::Command& c : np_tx->commands()) {
+      if (c.kind != nft::ObjectKind::kElement || !IsDispatchOrSelf(c.set.name)) continue;
+      for (const Element& e : c.elements) np_addrs.insert(e.key[0].addr_lo);
+    }
+    Program from, to;
+    static const State kEmpty;
+    bool ok;
+    if (was_tiered) {
+      ok = tier_layer.Update(old_state, new_state, delta, relocated, np_addrs,
+                             MakeTierEnv(new_state), o, old_full, &from, &to);
+    } else {
+      tier_layer = internal::TierLayer();
+      ok = tier_layer.Update(kEmpty, new_state, DiffStates(kEmpty, new_state), {}, np_addrs,
+                             MakeTierEnv(new_state), o, old_full, &from, &to);
+    }
+    if (!ok) return Retier(new_state, o, std::move(old_full), before);
+    const nft::Transaction tier_tx = nft::Diff(from, to);
+    auto removal = [](const nft::Command& c) {
+      return c.verb == nft::Verb::kFlush || c.verb == nft::Verb::kDelete ||
+             c.verb == nft::Verb::kDestroy;
+    };
+    nft::Transaction tx(prog.table);
+    for (const nft::Command& c : tier_tx.commands()) {
+      if (removal(c)) tx.Append(c);
+    }
+    for (const nft::Command& c : np_tx->commands()) {
+      if (c.kind != nft::ObjectKind::kElement || !IsDispatchOrSelf(c.set.name)) tx.Append(c);
+    }
+    for (const nft::Command& c : tier_tx.commands()) {
+      if (!removal(c)) tx.Append(c);
+    }
+    if (before != nullptr) SaveBeforeTiered(old_full, tx, before);
+    ApplyTransaction(tx, &old_full);
+    if (tiers_after) {
+      with_tiers = std::move(old_full);
+      tiered = true;
+    } else {
+      with_tiers = Program();
+      tier_layer = internal::TierLayer();
+      tiered = false;
+    }
+    return tx;
+  }
+
+  // The tiers built afresh over the NetworkPolicy program (which describes `new_state`), and
+  // the Diff of the whole programs from `old_full`.
+  nft::Transaction Retier(const State& new_state, const CompileOptions& o, Program old_full,
+                          Program* before) {
+    if (!new_state.cluster_policies.empty()) {
+      BuildTiers(new_state, o);
+    } else {
+      with_tiers = Program();
+      tier_layer = internal::TierLayer();
+      tiered = false;
+    }
+    nft::Transaction tx = nft::Diff(old_full, tiered ? with_tiers : prog);
+    if (before != nullptr) *before = std::move(old_full);
+    return tx;
+  }
+
+  // Compiles `state` aside, tiers included, and replaces everything held with it; the
+  // transaction diffs the whole programs. On error nothing changes.
+  absl::StatusOr<nft::Transaction> FullTieredUpdate(const State& state, const CompileOptions& o,
+                                                    Program* before) {
+    auto next = std::make_unique<Impl>();
+    RETURN_IF_ERROR(next->ResetWithTiers(state, o));
+    Program& old_full = tiered ? with_tiers : prog;
+    nft::Transaction tx = nft::Diff(old_full, next->tiered ? next->with_tiers : next->prog);
+    if (before != nullptr) *before = std::move(old_full);
+    const IncrementalStats kept = stats;
+    *this = std::move(*next);
+    stats = kept;
+    ++stats.full_fallbacks;
+    return tx;
   }
 
   // Compiles `state` aside and replaces everything held with it; the transaction diffs the
@@ -1763,27 +1982,7 @@ absl::StatusOr<nft::Transaction> IncrementalCompiler::Update(const State& old_st
   if (!im.held || (!im.tiered && !tiers_after)) {
     return im.UpdateWith(old_state, new_state, delta, opts, before, /*want_tx=*/true);
   }
-  // ClusterNetworkPolicies before or after: the NetworkPolicy program moves as without them,
-  // then the tiers are laid over it again and the whole programs are diffed (RULESET.md
-  // "ClusterNetworkPolicy tiers": a cost proportional to the program while CNPs exist).
-  RETURN_IF_ERROR(internal::ValidateClusterState(new_state));
-  nft::Program old_full = im.tiered ? std::move(im.with_tiers) : im.prog;
-  absl::StatusOr<nft::Transaction> np_tx =
-      im.UpdateWith(old_state, new_state, delta, opts, nullptr, /*want_tx=*/false);
-  if (!np_tx.ok()) {
-    if (im.tiered) im.with_tiers = std::move(old_full);
-    return np_tx.status();
-  }
-  if (tiers_after) {
-    im.with_tiers = internal::ApplyClusterPolicies(new_state, opts, im.prog, &im.tier_sources);
-  } else {
-    im.with_tiers = nft::Program();
-    im.tier_sources.clear();
-  }
-  im.tiered = tiers_after;
-  nft::Transaction tx = nft::Diff(old_full, im.tiered ? im.with_tiers : im.prog);
-  if (before != nullptr) *before = std::move(old_full);
-  return tx;
+  return im.UpdateTiered(old_state, new_state, delta, opts, before);
 }
 
 bool IncrementalCompiler::has_program() const { return impl_->held; }
@@ -1818,7 +2017,7 @@ std::map<std::string, GroupRuleSources> IncrementalCompiler::RuleSources() const
     while (r.rules.size() < n) r.rules.push_back({});
   }
   if (impl_->tiered) {
-    for (const auto& [name, sources] : impl_->tier_sources) out[name] = sources;
+    for (const auto& [name, sources] : impl_->tier_layer.sources()) out[name] = sources;
   }
   return out;
 }

@@ -35,6 +35,10 @@
 //     nft::Diff of just those groups' chains, the sets that appear or disappear, plus the
 //     dispatch maps;
 //   * attached pods that come or go (CompileOptions::attached_pods): like a change of those pods;
+//   * with ClusterNetworkPolicies (cluster.h TierLayer): the tier chains of the local pods the
+//     event may move, the tier contents of a changed CNP in full, for the others the first-match
+//     windows around the changed pod and Node addresses, and the dispatch/self entries of the
+//     addresses either layer touched;
 //   * another table or node name than the held ones (or rule counters switched on or off), or a
 //     group or set name that collides with another's (the salted names of RULESET.md): a Reset
 //     aside and a Diff of the whole programs.

@@ -144,6 +144,64 @@ TEST(IncrementalCompilerTest, ClusterNetworkPolicyEditsLandExactly) {
   }
 }
 
+// Chains of updates held by one compiler under ClusterNetworkPolicies: pod, namespace and Node
+// events (pods created, deleted, relabelled, moved between nodes; namespaces relabelled; Nodes
+// relabelled or readdressed), which cut the tier contents again around the changed addresses,
+// with a CNP edit now and then (new CNPs, bodies, priorities and tiers changing); every step
+// lands exactly on Compile, in the held program and in the fake kernel.
+TEST(IncrementalCompilerTest, ClusterNetworkPolicyUpdateChainsLandExactly) {
+  int peer_steps = 0, tier_element_steps = 0;
+  for (uint32_t seed = 1; seed <= 50; ++seed) {
+    State s = testing::RandomState(seed);
+    testing::AddRandomClusterPolicies(&s, seed, 6);
+    for (const char* node : {"n1", "n2"}) {
+      IncrementalCompiler ic;
+      State cur = s;
+      if (!ic.Reset(cur, Node(node)).ok()) continue;
+      for (int step = 0; step < 12; ++step) {
+        const uint64_t k = seed * 1000 + static_cast<uint64_t>(step);
+        Rng rng(k);
+        State next;
+        bool peers_only = true;
+        if (step % 6 == 5) {
+          next = testing::MutateClusterPolicies(cur, k);
+          peers_only = false;
+        } else if (rng.Chance(25) && !cur.nodes.empty()) {
+          next = cur;
+          netpol::Node& n = next.nodes[PickIn(next.nodes, rng)->first];
+          if (rng.Chance(50)) {
+            n.labels["role"] = rng.Chance(50) ? "infra" : "worker";
+          } else {
+            n.ips = {Ip(absl::StrCat("10.0.", rng.Uniform(2), ".", 150 + rng.Uniform(5)))};
+          }
+        } else {
+          next = Mutate(cur, k);
+          peers_only = next.policies == cur.policies;
+        }
+        const std::string label = absl::StrCat("seed ", seed, " on ", node, " step ", step);
+        nft::Transaction tx = CheckUpdate(&ic, cur, next, Node(node), label);
+        if (HasFailure()) return;
+        if (!Compile(next, Node(node)).ok()) continue;
+        if (peers_only) {
+          ++peer_steps;
+          for (const nft::Command& c : tx.commands()) {
+            if (c.kind == nft::ObjectKind::kElement && (absl::StartsWith(c.set.name, "cin-set-") ||
+                                                       absl::StartsWith(c.set.name, "ceg-set-"))) {
+              ++tier_element_steps;
+              break;
+            }
+          }
+        }
+        cur = std::move(next);
+      }
+    }
+  }
+  std::cout << peer_steps << " peer updates, " << tier_element_steps
+            << " of them changed tier set elements\n";
+  EXPECT_GT(peer_steps, 500);
+  EXPECT_GT(tier_element_steps, 100);
+}
+
 TEST(IncrementalCompilerTest, SwitchingRuleCountersRecompilesWhole) {
   int checked = 0;
   for (uint32_t seed = 1; seed <= 40; ++seed) {
