@@ -17,6 +17,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "engine/compiler/cluster.h"
 #include "engine/compiler/common.h"
 #include "engine/eval/eval.h"
 #include "google/protobuf/util/json_util.h"
@@ -95,6 +96,38 @@ bool AttributeAllowed(const State& state, const PacketHeader& h, const Pod* src,
   return r->rules_size() > 0;
 }
 
+std::optional<Protocol> PortProtocol(uint8_t proto) {
+  if (proto == kTcp) return Protocol::kTCP;
+  if (proto == kUdp) return Protocol::kUDP;
+  if (proto == kSctp) return Protocol::kSCTP;
+  return std::nullopt;
+}
+
+// Fills the ClusterNetworkPolicy rule of a record the deny-log chain of `tier` dropped: the Deny
+// rule that decides the packet on the judged side, as the evaluator decides it. Without ports (the
+// evaluator needs a protocol with ports), or when the State no longer holds such a rule, only the
+// tier and the action.
+void AttributeClusterDeny(const State& state, const PacketHeader& h, const Pod* src,
+                          const Pod* dst, compiler::internal::Dir dir, CnpTier tier,
+                          v1::FlowRecord* r) {
+  v1::ClusterNetworkPolicyRuleRef* ref = r->mutable_cluster_network_policy_rule();
+  ref->set_tier(tier == CnpTier::kAdmin ? v1::Admin : v1::Baseline);
+  ref->set_action(v1::Deny);
+  const std::optional<Protocol> proto = PortProtocol(h.protocol);
+  if (!proto) return;
+  const Endpoint from = src != nullptr ? Endpoint::ForPod(*src) : Endpoint::ForAddress(h.src);
+  const Endpoint to = dst != nullptr ? Endpoint::ForPod(*dst) : Endpoint::ForAddress(h.dst);
+  const Decision d = Decide(state, from, to, h.src.family, *proto, h.dst_port);
+  const SideDecision& side = dir == compiler::internal::Dir::kIngress ? d.ingress : d.egress;
+  if (!side.cnp_rule || side.cnp_rule->action != CnpAction::kDeny || side.cnp_rule->tier != tier) {
+    return;
+  }
+  ref->set_policy(side.cnp_rule->policy);
+  ref->set_priority(side.cnp_rule->priority);
+  ref->set_rule(side.cnp_rule->rule);
+  ref->set_name(side.cnp_rule->name);
+}
+
 }  // namespace
 
 absl::StatusOr<PacketHeader> ParsePacketHeader(const uint8_t* data, size_t len) {
@@ -159,7 +192,19 @@ std::optional<v1::FlowRecord> Attribute(const State& state, const std::string& n
     return std::nullopt;
   }
   Dir dir;
-  if (absl::StartsWith(chain, "in-")) {
+  // A ClusterNetworkPolicy tier's deny-log chain: "deny cin-...-adl" (Admin) / "-bdl" (Baseline).
+  std::optional<CnpTier> tier;
+  if (verdict == v1::DENIED && (absl::StartsWith(chain, "cin-") || absl::StartsWith(chain, "ceg-"))) {
+    if (absl::EndsWith(chain, compiler::internal::kAdminDenyLogSuffix)) {
+      tier = CnpTier::kAdmin;
+    } else if (absl::EndsWith(chain, compiler::internal::kBaselineDenyLogSuffix)) {
+      tier = CnpTier::kBaseline;
+    } else {
+      return std::nullopt;
+    }
+    chain.resize(chain.size() - strlen(compiler::internal::kAdminDenyLogSuffix));
+    dir = absl::StartsWith(chain, "cin-") ? Dir::kIngress : Dir::kEgress;
+  } else if (absl::StartsWith(chain, "in-")) {
     dir = Dir::kIngress;
   } else if (absl::StartsWith(chain, "eg-")) {
     dir = Dir::kEgress;
@@ -188,6 +233,10 @@ std::optional<v1::FlowRecord> Attribute(const State& state, const std::string& n
     if (judged == nullptr || !AttributeAllowed(state, packet.header, src, dst, dir, &r)) {
       return std::nullopt;
     }
+    return r;
+  }
+  if (tier) {
+    AttributeClusterDeny(state, packet.header, src, dst, dir, *tier, &r);
     return r;
   }
   if (judged != nullptr) {

@@ -232,6 +232,92 @@ TEST(AttributeTest, AllowedNamesTheRulesOfTheLoggingPoliciesThatAllowedIt) {
   EXPECT_FALSE(Attribute(s, "node-1", Packet(prefix, "10.1.0.11", "10.9.9.9", 6, 8080)));
 }
 
+constexpr char kGuardedState[] = R"(
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec: {nodeName: node-1}
+status: {podIPs: [{ip: 10.1.0.10}, {ip: "fd00:1::10"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop, labels: {app: client}}
+spec: {nodeName: node-1}
+status: {podIPs: [{ip: 10.1.0.11}, {ip: "fd00:1::11"}]}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: lock-web}
+spec:
+  tier: Admin
+  priority: 5
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}
+  ingress:
+  - {name: let-9090, action: Accept, from: [{namespaces: {}}], protocols: [{tcp: {destinationPort: {number: 9090}}}]}
+  - {name: keep-out, action: Deny, from: [{namespaces: {}}], protocols: [{tcp: {destinationPort: {number: 8080}}}]}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: tenant-default}
+spec:
+  tier: Baseline
+  priority: 50
+  subject: {namespaces: {}}
+  egress:
+  - {name: no-dns, action: Deny, to: [{networks: ["2001:db8::/32"]}], protocols: [{udp: {destinationPort: {number: 53}}}]}
+)";
+
+TEST(AttributeTest, ClusterNetworkPolicyDenyNamesTheTierThePolicyAndTheRule) {
+  State s = fixtures::LoadState(kGuardedState);
+  auto in = Attribute(s, "node-1", Packet("deny cin-lock-web-0123abcd-adl", "10.1.0.11",
+                                          "10.1.0.10", 6, 8080));
+  ASSERT_TRUE(in.has_value());
+  EXPECT_EQ(in->verdict(), v1::DENIED);
+  EXPECT_EQ(in->direction(), v1::INGRESS);
+  EXPECT_EQ(in->chain(), "cin-lock-web-0123abcd");
+  EXPECT_EQ(in->source().pod(), "shop/client");
+  EXPECT_EQ(in->destination().pod(), "shop/web");
+  EXPECT_TRUE(in->policies().empty());
+  const v1::ClusterNetworkPolicyRuleRef& a = in->cluster_network_policy_rule();
+  EXPECT_EQ(a.tier(), v1::Admin);
+  EXPECT_EQ(a.policy(), "lock-web");
+  EXPECT_EQ(a.priority(), 5);
+  EXPECT_EQ(a.rule(), 1);
+  EXPECT_EQ(a.name(), "keep-out");
+  EXPECT_EQ(a.action(), v1::Deny);
+
+  auto eg = Attribute(s, "node-1", Packet("deny ceg-tenant-default-0123abcd-bdl", "fd00:1::11",
+                                          "2001:db8::1", 17, 53));
+  ASSERT_TRUE(eg.has_value());
+  EXPECT_EQ(eg->direction(), v1::EGRESS);
+  EXPECT_EQ(eg->chain(), "ceg-tenant-default-0123abcd");
+  EXPECT_EQ(eg->source().pod(), "shop/client");
+  const v1::ClusterNetworkPolicyRuleRef& b = eg->cluster_network_policy_rule();
+  EXPECT_EQ(b.tier(), v1::Baseline);
+  EXPECT_EQ(b.policy(), "tenant-default");
+  EXPECT_EQ(b.rule(), 0);
+  EXPECT_EQ(b.name(), "no-dns");
+
+  // Without ports the evaluator has no answer: the tier and the action only.
+  auto icmp = Attribute(s, "node-1", Packet("deny cin-lock-web-0123abcd-adl", "10.1.0.11",
+                                            "10.1.0.10", 1, 0));
+  ASSERT_TRUE(icmp.has_value());
+  EXPECT_EQ(icmp->cluster_network_policy_rule().tier(), v1::Admin);
+  EXPECT_EQ(icmp->cluster_network_policy_rule().action(), v1::Deny);
+  EXPECT_EQ(icmp->cluster_network_policy_rule().policy(), "");
+  // A tier chain without a deny-log suffix is nothing the compiler logs from.
+  EXPECT_FALSE(Attribute(s, "node-1", Packet("deny cin-lock-web-0123abcd", "10.1.0.11",
+                                             "10.1.0.10", 6, 8080)));
+  // A NetworkPolicy drop record carries no ClusterNetworkPolicy rule.
+  auto np = Attribute(s, "node-1", Packet("deny in-shop_x-0123abcd", "10.1.0.11", "10.1.0.10", 6, 8080));
+  ASSERT_TRUE(np.has_value());
+  EXPECT_FALSE(np->has_cluster_network_policy_rule());
+}
+
 TEST(AttributeTest, ForeignPrefixesMakeNoRecord) {
   State s = fixtures::LoadState(kState);
   EXPECT_FALSE(Attribute(s, "n", Packet("", "10.1.0.11", "10.1.0.10", 6, 1)).has_value());

@@ -131,6 +131,25 @@ class StatusCollectable : public prometheus::Collectable {
       rule_packets.metric.push_back(metric(labels, r.packets()));
       rule_bytes.metric.push_back(metric(labels, r.bytes()));
     }
+    prometheus::MetricFamily cluster_packets = family(
+        "netpol_cluster_policy_rule_packets_total",
+        "Packets a ClusterNetworkPolicy rule allowed (action Accept) or dropped (Deny): the sum of "
+        "the tier lookups holding it; a rule sharing its tier's lookup with others of the same "
+        "action (shared=\"true\") counts their packets too");
+    prometheus::MetricFamily cluster_bytes = family("netpol_cluster_policy_rule_bytes_total",
+                                                    "Bytes of netpol_cluster_policy_rule_packets_total");
+    for (const v1::ClusterPolicyRuleCounter& r : c->cluster_policy_rules()) {
+      std::vector<prometheus::ClientMetric::Label> labels = {
+          {"tier", v1::ClusterNetworkPolicyTier_Name(r.rule().tier())},
+          {"policy", r.rule().policy()},
+          {"direction", r.direction()},
+          {"rule", absl::StrCat(r.rule().rule())},
+          {"name", r.rule().name()},
+          {"action", v1::ClusterNetworkPolicyRuleAction_Name(r.rule().action())},
+          {"shared", r.shared() ? "true" : "false"}};
+      cluster_packets.metric.push_back(metric(labels, r.packets()));
+      cluster_bytes.metric.push_back(metric(labels, r.bytes()));
+    }
     prometheus::MetricFamily drop_packets = family(
         "netpol_dropped_packets_total",
         "Packets of a local pod group dropped because no rule of its policies allowed them");
@@ -138,7 +157,7 @@ class StatusCollectable : public prometheus::Collectable {
         family("netpol_dropped_bytes_total", "Bytes of netpol_dropped_packets_total");
     prometheus::MetricFamily compiled_packets = family(
         "netpol_compiled_rule_packets_total",
-        "Packets counted by one rule of a group chain (exact; policy_rules: what it holds)");
+        "Packets counted by one rule of a group or tier chain (exact; policy_rules: what it holds)");
     prometheus::MetricFamily compiled_bytes =
         family("netpol_compiled_rule_bytes_total", "Bytes of netpol_compiled_rule_packets_total");
     struct Drop {
@@ -151,13 +170,19 @@ class StatusCollectable : public prometheus::Collectable {
       for (const v1::RuleRef& ref : r.rules()) {
         policy_rules.push_back(absl::StrCat(ref.policy(), " ", r.direction(), "[", ref.rule(), "]"));
       }
+      for (const v1::ClusterNetworkPolicyRuleRef& ref : r.cluster_rules()) {
+        policy_rules.push_back(absl::StrCat(v1::ClusterNetworkPolicyTier_Name(ref.tier()), " ",
+                                            ref.policy(), " ", r.direction(), "[", ref.rule(), "]"));
+      }
       std::vector<prometheus::ClientMetric::Label> labels = {
           {"chain", r.chain()},
           {"index", absl::StrCat(r.index())},
           {"direction", r.direction()},
-          {"kind", r.kind() == v1::RuleCounter::DROP    ? "drop"
-                   : r.kind() == v1::RuleCounter::ALLOW ? "allow"
-                                                        : "unknown"},
+          {"kind", r.kind() == v1::RuleCounter::DROP             ? "drop"
+                   : r.kind() == v1::RuleCounter::ALLOW          ? "allow"
+                   : r.kind() == v1::RuleCounter::CLUSTER_ACCEPT ? "cluster_accept"
+                   : r.kind() == v1::RuleCounter::CLUSTER_DENY   ? "cluster_deny"
+                                                                 : "unknown"},
           {"policy_rules", absl::StrJoin(policy_rules, ",")}};
       compiled_packets.metric.push_back(metric(labels, r.packets()));
       compiled_bytes.metric.push_back(metric(labels, r.bytes()));
@@ -174,7 +199,8 @@ class StatusCollectable : public prometheus::Collectable {
       drop_packets.metric.push_back(metric(d.labels, d.packets));
       drop_bytes.metric.push_back(metric(d.labels, d.bytes));
     }
-    for (prometheus::MetricFamily* f : {&rule_packets, &rule_bytes, &drop_packets, &drop_bytes,
+    for (prometheus::MetricFamily* f : {&rule_packets, &rule_bytes, &cluster_packets,
+                                        &cluster_bytes, &drop_packets, &drop_bytes,
                                         &compiled_packets, &compiled_bytes}) {
       out->push_back(std::move(*f));
     }

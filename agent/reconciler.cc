@@ -593,6 +593,18 @@ std::shared_ptr<const Reconciler::Attribution> Reconciler::AttributionLocked() c
       a.counter = rule.counter;
       a.drop = rule.verdict && rule.verdict->kind == nft::Verdict::Kind::kDrop;
       a.sources = std::move(group.rules[i]);
+      if (i < group.tier_rules.size()) {
+        // A tier chain: its Accept lookups return, its Deny lookups drop or go to the tier's
+        // deny-log chain; the jump to the group chain is neither.
+        a.drop = false;
+        a.tier_rules = std::move(group.tier_rules[i]);
+        if (rule.verdict && rule.verdict->kind == nft::Verdict::Kind::kReturn) {
+          a.tier_action = CnpAction::kAccept;
+        } else if (rule.verdict && (rule.verdict->kind == nft::Verdict::Kind::kDrop ||
+                                    rule.verdict->kind == nft::Verdict::Kind::kGoto)) {
+          a.tier_action = CnpAction::kDeny;
+        }
+      }
       c.rules.push_back(std::move(a));
     }
   }
@@ -615,6 +627,8 @@ std::vector<CountedRule> Reconciler::Attribute(std::vector<nft::RuleCount> count
           r.ingress = chain->second.ingress;
           r.policies = chain->second.policies;
           r.sources = a.sources;
+          r.tier_action = a.tier_action;
+          r.tier_rules = a.tier_rules;
           r.drop = a.drop;
         }
       }

@@ -148,6 +148,10 @@ struct CountedRule {
   bool drop = false;                  // the chain's closing drop
   std::vector<std::string> policies;  // the keys of the group's policies
   std::vector<std::string> sources;   // allow rules: the policy rules held ("ns/name ingress[0]")
+  // A tier chain's Accept or Deny lookup: its action and the ClusterNetworkPolicy rules it holds
+  // (none when the tier has no rule of that action).
+  std::optional<CnpAction> tier_action;
+  std::vector<compiler::TierRuleSource> tier_rules;
 };
 
 class Reconciler {
@@ -263,6 +267,8 @@ class Reconciler {
     bool counter = false;
     bool drop = false;
     std::vector<std::string> sources;
+    std::optional<CnpAction> tier_action;
+    std::vector<compiler::TierRuleSource> tier_rules;
   };
   struct ChainAttribution {
     bool ingress = true;

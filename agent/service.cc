@@ -758,6 +758,19 @@ bool ParseRuleSource(const std::string& src, v1::RuleRef* ref, std::string* dire
   return true;
 }
 
+v1::ClusterNetworkPolicyRuleRef TierRuleToApi(const compiler::TierRuleSource& r) {
+  v1::ClusterNetworkPolicyRuleRef o;
+  o.set_policy(r.policy);
+  o.set_tier(r.tier == CnpTier::kAdmin ? v1::Admin : v1::Baseline);
+  o.set_priority(r.priority);
+  o.set_rule(r.rule);
+  o.set_name(r.name);
+  o.set_action(r.action == CnpAction::kAccept ? v1::Accept
+               : r.action == CnpAction::kDeny ? v1::Deny
+                                              : v1::Pass);
+  return o;
+}
+
 v1::RuleCounter RuleCounterOf(const CountedRule& r) {
   v1::RuleCounter out;
   out.set_chain(r.count.chain);
@@ -768,6 +781,13 @@ v1::RuleCounter RuleCounterOf(const CountedRule& r) {
   if (!r.attributed) return out;
   out.set_direction(r.ingress ? "ingress" : "egress");
   out.set_kind(r.drop ? v1::RuleCounter::DROP : v1::RuleCounter::ALLOW);
+  if (r.tier_action) {
+    out.set_kind(*r.tier_action == CnpAction::kDeny ? v1::RuleCounter::CLUSTER_DENY
+                                                    : v1::RuleCounter::CLUSTER_ACCEPT);
+  } else if (absl::StartsWith(r.count.chain, "cin-") || absl::StartsWith(r.count.chain, "ceg-")) {
+    out.set_kind(v1::RuleCounter::KIND_UNSPECIFIED);  // the jump to the pods' group chain
+  }
+  for (const compiler::TierRuleSource& t : r.tier_rules) *out.add_cluster_rules() = TierRuleToApi(t);
   for (const std::string& p : r.policies) out.add_policies(p);
   for (const std::string& src : r.sources) {
     v1::RuleRef ref;
@@ -795,8 +815,22 @@ absl::StatusOr<v1::CountersResponse> AgentService::Counters(const v1::CountersRe
   // By (policy, direction, rule index).
   std::map<std::tuple<std::string, std::string, int32_t>, Sum> per_rule;
   std::map<std::string, v1::PolicyCounter> per_policy;
+  // By (tier, ClusterNetworkPolicy, direction, rule index).
+  struct ClusterSum {
+    v1::ClusterNetworkPolicyRuleRef rule;
+    Sum sum;
+  };
+  std::map<std::tuple<int, std::string, std::string, int32_t>, ClusterSum> per_cluster_rule;
   for (const CountedRule& r : *counted) {
     v1::RuleCounter rc = RuleCounterOf(r);
+    for (const v1::ClusterNetworkPolicyRuleRef& ref : rc.cluster_rules()) {
+      ClusterSum& c =
+          per_cluster_rule[{static_cast<int>(ref.tier()), ref.policy(), rc.direction(), ref.rule()}];
+      c.rule = ref;
+      c.sum.packets += r.count.packets;
+      c.sum.bytes += r.count.bytes;
+      c.sum.shared |= rc.cluster_rules_size() > 1;
+    }
     if (r.attributed) {
       for (const std::string& p : r.policies) {
         v1::PolicyCounter& pc = per_policy[p];
@@ -833,6 +867,14 @@ absl::StatusOr<v1::CountersResponse> AgentService::Counters(const v1::CountersRe
     prc->set_shared(sum.shared);
   }
   for (auto& [p, pc] : per_policy) *out.add_policies() = std::move(pc);
+  for (auto& [key, c] : per_cluster_rule) {
+    v1::ClusterPolicyRuleCounter* crc = out.add_cluster_policy_rules();
+    *crc->mutable_rule() = std::move(c.rule);
+    crc->set_direction(std::get<2>(key));
+    crc->set_packets(c.sum.packets);
+    crc->set_bytes(c.sum.bytes);
+    crc->set_shared(c.sum.shared);
+  }
   return out;
 }
 

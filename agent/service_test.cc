@@ -320,6 +320,47 @@ constexpr char kLockWeb[] =
     "    from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: client}}}}],\n"
     "    protocols: [{destinationNamedPort: http}]}]}\n";
 
+// A tier chain's Accept and Deny lookups are counted and attributed to the ClusterNetworkPolicy
+// rules they hold, per rule (tier, policy, index, name, action) and per compiled rule.
+TEST_F(CountersTest, ClusterNetworkPolicyRulesAreCountedNamingTheTierThePolicyAndTheRule) {
+  MustApply(kShop);
+  MustApply(kLockWeb);
+  v1::CountersResponse c = MustCount();
+  const v1::RuleCounter* deny = nullptr;
+  int tier_rules = 0;
+  for (const v1::RuleCounter& r : c.rules()) {
+    if (!absl::StartsWith(r.chain(), "cin-lock-web-")) continue;
+    ++tier_rules;
+    if (r.kind() == v1::RuleCounter::CLUSTER_ACCEPT) {
+      EXPECT_EQ(r.cluster_rules_size(), 0);  // lock-web has no Accept rule
+    }
+    if (r.kind() != v1::RuleCounter::CLUSTER_DENY) continue;
+    ASSERT_EQ(r.cluster_rules_size(), 1) << r.ShortDebugString();
+    EXPECT_THAT(r.comment(), HasSubstr("Admin tier Deny: lock-web ingress[0]"));
+    if (deny == nullptr) deny = &r;  // the IPv4 lookup (rules in chain order)
+  }
+  EXPECT_EQ(tier_rules, 5);  // Accept and Deny per family, then the jump to the group chain
+  ASSERT_NE(deny, nullptr);
+  const std::string chain = deny->chain();
+  const size_t index = deny->index();
+  ASSERT_TRUE(fake_.AddPackets("netpol", chain, index, 4, 240).ok());
+  c = MustCount();
+  ASSERT_EQ(c.cluster_policy_rules_size(), 1) << c.ShortDebugString();
+  const v1::ClusterPolicyRuleCounter& rc = c.cluster_policy_rules(0);
+  EXPECT_EQ(rc.rule().tier(), v1::Admin);
+  EXPECT_EQ(rc.rule().policy(), "lock-web");
+  EXPECT_EQ(rc.rule().priority(), 1);
+  EXPECT_EQ(rc.rule().rule(), 0);
+  EXPECT_EQ(rc.rule().name(), "no-clients");
+  EXPECT_EQ(rc.rule().action(), v1::Deny);
+  EXPECT_EQ(rc.direction(), "ingress");
+  EXPECT_EQ(rc.packets(), 4u);
+  EXPECT_EQ(rc.bytes(), 240u);
+  EXPECT_FALSE(rc.shared());
+  // NetworkPolicy counts are not mixed with them.
+  for (const v1::PolicyCounter& p : c.policies()) EXPECT_EQ(p.dropped_packets(), 0u) << p.policy();
+}
+
 // ClusterNetworkPolicies are stored and enforced like the other kinds.
 class CnpStoreTest : public ServiceTest {
  protected:

@@ -822,12 +822,22 @@ std::string FlowLine(const v1::FlowRecord& r) {
     return s;
   };
   absl::Time t = absl::FromUnixSeconds(r.time().seconds()) + absl::Nanoseconds(r.time().nanos());
+  const std::string dir = r.direction() == v1::INGRESS ? "ingress" : "egress";
+  std::string decided =
+      absl::StrCat(" policies: ", r.policies().empty() ? "<none>" : absl::StrJoin(r.policies(), ", "),
+                   r.rules().empty() ? "" : " rules: ", absl::StrJoin(r.rules(), ", "));
+  if (r.has_cluster_network_policy_rule()) {
+    // "clusternetworkpolicy: Admin lock-web ingress[1] keep-out (priority 5)"
+    const v1::ClusterNetworkPolicyRuleRef& c = r.cluster_network_policy_rule();
+    decided = absl::StrCat(" clusternetworkpolicy: ", v1::ClusterNetworkPolicyTier_Name(c.tier()));
+    if (!c.policy().empty()) {
+      absl::StrAppend(&decided, " ", c.policy(), " ", dir, "[", c.rule(), "]",
+                      c.name().empty() ? "" : " ", c.name(), " (priority ", c.priority(), ")");
+    }
+  }
   return absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", t, absl::UTCTimeZone()), " ",
-                      v1::Verdict_Name(r.verdict()), " ",
-                      r.direction() == v1::INGRESS ? "ingress" : "egress", " ", r.protocol(), " ",
-                      end(r.source()), " -> ", end(r.destination()), " policies: ",
-                      r.policies().empty() ? "<none>" : absl::StrJoin(r.policies(), ", "),
-                      r.rules().empty() ? "" : " rules: ", absl::StrJoin(r.rules(), ", "));
+                      v1::Verdict_Name(r.verdict()), " ", dir, " ", r.protocol(), " ",
+                      end(r.source()), " -> ", end(r.destination()), decided);
 }
 
 int Logs(Client& c, const std::vector<std::string>& args, const CommandOptions& opts,
@@ -1032,6 +1042,11 @@ int Explain(Client& c, const std::vector<std::string>& args, const CommandOption
       }
       for (const v1::RuleRef& ref : r.rules()) {
         decides.push_back(absl::StrCat(ref.policy(), " ", r.direction(), "[", ref.rule(), "]"));
+      }
+      for (const v1::ClusterNetworkPolicyRuleRef& ref : r.cluster_rules()) {
+        decides.push_back(absl::StrCat(v1::ClusterNetworkPolicyTier_Name(ref.tier()), " ",
+                                       ref.policy(), " ", r.direction(), "[", ref.rule(), "] (",
+                                       v1::ClusterNetworkPolicyRuleAction_Name(ref.action()), ")"));
       }
       if (decides.empty()) decides.push_back(r.comment());
       rows.push_back({r.chain(), absl::StrCat(r.index()), r.direction().empty() ? "?" : r.direction(),
