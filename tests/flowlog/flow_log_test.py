@@ -18,6 +18,11 @@ Then a flood of N UDP datagrams from x/c at a rate far beyond the kernel limit: 
 either a record or counted as suppressed (`netpolctl logs --stats`), and the suppressed count
 grew.
 
+ClusterNetworkPolicy drops (last): an Admin CNP on z/c denies x/c's TCP 80 and UDP 81 on ingress
+(its rule 1, after an Accept) and z/c -> y/a TCP 80 on egress, and a Baseline CNP on x/c denies
+x/c -> y/c TCP 80 on egress: one packet each, over IPv4 and IPv6, yields exactly one DENIED record
+naming the tier, the ClusterNetworkPolicy, its priority and the rule's index and name.
+
 Allowed-flow logs: y/log-a-ingress (annotation netpol.io/log-allowed: "true") lets x/b reach y/a
 on TCP 80 and UDP 81, z/log-b-egress (logging too) lets z/b reach y/c on TCP 80, and z/quiet-a
 (no annotation) lets x/b reach z/a on the same ports. Complete connections over IPv4 and IPv6 (a
@@ -283,6 +288,7 @@ def scenario(args, workdir):
                    json.dumps(s))
 
             allowed_flows(the_lab, agent, workdir, expect)
+            cluster_denies(the_lab, agent, workdir, expect)
         finally:
             agent.stop()
             if problems:
@@ -339,6 +345,96 @@ def allowed_flows(the_lab, agent, workdir, expect):
            cp.returncode == 0 and len(lines) == 4 and
            all("ALLOWED ingress" in l and "policies: y/log-a-ingress" in l and
                "rules: y/log-a-ingress ingress[0]" in l for l in lines), cp.stdout)
+
+
+def cnp_peer(ns, pod):
+    return {"pods": {"namespaceSelector": {"matchLabels": {"ns": ns}},
+                     "podSelector": {"matchLabels": {"pod": pod}}}}
+
+
+def cnp_rule(name, action, peers_key, ns, pod, ports):
+    return {"name": name, "action": action, peers_key: [cnp_peer(ns, pod)],
+            "protocols": [{proto.lower(): {"destinationPort": {"number": port}}}
+                          for proto, port in ports]}
+
+
+def cluster_policy(name, tier, priority, ns, pod, ingress=None, egress=None):
+    spec = {"tier": tier, "priority": priority, "subject": cnp_peer(ns, pod)}
+    if ingress:
+        spec["ingress"] = ingress
+    if egress:
+        spec["egress"] = egress
+    return {"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": name}, "spec": spec}
+
+
+def cluster_summary(r):
+    """A record's fields with the ClusterNetworkPolicy rule that decided it."""
+    c = r.get("clusterNetworkPolicyRule", {})
+    return summary(r) + ((c.get("tier"), c.get("policy"), c.get("priority", 0), c.get("rule", 0),
+                          c.get("name", ""), c.get("action")),)
+
+
+def cluster_denies(the_lab, agent, workdir, expect):
+    """Drops by ClusterNetworkPolicy Deny rules: one DENIED record per packet, attributed to the
+    tier, the ClusterNetworkPolicy and the rule (Admin ingress and egress, Baseline egress)."""
+    agent.apply(write_yaml(os.path.join(workdir, "cnps.yaml"), [
+        # Admin, subject z/c: ingress[0] accepts x/c on TCP 8080, ingress[1] denies it TCP 80 and
+        # UDP 81; egress[0] denies z/c -> y/a TCP 80.
+        cluster_policy("guard-zc", "Admin", 5, "z", "c",
+                       ingress=[cnp_rule("let-8080", "Accept", "from", "x", "c", [("TCP", 8080)]),
+                                cnp_rule("no-xc", "Deny", "from", "x", "c",
+                                         [("TCP", 80), ("UDP", 81)])],
+                       egress=[cnp_rule("no-ya", "Deny", "to", "y", "a", [("TCP", 80)])]),
+        # Baseline, subject x/c (no NetworkPolicy isolates its egress): egress[0] denies
+        # x/c -> y/c TCP 80.
+        cluster_policy("tenant-xc", "Baseline", 50, "x", "c",
+                       egress=[cnp_rule("no-yc", "Deny", "to", "y", "c", [("TCP", 80)])])]))
+    rendered = agent.ctl("render").stdout
+    expect("the tiers' Deny lookups go through deny-log chains",
+           'log prefix "deny cin-guard-zc-' in rendered and
+           'log prefix "deny ceg-guard-zc-' in rendered and
+           'log prefix "deny ceg-tenant-xc-' in rendered and
+           "-adl\" group %d" % GROUP in rendered and "-bdl\" group %d" % GROUP in rendered,
+           "")
+    xc, zc, ya, yc = (the_lab.pods[k] for k in ("x/c", "z/c", "y/a", "y/c"))
+    want = []
+    sport = 42001
+    for fam in lab.FAMILIES:
+        for proto, port in (("TCP", 80), ("UDP", 81)):
+            send(the_lab, "x/c", proto, zc.ip(fam), port, sport)
+            want.append(("DENIED", "INGRESS", proto, "x/c", xc.ip(fam), sport, "z/c", zc.ip(fam),
+                         port, (), NODE, ("Admin", "guard-zc", 5, 1, "no-xc", "Deny")))
+            sport += 1
+        send(the_lab, "x/c", "TCP", yc.ip(fam), 80, sport)
+        want.append(("DENIED", "EGRESS", "TCP", "x/c", xc.ip(fam), sport, "y/c", yc.ip(fam), 80,
+                     (), NODE, ("Baseline", "tenant-xc", 50, 0, "no-yc", "Deny")))
+        sport += 1
+    send(the_lab, "z/c", "TCP", ya.ip("v4"), 80, sport)
+    want.append(("DENIED", "EGRESS", "TCP", "z/c", zc.ip("v4"), sport, "y/a", ya.ip("v4"), 80,
+                 (), NODE, ("Admin", "guard-zc", 5, 0, "no-ya", "Deny")))
+    marker_port = 45002
+    send(the_lab, "x/c", "UDP", the_lab.pods["x/a"].ip("v4"), 81, marker_port)
+
+    def has_marker(recs):
+        return any(r.get("source", {}).get("port") == marker_port for r in recs)
+
+    recs = wait_for("the third marker's record", agent.records, has_marker)
+    got = [cluster_summary(r) for r in recs
+           if 42001 <= r.get("source", {}).get("port", 0) <= sport]
+    expect("exactly one attributed DENIED record per ClusterNetworkPolicy drop",
+           sorted(got) == sorted(want), "got %s, want %s" % (got, want))
+    chains = {r.get("chain", "") for r in recs if 42001 <= r.get("source", {}).get("port", 0) <= sport}
+    expect("records name the tier chains", all(ch.startswith(("cin-guard-zc-", "ceg-guard-zc-",
+                                                              "ceg-tenant-xc-")) for ch in chains),
+           str(chains))
+    cp = agent.ctl("logs", "--denied", "--pod", "z/c")
+    lines = [l for l in cp.stdout.splitlines() if "ingress" in l]
+    expect("text lines name the tier, the ClusterNetworkPolicy and the rule",
+           cp.returncode == 0 and len(lines) == 4 and
+           all("DENIED ingress" in l and
+               "clusternetworkpolicy: Admin guard-zc ingress[1] no-xc (priority 5)" in l
+               for l in lines), cp.stdout)
 
 
 def main():
