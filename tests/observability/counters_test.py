@@ -21,7 +21,11 @@ an answered flow, is established and accepted before any group chain):
      restart has the same counts and more datagrams add exactly what they are;
   4. editing x/a-in's rule 1 port (its lookup reads another set, the chain is rebuilt) keeps
      the counts; removing rule 1 (its lookup goes, the chain is rebuilt) keeps the counts of
-     the rules whose comment is unchanged (rule 0 and the drop) and rule 1's series is gone.
+     the rules whose comment is unchanged (rule 0 and the drop) and rule 1's series is gone;
+  5. an Admin ClusterNetworkPolicy on z/b accepts y/b's UDP 80 (its rule 0) and denies y/c's
+     (rule 1): netpol_cluster_policy_rule_packets_total{tier="Admin",policy="guard-zb",
+     direction="ingress",rule=...} counts exactly the datagrams of each, and `netpolctl explain
+     pod z/b` names both rules.
 
     counters_test.py --agent PATH --ctl PATH
 """
@@ -156,6 +160,57 @@ def counts(agent):
     }, text
 
 
+GUARD = {"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+         "metadata": {"name": "guard-zb"},
+         "spec": {"tier": "Admin", "priority": 3,
+                  "subject": {"pods": {"namespaceSelector": {"matchLabels": {"ns": "z"}},
+                                       "podSelector": {"matchLabels": {"pod": "b"}}}},
+                  "ingress": [
+                      {"name": "let-yb", "action": "Accept",
+                       "from": [{"pods": {"namespaceSelector": {"matchLabels": {"ns": "y"}},
+                                          "podSelector": {"matchLabels": {"pod": "b"}}}}],
+                       "protocols": [{"udp": {"destinationPort": {"number": 80}}}]},
+                      {"name": "no-yc", "action": "Deny",
+                       "from": [{"pods": {"namespaceSelector": {"matchLabels": {"ns": "y"}},
+                                          "podSelector": {"matchLabels": {"pod": "c"}}}}],
+                       "protocols": [{"udp": {"destinationPort": {"number": 80}}}]}]}}
+
+
+def cluster_counts(agent, the_lab, workdir, problems):
+    """An Admin ClusterNetworkPolicy on z/b: rule 0 accepts y/b's UDP 80, rule 1 denies y/c's.
+    /metrics counts each rule's datagrams exactly (each tier lookup holds one rule), and
+    `explain pod z/b` names them."""
+    agent.must("apply", "-f", write_docs(os.path.join(workdir, "e.yaml"), [GUARD]))
+    rule = {"tier": "Admin", "policy": "guard-zb", "direction": "ingress"}
+
+    def cluster():
+        text = agent.scrape()
+        return {
+            "accept packets": sample(text, "netpol_cluster_policy_rule_packets_total",
+                                     dict(rule, rule="0", name="let-yb", action="Accept",
+                                          shared="false")),
+            "accept bytes": sample(text, "netpol_cluster_policy_rule_bytes_total",
+                                   dict(rule, rule="0")),
+            "deny packets": sample(text, "netpol_cluster_policy_rule_packets_total",
+                                   dict(rule, rule="1", name="no-yc", action="Deny",
+                                        shared="false")),
+            "deny bytes": sample(text, "netpol_cluster_policy_rule_bytes_total",
+                                 dict(rule, rule="1")),
+        }
+
+    expect(problems, "ClusterNetworkPolicy rule counts before any probe", cluster(),
+           {"accept packets": 0.0, "accept bytes": 0.0, "deny packets": 0.0, "deny bytes": 0.0})
+    send(the_lab, "y/b", "z/b", 80, ALLOWED)
+    send(the_lab, "y/c", "z/b", 80, DENIED)
+    expect(problems, "ClusterNetworkPolicy rule counts after the probes", cluster(),
+           {"accept packets": float(ALLOWED), "accept bytes": float(ALLOWED * (28 + PAYLOAD)),
+            "deny packets": float(DENIED), "deny bytes": float(DENIED * (28 + PAYLOAD))})
+    explained = agent.must("explain", "pod", "z/b")
+    for want in ("Admin guard-zb ingress[0] (Accept)", "Admin guard-zb ingress[1] (Deny)"):
+        if want not in explained:
+            problems.append("explain pod z/b does not show %r:\n%s" % (want, explained))
+
+
 def run(args, workdir):
     problems = []
     with open(MODEL) as f:
@@ -245,6 +300,9 @@ def run(args, workdir):
             want["rule0 bytes"] += MORE * (28 + PAYLOAD)
             c, _ = counts(agent)
             expect(problems, "counts after more probes after the rebuild", c, want)
+
+            # 5. ClusterNetworkPolicy rules are counted too, per rule.
+            cluster_counts(agent, the_lab, workdir, problems)
         finally:
             agent.stop()
             if problems:
