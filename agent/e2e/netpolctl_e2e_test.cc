@@ -16,6 +16,7 @@
 namespace netpol::e2e {
 namespace {
 
+using ::testing::ContainsRegex;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -253,7 +254,11 @@ TEST_F(NetpolctlTest, ClusterNetworkPoliciesAreStoredAndEnforcedInTheKernel) {
   EXPECT_THAT(kernel, HasSubstr("chain cin-guard-")) << kernel;
   EXPECT_THAT(kernel, HasSubstr(": jump cin-guard-")) << kernel;  // web's dispatch
   EXPECT_THAT(kernel, HasSubstr("elements = { 10.1.0.11 . 0-255 . 0-65535 }")) << kernel;
-  EXPECT_THAT(kernel, HasSubstr("drop comment \"Admin tier Deny: guard\"")) << kernel;
+  // The Deny lookup names the rule, and (deny logs are on) drops through the tier's deny-log
+  // chain, which logs with the tier chain's prefix.
+  EXPECT_THAT(kernel, ContainsRegex("goto cin-guard-[0-9a-f]+-adl comment \"Admin tier Deny: "
+                                    "guard ingress\\[0\\]\"")) << kernel;
+  EXPECT_THAT(kernel, ContainsRegex("log prefix \"deny cin-guard-[0-9a-f]+-adl\"")) << kernel;
   r = Ctl({"check", "--from", "alpha/db", "--to", "alpha/web", "--port", "8080"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.out, HasSubstr("clusternetworkpolicy guard")) << r.out << r.err;

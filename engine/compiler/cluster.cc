@@ -624,6 +624,7 @@ struct TierLayer::Impl {
     for (const TierRuleSource& r : rules) {
       texts.push_back(absl::StrCat(r.policy, " ", DirName(dir), "[", r.rule, "]"));
     }
+    if (texts.empty()) texts.push_back("no rule");  // the lookup's set stays empty
     return JoinLimited(absl::StrCat(tier_name, " tier ", CnpActionName(action), ": "), texts);
   }
 

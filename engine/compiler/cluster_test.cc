@@ -364,6 +364,7 @@ TEST(ClusterTiersTest, DenyLogsGoThroughATierDenyLogChainAndAllowsPayNothing) {
     EXPECT_EQ(in->rules[i].verdict, deny ? nft::Verdict::Goto(log_chain) : nft::Verdict::Return())
         << i;
   }
+  EXPECT_EQ(in->rules[0].comment, "Admin tier Accept: no rule");
   EXPECT_EQ(in->rules[1].comment, "Admin tier Deny: a ingress[0]");
   EXPECT_EQ(in->rules[4].comment, "Baseline tier Accept: b ingress[0]");
   EXPECT_EQ(in->rules[5].comment, "Baseline tier Deny: b ingress[1]");
