@@ -255,9 +255,21 @@ std::string PrettyJson(const std::string& json) {
   return out;
 }
 
-// For `get networkpolicies -o wide`: the agent's counts per policy, nullopt when it has none
-// (counters off, or the read failed: a warning says why).
-using PolicyHits = std::optional<std::map<std::string, v1::PolicyCounter>>;
+// For `get networkpolicies|clusternetworkpolicies -o wide`: the agent's counts per policy and per
+// ClusterNetworkPolicy, nullopt when it has none (counters off, or the read failed: a warning
+// says why).
+struct Hits {
+  std::map<std::string, v1::PolicyCounter> policies;
+  // By ClusterNetworkPolicy name: the packets its Accept rules allowed and its Deny rules
+  // dropped (the sums of cluster_policy_rules).
+  std::map<std::string, std::pair<uint64_t, uint64_t>> cluster;
+};
+using PolicyHits = std::optional<Hits>;
+
+// The kinds whose `-o wide` listing shows counts.
+bool HasHits(v1::Kind kind) {
+  return kind == v1::NETWORK_POLICY || kind == v1::CLUSTER_NETWORK_POLICY;
+}
 
 PolicyHits FetchPolicyHits(Client& c, std::ostream& err) {
   v1::CountersResponse resp;
@@ -267,8 +279,12 @@ PolicyHits FetchPolicyHits(Client& c, std::ostream& err) {
     return std::nullopt;
   }
   if (!resp.enabled()) return std::nullopt;
-  std::map<std::string, v1::PolicyCounter> out;
-  for (const v1::PolicyCounter& p : resp.policies()) out[p.policy()] = p;
+  Hits out;
+  for (const v1::PolicyCounter& p : resp.policies()) out.policies[p.policy()] = p;
+  for (const v1::ClusterPolicyRuleCounter& r : resp.cluster_policy_rules()) {
+    std::pair<uint64_t, uint64_t>& h = out.cluster[r.rule().policy()];
+    (r.rule().action() == v1::Deny ? h.second : h.first) += r.packets();
+  }
   return out;
 }
 
@@ -343,6 +359,7 @@ int PrintObjects(const std::vector<v1::Object>& api, bool single, const CommandO
       break;
     case v1::CLUSTER_NETWORK_POLICY:
       header.insert(header.end(), {"TIER", "PRIORITY", "SUBJECT", "INGRESS-RULES", "EGRESS-RULES"});
+      if (wide) header.insert(header.end(), {"ACCEPTED", "DENIED"});
       break;
     case v1::NODE:
       header.insert(header.end(), {"ADDRESSES", "LABELS"});
@@ -380,6 +397,17 @@ int PrintObjects(const std::vector<v1::Object>& api, bool single, const CommandO
       row.push_back(CnpSubjectString(cnp->subject));
       row.push_back(absl::StrCat(cnp->ingress.size()));
       row.push_back(absl::StrCat(cnp->egress.size()));
+      if (wide) {
+        // Packets its Accept rules allowed and its Deny rules dropped, on this node, since the
+        // tier chains were built (RULESET.md "ClusterNetworkPolicy tiers", Counters).
+        if (hits) {
+          auto h = hits->cluster.find(cnp->name);
+          row.push_back(absl::StrCat(h == hits->cluster.end() ? 0 : h->second.first));
+          row.push_back(absl::StrCat(h == hits->cluster.end() ? 0 : h->second.second));
+        } else {
+          row.insert(row.end(), {"<none>", "<none>"});
+        }
+      }
     } else if (const Node* node = o.AsNode()) {
       std::vector<std::string> ips;
       for (const IpAddr& ip : node->ips) ips.push_back(ip.ToString());
@@ -397,9 +425,9 @@ int PrintObjects(const std::vector<v1::Object>& api, bool single, const CommandO
         // Packets its rules allowed, and packets dropped in the groups it isolates, on this
         // node since the chains were built (RULESET.md "Counters").
         if (hits) {
-          auto h = hits->find(np->Key());
-          row.push_back(absl::StrCat(h == hits->end() ? 0 : h->second.allowed_packets()));
-          row.push_back(absl::StrCat(h == hits->end() ? 0 : h->second.dropped_packets()));
+          auto h = hits->policies.find(np->Key());
+          row.push_back(absl::StrCat(h == hits->policies.end() ? 0 : h->second.allowed_packets()));
+          row.push_back(absl::StrCat(h == hits->policies.end() ? 0 : h->second.dropped_packets()));
         } else {
           row.insert(row.end(), {"<none>", "<none>"});
         }
@@ -523,7 +551,7 @@ int Get(Client& c, const std::vector<std::string>& args, const CommandOptions& o
     CommandOptions o = opts;
     if (o.namespace_name.empty()) o.namespace_name = req.ref().namespace_();
     PolicyHits hits;
-    if (o.output == "wide" && *kind == v1::NETWORK_POLICY) hits = FetchPolicyHits(c, err);
+    if (o.output == "wide" && HasHits(*kind)) hits = FetchPolicyHits(c, err);
     return PrintObjects(objects, true, o, *kind, out, err, hits);
   }
   // -A lists every namespace (as netpolctl does without -n), whatever -n says.
@@ -541,7 +569,7 @@ int Get(Client& c, const std::vector<std::string>& args, const CommandOptions& o
     if (!selector || Matches(*selector, ApiLabels(o))) objects.push_back(o);
   }
   PolicyHits hits;
-  if (opts.output == "wide" && *kind == v1::NETWORK_POLICY) hits = FetchPolicyHits(c, err);
+  if (opts.output == "wide" && HasHits(*kind)) hits = FetchPolicyHits(c, err);
   return PrintObjects(objects, false, list_opts, *kind, out, err, hits);
 }
 

@@ -24,8 +24,9 @@ an answered flow, is established and accepted before any group chain):
      the rules whose comment is unchanged (rule 0 and the drop) and rule 1's series is gone;
   5. an Admin ClusterNetworkPolicy on z/b accepts y/b's UDP 80 (its rule 0) and denies y/c's
      (rule 1): netpol_cluster_policy_rule_packets_total{tier="Admin",policy="guard-zb",
-     direction="ingress",rule=...} counts exactly the datagrams of each, and `netpolctl explain
-     pod z/b` names both rules.
+     direction="ingress",rule=...} counts exactly the datagrams of each, `netpolctl get
+     clusternetworkpolicies -o wide` shows them (ACCEPTED, DENIED) and `netpolctl explain pod z/b`
+     names both rules.
 
     counters_test.py --agent PATH --ctl PATH
 """
@@ -205,6 +206,15 @@ def cluster_counts(agent, the_lab, workdir, problems):
     expect(problems, "ClusterNetworkPolicy rule counts after the probes", cluster(),
            {"accept packets": float(ALLOWED), "accept bytes": float(ALLOWED * (28 + PAYLOAD)),
             "deny packets": float(DENIED), "deny bytes": float(DENIED * (28 + PAYLOAD))})
+    wide = agent.must("get", "clusternetworkpolicies", "-o", "wide")
+    row = [l.split() for l in wide.splitlines() if l.startswith("guard-zb ")]
+    header = wide.splitlines()[0].split()
+    if not row or "ACCEPTED" not in header or "DENIED" not in header:
+        problems.append("get clusternetworkpolicies -o wide has no guard-zb row with ACCEPTED "
+                        "and DENIED:\n" + wide)
+    else:
+        # SUBJECT is two words ("pods: ns=z / pod=b" splits further): count from the right.
+        expect(problems, "ACCEPTED, DENIED of guard-zb", row[0][-2:], [str(ALLOWED), str(DENIED)])
     explained = agent.must("explain", "pod", "z/b")
     for want in ("Admin guard-zb ingress[0] (Accept)", "Admin guard-zb ingress[1] (Deny)"):
         if want not in explained:
