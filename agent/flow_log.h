@@ -1,6 +1,7 @@
-// Flow logs: the packets the kernel program logs to nflog (every group chain's closing drop,
-// rate-limited per group chain in the kernel: engine/compiler/RULESET.md "Deny logs") turned
-// into records naming the pods and the policies behind them.
+// Flow logs: the packets the kernel program logs to nflog (every group chain's closing drop and
+// every ClusterNetworkPolicy tier's Deny, rate-limited per chain in the kernel:
+// engine/compiler/RULESET.md "Deny logs", "ClusterNetworkPolicy tiers") turned into records
+// naming the pods and the policies (or the ClusterNetworkPolicy rule) behind them.
 //
 // A reader thread takes packets from the nflog group into a bounded queue (a full queue drops
 // and counts); a worker thread attributes each against the current State (addresses to pods, the
@@ -51,7 +52,9 @@ struct LoggedPacket {
 
 // The record of `packet` against `state`: the verdict and direction from the prefix ("deny
 // in-..." / "deny eg-..."), the pods holding its addresses, and the policies that isolate the
-// judged pod (the destination on ingress, the source on egress) in that direction. nullopt for a
+// judged pod (the destination on ingress, the source on egress) in that direction. For a tier's
+// deny-log prefix ("deny cin-...-adl" / "deny ceg-...-bdl") the ClusterNetworkPolicy Deny rule
+// that decides the packet as the evaluator decides it, instead of the policies. nullopt for a
 // prefix the compiler does not write.
 std::optional<v1::FlowRecord> Attribute(const State& state, const std::string& node,
                                         const LoggedPacket& packet);
@@ -71,7 +74,7 @@ struct FlowLogOptions {
   size_t buffer = 1000;  // records held for Logs
   std::string file;      // JSON-lines file; empty: none
   uint64_t file_max_bytes = 64ull << 20;
-  // The kernel's suppressed count (the closing `counter drop` rules); may be empty.
+  // The kernel's suppressed count (the `counter drop` rules after the logged drops); may be empty.
   std::function<absl::StatusOr<uint64_t>()> suppressed;
 };
 
