@@ -1061,12 +1061,19 @@ struct IncrementalCompiler::Impl {
     };
   }
 
-  // Adds every pod's contribution to shared set `set` (its static elements already counted)
-  // from `s`, which the indexes describe.
-  absl::Status Fill(const State& s, SharedSet* set) const {
+  // Adds to shared set `set` the contribution of every pod of `s` (which the indexes describe)
+  // through its templates `templates` (all of them when null).
+  absl::Status Fill(const State& s, SharedSet* set,
+                    const std::vector<const Template*>* templates = nullptr) const {
+    std::vector<const Template*> all;
+    if (templates == nullptr) {
+      for (const Template& t : set->templates) all.push_back(&t);
+      templates = &all;
+    }
     Contribution c;
     absl::Status st;
-    for (const Template& t : set->templates) {
+    for (const Template* tp : *templates) {
+      const Template& t = *tp;
       auto visit = [&](const Pod& pod, const Labels& labels) {
         if (!st.ok()) return;
         c.clear();
@@ -1318,8 +1325,69 @@ struct IncrementalCompiler::Impl {
         p->dying_sets.insert(held->second.get());
       }
     }
-    for (auto& [def, set] : p->fresh_sets) RETURN_IF_ERROR(Fill(p->new_state, set.get()));
     return absl::OkStatus();
+  }
+
+  // A set of one template and no static elements holds exactly what that template adds: the
+  // part a larger set made of it can copy instead of enumerating its peers again.
+  static bool SinglePart(const SharedSet& set) {
+    return set.templates.size() == 1 && set.counts.empty();
+  }
+
+  // Fills the fresh sets from the new State (PeerElementChanges has run): a set of one template
+  // by enumerating its peers; a union, part by part, from the set that holds that part alone
+  // when one is held (its elements, with this update's changes of them) or fresh, and by
+  // enumerating the peers of the other parts.
+  absl::Status FillFreshSets(Plan* p) const {
+    std::vector<SharedSet*> unions;
+    for (auto& [def, set] : p->fresh_sets) {
+      if (SinglePart(*set)) {
+        RETURN_IF_ERROR(Fill(p->new_state, set.get()));
+      } else {
+        unions.push_back(set.get());
+      }
+    }
+    for (SharedSet* set : unions) {
+      std::vector<const Template*> rest;
+      for (const Template& t : set->templates) {
+        SetParts alone;
+        alone.templates.push_back(t);
+        const std::string def = SetDef(set->dir, set->id, alone);
+        const Counts* from = nullptr;
+        const std::map<Box, int>* changes = nullptr;
+        auto held = shared.find(def);
+        if (held != shared.end() && !p->dying_sets.count(held->second.get())) {
+          from = &held->second->counts;
+          auto d = p->element_delta.find(held->second.get());
+          if (d != p->element_delta.end()) changes = &d->second;
+        } else if (auto fresh = p->fresh_sets.find(def); fresh != p->fresh_sets.end()) {
+          from = &fresh->second->counts;
+        }
+        if (from == nullptr) {
+          rest.push_back(&t);
+          continue;
+        }
+        AddCounts(*from, &set->counts);
+        if (changes != nullptr) AddCounts(*changes, &set->counts);
+      }
+      if (!rest.empty()) RETURN_IF_ERROR(Fill(p->new_state, set, &rest));
+    }
+    return absl::OkStatus();
+  }
+
+  // counts += add (entries reaching zero are removed).
+  static void AddCounts(const Counts& add, Counts* counts) {
+    auto hint = counts->begin();
+    for (const auto& [box, n] : add) {
+      if (n == 0) continue;
+      hint = counts->try_emplace(hint, box, 0);
+      hint->second += n;
+      if (hint->second <= 0) {
+        hint = counts->erase(hint);
+      } else {
+        ++hint;
+      }
+    }
   }
 
   // Peer changes seen by the groups that stay as they are: element count changes.
@@ -1368,7 +1436,8 @@ struct IncrementalCompiler::Impl {
     ClassifyGroups(p);
     RETURN_IF_ERROR(BuildFreshGroups(p));
     if (p->full_update) return absl::OkStatus();
-    return PeerElementChanges(p, peers);
+    RETURN_IF_ERROR(PeerElementChanges(p, peers));
+    return FillFreshSets(p);
   }
 
   // ---- the steps of a commit (nothing fails) ----
@@ -1502,7 +1571,7 @@ struct IncrementalCompiler::Impl {
     for (const auto& [def, set] : p.fresh_sets) EmitSet(*set, &to);
     if (tx != nullptr) {
       nft::Transaction diff = nft::Diff(from, to);
-      for (const nft::Command& c : diff.commands()) tx->Append(c);
+      for (nft::Command& c : diff.mutable_commands()) tx->Append(std::move(c));
     }
     if (before != nullptr) {
       for (auto& [name, els] : from.elements) before->elements[name] = std::move(els);

@@ -26,8 +26,9 @@
 //     namespace-selector ones are grouped by selector, one match per distinct selector) plus, if
 //     it is local, its group membership (the policies of its namespace). Element commands only,
 //     unless its group appears or disappears; a group that appears costs its chain, plus, for
-//     each of its sets whose content no group has yet, that set's elements (every peer of its
-//     rule parts), which its transaction carries anyway;
+//     each of its sets whose content no group has yet, that set's elements, which its
+//     transaction carries anyway: a rule part that a held (or fresh) set holds alone is copied
+//     from that set, the peers of the other parts are enumerated;
 //   * a namespace relabelled: every pod of that namespace, as peers;
 //   * a policy created, changed or deleted: every local pod of its namespace is regrouped, and
 //     every group that holds the policy (before or after) is rebuilt from the State (cost: its

@@ -583,6 +583,64 @@ TEST(IncrementalCompilerTest, AGroupWhoseSetsExistCostsItsChainOnly) {
   }
 }
 
+// A set whose content no group has yet, made of parts that held sets hold alone, is filled from
+// those sets (incremental.h): here b's policy allows from team=blue (a's set, held) and from
+// team=red (not held) on TCP 80, and the same update changes team=blue's pods (one more, one
+// gone) and, in turn, removes a's group (its set dies: b's union enumerates the blue pods) or
+// adds a policy in c allowing from team=red alone (a fresh part). Each lands on Compile of the
+// new State, with the union's elements in the transaction.
+TEST(IncrementalCompilerTest, AUnionIsFilledFromTheSetsOfItsPartsAsOfTheNewState) {
+  const CompileOptions o = Node("n1");
+  const State base = SharedSetState(false);
+  auto with_union = [&](bool a_local, bool c_policy) {
+    State s = base;
+    Add(&s, MakeNamespace("red", {{"team", "red"}}));
+    for (int i = 0; i < 5; ++i) {
+      Add(&s, MakePod("red", absl::StrCat("r", i), {}, "n2", {absl::StrCat("10.8.0.", i + 1)}));
+    }
+    s.pods.erase("crowd/p7");
+    Add(&s, MakePod("crowd", "late", {}, "n3", {"10.9.1.1"}));
+    NetworkPolicy p;
+    p.namespace_name = "b";
+    p.name = "from-blue-and-red";
+    p.pod_selector = Sel({{"app", "web"}});
+    p.ingress_type = true;
+    Rule r;
+    r.peers.push_back(testing::NamespacePeer(Sel({{"team", "blue"}})));
+    r.peers.push_back(testing::NamespacePeer(Sel({{"team", "red"}})));
+    r.ports.push_back(TcpPort(80));
+    p.ingress.push_back(r);
+    Add(&s, p);
+    Add(&s, MakePod("b", "web-2", {{"app", "web"}}, "n1", {"10.0.0.4"}));
+    if (!a_local) s.pods.erase("a/web-1");
+    if (c_policy) {
+      Add(&s, MakeNamespace("c"));
+      NetworkPolicy q = p;
+      q.namespace_name = "c";
+      q.name = "from-red";
+      q.ingress[0].peers.erase(q.ingress[0].peers.begin());
+      Add(&s, q);
+      Add(&s, MakePod("c", "web-1", {{"app", "web"}}, "n1", {"10.0.0.5"}));
+    }
+    return s;
+  };
+  for (const auto& [a_local, c_policy, label] :
+       {std::tuple(true, false, "the part is held"), std::tuple(false, false, "the part's set dies"),
+        std::tuple(true, true, "a part held, a part fresh")}) {
+    const State next = with_union(a_local, c_policy);
+    IncrementalCompiler ic;
+    ASSERT_TRUE(ic.Reset(base, o).ok());
+    nft::Transaction tx = CheckUpdate(&ic, base, next, o, label);
+    size_t largest = 0;
+    for (const nft::Command& c : tx.commands()) {
+      if (c.kind == nft::ObjectKind::kElement) largest = std::max(largest, c.elements.size());
+    }
+    EXPECT_EQ(largest, 55u) << label << "\n" << tx.ToNftText();  // 50 blue pods, 5 red
+    // And back.
+    CheckUpdate(&ic, next, base, o, std::string(label) + ", back");
+  }
+}
+
 TEST(IncrementalCompilerTest, ErrorsLeaveTheProgramUnchanged) {
   const CompileOptions o = Node("n1");
   State s1 = Shop();
