@@ -359,6 +359,7 @@ std::vector<Selector> SlotLookup(Slot s, Dir dir) {
 
 Element BoxElement(Slot s, const Box& b) {
   Element e;
+  e.key.reserve(b.size());
   const bool addr = s != kXr;
   for (size_t i = 0; i < b.size(); ++i) {
     if (i == 0 && addr) {
@@ -373,8 +374,10 @@ Element BoxElement(Slot s, const Box& b) {
 }
 
 std::vector<Element> BoxElements(Slot s, const std::vector<Box>& boxes) {
+  const std::vector<Box> disjoint = DisjointUnion(boxes, SlotDims(s));
   std::vector<Element> out;
-  for (const Box& b : DisjointUnion(boxes, SlotDims(s))) out.push_back(BoxElement(s, b));
+  out.reserve(disjoint.size());
+  for (const Box& b : disjoint) out.push_back(BoxElement(s, b));
   return out;
 }
 

@@ -117,6 +117,7 @@ Slot BaseSlot(int id) {
 // A point of a plain set (or a box of an interval set) as an nft element.
 Element PointElement(Slot s, const Box& b) {
   Element e;
+  e.key.reserve(3);
   switch (s) {
     case kA4:
     case kA6:
@@ -151,7 +152,8 @@ std::vector<Element> SlotElements(Slot s, const Counts& counts) {
     out.reserve(counts.size());
     for (const auto& [b, n] : counts) out.push_back(PointElement(s, b));
   }
-  std::sort(out.begin(), out.end());
+  // Points come in key order already (a box orders as its element does).
+  if (!std::is_sorted(out.begin(), out.end())) std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end(),
                         [](const Element& a, const Element& b) { return a.key == b.key; }),
             out.end());
@@ -687,9 +689,16 @@ void EditElements(Program* prog, const std::string& set, std::vector<Element> de
       auto it = std::lower_bound(v.begin(), v.end(), e, by_key);
       if (it != v.end() && it->key == e.key) {
         *it = std::move(e);
-      } else {
-        v.insert(it, std::move(e));
+        continue;
       }
+      // A full vector grows by an eighth, not twice its size: elements are most of a program's
+      // memory, and sets are built exactly sized.
+      if (v.size() == v.capacity()) {
+        const size_t at = static_cast<size_t>(it - v.begin());
+        v.reserve(v.size() + v.size() / 8 + 4);
+        it = v.begin() + static_cast<std::ptrdiff_t>(at);
+      }
+      v.insert(it, std::move(e));
     }
     if (v.empty()) prog->elements.erase(set);
     return;
