@@ -105,21 +105,28 @@ absl::StatusOr<bool> NetlinkSocket::WaitReadable(int timeout_ms) {
   }
 }
 
+SyscallResult NetlinkSocket::RecvInto(std::vector<char>* buf) {
+  if (scratch_ == nullptr) scratch_.reset(new char[kReceiveBufferBytes]);
+  SyscallResult r = sys_->Recv(fd_, scratch_.get(), kReceiveBufferBytes, MSG_DONTWAIT | MSG_TRUNC);
+  if (r.ok() && static_cast<size_t>(r.value) <= kReceiveBufferBytes) {
+    buf->assign(scratch_.get(), scratch_.get() + r.value);
+  }
+  return r;
+}
+
 SyscallResult NetlinkSocket::ReceiveNow(std::vector<char>* buf) {
-  buf->resize(kReceiveBufferBytes);
   SyscallResult r;
   do {
-    r = sys_->Recv(fd_, buf->data(), buf->size(), MSG_DONTWAIT | MSG_TRUNC);
+    r = RecvInto(buf);
   } while (!r.ok() && r.error == EINTR);
   if (!r.ok()) {
     buf->clear();
     return r;
   }
-  if (static_cast<size_t>(r.value) > buf->size()) {
+  if (static_cast<size_t>(r.value) > kReceiveBufferBytes) {
     buf->clear();
     return {-1, EMSGSIZE};
   }
-  buf->resize(static_cast<size_t>(r.value));
   return r;
 }
 
@@ -135,17 +142,15 @@ absl::Status NetlinkSocket::Receive(std::vector<char>* buf, int timeout_ms) {
       return absl::UnavailableError(
           absl::StrCat("netlink socket: no reply from the kernel within ", timeout_ms, " ms"));
     }
-    buf->resize(kReceiveBufferBytes);
-    SyscallResult r = sys_->Recv(fd_, buf->data(), buf->size(), MSG_DONTWAIT | MSG_TRUNC);
+    SyscallResult r = RecvInto(buf);
     if (!r.ok()) {
       if (r.error == EAGAIN || r.error == EINTR) continue;
       return SyscallError("recv", r);
     }
-    if (static_cast<size_t>(r.value) > buf->size()) {
+    if (static_cast<size_t>(r.value) > kReceiveBufferBytes) {
       return absl::UnavailableError(absl::StrCat("netlink socket: a reply of ", r.value,
                                                  " bytes exceeds the receive buffer"));
     }
-    buf->resize(static_cast<size_t>(r.value));
     return absl::OkStatus();
   }
 }

@@ -61,8 +61,13 @@ class NetlinkSocket {
   NetlinkSocket(NetlinkSyscalls* sys, int fd) : sys_(sys), fd_(fd) {}
   absl::Status EnsureBuffer(int force_opt, int opt, size_t bytes, size_t* current);
 
+  // Receives into scratch_ (allocated once, never zeroed) and copies out what arrived: a
+  // datagram is usually an ACK of a few dozen bytes, and a fresh 256 KiB zero-filled buffer per
+  // receive cost a large allocation (and page faults) per netlink round trip.
+  SyscallResult RecvInto(std::vector<char>* buf);
   NetlinkSyscalls* sys_;
   int fd_;
+  std::unique_ptr<char[]> scratch_;
   uint32_t port_id_ = 0;
   size_t sndbuf_ = 0;
   size_t rcvbuf_ = 0;
