@@ -283,6 +283,7 @@ struct TierContent {
   std::vector<std::string> cnps;  // in evaluation order
   Resolution resolution;          // of the named ports its ingress rules use
   std::string base;               // its sets' name without the suffix
+  std::vector<int> idx;           // the CNPs' positions in their tier's order (-1: gone)
   std::vector<ValuedBox> out[2];  // FirstMatch per family index, sorted
   int refs = 0;                   // tier chains that look it up
 };
@@ -308,6 +309,7 @@ struct TierLayer::Impl {
   std::set<std::string> chain_names;
   bool clash = false;  // a name needed a salt: later updates compile afresh
   std::vector<std::string> order[2];  // CNP names by tier, in evaluation order
+  std::map<std::string, int> pos;     // CNP name -> position in its tier's order
   std::set<std::string> local;        // local pod keys
   std::map<std::string, std::string> pod_chain[2];  // local pod key -> chain key
   std::map<std::string, std::vector<IpAddr>> pod_ips;  // tiered pods' addresses
@@ -320,6 +322,16 @@ struct TierLayer::Impl {
   const TierEnv* env = nullptr;
   const CompileOptions* opts = nullptr;
   std::unique_ptr<NsLabels> ns;
+  std::vector<const ClusterNetworkPolicy*> ptrs[2];  // order[t]'s CNPs in the new State
+
+  // The positions of `c`'s CNPs in their tier's order.
+  void Index(TierContent* c) const {
+    c->idx.clear();
+    for (const std::string& n : c->cnps) {
+      auto it = pos.find(n);
+      c->idx.push_back(it == pos.end() ? -1 : it->second);
+    }
+  }
 
   const ClusterNetworkPolicy& Cnp(const std::string& name) const {
     return s->cluster_policies.find(name)->second;
@@ -353,15 +365,13 @@ struct TierLayer::Impl {
       return !(dir == Dir::kIngress ? c.ingress : c.egress).empty();
     };
     std::vector<const ClusterNetworkPolicy*> lists[2];
-    for (const std::string& name : order[0]) {
-      const ClusterNetworkPolicy& c = Cnp(name);
-      if (has_rules(c) && PodMatches(c.subject, pod, labels)) lists[0].push_back(&c);
+    for (const ClusterNetworkPolicy* c : ptrs[0]) {
+      if (has_rules(*c) && PodMatches(c->subject, pod, labels)) lists[0].push_back(c);
     }
     tc.np_chain = env->group_chain(pod.Key(), dir);
     if (tc.np_chain.empty()) {
-      for (const std::string& name : order[1]) {
-        const ClusterNetworkPolicy& c = Cnp(name);
-        if (has_rules(c) && PodMatches(c.subject, pod, labels)) lists[1].push_back(&c);
+      for (const ClusterNetworkPolicy* c : ptrs[1]) {
+        if (has_rules(*c) && PodMatches(c->subject, pod, labels)) lists[1].push_back(c);
       }
     }
     if (lists[0].empty() && lists[1].empty()) return std::nullopt;
@@ -460,8 +470,10 @@ struct TierLayer::Impl {
     };
     std::vector<ValuedBox> ordered;
     std::vector<Span> spans;
-    for (const std::string& name : c.cnps) {
-      const ClusterNetworkPolicy& cnp = Cnp(name);
+    const std::vector<const ClusterNetworkPolicy*>& tier = ptrs[c.letter == 'a' ? 0 : 1];
+    for (int i : c.idx) {
+      if (i < 0) continue;  // a CNP gone: the content goes with its chains
+      const ClusterNetworkPolicy& cnp = *tier.at(static_cast<size_t>(i));
       for (const CnpRule& rule : c.dir == Dir::kIngress ? cnp.ingress : cnp.egress) {
         const int value = ValueOf(rule.action);
         spans.clear();
@@ -734,20 +746,27 @@ struct TierLayer::Impl {
       }
     }
 
-    // The tiers' order, when a CNP changed.
+    // The CNPs in tier order (priority, then name: the map's order), from the new State; their
+    // names and positions when a CNP changed.
     const bool cnps_changed = !delta.cluster_policies.empty() || first;
+    for (auto& p : ptrs) p.clear();
+    for (const auto& [name, cnp] : new_state.cluster_policies) {
+      ptrs[static_cast<int>(cnp.tier)].push_back(&cnp);
+    }
+    for (auto& p : ptrs) {
+      std::stable_sort(p.begin(), p.end(),
+                       [](const auto* a, const auto* b) { return a->priority < b->priority; });
+    }
     if (cnps_changed) {
-      std::vector<const ClusterNetworkPolicy*> tier[2];
-      for (const auto& [name, cnp] : new_state.cluster_policies) {
-        tier[static_cast<int>(cnp.tier)].push_back(&cnp);
-      }
+      pos.clear();
       for (int t = 0; t < 2; ++t) {
-        std::stable_sort(tier[t].begin(), tier[t].end(), [](const auto* a, const auto* b) {
-          return a->priority < b->priority;  // equal priorities: by name (the map's order)
-        });
         order[t].clear();
-        for (const ClusterNetworkPolicy* c : tier[t]) order[t].push_back(c->name);
+        for (const ClusterNetworkPolicy* c : ptrs[t]) {
+          pos[c->name] = static_cast<int>(order[t].size());
+          order[t].push_back(c->name);
+        }
       }
+      for (auto& [key, c] : contents) Index(&c);
     }
 
     // Local pods whose tier chains may change: every one when a CNP changed; otherwise the
@@ -855,6 +874,7 @@ struct TierLayer::Impl {
         std::vector<const ClusterNetworkPolicy*> list;
         for (const std::string& n : content.cnps) list.push_back(&Cnp(n));
         content.resolution = TierResolution(list, tc.dir, tc.resolution);
+        Index(&content);
         contents.emplace(c, std::move(content));
       }
     }
@@ -1033,6 +1053,7 @@ struct TierLayer::Impl {
     env = nullptr;
     opts = nullptr;
     ns.reset();
+    for (auto& p : ptrs) p.clear();
     return true;
   }
 };
