@@ -1071,8 +1071,6 @@ bool TierLayer::Update(const State& old_state, const State& new_state, const Del
                        to);
 }
 
-bool TierLayer::empty() const { return impl_->chains.empty() && impl_->contents.empty(); }
-
 const std::map<std::string, GroupRuleSources>& TierLayer::sources() const {
   return impl_->sources;
 }

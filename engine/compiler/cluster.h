@@ -87,8 +87,6 @@ class TierLayer {
               const std::set<std::string>& relocated, const std::set<IpAddr>& np_addrs,
               const TierEnv& env, const CompileOptions& opts, const nft::Program& held,
               nft::Program* from, nft::Program* to);
-  // Whether it holds no tier chain and no content.
-  bool empty() const;
   // Per tier chain (by name), what its rules decide (GroupRuleSources::tier_rules).
   const std::map<std::string, GroupRuleSources>& sources() const;
 
