@@ -9,12 +9,22 @@
 //     (node-0) and one on another node, so the state keeps its tier's size. Apply and Delete
 //     return after the kernel commit, so "due -> reply" is event -> enforced, including any time
 //     the event waited behind earlier ones; "sent -> reply" (service time) is printed beside it.
-//     Prints one JSON line with percentiles.
+//     Prints one JSON line with percentiles. With --trace=FILE, also one JSON line per event in
+//     FILE: the operation, the pod, its address, its node, the store generation the reply named
+//     and the due, sent and reply times (steady clock, CLOCK_MONOTONIC, in ns), for a harness
+//     that times the event elsewhere (benchmarks/control_plane: another node's kernel). With
+//     --follow=ADDR (another agent on the same shared datastore), a thread follows that agent's
+//     applied generation (WaitForGeneration of the next one, in a loop: the agent answers when
+//     its kernel commit covering it is done) and each trace line gets "follow_ns", when that
+//     agent first had the event's generation (or a later one) in its kernel, -1 if never.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <thread>
 #include <vector>
 
@@ -22,7 +32,9 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "api/netpol/v1/object_service.grpc.pb.h"
+#include "api/netpol/v1/status_service.grpc.pb.h"
 #include "benchmarks/workload/workload.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -37,6 +49,9 @@ ABSL_FLAG(double, max_wall_s, 0,
           "are reported as not_sent (the agent fell behind the rate)");
 ABSL_FLAG(std::string, node, netpol::bench::kMeasuredNode, "churn: the agent's node");
 ABSL_FLAG(double, timeout_s, 600, "Deadline of one RPC");
+ABSL_FLAG(std::string, trace, "", "churn: write one JSON line per event to this file");
+ABSL_FLAG(std::string, follow, "",
+          "churn: another agent's address whose applied generation is followed (with --trace)");
 
 namespace netpol::bench {
 namespace {
@@ -55,8 +70,10 @@ struct Rpc {
     return ctx;
   }
 
-  // Applies one multi-document YAML manifest; "" or an error text.
-  std::string ApplyYaml(const std::string& source, const std::string& yaml) const {
+  // Applies one multi-document YAML manifest; "" or an error text. `generation`, when given,
+  // receives the store generation the reply named.
+  std::string ApplyYaml(const std::string& source, const std::string& yaml,
+                        uint64_t* generation = nullptr) const {
     v1::ApplyRequest req;
     v1::Manifest* m = req.add_manifests();
     m->set_source(source);
@@ -65,10 +82,11 @@ struct Rpc {
     auto ctx = Context();
     grpc::Status st = stub->Apply(ctx.get(), req, &resp);
     if (!st.ok()) return absl::StrCat("Apply ", source, ": ", st.error_message());
+    if (generation != nullptr) *generation = resp.generation();
     return "";
   }
 
-  std::string DeletePod(const Pod& pod) const {
+  std::string DeletePod(const Pod& pod, uint64_t* generation = nullptr) const {
     v1::DeleteRequest req;
     v1::ObjectRef* ref = req.add_refs();
     ref->set_kind(v1::POD);
@@ -78,6 +96,7 @@ struct Rpc {
     auto ctx = Context();
     grpc::Status st = stub->Delete(ctx.get(), req, &resp);
     if (!st.ok()) return absl::StrCat("Delete pod ", pod.Key(), ": ", st.error_message());
+    if (generation != nullptr) *generation = resp.generation();
     return "";
   }
 };
@@ -85,6 +104,10 @@ struct Rpc {
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "agent_client: %s\n", msg.c_str());
   return 1;
+}
+
+int64_t Ns(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
 }
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
@@ -95,6 +118,86 @@ double Pct(std::vector<double> v, double q) {
   size_t i = static_cast<size_t>(q * (v.size() - 1) + 0.5);
   return v[std::min(i, v.size() - 1)];
 }
+
+// Follows an agent's applied generation: WaitForGeneration(applied + 1) in a loop, recording
+// when each newer applied generation was first answered.
+class Follower {
+ public:
+  explicit Follower(const std::string& server)
+      : stub_(v1::StatusService::NewStub(
+            grpc::CreateChannel(server, grpc::InsecureChannelCredentials()))) {}
+
+  // Reads the current applied generation, then starts the thread; "" or an error text.
+  std::string Start() {
+    v1::StatusRequest req;
+    v1::StatusResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    grpc::Status st = stub_->Status(&ctx, req, &resp);
+    if (!st.ok()) return absl::StrCat("Status of the followed agent: ", st.error_message());
+    applied_ = resp.applied_generation();
+    thread_ = std::thread([this] { Run(); });
+    return "";
+  }
+
+  // Waits until `generation` is applied (or `wait_s` passes), then stops the thread.
+  void StopAfter(uint64_t generation, double wait_s) {
+    {
+      absl::MutexLock l(&mu_);
+      auto reached = [this, generation]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return applied_ >= generation;
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&reached), absl::Seconds(wait_s));
+    }
+    stop_ = true;
+    thread_.join();
+  }
+
+  // When `generation` (or a later one) was first seen applied, or nullopt.
+  std::optional<Clock::time_point> AppliedAt(uint64_t generation) const {
+    absl::MutexLock l(&mu_);
+    for (const auto& [g, t] : seen_) {
+      if (g >= generation) return t;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  void Run() {
+    while (!stop_) {
+      v1::WaitForGenerationRequest req;
+      {
+        absl::MutexLock l(&mu_);
+        req.set_generation(applied_ + 1);
+      }
+      req.mutable_timeout()->set_nanos(200'000'000);
+      v1::StatusResponse resp;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+      grpc::Status st = stub_->WaitForGeneration(&ctx, req, &resp);
+      const auto now = Clock::now();
+      if (!st.ok()) {
+        // DEADLINE_EXCEEDED: nothing newer yet. Anything else: try again shortly.
+        if (st.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        continue;
+      }
+      absl::MutexLock l(&mu_);
+      if (resp.applied_generation() > applied_) {
+        applied_ = resp.applied_generation();
+        seen_.emplace_back(applied_, now);
+      }
+    }
+  }
+
+  std::unique_ptr<v1::StatusService::Stub> stub_;
+  mutable absl::Mutex mu_;
+  uint64_t applied_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::pair<uint64_t, Clock::time_point>> seen_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
 
 int Load(const Rpc& rpc, const State& state) {
   const int64_t chunk = absl::GetFlag(FLAGS_chunk_bytes);
@@ -159,6 +262,25 @@ int Churn(const Rpc& rpc, const State& state) {
   const auto t0 = Clock::now();
   double max_wall = absl::GetFlag(FLAGS_max_wall_s);
   if (max_wall <= 0) max_wall = 2 * seconds;
+  std::FILE* trace = nullptr;
+  if (const std::string path = absl::GetFlag(FLAGS_trace); !path.empty()) {
+    trace = std::fopen(path.c_str(), "w");
+    if (trace == nullptr) return Fail("cannot write --trace file " + path);
+  }
+  std::unique_ptr<Follower> follower;
+  if (const std::string follow = absl::GetFlag(FLAGS_follow); !follow.empty()) {
+    if (trace == nullptr) return Fail("--follow needs --trace");
+    follower = std::make_unique<Follower>(follow);
+    if (std::string err = follower->Start(); !err.empty()) return Fail(err);
+  }
+  struct Traced {
+    size_t i;
+    Pod pod;
+    uint64_t generation;
+    Clock::time_point due, sent, done;
+  };
+  std::vector<Traced> traced;
+  uint64_t newest = 0;
   Pod pod;
   size_t i = 0;
   for (; i < events; ++i) {
@@ -172,6 +294,7 @@ int Churn(const Rpc& rpc, const State& state) {
       ++late;
     }
     std::string err;
+    uint64_t generation = 0;
     const auto sent = Clock::now();
     if (i % 2 == 0) {
       const uint64_t n = i / 2;
@@ -179,16 +302,39 @@ int Churn(const Rpc& rpc, const State& state) {
       pod = EventPod(state, n, n % 2 == 0 ? absl::GetFlag(FLAGS_node) : "node-9999");
       State one;
       one.pods.emplace(pod.Key(), pod);
-      err = rpc.ApplyYaml(absl::StrCat("event-", i), StateToYaml(one));
+      err = rpc.ApplyYaml(absl::StrCat("event-", i), StateToYaml(one), &generation);
     } else {
-      err = rpc.DeletePod(pod);
+      err = rpc.DeletePod(pod, &generation);
     }
-    if (!err.empty()) return Fail(absl::StrCat("event ", i, ": ", err));
+    if (!err.empty()) {
+      if (trace != nullptr) std::fclose(trace);
+      if (follower != nullptr) follower->StopAfter(0, 0);
+      return Fail(absl::StrCat("event ", i, ": ", err));
+    }
     const auto done = Clock::now();
+    if (trace != nullptr) traced.push_back({i, pod, generation, due, sent, done});
+    newest = std::max(newest, generation);
     enforced_ms.push_back(Ms(done - due));
     service_ms.push_back(Ms(done - sent));
   }
   const double wall = Ms(Clock::now() - t0) / 1000;
+  if (follower != nullptr) follower->StopAfter(newest, 60);
+  for (const Traced& e : traced) {
+    int64_t follow_ns = -1;
+    if (follower != nullptr) {
+      if (auto at = follower->AppliedAt(e.generation)) follow_ns = Ns(*at);
+    }
+    std::fprintf(trace,
+                 "{\"i\": %zu, \"op\": \"%s\", \"pod\": \"%s\", \"ip\": \"%s\", "
+                 "\"node\": \"%s\", \"generation\": %llu, \"due_ns\": %lld, "
+                 "\"sent_ns\": %lld, \"done_ns\": %lld, \"follow_ns\": %lld}\n",
+                 e.i, e.i % 2 == 0 ? "add" : "delete", e.pod.Key().c_str(),
+                 e.pod.ips.empty() ? "" : e.pod.ips[0].ToString().c_str(),
+                 e.pod.node_name.c_str(), static_cast<unsigned long long>(e.generation),
+                 static_cast<long long>(Ns(e.due)), static_cast<long long>(Ns(e.sent)),
+                 static_cast<long long>(Ns(e.done)), static_cast<long long>(follow_ns));
+  }
+  if (trace != nullptr && std::fclose(trace) != 0) return Fail("writing the --trace file failed");
   std::printf(
       "{\"mode\": \"churn\", \"tier\": \"%s\", \"rate\": %.1f, \"events\": %zu, "
       "\"sent\": %zu, \"not_sent\": %zu, \"wall_s\": %.3f, \"achieved_rate\": %.2f, "

@@ -186,7 +186,9 @@ class MultiLab(lab.Lab):
 
     # ---- etcd
 
-    def start_etcd(self):
+    def start_etcd(self, flags=()):
+        """Starts etcd (`flags` are added to its command line, e.g. raised request limits) and
+        waits until it is healthy."""
         if not os.access(ETCD, os.X_OK):
             raise LabError("%s is not installed (apt-get install etcd-server)" % ETCD)
         url = "http://%s" % ETCD_ENDPOINT
@@ -197,7 +199,7 @@ class MultiLab(lab.Lab):
              "--data-dir=" + os.path.join(self.workdir, "etcd"),
              "--listen-client-urls=" + url, "--advertise-client-urls=" + url,
              "--listen-peer-urls=" + peer, "--initial-advertise-peer-urls=" + peer,
-             "--initial-cluster=lab=" + peer, "--grpc-keepalive-min-time=500ms"],
+             "--initial-cluster=lab=" + peer, "--grpc-keepalive-min-time=500ms"] + list(flags),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         deadline = time.monotonic() + 30
