@@ -363,7 +363,8 @@ def main():
                    help="seconds of churn per rate (one agent: the rates in turn)")
     p.add_argument("--t4-tier", default="T4")
     p.add_argument("--t4-rate", type=float, default=100)
-    p.add_argument("--t4-seconds", type=float, default=30)
+    p.add_argument("--t4-seconds", type=float, default=20,
+                   help="T4 churn seconds (not 2 minutes: the T4 loads take 2-3 min per build)")
     p.add_argument("--etcd-tier", default="T2")
     p.add_argument("--etcd-rate", type=float, default=50)
     p.add_argument("--etcd-seconds", type=float, default=30)
