@@ -21,16 +21,17 @@ the tier. Then:
    generation (StatusService.WaitForGeneration of B's next generation, in a loop: B answers as
    soon as the kernel commit covering it is done).
 
-"pod event -> enforced on B" = the moment B first reported the event's generation (or a later
-one) applied in its kernel - the moment the event was sent to A: the etcd write, B's watch,
-B's sync and B's kernel commit, whatever A does meanwhile (measured for every event: B must
-process each, whether it changes B's table or not; an add and the delete that follows may reach
-B in one watch batch and cancel out, which B's generation covers and a kernel notification
-could not). The kernel's own word is the cross-check: for each event that changed B's table,
-the first notification after its send naming the pod's address with its verb; those must not
-come after B reported the generation applied (beyond the follower's reply delay), and their
-latency is reported beside. Also reported: A's service time (sent -> A's reply) and both
-agents' CPU per event over the churn.
+"pod event -> enforced on B" = B's kernel announcing the change minus the moment the event was
+sent to A: the etcd write, B's watch, B's sync and B's kernel commit, whatever A does meanwhile.
+`nft monitor` in B's namespace stamps each set-element notification as it arrives; an event's
+is the first one after its send naming the pod's address with its verb. Only the events that
+changed B's table have one: a pod placed on B always does (B isolates it) unless its add and
+the delete after it reached B in one watch batch and cancelled out; a pod placed elsewhere only
+when B's policies select it as a peer. Beside it, for every event: when B reported the event's
+generation (or a later one) applied, which B must reach for each event whether it changes B's
+table or not; the agent answers after its commit, so this is an upper bound, and how long after
+the kernel's notification it comes is reported too. Also reported: A's service time (sent ->
+A's reply) and both agents' CPU per event over the churn.
 
     sudo /usr/bin/python3 benchmarks/control_plane/etcd_second_node.py \\
         --agent bazel-bin/agent/netpol-agent --netpolctl bazel-bin/cli/netpolctl \\
@@ -258,12 +259,12 @@ def measure(args, log=print):
         })
         b = result["enforced_on_b_ms"]
         k = result["kernel_notification_on_b_ms"]
-        log("etcd %s: %d events through %s at %g/s offered (%.1f/s achieved): enforced on %s "
-            "p50 %.1f ms, p99 %.1f ms, max %.1f ms; %d changed %s's table, kernel notification "
-            "p50 %s ms, p99 %s ms; %s service p99 %.1f ms; agent CPU per event %s %.2f ms, "
-            "%s %.2f ms"
-            % (args.tier, sent, WRITER, args.rate, churn["achieved_rate"], TIMED, b["p50"],
-               b["p99"], b["max"], k["n"], TIMED, fmt(k["p50"]), fmt(k["p99"]), WRITER,
+        log("etcd %s: %d events through %s at %g/s offered (%.1f/s achieved): %d changed "
+            "%s's table, its kernel's notification p50 %s ms, p99 %s ms; %s reported the "
+            "generation applied p50 %.1f ms, p99 %.1f ms, max %.1f ms; %s service p99 %.1f ms; "
+            "agent CPU per event %s %.2f ms, %s %.2f ms"
+            % (args.tier, sent, WRITER, args.rate, churn["achieved_rate"], k["n"], TIMED,
+               fmt(k["p50"]), fmt(k["p99"]), TIMED, b["p50"], b["p99"], b["max"], WRITER,
                result["writer_service_ms"]["p99"], WRITER,
                result["agent_cpu_ms_per_event"][WRITER], TIMED,
                result["agent_cpu_ms_per_event"][TIMED]))

@@ -321,16 +321,20 @@ def table(results, args):
         "ns_selector", lambda r: "%.2f s; %s" % (r["first_s"], num(r["best_later_s"], "%.2f s")),
         lambda r: r["first_s"], TARGETS["ns_compile_s"])
     add("etcd datastore: pod event -> enforced on a second node, p99 / p50 at %s (%g events/s "
-        "offered, %g s)" % (args.etcd_tier, args.etcd_rate, args.etcd_seconds), "p99 ≤ 20 ms",
-        "etcd", lambda r: "%.1f / %.1f ms (%d events, %.1f/s achieved)" % (
-            r["enforced_on_b_ms"]["p99"], r["enforced_on_b_ms"]["p50"],
-            r["enforced_on_b_ms"]["n"], r["achieved_rate"]),
-        lambda r: r["enforced_on_b_ms"]["p99"], TARGETS["etcd_p99_ms"])
-    add("etcd: the second node's kernel notification p99 / p50 (events that changed its "
-        "table); writer's service time p99; agent CPU per event writer / second node", "",
-        "etcd", lambda r: "%s / %s ms (%d events); %.1f ms; %.2f / %.2f ms" % (
+        "offered, %g s): the second node's kernel notification naming the pod, events that "
+        "changed its table" % (args.etcd_tier, args.etcd_rate, args.etcd_seconds),
+        "p99 ≤ 20 ms", "etcd", lambda r: "%s / %s ms (%d of %d events, %.1f/s achieved)" % (
             num(r["kernel_notification_on_b_ms"]["p99"]),
             num(r["kernel_notification_on_b_ms"]["p50"]), r["kernel_notification_on_b_ms"]["n"],
+            r["sent"], r["achieved_rate"]),
+        lambda r: r["kernel_notification_on_b_ms"]["p99"], TARGETS["etcd_p99_ms"])
+    add("etcd: the second node reports the event's generation applied (every event), p99 / p50; "
+        "its kernel's notification before that report, p50; writer's service time p99; agent "
+        "CPU per event writer / second node", "", "etcd",
+        lambda r: "%.1f / %.1f ms; %s ms; %.1f ms; %.2f / %.2f ms" % (
+            r["enforced_on_b_ms"]["p99"], r["enforced_on_b_ms"]["p50"],
+            num(None if r["kernel_notification_minus_applied_ms"]["p50"] is None
+                else -r["kernel_notification_minus_applied_ms"]["p50"]),
             r["writer_service_ms"]["p99"], r["agent_cpu_ms_per_event"][etcd.WRITER],
             r["agent_cpu_ms_per_event"][etcd.TIMED]))
     out = ["| metric | target | old (%s) | new (%s) | new vs target |" % (args.old_label,
