@@ -135,10 +135,9 @@ class Runner:
                                   not k.startswith(("structural", "elements_only")))
                               for f in fams.values())}
 
-    def agent(self, build, tier, churns):
+    def agent(self, build, row, tier, churns):
         """Load `tier` into a fresh agent, then each (rate, seconds) churn in turn."""
         a = self.args
-        row = "agent_" + tier.lower()
         opts = types.SimpleNamespace(client=a.client)
         workdir = tempfile.mkdtemp(prefix="netpol-cp-bench-")
         agent = None
@@ -199,11 +198,11 @@ class Runner:
 
     def agent_t2(self, build):
         a = self.args
-        return self.agent(build, a.t2_tier, [(r, a.t2_seconds) for r in a.t2_rates])
+        return self.agent(build, "agent_t2", a.t2_tier, [(r, a.t2_seconds) for r in a.t2_rates])
 
     def agent_t4(self, build):
         a = self.args
-        return self.agent(build, a.t4_tier, [(a.t4_rate, a.t4_seconds)])
+        return self.agent(build, "agent_t4", a.t4_tier, [(a.t4_rate, a.t4_seconds)])
 
     def etcd(self, build):
         a = self.args
