@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <atomic>
 #include <memory>
 #include <thread>
 
@@ -69,7 +70,7 @@ class EndpointsTest : public ::testing::Test {
   }
 
   void Start() {
-    auto store = Store::Open(dir_);
+    auto store = Store::Open(dir_, store_options_);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
     auto endpoints = Endpoints::Open(dir_);
@@ -83,6 +84,13 @@ class EndpointsTest : public ::testing::Test {
     o.attached_pods = [e] { return AttachedPods(*e->Current()); };
     Store* s = store_.get();
     reconciler_ = std::make_unique<Reconciler>(&fake_, [s] { return s->Current(); }, o);
+    if (sync_hooks_) {  // as the agent wires the embedded store
+      Store::SyncHooks hooks;
+      Reconciler* r = reconciler_.get();
+      hooks.written = [r](const Snapshot& next, const ChangedKeys& keys) { r->Offer(next, keys); };
+      hooks.failed = [r](uint64_t generation) { r->Withdraw(generation).IgnoreError(); };
+      store_->set_sync_hooks(hooks);
+    }
     service_ = std::make_unique<AgentService>(store_.get(), reconciler_.get());
     service_->set_endpoints(endpoints_.get());
     api_ = std::make_unique<EndpointApi>(store_.get(), reconciler_.get(), endpoints_.get());
@@ -131,6 +139,8 @@ class EndpointsTest : public ::testing::Test {
   }
 
   std::string dir_;
+  Store::Options store_options_;
+  bool sync_hooks_ = false;
   nft::FakeBackend fake_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Endpoints> endpoints_;
@@ -168,6 +178,38 @@ TEST_F(EndpointsTest, AttachIsEnforcedWhenItReturns) {
   EXPECT_EQ(pod->object().pod().status().pod_ips_size(), 1);
   // Status counts attached pods as local.
   EXPECT_EQ(service_->Status().objects().local_pods(), 3);
+}
+
+// An attachment change whose journal fsync fails changes nothing, the kernel included: it was
+// committed while the record was fsynced (Store::SyncHooks), and taken back before the error.
+TEST_F(EndpointsTest, AnAttachWhoseFsyncFailsLeavesTheKernelAsItWas) {
+  Stop();
+  auto fail = std::make_shared<std::atomic<bool>>(false);
+  store_options_.fdatasync = [this, fail](int fd) {
+    if (fail->exchange(false)) {
+      // The attachment is in the kernel (offered) before its record's fsync fails.
+      EXPECT_TRUE(reconciler_->WaitFor(store_->Current().generation + 1, kTimeout).ok());
+      EXPECT_THAT(Kernel(), HasSubstr("10.2.0.5 comment \"shop/other\""));
+      errno = EIO;
+      return -1;
+    }
+    return ::fdatasync(fd);
+  };
+  sync_hooks_ = true;
+  Start();
+  Apply(kShop);
+  const std::string before = Kernel();
+  const uint64_t generation = store_->Current().generation;
+  // shop/other runs on node-2: attached here, it would become local (dispatched).
+  fail->store(true);
+  auto r = api_->Attach(Req("c-other", "shop", "other", {"10.2.0.5"}), kTimeout);
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(store_->Current().generation, generation);
+  EXPECT_TRUE(endpoints_->Current()->empty());
+  EXPECT_EQ(Kernel(), before);
+  // And the same attachment then works.
+  MustAttach(Req("c-other", "shop", "other", {"10.2.0.5"}));
+  EXPECT_THAT(Kernel(), HasSubstr("10.2.0.5 comment \"shop/other\""));
 }
 
 TEST_F(EndpointsTest, APIWritesUnderAttachmentsAreStoredAsEnforced) {
