@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "agent/e2e/grpc_raw.h"
 #include "engine/util/skip_or_fail.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -130,8 +131,15 @@ void AgentTest::WaitServing() {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
     v1::StatusResponse resp;
     grpc::Status st = stub->Status(&ctx, v1::StatusRequest(), &resp);
-    if (st.ok() && resp.serving()) return;
-    last = st.ok() ? resp.last_error() : st.error_message();
+    // The health service turns SERVING shortly after the Status does (the agent polls its
+    // readiness every 50 ms): serving means both.
+    if (st.ok() && resp.serving()) {
+      const std::string health = HealthStatus(Channel());
+      if (health == "SERVING") return;
+      last = "health: " + health;
+    } else {
+      last = st.ok() ? resp.last_error() : st.error_message();
+    }
     if (agent_ > 0 && waitpid(agent_, nullptr, WNOHANG) == agent_) {
       agent_ = -1;
       FAIL() << "agent exited before serving:\n" << AgentLog();

@@ -292,7 +292,7 @@ def run(api, probe_binary, tmp):
         program = last["program"]
         check(last["compileError"] == "", "compile: %s" % last["compileError"])
         check("chain ceg-guard-" in program and "192.168.7.1 . 0-255 . 0-65535" in program
-              and 'drop comment "Admin tier Deny: guard"' in program,
+              and 'drop comment "Admin tier Deny: guard egress[0]"' in program,
               "the compiled program lacks guard's tier chain:\n%s" % program)
         status = probe.until_status(
             lambda s: all_watching(s) and resource(s, "clusternetworkpolicies")["watching"],
