@@ -24,7 +24,8 @@ the tier. Then:
 "pod event -> enforced on B" = B's kernel announcing the change minus the moment the event was
 sent to A: the etcd write, B's watch, B's sync and B's kernel commit, whatever A does meanwhile.
 `nft monitor` in B's namespace stamps each set-element notification as it arrives; an event's
-is the first one after its send naming the pod's address with its verb. Only the events that
+is the first one after its send naming the pod's address with its verb, before the next event
+naming that address with that verb is sent (the churn reuses addresses). Only the events that
 changed B's table have one: a pod placed on B always does (B isolates it) unless its add and
 the delete after it reached B in one watch batch and cancelled out; a pod placed elsewhere only
 when B's policies select it as a peer. Beside it, for every event: when B reported the event's
@@ -237,8 +238,20 @@ def measure(args, log=print):
         on_b_local = [(e["follow_ns"] - e["sent_ns"]) / 1e6 for e in events
                       if e["node"] == TIMED]
         kernel, kernel_after = [], []
+        # The churn names the same address again in later events: a notification counts for an
+        # event only when it arrives before the next event with the same verb and address is
+        # sent, else a cancelled event (never in B's table) would take a later event's.
+        sends = {}
+        for e in events:
+            sends.setdefault((e["op"], e["ip"]), []).append(e["sent_ns"])
+        for key in sends:
+            sends[key].sort()
         for e in events:
             t = monitor.first("add" if e["op"] == "add" else "delete", e["ip"], e["sent_ns"])
+            later = sends[(e["op"], e["ip"])]
+            i = bisect.bisect_right(later, e["sent_ns"])
+            if t is not None and i < len(later) and t >= later[i]:
+                t = None
             if t is not None:
                 kernel.append((t - e["sent_ns"]) / 1e6)
                 kernel_after.append((t - e["follow_ns"]) / 1e6)
