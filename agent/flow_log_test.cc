@@ -17,7 +17,9 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-constexpr char kState[] = R"(
+// Every state below: the namespace shop with its pods web and client on node-1 (both families),
+// then the state's own objects.
+constexpr char kPods[] = R"(
 apiVersion: v1
 kind: Namespace
 metadata: {name: shop}
@@ -34,6 +36,13 @@ metadata: {name: client, namespace: shop, labels: {app: client}}
 spec: {nodeName: node-1}
 status: {podIPs: [{ip: 10.1.0.11}, {ip: "fd00:1::11"}]}
 ---
+)";
+
+State LoadWithPods(const char* objects) {
+  return fixtures::LoadState(std::string(kPods) + objects);
+}
+
+constexpr char kState[] = R"(
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: web-ingress, namespace: shop}
@@ -130,7 +139,7 @@ LoggedPacket Packet(const std::string& prefix, const std::string& src, const std
 }
 
 TEST(AttributeTest, IngressDropNamesBothPodsAndThePoliciesIsolatingTheDestination) {
-  State s = fixtures::LoadState(kState);
+  State s = LoadWithPods(kState);
   auto r = Attribute(s, "node-1", Packet("deny in-shop_deny-all-0123abcd", "10.1.0.11",
                                          "10.1.0.10", 6, 8080));
   ASSERT_TRUE(r.has_value());
@@ -148,7 +157,7 @@ TEST(AttributeTest, IngressDropNamesBothPodsAndThePoliciesIsolatingTheDestinatio
 }
 
 TEST(AttributeTest, EgressDropJudgesTheSourceAndLeavesUnknownAddressesPodless) {
-  State s = fixtures::LoadState(kState);
+  State s = LoadWithPods(kState);
   auto r = Attribute(s, "node-1",
                      Packet("deny eg-shop_deny-all-0123abcd", "fd00:1::11", "2001:db8::1", 17, 53));
   ASSERT_TRUE(r.has_value());
@@ -161,22 +170,6 @@ TEST(AttributeTest, EgressDropJudgesTheSourceAndLeavesUnknownAddressesPodless) {
 }
 
 constexpr char kLoggingState[] = R"(
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: shop, labels: {app: web}}
-spec: {nodeName: node-1}
-status: {podIPs: [{ip: 10.1.0.10}, {ip: "fd00:1::10"}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: shop, labels: {app: client}}
-spec: {nodeName: node-1}
-status: {podIPs: [{ip: 10.1.0.11}, {ip: "fd00:1::11"}]}
----
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
@@ -202,7 +195,7 @@ spec:
 )";
 
 TEST(AttributeTest, AllowedNamesTheRulesOfTheLoggingPoliciesThatAllowedIt) {
-  State s = fixtures::LoadState(kLoggingState);
+  State s = LoadWithPods(kLoggingState);
   ASSERT_TRUE(s.policies.at("shop/logged").log_allowed);
   ASSERT_FALSE(s.policies.at("shop/quiet").log_allowed);
   const std::string prefix = "allow in-shop_logged-0123abcd";
@@ -233,22 +226,6 @@ TEST(AttributeTest, AllowedNamesTheRulesOfTheLoggingPoliciesThatAllowedIt) {
 }
 
 constexpr char kGuardedState[] = R"(
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: shop, labels: {app: web}}
-spec: {nodeName: node-1}
-status: {podIPs: [{ip: 10.1.0.10}, {ip: "fd00:1::10"}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: shop, labels: {app: client}}
-spec: {nodeName: node-1}
-status: {podIPs: [{ip: 10.1.0.11}, {ip: "fd00:1::11"}]}
----
 apiVersion: policy.networking.k8s.io/v1alpha2
 kind: ClusterNetworkPolicy
 metadata: {name: lock-web}
@@ -272,7 +249,7 @@ spec:
 )";
 
 TEST(AttributeTest, ClusterNetworkPolicyDenyNamesTheTierThePolicyAndTheRule) {
-  State s = fixtures::LoadState(kGuardedState);
+  State s = LoadWithPods(kGuardedState);
   auto in = Attribute(s, "node-1", Packet("deny cin-lock-web-0123abcd-adl", "10.1.0.11",
                                           "10.1.0.10", 6, 8080));
   ASSERT_TRUE(in.has_value());
@@ -319,7 +296,7 @@ TEST(AttributeTest, ClusterNetworkPolicyDenyNamesTheTierThePolicyAndTheRule) {
 }
 
 TEST(AttributeTest, ForeignPrefixesMakeNoRecord) {
-  State s = fixtures::LoadState(kState);
+  State s = LoadWithPods(kState);
   EXPECT_FALSE(Attribute(s, "n", Packet("", "10.1.0.11", "10.1.0.10", 6, 1)).has_value());
   EXPECT_FALSE(Attribute(s, "n", Packet("deny forward", "10.1.0.11", "10.1.0.10", 6, 1)));
   EXPECT_FALSE(Attribute(s, "n", Packet("DROP ", "10.1.0.11", "10.1.0.10", 6, 1)).has_value());
@@ -327,7 +304,7 @@ TEST(AttributeTest, ForeignPrefixesMakeNoRecord) {
 
 TEST(FlowLogTest, HeldRecordsFollowersFiltersAndTheRotatedFile) {
   const std::string dir = fixtures::MakeTempDir("flow_log_test");
-  auto state = std::make_shared<const State>(fixtures::LoadState(kState));
+  auto state = std::make_shared<const State>(LoadWithPods(kState));
   FlowLogOptions o;
   o.node = "node-1";
   o.state = [state] { return state; };
